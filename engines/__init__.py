@@ -1,0 +1,1 @@
+"""speechstream engines: pure synchronous model compute with explicit state."""

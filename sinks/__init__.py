@@ -1,0 +1,1 @@
+"""speechstream sinks: consumers of events."""

@@ -1,0 +1,1 @@
+"""speechstream runtime: frames, events, nodes, the graph, sources, VAD."""
