@@ -1,0 +1,432 @@
+"""The public engine contract: load a checkpoint, run it offline, stream it.
+
+Shape legend (used in every engine docstring and shape comment):
+    B: batch (streams)        S: audio samples at 16 kHz
+    T: output frames          D: feature dims (hidden size, vocab size, labels ...)
+    C: frames per chunk       L: left-context frames      R: lookahead frames
+
+Usage::
+
+    model = load_model("facebook/wav2vec2-base-960h")        # or a local HF-layout directory
+    logits = model.forward(audio).frames                       # (B, T, V) for a CTC head
+
+    state = model.init_state("cached", chunk_ms=640, left_context_ms=5120, lookahead_ms=0)
+    for chunk in chunks:                                       # 1-D float32 tensors, any length
+        out, state = model.step(chunk, state)                  # out.frames (T_new, D), out.start_frame
+    last = model.flush(state)
+
+Two layers:
+
+* ``LoadedModel`` (this module) is what callers use. It owns sample buffering, frame
+  accounting and the frontend; it holds weights only, never per-stream data. Per-stream data
+  lives in the immutable ``StreamState`` that ``init_state`` returns and ``step`` replaces.
+* ``EngineModule`` (an ``nn.Module``) is what a family implements: the weights with their HF
+  parameter paths, ``forward`` for whole utterances, and ``init_cache``/``cached_step`` for
+  cached streaming. Families register themselves with ``register_family(model_type, FamilySpec)``.
+
+Frame timing: output frame ``t`` is computed from input samples
+``[t * samples_per_frame, t * samples_per_frame + receptive_field_samples)`` (for the wav2vec2
+CNN: 320 and 400, so an utterance of S samples has ``(S - 400) // 320 + 1`` frames).
+
+Streaming modes:
+
+* ``"window"``: every step runs the model on left context + chunk + lookahead samples and
+  keeps the chunk's frames; every frame is emitted exactly once. Works for any checkpoint.
+* ``"cached"``: nothing is recomputed: KV caches with a bounded left context, convolution
+  caches, and a lookahead of R frames (``lookahead_ms``) for the attention, plus whatever
+  lookahead a non-causal convolution needs (the module's ``extra_lookahead_frames``).
+  Output is delayed by ``StreamState.delay_frames`` frames.
+
+Heads (``LoadedModel.head``): "ctc" (frames are CTC logits), "frame" (frame-classification
+logits), "xvector" and "sequence" (utterance-level heads: streaming frames are the hidden
+states the head pools; ``LoadedModel.pool(frames)`` applies the head), "base" (hidden states).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from engines.errors import StreamError, UnsupportedConfigError
+
+__all__ = [
+    "SAMPLE_RATE_HZ",
+    "HEADS",
+    "MODES",
+    "ForwardOutput",
+    "StepOutput",
+    "StreamSpec",
+    "StreamState",
+    "Frontend",
+    "EngineModule",
+    "FamilySpec",
+    "register_family",
+    "get_family",
+    "supported_model_types",
+    "LoadedModel",
+    "load_model",
+]
+
+SAMPLE_RATE_HZ = 16_000
+HEADS = ("ctc", "frame", "xvector", "sequence", "base")
+MODES = ("window", "cached")
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+
+class ForwardOutput(NamedTuple):
+    """Offline outputs. Always the same four fields; unused ones are None."""
+
+    frames: Tensor  # (B, T, D) CTC logits | frame logits | hidden states (base, xvector, sequence)
+    utterance: Tensor | None  # (B, E) x-vector embeddings | sequence-classification logits
+    utterance_logits: Tensor | None  # (B, E') x-vector classifier output (no AM-softmax margin)
+    frame_mask: Tensor | None  # (B, T) bool, True on frames that come from real samples
+
+
+class StepOutput(NamedTuple):
+    """Frames emitted by one streaming step. ``frames`` may have T_new == 0."""
+
+    frames: Tensor  # (T_new, D)
+    start_frame: int  # absolute index of frames[0] in the stream
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming configuration and state
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Streaming geometry, in ms at the edges and in frames inside."""
+
+    mode: str
+    chunk_ms: int
+    left_context_ms: int
+    lookahead_ms: int
+    samples_per_frame: int = 320
+    normalize: str = "stream"  # waveform normalisation while streaming, see frontends
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UnsupportedConfigError("mode", self.mode, MODES)
+        for name in ("chunk_ms", "left_context_ms", "lookahead_ms"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise StreamError(f"{name} must be a non-negative int, got {v!r}")
+        if self.chunk_frames < 1:
+            raise StreamError(
+                f"chunk_ms={self.chunk_ms} is shorter than one frame "
+                f"({self.frame_ms} ms)"
+            )
+
+    @property
+    def frame_ms(self) -> float:
+        return self.samples_per_frame * 1000 / SAMPLE_RATE_HZ
+
+    def _frames(self, ms: int) -> int:
+        # ms -> whole frames (rounded to nearest, so 1000 ms at 20 ms/frame is exactly 50)
+        return int(round(ms * SAMPLE_RATE_HZ / 1000 / self.samples_per_frame))
+
+    @property
+    def chunk_frames(self) -> int:  # C
+        return self._frames(self.chunk_ms)
+
+    @property
+    def left_frames(self) -> int:  # L
+        return self._frames(self.left_context_ms)
+
+    @property
+    def lookahead_frames(self) -> int:  # R
+        return self._frames(self.lookahead_ms)
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.chunk_frames * self.samples_per_frame
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """Everything one stream carries between steps. Immutable: ``step`` returns a new one.
+
+    samples_in:   samples received so far (int, stream time)
+    frames_out:   index of the next frame to emit
+    steps:        number of model calls made so far (cached mode: chunk index)
+    pending:      (S_p,) float32 samples received but not yet given to the model
+                  (window mode: also the left-context samples the next window needs)
+    cache:        family-specific named tuple of tensors (cached mode), window-mode feature
+                  cache (window mode with reuse), or None
+    frontend:     frontend streaming state (e.g. running normalisation statistics) or None
+    delay_frames: how many frames behind the input the output runs (cached mode)
+    """
+
+    spec: StreamSpec
+    samples_in: int = 0
+    frames_out: int = 0
+    steps: int = 0
+    pending: Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0))
+    cache: Any = None
+    frontend: Any = None
+    delay_frames: int = 0
+
+    def replace(self, **changes: Any) -> "StreamState":
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a family implements
+# ---------------------------------------------------------------------------------------------
+
+
+class Frontend:
+    """Turns raw 16 kHz audio into the module's input.
+
+    Offline: ``__call__(audio (B, S), lengths (B,) | None) -> (inputs, lengths)`` with
+    ``Wav2Vec2FeatureExtractor`` / ``SeamlessM4TFeatureExtractor`` semantics.
+    Streaming: ``init_state(spec)`` and ``step(samples (S,), fstate) -> (samples (S,), fstate)``
+    apply stream-level normalisation to raw samples (the module then computes features).
+    """
+
+    def __call__(self, audio: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def init_state(self, spec: StreamSpec) -> Any:
+        return None
+
+    def step(self, samples: Tensor, fstate: Any) -> tuple[Tensor, Any]:
+        return samples, fstate
+
+    def step_batch(self, samples: Tensor, fstates: Sequence[Any]) -> tuple[Tensor, list[Any]]:
+        """(B, S) samples with one frontend state each; default loops over ``step``."""
+        outs, new = [], []
+        for i, fs in enumerate(fstates):
+            o, f = self.step(samples[i], fs)
+            outs.append(o)
+            new.append(f)
+        return torch.stack(outs), new
+
+
+class EngineModule(nn.Module):
+    """Weights of one family + head, with HF parameter paths (state dicts load 1:1).
+
+    A subclass sets the class attributes and implements the methods below. It holds weights
+    and constants only; per-stream tensors travel in the cache named tuple.
+    """
+
+    family: str = ""
+    samples_per_frame: int = 320  # input samples per output frame
+    receptive_field_samples: int = 400  # input samples that make one output frame
+    # regexes of checkpoint keys that are training-only (SpecAugment embedding, quantizer,
+    # AM-softmax objective) and are dropped at load time; every other key must match exactly
+    ignored_checkpoint_keys: tuple[str, ...] = ()
+
+    def __init__(self, config: Any, head: str):
+        super().__init__()
+        self.config = config
+        self.head = head
+
+    # -- offline --------------------------------------------------------------------------
+    def forward(self, inputs: Tensor, attention_mask: Tensor | None = None) -> ForwardOutput:
+        """inputs: frontend output ((B, S) waveform or (B, T_in, F) features);
+        attention_mask: (B, S) / (B, T_in) 1 on real input, as in transformers."""
+        raise NotImplementedError
+
+    def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """Utterance heads: (B, T, D) head-input frames -> (utterance, utterance_logits)."""
+        return None, None
+
+    # -- window mode ----------------------------------------------------------------------
+    def window_features(self, samples: Tensor) -> Tensor | None:
+        """(B, S) frontend-normalised samples -> (B, T, Df) per-frame features that window mode
+        may reuse across window overlaps, or None when a frame's features depend on more
+        than its receptive field (group norm over time). Default: None (no reuse)."""
+        return None
+
+    def window_from_features(self, features: Tensor) -> Tensor:
+        """(B, T, Df) features from ``window_features`` -> (B, T, D) streaming frames."""
+        raise NotImplementedError
+
+    def window_forward(self, samples: Tensor) -> Tensor:
+        """(B, S) frontend-normalised samples of one window -> (B, T, D) streaming frames
+        (head frames; hidden states for utterance heads)."""
+        raise NotImplementedError
+
+    # -- cached mode ----------------------------------------------------------------------
+    def extra_lookahead_frames(self, spec: StreamSpec) -> int:
+        """Frames of lookahead the module needs beyond ``spec.lookahead_frames`` (e.g. half
+        the positional conv kernel)."""
+        return 0
+
+    def init_cache(self, spec: StreamSpec) -> Any:
+        """Named tuple of tensors, each with a leading batch dim of 1, fixed shapes."""
+        raise NotImplementedError
+
+    def cached_step(self, samples: Tensor, cache: Any, spec: StreamSpec, end_frame: Tensor | None) -> tuple[Tensor, Any]:
+        """One chunk: (B, C * samples_per_frame) new normalised samples -> (B, C, D) frames
+        for absolute frames ``[k*C - delay, (k+1)*C - delay)`` (k = chunks done before this
+        call, delay = ``delay_frames(spec)``), and the new cache. ``end_frame`` (B,) long, or
+        None mid-stream: the number of frames the whole stream has (frames at and beyond it
+        are padding, masked out as in the offline forward)."""
+        raise NotImplementedError
+
+    def delay_frames(self, spec: StreamSpec) -> int:
+        """How many frames cached output runs behind the frames the input completes."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Registry entry. ``parse_config(raw_config_dict, source) -> config dataclass`` refuses
+    unsupported values with UnsupportedConfigError; ``build(config, head) -> EngineModule``;
+    ``make_frontend(config, preprocessor_dict_or_None) -> Frontend``;
+    ``architectures`` maps HF architecture class names to heads."""
+
+    model_type: str
+    parse_config: Callable[[dict, str], Any]
+    build: Callable[[Any, str], EngineModule]
+    make_frontend: Callable[[Any, dict | None], Frontend]
+    architectures: dict[str, str]
+
+
+_FAMILIES: dict[str, FamilySpec] = {}
+_BUILTIN_MODULES = {
+    "wav2vec2": "engines.wav2vec2",
+    "wavlm": "engines.wavlm",
+    "wav2vec2-conformer": "engines.wav2vec2_conformer",
+    "wav2vec2-bert": "engines.wav2vec2_bert",
+}
+
+
+def register_family(spec: FamilySpec) -> FamilySpec:
+    _FAMILIES[spec.model_type] = spec
+    return spec
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_BUILTIN_MODULES)
+
+
+def get_family(model_type: str, source: str = "") -> FamilySpec:
+    if model_type not in _FAMILIES:
+        if model_type not in _BUILTIN_MODULES:
+            raise UnsupportedConfigError("model_type", model_type, supported_model_types(), source)
+        import importlib
+
+        importlib.import_module(_BUILTIN_MODULES[model_type])  # registers itself
+        if model_type not in _FAMILIES:
+            raise UnsupportedConfigError("model_type", model_type, sorted(_FAMILIES), source)
+    return _FAMILIES[model_type]
+
+
+# ---------------------------------------------------------------------------------------------
+# The loaded model: what callers use
+# ---------------------------------------------------------------------------------------------
+
+
+class LoadedModel:
+    """A loaded checkpoint: weights (shared by every stream) + the streaming driver."""
+
+    def __init__(
+        self,
+        module: EngineModule,
+        frontend: Frontend,
+        model_dir: Path,
+        checkpoint: str,
+        vocab: dict[str, int] | None = None,
+        id2label: dict[int, str] | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.module = module.eval()
+        self.frontend = frontend
+        self.model_dir = Path(model_dir)
+        self.checkpoint = checkpoint
+        self.vocab = vocab
+        self.id2label = id2label
+        self.device = torch.device(device)
+
+    family = property(lambda self: self.module.family)
+    head = property(lambda self: self.module.head)
+    config = property(lambda self: self.module.config)
+    samples_per_frame = property(lambda self: self.module.samples_per_frame)
+    receptive_field_samples = property(lambda self: self.module.receptive_field_samples)
+    vocab_dir = property(lambda self: self.model_dir)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames an utterance of ``num_samples`` samples has offline."""
+        if num_samples < self.receptive_field_samples:
+            return 0
+        return (num_samples - self.receptive_field_samples) // self.samples_per_frame + 1
+
+    # -- offline --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, audio: Tensor, lengths: Tensor | None = None) -> ForwardOutput:
+        """audio: (S,) or (B, S) float in [-1, 1] at 16 kHz; lengths (B,) for padded batches."""
+        audio = torch.as_tensor(audio, dtype=torch.float32)
+        if audio.dim() == 1:
+            audio = audio[None]
+        inputs, mask = self.frontend(audio, lengths)
+        inputs = inputs.to(self.device)
+        mask = None if mask is None else mask.to(self.device)
+        return self.module(inputs, mask)
+
+    @torch.inference_mode()
+    def pool(self, frames: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Utterance heads on streamed frames: (T, D) or (B, T, D) -> (utterance, logits)."""
+        if frames.dim() == 2:
+            frames = frames[None]
+        return self.module.pool(frames)
+
+    # -- streaming ------------------------------------------------------------------------
+    def init_state(
+        self,
+        mode: str = "cached",
+        chunk_ms: int = 640,
+        left_context_ms: int = 5120,
+        lookahead_ms: int = 0,
+        normalize: str = "stream",
+    ) -> StreamState:
+        from engines.common import streaming
+
+        return streaming.init_state(self, mode, chunk_ms, left_context_ms, lookahead_ms, normalize)
+
+    def step(self, chunk: Tensor, state: StreamState) -> tuple[StepOutput, StreamState]:
+        """chunk: (S_c,) float32 samples, any length (0 allowed)."""
+        outs, states = self.step_batch([chunk], [state])
+        return outs[0], states[0]
+
+    def step_batch(
+        self, chunks: Sequence[Tensor], states: Sequence[StreamState]
+    ) -> tuple[list[StepOutput], list[StreamState]]:
+        """Several streams at once; streams that are due for the same model call shape go
+        through one forward. Same results as calling ``step`` on each."""
+        from engines.common import streaming
+
+        return streaming.step_batch(self, chunks, states)
+
+    def flush(self, state: StreamState) -> StepOutput:
+        """End of stream: emit every frame not emitted yet (the offline utterance's frames)."""
+        from engines.common import streaming
+
+        return streaming.flush(self, state)
+
+
+def load_model(model: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A local HF-layout directory, or a hub id resolved offline from the local HF cache."""
+    from engines.common.hf import load_model as _load
+
+    return _load(model, device)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+_ = math  # (kept for families that import helpers from here)

@@ -1,0 +1,73 @@
+"""Exceptions raised by the engines.
+
+Every error an engine raises on purpose derives from ``EngineError``; foreign exceptions
+(safetensors, torch.load, huggingface_hub, json) are translated at the boundary with
+``raise CheckpointError(msg) from exc``.
+
+    EngineError
+    ├── ModelNotFoundError        a path or hub id that resolves to nothing (names the id / path)
+    ├── CheckpointError           a checkpoint that cannot be read or does not match the model
+    │   └── KeyMismatchError      strict key check failed (lists missing / unexpected keys, names the file)
+    ├── UnsupportedConfigError    a config value the engines do not implement (names value and supported ones)
+    └── StreamError               misuse of the streaming API (bad chunk sizes, mixing states of
+                                  different modes in one batch, a chunk that is not 1-D float audio)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EngineError",
+    "ModelNotFoundError",
+    "CheckpointError",
+    "KeyMismatchError",
+    "UnsupportedConfigError",
+    "StreamError",
+]
+
+
+class EngineError(Exception):
+    """Base class of every error raised on purpose by ``engines``."""
+
+
+class ModelNotFoundError(EngineError):
+    """A model argument that is neither a model directory nor a cached hub id."""
+
+
+class CheckpointError(EngineError):
+    """A checkpoint file that cannot be read, or whose tensors do not fit the model."""
+
+
+class KeyMismatchError(CheckpointError):
+    """The strict key check failed. ``missing`` and ``unexpected`` hold the key names."""
+
+    def __init__(self, checkpoint: str, missing: list[str], unexpected: list[str]):
+        self.checkpoint = checkpoint
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+
+        def show(keys: list[str]) -> str:
+            head = ", ".join(keys[:12])
+            return head + (f", ... ({len(keys)} in all)" if len(keys) > 12 else "")
+
+        parts = [f"checkpoint {checkpoint} does not match the model"]
+        if self.missing:
+            parts.append(f"missing keys: {show(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected keys: {show(self.unexpected)}")
+        super().__init__("; ".join(parts))
+
+
+class UnsupportedConfigError(EngineError):
+    """A config value the engines do not implement. Never silently approximated."""
+
+    def __init__(self, key: str, value: object, supported: "list[object] | tuple[object, ...] | str", source: str = ""):
+        self.key = key
+        self.value = value
+        self.supported = supported
+        where = f" in {source}" if source else ""
+        sup = supported if isinstance(supported, str) else ", ".join(repr(s) for s in supported)
+        super().__init__(f"unsupported {key}={value!r}{where}; supported: {sup}")
+
+
+class StreamError(EngineError):
+    """Misuse of the streaming API."""
