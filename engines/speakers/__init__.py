@@ -1,0 +1,1 @@
+"""Speaker embeddings, online clustering and enrollment (pure, synchronous)."""
