@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Literal, Protocol, Sequence
@@ -128,6 +129,11 @@ class Node:
     def forget(self, stream_id: str) -> None:
         """Drop per-stream state."""
 
+    def output_time(self, sample: int, rate_hz: int) -> tuple[int, int]:
+        """Map an input position to this node's output time, for the ErrorEvent the
+        error policy emits. Identity unless the node changes the time base (resampler)."""
+        return sample, rate_hz
+
     # ------------------------------------------------------------------ for subclasses
 
     async def push(self, event: Event) -> None:
@@ -175,7 +181,8 @@ class Node:
                 self._open.setdefault(sid, (item.sample, item.sample_rate_hz))
                 await self._guarded(sid, item.sample, item.sample_rate_hz, self.end_of_stream, item)
             if sid not in self._eos_pushed:  # failed stream, or a hook that raised before pushing it
-                await self.push(item)
+                sample, rate = self.output_time(item.sample, item.sample_rate_hz)
+                await self.push(dataclasses.replace(item, sample=sample, sample_rate_hz=rate))
             self._end(sid)
             return
         if sid in self._failed:
@@ -201,6 +208,7 @@ class Node:
         try:
             await hook(arg)
         except StreamError as exc:
+            sample, rate = self.output_time(sample, rate)
             await self.push(
                 ErrorEvent(sid, sample, sample_rate_hz=rate, code=exc.code, message=f"{self.name}: {exc}", fatal=exc.fatal)
             )
@@ -211,6 +219,7 @@ class Node:
             log.error("node %r: bug while handling stream %r (policy %s)", self.name, sid, policy, exc_info=exc)
             if policy == "raise":
                 raise
+            sample, rate = self.output_time(sample, rate)
             msg = f"{self.name}: internal error {type(exc).__name__}: {exc}"
             await self.push(ErrorEvent(sid, sample, sample_rate_hz=rate, code="internal_error", message=msg, fatal=True))
             self._fail(sid)
