@@ -227,6 +227,9 @@ class EngineModule(nn.Module):
     # regexes of checkpoint keys that are training-only (SpecAugment embedding, quantizer,
     # AM-softmax objective) and are dropped at load time; every other key must match exactly
     ignored_checkpoint_keys: tuple[str, ...] = ()
+    # prepended to every checkpoint key before the strict check: a bare ``Wav2Vec2Model``
+    # checkpoint stores "encoder...." where the module has "wav2vec2.encoder...."
+    checkpoint_prefix: str = ""
 
     def __init__(self, config: Any, head: str):
         super().__init__()
@@ -269,12 +272,13 @@ class EngineModule(nn.Module):
         """Named tuple of tensors, each with a leading batch dim of 1, fixed shapes."""
         raise NotImplementedError
 
-    def cached_step(self, samples: Tensor, cache: Any, spec: StreamSpec, end_frame: Tensor | None) -> tuple[Tensor, Any]:
+    def cached_step(self, samples: Tensor, cache: Any, spec: StreamSpec, end_sample: Tensor | None) -> tuple[Tensor, Any]:
         """One chunk: (B, C * samples_per_frame) new normalised samples -> (B, C, D) frames
         for absolute frames ``[k*C - delay, (k+1)*C - delay)`` (k = chunks done before this
-        call, delay = ``delay_frames(spec)``), and the new cache. ``end_frame`` (B,) long, or
-        None mid-stream: the number of frames the whole stream has (frames at and beyond it
-        are padding, masked out as in the offline forward)."""
+        call, delay = ``delay_frames(spec)``), and the new cache. Frames with a negative index
+        are dropped by the driver. ``end_sample`` (B,) long, or None mid-stream: the number of
+        real samples the whole stream has (the driver zero-pads the last chunks; frames made
+        of padding are masked out as in the offline forward and dropped)."""
         raise NotImplementedError
 
     def delay_frames(self, spec: StreamSpec) -> int:

@@ -143,6 +143,8 @@ def fold_weight_norm(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def load_state_dict_strict(module: torch.nn.Module, sd: dict[str, Tensor], checkpoint: str) -> None:
     ignored = [re.compile(p) for p in getattr(module, "ignored_checkpoint_keys", ())]
+    prefix = getattr(module, "checkpoint_prefix", "")
+    sd = {prefix + k: v for k, v in sd.items()}
     sd = {k: v for k, v in sd.items() if not any(p.search(k) for p in ignored)}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(sd))

@@ -1,0 +1,291 @@
+"""The streaming driver behind ``LoadedModel.init_state/step/step_batch/flush``.
+
+Shape legend: S samples, T frames, C chunk frames, L left-context frames, R lookahead frames,
+D output dims, B streams in one batched call.
+
+It owns what every family shares: sample buffering, the frontend's running normalisation,
+frame accounting (``StepOutput.start_frame``) and, in cached mode, batching the streams that are
+due for a model call together. Everything it keeps per stream lives in the ``StreamState`` it
+returns; all bookkeeping is in Python ints, and no tensor is read back (no ``.item()``).
+
+Window mode (``spec.mode == "window"``), per chunk of frames [f, f + C):
+    the model runs on frames [max(0, f - L), f + C + R) (samples
+    [hop * max(0, f - L), hop * (f + C + R - 1) + rf)), and keeps frames [f, f + C).
+    When the module can reuse per-frame features (``window_features`` is not None: layer-norm
+    CNNs) and normalisation is not per window, the CNN + projection output of the overlap is
+    kept in the state and only new frames go through the CNN. Otherwise each window is
+    recomputed from its samples (GroupNorm CNNs: the window's statistics decide every frame).
+
+Cached mode: see the module (e.g. engines.common.waveform). Each call gives the module exactly
+C * hop new samples; the module returns C frames for [k*C - delay, (k+1)*C - delay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engines.api import StepOutput, StreamSpec, StreamState
+from engines.errors import StreamError
+from engines.frontend_waveform import normalize as normalize_window
+
+__all__ = ["init_state", "step_batch", "flush", "WindowCache", "as_chunk"]
+
+
+class WindowCache(NamedTuple):
+    """Window mode: where ``StreamState.pending`` starts, and reusable features.
+
+    buf_start:  absolute sample index of pending[0]
+    feats:      (T_f, D) per-frame features of frames [feat_start, feat_start + T_f), or None
+    feat_start: absolute frame index of feats[0]
+    """
+
+    buf_start: int
+    feats: Tensor | None
+    feat_start: int
+
+
+def as_chunk(chunk: Any) -> Tensor:
+    """Accept a 1-D float tensor / numpy array; int16 PCM is scaled to [-1, 1)."""
+    if isinstance(chunk, np.ndarray):
+        if chunk.dtype == np.int16:
+            chunk = chunk.astype(np.float32) / 32768.0
+        chunk = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+    if not isinstance(chunk, Tensor):
+        raise StreamError(f"a chunk must be a 1-D float tensor or array, got {type(chunk).__name__}")
+    if chunk.dtype == torch.int16:
+        chunk = chunk.to(torch.float32) / 32768.0
+    if chunk.dim() != 1 or not chunk.is_floating_point():
+        raise StreamError(f"a chunk must be 1-D float audio, got shape {tuple(chunk.shape)} {chunk.dtype}")
+    return chunk.to(torch.float32)
+
+
+def init_state(model, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int, normalize: str) -> StreamState:
+    if normalize not in ("stream", "window", "none"):
+        raise StreamError(f"normalize={normalize!r}; supported: 'stream', 'window', 'none'")
+    if normalize == "window" and mode != "window":
+        raise StreamError("normalize='window' needs mode='window'")
+    spec = StreamSpec(mode, chunk_ms, left_context_ms, lookahead_ms, model.samples_per_frame, normalize)
+    module = model.module
+    fstate = model.frontend.init_state(spec)
+    if mode == "cached":
+        return StreamState(spec=spec, cache=module.init_cache(spec), frontend=fstate, delay_frames=module.delay_frames(spec))
+    return StreamState(spec=spec, cache=WindowCache(0, None, 0), frontend=fstate, delay_frames=spec.lookahead_frames)
+
+
+def _receive(model, chunk: Any, state: StreamState) -> StreamState:
+    x = as_chunk(chunk)
+    if state.spec.normalize == "stream":
+        x, fstate = model.frontend.step(x, state.frontend)
+    else:
+        fstate = state.frontend
+    pending = torch.cat([state.pending, x]) if state.pending.numel() else x
+    return state.replace(samples_in=state.samples_in + x.numel(), pending=pending, frontend=fstate)
+
+
+def _empty(model, state: StreamState) -> StepOutput:
+    d = _out_dim(model)
+    return StepOutput(torch.zeros(0, d), state.frames_out)
+
+
+def _out_dim(model) -> int:
+    cfg = model.config
+    if model.head == "ctc":
+        return cfg.vocab_size
+    if model.head == "frame":
+        return cfg.num_labels
+    return getattr(cfg, "output_hidden_size", None) or cfg.hidden_size
+
+
+# ---------------------------------------------------------------------------------------------
+# cached mode
+# ---------------------------------------------------------------------------------------------
+
+
+def _stack_caches(caches: Sequence[Any]) -> Any:
+    if len(caches) == 1:
+        return caches[0]
+    return type(caches[0])(*[torch.cat(fields, dim=0) for fields in zip(*caches)])
+
+
+def _split_cache(cache: Any, n: int) -> list[Any]:
+    if n == 1:
+        return [cache]
+    parts = [torch.split(f, 1, dim=0) for f in cache]
+    return [type(cache)(*[p[i] for p in parts]) for i in range(n)]
+
+
+@torch.inference_mode()
+def _cached_round(model, items: list[tuple[int, Tensor, StreamState, int | None]]):
+    """One model call for several streams. items: (index, samples (C*hop,), state, end_sample)."""
+    module = model.module
+    samples = torch.stack([s for _, s, _, _ in items]).to(model.device)
+    cache = _stack_caches([st.cache for _, _, st, _ in items])
+    ends = [e for _, _, _, e in items]
+    end = None if all(e is None for e in ends) else torch.tensor([e if e is not None else 2**62 for e in ends], device=model.device)
+    spec = items[0][2].spec
+    frames, cache = module.cached_step(samples, cache, spec, end)
+    return frames, _split_cache(cache, len(items))
+
+
+def _emit(state: StreamState, frames: Tensor, end_frame: int | None) -> tuple[Tensor, int, StreamState]:
+    """frames (C, D) for [k*C - delay, ...): keep indices >= 0 (and < end_frame)."""
+    C = state.spec.chunk_frames
+    first = state.steps * C - state.delay_frames
+    lo = max(0, -first)
+    hi = C if end_frame is None else max(lo, min(C, end_frame - first))
+    kept = frames[lo:hi]
+    new = state.replace(steps=state.steps + 1, frames_out=first + hi if hi > lo else state.frames_out)
+    return kept, first + lo, new
+
+
+def _cached_step_batch(model, states: list[StreamState], final: list[bool]):
+    n = len(states)
+    outs: list[list[Tensor]] = [[] for _ in range(n)]
+    starts: list[int | None] = [None] * n
+    while True:
+        due = []
+        for i, st in enumerate(states):
+            cs = st.spec.chunk_samples
+            end_frame = model.num_frames(st.samples_in) if final[i] else None
+            if st.pending.numel() >= cs:
+                due.append((i, st.pending[:cs], st, st.samples_in if final[i] else None))
+            elif final[i] and st.steps * st.spec.chunk_frames - st.delay_frames < end_frame:
+                pad = torch.zeros(cs - st.pending.numel())
+                due.append((i, torch.cat([st.pending, pad]), st, st.samples_in))
+        if not due:
+            break
+        # one forward per group of streams with the same spec
+        groups: dict[StreamSpec, list] = {}
+        for item in due:
+            groups.setdefault(item[2].spec, []).append(item)
+        for items in groups.values():
+            frames, caches = _cached_round(model, items)
+            for j, (i, _, st, end_sample) in enumerate(items):
+                st = st.replace(pending=st.pending[st.spec.chunk_samples :], cache=caches[j])
+                end_frame = model.num_frames(end_sample) if end_sample is not None else None
+                kept, start, st = _emit(st, frames[j], end_frame)
+                if kept.shape[0]:
+                    if starts[i] is None:
+                        starts[i] = start
+                    outs[i].append(kept)
+                states[i] = st
+    results = []
+    for i, st in enumerate(states):
+        if outs[i]:
+            results.append(StepOutput(torch.cat(outs[i]), starts[i]))
+        else:
+            results.append(_empty(model, st))
+    return results, states
+
+
+# ---------------------------------------------------------------------------------------------
+# window mode
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], int, StreamState]:
+    spec, module = st.spec, model.module
+    hop, rf = model.samples_per_frame, model.receptive_field_samples
+    C, L, R = spec.chunk_frames, spec.left_frames, spec.lookahead_frames
+    total = model.num_frames(st.samples_in)
+    reuse = spec.normalize != "window"
+    outs, start = [], st.frames_out
+    while True:
+        f = st.frames_out
+        e = f + C + R
+        need = hop * (e - 1) + rf
+        if st.samples_in < need:
+            if not final or f >= total:
+                break
+            e = total
+        a = max(0, f - L)
+        wc: WindowCache = st.cache
+        buf = st.pending
+        x_end = min(hop * (e - 1) + rf, st.samples_in)
+        feats = None
+        if reuse:
+            have = wc.feats is not None
+            first_new = (wc.feat_start + wc.feats.shape[0]) if have else a
+            first_new = max(first_new, a)
+            new = None
+            if first_new < e:
+                xs = buf[hop * first_new - wc.buf_start : x_end - wc.buf_start]
+                new = module.window_features(xs[None].to(model.device))
+            if new is not None or (have and first_new >= e):
+                parts = []
+                if have:
+                    parts.append(wc.feats[max(0, a - wc.feat_start) : max(0, e - wc.feat_start)])
+                if new is not None:
+                    parts.append(new[0])
+                feats = torch.cat(parts) if len(parts) > 1 else parts[0]
+        if feats is not None:
+            frames = module.window_from_features(feats[None])[0]  # (e - a, D)
+            keep_from = max(a, f + C - L)
+            wc = WindowCache(wc.buf_start, feats[keep_from - a :], keep_from)
+            # samples needed later start at the first frame without features
+            drop_to = hop * e
+        else:
+            xs = buf[hop * a - wc.buf_start : x_end - wc.buf_start]
+            if spec.normalize == "window":
+                xs = normalize_window(xs)
+            frames = module.window_forward(xs[None].to(model.device))[0]  # (e - a, D)
+            drop_to = hop * max(0, f + C - L)
+        n_emit = min(C, e - f)
+        outs.append(frames[f - a : f - a + n_emit])
+        drop = max(0, min(drop_to, st.samples_in) - wc.buf_start)
+        wc = WindowCache(wc.buf_start + drop, wc.feats, wc.feat_start)
+        st = st.replace(frames_out=f + n_emit, pending=buf[drop:], cache=wc, steps=st.steps + 1)
+        if final and st.frames_out >= total:
+            break
+    return outs, start, st
+
+
+def _window_step_batch(model, states: list[StreamState], final: list[bool]):
+    results = []
+    for i, st in enumerate(states):
+        outs, start, st = _window_steps(model, st, final[i])
+        states[i] = st
+        results.append(StepOutput(torch.cat(outs), start) if outs else _empty(model, st))
+    return results, states
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def step_batch(model, chunks: Sequence[Any], states: Sequence[StreamState]):
+    if len(chunks) != len(states):
+        raise StreamError(f"{len(chunks)} chunks for {len(states)} states")
+    states = [_receive(model, c, s) for c, s in zip(chunks, states)]
+    final = [False] * len(states)
+    modes = {s.spec.mode for s in states}
+    if modes == {"cached"}:
+        return _cached_step_batch(model, states, final)
+    if modes == {"window"}:
+        return _window_step_batch(model, states, final)
+    outs: list = [None] * len(states)
+    new: list = [None] * len(states)
+    for mode, fn in (("cached", _cached_step_batch), ("window", _window_step_batch)):
+        idx = [i for i, s in enumerate(states) if s.spec.mode == mode]
+        o, s = fn(model, [states[i] for i in idx], [False] * len(idx))
+        for j, i in enumerate(idx):
+            outs[i], new[i] = o[j], s[j]
+    return outs, new
+
+
+def flush(model, state: StreamState) -> StepOutput:
+    if state.spec.mode == "cached":
+        outs, _ = _cached_step_batch(model, [state], [True])
+    else:
+        outs, _ = _window_step_batch(model, [state], [True])
+    return outs[0]
+
+
+_ = dataclass
