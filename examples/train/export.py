@@ -1,0 +1,56 @@
+"""Export trained weights to an HF-layout ``Wav2Vec2BertForCTC`` directory.
+
+    python -m examples.train.export --run runs/default --out engines/default_model
+
+Writes config.json, model.safetensors (fp32), preprocessor_config.json (SeamlessM4TFeatureExtractor),
+vocab.json, tokenizer_config.json and special_tokens_map.json (Wav2Vec2CTCTokenizer: ``<pad>`` is the
+CTC blank, ``|`` the word delimiter), through ``engines.wav2vec2_bert.save_pretrained``. The
+model card (README.md) in the same directory is written by hand from the eval output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engines import wav2vec2_bert as w2vb
+from examples.train.train import load_weights
+
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "Wav2Vec2CTCTokenizer",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "bos_token": None,
+    "eos_token": None,
+    "word_delimiter_token": "|",
+    "replace_word_delimiter_char": " ",
+    "do_lower_case": False,
+    "clean_up_tokenization_spaces": False,
+    "model_max_length": 1000000,
+}
+SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def export(run: Path, out: Path) -> Path:
+    cfg = json.loads((run / "train_config.json").read_text())
+    model = w2vb.build_model(cfg["model"], "ctc")
+    load_weights(model, run)
+    model.eval()
+    w2vb.save_pretrained(model, out, vocab=cfg["vocab"])
+    (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
+    (out / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, default=Path("runs/default"))
+    ap.add_argument("--out", type=Path, default=Path("engines/default_model"))
+    args = ap.parse_args(argv)
+    print(export(args.run, args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

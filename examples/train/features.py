@@ -1,0 +1,75 @@
+"""Batched fbank on any device, equal to ``engines.frontend_fbank`` (the frontend the engine runs).
+
+The engine computes one utterance at a time in float64 on the CPU; training needs whole padded
+batches on the GPU. Same constants, same steps (see the engine module's docstring), float32
+arithmetic; ``tests/unit/test_train_recipe.py`` checks the two agree.
+
+Shape legend: B batch, N samples, T 10 ms frames, S stacked 20 ms frames, M = 80 mel bins.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from engines import frontend_fbank as fb
+
+_CACHE: dict = {}
+
+
+def _constants(device: torch.device) -> tuple[Tensor, Tensor]:
+    key = str(device)
+    if key not in _CACHE:
+        _CACHE[key] = (torch.from_numpy(fb.mel_filter_bank()).float().to(device),
+                       torch.from_numpy(fb.povey_window()).float().to(device))
+    return _CACHE[key]
+
+
+def frame_counts(num_samples: Tensor) -> Tensor:
+    """(B,) samples -> (B,) 10 ms frames, as ``fb.frames_for_samples``."""
+    return torch.where(num_samples >= fb.FRAME_LENGTH, 1 + (num_samples - fb.FRAME_LENGTH) // fb.HOP_LENGTH, 0)
+
+
+def log_mel(wave: Tensor) -> Tensor:
+    """(B, N) float in [-1, 1] -> (B, T, M) unnormalised log-mel; frames past an utterance's end are garbage."""
+    mel, window = _constants(wave.device)
+    x = wave.float() * 32768.0
+    frames = x.unfold(1, fb.FRAME_LENGTH, fb.HOP_LENGTH)  # (B, T, 400)
+    frames = frames - frames.mean(dim=2, keepdim=True)
+    frames = torch.cat([frames[..., :1] * (1.0 - fb.PREEMPHASIS), frames[..., 1:] - fb.PREEMPHASIS * frames[..., :-1]], dim=2)
+    power = torch.fft.rfft(frames * window, n=fb.FFT_LENGTH, dim=2).abs().pow(2)  # (B, T, 257)
+    return torch.clamp(power @ mel, min=fb.MEL_FLOOR).log()
+
+
+def normalize(feats: Tensor, frames: Tensor, mode: str) -> Tensor:
+    """Per-mel-bin normalisation the way the engine's stream does it: "none" | "utterance" | "cumulative"."""
+    if mode == "none":
+        return feats
+    B, T, M = feats.shape
+    valid = (torch.arange(T, device=feats.device)[None, :] < frames[:, None]).unsqueeze(2)  # (B, T, 1)
+    x = feats.double() * valid
+    if mode == "utterance":
+        n = frames.clamp(min=2).double()[:, None, None]
+        mean = x.sum(1, keepdim=True) / n
+        var = ((x - mean) ** 2 * valid).sum(1, keepdim=True) / (n - 1)
+    elif mode == "cumulative":
+        count = torch.arange(1, T + 1, device=feats.device, dtype=torch.float64)[None, :, None]
+        mean = x.cumsum(1) / count
+        var = ((x * x).cumsum(1) - count * mean * mean) / (count - 1).clamp(min=1)
+        var = torch.where(count > 1, var.clamp(min=0), torch.ones_like(var))
+    else:
+        raise ValueError(mode)
+    return (((x - mean) / torch.sqrt(var + fb.NORM_EPS)) * valid).float()
+
+
+def stack(feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T, M) -> (B, T // 2, 2M) features and (B,) stacked-frame counts (an odd last frame is dropped)."""
+    B, T, M = feats.shape
+    T2 = T - T % fb.STRIDE
+    return feats[:, :T2].reshape(B, T2 // fb.STRIDE, M * fb.STRIDE), frames // fb.STRIDE
+
+
+def features(wave: Tensor, num_samples: Tensor, norm: str = "none") -> tuple[Tensor, Tensor]:
+    """(B, N) padded waveforms and (B,) lengths -> model inputs (B, S, 160) and (B,) valid stacked frames."""
+    frames = frame_counts(num_samples)
+    return stack(normalize(log_mel(wave), frames, norm), frames)

@@ -1,0 +1,375 @@
+"""Train the default streaming W2V-BERT CTC model on the pack, on a GPU or (slowly) the CPU.
+
+    python -m examples.train.train --pack data/pack --out runs/default [--minutes 8] [--resume runs/prev]
+    python -m examples.train.train --smoke            # a few CPU steps on a slice of the pack
+
+The network is the project's own ``engines.wav2vec2_bert`` module (HF parameter names), so the
+streaming engine runs exactly what was trained. Per batch (WeNet U2 dynamic chunks): full context
+with probability ``p_full``, else a random chunk of 2..32 frames (40-640 ms) and, half the time, a
+left context of 2..16 chunks -- the block mask that the engine's cached streaming is equivalent to.
+
+Features: fbank on the device (``features.py``, equal to ``engines.frontend_fbank``), normalised
+like the engine will feed the model (``--norm mix``: per batch, either per-utterance per-mel-bin
+statistics, as the engine's offline frontend and transformers do, or the causal cumulative statistics
+of the engine's streaming ``FbankStream``). Augmentation: ``augment.py``. The learning rate follows warm-up + cosine over the
+wall-clock budget, so a run always ends annealed. Output (``--out``): ``weights_0.safetensors``..
+(fp32 model weights, split under 15 MiB a file), ``train_config.json``, ``log.txt``, ``dev.json``.
+A resumed run loads the weights (not the optimiser moments) and re-warms briefly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engines import wav2vec2_bert as w2vb
+from engines.common import conformer
+from examples.train import augment, features
+
+VOCAB = {"<pad>": 0, "<unk>": 1, "|": 2, "'": 3, **{chr(ord("A") + i): 4 + i for i in range(26)}}
+MODEL_CONFIG = dict(
+    hidden_size=192, num_hidden_layers=6, num_attention_heads=4, intermediate_size=768,
+    conv_depthwise_kernel_size=15, position_embeddings_type="relative_key",
+    left_max_position_embeddings=64, right_max_position_embeddings=8,
+    vocab_size=len(VOCAB), pad_token_id=0, hidden_act="swish", layer_norm_eps=1e-5,
+)
+SR = 16000
+
+
+def _combine_masks(*masks, dtype=torch.float32):
+    """Device-aware copy of ``engines.common.conformer.combine_masks`` (that one allocates on the CPU)."""
+    allowed = None
+    for m in masks:
+        if m is None:
+            continue
+        m = m if m.dim() == 4 else m.view(*([1] * (4 - m.dim())), *m.shape)
+        allowed = m if allowed is None else allowed & m
+    if allowed is None:
+        return None
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+w2vb.combine_masks = _combine_masks  # training runs on the GPU; inference uses the engine untouched
+
+
+def log(fh, *args) -> None:
+    line = time.strftime("%H:%M:%S ") + " ".join(str(a) for a in args)
+    print(line, flush=True)
+    if fh is not None:
+        fh.write(line + "\n")
+        fh.flush()
+
+
+def encode_text(text: str) -> list[int]:
+    return [VOCAB.get(c, 1) if c != " " else VOCAB["|"] for c in text.strip()]
+
+
+def decode_ids(ids: list[int]) -> str:
+    inv = {v: k for k, v in VOCAB.items()}
+    out, prev = [], -1
+    for i in ids:
+        if i != prev and i != 0:
+            out.append(inv[i])
+        prev = i
+    return "".join(out).replace("|", " ").replace("<unk>", "").strip()
+
+
+# ------------------------------------------------------------------------------------------ data
+def _decode(path: str) -> np.ndarray:
+    import soundfile as sf
+    audio, rate = sf.read(path, dtype="int16")
+    assert rate == SR, path
+    return audio
+
+
+def load_pack(pack: Path, max_shards_per_source: int | None, workers: int):
+    with open(pack / "index.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    shards = sorted({r["shard"] for r in rows})
+    if max_shards_per_source is not None:
+        keep, seen = [], {}
+        for s in shards:
+            src = s.rsplit("_", 1)[0]
+            if seen.get(src, 0) < max_shards_per_source:
+                keep.append(s)
+                seen[src] = seen.get(src, 0) + 1
+        shards = keep
+    with ProcessPoolExecutor(workers) as pool:
+        decoded = dict(zip(shards, pool.map(_decode, [str(pack / s) for s in shards])))
+    pieces, utts, pos = [], [], 0
+    for r in rows:
+        if r["shard"] not in decoded:
+            continue
+        off, n = int(r["offset"]), int(r["samples"])
+        clip = decoded[r["shard"]][off:off + n]
+        pieces.append(clip)
+        utts.append({"start": pos, "n": len(clip), "text": r["text"], "voice": r["voice"], "source": r["source"]})
+        pos += len(clip)
+    return torch.from_numpy(np.concatenate(pieces)), utts
+
+
+def plan_epoch(utts: list[dict], idx: list[int], rng: random.Random, batch_s: float, max_s: float, p_concat: float) -> list[list[list[int]]]:
+    """Batches of samples; a sample is 1-3 utterances joined (probability ``p_concat`` of joining)."""
+    order = idx[:]
+    rng.shuffle(order)
+    samples, i = [], 0
+    while i < len(order):
+        k = 1 if rng.random() >= p_concat else rng.choice([2, 3])
+        group = order[i:i + k]
+        while len(group) > 1 and sum(utts[u]["n"] for u in group) > max_s * SR * 0.85:
+            group.pop()
+        samples.append(group)
+        i += len(group)
+    samples.sort(key=lambda g: sum(utts[u]["n"] for u in g))
+    batches, cur, longest = [], [], 0
+    for g in samples:
+        n = min(sum(utts[u]["n"] for u in g), int(max_s * SR))
+        if cur and max(longest, n) * (len(cur) + 1) > batch_s * SR:
+            batches.append(cur)
+            cur, longest = [], 0
+        cur.append(g)
+        longest = max(longest, n)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def make_batch(audio: torch.Tensor, utts: list[dict], batch: list[list[int]], rng: random.Random, aug: augment.AugmentConfig | None,
+               device: torch.device, max_s: float):
+    waves, texts = [], []
+    for group in batch:
+        parts, words = [], []
+        for j, u in enumerate(group):
+            if j:
+                parts.append(torch.zeros(int(rng.uniform(0.05, 0.6) * SR), device=device))
+            clip = audio[utts[u]["start"]: utts[u]["start"] + utts[u]["n"]].to(device, non_blocking=True).float() / 32768.0
+            parts.append(clip)
+            words.append(utts[u]["text"])
+        wave = torch.cat(parts)
+        if aug is not None and rng.random() < aug.p_speed:
+            wave = augment.speed(wave, rng.uniform(*aug.speed_range))
+        if aug is not None:  # random leading/trailing silence so utterance edges vary
+            wave = torch.cat([torch.zeros(int(rng.uniform(0, 0.3) * SR), device=device), wave,
+                              torch.zeros(int(rng.uniform(0, 0.3) * SR), device=device)])
+        waves.append(wave[: int(max_s * SR)])
+        texts.append(" ".join(words))
+    n = torch.tensor([len(w) for w in waves], device=device)
+    pad = torch.zeros(len(waves), int(n.max()), device=device)
+    for i, w in enumerate(waves):
+        pad[i, : len(w)] = w
+    return pad, n, texts
+
+
+def targets(texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = [encode_text(t) for t in texts]
+    lens = torch.tensor([len(x) for x in ids])
+    flat = torch.tensor([i for x in ids for i in x], dtype=torch.long)
+    return flat.to(device), lens.to(device)
+
+
+# ------------------------------------------------------------------------------------------ model
+def chunk_mask(T: int, chunk: int | None, left_chunks: int | None, keep: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) bool: the engine's chunk mask (``conformer.chunk_attention_mask``) AND real keys."""
+    if chunk is None:
+        m = torch.ones(T, T, dtype=torch.bool)
+    else:
+        left = None if left_chunks is None else left_chunks * chunk
+        m = conformer.chunk_attention_mask(conformer.chunk_block_ids(T, chunk), left)
+    return m.to(keep.device)[None] & keep[:, None, :]
+
+
+def sample_chunking(rng: random.Random, p_full: float) -> tuple[int | None, int | None]:
+    if rng.random() < p_full:
+        return None, None
+    chunk = rng.randint(2, 32)
+    left = None if rng.random() < 0.5 else rng.randint(2, 16)
+    return chunk, left
+
+
+def forward(model, feats, frames, chunk, left):
+    T = feats.shape[1]
+    keep = torch.arange(T, device=feats.device)[None, :] < frames[:, None]
+    out = model(feats, keep.long(), attn_mask=chunk_mask(T, chunk, left, keep))
+    return out.frames, keep
+
+
+def save_weights(model, out: Path, max_bytes: int = 15 * 2**20) -> list[str]:
+    from safetensors.torch import save_file
+    sd = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    parts, cur, size = [], {}, 0
+    for k, v in sd.items():
+        b = v.numel() * 4
+        if cur and size + b > max_bytes:
+            parts.append(cur)
+            cur, size = {}, 0
+        cur[k] = v
+        size += b
+    parts.append(cur)
+    names = []
+    for i, p in enumerate(parts):
+        name = f"weights_{i}.safetensors"
+        save_file(p, str(out / f"{name}.tmp"))
+        os.replace(out / f"{name}.tmp", out / name)
+        names.append(name)
+    for stale in out.glob("weights_*.safetensors"):
+        if stale.name not in names:
+            stale.unlink()
+    return names
+
+
+def load_weights(model, folder: Path) -> None:
+    from safetensors.torch import load_file
+    sd = {}
+    for p in sorted(folder.glob("weights_*.safetensors")):
+        sd.update(load_file(str(p)))
+    model.load_state_dict(sd, strict=True)
+
+
+def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 32) -> float:
+    import jiwer
+    refs, hyps = [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(idx), batch):
+            b = [[u] for u in idx[i:i + batch]]
+            wave, n, texts = make_batch(audio, utts, b, random.Random(0), None, device, 30.0)
+            feats, frames = features.features(wave, n, norm)
+            logits, keep = forward(model, feats, frames, chunk, left)
+            ids = logits.argmax(-1).cpu()
+            for j, t in enumerate(texts):
+                refs.append(t)
+                hyps.append(decode_ids(ids[j, : int(frames[j])].tolist()))
+    model.train()
+    return float(jiwer.cer(refs, hyps))
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pack", type=Path, default=Path("data/pack"))
+    ap.add_argument("--out", type=Path, default=Path("runs/default"))
+    ap.add_argument("--resume", type=Path, default=None, help="folder with weights_*.safetensors to start from")
+    ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock training budget (excludes loading)")
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--batch-seconds", type=float, default=900.0, help="padded audio seconds per batch")
+    ap.add_argument("--max-seconds", type=float, default=16.0)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=float, default=0.06, help="fraction of the budget")
+    ap.add_argument("--p-full", type=float, default=0.35, help="probability of a full-context batch")
+    ap.add_argument("--p-concat", type=float, default=0.3)
+    ap.add_argument("--norm", default="mix", choices=["mix", "none", "utterance", "cumulative"],
+                    help="mix: per batch, per-utterance (engine offline) or cumulative (engine streaming)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--max-shards-per-source", type=int, default=None)
+    ap.add_argument("--dev-utts", type=int, default=300)
+    ap.add_argument("--smoke", action="store_true", help="tiny CPU run: 1 shard per source, 3 steps, small batches")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.max_shards_per_source, args.max_steps = "cpu", 1, 3
+        args.batch_seconds, args.dev_utts, args.workers = 40.0, 8, 2
+        torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    fh = open(args.out / "log.txt", "a")
+    device = torch.device(args.device)
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    t0 = time.time()
+    audio, utts = load_pack(args.pack, args.max_shards_per_source, args.workers)
+    hours = audio.numel() / SR / 3600
+    log(fh, f"loaded {len(utts)} utterances, {hours:.2f} h in {time.time() - t0:.1f} s; device {device}")
+    if device.type == "cuda":
+        audio = audio.to(device)
+    order = list(range(len(utts)))
+    random.Random(args.seed + 1).shuffle(order)
+    dev_idx, train_idx = sorted(order[: args.dev_utts]), order[args.dev_utts:]
+
+    model = w2vb.build_model(MODEL_CONFIG, "ctc", seed=args.seed).to(device)
+    if args.resume is not None:
+        load_weights(model, args.resume)
+        log(fh, f"resumed weights from {args.resume}")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(fh, f"model {n_params / 1e6:.2f} M params, config {MODEL_CONFIG}")
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    aug = augment.AugmentConfig()
+    budget_s = args.minutes * 60
+    warmup = args.warmup if args.resume is None else args.warmup / 3
+    (args.out / "train_config.json").write_text(json.dumps(
+        {"model": MODEL_CONFIG, "vocab": VOCAB, "args": {k: str(v) for k, v in vars(args).items()}, "augment": str(aug),
+         "params": n_params, "pack_hours": hours, "utterances": len(utts)}, indent=1))
+
+    step, seen_s, t_start, last_save, epoch = 0, 0.0, time.time(), time.time(), 0
+    loss_sum = None
+    done = False
+    while not done:
+        for batch in plan_epoch(utts, train_idx, rng, args.batch_seconds, args.max_seconds, args.p_concat):
+            progress = (time.time() - t_start) / budget_s
+            if progress >= 1.0 or (args.max_steps is not None and step >= args.max_steps):
+                done = True
+                break
+            lr = args.lr * (progress / warmup if progress < warmup else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            wave, n, texts = make_batch(audio, utts, batch, rng, aug, device, args.max_seconds)
+            n_total = sum(sum(utts[u]["n"] for u in g) for g in batch)  # before speed/silence padding
+            wave = augment.augment_waves(wave, n, aug, gen)
+            frames10 = features.frame_counts(n)
+            mel = augment.spec_augment(features.log_mel(wave), frames10, aug, gen)
+            norm = args.norm if args.norm != "mix" else rng.choice(["utterance", "cumulative"])
+            feats, frames = features.stack(features.normalize(mel, frames10, norm), frames10)
+            tgt, tgt_len = targets(texts, device)
+            chunk, left = sample_chunking(rng, args.p_full)
+            logits, _ = forward(model, feats, frames, chunk, left)
+            logp = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
+            loss = F.ctc_loss(logp, tgt, frames, tgt_len, blank=0, reduction="sum", zero_infinity=True) / len(texts)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            seen_s += n_total / SR
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+            if step % 50 == 0 or step <= 3:
+                loss_avg, loss_sum = float(loss_sum) / (50 if step % 50 == 0 else 1), None
+                el = time.time() - t_start
+                log(fh, f"step {step} epoch {epoch} loss {loss_avg:.2f} gnorm {float(gnorm):.1f} lr {lr:.2e} "
+                        f"audio {seen_s / 3600:.1f} h  {seen_s / el:.0f} audio-s/s  elapsed {el:.0f} s")
+            if time.time() - last_save > 120:
+                save_weights(model, args.out)
+                last_save = time.time()
+        epoch += 1
+    train_s = time.time() - t_start
+    names = save_weights(model, args.out)
+    log(fh, f"trained {step} steps, {seen_s / 3600:.1f} h of (augmented) audio in {train_s:.0f} s "
+            f"({seen_s / max(train_s, 1e-9):.0f} audio-s/s); saved {names}")
+    dev = {"steps": step, "train_seconds": train_s, "audio_hours_seen": seen_s / 3600, "audio_s_per_s": seen_s / max(train_s, 1e-9)}
+    for name, (norm, chunk, left) in {"full_utterance": ("utterance", None, None), "chunk16_cumulative": ("cumulative", 16, None),
+                                      "chunk16_left16_cumulative": ("cumulative", 16, 16)}.items():
+        if args.norm != "mix":
+            norm = args.norm
+        dev[f"dev_cer_{name}"] = greedy_cer(model, audio, utts, dev_idx, device, norm, chunk, left)
+    log(fh, "dev (voices seen in training, utterances not):", json.dumps(dev))
+    (args.out / "dev.json").write_text(json.dumps(dev, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

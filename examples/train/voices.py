@@ -1,0 +1,88 @@
+"""Which synthetic voices train and which are held out, and how each TTS engine is called.
+
+Held out for evaluation only (never in the training pack):
+- espeak-ng variant ``+f4`` (as ``en-us+f4``): no training voice uses that variant;
+- flite ``rms`` (a voice built from a real US male speaker).
+
+Every call synthesises the already-normalised transcript (lower-cased), so the audio says
+exactly the label. Outputs are float32 mono at 16 kHz.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import wave
+
+import numpy as np
+import soxr
+
+SAMPLE_RATE_HZ = 16000
+
+ESPEAK_BASES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
+ESPEAK_VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f5",
+                   "klatt", "klatt2", "klatt3", "Andy", "Annie", "Alex", "Alicia", "aunty", "boris", "david",
+                   "ed", "edward", "Gene", "iven", "john", "linda", "max", "Mike", "norbert", "paul", "quincy",
+                   "rob", "robert", "steph", "travis", "victor", "zac", "belinda", "benjamin", "caleb", "grandpa"]
+FLITE_TRAIN = ["kal", "kal16", "awb", "slt"]
+
+HELDOUT_ESPEAK = "en-us+f4"
+HELDOUT_FLITE = "rms"
+HELDOUT_VOICES = (f"espeak:{HELDOUT_ESPEAK}", f"flite:{HELDOUT_FLITE}")
+
+
+def _wav_bytes_to_16k(data: bytes) -> np.ndarray:
+    with wave.open(io.BytesIO(data)) as w:
+        rate, n = w.getframerate(), w.getnframes()
+        pcm = np.frombuffer(w.readframes(n), dtype=np.int16).astype(np.float32) / 32768.0
+    if rate != SAMPLE_RATE_HZ:
+        pcm = soxr.resample(pcm, rate, SAMPLE_RATE_HZ).astype(np.float32)
+    return pcm
+
+
+def espeak(text: str, voice: str, speed_wpm: int = 160, pitch: int = 50, gap_10ms: int = 0) -> np.ndarray:
+    out = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-g", str(gap_10ms), "--stdout", text.lower()],
+        check=True, capture_output=True,
+    ).stdout
+    # espeak-ng --stdout writes a WAV header with an unknown (0xffffffff) length; patch it
+    data = bytearray(out)
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    data[40:44] = (len(data) - 44).to_bytes(4, "little")
+    return _wav_bytes_to_16k(bytes(data))
+
+
+def flite(text: str, voice: str, stretch: float = 1.0, f0_mean: float | None = None) -> np.ndarray:
+    cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch:.3f}", "-t", text.lower(), "-o", "/dev/stdout"]
+    if f0_mean is not None:
+        cmd[5:5] = ["--setf", f"int_f0_target_mean={f0_mean:.0f}"]
+    return _wav_bytes_to_16k(subprocess.run(cmd, check=True, capture_output=True).stdout)
+
+
+def random_espeak_voice(rng: random.Random) -> str:
+    base = rng.choice(ESPEAK_BASES)
+    var = rng.choice(ESPEAK_VARIANTS)
+    return base + (f"+{var}" if var else "")
+
+
+def synth_train(engine: str, text: str, rng: random.Random) -> tuple[np.ndarray, str]:
+    """One training utterance from a random training voice of ``engine`` with random prosody."""
+    if engine == "espeak":
+        voice = random_espeak_voice(rng)
+        audio = espeak(text, voice, speed_wpm=rng.randint(125, 210), pitch=rng.randint(20, 80), gap_10ms=rng.choice([0, 0, 0, 1, 2]))
+        return audio, f"espeak:{voice}"
+    if engine == "flite":
+        voice = rng.choice(FLITE_TRAIN)
+        f0 = None if rng.random() < 0.5 else rng.uniform(85, 220)
+        return flite(text, voice, stretch=rng.uniform(0.8, 1.25), f0_mean=f0), f"flite:{voice}"
+    raise ValueError(engine)
+
+
+def trim_silence(audio: np.ndarray, keep_s: float = 0.15, threshold: float = 1e-3) -> np.ndarray:
+    """Cut leading/trailing near-silence, keeping ``keep_s`` seconds of it on each side."""
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    if loud.size == 0:
+        return audio
+    keep = int(keep_s * SAMPLE_RATE_HZ)
+    return audio[max(0, loud[0] - keep): loud[-1] + keep]
