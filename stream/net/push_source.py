@@ -1,0 +1,95 @@
+"""A source fed from outside: network handlers push audio in, the graph pulls chunks out.
+
+Every network transport (WebSocket connection, MQTT stream, TCP connection) owns
+one :class:`PushSource`.  The transport decodes frames with
+:mod:`stream.net.protocol` and calls ``await source.feed(samples)``; the graph
+runs ``source.run(emit)``, which turns each block into an
+:class:`~stream.events.AudioChunk` at the client's declared rate (the pipeline's
+resampler brings it to 16 kHz).  ``source.end()`` finishes the stream: the graph
+then sends its ``EndOfStream`` behind the audio, so every pending final is
+produced.
+
+Backpressure: the inbox between the transport and ``run`` holds at most
+``inbox_blocks`` blocks; ``feed`` waits while it is full, which stops the
+transport reading its socket (TCP flow control reaches the client).  The capture
+edge behind ``run`` is ``drop_oldest`` (a real-time source), so a slow graph
+drops audio with a counted ``QueueOverflow`` instead of stalling the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from ..events import AudioChunk
+from ..queues import EdgeSpec
+from ..sources.base import Emit, Source
+
+__all__ = ["PushSource"]
+
+_END = None
+
+
+class PushSource(Source):
+    """One network stream's audio, pushed by its transport."""
+
+    realtime = True
+
+    def __init__(
+        self,
+        stream_id: str,
+        sample_rate_hz: int,
+        *,
+        inbox_blocks: int = 32,
+        capture_edge: EdgeSpec | None = None,
+    ):
+        super().__init__(stream_id, capture_edge=capture_edge)
+        self._rate = int(sample_rate_hz)
+        self._inbox: asyncio.Queue[np.ndarray | None] = asyncio.Queue(inbox_blocks)
+        self._ended = False
+        self.samples_fed = 0  # at the client's rate
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self._rate
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    async def feed(self, samples: np.ndarray) -> None:
+        """Queue one block of mono float32 samples (waits while the inbox is full)."""
+        if self._ended:
+            return
+        if samples.size == 0:
+            return
+        self.samples_fed += int(samples.shape[0])
+        await self._inbox.put(samples)
+
+    def end(self) -> None:
+        """No more audio: ``run`` returns after the queued blocks and the stream ends."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._inbox.put_nowait(_END)
+        except asyncio.QueueFull:
+            # run() is behind; it checks ``_ended`` after draining, see below.
+            pass
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        self.end()
+
+    async def run(self, emit: Emit) -> None:
+        sample = 0
+        while True:
+            if self._ended and self._inbox.empty():
+                return
+            block = await self._inbox.get()
+            if block is _END:
+                return
+            chunk = AudioChunk(self.stream_id, sample, samples=block, sample_rate_hz=self._rate, sample_format="f32")
+            sample = chunk.end_sample
+            await emit(chunk)

@@ -1,0 +1,1 @@
+"""Static files of the live-captioning web page served by `speechstream serve`."""
