@@ -1,0 +1,255 @@
+"""The ``speechstream`` command line.
+
+    speechstream transcribe FILE [--srt out.srt --vtt out.vtt --jsonl - ...]
+    speechstream transcribe --mic [--device NAME|INDEX]
+    speechstream devices
+
+Options map onto :class:`stream.config.TranscribeConfig` (``--config FILE`` reads a TOML file;
+options given on the command line win). Only typer/click and the light config module are
+imported before parsing; numpy, torch, soundfile and the models load after it, so ``--help``
+answers at once.
+
+User mistakes (a missing or unreadable file, an unknown device, a bad option value, a model
+path that does not exist) print one line, ``speechstream: error: ...``, on stderr and exit
+with status 2, without a traceback. A stream that fails while running exits with status 1.
+Ctrl-C (or SIGTERM) ends the input gracefully: pending finals are written, files closed.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors its own click; older releases use the click package
+    from typer import _click as click
+except ImportError:  # pragma: no cover - depends on the installed typer
+    import click
+
+from stream.config import TranscribeConfig, load_toml
+from stream.errors import ConfigError, SpeechStreamError
+
+__all__ = ["app", "main"]
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _error_line(message: str) -> None:
+    first = " ".join(str(message).split())  # one line, whatever the exception text looks like
+    click.echo(f"speechstream: error: {first}", err=True)
+
+
+class _OneLineErrors(TyperGroup):
+    """Runs the command non-standalone, so usage errors become one line on stderr."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "speechstream", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except click.exceptions.UsageError as exc:  # bad option value, unknown option, missing argument
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'speechstream': show the help
+                click.echo(exc.format_message(), err=True)
+                sys.exit(EXIT_USAGE)
+            _error_line(exc.format_message().replace("Value error, ", "") + _help_hint(exc))
+            sys.exit(EXIT_USAGE)
+        except click.exceptions.ClickException as exc:
+            _error_line(exc.format_message())
+            sys.exit(exc.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            click.echo("", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+def _help_hint(exc: Any) -> str:
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return ""
+    return f" (see '{ctx.command_path} --help')"
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="speechstream",
+    help="Real-time streaming speech recognition: captions, event logs and speaker turns from files or a microphone.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Vad(str, enum.Enum):
+    webrtc = "webrtc"
+    silero = "silero"
+    none = "none"
+
+
+class Mode(str, enum.Enum):
+    offline = "offline"
+    window = "window"
+    cached = "cached"
+
+
+_DEFAULTS = TranscribeConfig()
+
+
+@app.command()
+def transcribe(
+    ctx: typer.Context,
+    file: Optional[Path] = typer.Argument(None, help="Audio file (wav, flac, ogg; any rate and channel count).", show_default=False),
+    mic: bool = typer.Option(_DEFAULTS.mic, "--mic", help="Capture from a microphone instead of a file."),
+    device: Optional[str] = typer.Option(None, "--device", help="Capture device: name (or part of it) or index; see 'speechstream devices'.", show_default="system default"),
+    model: Optional[str] = typer.Option(None, "--model", help="Model: a local Hugging Face-layout directory, or a hub id already in the local HF cache.", show_default="bundled default model (VAD only if none is installed)"),
+    vad: Vad = typer.Option(Vad(_DEFAULTS.vad), "--vad", help="Voice activity detector; 'none' treats the whole input as one segment.", case_sensitive=False),
+    mode: Mode = typer.Option(Mode(_DEFAULTS.mode), "--mode", help="Recognition: 'offline' per segment, 'window' re-runs a sliding window, 'cached' streams with KV caches.", case_sensitive=False),
+    chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
+    left_context_ms: int = typer.Option(_DEFAULTS.left_context_ms, "--left-context-ms", min=0, help="Left context the encoder keeps, ms."),
+    lookahead_ms: int = typer.Option(_DEFAULTS.lookahead_ms, "--lookahead-ms", min=0, help="Lookahead (added latency), ms."),
+    realtime: bool = typer.Option(_DEFAULTS.realtime, "--realtime/--no-realtime", help="Pace a file like live audio (the microphone always is)."),
+    progress: bool = typer.Option(_DEFAULTS.progress, "--progress/--no-progress", help="Progress bar on stderr while a file runs faster than real time."),
+    console: bool = typer.Option(_DEFAULTS.console, "--console/--no-console", help="Live captions on stdout (off with --jsonl -)."),
+    jsonl: Optional[str] = typer.Option(None, "--jsonl", metavar="PATH|-", help="Write every event as JSON lines; '-' for stdout.", show_default="off"),
+    srt: Optional[Path] = typer.Option(None, "--srt", metavar="PATH", help="Write SRT captions (each final flushed as it is ready).", show_default="off"),
+    vtt: Optional[Path] = typer.Option(None, "--vtt", metavar="PATH", help="Write WebVTT captions (each final flushed as it is ready).", show_default="off"),
+    rttm: Optional[Path] = typer.Option(None, "--rttm", metavar="PATH", help="Write speaker turns as RTTM.", show_default="off"),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="TOML", help="Read settings from a TOML file; command-line options win.", show_default="none"),
+) -> None:
+    """Transcribe an audio FILE, or the microphone with --mic."""
+    given = {
+        "input_path": file,
+        "mic": mic,
+        "device": device,
+        "model": model,
+        "vad": vad.value,
+        "mode": mode.value,
+        "chunk_ms": chunk_ms,
+        "left_context_ms": left_context_ms,
+        "lookahead_ms": lookahead_ms,
+        "realtime": realtime,
+        "progress": progress,
+        "console": console,
+        "jsonl": jsonl,
+        "srt": srt,
+        "vtt": vtt,
+        "rttm": rttm,
+    }
+    try:
+        cfg = _config_from(ctx, given, config).validate()
+    except ConfigError as exc:
+        _error_line(str(exc))
+        raise typer.Exit(EXIT_USAGE)
+    raise typer.Exit(_run(cfg))
+
+
+_PARAM_OF_FIELD = {"input_path": "file"}
+
+
+def _config_from(ctx: typer.Context, given: dict[str, Any], config_path: Path | None) -> TranscribeConfig:
+    """TOML values first, then every option the user actually typed."""
+    values: dict[str, Any] = dict(load_toml(config_path)) if config_path is not None else {}
+    for key, value in given.items():
+        source = ctx.get_parameter_source(_PARAM_OF_FIELD.get(key, key))
+        typed = source is not None and source.name != "DEFAULT"
+        if key not in values or typed:
+            values[key] = value
+    return TranscribeConfig.from_mapping(values, source=str(config_path) if config_path else "options")
+
+
+def _run(cfg: TranscribeConfig) -> int:
+    """Heavy imports happen here, after parsing."""
+    import asyncio
+
+    try:
+        return asyncio.run(_run_async(cfg))
+    except ConfigError as exc:
+        _error_line(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except SpeechStreamError as exc:
+        _error_line(str(exc))
+        return EXIT_RUNTIME
+
+
+async def _run_async(cfg: TranscribeConfig) -> int:
+    import asyncio
+    import signal
+
+    from stream.pipeline_builder import build_graph
+
+    built = build_graph(cfg)
+    await built.graph.start()  # opens the source and the model: config errors raise here
+    if built.recognizer is None:
+        click.echo("speechstream: no model installed or given (--model): running VAD only", err=True)
+    loop = asyncio.get_running_loop()
+    stops = 0
+
+    def request_stop() -> None:
+        nonlocal stops
+        stops += 1
+        if stops > 1:  # second Ctrl-C: give up on the graceful path
+            raise KeyboardInterrupt
+        for src in built.sources:
+            src.request_stop()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, request_stop)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+            pass
+    try:
+        await built.graph.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    fatal = [e for e in built.errors if e.fatal]
+    for e in fatal:
+        _error_line(f"stream {e.stream_id}: {e.message}")
+    failed_sinks = [s for s in built.sinks if s.failed is not None]
+    for s in failed_sinks:
+        _error_line(f"{s.describe()} failed: {s.failed}")
+    if stops:
+        return EXIT_INTERRUPTED
+    return EXIT_RUNTIME if (fatal or failed_sinks) else EXIT_OK
+
+
+@app.command()
+def devices() -> None:
+    """List audio capture devices (index, name, channels, default rate)."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # the PortAudio library is missing
+        _error_line(f"cannot list audio devices: {exc}")
+        raise typer.Exit(EXIT_RUNTIME)
+    try:
+        found = sd.query_devices()
+        default_in = sd.default.device[0]
+    except sd.PortAudioError as exc:
+        _error_line(f"cannot list audio devices: {exc}")
+        raise typer.Exit(EXIT_RUNTIME)
+    inputs = [d for d in found if d["max_input_channels"] > 0]
+    if not inputs:
+        click.echo("no capture devices found", err=True)
+        raise typer.Exit(EXIT_RUNTIME)
+    for d in inputs:
+        mark = "*" if d["index"] == default_in else " "
+        click.echo(f"{mark}{d['index']:3d}  {d['name']}  ({d['max_input_channels']} ch, {d['default_samplerate']:.0f} Hz)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv, prog_name="speechstream")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,229 @@
+"""One typed configuration object for ``speechstream transcribe``.
+
+CLI options map one to one onto :class:`TranscribeConfig` fields (``--chunk-ms`` ->
+``chunk_ms``). A TOML file (``--config FILE``) can set any field, in a ``[transcribe]`` table
+or at the top level; options given on the command line win over the file::
+
+    # speechstream.toml
+    [transcribe]
+    vad = "silero"
+    chunk_ms = 320
+    srt = "out/talk.srt"
+    caption_max_chars_per_line = 37
+
+This module is light on purpose (no numpy, no torch): the CLI imports it before parsing.
+Validation raises :class:`~stream.errors.ConfigError` naming the offending value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from stream.errors import ConfigError
+
+__all__ = [
+    "TranscribeConfig",
+    "VadName",
+    "ModeName",
+    "VAD_NAMES",
+    "MODE_NAMES",
+    "default_model_dir",
+    "load_toml",
+]
+
+VadName = Literal["webrtc", "silero", "none"]
+ModeName = Literal["offline", "window", "cached"]
+VAD_NAMES: tuple[str, ...] = get_args(VadName)
+MODE_NAMES: tuple[str, ...] = get_args(ModeName)
+
+
+def default_model_dir() -> Path | None:
+    """The bundled default model (``engines/default_model/``) if it is installed, else None."""
+    spec = importlib.util.find_spec("engines")  # locates the package without importing it (no torch)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        candidate = Path(root) / "default_model"
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeConfig:
+    """Everything ``speechstream transcribe`` needs. Units are in the field names."""
+
+    # input: exactly one of a file or the microphone
+    input_path: Path | None = None
+    mic: bool = False
+    device: str | None = None  # capture device name (substring) or index; None: system default
+    stream_id: str | None = None  # None: the file's stem, or "mic"
+
+    # recognition
+    model: str | None = None  # local HF-layout dir or hub id (local cache); None: bundled default
+    mode: ModeName = "cached"
+    # 640 ms chunks with 5.12 s of left context: the engines' reference streaming geometry.
+    chunk_ms: int = 640
+    left_context_ms: int = 5120
+    lookahead_ms: int = 0
+
+    # voice activity detection
+    vad: VadName = "webrtc"
+
+    # pacing
+    realtime: bool = False  # pace a file like a live source (the microphone always is)
+    progress: bool = True  # progress bar on stderr while a file runs faster than real time
+
+    # outputs
+    console: bool = True  # live captions on stdout (off automatically with --jsonl -)
+    jsonl: str | None = None  # path, or "-" for stdout
+    srt: Path | None = None
+    vtt: Path | None = None
+    rttm: Path | None = None
+    fsync: bool = False  # fsync caption files after every final
+    # Caption cue limits (SRT/WebVTT); see sinks.captions.CaptionLimits.
+    caption_max_chars_per_line: int = 42
+    caption_max_lines: int = 2
+    caption_max_duration_ms: int = 7000
+
+    # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def resolved_stream_id(self) -> str:
+        if self.stream_id:
+            return self.stream_id
+        if self.mic or self.input_path is None:
+            return "mic"
+        return self.input_path.stem or "input"
+
+    @property
+    def console_enabled(self) -> bool:
+        return self.console and self.jsonl != "-"
+
+    def resolved_model(self) -> str | None:
+        """The model to load: ``model`` if given, else the bundled default, else None (VAD only)."""
+        if self.model:
+            return self.model
+        found = default_model_dir()
+        return str(found) if found else None
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def validate(self) -> "TranscribeConfig":
+        """Cheap checks that need no heavy import; raises ConfigError. Returns self."""
+        if self.mic and self.input_path is not None:
+            raise ConfigError(f"give either FILE ({self.input_path}) or --mic, not both")
+        if not self.mic and self.input_path is None:
+            raise ConfigError("give an audio FILE to transcribe, or --mic to use the microphone")
+        if self.device is not None and not self.mic:
+            raise ConfigError(f"--device {self.device!r} needs --mic")
+        if self.input_path is not None:
+            if not self.input_path.exists():
+                raise ConfigError(f"input file not found: {self.input_path}")
+            if self.input_path.is_dir():
+                raise ConfigError(f"input is a directory, not an audio file: {self.input_path}")
+        if self.vad not in VAD_NAMES:
+            raise ConfigError(f"vad must be one of {', '.join(VAD_NAMES)}, not {self.vad!r}")
+        if self.mode not in MODE_NAMES:
+            raise ConfigError(f"mode must be one of {', '.join(MODE_NAMES)}, not {self.mode!r}")
+        if self.chunk_ms < 20:
+            raise ConfigError(f"chunk_ms must be at least 20 (one frame), not {self.chunk_ms}")
+        for name in ("left_context_ms", "lookahead_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+        for name in ("caption_max_chars_per_line", "caption_max_lines", "caption_max_duration_ms"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.model and not _looks_like_hub_id(self.model) and not Path(self.model).exists():
+            raise ConfigError(f"model path does not exist: {self.model}")
+        for name in ("srt", "vtt", "rttm"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).parent.is_dir():
+                raise ConfigError(f"--{name} {path}: directory {Path(path).parent} does not exist")
+        if self.jsonl not in (None, "-") and not Path(self.jsonl).parent.is_dir():
+            raise ConfigError(f"--jsonl {self.jsonl}: directory {Path(self.jsonl).parent} does not exist")
+        return self
+
+    # -- building -----------------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], *, source: str = "config") -> "TranscribeConfig":
+        """Build from plain values (TOML, CLI); unknown keys and wrong types raise ConfigError."""
+        names = set(cls.field_names())
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s): {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            kwargs[key] = _coerce(key, value, source)
+        return cls(**kwargs)
+
+    def merged(self, **overrides: Any) -> "TranscribeConfig":
+        return dataclasses.replace(self, **overrides)
+
+
+_PATH_FIELDS = {"input_path", "srt", "vtt", "rttm"}
+_INT_FIELDS = {
+    "chunk_ms",
+    "left_context_ms",
+    "lookahead_ms",
+    "caption_max_chars_per_line",
+    "caption_max_lines",
+    "caption_max_duration_ms",
+}
+_BOOL_FIELDS = {"mic", "realtime", "progress", "console", "fsync"}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    if value is None:
+        return None
+    if key in _PATH_FIELDS:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{source}: {key} must be a path, not {value!r}")
+        return Path(value)
+    if key in _INT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, not {value!r}")
+        return value
+    if key in _BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, not {value!r}")
+        return value
+    if key == "device" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {key} must be a string, not {value!r}")
+    return value
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    """``org/name`` with no other path syntax: resolved from the local HF cache by the loader."""
+    if model.startswith((".", "/", "~")) or model.count("/") != 1 or "\\" in model:
+        return False
+    return not Path(model).exists()
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read settings from a TOML file (``[transcribe]`` table or top level)."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    table = data.get("transcribe", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [transcribe] must be a table")
+    return table

@@ -1,0 +1,122 @@
+"""Build the standard transcription graph from a :class:`~stream.config.TranscribeConfig`::
+
+    source (file | mic) -> Resample (16 kHz mono) -> VAD -> [recognizer] -> FanOut(sinks)
+
+The recognizer is present when a model is configured (``--model``, or the bundled default
+model when installed); without one the graph runs VAD only and the console prints speech
+segments. Each sink sits on its own ``FanOut`` branch with its own bounded edge, so a slow
+sink never stalls the others, and a sink's write failure disables only that sink.
+
+Construction opens the output files (a bad output path fails here, before any audio moves);
+sources and models open in ``Graph.start``. Everything raises
+:class:`~stream.errors.ConfigError` (or a subclass) with the offending value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sinks import CaptionLimits, ConsoleSink, RttmSink, Sink, SrtSink, VttSink, open_jsonl
+from sinks.node import SinkNode
+from stream.config import TranscribeConfig
+from stream.errors import ConfigError
+from stream.events import ErrorEvent, Event
+from stream.graph import Graph
+from stream.node import FanOut, Node
+from stream.queues import EdgeSpec
+from stream.resample import Resample
+from stream.sources.base import Source
+
+__all__ = ["BuiltGraph", "build_graph", "build_sinks", "build_source", "build_vad", "build_recognizer"]
+
+
+@dataclass
+class BuiltGraph:
+    graph: Graph
+    sources: list[Source]
+    sinks: list[Sink]
+    recognizer: Node | None
+    errors: list[ErrorEvent] = field(default_factory=list)  # every ErrorEvent that reached the tail
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, ErrorEvent):
+            self.errors.append(event)
+
+
+def build_source(cfg: TranscribeConfig) -> Source:
+    sid = cfg.resolved_stream_id
+    if cfg.mic:
+        from stream.sources.mic import MicSource
+
+        return MicSource(device=cfg.device, stream_id=sid)
+    from stream.sources.file import FileSource
+
+    assert cfg.input_path is not None
+    return FileSource(cfg.input_path, stream_id=sid, realtime=cfg.realtime, progress=cfg.progress)
+
+
+def build_vad(cfg: TranscribeConfig) -> Node:
+    from stream.vad_node import VadNode
+
+    return VadNode.create(cfg.vad)
+
+
+def build_recognizer(cfg: TranscribeConfig, model: str) -> Node:
+    if cfg.mode == "offline":
+        # TODO(decoder): per-segment offline recognition is not in stream.recognizer yet.
+        raise ConfigError("--mode offline is not available yet; use --mode cached or --mode window")
+    try:
+        from stream.recognizer import Recognizer, RecognizerConfig
+    except ImportError as exc:
+        raise ConfigError(f"cannot load model {model!r}: the recognizer is not available ({exc})") from exc
+    config = RecognizerConfig(
+        mode=cfg.mode,
+        chunk_ms=cfg.chunk_ms,
+        left_context_ms=cfg.left_context_ms,
+        lookahead_ms=cfg.lookahead_ms,
+    )
+    return Recognizer(model, config)  # loads the model in Graph.start (ConfigError if it cannot)
+
+
+def build_sinks(cfg: TranscribeConfig, *, recognizing: bool) -> list[Sink]:
+    """Open every configured output. On failure, closes what was already opened."""
+    limits = CaptionLimits(
+        max_chars_per_line=cfg.caption_max_chars_per_line,
+        max_lines=cfg.caption_max_lines,
+        max_duration_ms=cfg.caption_max_duration_ms,
+    )
+    sinks: list[Sink] = []
+    try:
+        if cfg.console_enabled:
+            sinks.append(ConsoleSink(show_vad=not recognizing))
+        if cfg.jsonl is not None:
+            sinks.append(open_jsonl(cfg.jsonl, fsync=cfg.fsync))
+        if cfg.srt is not None:
+            sinks.append(SrtSink(cfg.srt, limits=limits, fsync=cfg.fsync))
+        if cfg.vtt is not None:
+            sinks.append(VttSink(cfg.vtt, limits=limits, fsync=cfg.fsync))
+        if cfg.rttm is not None:
+            sinks.append(RttmSink(cfg.rttm, file_id=cfg.resolved_stream_id, fsync=cfg.fsync))
+    except OSError as exc:
+        for s in sinks:
+            s.release()
+        raise ConfigError(f"cannot open output {exc.filename}: {exc.strerror}") from exc
+    return sinks
+
+
+def build_graph(cfg: TranscribeConfig) -> BuiltGraph:
+    cfg.validate()
+    model = cfg.resolved_model()
+    recognizer = build_recognizer(cfg, model) if model else None
+    vad = build_vad(cfg)
+    source = build_source(cfg)
+    sinks = build_sinks(cfg, recognizing=recognizer is not None)
+    nodes: list[Node] = [Resample(), vad]
+    if recognizer is not None:
+        nodes.append(recognizer)
+    if sinks:
+        # Per-sink edges drop partials/audio before they would block the graph; finals never drop.
+        nodes.append(FanOut([SinkNode(s) for s in sinks], edge=EdgeSpec(256, "drop_oldest")))
+    built = BuiltGraph(graph=None, sources=[source], sinks=sinks, recognizer=recognizer)  # type: ignore[arg-type]
+    built.graph = Graph(sources=[source], nodes=nodes, on_event=built.on_event, name="transcribe")
+    return built
