@@ -365,6 +365,9 @@ class LoadedModel:
 
     def num_frames(self, num_samples: int) -> int:
         """Frames an utterance of ``num_samples`` samples has offline."""
+        own = getattr(self.module, "num_frames", None)  # modules whose frame count is not a plain conv formula
+        if own is not None:
+            return own(num_samples)
         if num_samples < self.receptive_field_samples:
             return 0
         return (num_samples - self.receptive_field_samples) // self.samples_per_frame + 1
