@@ -199,7 +199,7 @@ class CTCTokenizer:
     def _char(self, token: str) -> str:
         return self.replace_word_delimiter_char if token == self.word_delimiter_token else token
 
-    def _finish(self, text: str) -> str:
+    def finish_text(self, text: str) -> str:
         text = text.strip()
         if self.do_lower_case:
             text = text.lower()
@@ -212,11 +212,11 @@ class CTCTokenizer:
         tokens = [self.id_to_token(int(i)) for i in ids]
         if group_tokens:
             tokens = [t for t, _ in groupby(tokens)]
-        return self._finish("".join(self._char(t) for t in tokens if t != self.pad_token))
+        return self.finish_text("".join(self._char(t) for t in tokens if t != self.pad_token))
 
     def text_of_spans(self, spans: Sequence[TokenSpan]) -> str:
         """Text of already collapsed, blank-free token spans (what the streaming decoder holds)."""
-        return self._finish("".join(self._char(self.id_to_token(s.token_id)) for s in spans))
+        return self.finish_text("".join(self._char(self.id_to_token(s.token_id)) for s in spans))
 
     def words_of_spans(self, spans: Sequence[TokenSpan]) -> tuple[WordSpan, ...]:
         """Words with frame extents, HF ``output_word_offsets`` semantics (delimiter splits words)."""

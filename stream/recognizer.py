@@ -1,0 +1,312 @@
+"""The recogniser node: audio in, partial/final transcripts and endpoints out.
+
+::
+
+    rec = Recognizer("path/to/model", RecognizerConfig(chunk_ms=640))
+    graph = Graph(sources=[...], nodes=[Resample(), VadNode.webrtc(), rec, FanOut([...])])
+
+Per stream, each :class:`~stream.events.AudioChunk` (16 kHz mono) goes through the engine's
+streaming ``step`` (frontend -> cached encoder -> CTC logits) and the streaming CTC decoder
+(:mod:`engines.ctc`) in one call on the node's :class:`~stream.executor.Executor`, so the loop
+never waits on the model.  The decoder's updates become events:
+
+- :class:`PartialTranscript` per chunk while a segment has text (only when it changed);
+- :class:`FinalTranscript` when a segment closes, then :class:`Endpoint` (``reason``);
+- segment ids are ``"<stream_id>-<n>"``; ``revision`` counts up within a segment and the
+  final takes the next one.
+
+Segments close on the CTC endpoint rules (``RecognizerConfig.endpoint``), on a
+:class:`SpeechEnded` from an upstream VAD node (cut at its ``sample``), on a ``Flush``
+control frame (decoder only: the engine keeps its audio), and at end of stream (engine flushed,
+then the decoder; every final precedes the stream's ``EndOfStream``).
+
+Stream time: a chunk whose ``sample`` jumps ahead (a drop-oldest edge dropped audio) is
+preceded by zeros so word times stay exact; overlapping samples are skipped.
+
+Every event is passed on (audio included, for speaker nodes downstream).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BadAudioError, ConfigError
+from .events import (
+    SAMPLE_RATE_HZ,
+    AudioChunk,
+    EndOfStream,
+    Endpoint,
+    Event,
+    FinalTranscript,
+    PartialTranscript,
+    SpeechEnded,
+    Word,
+)
+from .executor import Executor
+from .node import Node
+
+__all__ = ["RecognizerConfig", "Recognizer", "RecognizerStats"]
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    """Streaming geometry, endpoint rules and (optional) LM. Units are in the names."""
+
+    mode: str = "cached"  # engine streaming mode: "cached" or "window"
+    # 640 ms chunks with 5.12 s of left context: the engines' reference streaming geometry.
+    chunk_ms: int = 640
+    left_context_ms: int = 5120
+    lookahead_ms: int = 0
+    # CTC endpoint rules (sherpa-onnx defaults); None disables rules 1/2.
+    rule1_min_trailing_silence_ms: int | None = 2400
+    rule2_min_trailing_silence_ms: int | None = 1200
+    max_utterance_ms: int = 20_000
+    vad_endpoints: bool = True  # close segments on SpeechEnded from a VAD node
+    emit_unchanged_partials: bool = False
+    # n-gram LM beam search for finals (engines.lm); partials stay greedy unless partial_beam_width > 0.
+    lm_path: str | None = None
+    unigrams_path: str | None = None
+    lm_alpha: float = 0.5
+    lm_beta: float = 1.0
+    beam_width: int = 32
+    partial_beam_width: int = 0  # 0: greedy partials (cheapest; see bench/bench_decode.py)
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float = 10.0
+    beam_without_lm: bool = False  # beam search finals even without an LM file
+
+
+@dataclass
+class RecognizerStats:
+    """Counters for benchmarks (not per-stream state): compute seconds and audio seconds seen."""
+
+    compute_s: float = 0.0
+    audio_samples: int = 0
+    steps: int = 0
+
+    @property
+    def rtf(self) -> float:
+        return self.compute_s / max(self.audio_samples / SAMPLE_RATE_HZ, 1e-9)
+
+
+@dataclass(frozen=True)
+class _Stream:
+    engine: Any  # engines.api.StreamState
+    decoder: Any  # engines.ctc.DecoderState
+    next_sample: int  # stream time of the next sample the engine expects
+    origin: int  # stream time of the engine's sample 0
+
+
+def _build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
+    """Tokenizer + decoder (+ LM) for ``model``; ConfigError for a mismatch, a missing or corrupt LM."""
+    from engines.ctc import EndpointConfig, StreamingCTCDecoder
+    from engines.errors import EngineError
+    from engines.tokenizer import CTCTokenizer
+
+    if model.head != "ctc":
+        raise ConfigError(f"the recogniser needs a CTC model; {model.model_dir} has a {model.head!r} head")
+    try:
+        tok = CTCTokenizer.from_dir(model.vocab_dir)
+        endpoint = EndpointConfig(cfg.rule1_min_trailing_silence_ms, cfg.rule2_min_trailing_silence_ms, cfg.max_utterance_ms)
+    except EngineError as exc:
+        raise ConfigError(str(exc)) from exc
+    n_logits = getattr(model.config, "vocab_size", None)
+    if n_logits is not None and n_logits != tok.vocab_size:
+        raise ConfigError(
+            f"vocabulary of {model.vocab_dir} has {tok.vocab_size} tokens but the model's CTC head has {n_logits} outputs"
+        )
+    final_dec = partial_dec = None
+    if cfg.lm_path or cfg.beam_without_lm or cfg.partial_beam_width > 0 or cfg.hotwords:
+        from engines.lm import BeamDecoder, LMConfig
+
+        try:
+            lmcfg = LMConfig(
+                lm_path=cfg.lm_path,
+                unigrams_path=cfg.unigrams_path,
+                alpha=cfg.lm_alpha,
+                beta=cfg.lm_beta,
+                beam_width=cfg.beam_width,
+                hotwords=cfg.hotwords,
+                hotword_weight=cfg.hotword_weight,
+            )
+            final_dec = BeamDecoder(tok, lmcfg)
+            if cfg.partial_beam_width > 0:
+                partial_dec = BeamDecoder(tok, dataclasses.replace(lmcfg, beam_width=cfg.partial_beam_width), lm=final_dec.lm)
+        except EngineError as exc:
+            raise ConfigError(str(exc)) from exc
+    return StreamingCTCDecoder(
+        tok,
+        samples_per_frame=model.samples_per_frame,
+        endpoint=endpoint,
+        final_decoder=final_dec,
+        partial_decoder=partial_dec,
+        emit_unchanged_partials=cfg.emit_unchanged_partials,
+    )
+
+
+class Recognizer(Node):
+    """Streaming CTC recognition of every stream that passes (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: Any,
+        config: RecognizerConfig = RecognizerConfig(),
+        *,
+        executor: Executor | None = None,
+        name: str = "recognizer",
+    ):
+        super().__init__(name)
+        self.model_arg = model  # a LoadedModel, or a path / hub id loaded at start
+        self.config = config
+        self.model: Any = None
+        self.decoder: Any = None
+        self._executor = executor
+        self._own_executor = executor is None
+        self._streams: dict[str, _Stream] = {}
+        self.stats = RecognizerStats()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._executor is None:
+            self._executor = Executor(max_workers=1, name=self.name)
+        try:
+            self.model, self.decoder = await self._executor.run(self._load)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _load(self) -> tuple[Any, Any]:
+        from engines.api import load_model
+        from engines.errors import EngineError
+
+        model = self.model_arg
+        if isinstance(model, (str, Path)):
+            try:
+                model = load_model(model)
+            except EngineError as exc:
+                raise ConfigError(f"cannot load model {self.model_arg}: {exc}") from exc
+        try:  # geometry errors are configuration errors, raised at start
+            model.init_state(self.config.mode, self.config.chunk_ms, self.config.left_context_ms, self.config.lookahead_ms)
+        except EngineError as exc:
+            raise ConfigError(f"streaming geometry: {exc}") from exc
+        return model, _build_decoder(model, self.config)
+
+    async def stop(self) -> None:
+        if self._own_executor and self._executor is not None:
+            await self._executor.aclose()
+            self._executor = None
+
+    def forget(self, stream_id: str) -> None:
+        self._streams.pop(stream_id, None)
+
+    # ------------------------------------------------------------------ sync work (executor)
+
+    def _new_stream(self, first_sample: int) -> _Stream:
+        c = self.config
+        return _Stream(
+            engine=self.model.init_state(c.mode, c.chunk_ms, c.left_context_ms, c.lookahead_ms),
+            decoder=self.decoder.init_state(),
+            next_sample=first_sample,
+            origin=first_sample,
+        )
+
+    def _step(self, samples: np.ndarray, st: _Stream, end: bool) -> tuple[tuple[Any, ...], _Stream]:
+        import torch
+
+        t0 = time.perf_counter()
+        x = torch.from_numpy(np.array(samples, dtype=np.float32))  # a copy: chunks are read-only
+        out, engine = self.model.step(x, st.engine)
+        updates, dec = self.decoder.step(out.frames, out.start_frame, st.decoder)
+        if end:
+            last = self.model.flush(engine)
+            more, dec = self.decoder.step(last.frames, last.start_frame, dec)
+            fin, dec = self.decoder.flush(dec)
+            updates = updates + more + fin
+        self.stats.compute_s += time.perf_counter() - t0
+        self.stats.audio_samples += int(samples.shape[0])
+        self.stats.steps += 1
+        return updates, dataclasses.replace(st, engine=engine, decoder=dec, next_sample=st.next_sample + samples.shape[0])
+
+    # ------------------------------------------------------------------ hooks
+
+    async def process(self, event: Event) -> None:
+        if isinstance(event, AudioChunk):
+            await self._audio(event)
+        elif isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
+            st = self._streams[event.stream_id]
+            updates, dec = self.decoder.request_endpoint(st.decoder, event.sample - st.origin)
+            self._streams[event.stream_id] = dataclasses.replace(st, decoder=dec)
+            await self._emit(event.stream_id, st.origin, updates)
+        await self.push(event)
+
+    async def _audio(self, chunk: AudioChunk) -> None:
+        sid = chunk.stream_id
+        samples = self._check(chunk)
+        st = self._streams.get(sid)
+        if st is None:
+            st = self._new_stream(chunk.sample)
+        gap = chunk.sample - st.next_sample
+        if gap > 0:  # audio was dropped upstream: keep stream time exact
+            samples = np.concatenate([np.zeros(gap, np.float32), samples])
+        elif gap < 0:
+            samples = samples[-gap:]
+        if samples.shape[0]:
+            updates, st = await self._executor.run(self._step, samples, st, False)
+            self._streams[sid] = st
+            await self._emit(sid, st.origin, updates)
+        await self.push(chunk)
+
+    def _check(self, chunk: AudioChunk) -> np.ndarray:
+        if chunk.sample_rate_hz != SAMPLE_RATE_HZ or chunk.channels != 1 or chunk.samples.ndim != 1:
+            raise BadAudioError(
+                f"the recogniser needs 16 kHz mono audio, got {chunk.sample_rate_hz} Hz x {chunk.channels} ch "
+                "(put a Resample node in front of it)"
+            )
+        x = chunk.samples
+        if chunk.sample_format == "s16" or x.dtype == np.int16:
+            x = x.astype(np.float32) / 32768.0
+        x = np.asarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise BadAudioError(f"non-finite samples at {chunk.sample}", fatal=False)
+        return x
+
+    async def flush(self, stream_id: str) -> None:
+        """Close the open segment now (the engine keeps its buffered audio and goes on)."""
+        st = self._streams.get(stream_id)
+        if st is None:
+            return
+        updates, dec = self.decoder.flush(st.decoder)
+        self._streams[stream_id] = dataclasses.replace(st, decoder=dec)
+        await self._emit(stream_id, st.origin, updates)
+
+    async def end_of_stream(self, eos: EndOfStream) -> None:
+        sid = eos.stream_id
+        st = self._streams.get(sid)
+        if st is not None:
+            updates, st = await self._executor.run(self._step, np.zeros(0, np.float32), st, True)
+            self._streams[sid] = st
+            await self._emit(sid, st.origin, updates, eos_sample=eos.sample)
+        await self.push(eos)
+
+    # ------------------------------------------------------------------ events
+
+    async def _emit(self, sid: str, o: int, updates: tuple[Any, ...], eos_sample: int | None = None) -> None:
+        for u in updates:
+            seg = f"{sid}-{u.index}"
+            words = tuple(Word(w.text, w.start_sample + o, w.end_sample + o, w.confidence) for w in u.words)
+            cls = FinalTranscript if u.is_final else PartialTranscript
+            await self.push(
+                cls(sid, u.start_sample + o, segment_id=seg, revision=u.revision, text=u.text,
+                    end_sample=u.end_sample + o, words=words)
+            )
+            if u.is_final:
+                at = u.endpoint_sample + o
+                if eos_sample is not None and u.reason == "eos":
+                    at = max(at, eos_sample)
+                await self.push(Endpoint(sid, at, segment_id=seg, reason=u.reason))

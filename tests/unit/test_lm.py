@@ -1,0 +1,161 @@
+"""engines.lm (pyctcdecode + KenLM beam search) and engines.lm_build (Kneser-Ney ARPA writer)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.ctc import EndpointConfig, StreamingCTCDecoder
+from engines.errors import CheckpointError
+from engines.lm import BeamDecoder, LMConfig, read_arpa_unigrams
+from engines.lm_build import build_arpa, main as lm_build_main, write_arpa
+from engines.tokenizer import CTCTokenizer
+
+kenlm = pytest.importorskip("kenlm")
+
+LABELS = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
+TOK = CTCTokenizer(labels=tuple(LABELS))
+ID = {c: i for i, c in enumerate(LABELS)}
+TEXT = [
+    "THE MEN RAN IN THE RAIN",
+    "TEN MEN SAT ON THE MAT",
+    "I SAW TEN CATS",
+    "TEN DOGS RAN",
+    "THE DOG SAT IN THE RAIN",
+    "WE HAVE TEN",
+] * 5
+
+
+@pytest.fixture(scope="module")
+def arpa(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    probs, backoffs = build_arpa([s.split() for s in TEXT], order=3)
+    return write_arpa(probs, backoffs, tmp_path_factory.mktemp("lm") / "lm.arpa")
+
+
+def frames(spec: list[dict[str, float] | str]) -> np.ndarray:
+    """Log-probs: each item is a char (p=0.9 for it) or a dict of char -> prob; rest spread evenly."""
+    out = np.full((len(spec), len(LABELS)), 0.0, np.float32)
+    for t, item in enumerate(spec):
+        dist = {item: 0.9} if isinstance(item, str) else dict(item)
+        rest = (1.0 - sum(dist.values())) / (len(LABELS) - len(dist))
+        out[t, :] = rest
+        for ch, p in dist.items():
+            out[t, ID[ch] if ch != "_" else 0] = p
+    return np.log(out)
+
+
+def spell(word_frames: list) -> list:
+    """Each char followed by a blank; words separated by the delimiter."""
+    out: list = []
+    for item in word_frames:
+        out += [item, "_"]
+    return out
+
+
+# "I SAW T?N CATS": acoustically A (0.5) beats E (0.4); the LM has only seen "TEN".
+AMBIGUOUS = spell(["I", "|", "S", "A", "W", "|", "T", {"A": 0.5, "E": 0.4}, "N", "|", "C", "A", "T", "S"])
+
+
+def test_kneser_ney_arpa_normalises_through_kenlm(arpa: Path) -> None:
+    m = kenlm.Model(str(arpa))
+    vocab = [w for w in read_arpa_unigrams(arpa)] + ["</s>", "<unk>"]
+    for history, bos in (([], True), ([], False), (["TEN"], True), (["THE", "MEN"], True), (["SAW", "ZEBRA"], False)):
+        state = kenlm.State()
+        (m.BeginSentenceWrite if bos else m.NullContextWrite)(state)
+        for w in history:
+            nxt = kenlm.State()
+            m.BaseScore(state, w, nxt)
+            state = nxt
+        total = sum(10 ** m.BaseScore(state, w, kenlm.State()) for w in vocab)
+        assert total == pytest.approx(1.0, abs=1e-4), history
+    # seen continuations are more likely than unseen ones
+    assert m.score("I SAW TEN CATS") > m.score("I SAW TAN CATS")
+
+
+def test_lm_changes_the_beam_result_where_it_should(arpa: Path) -> None:
+    lp = frames(AMBIGUOUS)
+    greedy = TOK.decode(lp.argmax(-1).tolist())
+    assert greedy == "I SAW TAN CATS"
+    no_lm = BeamDecoder(TOK, LMConfig(beam_width=16))
+    assert no_lm.decode_segment(lp)[0] == "I SAW TAN CATS"
+    with_lm = BeamDecoder(TOK, LMConfig(lm_path=str(arpa), alpha=0.5, beta=1.0, beam_width=16))
+    text, words = with_lm.decode_segment(lp)
+    assert text == "I SAW TEN CATS"
+    # alpha = 0 switches the LM off again
+    assert BeamDecoder(TOK, LMConfig(lm_path=str(arpa), alpha=0.0, beta=0.0, beam_width=16)).decode_segment(lp)[0] == greedy
+    # and a clear acoustic signal is not overridden: "TAN" at p=0.9 stays
+    clear = frames(spell(["I", "|", "S", "A", "W", "|", "T", "A", "N"]))
+    assert with_lm.decode_segment(clear)[0] == "I SAW TAN"
+    # word offsets: frames of the slice, first char start to last char end
+    assert [w.text for w in words] == ["I", "SAW", "TEN", "CATS"]
+    assert (words[0].start_frame, words[1].start_frame, words[2].start_frame) == (0, 4, 12)
+    assert all(a < b for a, b in ((w.start_frame, w.end_frame) for w in words))
+
+
+def test_hotwords_pull_the_beam(arpa: Path) -> None:
+    lp = frames(spell(["I", "|", "S", "A", "W", "|", "T", {"E": 0.5, "A": 0.4}, "N"]))
+    plain = BeamDecoder(TOK, LMConfig(beam_width=16))
+    assert plain.decode_segment(lp)[0] == "I SAW TEN"
+    hot = BeamDecoder(TOK, LMConfig(beam_width=16, hotwords=("TAN",), hotword_weight=10.0))
+    assert hot.decode_segment(lp)[0] == "I SAW TAN"
+
+
+def test_streaming_decoder_uses_the_lm_for_finals_only(arpa: Path) -> None:
+    beam = BeamDecoder(TOK, LMConfig(lm_path=str(arpa), beam_width=16))
+    dec = StreamingCTCDecoder(TOK, final_decoder=beam, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=200))
+    lp = frames(AMBIGUOUS + ["_"] * 12 + spell(["T", "E", "N"]))
+    st = dec.init_state()
+    ups: list = []
+    for s in range(0, lp.shape[0], 5):
+        u, st = dec.step(lp[s : s + 5], s, st)
+        ups += u
+    u, st = dec.flush(st)
+    ups += u
+    partials = [u for u in ups if not u.is_final and u.index == 0]
+    finals = [u for u in ups if u.is_final]
+    assert partials[-1].text == "I SAW TAN CATS"  # greedy
+    assert [f.text for f in finals] == ["I SAW TEN CATS", "TEN"]
+    assert finals[1].words[0].start_sample == (len(AMBIGUOUS) + 12) * 320
+
+
+def test_bad_lms_are_refused_with_a_clear_message(tmp_path: Path, arpa: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        BeamDecoder(TOK, LMConfig(lm_path=str(tmp_path / "nope.arpa")))
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(CheckpointError, match="neither an ARPA"):
+        BeamDecoder(TOK, LMConfig(lm_path=str(junk)))
+    broken = tmp_path / "broken.arpa"
+    broken.write_text(arpa.read_text()[: len(arpa.read_text()) // 2])
+    with pytest.raises(CheckpointError, match="KenLM cannot load"):
+        BeamDecoder(TOK, LMConfig(lm_path=str(broken)))
+    lower = tmp_path / "lower.arpa"
+    probs, backoffs = build_arpa([s.lower().split() for s in TEXT], order=2)
+    write_arpa(probs, backoffs, lower)
+    with pytest.raises(CheckpointError, match="does not match the model's vocabulary"):
+        BeamDecoder(TOK, LMConfig(lm_path=str(lower)))
+    with pytest.raises(CheckpointError, match="unigram list not found"):
+        BeamDecoder(TOK, LMConfig(lm_path=str(arpa), unigrams_path=str(tmp_path / "u.txt")))
+
+
+def test_lm_build_cli_writes_arpa_and_unigrams(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(s.lower() for s in TEXT) + "\n")
+    out, uni = tmp_path / "o.arpa", tmp_path / "u.txt"
+    assert lm_build_main([str(text), str(out), "--order", "2", "--upper", "--unigrams", str(uni)]) == 0
+    assert kenlm.Model(str(out)).order == 2
+    assert "TEN" in uni.read_text().split() and "ten" not in uni.read_text().split()
+
+
+@pytest.mark.skipif(shutil.which("build_binary") is None, reason="KenLM build_binary not on PATH (see examples/lm)")
+def test_binary_lm_with_unigram_list(tmp_path: Path, arpa: Path) -> None:
+    binary = tmp_path / "lm.bin"
+    subprocess.run(["build_binary", str(arpa), str(binary)], check=True, capture_output=True)
+    uni = tmp_path / "u.txt"
+    uni.write_text("\n".join(read_arpa_unigrams(arpa)))
+    beam = BeamDecoder(TOK, LMConfig(lm_path=str(binary), unigrams_path=str(uni), beam_width=16))
+    assert beam.decode_segment(frames(AMBIGUOUS))[0] == "I SAW TEN CATS"
