@@ -105,9 +105,9 @@ _DEFAULTS = TranscribeConfig()
 def transcribe(
     ctx: typer.Context,
     file: Optional[Path] = typer.Argument(None, help="Audio file (wav, flac, ogg; any rate and channel count).", show_default=False),
-    mic: bool = typer.Option(_DEFAULTS.mic, "--mic", help="Capture from a microphone instead of a file."),
+    mic: bool = typer.Option(_DEFAULTS.mic, "--mic", help="Capture from a microphone instead of a file.", show_default="off"),
     device: Optional[str] = typer.Option(None, "--device", help="Capture device: name (or part of it) or index; see 'speechstream devices'.", show_default="system default"),
-    model: Optional[str] = typer.Option(None, "--model", help="Model: a local Hugging Face-layout directory, or a hub id already in the local HF cache.", show_default="bundled default model (VAD only if none is installed)"),
+    model: Optional[str] = typer.Option(None, "--model", help="Model: a local Hugging Face-layout directory, a hub id already in the local HF cache, or 'none' (VAD only).", show_default="bundled default model (VAD only if none is installed)"),
     vad: Vad = typer.Option(Vad(_DEFAULTS.vad), "--vad", help="Voice activity detector; 'none' treats the whole input as one segment.", case_sensitive=False),
     mode: Mode = typer.Option(Mode(_DEFAULTS.mode), "--mode", help="Recognition: 'offline' per segment, 'window' re-runs a sliding window, 'cached' streams with KV caches.", case_sensitive=False),
     chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
@@ -188,7 +188,7 @@ async def _run_async(cfg: TranscribeConfig) -> int:
     built = build_graph(cfg)
     await built.graph.start()  # opens the source and the model: config errors raise here
     if built.recognizer is None:
-        click.echo("speechstream: no model installed or given (--model): running VAD only", err=True)
+        click.echo("speechstream: no model (see --model): VAD only, printing speech segments", err=True)
     loop = asyncio.get_running_loop()
     stops = 0
 

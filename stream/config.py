@@ -31,6 +31,7 @@ __all__ = [
     "VadName",
     "ModeName",
     "VAD_NAMES",
+    "NO_MODEL",
     "MODE_NAMES",
     "default_model_dir",
     "load_toml",
@@ -38,6 +39,7 @@ __all__ = [
 
 VadName = Literal["webrtc", "silero", "none"]
 ModeName = Literal["offline", "window", "cached"]
+NO_MODEL = "none"  # --model none: VAD only
 VAD_NAMES: tuple[str, ...] = get_args(VadName)
 MODE_NAMES: tuple[str, ...] = get_args(ModeName)
 
@@ -65,7 +67,7 @@ class TranscribeConfig:
     stream_id: str | None = None  # None: the file's stem, or "mic"
 
     # recognition
-    model: str | None = None  # local HF-layout dir or hub id (local cache); None: bundled default
+    model: str | None = None  # local HF-layout dir or hub id (local cache); None: bundled default; "none": VAD only
     mode: ModeName = "cached"
     # 640 ms chunks with 5.12 s of left context: the engines' reference streaming geometry.
     chunk_ms: int = 640
@@ -106,7 +108,12 @@ class TranscribeConfig:
         return self.console and self.jsonl != "-"
 
     def resolved_model(self) -> str | None:
-        """The model to load: ``model`` if given, else the bundled default, else None (VAD only)."""
+        """The model to load: ``model`` if given, else the bundled default, else None (VAD only).
+
+        ``model = "none"`` asks for no recognition at all (VAD events only).
+        """
+        if self.model == NO_MODEL:
+            return None
         if self.model:
             return self.model
         found = default_model_dir()
@@ -139,7 +146,7 @@ class TranscribeConfig:
         for name in ("caption_max_chars_per_line", "caption_max_lines", "caption_max_duration_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
-        if self.model and not _looks_like_hub_id(self.model) and not Path(self.model).exists():
+        if self.model and self.model != NO_MODEL and not _looks_like_hub_id(self.model) and not Path(self.model).exists():
             raise ConfigError(f"model path does not exist: {self.model}")
         for name in ("srt", "vtt", "rttm"):
             path = getattr(self, name)

@@ -46,7 +46,10 @@ class BuiltGraph:
 def build_source(cfg: TranscribeConfig) -> Source:
     sid = cfg.resolved_stream_id
     if cfg.mic:
-        from stream.sources.mic import MicSource
+        try:
+            from stream.sources.mic import MicSource
+        except ImportError as exc:  # PortAudio missing, or no microphone support in this build
+            raise ConfigError(f"microphone capture is not available: {exc}") from exc
 
         return MicSource(device=cfg.device, stream_id=sid)
     from stream.sources.file import FileSource

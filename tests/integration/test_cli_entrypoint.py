@@ -1,0 +1,97 @@
+"""The installed ``speechstream`` console script, run as a subprocess (as a user would)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import srt
+import webvtt
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "hello.wav"
+
+
+def entry_point() -> str:
+    exe = Path(sys.executable).parent / "speechstream"
+    found = str(exe) if exe.exists() else shutil.which("speechstream")
+    if found is None:
+        pytest.fail("the speechstream console script is not installed (pip install -e .)")
+    return found
+
+
+def test_help_of_the_installed_script():
+    proc = subprocess.run([entry_point(), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "transcribe" in proc.stdout and proc.stderr == ""
+
+
+def test_transcribe_example_to_files(tmp_path):
+    proc = subprocess.run(
+        [entry_point(), "transcribe", str(EXAMPLE), "--model", "none", "--no-progress",
+         "--jsonl", str(tmp_path / "e.jsonl"), "--srt", str(tmp_path / "c.srt")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("(speech)") == 4
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [e["type"] for e in events].count("speech_started") == 4
+    assert list(srt.parse((tmp_path / "c.srt").read_text())) == []
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [entry_point(), "transcribe", str(tmp_path / "missing.flac")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"speechstream: error: input file not found: {tmp_path / 'missing.flac'}"]
+
+
+def test_sigint_mid_stream_stops_gracefully(tmp_path):
+    """Ctrl-C while a real-time run is going: the stream ends, files are closed and valid."""
+    proc = subprocess.Popen(
+        [entry_point(), "transcribe", str(EXAMPLE), "--model", "none", "--realtime",
+         "--jsonl", str(tmp_path / "e.jsonl"), "--vtt", str(tmp_path / "c.vtt")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        jsonl = tmp_path / "e.jsonl"
+        while time.monotonic() < deadline:  # wait until the first speech segment was written
+            if jsonl.exists() and '"speech_ended"' in jsonl.read_text():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("no speech segment within 60 s")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    events = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert events[-1]["type"] == "end_of_stream"
+    assert events[-1]["time_s"] < 16.0  # stopped early, not at the end of the 17 s file
+    assert webvtt.read(str(tmp_path / "c.vtt")).captions == []
+
+
+def test_devices_on_a_real_alsa_device(tmp_path):
+    raw = tmp_path / "in.raw"
+    raw.write_bytes(b"\0\0" * 16000)
+    conf = tmp_path / "asound.conf"
+    conf.write_text(
+        f'pcm.filemic {{ type file; slave.pcm "null"; file "/dev/null"; infile "{raw}"; format "raw" }}\n'
+        'pcm.!default { type asym; playback.pcm "null"; capture.pcm "filemic" }\n'
+    )
+    env = dict(os.environ, ALSA_CONFIG_PATH=f"/usr/share/alsa/alsa.conf:{conf}")
+    proc = subprocess.run([entry_point(), "devices"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "filemic" in proc.stdout

@@ -1,0 +1,252 @@
+"""The CLI through Typer's CliRunner: options -> config, outputs, and one-line user errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import srt
+import webvtt
+from typer.testing import CliRunner
+
+from stream.cli import app
+from stream.config import TranscribeConfig, default_model_dir, load_toml
+from stream.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "hello.wav"
+OPTIONS = [
+    "--mic", "--device", "--model", "--vad", "--mode", "--chunk-ms", "--left-context-ms", "--lookahead-ms",
+    "--realtime", "--progress", "--console", "--jsonl", "--srt", "--vtt", "--rttm", "--config",
+]
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_user_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("speechstream: error: ")
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# ----------------------------------------------------------------------------- help
+
+
+def test_help_lists_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    assert "transcribe" in result.stdout and "devices" in result.stdout
+
+
+def test_transcribe_help_shows_every_option_with_a_default():
+    out = run("transcribe", "--help").stdout
+    flat = " ".join(out.split())
+    for opt in OPTIONS:
+        assert opt in flat, opt
+    # every option carries a default in its help entry (-h/--help aside)
+    options = out.split("Options:", 1)[1]
+    entries = [" ".join(e.split()) for e in options.split("\n  -") if e.strip()]
+    for entry in entries:
+        if entry.startswith(("-help", "h, --help")):
+            continue
+        assert "[default:" in entry, f"-{entry.split()[0]} shows no default"
+    assert len(entries) == len(OPTIONS) + 1
+
+
+def test_help_imports_no_heavy_module():
+    code = (
+        "import sys\n"
+        "from stream.cli import main\n"
+        "try:\n    main(['transcribe', '--help'])\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'soundfile', 'sounddevice', 'engines', 'sinks') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("HEAVY []"), out
+
+
+# ----------------------------------------------------------------------------- user mistakes
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(run("transcribe", str(tmp_path / "nope.wav")), "not found", "nope.wav")
+
+
+def test_unreadable_format(tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is not audio\n")
+    assert_user_error(run("transcribe", "--model", "none", "--no-progress", str(bad)), "notes.wav")
+
+
+def test_directory_as_input(tmp_path):
+    assert_user_error(run("transcribe", str(tmp_path)), "directory")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--vad", "loud"], "--vad"),
+        (["--mode", "sideways"], "--mode"),
+        (["--chunk-ms", "5"], "--chunk-ms"),
+        (["--chunk-ms", "abc"], "--chunk-ms"),
+        (["--lookahead-ms", "-1"], "--lookahead-ms"),
+        (["--no-such-option"], "--no-such-option"),
+    ],
+)
+def test_bad_option_values(args, needle):
+    assert_user_error(run("transcribe", *args, str(EXAMPLE)), needle)
+
+
+def test_model_path_that_does_not_exist(tmp_path):
+    assert_user_error(run("transcribe", "--model", str(tmp_path / "no-model"), str(EXAMPLE)), "no-model")
+
+
+def test_model_dir_that_is_not_a_model(tmp_path):
+    (tmp_path / "empty-model").mkdir()
+    result = run("transcribe", "--no-progress", "--model", str(tmp_path / "empty-model"), str(EXAMPLE))
+    assert_user_error(result, "empty-model")
+
+
+def test_file_and_mic_together_and_neither():
+    assert_user_error(run("transcribe", "--mic", str(EXAMPLE)), "--mic")
+    assert_user_error(run("transcribe"), "FILE")
+    assert_user_error(run("transcribe", "--device", "3", str(EXAMPLE)), "--device")
+
+
+def test_output_in_missing_directory(tmp_path):
+    assert_user_error(run("transcribe", "--srt", str(tmp_path / "no" / "x.srt"), str(EXAMPLE)), "x.srt")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("stream.sources.mic") is None, reason="microphone source not built yet")
+def test_unknown_device(monkeypatch, tmp_path):
+    # An ALSA configuration with no capture device at all: any name is unknown.
+    conf = tmp_path / "asound.conf"
+    conf.write_text('pcm.!default { type null }\n')
+    monkeypatch.setenv("ALSA_CONFIG_PATH", f"/usr/share/alsa/alsa.conf:{conf}")
+    code = (
+        "from stream.cli import main\n"
+        "main(['transcribe', '--mic', '--model', 'none', '--device', 'no-such-device-xyz'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-device-xyz" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_bad_toml(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("vad = [\n")
+    assert_user_error(run("transcribe", "--config", str(cfg), str(EXAMPLE)), "TOML")
+    cfg.write_text("colour = 'blue'\n")
+    assert_user_error(run("transcribe", "--config", str(cfg), str(EXAMPLE)), "colour")
+    assert_user_error(run("transcribe", "--config", str(tmp_path / "none.toml"), str(EXAMPLE)), "none.toml")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def test_vad_only_run_writes_every_output(tmp_path):
+    out = tmp_path
+    result = run(
+        "transcribe", str(EXAMPLE), "--model", "none", "--no-progress",
+        "--jsonl", str(out / "e.jsonl"), "--srt", str(out / "c.srt"), "--vtt", str(out / "c.vtt"),
+        "--rttm", str(out / "s.rttm"),
+    )
+    assert result.exit_code == 0, result.output
+    assert "VAD only" in result.stderr
+    events = [json.loads(line) for line in (out / "e.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["type"] == "speech_started"]
+    assert len(starts) == 4  # the example has four sentences
+    assert events[-1]["type"] == "end_of_stream" and events[-1]["stream_id"] == "hello"
+    assert result.stdout.count("(speech)") == 4
+    # caption files exist and parse (no recogniser: no cues)
+    assert list(srt.parse((out / "c.srt").read_text())) == []
+    assert webvtt.read(str(out / "c.vtt")).captions == []
+    assert (out / "s.rttm").read_text() == ""
+
+
+def test_vad_none_is_one_segment_and_jsonl_stdout(tmp_path):
+    result = run("transcribe", str(EXAMPLE), "--model", "none", "--vad", "none", "--no-progress", "--jsonl", "-")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    ended = [e for e in events if e["type"] == "speech_ended"]
+    assert len(ended) == 1 and ended[0]["start_sample"] == 0
+    assert ended[0]["sample"] == sf.info(str(EXAMPLE)).frames  # 16 kHz file: whole input
+
+
+def test_toml_config_and_cli_precedence(tmp_path):
+    cfg = tmp_path / "ss.toml"
+    cfg.write_text(f'[transcribe]\nvad = "none"\nmodel = "none"\nprogress = false\njsonl = "{tmp_path / "a.jsonl"}"\n')
+    assert run("transcribe", "--config", str(cfg), str(EXAMPLE)).exit_code == 0
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    assert sum('"speech_ended"' in line for line in lines) == 1  # vad = none from the file
+    assert run("transcribe", "--config", str(cfg), "--vad", "webrtc", str(EXAMPLE)).exit_code == 0
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    assert sum('"speech_ended"' in line for line in lines) == 4  # the command line wins
+
+
+def test_recognizer_run_with_tiny_model_writes_captions(tmp_path):
+    sys.path.insert(0, str(REPO / "tests"))
+    from hf_tiny import build_tiny
+
+    model = build_tiny("wav2vec2", "ctc", tmp_path / "tiny")
+    audio, rate = sf.read(str(EXAMPLE), dtype="int16")
+    clip = tmp_path / "first.flac"  # the first sentence, as FLAC: keeps the test short
+    sf.write(str(clip), audio[: int(4.5 * rate)], rate)
+    result = run(
+        "transcribe", str(clip), "--model", str(model), "--no-progress", "--chunk-ms", "320",
+        "--left-context-ms", "1280", "--srt", str(tmp_path / "c.srt"), "--vtt", str(tmp_path / "c.vtt"),
+        "--jsonl", str(tmp_path / "e.jsonl"),
+    )
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    finals = [e for e in events if e["type"] == "final_transcript" and e["text"].strip()]
+    assert finals, "a random model still emits characters"
+    subs = list(srt.parse((tmp_path / "c.srt").read_text()))
+    caps = webvtt.read(str(tmp_path / "c.vtt")).captions
+    assert len(subs) == len(caps) >= len(finals)
+
+
+# ----------------------------------------------------------------------------- config object
+
+
+def test_config_from_mapping_types():
+    cfg = TranscribeConfig.from_mapping({"input_path": "a.wav", "chunk_ms": 320, "device": 3})
+    assert cfg.input_path == Path("a.wav") and cfg.chunk_ms == 320 and cfg.device == "3"
+    assert cfg.resolved_stream_id == "a"
+    with pytest.raises(ConfigError, match="chunk_ms"):
+        TranscribeConfig.from_mapping({"chunk_ms": "fast"})
+    with pytest.raises(ConfigError, match="realtime"):
+        TranscribeConfig.from_mapping({"realtime": "yes"})
+    with pytest.raises(ConfigError, match="bogus"):
+        TranscribeConfig.from_mapping({"bogus": 1})
+
+
+def test_config_defaults_and_model_resolution(tmp_path):
+    cfg = TranscribeConfig(mic=True)
+    assert cfg.resolved_stream_id == "mic" and cfg.console_enabled
+    assert not TranscribeConfig(jsonl="-").console_enabled
+    assert TranscribeConfig(model="none").resolved_model() is None
+    assert TranscribeConfig(model=str(tmp_path)).resolved_model() == str(tmp_path)
+    bundled = default_model_dir()
+    assert TranscribeConfig().resolved_model() == (str(bundled) if bundled else None)
+
+
+def test_load_toml_top_level_or_table(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("chunk_ms = 320\n")
+    assert load_toml(p) == {"chunk_ms": 320}
+    p.write_text("[transcribe]\nchunk_ms = 160\n")
+    assert load_toml(p) == {"chunk_ms": 160}
