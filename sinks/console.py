@@ -64,7 +64,7 @@ class ConsoleSink(Sink):
         return f"{event.stream_id} " if len(self._streams) > 1 else ""
 
     def _commit(self, line: str) -> None:
-        erase = ERASE_LINE if self.tty and self._partial_shown else ""
+        erase = ERASE_LINE if self.tty else ""  # also clears anything else left on the line
         self.out.write(f"{erase}{line}\n")
         self.out.flush()
         self._partial_shown = False

@@ -114,7 +114,7 @@ def transcribe(
     left_context_ms: int = typer.Option(_DEFAULTS.left_context_ms, "--left-context-ms", min=0, help="Left context the encoder keeps, ms."),
     lookahead_ms: int = typer.Option(_DEFAULTS.lookahead_ms, "--lookahead-ms", min=0, help="Lookahead (added latency), ms."),
     realtime: bool = typer.Option(_DEFAULTS.realtime, "--realtime/--no-realtime", help="Pace a file like live audio (the microphone always is)."),
-    progress: bool = typer.Option(_DEFAULTS.progress, "--progress/--no-progress", help="Progress bar on stderr while a file runs faster than real time."),
+    progress: bool = typer.Option(_DEFAULTS.progress, "--progress/--no-progress", help="Progress bar on stderr while a file runs faster than real time (not while live captions share the terminal)."),
     console: bool = typer.Option(_DEFAULTS.console, "--console/--no-console", help="Live captions on stdout (off with --jsonl -)."),
     jsonl: Optional[str] = typer.Option(None, "--jsonl", metavar="PATH|-", help="Write every event as JSON lines; '-' for stdout.", show_default="off"),
     srt: Optional[Path] = typer.Option(None, "--srt", metavar="PATH", help="Write SRT captions (each final flushed as it is ready).", show_default="off"),

@@ -14,6 +14,7 @@ sources and models open in ``Graph.start``. Everything raises
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from sinks import CaptionLimits, ConsoleSink, RttmSink, Sink, SrtSink, VttSink, open_jsonl
@@ -55,7 +56,9 @@ def build_source(cfg: TranscribeConfig) -> Source:
     from stream.sources.file import FileSource
 
     assert cfg.input_path is not None
-    return FileSource(cfg.input_path, stream_id=sid, realtime=cfg.realtime, progress=cfg.progress)
+    # Live captions and a progress bar on one terminal would overwrite each other's line.
+    shared_tty = cfg.console_enabled and sys.stdout.isatty() and sys.stderr.isatty()
+    return FileSource(cfg.input_path, stream_id=sid, realtime=cfg.realtime, progress=cfg.progress and not shared_tty)
 
 
 def build_vad(cfg: TranscribeConfig) -> Node:
