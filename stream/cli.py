@@ -189,6 +189,8 @@ async def _run_async(cfg: TranscribeConfig) -> int:
     await built.graph.start()  # opens the source and the model: config errors raise here
     if built.recognizer is None:
         click.echo("speechstream: no model (see --model): VAD only, printing speech segments", err=True)
+    for note in built.notes:
+        click.echo(f"speechstream: {note}", err=True)
     loop = asyncio.get_running_loop()
     stops = 0
 
