@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -50,6 +51,7 @@ __all__ = [
     "extract",
     "FbankState",
     "FbankStream",
+    "cumulative_normalize",
     "frames_for_samples",
     "stacked_frames_for_samples",
 ]
@@ -96,22 +98,49 @@ _WINDOW = torch.from_numpy(povey_window())  # (400,) float64
 
 
 def log_mel_frames(waveform: torch.Tensor) -> torch.Tensor:
-    """Unnormalised log-mel frames (T, 80) float32 of a mono waveform (N,) in [-1, 1].
+    """Unnormalised log-mel frames (T, 80) float32 of a mono waveform (N,) in [-1, 1]; a batch
+    (B, N) gives (B, T, 80).
 
     T = 1 + (N - 400) // 160 for N >= 400, else 0. Each frame depends only on its own 400 samples.
     """
-    x = torch.as_tensor(waveform).reshape(-1).to(torch.float32)  # HF casts input to float32 first
+    x = torch.as_tensor(waveform).to(torch.float32)  # HF casts input to float32 first
+    if x.dim() != 2:
+        x = x.reshape(-1)
     x = x.to(torch.float64) * 32768.0
-    if x.numel() < FRAME_LENGTH:
-        return torch.zeros(0, NUM_MEL_BINS, dtype=torch.float32)
-    frames = x.unfold(0, FRAME_LENGTH, HOP_LENGTH)  # (T, 400)
-    frames = frames - frames.mean(dim=1, keepdim=True)
-    frames = torch.cat([frames[:, :1] * (1.0 - PREEMPHASIS), frames[:, 1:] - PREEMPHASIS * frames[:, :-1]], dim=1)
+    if x.shape[-1] < FRAME_LENGTH:
+        return torch.zeros(*x.shape[:-1], 0, NUM_MEL_BINS, dtype=torch.float32)
+    frames = x.unfold(-1, FRAME_LENGTH, HOP_LENGTH)  # (..., T, 400)
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    frames = torch.cat([frames[..., :1] * (1.0 - PREEMPHASIS), frames[..., 1:] - PREEMPHASIS * frames[..., :-1]], dim=-1)
     frames = frames * _WINDOW
-    spectrum = torch.fft.rfft(frames, n=FFT_LENGTH, dim=1).to(torch.complex64)  # HF stores complex64
-    power = spectrum.abs().to(torch.float64) ** 2  # (T, 257)
+    spectrum = torch.fft.rfft(frames, n=FFT_LENGTH, dim=-1).to(torch.complex64)  # HF stores complex64
+    power = spectrum.abs().to(torch.float64) ** 2  # (..., T, 257)
     mel = torch.clamp(power @ _MEL, min=MEL_FLOOR)
     return torch.log(mel).to(torch.float32)
+
+
+def cumulative_normalize(
+    frames: Tensor, real: Tensor, count: Tensor, total: Tensor, total_sq: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Causal running per-bin normalisation of a batch of new frames.
+
+    frames (B, T, M) float32; real (B, T) bool: frames that count in the statistics (others are
+    normalised with the statistics so far and left out of them); count (B,), total/total_sq
+    (B, M) float64 running sums. Frame t uses the mean and ddof=1 variance of the real frames up
+    to and including t (variance 1 while fewer than 2 frames were seen).
+    Returns (normalised (B, T, M) float32, count, total, total_sq).
+    """
+    f64 = frames.to(torch.float64)
+    w = real.to(torch.float64).unsqueeze(-1)  # (B, T, 1)
+    n = count[:, None, None] + torch.cumsum(w, dim=1)  # (B, T, 1)
+    s = total[:, None, :] + torch.cumsum(f64 * w, dim=1)
+    sq = total_sq[:, None, :] + torch.cumsum(f64 * f64 * w, dim=1)
+    safe_n = torch.clamp(n, min=1.0)
+    mean = s / safe_n
+    var = (sq - safe_n * mean * mean) / torch.clamp(n - 1.0, min=1.0)
+    var = torch.where(n > 1.0, var.clamp(min=0.0), torch.ones_like(var))
+    normed = ((f64 - mean) / torch.sqrt(var + NORM_EPS)).to(torch.float32)
+    return normed, n[:, -1, 0], s[:, -1], sq[:, -1]
 
 
 def normalize_per_mel_bin(frames: torch.Tensor) -> torch.Tensor:
@@ -202,18 +231,13 @@ class FbankStream:
             return frames, state
         if self.norm == "fixed":
             return (frames - self.mean) / self.std, state
-        f64 = frames.to(torch.float64)
-        steps = torch.arange(1, f64.shape[0] + 1, dtype=torch.float64).unsqueeze(1)
-        count = state.count + steps  # (T, 1) frames seen up to and including each frame
-        total = state.total + torch.cumsum(f64, dim=0)
-        total_sq = state.total_sq + torch.cumsum(f64 * f64, dim=0)
-        mean = total / count
-        var = (total_sq - count * mean * mean) / torch.clamp(count - 1.0, min=1.0)
-        var = torch.where(count > 1.0, var.clamp(min=0.0), torch.ones_like(var))
-        normed = ((f64 - mean) / torch.sqrt(var + NORM_EPS)).to(torch.float32)
-        if f64.shape[0]:
-            state = state._replace(count=count[-1, 0], total=total[-1], total_sq=total_sq[-1])
-        return normed, state
+        if frames.shape[0] == 0:
+            return frames, state
+        normed, count, total, total_sq = cumulative_normalize(
+            frames[None], torch.ones(1, frames.shape[0], dtype=torch.bool),
+            state.count[None], state.total[None], state.total_sq[None],
+        )
+        return normed[0], state._replace(count=count[0], total=total[0], total_sq=total_sq[0])
 
     def step(self, chunk: torch.Tensor, state: FbankState) -> tuple[torch.Tensor, FbankState]:
         frames, state = self.frames(chunk, state)

@@ -199,11 +199,14 @@ class EncoderLayer(nn.Module):
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
         return self.final_layer_norm(x)
 
-    def streaming_forward(self, x: Tensor, start: int, cache: LayerCache, left_frames: int) -> tuple[Tensor, LayerCache]:
+    def cached_forward(
+        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor
+    ) -> tuple[Tensor, LayerCache]:
+        """x (B, C, D) one chunk; key_valid (B, L + C) real cached + new frames; keep (B, C) real new frames."""
         x = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
-        a, attn = self.self_attn.streaming_forward(self.self_attn_layer_norm(x), start, cache.attn, left_frames)
+        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid)
         x = x + a
-        c, conv = self.conv_module.streaming_forward(x, cache.conv)
+        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep)
         x = x + c
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
         return self.final_layer_norm(x), LayerCache(attn, conv)
@@ -213,14 +216,6 @@ class Encoder(nn.Module):
     def __init__(self, cfg: Wav2Vec2BertConfig):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
-
-
-class AdapterLayerCache(NamedTuple):
-    """One adapter layer's stream cache: its last ``stride // 2`` LayerNormed inputs for the two
-    strided convs (B, s//2, 2 Da) and its attention keys/values (B, H, <=L/s, Dh)."""
-
-    conv_in: Tensor
-    attn: AttentionCache
 
 
 class AdapterLayer(nn.Module):
@@ -266,25 +261,18 @@ class AdapterLayer(nn.Module):
         """Input frames beyond a stride-aligned chunk that its last output reads (0 for k=3, s=2)."""
         return max(0, self.kernel_size - self.padding - self.stride)
 
-    def init_cache(self, batch: int) -> AdapterLayerCache:
-        D = self.residual_layer_norm.normalized_shape[0]
-        H, Dh = self.self_attn.num_heads, self.self_attn.head_size
-        empty = torch.zeros(batch, H, 0, Dh)
-        # zeros: the offline zero padding after the LayerNorms
-        return AdapterLayerCache(torch.zeros(batch, self.padding, 2 * D), AttentionCache(empty, empty.clone()))
-
-    def streaming_forward(
-        self, x: Tensor, start: int, cache: AdapterLayerCache, left_frames: int, final: bool = False
-    ) -> tuple[Tensor, AdapterLayerCache]:
-        """x (B, T, D): input frames from ``start * stride`` (T a multiple of the stride unless
-        ``final``) -> outputs ``start ..`` (B, ceil(T / stride), D) and the new cache."""
-        normed = torch.cat([cache.conv_in, self._normed(x)], dim=1)  # (B, p + T, 2D)
-        T = x.shape[1]
-        n_out = -(-T // self.stride) if final else T // self.stride
-        right = (n_out - 1) * self.stride + self.kernel_size - normed.shape[1]  # zero pad (final) or crop
-        residual, h = self._convs(normed, (0, right))
-        a, attn = self.self_attn.streaming_forward(h, start, cache.attn, left_frames)
-        return self._tail(residual, a), AdapterLayerCache(normed[:, normed.shape[1] - self.padding:], attn)
+    def cached_forward(
+        self, x: Tensor, positions: Tensor, conv_in: Tensor, attn: AttentionCache, in_keep: Tensor, key_valid: Tensor
+    ) -> tuple[Tensor, Tensor, AttentionCache]:
+        """x (B, T, D): a stride-aligned block of input frames (T a multiple of the stride);
+        conv_in (B, stride // 2, 2D): the LayerNormed inputs right before it (zeros = offline padding);
+        in_keep (B, T) real inputs (others enter the convs as zeros, like the offline padding);
+        key_valid (B, L + T / stride) real cached + new outputs. Returns (B, T / stride, D) and the caches."""
+        normed = self._normed(x).masked_fill(~in_keep.unsqueeze(-1), 0.0)
+        normed = torch.cat([conv_in, normed], dim=1)  # (B, p + T, 2D)
+        residual, h = self._convs(normed, (0, self.kernel_size - self.padding - self.stride))
+        a, attn = self.self_attn.cached_forward(h, positions, attn, key_valid)
+        return self._tail(residual, a), normed[:, normed.shape[1] - self.padding:], attn
 
 
 class Adapter(nn.Module):
@@ -334,14 +322,24 @@ class Wav2Vec2BertModel(nn.Module):
         chunk_frames: int | None = None,
         left_chunks: int | None = None,
         attn_mask: Tensor | None = None,
+        chunk_offset: int = 0,
+        left_frames: int | None = None,
     ) -> list[Tensor]:
         """features (B, T, 160), keep (B, T) bool real frames. Returns the hidden states:
-        [projection (masked), layer 1 .. layer N, backbone output]; the last one is (B, T', D')."""
+        [projection (masked), layer 1 .. layer N, backbone output]; the last one is (B, T', D').
+
+        Chunk mask: blocks of ``chunk_frames`` starting at ``k * chunk_frames - chunk_offset``; a
+        query sees its block and ``left_frames`` frames before the block (default
+        ``left_chunks * chunk_frames``; None or negative ``left_chunks``: everything before).
+        The adapter layers get the same mask at their rate. ``attn_mask`` (T, T) / (B, T, T) bool
+        replaces the encoder's chunk mask."""
         T = features.shape[1]
         x = self.feature_projection(features)
         if keep is not None:
             x = x.masked_fill(~keep.unsqueeze(-1), 0.0)
-        chunk = _chunk_mask(T, chunk_frames, left_chunks) if attn_mask is None else attn_mask
+        if left_frames is None and chunk_frames and left_chunks is not None and left_chunks >= 0:
+            left_frames = left_chunks * chunk_frames
+        chunk = _chunk_mask(T, chunk_frames, left_frames, chunk_offset) if attn_mask is None else attn_mask
         if chunk is not None and chunk.dim() == 3:
             chunk = chunk.unsqueeze(1)  # (B, 1, T, T)
         mask = combine_masks(None if keep is None else keep[:, None, None, :], chunk, dtype=x.dtype)
@@ -363,25 +361,29 @@ class Wav2Vec2BertModel(nn.Module):
                     lengths = torch.div(lengths + 2 * (layer.kernel_size // 2) - layer.kernel_size, layer.stride, rounding_mode="floor") + 1
                     sub_keep = torch.arange(n, device=x.device)[None, :] < lengths[:, None]
                 sub_chunk = None
-                if chunk_frames is not None and attn_mask is None:
-                    sub_chunk = _chunk_mask(n, _adapter_chunk(chunk_frames, scale), left_chunks)
+                if chunk_frames and attn_mask is None:
+                    sub_chunk = _chunk_mask(
+                        n,
+                        _adapter_rate(chunk_frames, scale),
+                        None if left_frames is None else _adapter_rate(left_frames, scale),
+                        _adapter_rate(chunk_offset, scale),
+                    )
                 sub_mask = combine_masks(None if sub_keep is None else sub_keep[:, None, None, :], sub_chunk, dtype=x.dtype)
                 x = layer(x, sub_mask)
         hidden.append(x)
         return hidden
 
 
-def _chunk_mask(T: int, chunk_frames: int | None, left_chunks: int | None) -> Tensor | None:
+def _chunk_mask(T: int, chunk_frames: int | None, left_frames: int | None, offset: int = 0) -> Tensor | None:
     if chunk_frames is None or chunk_frames <= 0:
         return None
-    left = None if left_chunks is None or left_chunks < 0 else left_chunks * chunk_frames
-    return chunk_attention_mask(chunk_block_ids(T, chunk_frames), left)
+    return chunk_attention_mask(chunk_block_ids(T, chunk_frames, offset), left_frames)
 
 
-def _adapter_chunk(chunk_frames: int, scale: int) -> int:
-    if chunk_frames % scale:
-        raise StreamError(f"chunk of {chunk_frames} frames is not a multiple of the adapter stride {scale}")
-    return chunk_frames // scale
+def _adapter_rate(frames: int, scale: int) -> int:
+    if frames % scale:
+        raise StreamError(f"{frames} frames is not a multiple of the adapter stride {scale}")
+    return frames // scale
 
 
 # -------------------------------------------------------------------------------------------------
@@ -467,9 +469,11 @@ class Wav2Vec2BertEngine(EngineModule):
         chunk_frames: int | None = None,
         left_chunks: int | None = None,
         attn_mask: Tensor | None = None,
+        chunk_offset: int = 0,
+        left_frames: int | None = None,
     ) -> ForwardOutput:
         keep = None if attention_mask is None else attention_mask.bool()
-        hidden = self.backbone(inputs, keep, chunk_frames, left_chunks, attn_mask)
+        hidden = self.backbone(inputs, keep, chunk_frames, left_chunks, attn_mask, chunk_offset, left_frames)
         x = self.head_input(hidden)
         frame_mask = None
         if keep is not None:
@@ -503,6 +507,185 @@ class Wav2Vec2BertEngine(EngineModule):
             embeddings = self.feature_extractor(stats)
             return embeddings, self.classifier(embeddings)
         return None, None
+
+
+    # -- streaming --------------------------------------------------------------------------------
+
+    def num_frames(self, num_samples: int) -> int:
+        """Output frames of an utterance of ``num_samples`` samples (through the adapter's own formula)."""
+        n = fbank.stacked_frames_for_samples(num_samples)
+        if self.backbone.adapter is not None:
+            for layer in self.backbone.adapter.layers:
+                n = layer.output_length(n) if n > 0 else 0
+        return n
+
+    def window_forward(self, samples: Tensor) -> Tensor:
+        """(B, S) samples of one window -> (B, T, D) frames, exactly as the offline model on those
+        samples (fbank normalised over the window, as SeamlessM4TFeatureExtractor does)."""
+        features, _ = fbank.extract(list(samples))
+        return self.frames_from_head_input(self.head_input(self.backbone(features.to(samples.device))))
+
+    def delay_frames(self, spec: StreamSpec) -> int:
+        # a stacked frame's 560 samples reach 240 samples past its 320-sample hop
+        return 1
+
+    def init_cache(self, spec: StreamSpec) -> "Wav2Vec2BertCache":
+        cfg, bb = self.config, self.backbone
+        if spec.lookahead_frames:
+            raise StreamError(
+                "wav2vec2-bert cached mode has no attention lookahead beyond the chunk (lookahead_ms=0); "
+                f"got lookahead_ms={spec.lookahead_ms}. Use a longer chunk, or window mode"
+            )
+        if spec.normalize not in ("stream", "none"):
+            raise StreamError(f"wav2vec2-bert cached mode normalises the fbank causally ('stream') or not at all ('none'), got {spec.normalize!r}")
+        scale = cfg.frame_stride
+        L = spec.left_frames * scale
+        layer0 = bb.encoder.layers[0]
+        H, Dh, D, K = layer0.self_attn.num_heads, layer0.self_attn.head_size, cfg.hidden_size, cfg.conv_depthwise_kernel_size
+        N = cfg.num_hidden_layers
+        ad_L, n_ad = 0, 0
+        ad_H, ad_Dh, Da, pad = H, 1, cfg.adapter_size, 0
+        if bb.adapter is not None:
+            n_ad = len(bb.adapter.layers)
+            first = bb.adapter.layers[0]
+            if first.lookahead:
+                raise UnsupportedConfigError(
+                    "adapter_kernel_size", first.kernel_size, f"kernels up to stride + stride // 2 in cached mode"
+                )
+            ad_H, ad_Dh, pad = first.self_attn.num_heads, first.self_attn.head_size, first.padding
+            ad_L = sum(L // cfg.adapter_stride ** (i + 1) for i in range(n_ad))
+        f64 = torch.float64
+        return Wav2Vec2BertCache(
+            tail=torch.zeros(1, self.samples_per_frame),
+            next_frame=torch.full((1,), -scale, dtype=torch.long),
+            fb_count=torch.zeros(1, dtype=f64),
+            fb_sum=torch.zeros(1, fbank.NUM_MEL_BINS, dtype=f64),
+            fb_sumsq=torch.zeros(1, fbank.NUM_MEL_BINS, dtype=f64),
+            key_valid=torch.zeros(1, L, dtype=torch.bool),
+            keys=torch.zeros(1, N, H, L, Dh),
+            values=torch.zeros(1, N, H, L, Dh),
+            conv=torch.zeros(1, N, D, K - 1),
+            ad_valid=torch.zeros(1, ad_L, dtype=torch.bool),
+            ad_keys=torch.zeros(1, ad_H, ad_L, ad_Dh),
+            ad_values=torch.zeros(1, ad_H, ad_L, ad_Dh),
+            ad_conv=torch.zeros(1, n_ad, pad, 2 * Da),
+        )
+
+    def cached_step(
+        self, samples: Tensor, cache: "Wav2Vec2BertCache", spec: StreamSpec, end_sample: Tensor | None
+    ) -> tuple[Tensor, "Wav2Vec2BertCache"]:
+        """(B, C * hop) new samples -> (B, C, D) frames [k*C - 1, (k+1)*C - 1) and the new cache.
+
+        The encoder block of this call is the stacked frames [next_frame, next_frame + C') with
+        C' = C * frame_stride; frames before 0 (the first call) or past the stream's end are not
+        real: masked as keys, zeroed at conv inputs, left out of the fbank statistics."""
+        cfg, bb = self.config, self.backbone
+        B, dev = samples.shape[0], samples.device
+        scale = cfg.frame_stride
+        Cs = samples.shape[1] // self.samples_per_frame * scale  # C' stacked frames
+        hop = self.samples_per_frame
+        # 1. fbank of stacked frames [next_frame, next_frame + C'): samples [320 f0, 320 (f0 + C') + 240)
+        window = torch.cat([cache.tail, samples], dim=1)[:, : Cs * fbank.HOP_LENGTH * fbank.STRIDE + 240]
+        frames = fbank.log_mel_frames(window)  # (B, 2C', 80)
+        f_idx = 2 * cache.next_frame[:, None] + torch.arange(2 * Cs, device=dev)  # fbank frame indices
+        s_idx = cache.next_frame[:, None] + torch.arange(Cs, device=dev)  # stacked frame indices
+        if end_sample is None:
+            fb_real, s_real = f_idx >= 0, s_idx >= 0
+        else:
+            n_fb = torch.where(end_sample >= fbank.FRAME_LENGTH, 1 + (end_sample - fbank.FRAME_LENGTH) // fbank.HOP_LENGTH, 0)
+            fb_real = (f_idx >= 0) & (f_idx < n_fb[:, None])
+            s_real = (s_idx >= 0) & (s_idx < (n_fb // fbank.STRIDE)[:, None])
+        count, total, total_sq = cache.fb_count, cache.fb_sum, cache.fb_sumsq
+        if spec.normalize == "stream":
+            frames, count, total, total_sq = fbank.cumulative_normalize(frames, fb_real, count, total, total_sq)
+        x = frames.reshape(B, Cs, fbank.NUM_MEL_BINS * fbank.STRIDE)
+        # 2. encoder
+        x = bb.feature_projection(x).masked_fill(~s_real.unsqueeze(-1), 0.0)
+        key_valid = torch.cat([cache.key_valid, s_real], dim=1)
+        keys, values, convs, hidden = [], [], [], [x]
+        for i, layer in enumerate(bb.encoder.layers):
+            lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.conv[:, i])
+            x, lc = layer.cached_forward(x, s_idx, lc, key_valid, s_real)
+            keys.append(lc.attn.key)
+            values.append(lc.attn.value)
+            convs.append(lc.conv)
+            hidden.append(x)
+        L = cache.key_valid.shape[1]
+        if bb.intermediate_ffn is not None:
+            x = x + 0.5 * bb.intermediate_ffn(x)
+        # 3. adapter, each layer at its own rate
+        ad_valid, ad_keys, ad_values, ad_conv = [], [], [], []
+        if bb.adapter is not None:
+            x = bb.adapter.project(x)
+            keep, idx, off = s_real, s_idx, 0
+            for i, layer in enumerate(bb.adapter.layers):
+                idx = torch.div(idx[:, :: layer.stride], layer.stride, rounding_mode="floor")  # output indices
+                out_real = idx >= 0 if end_sample is None else (idx >= 0) & (idx < self._adapter_len(end_sample, i)[:, None])
+                Li = L // cfg.adapter_stride ** (i + 1)
+                kv_valid = torch.cat([cache.ad_valid[:, off : off + Li], out_real], dim=1)
+                attn = AttentionCache(cache.ad_keys[:, :, off : off + Li], cache.ad_values[:, :, off : off + Li])
+                x, conv_in, attn = layer.cached_forward(x, idx, cache.ad_conv[:, i], attn, keep, kv_valid)
+                ad_valid.append(kv_valid[:, kv_valid.shape[1] - Li:])
+                ad_keys.append(attn.key)
+                ad_values.append(attn.value)
+                ad_conv.append(conv_in)
+                keep, off = out_real, off + Li
+        hidden.append(x)
+        frames_out = self.frames_from_head_input(self.head_input(hidden))
+        new = Wav2Vec2BertCache(
+            tail=samples[:, samples.shape[1] - hop:],
+            next_frame=cache.next_frame + Cs,
+            fb_count=count,
+            fb_sum=total,
+            fb_sumsq=total_sq,
+            key_valid=key_valid[:, key_valid.shape[1] - L:],
+            keys=torch.stack(keys, dim=1),
+            values=torch.stack(values, dim=1),
+            conv=torch.stack(convs, dim=1),
+            ad_valid=torch.cat(ad_valid, dim=1) if ad_valid else cache.ad_valid,
+            ad_keys=torch.cat(ad_keys, dim=2) if ad_keys else cache.ad_keys,
+            ad_values=torch.cat(ad_values, dim=2) if ad_values else cache.ad_values,
+            ad_conv=torch.stack(ad_conv, dim=1) if ad_conv else cache.ad_conv,
+        )
+        return frames_out, new
+
+    def _adapter_len(self, end_sample: Tensor, upto: int) -> Tensor:
+        """(B,) real outputs of adapter layer ``upto`` for streams of ``end_sample`` samples."""
+        n_fb = torch.where(end_sample >= fbank.FRAME_LENGTH, 1 + (end_sample - fbank.FRAME_LENGTH) // fbank.HOP_LENGTH, 0)
+        n = n_fb // fbank.STRIDE
+        for layer in self.backbone.adapter.layers[: upto + 1]:
+            k, s = layer.kernel_size, layer.stride
+            n = torch.where(n > 0, torch.div(n + 2 * (k // 2) - k, s, rounding_mode="floor") + 1, 0)
+        return n
+
+
+class Wav2Vec2BertCache(NamedTuple):
+    """Cached-mode state of a batch of streams (every field has the batch first; shapes are fixed).
+
+    tail       (B, hop)            last samples of the previous chunk (the fbank overhang; zeros at start)
+    next_frame (B,) long           stacked-frame index of the next block's first frame (starts at -frame_stride)
+    fb_count   (B,) f64, fb_sum / fb_sumsq (B, 80) f64   running fbank statistics ("stream" normalisation)
+    key_valid  (B, L) bool         which of the L cached encoder frames are real
+    keys, values (B, N, H, L, Dh)  encoder KV cache, one per layer
+    conv       (B, N, D, K-1)      causal depthwise-conv inputs, one per layer
+    ad_valid   (B, sum L_i) bool; ad_keys, ad_values (B, H, sum L_i, Dh)   adapter KV caches, layer i
+               holding L_i = L / stride**(i+1) frames, concatenated along time
+    ad_conv    (B, n_adapter, stride // 2, 2 Da)   LayerNormed inputs before the block, per adapter layer
+    """
+
+    tail: Tensor
+    next_frame: Tensor
+    fb_count: Tensor
+    fb_sum: Tensor
+    fb_sumsq: Tensor
+    key_valid: Tensor
+    keys: Tensor
+    values: Tensor
+    conv: Tensor
+    ad_valid: Tensor
+    ad_keys: Tensor
+    ad_values: Tensor
+    ad_conv: Tensor
 
 
 # -------------------------------------------------------------------------------------------------

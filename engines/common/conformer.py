@@ -128,13 +128,16 @@ class ConvModule(nn.Module):
         """Zeros stand for the offline left padding. (B, D, K-1)."""
         return torch.zeros(batch, dim, self.kernel_size - 1)
 
-    def streaming_forward(self, x: Tensor, cache: Tensor, final: bool = False) -> tuple[Tensor, Tensor]:
-        """x (B, T, D) new frames -> (y (B, T', D), new cache (B, D, K-1)).
+    def streaming_forward(
+        self, x: Tensor, cache: Tensor, keep: Tensor | None = None, final: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """x (B, T, D) new frames, keep (B, T) bool real frames (others enter the conv as zeros,
+        like the offline padding) -> (y (B, T', D), new cache (B, D, K-1)).
 
         Causal: T' = T. Symmetric: T' = T (outputs for the frames ``lookahead`` behind); with
         ``final=True`` also the last ``lookahead`` frames (zero right padding), T' = T + lookahead.
         """
-        h = torch.cat([cache, self._glu_in(x, None)], dim=2)  # (B, D, K-1+T)
+        h = torch.cat([cache, self._glu_in(x, keep)], dim=2)  # (B, D, K-1+T)
         new_cache = h[..., h.shape[2] - (self.kernel_size - 1):]
         if final and self.lookahead:
             h = F.pad(h, (0, self.lookahead))
@@ -157,11 +160,11 @@ def sinusoid_table(distances: Tensor, dim: int) -> Tensor:
 
 
 def rotary_angles(positions: Tensor, head_size: int, base: float) -> tuple[Tensor, Tensor]:
-    """cos, sin (T, 1, Dh) for absolute positions (T,)."""
+    """cos, sin (..., T, 1, Dh) for absolute positions (..., T)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.int64).float() / head_size))
-    freqs = positions.float().unsqueeze(1) * inv_freq  # (T, Dh/2)
+    freqs = positions.float().unsqueeze(-1) * inv_freq.to(positions.device)  # (..., T, Dh/2)
     emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
+    return emb.cos().unsqueeze(-2), emb.sin().unsqueeze(-2)
 
 
 class AttentionCache(NamedTuple):
@@ -204,9 +207,12 @@ class ConformerSelfAttention(nn.Module):
             self.right_max = right_max_position_embeddings
             self.distance_embedding = nn.Embedding(self.left_max + self.right_max + 1, self.head_size)
 
-    def _rotate(self, x: Tensor, start: int) -> Tensor:
+    def _rotate(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate x (B, T, D) by absolute positions (T,) or (B, T), per head."""
         B, T, D = x.shape
-        cos, sin = rotary_angles(torch.arange(start, start + T, device=x.device), self.head_size, self.rotary_base)
+        cos, sin = rotary_angles(positions.to(x.device), self.head_size, self.rotary_base)  # (.., T, 1, Dh)
+        if cos.dim() == 3:
+            cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)
         x = x.view(B, T, self.num_heads, self.head_size)
         half = self.head_size // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
@@ -216,36 +222,38 @@ class ConformerSelfAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, T, Dh)
 
-    def project_kv(self, x: Tensor, start: int) -> AttentionCache:
-        """Keys and values of frames x (B, T, D) at absolute positions ``start .. start+T-1``."""
-        qk_in = self._rotate(x, start) if self.position_embeddings_type == "rotary" else x
+    def project_kv(self, x: Tensor, positions: Tensor) -> AttentionCache:
+        """Keys and values of frames x (B, T, D); ``positions`` (T,) or (B, T) matter for rotary only."""
+        qk_in = self._rotate(x, positions) if self.position_embeddings_type == "rotary" else x
         return AttentionCache(self._heads(self.linear_k(qk_in)), self._heads(self.linear_v(x)))
 
-    def _position_bias(self, q: Tensor, q_start: int, k_start: int, Tk: int) -> tuple[Tensor, Tensor | None]:
-        """(content query, additive score bias (B, H, Tq, Tk) or None)."""
+    def _position_bias(self, q: Tensor, q_offset: int, Tk: int) -> tuple[Tensor, Tensor | None]:
+        """(content query, additive score bias (B, H, Tq, Tk) or None). Query i sits at key index
+        ``q_offset + i``; only distances matter, so no absolute position is needed here."""
         kind = self.position_embeddings_type
         Tq = q.shape[2]
-        q_pos = torch.arange(q_start, q_start + Tq, device=q.device)
-        k_pos = torch.arange(k_start, k_start + Tk, device=q.device)
+        q_idx = torch.arange(q_offset, q_offset + Tq, device=q.device)
+        k_idx = torch.arange(Tk, device=q.device)
         if kind == "relative":
-            lo = q_start - (k_start + Tk - 1)  # smallest distance i - j
-            table = torch.arange(lo, q_start + Tq - k_start, device=q.device)  # (P,) distances lo .. hi
+            lo = q_offset - (Tk - 1)  # smallest distance i - j
+            table = torch.arange(lo, q_offset + Tq, device=q.device)  # (P,) distances lo .. hi
             pos = self.linear_pos(sinusoid_table(table, self.linear_pos.in_features).to(q))  # (P, D)
             pos = pos.view(-1, self.num_heads, self.head_size).transpose(0, 1)  # (H, P, Dh)
             scores = (q + self.pos_bias_v[None, :, None, :]) @ pos.transpose(1, 2).unsqueeze(0)  # (B, H, Tq, P)
-            dist = q_pos.unsqueeze(1) - k_pos.unsqueeze(0)  # (Tq, Tk)
+            dist = q_idx.unsqueeze(1) - k_idx.unsqueeze(0)  # (Tq, Tk)
             return q + self.pos_bias_u[None, :, None, :], _gather_last(scores, dist - lo) * self.scaling
         if kind == "relative_key":
-            dist = (k_pos.unsqueeze(0) - q_pos.unsqueeze(1)).clamp(-self.left_max, self.right_max) + self.left_max
+            dist = (k_idx.unsqueeze(0) - q_idx.unsqueeze(1)).clamp(-self.left_max, self.right_max) + self.left_max
             scores = q @ self.distance_embedding.weight.to(q.dtype).t()  # (B, H, Tq, P)
             return q, _gather_last(scores, dist) * self.scaling
         return q, None
 
-    def attend(self, x: Tensor, q_start: int, kv: AttentionCache, k_start: int, attn_mask: Tensor | None) -> Tensor:
-        """Queries from x (B, Tq, D) at positions q_start.. against keys/values kv at positions k_start.. -> (B, Tq, D)."""
-        qk_in = self._rotate(x, q_start) if self.position_embeddings_type == "rotary" else x
+    def attend(self, x: Tensor, positions: Tensor, kv: AttentionCache, attn_mask: Tensor | None, q_offset: int = 0) -> Tensor:
+        """Queries from x (B, Tq, D) at ``positions`` against keys/values kv (B, H, Tk, Dh), the
+        first query being key ``q_offset``; attn_mask additive, broadcastable to (B, H, Tq, Tk)."""
+        qk_in = self._rotate(x, positions) if self.position_embeddings_type == "rotary" else x
         q = self._heads(self.linear_q(qk_in))  # (B, H, Tq, Dh)
-        q, bias = self._position_bias(q, q_start, k_start, kv.key.shape[2])
+        q, bias = self._position_bias(q, q_offset, kv.key.shape[2])
         if attn_mask is not None:
             bias = attn_mask if bias is None else bias + attn_mask
         out = F.scaled_dot_product_attention(q, kv.key, kv.value, attn_mask=bias, scale=self.scaling)
@@ -254,19 +262,29 @@ class ConformerSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """Offline self attention over x (B, T, D) at positions 0..T-1."""
-        return self.attend(x, 0, self.project_kv(x, 0), 0, attn_mask)
+        positions = torch.arange(x.shape[1], device=x.device)
+        return self.attend(x, positions, self.project_kv(x, positions), attn_mask)
 
-    def streaming_forward(
-        self, x: Tensor, start: int, cache: AttentionCache, left_frames: int, attn_mask: Tensor | None = None
+    def cached_forward(
+        self, x: Tensor, positions: Tensor, cache: AttentionCache, key_valid: Tensor
     ) -> tuple[Tensor, AttentionCache]:
-        """x (B, T, D): frames ``start .. start+T-1``; cache: keys/values of the frames right before
-        ``start`` (at most ``left_frames``). Returns the output and the cache for the next call."""
-        new = self.project_kv(x, start)
+        """One chunk against a fixed-size KV cache.
+
+        x (B, T, D) new frames at absolute ``positions`` (B, T); cache (B, H, L, Dh): the L frames
+        right before the chunk; key_valid (B, L + T) bool: which cached and new frames are real
+        (the rest are masked out). Every query sees the whole cache and the whole chunk.
+        Returns (B, T, D) and the cache of the L frames before the next chunk.
+        """
+        T = x.shape[1]
+        new = self.project_kv(x, positions)
         kv = AttentionCache(torch.cat([cache.key, new.key], dim=2), torch.cat([cache.value, new.value], dim=2))
-        out = self.attend(x, start, kv, start - cache.key.shape[2], attn_mask)
-        total = kv.key.shape[2]
-        keep = min(left_frames, total)
-        return out, AttentionCache(kv.key[:, :, total - keep:], kv.value[:, :, total - keep:])
+        mask = combine_masks(key_valid[:, None, None, :], dtype=x.dtype)
+        out = self.attend(x, positions, kv, mask, q_offset=cache.key.shape[2])
+        return out, AttentionCache(kv.key[:, :, T:], kv.value[:, :, T:])
+
+    def init_cache(self, batch: int, left_frames: int) -> AttentionCache:
+        empty = torch.zeros(batch, self.num_heads, left_frames, self.head_size)
+        return AttentionCache(empty, empty.clone())
 
 
 def _gather_last(scores: Tensor, index: Tensor) -> Tensor:

@@ -1,0 +1,180 @@
+"""Wav2Vec2-BERT streaming: cached mode equals the offline forward under the equivalent chunk mask,
+window mode equals transformers on each window, state stays bounded, batching changes nothing."""
+
+import numpy as np
+import pytest
+import torch
+
+from engines import frontend_fbank as fb
+from engines.api import load_model
+from tests import hf_tiny
+
+pytest.importorskip("transformers")
+
+ATOL = 1e-4
+FRAME_MS = 20
+
+
+def _audio(num_samples, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(num_samples) / 16000
+    return (0.2 * torch.sin(2 * torch.pi * 300 * t) * torch.sin(2 * torch.pi * 2 * t)
+            + 0.05 * torch.randn(num_samples, generator=g)).float()
+
+
+def _stream(model, audio, sizes, **kw):
+    state = model.init_state(**kw)
+    outs, pos, i = [], 0, 0
+    while pos < audio.numel():
+        n = sizes[i % len(sizes)]
+        out, state = model.step(audio[pos:pos + n], state)
+        outs.append(out)
+        pos, i = pos + n, i + 1
+    outs.append(model.flush(state))
+    frames = [o.frames for o in outs if o.frames.shape[0]]
+    starts = [o.start_frame for o in outs if o.frames.shape[0]]
+    # every frame exactly once, in order
+    total = 0
+    for s, f in zip(starts, frames):
+        assert s == total
+        total += f.shape[0]
+    return torch.cat(frames), state
+
+
+def _offline_under_chunk_mask(model, audio, chunk_frames, left_frames, normalize="stream"):
+    """What cached mode stands for: causal running fbank normalisation, then the offline forward
+    with blocks starting at k * C - 1 (one frame of fbank delay) and L frames of left context."""
+    stream = fb.FbankStream("cumulative" if normalize == "stream" else "none")
+    feats, _ = stream.step(audio, stream.init_state())
+    scale = model.module.config.frame_stride
+    with torch.no_grad():
+        return model.module(feats[None], chunk_frames=chunk_frames * scale, left_frames=left_frames * scale,
+                            chunk_offset=scale).frames[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    built = {}
+
+    def get(name, head="ctc", **overrides):
+        if name not in built:
+            path = hf_tiny.build_tiny("wav2vec2-bert", head, tmp_path_factory.mktemp(name), **overrides)
+            built[name] = load_model(path)
+        return built[name]
+
+    return get
+
+
+POSITIONS = ["relative_key", "relative", "rotary", None]
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("chunk_frames", [2, 5, 8])
+def test_cached_equals_offline_chunk_mask(models, position, chunk_frames):
+    model = models(f"pos-{position}", position_embeddings_type=position)
+    audio = _audio(16000 * 2 + 555)  # 101 frames: >= 12 chunk boundaries for every chunk size here
+    left = 3 * chunk_frames + 1
+    got, _ = _stream(model, audio, [1000, 7, 3333, 640], mode="cached", chunk_ms=chunk_frames * FRAME_MS,
+                     left_context_ms=left * FRAME_MS)
+    want = _offline_under_chunk_mask(model, audio, chunk_frames, left)
+    assert got.shape[0] == model.num_frames(audio.numel()) == want.shape[0]
+    assert want.shape[0] // chunk_frames >= 10
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_cached_relative_key_across_chunks_beyond_clip_range(models):
+    """Left context longer than left_max_position_embeddings: clipped buckets must match too."""
+    model = models("pos-relative_key", position_embeddings_type="relative_key")
+    audio = _audio(16000 * 2, seed=3)
+    got, _ = _stream(model, audio, [5120], mode="cached", chunk_ms=60, left_context_ms=40 * FRAME_MS)
+    torch.testing.assert_close(got, _offline_under_chunk_mask(model, audio, 3, 40), atol=ATOL, rtol=0)
+
+
+def test_cached_without_normalisation(models):
+    model = models("pos-relative_key", position_embeddings_type="relative_key")
+    audio = _audio(16000, seed=4)
+    got, _ = _stream(model, audio, [800], mode="cached", chunk_ms=80, left_context_ms=320, normalize="none")
+    torch.testing.assert_close(got, _offline_under_chunk_mask(model, audio, 4, 16, "none"), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_cached_adapter(models, layers):
+    model = models(f"adapter-{layers}", add_adapter=True, num_adapter_layers=layers, output_hidden_size=24)
+    audio = _audio(16000 * 2 + 4321)
+    hop_ms = FRAME_MS * 2**layers
+    got, _ = _stream(model, audio, [2000, 999], mode="cached", chunk_ms=2 * hop_ms, left_context_ms=5 * hop_ms)
+    want = _offline_under_chunk_mask(model, audio, 2, 5)
+    assert got.shape[0] == want.shape[0] == model.num_frames(audio.numel())
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("head", ["frame", "xvector"])
+def test_cached_other_heads(models, head):
+    model = models(f"head-{head}", head=head, use_weighted_layer_sum=True)
+    audio = _audio(16000, seed=5)
+    got, _ = _stream(model, audio, [1500], mode="cached", chunk_ms=100, left_context_ms=200)
+    torch.testing.assert_close(got, _offline_under_chunk_mask(model, audio, 5, 10), atol=ATOL, rtol=0)
+
+
+def test_lookahead_is_refused_in_cached_mode(models):
+    from engines.errors import StreamError
+
+    model = models("pos-relative_key", position_embeddings_type="relative_key")
+    with pytest.raises(StreamError, match="lookahead"):
+        model.init_state("cached", chunk_ms=100, left_context_ms=200, lookahead_ms=40)
+
+
+def test_window_equals_transformers_on_each_window(models):
+    from transformers import SeamlessM4TFeatureExtractor
+
+    model = models("pos-relative_key", position_embeddings_type="relative_key")
+    ref = hf_tiny.reference(model.model_dir)
+    extractor = SeamlessM4TFeatureExtractor()
+    audio = _audio(16000 * 2 + 100, seed=6)
+    C, L, R = 10, 6, 4
+    got, _ = _stream(model, audio, [1234], mode="window", chunk_ms=C * FRAME_MS, left_context_ms=L * FRAME_MS,
+                     lookahead_ms=R * FRAME_MS, normalize="none")
+    total = model.num_frames(audio.numel())
+    assert got.shape[0] == total
+    hop, rf = model.samples_per_frame, model.receptive_field_samples
+    for f in range(0, total, C):
+        a, e = max(0, f - L), min(total, f + C + R)
+        window = audio[hop * a: hop * (e - 1) + rf].numpy()
+        inputs = extractor(window, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            logits = ref(**inputs).logits[0]
+        n = min(C, total - f)
+        torch.testing.assert_close(got[f:f + n], logits[f - a:f - a + n], atol=ATOL, rtol=0)
+
+
+def test_state_is_bounded(models):
+    model = models("pos-relative_key", position_embeddings_type="relative_key")
+    state = model.init_state("cached", chunk_ms=100, left_context_ms=400)
+    chunk = _audio(16000, seed=7)
+
+    def size(st):
+        return sum(t.numel() for t in st.cache) + st.pending.numel()
+
+    sizes = []
+    for _ in range(30):  # 30 s; the same shapes whatever the length, so an hour is the same
+        _, state = model.step(chunk, state)
+        sizes.append(size(state))
+    assert max(sizes[5:]) == min(sizes[5:]) and max(sizes) <= sizes[0] + model.samples_per_frame * 5
+
+
+def test_step_batch_equals_unbatched(models):
+    model = models("pos-rotary", position_embeddings_type="rotary")
+    audios = [_audio(16000 + 333 * i, seed=10 + i) for i in range(3)]
+    kw = dict(mode="cached", chunk_ms=80, left_context_ms=240)
+    single = [_stream(model, a, [700], **kw)[0] for a in audios]
+    states = [model.init_state(**kw) for _ in audios]
+    outs = [[] for _ in audios]
+    for pos in range(0, max(a.numel() for a in audios), 700):
+        chunks = [a[pos:pos + 700] for a in audios]
+        res, states = model.step_batch(chunks, states)
+        for i, r in enumerate(res):
+            outs[i].append(r.frames)
+    for i, st in enumerate(states):
+        outs[i].append(model.flush(st).frames)
+    for i in range(3):
+        torch.testing.assert_close(torch.cat(outs[i]), single[i], atol=ATOL, rtol=0)
