@@ -9,7 +9,8 @@ Events are immutable (``frozen=True, slots=True``) and carry:
 
 Event kinds (the ``type`` tag in JSON)::
 
-    audio_chunk         a block of PCM samples (sample format in ``sample_format``)
+    audio_chunk         a block of PCM samples (sample format in ``sample_format``; after the
+                        VAD, ``speech`` says whether it lies inside a speech segment)
     speech_started      VAD found speech starting at ``sample``
     speech_ended        VAD found speech ending at ``sample`` (started at ``start_sample``)
     endpoint            the recogniser closed a segment (``reason``: vad | silence | max_length | eos)
@@ -135,13 +136,15 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk(Event):
-    """A block of mono PCM. ``samples`` is read-only; ``sample`` is the offset of its first sample."""
+    """A block of PCM, ``(n,)`` mono or ``(n, channels)``. ``samples`` is read-only; ``sample``
+    is the offset of its first frame. ``speech`` is the VAD's label (None before the VAD)."""
 
     type: ClassVar[str] = "audio_chunk"
 
     samples: np.ndarray = field(repr=False, compare=False)
     sample_format: SampleFormat = "f32"
     channels: int = 1
+    speech: bool | None = None  # VAD label: True inside a speech segment, None before the VAD
 
     def __post_init__(self) -> None:
         if self.samples.flags.writeable:

@@ -1,0 +1,244 @@
+"""VAD: segmenter timing rules (exact samples), webrtc/silero/none on synthetic signals, the node."""
+
+import numpy as np
+import pytest
+
+from stream.errors import ConfigError
+from stream.events import AudioChunk, EndOfStream, SpeechEnded, SpeechStarted
+from stream.graph import Graph
+from stream.node import Collect
+from stream.resample import Resample
+from stream.sources.array import ArraySource
+from stream.testing import espeak_ng, have_espeak, speech_with_pauses
+from stream.vad import (
+    Audio,
+    End,
+    Segmenter,
+    SileroClassifier,
+    Start,
+    VadConfig,
+    WebRtcClassifier,
+    make_segmenter,
+)
+from stream.vad_node import VadNode
+
+needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not installed (apt install espeak-ng)")
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call me back when you get this message.",
+    "It is going to rain tomorrow afternoon.",
+]
+
+
+class Scripted:
+    """A classifier that replays fixed labels, one per 10 ms frame."""
+
+    frame_samples = 160
+
+    def __init__(self, labels):
+        self.labels = np.asarray(labels, bool)
+
+    def init_state(self):
+        return 0
+
+    def classify(self, frames, i):
+        k = frames.shape[0]
+        out = self.labels[i : i + k]
+        return np.concatenate([out, np.zeros(k - out.shape[0], bool)]), i + k
+
+
+def run_segmenter(seg, x, sizes=(1000,)):
+    st = seg.init_state()
+    out, pos, i = [], 0, 0
+    while pos < x.shape[0]:
+        k = sizes[i % len(sizes)]
+        o, st = seg.step(x[pos : pos + k], st)
+        out += o
+        pos += k
+        i += 1
+    o, st = seg.flush(st)
+    return out + o
+
+
+def marks(out):
+    return [o for o in out if not isinstance(o, Audio)]
+
+
+def check_timeline(out, n):
+    """Audio is contiguous from 0 to n, labelled speech exactly between Start and End."""
+    pos, inside = 0, False
+    for o in out:
+        if isinstance(o, Audio):
+            assert o.sample == pos and o.samples.shape[0] > 0
+            assert o.speech == inside
+            pos += o.samples.shape[0]
+        elif isinstance(o, Start):
+            assert not inside and o.sample == pos
+            inside = True
+        else:
+            assert inside and o.sample == pos
+            inside = False
+    assert pos == n and not inside
+
+
+def test_timing_rules_exact():
+    F = 160
+    # 50 silent, 4 speech (too short), 20 silent, 30 speech, 10 silent (pause < min_silence),
+    # 20 speech, 60 silent, then 5 speech at the very end.
+    labels = [0] * 50 + [1] * 4 + [0] * 20 + [1] * 30 + [0] * 10 + [1] * 20 + [0] * 60 + [1] * 15
+    cfg = VadConfig(pre_speech_pad_ms=100, hangover_ms=150, min_speech_ms=50, min_silence_ms=300)
+    seg = Segmenter(Scripted(labels), cfg)
+    x = np.zeros(len(labels) * F + 77, np.float32)  # a partial frame at the end
+    for sizes in [(1000,), (1, 159, 161, 7, 3000), (x.shape[0],)]:
+        out = run_segmenter(seg, x, sizes)
+        check_timeline(out, x.shape[0])
+        first_run = 74 * F  # first frame of the 30-frame run
+        last_speech_end = (74 + 30 + 10 + 20) * F
+        final_run = (134 + 60) * F
+        assert marks(out) == [
+            Start(first_run - 1600),
+            End(last_speech_end + 2400, first_run - 1600),
+            Start(final_run - 1600),
+            End(x.shape[0], final_run - 1600),  # open at EOS, last frame speech: ends at the end
+        ]
+
+
+def test_pad_never_reaches_into_previous_segment():
+    labels = [1] * 10 + [0] * 5 + [1] * 10
+    seg = Segmenter(Scripted(labels), VadConfig(pre_speech_pad_ms=200, hangover_ms=0, min_speech_ms=10, min_silence_ms=50))
+    out = run_segmenter(seg, np.zeros(len(labels) * 160, np.float32))
+    check_timeline(out, len(labels) * 160)
+    assert marks(out) == [Start(0), End(1600, 0), Start(1600), End(4000, 1600)]  # pad clamped at 1600
+
+
+def test_holdback_is_bounded():
+    seg = Segmenter(Scripted([0] * 1000), VadConfig())
+    st = seg.init_state()
+    for _ in range(100):
+        _, st = seg.step(np.zeros(1600, np.float32), st)
+        assert st.held.shape[0] <= seg.lookahead_samples
+
+
+@pytest.fixture(scope="module")
+def speech():
+    if not have_espeak():
+        pytest.skip("espeak-ng not installed (apt install espeak-ng)")
+    return speech_with_pauses([espeak_ng(s) for s in SENTENCES], [1.0, 1.5])
+
+
+def assert_matches_reference(out, regions, slack):
+    segs = [(o.start_sample, o.sample) for o in out if isinstance(o, End)]
+    assert len(segs) == len(regions), segs
+    for (s, e), (rs, re) in zip(segs, regions):
+        assert rs - slack <= s <= rs + 1600, (s, rs)  # may start up to pad early, 100 ms late
+        assert re - 1600 <= e <= re + slack, (e, re)
+
+
+@needs_espeak
+@pytest.mark.parametrize("kind", ["webrtc", "silero"])
+def test_finds_sentences(speech, kind):
+    x, regions = speech
+    seg = make_segmenter(kind)
+    # silero: few large chunks (torch dispatch per call is slow on a loaded 2-core box)
+    out = run_segmenter(seg, x, (1234, 321) if kind == "webrtc" else (16000,))
+    check_timeline(out, x.shape[0])
+    assert_matches_reference(out, regions, slack=seg.pad + seg.hang + 1600)
+
+
+@needs_espeak
+def test_webrtc_chunking_invariant(speech):
+    x, _ = speech
+    seg = make_segmenter("webrtc")
+    a = run_segmenter(seg, x, (x.shape[0],))
+    b = run_segmenter(seg, x, (1, 480, 7000, 33))
+    assert marks(a) == marks(b)
+    np.testing.assert_array_equal(np.concatenate([o.samples for o in b if isinstance(o, Audio)]), x)
+
+
+@needs_espeak
+def test_silero_batched_equals_model_forward(speech):
+    x, _ = speech
+    clf = SileroClassifier()
+    n = x.shape[0] // 512
+    frames = x[: n * 512].reshape(n, 512)
+    ref, _ = clf.reference_probabilities(frames[:60], clf.init_state())
+    p1, st = clf.probabilities(frames[:25], clf.init_state())
+    p2, _ = clf.probabilities(frames[25:60], st)
+    np.testing.assert_allclose(np.concatenate([p1, p2]), ref, atol=1e-4)
+
+
+def _signals():
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 3 // 2) / 16000
+    return {
+        "silence": np.zeros(t.shape, np.float32),
+        "noise": (rng.standard_normal(t.shape) * 0.1).astype(np.float32),
+        "tone": (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32),
+        "chord": (0.1 * sum(np.sin(2 * np.pi * f * t) for f in (440, 554, 659))).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("name", ["silence", "noise", "tone", "chord"])
+def test_silero_rejects_non_speech(name):
+    out = run_segmenter(make_segmenter("silero"), _signals()[name], (8000,))
+    assert marks(out) == []
+
+
+def test_webrtc_silence_is_not_speech():
+    # webrtcvad flags stationary noise and tones as speech (bench/bench_vad.py measures it);
+    # digital silence it must not.
+    out = run_segmenter(make_segmenter("webrtc"), _signals()["silence"])
+    assert marks(out) == []
+
+
+def test_none_is_one_segment():
+    x = np.zeros(12345, np.float32)
+    out = run_segmenter(make_segmenter("none"), x, (999,))
+    check_timeline(out, x.shape[0])
+    assert marks(out) == [Start(0), End(12345, 0)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: WebRtcClassifier(aggressiveness=4),
+        lambda: WebRtcClassifier(frame_ms=25),
+        lambda: VadConfig(min_silence_ms=-1),
+        lambda: make_segmenter("energy"),
+        lambda: SileroClassifier(threshold=1.5),
+    ],
+)
+def test_config_errors(make):
+    with pytest.raises(ConfigError):
+        make()
+
+
+@needs_espeak
+async def test_vad_node_in_graph(speech):
+    x, regions = speech
+    sink = Collect()
+    graph = Graph(
+        [ArraySource(x, 16000, stream_id="a", block=1600), ArraySource(x[: 16000 * 4], 16000, stream_id="b", block=999)],
+        [Resample(), VadNode.create("webrtc"), sink],
+        bug_policy="raise",
+    )
+    await graph.run()
+    for sid, n in (("a", x.shape[0]), ("b", 16000 * 4)):
+        events = sink.of(sid)
+        assert isinstance(events[-1], EndOfStream) and events[-1].sample == n
+        pos, inside, segs = 0, False, []
+        for e in events:
+            if isinstance(e, AudioChunk):
+                assert e.sample == pos and e.speech is inside
+                pos = e.end_sample
+            elif isinstance(e, SpeechStarted):
+                assert e.sample == pos and not inside
+                inside = True
+            elif isinstance(e, SpeechEnded):
+                assert e.sample == pos and inside
+                segs.append((e.start_sample, e.sample))
+                inside = False
+        assert pos == n and not inside
+        if sid == "a":
+            assert len(segs) == len(regions)
