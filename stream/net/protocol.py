@@ -51,6 +51,10 @@ __all__ = [
     "parse_control",
     "decode_audio",
     "encode_audio",
+    "OFFSET_HEADER_BYTES",
+    "split_offset_header",
+    "with_offset_header",
+    "align_to_offset",
     "TokenBucket",
     "bucket_take",
     "token_from_request",
@@ -104,6 +108,7 @@ class Limits:
     max_messages_per_s: float = 200.0
     burst_messages: int = 400
     max_speakers: int = 32
+    max_gap_s: float = 60.0  # offset-header streams: lost audio up to this long is filled with silence
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,10 @@ class StartConfig:
     stream_id: str | None = None
     num_speakers: int | None = None
     partials: bool = True
+    # Each binary frame starts with the uint64 little-endian sample offset (at the declared
+    # rate) of its first sample.  For at-least-once transports (MQTT QoS 1): the receiver
+    # drops repeated audio and fills lost audio with silence, so stream time stays exact.
+    offset_header: bool = False
 
     @property
     def bytes_per_sample(self) -> int:
@@ -177,12 +186,16 @@ def _parse_start(d: dict[str, Any], limits: Limits) -> StartConfig:
     partials = d.get("partials", True)
     if not isinstance(partials, bool):
         raise ProtocolError("bad_control", "'partials' must be true or false")
+    offset_header = d.get("offset_header", False)
+    if not isinstance(offset_header, bool):
+        raise ProtocolError("bad_control", "'offset_header' must be true or false")
     return StartConfig(
         sample_rate_hz=int(rate),  # type: ignore[arg-type]
         sample_format=_FORMAT_ALIASES[fmt_raw.lower()],  # type: ignore[arg-type]
         stream_id=stream_id,
         num_speakers=_int_field(d, "num_speakers", 1, limits.max_speakers, required=False),
         partials=partials,
+        offset_header=offset_header,
     )
 
 
@@ -241,6 +254,41 @@ def decode_audio(data: bytes | bytearray | memoryview, fmt: SampleFormat, limits
         # Most likely int16 or int32 bytes declared as float32.
         raise ProtocolError("bad_frame", f"float32 frame has samples beyond ±{_F32_MAX_ABS:g}: wrong dtype?")
     return x
+
+
+OFFSET_HEADER_BYTES = 8
+
+
+def split_offset_header(data: bytes | bytearray | memoryview) -> tuple[int, bytes]:
+    """A frame with an offset header -> (sample offset, PCM bytes)."""
+    if len(data) < OFFSET_HEADER_BYTES:
+        raise ProtocolError("bad_frame", f"frame of {len(data)} bytes is shorter than its 8-byte offset header")
+    return int.from_bytes(bytes(data[:OFFSET_HEADER_BYTES]), "little"), bytes(data[OFFSET_HEADER_BYTES:])
+
+
+def with_offset_header(offset: int, frame: bytes) -> bytes:
+    """Prefix a PCM frame with the sample offset of its first sample."""
+    return int(offset).to_bytes(OFFSET_HEADER_BYTES, "little") + frame
+
+
+def align_to_offset(x: np.ndarray, offset: int, expected: int, max_gap: int) -> tuple[np.ndarray, int, int]:
+    """Place a block that starts at ``offset`` into a stream that expects ``expected`` next.
+
+    Returns (samples to feed, new expected offset, samples of silence inserted): a repeated
+    block (or its repeated head) is dropped, a gap up to ``max_gap`` samples is filled with
+    silence; a larger gap raises ``ProtocolError("gap")``.
+    """
+    if offset + x.shape[0] <= expected:
+        return x[:0], expected, 0  # entirely seen before: a redelivery
+    if offset < expected:
+        x = x[expected - offset :]
+        offset = expected
+    gap = offset - expected
+    if gap > max_gap:
+        raise ProtocolError("gap", f"audio jumps ahead by {gap} samples (at most {max_gap} are filled)", fatal=True)
+    if gap:
+        x = np.concatenate([np.zeros(gap, np.float32), x])
+    return x, expected + x.shape[0], gap
 
 
 def encode_audio(samples: np.ndarray, fmt: SampleFormat = "s16") -> bytes:

@@ -71,11 +71,13 @@ from .protocol import (
     SetSpeakers,
     StartConfig,
     TokenBucket,
+    align_to_offset,
     bucket_take,
     check_token,
     decode_audio,
     parse_control,
     ready_message,
+    split_offset_header,
     token_from_request,
 )
 from .push_source import PushSource
@@ -428,6 +430,7 @@ class CaptionServer:
         limited = 0
         last_limited_report = 0.0
         ended = False
+        expected = 0  # next sample offset, for offset-header streams
         try:
             async for message in conn.ws:
                 now = time.monotonic()
@@ -438,10 +441,16 @@ class CaptionServer:
                     if isinstance(message, bytes):
                         if ended:
                             continue  # audio after "end" is ignored
+                        offset = None
+                        if conn.cfg.offset_header:
+                            offset, message = split_offset_header(message)
                         x = decode_audio(message, conn.cfg.sample_format, lim)
                         ok, audio_bucket = bucket_take(audio_bucket, x.shape[0] / conn.cfg.sample_rate_hz, now)
                         if not ok:
                             raise _RateLimited()
+                        if offset is not None:
+                            max_gap = int(lim.max_gap_s * conn.cfg.sample_rate_hz)
+                            x, expected, _ = align_to_offset(x, offset, expected, max_gap)
                         await conn.source.feed(x)
                     else:
                         msg = parse_control(message, lim)

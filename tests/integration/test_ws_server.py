@@ -248,3 +248,24 @@ async def test_server_stop_ends_live_streams_with_their_finals():
         assert ws.close_code == 1001
     assert events[-1]["type"] == "end_of_stream"
     assert any(e["type"] == "final_transcript" for e in events)
+
+
+async def test_offset_header_drops_repeated_frames_and_fills_lost_ones():
+    from stream.net.protocol import with_offset_header
+
+    x = sine(1.0, 16000, 0.5)
+    async with _server() as srv:
+        async with connect(srv.url) as ws:
+            await _start(ws, offset_header=True)
+            for k, pos in enumerate(range(0, 16000, 320)):
+                frame = with_offset_header(pos, encode_audio(x[pos : pos + 320]))
+                if k == 10:
+                    continue  # lost: filled with 320 samples of silence
+                await ws.send(frame)
+                if k % 7 == 0:
+                    await ws.send(frame)  # redelivered: dropped
+            await ws.send(json.dumps({"type": "end"}))
+            events = await _drain(ws)
+    finals = [e for e in events if e["type"] == "final_transcript"]
+    assert [(f["sample"], f["end_sample"]) for f in finals] == [(0, 16000)]
+    assert not [e for e in events if e["type"] == "error"]

@@ -212,3 +212,35 @@ def test_ready_message_is_json():
     msg = ready_message("s1", StartConfig(48000, "f32"), Limits())
     assert json.loads(json.dumps(msg))["type"] == "ready"
     assert msg["stream_id"] == "s1" and msg["format"] == "f32" and msg["output_sample_rate_hz"] == 16000
+
+
+# --------------------------------------------------------------------------- offset header (at-least-once transports)
+
+
+def test_offset_header_roundtrip_and_short_frame():
+    from stream.net.protocol import split_offset_header, with_offset_header
+
+    assert split_offset_header(with_offset_header(123456789, b"\x01\x02")) == (123456789, b"\x01\x02")
+    with pytest.raises(ProtocolError) as err:
+        split_offset_header(b"\x00" * 7)
+    assert err.value.code == "bad_frame"
+    assert parse_control('{"type":"start","sample_rate_hz":16000,"offset_header":true}').offset_header
+    with pytest.raises(ProtocolError):
+        parse_control('{"type":"start","sample_rate_hz":16000,"offset_header":1}')
+
+
+def test_align_to_offset_drops_repeats_and_fills_gaps():
+    from stream.net.protocol import align_to_offset
+
+    x = np.arange(1, 5, dtype=np.float32)  # 4 samples
+    y, exp, gap = align_to_offset(x, 0, 0, 100)
+    assert y.tolist() == [1, 2, 3, 4] and exp == 4 and gap == 0
+    y, exp, gap = align_to_offset(x, 0, 4, 100)  # the same frame again: dropped
+    assert y.size == 0 and exp == 4
+    y, exp, gap = align_to_offset(x, 2, 4, 100)  # overlaps by 2: the head is dropped
+    assert y.tolist() == [3, 4] and exp == 6
+    y, exp, gap = align_to_offset(x, 9, 6, 100)  # 3 samples lost: silence keeps time exact
+    assert y.tolist() == [0, 0, 0, 1, 2, 3, 4] and exp == 13 and gap == 3
+    with pytest.raises(ProtocolError) as err:
+        align_to_offset(x, 1000, 13, 100)
+    assert err.value.code == "gap" and err.value.fatal
