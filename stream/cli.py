@@ -3,6 +3,7 @@
     speechstream transcribe FILE [--srt out.srt --vtt out.vtt --jsonl - ...]
     speechstream transcribe --mic [--device NAME|INDEX]
     speechstream devices
+    speechstream eval MANIFEST [--model DIR --lm LM.arpa]
 
 Options map onto :class:`stream.config.TranscribeConfig` (``--config FILE`` reads a TOML file;
 options given on the command line win). Only typer/click and the light config module are
@@ -246,6 +247,46 @@ def devices() -> None:
     for d in inputs:
         mark = "*" if d["index"] == default_in else " "
         click.echo(f"{mark}{d['index']:3d}  {d['name']}  ({d['max_input_channels']} ch, {d['default_samplerate']:.0f} Hz)")
+
+
+@app.command("eval")
+def eval_(
+    manifest: Path = typer.Argument(..., help="TSV manifest: 'audio' and 'text' columns (header), paths relative to it."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model directory or cached hub id.", show_default="bundled default model"),
+    lm: Optional[str] = typer.Option(None, "--lm", metavar="PATH", help="n-gram LM (ARPA or KenLM binary) for beam-search finals.", show_default="greedy finals"),
+    unigrams: Optional[str] = typer.Option(None, "--unigrams", metavar="PATH", help="Word list for a binary LM.", show_default="read from the ARPA file"),
+    lm_alpha: float = typer.Option(0.5, "--lm-alpha", help="LM weight."),
+    lm_beta: float = typer.Option(1.0, "--lm-beta", help="Word insertion bonus."),
+    beam_width: int = typer.Option(32, "--beam-width", min=1, help="Beam width of LM finals."),
+    vad: Vad = typer.Option(Vad.webrtc, "--vad", case_sensitive=False, help="Voice activity detector in front of the recogniser."),
+    mode: Mode = typer.Option(Mode.cached, "--mode", case_sensitive=False, help="Streaming mode: 'cached' or 'window'."),
+    chunk_ms: int = typer.Option(640, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
+    left_context_ms: int = typer.Option(5120, "--left-context-ms", min=0, help="Encoder left context, ms."),
+    lookahead_ms: int = typer.Option(0, "--lookahead-ms", min=0, help="Lookahead, ms."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Score only the first N utterances.", show_default="all"),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Utterances streamed at once (separate streams)."),
+    realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace audio like a microphone (needed for latencies)."),
+    pad_silence_ms: int = typer.Option(2000, "--pad-silence-ms", min=0, help="Silence after each utterance, so endpointing closes it."),
+) -> None:
+    """Score streaming recognition on a MANIFEST: WER, CER, latencies, RTF, and offline WER."""
+    if mode is Mode.offline:
+        _error_line("eval streams: --mode must be 'cached' or 'window'")
+        raise typer.Exit(EXIT_USAGE)
+    from stream.eval import EvalConfig, evaluate, format_report  # heavy imports after parsing
+
+    cfg = EvalConfig(
+        manifest=manifest, model=model, mode=mode.value, chunk_ms=chunk_ms, left_context_ms=left_context_ms,
+        lookahead_ms=lookahead_ms, vad=vad.value, lm_path=lm, unigrams_path=unigrams, lm_alpha=lm_alpha,
+        lm_beta=lm_beta, beam_width=beam_width, limit=limit, concurrency=concurrency, realtime=realtime,
+        pad_silence_ms=pad_silence_ms,
+    )
+    try:
+        report = evaluate(cfg)
+    except ConfigError as exc:
+        _error_line(str(exc))
+        raise typer.Exit(EXIT_USAGE)
+    click.echo(format_report(report))
+    click.echo(f"command: speechstream eval {' '.join(sys.argv[2:]) if len(sys.argv) > 2 else manifest}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,7 +51,7 @@ from .events import (
 from .executor import Executor
 from .node import Node
 
-__all__ = ["RecognizerConfig", "Recognizer", "RecognizerStats"]
+__all__ = ["RecognizerConfig", "Recognizer", "RecognizerStats", "build_decoder"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class _Stream:
     origin: int  # stream time of the engine's sample 0
 
 
-def _build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
+def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
     """Tokenizer + decoder (+ LM) for ``model``; ConfigError for a mismatch, a missing or corrupt LM."""
     from engines.ctc import EndpointConfig, StreamingCTCDecoder
     from engines.errors import EngineError
@@ -158,13 +158,14 @@ class Recognizer(Node):
         config: RecognizerConfig = RecognizerConfig(),
         *,
         executor: Executor | None = None,
+        decoder: Any = None,
         name: str = "recognizer",
     ):
         super().__init__(name)
         self.model_arg = model  # a LoadedModel, or a path / hub id loaded at start
         self.config = config
         self.model: Any = None
-        self.decoder: Any = None
+        self.decoder: Any = decoder  # a prebuilt engines.ctc.StreamingCTCDecoder (else built at start)
         self._executor = executor
         self._own_executor = executor is None
         self._streams: dict[str, _Stream] = {}
@@ -195,7 +196,7 @@ class Recognizer(Node):
             model.init_state(self.config.mode, self.config.chunk_ms, self.config.left_context_ms, self.config.lookahead_ms)
         except EngineError as exc:
             raise ConfigError(f"streaming geometry: {exc}") from exc
-        return model, _build_decoder(model, self.config)
+        return model, self.decoder if self.decoder is not None else build_decoder(model, self.config)
 
     async def stop(self) -> None:
         if self._own_executor and self._executor is not None:

@@ -1,0 +1,382 @@
+"""Score the streaming pipeline on a manifest: WER, CER, latencies, RTF, and offline WER.
+
+    speechstream eval MANIFEST [--model DIR] [--lm LM.arpa] [--limit 50] [--concurrency 4]
+    python -m stream.eval MANIFEST ...
+
+``MANIFEST`` is a TSV with a header holding ``audio`` and ``text`` columns (the corpora layout;
+extra columns are ignored), or two columns without a header. Audio paths are relative to the
+manifest's folder.
+
+Every utterance runs through the real graph, as a live stream would::
+
+    PacedSource (mic-like: each 100 ms block delivered when it would have been captured)
+      -> Resample -> VAD -> Recognizer (engine + streaming CTC decoder [+ LM finals]) -> tail
+
+``--concurrency`` utterances stream at once (separate streams of one graph, one shared model),
+each followed by ``--pad-silence-ms`` of silence so that endpointing (VAD end, CTC rules) has to
+close the segment before the end of the stream.  In the same run, the same model decodes each
+whole utterance offline (``LoadedModel.forward``) greedily, and with the LM when one is given.
+
+Metrics (jiwer; texts upper-cased, punctuation other than the apostrophe removed):
+
+- WER / CER of the streaming finals (all finals of a stream, joined), and offline;
+- first-partial latency: wall time of a stream's first transcript event minus the moment its
+  speech onset was delivered; finalisation latency: wall time of the final that covers the end of
+  speech minus the moment the end of speech was delivered. Speech onset/end come from the audio
+  (20 ms frames within 30 dB of the loudest), not from the model. P50 and P95 over utterances;
+- RTF: the recogniser's compute seconds (engine + decoder, in its executor) over audio seconds.
+
+``--no-realtime`` feeds audio as fast as the graph takes it: WER/CER/RTF only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .events import SAMPLE_RATE_HZ, AudioChunk, Event, FinalTranscript, PartialTranscript
+from .sources.base import Emit, Source
+
+__all__ = ["EvalConfig", "EvalReport", "evaluate", "format_report", "read_manifest", "normalize_text", "speech_extent"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    manifest: Path
+    model: str | None = None  # None: the bundled default model
+    mode: str = "cached"
+    chunk_ms: int = 640
+    left_context_ms: int = 5120
+    lookahead_ms: int = 0
+    vad: str = "webrtc"
+    lm_path: str | None = None
+    unigrams_path: str | None = None
+    lm_alpha: float = 0.5
+    lm_beta: float = 1.0
+    beam_width: int = 32
+    limit: int | None = None
+    concurrency: int = 4
+    realtime: bool = True
+    pad_silence_ms: int = 2000
+    block_ms: int = 100
+
+
+@dataclass
+class UttResult:
+    audio: str
+    ref: str
+    stream_hyp: str
+    offline_greedy: str
+    offline_lm: str | None
+    duration_s: float
+    first_partial_latency_s: float | None
+    final_latency_s: float | None
+    endpoint_reasons: tuple[str, ...] = ()
+
+
+@dataclass
+class EvalReport:
+    config: EvalConfig
+    utterances: list[UttResult] = field(default_factory=list)
+    compute_s: float = 0.0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+
+    def _score(self, hyps: Sequence[str]) -> tuple[float, float]:
+        import jiwer
+
+        refs = [normalize_text(u.ref) for u in self.utterances]
+        hyps = [normalize_text(h) for h in hyps]
+        pairs = [(r, h) for r, h in zip(refs, hyps) if r]
+        refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+        return float(jiwer.wer(refs, hyps)), float(jiwer.cer(refs, hyps))
+
+    @property
+    def streaming(self) -> tuple[float, float]:
+        return self._score([u.stream_hyp for u in self.utterances])
+
+    @property
+    def offline_greedy(self) -> tuple[float, float]:
+        return self._score([u.offline_greedy for u in self.utterances])
+
+    @property
+    def offline_lm(self) -> tuple[float, float] | None:
+        if any(u.offline_lm is None for u in self.utterances):
+            return None
+        return self._score([u.offline_lm or "" for u in self.utterances])
+
+    @property
+    def rtf(self) -> float:
+        return self.compute_s / max(self.audio_s, 1e-9)
+
+
+def normalize_text(text: str) -> str:
+    text = re.sub(r"[^A-Z' ]+", " ", text.upper())
+    return " ".join(text.split())
+
+
+def read_manifest(path: Path, limit: int | None = None) -> list[tuple[Path, str]]:
+    if not path.is_file():
+        raise ConfigError(f"manifest not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows:
+        raise ConfigError(f"manifest {path} is empty")
+    if "audio" in rows[0] and "text" in rows[0]:
+        ia, it = rows[0].index("audio"), rows[0].index("text")
+        rows = rows[1:]
+    else:
+        ia, it = 0, 1
+    items = []
+    for n, r in enumerate(rows):
+        if len(r) <= max(ia, it):
+            raise ConfigError(f"manifest {path} line {n + 2}: expected audio<TAB>text, got {r!r}")
+        audio = Path(r[ia])
+        items.append((audio if audio.is_absolute() else path.parent / audio, r[it]))
+    items = items[:limit] if limit else items
+    missing = [str(a) for a, _ in items if not a.is_file()]
+    if missing:
+        raise ConfigError(f"manifest {path}: {len(missing)} audio file(s) not found, e.g. {missing[0]}")
+    return items
+
+
+def speech_extent(x: np.ndarray, frame: int = 320, range_db: float = 30.0) -> tuple[int, int]:
+    """(first, end) sample of the 20 ms frames within ``range_db`` of the loudest frame."""
+    n = len(x) // frame
+    if n == 0:
+        return 0, len(x)
+    rms = np.sqrt(np.mean(x[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1)) + 1e-12
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -range_db)
+    return int(loud[0]) * frame, int(loud[-1] + 1) * frame
+
+
+class PacedSource(Source):
+    """In-memory audio delivered like a microphone: block ``[a, b)`` is emitted at ``t0 + b / rate``."""
+
+    def __init__(self, samples: np.ndarray, stream_id: str, block: int, realtime: bool):
+        super().__init__(stream_id)
+        self.samples = samples
+        self.block = block
+        self.realtime = realtime
+        self.t0: float | None = None
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return SAMPLE_RATE_HZ
+
+    async def run(self, emit: Emit) -> None:
+        loop = asyncio.get_running_loop()
+        self.t0 = loop.time()
+        for pos in range(0, len(self.samples), self.block):
+            if self.stop_requested:
+                return
+            blk = np.array(self.samples[pos : pos + self.block], dtype=np.float32)
+            if self.realtime:
+                await asyncio.sleep(max(0.0, self.t0 + (pos + len(blk)) / SAMPLE_RATE_HZ - loop.time()))
+            else:
+                await asyncio.sleep(0)
+            await emit(AudioChunk(self.stream_id, pos, samples=blk))
+
+
+def _load_audio(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
+        raise ConfigError(f"cannot read audio {path}: {exc}") from exc
+    x = x.mean(axis=1)
+    if sr != SAMPLE_RATE_HZ:
+        import soxr
+
+        x = soxr.resample(x, sr, SAMPLE_RATE_HZ).astype(np.float32)
+    return x
+
+
+async def _stream_batch(batch: list[tuple[int, np.ndarray]], model: Any, decoder: Any, cfg: EvalConfig, rcfg: Any) -> tuple[dict, dict, float]:
+    from .graph import Graph
+    from .recognizer import Recognizer
+    from .resample import Resample
+    from .vad_node import VadNode
+
+    loop = asyncio.get_running_loop()
+    pad = np.zeros(cfg.pad_silence_ms * SAMPLE_RATE_HZ // 1000, np.float32)
+    sources = {f"u{i}": PacedSource(np.concatenate([x, pad]), f"u{i}", cfg.block_ms * 16, cfg.realtime) for i, x in batch}
+    timed: dict[str, list[tuple[float, Event]]] = {sid: [] for sid in sources}
+
+    def on_event(e: Event) -> None:
+        if e.stream_id in timed and not isinstance(e, AudioChunk):
+            timed[e.stream_id].append((loop.time(), e))
+
+    rec = Recognizer(model, rcfg, decoder=decoder)
+    graph = Graph(sources=list(sources.values()), nodes=[Resample(), VadNode.create(cfg.vad), rec], on_event=on_event, name="eval")
+    await graph.run()
+    t0 = {sid: src.t0 for sid, src in sources.items()}
+    return timed, t0, rec.stats.compute_s
+
+
+def _latencies(events: list[tuple[float, Event]], t0: float, extent: tuple[int, int]) -> tuple[float | None, float | None]:
+    start, end = extent
+    first = next((t for t, e in events if isinstance(e, (PartialTranscript, FinalTranscript)) and e.text), None)
+    finals = [(t, e) for t, e in events if isinstance(e, FinalTranscript) and e.text]
+    # the final that covers the end of speech: the first whose words reach past it, else the last
+    cover = next(((t, e) for t, e in finals if e.end_sample >= end - 8000), finals[-1] if finals else None)
+    fp = None if first is None else first - (t0 + start / SAMPLE_RATE_HZ)
+    fl = None if cover is None else cover[0] - (t0 + end / SAMPLE_RATE_HZ)
+    return fp, fl
+
+
+def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
+    import torch
+
+    from engines.api import load_model
+    from engines.ctc import log_softmax
+    from engines.errors import EngineError
+
+    from .config import default_model_dir
+    from .recognizer import RecognizerConfig, build_decoder
+
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    items = read_manifest(cfg.manifest, cfg.limit)
+    model_arg = cfg.model or (str(default_model_dir()) if default_model_dir() else None)
+    if model_arg is None:
+        raise ConfigError("no model: pass --model (no bundled default model is installed)")
+    try:
+        model = load_model(model_arg)
+    except EngineError as exc:
+        raise ConfigError(f"cannot load model {model_arg}: {exc}") from exc
+    rcfg = RecognizerConfig(
+        mode=cfg.mode,
+        chunk_ms=cfg.chunk_ms,
+        left_context_ms=cfg.left_context_ms,
+        lookahead_ms=cfg.lookahead_ms,
+        lm_path=cfg.lm_path,
+        unigrams_path=cfg.unigrams_path,
+        lm_alpha=cfg.lm_alpha,
+        lm_beta=cfg.lm_beta,
+        beam_width=cfg.beam_width,
+    )
+    decoder = build_decoder(model, rcfg)  # ConfigError for a bad LM / vocabulary, before any audio
+    tok = decoder.tokenizer
+    audios = [_load_audio(a) for a, _ in items]
+    report = EvalReport(cfg)
+    report.audio_s = sum(len(x) for x in audios) / SAMPLE_RATE_HZ
+
+    # offline: the whole utterance at once, same model
+    say(f"eval: {len(items)} utterances, {report.audio_s:.1f} s of audio; offline pass")
+    offline_greedy, offline_lm = [], []
+    with torch.inference_mode():
+        for x in audios:
+            logits = model.forward(torch.from_numpy(x)).frames[0].float().numpy()
+            offline_greedy.append(tok.decode(logits.argmax(-1).tolist()))
+            if decoder.final_decoder is not None:
+                offline_lm.append(decoder.final_decoder.decode_segment(log_softmax(logits))[0])
+
+    # streaming, ``concurrency`` streams at a time
+    say(f"eval: streaming pass ({'real time' if cfg.realtime else 'as fast as possible'}, {cfg.concurrency} at once)")
+    t_start = time.perf_counter()
+    results: dict[int, tuple[list, float]] = {}
+    compute = 0.0
+    order = list(range(len(items)))
+    for b in range(0, len(order), max(1, cfg.concurrency)):
+        batch = [(i, audios[i]) for i in order[b : b + cfg.concurrency]]
+        timed, t0, c = asyncio.run(_stream_batch(batch, model, decoder, cfg, rcfg))
+        compute += c
+        for i, _ in batch:
+            results[i] = (timed[f"u{i}"], t0[f"u{i}"])
+    report.wall_s = time.perf_counter() - t_start
+    report.compute_s = compute
+    for i, ((audio, ref), x) in enumerate(zip(items, audios)):
+        events, t0 = results[i]
+        finals = [e for _, e in events if isinstance(e, FinalTranscript)]
+        fp, fl = _latencies(events, t0, speech_extent(x)) if cfg.realtime else (None, None)
+        reasons = tuple(e.reason for _, e in events if getattr(e, "type", "") == "endpoint")
+        report.utterances.append(
+            UttResult(
+                audio=str(audio),
+                ref=ref,
+                stream_hyp=" ".join(f.text for f in finals if f.text),
+                offline_greedy=offline_greedy[i],
+                offline_lm=offline_lm[i] if offline_lm else None,
+                duration_s=len(x) / SAMPLE_RATE_HZ,
+                first_partial_latency_s=fp,
+                final_latency_s=fl,
+                endpoint_reasons=reasons,
+            )
+        )
+    return report
+
+
+def _pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    k = (len(v) - 1) * q
+    lo, hi = int(np.floor(k)), int(np.ceil(k))
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def format_report(r: EvalReport) -> str:
+    c = r.config
+    lines = [
+        f"| {c.manifest.name}: {len(r.utterances)} utterances, {r.audio_s:.1f} s | value |",
+        "|---|---|",
+    ]
+    w, ce = r.streaming
+    lm = "LM finals" if c.lm_path else "greedy finals"
+    lines.append(f"| streaming WER / CER ({c.mode}, chunk {c.chunk_ms} ms, {lm}, VAD {c.vad}) | {100 * w:.2f}% / {100 * ce:.2f}% |")
+    w, ce = r.offline_greedy
+    lines.append(f"| offline WER / CER (same model, greedy) | {100 * w:.2f}% / {100 * ce:.2f}% |")
+    if r.offline_lm is not None:
+        w, ce = r.offline_lm
+        lines.append(f"| offline WER / CER (same model, beam {c.beam_width} + LM) | {100 * w:.2f}% / {100 * ce:.2f}% |")
+    fps = [u.first_partial_latency_s for u in r.utterances if u.first_partial_latency_s is not None]
+    fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
+    if fps:
+        lines.append(f"| first-partial latency P50 / P95 (from speech onset) | {_pct(fps, .5):.2f} s / {_pct(fps, .95):.2f} s |")
+    if fls:
+        lines.append(f"| finalisation latency P50 / P95 (from end of speech) | {_pct(fls, .5):.2f} s / {_pct(fls, .95):.2f} s |")
+    reasons: dict[str, int] = {}
+    for u in r.utterances:
+        for x in u.endpoint_reasons:
+            reasons[x] = reasons.get(x, 0) + 1
+    lines.append(f"| endpoints by reason | {', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or 'none'} |")
+    lines.append(f"| RTF (recogniser compute / audio) | {r.rtf:.3f} |")
+    lines.append(f"| wall time (streaming pass, {c.concurrency} streams at once, {'real time' if c.realtime else 'unpaced'}) | {r.wall_s:.1f} s |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m stream.eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("manifest", type=Path)
+    d = EvalConfig(Path("."))
+    for f in dataclasses.fields(EvalConfig):
+        if f.name in ("manifest", "realtime"):
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        ap.add_argument("--" + f.name.replace("_", "-"), type=kind, default=getattr(d, f.name))
+    ap.add_argument("--no-realtime", action="store_true")
+    args = ap.parse_args(argv)
+    values = {k: v for k, v in vars(args).items() if k != "no_realtime"}
+    try:
+        report = evaluate(EvalConfig(realtime=not args.no_realtime, **values))
+    except ConfigError as exc:
+        print(f"speechstream: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
