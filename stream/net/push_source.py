@@ -22,6 +22,7 @@ import asyncio
 
 import numpy as np
 
+from ..errors import StreamError
 from ..events import AudioChunk
 from ..queues import EdgeSpec
 from ..sources.base import Emit, Source
@@ -48,6 +49,7 @@ class PushSource(Source):
         self._rate = int(sample_rate_hz)
         self._inbox: asyncio.Queue[np.ndarray | None] = asyncio.Queue(inbox_blocks)
         self._ended = False
+        self._error: StreamError | None = None
         self.samples_fed = 0  # at the client's rate
 
     @property
@@ -78,6 +80,12 @@ class PushSource(Source):
             # run() is behind; it checks ``_ended`` after draining, see below.
             pass
 
+    def fail(self, message: str, code: str = "bad_audio") -> None:
+        """End the stream with a fatal error: the graph emits ``ErrorEvent(code, fatal=True)`` then EOS."""
+        if self._error is None:
+            self._error = StreamError(message, code=code, fatal=True)
+        self.end()
+
     def request_stop(self) -> None:
         super().request_stop()
         self.end()
@@ -86,10 +94,12 @@ class PushSource(Source):
         sample = 0
         while True:
             if self._ended and self._inbox.empty():
-                return
+                break
             block = await self._inbox.get()
             if block is _END:
-                return
+                break
             chunk = AudioChunk(self.stream_id, sample, samples=block, sample_rate_hz=self._rate, sample_format="f32")
             sample = chunk.end_sample
             await emit(chunk)
+        if self._error is not None:
+            raise self._error

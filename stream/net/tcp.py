@@ -1,0 +1,251 @@
+"""Raw PCM over TCP: pipe ``ffmpeg``, ``arecord`` or ``sox`` straight into a graph.
+
+::
+
+    # one stream: the source listens, takes ONE connection, and the stream ends when it closes
+    src = TcpPcmSource(port=9000, sample_rate_hz=16000, sample_format="s16", stream_id="tcp")
+    await Graph(sources=[src], nodes=[Resample(), VadNode.webrtc(), recognizer, sinks]).run()
+
+    # many streams: each connection is its own stream of a running graph (``tcp-1``, ``tcp-2``, ...)
+    async with TcpPcmServer(graph, port=9000, sample_rate_hz=16000):
+        ...
+
+Clients, with the receiving end on 127.0.0.1:9000::
+
+    ffmpeg -re -i talk.mp3 -f s16le -ac 1 -ar 16000 tcp://127.0.0.1:9000
+    arecord -f S16_LE -c 1 -r 16000 -t raw | nc -N 127.0.0.1 9000
+    sox talk.wav -t raw -e signed -b 16 -c 1 -r 16000 - | nc -N 127.0.0.1 9000
+
+The byte stream is mono little-endian PCM in the configured format and rate (no
+header; TCP keeps order and loses nothing, so stream time is the byte count).
+Bytes are cut into blocks of ``block_ms`` on sample boundaries, whatever the
+socket's read sizes.  Float32 NaN/inf or absurd values are bad audio: a fatal
+``error`` event for that stream, and its connection is closed.  Binds 127.0.0.1
+unless told otherwise; there is no authentication, so expose it only behind
+something that has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+from ..errors import BadAudioError, ConfigError
+from ..events import AudioChunk
+from ..graph import Graph
+from ..sources.base import Emit, Source
+from .protocol import Limits, ProtocolError, SampleFormat, decode_audio
+from .push_source import PushSource
+
+__all__ = ["TcpPcmSource", "TcpPcmServer", "PcmFramer"]
+
+log = logging.getLogger("stream.net.tcp")
+
+_WIDTH = {"s16": 2, "f32": 4}
+
+
+class PcmFramer:
+    """Cuts an arbitrary byte stream into float32 blocks of ``block_samples`` (last block may be shorter)."""
+
+    def __init__(self, sample_format: SampleFormat, block_samples: int):
+        self.fmt = sample_format
+        self.block_bytes = block_samples * _WIDTH[sample_format]
+        self._buf = bytearray()
+        self._limits = Limits(max_frame_bytes=self.block_bytes)
+
+    def push(self, data: bytes) -> list[Any]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= self.block_bytes:
+            block = bytes(self._buf[: self.block_bytes])
+            del self._buf[: self.block_bytes]
+            out.append(decode_audio(block, self.fmt, self._limits))
+        return out
+
+    def flush(self) -> list[Any]:
+        """What is left at end of stream; a trailing partial sample is dropped."""
+        width = _WIDTH[self.fmt]
+        n = len(self._buf) // width * width
+        block, self._buf = bytes(self._buf[:n]), bytearray()
+        return [decode_audio(block, self.fmt, self._limits)] if n else []
+
+
+def _check(sample_rate_hz: int, sample_format: str, block_ms: int) -> None:
+    if sample_format not in _WIDTH:
+        raise ConfigError(f"sample format must be 's16' or 'f32', got {sample_format!r}")
+    if not 8000 <= sample_rate_hz <= 192_000:
+        raise ConfigError(f"sample rate must be in [8000, 192000] Hz, got {sample_rate_hz}")
+    if not 1 <= block_ms <= 1000:
+        raise ConfigError(f"block_ms must be in [1, 1000], got {block_ms}")
+
+
+class TcpPcmSource(Source):
+    """Listens on ``host:port``, takes one connection, and emits its PCM as one stream."""
+
+    realtime = True
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        sample_rate_hz: int = 16_000,
+        sample_format: SampleFormat = "s16",
+        stream_id: str = "tcp",
+        block_ms: int = 20,
+        accept_timeout_s: float | None = None,
+    ):
+        super().__init__(stream_id)
+        _check(sample_rate_hz, sample_format, block_ms)
+        self.host, self.port = host, port
+        self._rate = sample_rate_hz
+        self.fmt = sample_format
+        self.block_samples = sample_rate_hz * block_ms // 1000
+        self.accept_timeout_s = accept_timeout_s
+        self._server: asyncio.base_events.Server | None = None
+        self._conn: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue(1)
+        self._writer: asyncio.StreamWriter | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self._rate
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        try:
+            self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._writer is not None or self._conn.full():
+            writer.close()  # one stream per source: later connections are refused
+            return
+        self._writer = writer
+        self._conn.put_nowait((reader, writer))
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        self._stop.set()
+
+    async def run(self, emit: Emit) -> None:
+        got = asyncio.create_task(self._conn.get())
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({got, stop}, timeout=self.accept_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if got not in done:
+            got.cancel()
+            return
+        reader, writer = got.result()
+        if self._server is not None:
+            self._server.close()  # no further connections
+        framer = PcmFramer(self.fmt, self.block_samples)
+        sample = 0
+        try:
+            while not self.stop_requested:
+                data = await reader.read(65536)
+                blocks = framer.push(data) if data else framer.flush()
+                for x in blocks:
+                    chunk = AudioChunk(self.stream_id, sample, samples=x, sample_rate_hz=self._rate)
+                    sample = chunk.end_sample
+                    await emit(chunk)
+                if not data:
+                    return
+        except ProtocolError as exc:
+            raise BadAudioError(f"TCP audio: {exc.message}", code="bad_audio") from exc
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._writer is not None:
+            self._writer.close()
+
+
+class TcpPcmServer:
+    """Each TCP connection becomes a stream (``<prefix>-<n>``) of a running graph."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        sample_rate_hz: int = 16_000,
+        sample_format: SampleFormat = "s16",
+        prefix: str = "tcp",
+        block_ms: int = 20,
+        max_connections: int = 16,
+    ):
+        _check(sample_rate_hz, sample_format, block_ms)
+        self.graph = graph
+        self.host, self.port = host, port
+        self.rate, self.fmt = sample_rate_hz, sample_format
+        self.prefix = prefix
+        self.block_samples = sample_rate_hz * block_ms // 1000
+        self.max_connections = max_connections
+        self._ids = itertools.count(1)
+        self._server: asyncio.base_events.Server | None = None
+        self.live: dict[str, asyncio.StreamWriter] = {}
+        self.errors: list[tuple[str, str]] = []
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in list(self.live.values()):
+                w.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> "TcpPcmServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.live) >= self.max_connections:
+            writer.close()
+            return
+        sid = f"{self.prefix}-{next(self._ids)}"
+        source = PushSource(sid, self.rate)
+        self.live[sid] = writer
+        framer = PcmFramer(self.fmt, self.block_samples)
+        try:
+            await self.graph.start_source(source)
+            while True:
+                data = await reader.read(65536)
+                for x in framer.push(data) if data else framer.flush():
+                    await source.feed(x)
+                if not data:
+                    break
+        except ProtocolError as exc:
+            self.errors.append((sid, exc.code))
+            source.fail(f"TCP audio: {exc.message}", code="bad_audio")
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            source.end()
+            self.live.pop(sid, None)
+            writer.close()
