@@ -15,6 +15,8 @@ from engines.errors import CheckpointError, EngineError, KeyMismatchError, Model
 from tests import hf_tiny
 
 pytest.importorskip("transformers")
+# tiny models: threads only add contention on the shared 2-core machine
+torch.set_num_threads(1)
 
 
 def _logits(model, seed=0):

@@ -8,6 +8,8 @@ import torch
 from tests.parity.waveform_parity import HEADS, VARIANTS, check_family
 
 pytest.importorskip("transformers")
+# tiny models: threads only add contention on the shared 2-core machine
+torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("head", HEADS)

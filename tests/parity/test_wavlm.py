@@ -7,6 +7,8 @@ import torch
 from tests.parity.waveform_parity import HEADS, VARIANTS, check_family
 
 pytest.importorskip("transformers")
+# tiny models: threads only add contention on the shared 2-core machine
+torch.set_num_threads(1)
 
 # transformers' WavLM reference passes a bool key-padding mask with a float bias to torch
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
