@@ -320,8 +320,8 @@ class Graph:
         async def emit(chunk: AudioChunk) -> None:
             if chunk.stream_id != sid:
                 raise StreamError(f"source {sid!r} emitted a chunk of stream {chunk.stream_id!r}")
-            if chunk.sample != pos["sample"]:
-                raise StreamError(f"source {sid!r}: chunk at sample {chunk.sample}, expected {pos['sample']}")
+            if chunk.sample < pos["sample"]:  # gaps are allowed (a mic dropped blocks), overlaps are not
+                raise StreamError(f"source {sid!r}: chunk at sample {chunk.sample} overlaps audio up to {pos['sample']}")
             pos["sample"] = chunk.end_sample
             pos["rate"] = chunk.sample_rate_hz
             await edge.put(chunk)
