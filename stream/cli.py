@@ -4,6 +4,7 @@
     speechstream transcribe --mic [--device NAME|INDEX]
     speechstream devices
     speechstream eval MANIFEST [--model DIR --lm LM.arpa]
+    speechstream serve [--port 8765 --token T --model DIR]
 
 Options map onto :class:`stream.config.TranscribeConfig` (``--config FILE`` reads a TOML file;
 options given on the command line win). Only typer/click and the light config module are
@@ -287,6 +288,33 @@ def eval_(
         raise typer.Exit(EXIT_USAGE)
     click.echo(format_report(report))
     click.echo(f"command: speechstream eval {' '.join(sys.argv[2:]) if len(sys.argv) > 2 else manifest}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default; use a token when exposing it)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port for the page (HTTP) and the WebSocket (/ws)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SPEECHSTREAM_TOKEN", help="Require this token (?token= or 'Authorization: Bearer').", show_default="none"),
+    model: Optional[str] = typer.Option(None, "--model", help="Model directory, cached hub id, or 'none' (VAD only).", show_default="bundled default model"),
+    vad: Vad = typer.Option(Vad.webrtc, "--vad", case_sensitive=False, help="Voice activity detector."),
+    mode: Mode = typer.Option(Mode.cached, "--mode", case_sensitive=False, help="Streaming mode: 'cached' or 'window'."),
+    chunk_ms: int = typer.Option(640, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="Concurrent streams."),
+    max_frame_bytes: int = typer.Option(256 * 1024, "--max-frame-bytes", min=64, help="Largest binary audio frame accepted."),
+    web: bool = typer.Option(True, "--web/--no-web", help="Serve the live-caption page on the same port."),
+) -> None:
+    """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
+    from stream.net.serve import ServeOptions, serve_main  # heavy imports after parsing
+
+    opts = ServeOptions(host=host, port=port, token=token, model=model, vad=vad.value, mode=mode.value,
+                        chunk_ms=chunk_ms, max_connections=max_connections, max_frame_bytes=max_frame_bytes, web=web)
+    try:
+        serve_main(opts)
+    except ConfigError as exc:
+        _error_line(str(exc))
+        raise typer.Exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,88 @@
+"""``speechstream serve``: build the server's pipeline from options and run until Ctrl-C / SIGTERM.
+
+The pipeline is the CLI's standard one (``stream.pipeline_builder``): Resample -> VAD ->
+recogniser (when a model is configured or the bundled default is installed). Without a
+model the server still streams VAD events, so the page shows speech activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+
+from ..config import NO_MODEL, TranscribeConfig
+from ..errors import ConfigError
+from ..node import Node
+from ..resample import Resample
+from .protocol import Limits
+from .ws_server import CaptionServer, ServerConfig
+
+__all__ = ["ServeOptions", "build_nodes", "serve_main"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    model: str | None = None  # None: bundled default model if installed; "none": VAD only
+    vad: str = "webrtc"
+    mode: str = "cached"
+    chunk_ms: int = 640
+    left_context_ms: int = 5120
+    max_connections: int = 64
+    max_frame_bytes: int = 256 * 1024
+    max_realtime_factor: float = 4.0
+    web: bool = True
+
+
+def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
+    """(nodes, model path or None). Raises ConfigError for a bad model or VAD."""
+    from ..pipeline_builder import build_recognizer, build_vad
+
+    cfg = TranscribeConfig(model=opts.model, vad=opts.vad, mode=opts.mode, chunk_ms=opts.chunk_ms,  # type: ignore[arg-type]
+                           left_context_ms=opts.left_context_ms)
+    model = cfg.resolved_model()
+    nodes: list[Node] = [Resample(), build_vad(cfg)]
+    if model and model != NO_MODEL:
+        nodes.append(build_recognizer(cfg, model))
+    return nodes, model
+
+
+async def _serve(opts: ServeOptions) -> None:
+    nodes, model = build_nodes(opts)
+    limits = Limits(max_frame_bytes=opts.max_frame_bytes, max_realtime_factor=opts.max_realtime_factor)
+    cfg = ServerConfig(host=opts.host, port=opts.port, token=opts.token, limits=limits,
+                       max_connections=opts.max_connections, serve_web=opts.web)
+    server = CaptionServer(nodes, cfg)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror}") from exc
+    what = f"model {model}" if model else "no model: VAD events only"
+    page = server.http_url + (f"?token={opts.token}" if opts.token else "")
+    print(f"speechstream: serving {what}", file=sys.stderr)
+    print(f"speechstream: page {page}  WebSocket {server.url}", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        print("speechstream: stopping (finishing open streams)", file=sys.stderr)
+        await server.stop()
+
+
+def serve_main(opts: ServeOptions) -> None:
+    """Run the server; raises ConfigError for user mistakes (the CLI prints them on one line)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if opts.host not in ("127.0.0.1", "localhost", "::1") and opts.token is None:
+        print(f"speechstream: warning: listening on {opts.host} without --token", file=sys.stderr)
+    asyncio.run(_serve(opts))
