@@ -123,6 +123,14 @@ class ClusterState:
     def labels(self) -> tuple[str, ...]:
         return tuple(s.label for s in self.speakers)
 
+    def best(self, embedding: np.ndarray) -> tuple[str | None, float]:
+        """The nearest speaker's label and cosine similarity, without changing anything."""
+        if not self.speakers:
+            return None, -1.0
+        sims = _similarities(self, _unit(embedding))
+        i = int(np.argmax(sims))
+        return self.speakers[i].label, float(sims[i])
+
     def speaker(self, label: str) -> Speaker:
         for s in self.speakers:
             if s.label == label:
@@ -194,8 +202,13 @@ def assign(
     *,
     item_id: Hashable = None,
     weight: float = 1.0,
+    allow_new: bool = True,
 ) -> tuple[Assignment, ClusterState]:
-    """Place one (D,) embedding; returns the assignment and the next state."""
+    """Place one (D,) embedding; returns the assignment and the next state.
+
+    ``allow_new=False`` never opens a speaker (an unmatched embedding joins the nearest one,
+    ``forced``), e.g. for audio too short to trust as a new voice.
+    """
     e = _unit(embedding)
     state = replace(state, step=state.step + 1)
     sims = _similarities(state, e)
@@ -217,7 +230,7 @@ def assign(
     if best_sim >= config.threshold:
         return join(False)
     full = config.max_speakers is not None and len(state.speakers) >= config.max_speakers
-    if full:
+    if full or not allow_new:
         return join(True)
 
     # Unmatched: pending until `confirm` consecutive unmatched embeddings agree.
