@@ -69,9 +69,6 @@ def build_vad(cfg: TranscribeConfig) -> Node:
 
 
 def build_recognizer(cfg: TranscribeConfig, model: str) -> Node:
-    if cfg.mode == "offline":
-        # TODO(decoder): per-segment offline recognition is not in stream.recognizer yet.
-        raise ConfigError("--mode offline is not available yet; use --mode cached or --mode window")
     try:
         from stream.recognizer import Recognizer, RecognizerConfig
     except ImportError as exc:

@@ -20,6 +20,9 @@ Segments close on the CTC endpoint rules (``RecognizerConfig.endpoint``), on a
 control frame (decoder only: the engine keeps its audio), and at end of stream (engine flushed,
 then the decoder; every final precedes the stream's ``EndOfStream``).
 
+``mode="offline"`` recognises each VAD segment whole when it ends (the model's offline forward
+on the segment; ``speech=False`` audio is skipped), cut at ``max_utterance_ms``: finals only.
+
 Stream time: a chunk whose ``sample`` jumps ahead (a drop-oldest edge dropped audio) is
 preceded by zeros so word times stay exact; overlapping samples are skipped.
 
@@ -58,7 +61,9 @@ __all__ = ["RecognizerConfig", "Recognizer", "RecognizerStats", "build_decoder"]
 class RecognizerConfig:
     """Streaming geometry, endpoint rules and (optional) LM. Units are in the names."""
 
-    mode: str = "cached"  # engine streaming mode: "cached" or "window"
+    # "cached" / "window": engine streaming modes (partials per chunk); "offline": each VAD segment
+    # (or max_utterance_ms of audio) is recognised whole when it ends (finals only, no partials)
+    mode: str = "cached"
     # 640 ms chunks with 5.12 s of left context: the engines' reference streaming geometry.
     chunk_ms: int = 640
     left_context_ms: int = 5120
@@ -92,6 +97,16 @@ class RecognizerStats:
     @property
     def rtf(self) -> float:
         return self.compute_s / max(self.audio_samples / SAMPLE_RATE_HZ, 1e-9)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Offline mode: audio of the open segment (immutable pieces), and the next segment index."""
+
+    pieces: tuple[np.ndarray, ...] = ()
+    start: int = 0  # stream sample of the first buffered sample
+    length: int = 0
+    next_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,7 @@ class Recognizer(Node):
         self._executor = executor
         self._own_executor = executor is None
         self._streams: dict[str, _Stream] = {}
+        self._segments: dict[str, _Segment] = {}  # offline mode
         self.stats = RecognizerStats()
 
     # ------------------------------------------------------------------ lifecycle
@@ -192,8 +208,12 @@ class Recognizer(Node):
                 model = load_model(model)
             except EngineError as exc:
                 raise ConfigError(f"cannot load model {self.model_arg}: {exc}") from exc
+        if self.config.mode not in ("cached", "window", "offline"):
+            raise ConfigError(f"recogniser mode must be cached, window or offline, not {self.config.mode!r}")
         try:  # geometry errors are configuration errors, raised at start
-            model.init_state(self.config.mode, self.config.chunk_ms, self.config.left_context_ms, self.config.lookahead_ms)
+            if self.config.mode != "offline":
+                c = self.config
+                model.init_state(c.mode, c.chunk_ms, c.left_context_ms, c.lookahead_ms)
         except EngineError as exc:
             raise ConfigError(f"streaming geometry: {exc}") from exc
         return model, self.decoder if self.decoder is not None else build_decoder(model, self.config)
@@ -205,6 +225,7 @@ class Recognizer(Node):
 
     def forget(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
+        self._segments.pop(stream_id, None)
 
     # ------------------------------------------------------------------ sync work (executor)
 
@@ -236,7 +257,76 @@ class Recognizer(Node):
 
     # ------------------------------------------------------------------ hooks
 
+    # -- offline mode: whole segments --------------------------------------------------------
+
+    def _decode_segment(self, seg: _Segment, reason: str) -> tuple[tuple[Any, ...], _Segment]:
+        """Forward the buffered segment, greedy/LM decode it with the endpoint rules; finals only."""
+        import torch
+
+        t0 = time.perf_counter()
+        x = np.concatenate(seg.pieces) if seg.pieces else np.zeros(0, np.float32)
+        logits = self.model.forward(torch.from_numpy(x)).frames[0] if x.shape[0] else None
+        st = dataclasses.replace(self.decoder.init_state(), next_index=seg.next_index)
+        ups: tuple[Any, ...] = ()
+        if logits is not None and logits.shape[0]:
+            ups, st = self.decoder.step(logits, 0, st)
+        fin, st = self.decoder.flush(st)
+        finals = tuple(u for u in ups + fin if u.is_final)
+        if finals:  # the segment's own end reason on its last final
+            finals = finals[:-1] + (dataclasses.replace(finals[-1], reason=reason, endpoint_sample=int(x.shape[0])),)
+        finals = tuple(dataclasses.replace(u, revision=0) for u in finals)
+        self.stats.compute_s += time.perf_counter() - t0
+        self.stats.audio_samples += int(x.shape[0])
+        self.stats.steps += 1
+        return finals, _Segment(next_index=st.next_index)
+
+    async def _offline_close(self, sid: str, reason: str, upto: int | None = None) -> None:
+        seg = self._segments.get(sid)
+        if seg is None or not seg.length:
+            return
+        rest: tuple[np.ndarray, ...] = ()
+        if upto is not None and upto < seg.start + seg.length:  # the speech ended inside the buffer
+            keep = max(0, upto - seg.start)
+            x = np.concatenate(seg.pieces)
+            rest = (x[keep:],)
+            seg = dataclasses.replace(seg, pieces=(x[:keep],), length=keep)
+        finals, new = await self._executor.run(self._decode_segment, seg, reason)
+        if rest:  # what follows the cut starts the next segment
+            new = dataclasses.replace(new, pieces=rest, start=seg.start + seg.length, length=int(rest[0].shape[0]))
+        self._segments[sid] = new
+        await self._emit(sid, seg.start, finals)
+
+    async def _offline_audio(self, chunk: AudioChunk) -> None:
+        sid = chunk.stream_id
+        if chunk.speech is False:  # outside VAD speech: nothing to recognise
+            await self.push(chunk)
+            return
+        x = self._check(chunk)
+        seg = self._segments.get(sid) or _Segment()
+        if not seg.length:
+            seg = dataclasses.replace(seg, start=chunk.sample)
+        gap = chunk.sample - (seg.start + seg.length)
+        if gap > 0:
+            x = np.concatenate([np.zeros(gap, np.float32), x])
+        elif gap < 0:
+            x = x[-gap:]
+        seg = dataclasses.replace(seg, pieces=seg.pieces + (x,), length=seg.length + int(x.shape[0]))
+        self._segments[sid] = seg
+        if seg.length * 1000 >= self.config.max_utterance_ms * SAMPLE_RATE_HZ:
+            await self._offline_close(sid, "max_length")
+        await self.push(chunk)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
     async def process(self, event: Event) -> None:
+        if self.config.mode == "offline":
+            if isinstance(event, AudioChunk):
+                await self._offline_audio(event)
+                return
+            if isinstance(event, SpeechEnded) and self.config.vad_endpoints:
+                await self._offline_close(event.stream_id, "vad", upto=event.sample)
+            await self.push(event)
+            return
         if isinstance(event, AudioChunk):
             await self._audio(event)
         elif isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
@@ -279,6 +369,9 @@ class Recognizer(Node):
 
     async def flush(self, stream_id: str) -> None:
         """Close the open segment now (the engine keeps its buffered audio and goes on)."""
+        if self.config.mode == "offline":
+            await self._offline_close(stream_id, "eos")
+            return
         st = self._streams.get(stream_id)
         if st is None:
             return
@@ -288,6 +381,10 @@ class Recognizer(Node):
 
     async def end_of_stream(self, eos: EndOfStream) -> None:
         sid = eos.stream_id
+        if self.config.mode == "offline":
+            await self._offline_close(sid, "eos")
+            await self.push(eos)
+            return
         st = self._streams.get(sid)
         if st is not None:
             updates, st = await self._executor.run(self._step, np.zeros(0, np.float32), st, True)

@@ -189,3 +189,20 @@ async def test_config_errors_raise_at_start(model_dir: Path, tmp_path: Path) -> 
     (bad / "vocab.json").write_text('{"<pad>": 0, "|": 1, "A": 2}')
     with pytest.raises(ConfigError, match="3 tokens|outputs"):
         await Recognizer(str(bad), CFG).start()
+
+
+async def test_offline_mode_recognises_whole_segments(model, model_dir: Path) -> None:
+    cfg = RecognizerConfig(mode="offline", rule1_min_trailing_silence_ms=None, rule2_min_trailing_silence_ms=None)
+    x = audio(4, 2.0)
+    events = (await run_graph(model, {"s": x}, cfg, extra=[InjectSpeechEnd("s", 16000)])).of("s")
+    finals = check_stream(events, "s")
+    assert not [e for e in events if isinstance(e, PartialTranscript)]
+    assert [e.reason for e in events if isinstance(e, Endpoint)] == ["vad", "eos"]
+    tok = CTCTokenizer.from_dir(model_dir)
+    # the first segment covers the chunks up to the one that crossed sample 16000 (blocks 1000, 2300, 517, ...)
+    cut = next(e for e in events if isinstance(e, Endpoint)).sample
+    assert 16000 <= cut < 16000 + 2300
+    for f, seg in zip(finals, (x[:cut], x[cut:])):
+        expected = tok.decode(model.forward(torch.from_numpy(seg)).frames[0].argmax(-1).tolist())
+        assert f.text == expected and f.revision == 0
+    assert finals[1].words[0].start_sample >= cut
