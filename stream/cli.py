@@ -229,25 +229,18 @@ async def _run_async(cfg: TranscribeConfig) -> int:
 
 @app.command()
 def devices() -> None:
-    """List audio capture devices (index, name, channels, default rate)."""
+    """List audio capture devices (* marks the default input)."""
+    from stream.sources.mic import list_devices, format_devices  # sounddevice loads here, after parsing
+
     try:
-        import sounddevice as sd
-    except OSError as exc:  # the PortAudio library is missing
-        _error_line(f"cannot list audio devices: {exc}")
+        found = list_devices()
+    except ConfigError as exc:  # PortAudio missing or failing
+        _error_line(str(exc))
         raise typer.Exit(EXIT_RUNTIME)
-    try:
-        found = sd.query_devices()
-        default_in = sd.default.device[0]
-    except sd.PortAudioError as exc:
-        _error_line(f"cannot list audio devices: {exc}")
+    if not found:
+        _error_line("no audio capture devices found")
         raise typer.Exit(EXIT_RUNTIME)
-    inputs = [d for d in found if d["max_input_channels"] > 0]
-    if not inputs:
-        click.echo("no capture devices found", err=True)
-        raise typer.Exit(EXIT_RUNTIME)
-    for d in inputs:
-        mark = "*" if d["index"] == default_in else " "
-        click.echo(f"{mark}{d['index']:3d}  {d['name']}  ({d['max_input_channels']} ch, {d['default_samplerate']:.0f} Hz)")
+    click.echo(format_devices(found))
 
 
 @app.command("eval")
@@ -313,6 +306,9 @@ def serve(
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE)
+    except SpeechStreamError as exc:
+        _error_line(str(exc))
+        raise typer.Exit(EXIT_RUNTIME)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED)
 
