@@ -206,3 +206,18 @@ async def test_offline_mode_recognises_whole_segments(model, model_dir: Path) ->
         expected = tok.decode(model.forward(torch.from_numpy(seg)).frames[0].argmax(-1).tolist())
         assert f.text == expected and f.revision == 0
     assert finals[1].words[0].start_sample >= cut
+
+
+async def test_bad_audio_is_an_error_event_for_that_stream_only(model) -> None:
+    good = audio(5, 1.0)
+    collect = Collect(keep_audio=False)
+    sources = [
+        ArraySource(good, 16000, stream_id="good", block=1600),
+        ArraySource(audio(6, 1.0), 44100, stream_id="bad", block=1600),  # no Resample in front
+    ]
+    await Graph(sources=sources, nodes=[Recognizer(model, CFG), collect]).run(timeout_s=120)
+    bad = collect.of("bad")
+    errors = [e for e in bad if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1 and errors[0].code == "bad_audio" and errors[0].fatal and "16 kHz" in errors[0].message
+    assert isinstance(bad[-1], EndOfStream)
+    assert check_stream(collect.of("good"), "good")
