@@ -58,10 +58,12 @@ async def _serve(opts: ServeOptions) -> None:
     cfg = ServerConfig(host=opts.host, port=opts.port, token=opts.token, limits=limits,
                        max_connections=opts.max_connections, serve_web=opts.web)
     server = CaptionServer(nodes, cfg)
+    await server.graph.start(timeout_s=300.0)  # loads the model (slow on a busy machine): ConfigError for a bad one
     try:
         await server.start()
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror}") from exc
+        await server.graph.stop()
+        raise ConfigError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}") from exc
     what = f"model {model}" if model else "no model: VAD events only"
     page = server.http_url + (f"?token={opts.token}" if opts.token else "")
     print(f"speechstream: serving {what}", file=sys.stderr)

@@ -172,7 +172,8 @@ class CaptionServer:
         return tuple(self._conns)
 
     async def start(self) -> None:
-        await self.graph.start()
+        if not self.graph.running:
+            await self.graph.start()
         lim = self.config.limits
         self._server = await serve(
             self._handle,
