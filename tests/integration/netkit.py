@@ -35,7 +35,7 @@ class EnergyCaptioner(Node):
     """Per stream: a partial every ``partial_samples``, a final every ``segment_samples``."""
 
     def __init__(self, segment_samples: int = 16000, partial_samples: int = 4000, *, flood_partials: int = 1,
-                 speaker: str | None = None, name: str = "energy-captioner"):
+                 speaker: str | tuple[str, ...] | None = None, name: str = "energy-captioner"):
         super().__init__(name)
         self.segment_samples = segment_samples
         self.partial_samples = partial_samples
@@ -51,13 +51,20 @@ class EnergyCaptioner(Node):
         rms = (seg.energy / max(seg.n, 1)) ** 0.5
         return f"seg{seg.index} rms{round(rms * 100)}"
 
+    def _speaker(self, seg: _Seg) -> str | None:
+        """A fixed label, or labels taking turns segment by segment."""
+        if isinstance(self.speaker, tuple):
+            return self.speaker[seg.index % len(self.speaker)]
+        return self.speaker
+
     async def _final(self, sid: str, seg: _Seg, rate: int) -> None:
+        speaker = self._speaker(seg)
         await self.push(FinalTranscript(sid, seg.start, sample_rate_hz=rate, segment_id=f"{sid}-{seg.index}",
                                         revision=seg.partials, text=self._text(sid, seg), end_sample=seg.start + seg.n,
-                                        speaker=self.speaker))
-        if self.speaker is not None:
+                                        speaker=speaker))
+        if speaker is not None:
             await self.push(SpeakerTurn(sid, seg.start, sample_rate_hz=rate, turn_id=f"{sid}-t{seg.index}",
-                                        speaker=self.speaker, end_sample=seg.start + seg.n))
+                                        speaker=speaker, end_sample=seg.start + seg.n))
 
     async def process(self, event: Event) -> None:
         if not isinstance(event, AudioChunk):
@@ -78,7 +85,7 @@ class EnergyCaptioner(Node):
                     seg = replace(seg, partials=seg.partials + 1)
                     await self.push(PartialTranscript(sid, seg.start, sample_rate_hz=rate, segment_id=f"{sid}-{seg.index}",
                                                       revision=seg.partials - 1, text=self._text(sid, seg),
-                                                      end_sample=seg.start + seg.n, speaker=self.speaker))
+                                                      end_sample=seg.start + seg.n, speaker=self._speaker(seg)))
             if seg.n == self.segment_samples:
                 await self._final(sid, seg, rate)
                 seg = _Seg(seg.index + 1, seg.start + seg.n, 0, 0.0, 0)

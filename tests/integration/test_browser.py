@@ -58,14 +58,14 @@ def artifacts_dir() -> Path:
     return d
 
 
-def fake_mic_wav(tmp: Path) -> tuple[Path, float]:
+def fake_mic_wav(tmp: Path) -> tuple[Path, np.ndarray]:
     """16-bit PCM WAV: 0.5 s of silence (Chromium may drop the first ms), the clip, 1 s of silence."""
     x, rate = sf.read(CLIP, dtype="float32", frames=int(CLIP_SECONDS * 16000))
     pad0, pad1 = np.zeros(rate // 2, np.float32), np.zeros(rate, np.float32)
     y = np.concatenate([pad0, x, pad1])
     path = tmp / "fake_mic.wav"
     sf.write(path, y, rate, subtype="PCM_16")
-    return path.resolve(), len(y) / rate
+    return path.resolve(), y
 
 
 def chrome(tmp: Path, wav: Path) -> "webdriver.Chrome":
@@ -86,7 +86,7 @@ def chrome(tmp: Path, wav: Path) -> "webdriver.Chrome":
 def recognizer_nodes() -> tuple[list, bool]:
     model = default_model_dir()
     if model is None:
-        return [EnergyCaptioner(segment_samples=16000, partial_samples=4000)], False
+        return [EnergyCaptioner(segment_samples=16000, partial_samples=4000, speaker=("S1", "S2"))], False
     from stream.recognizer import Recognizer
 
     return [Recognizer(str(model))], True
@@ -94,7 +94,8 @@ def recognizer_nodes() -> tuple[list, bool]:
 
 @pytest.mark.parametrize("capture", ["track", "worklet"])
 async def test_live_captions_in_headless_chromium(tmp_path, capture):
-    wav, seconds = fake_mic_wav(tmp_path)
+    wav, played = fake_mic_wav(tmp_path)
+    seconds = len(played) / 16000
     rec_nodes, real_model = recognizer_nodes()
     nodes = [Resample(), VadNode.create("webrtc"), *rec_nodes]
     async with CaptionServer(nodes, ServerConfig(port=0)) as srv:
@@ -116,6 +117,10 @@ async def test_live_captions_in_headless_chromium(tmp_path, capture):
                 raise AssertionError(f"timed out waiting for {expr}: {state}")
 
             await wait_for("window.speechstream.state === 'live'", 15)
+            # Mid-stream: a partial on screen (lighter, replaced as it changes) after some finals.
+            await wait_for("window.speechstream.finals.length >= 2 && window.speechstream.partial", seconds + 15)
+            mid = artifacts_dir() / f"browser_live_captions_{capture}_mid.png"
+            await asyncio.to_thread(driver.save_screenshot, str(mid))
             # The fake microphone plays in real time: wait until the whole clip was sent.
             await wait_for(f"window.speechstream.samplesSent >= {int(seconds * 16000)}", seconds + 15)
             await asyncio.to_thread(lambda: driver.find_element("id", "stop").click())
@@ -147,13 +152,26 @@ async def test_live_captions_in_headless_chromium(tmp_path, capture):
         assert len(hits) >= 4, (captions, hits)
     else:
         assert "seg0" in captions and any(f["text"].startswith("seg0 rms") for f in finals)
+        # The level of each second that reached the server matches the WAV (capture + in-page resampling
+        # keep the level; Chromium may drop a few ms at the start, so allow a little).
+        expected = [round(100 * float(np.sqrt(np.mean(played[i * 16000 : (i + 1) * 16000] ** 2)))) for i in range(1, 4)]
+        got = [int(f["text"].split("rms")[1]) for f in finals[1:4]]
+        assert all(abs(g - e) <= 2 for g, e in zip(got, expected)), (got, expected)
+        assert {f["speaker"] for f in finals} == {"S1", "S2"}
     # The page's subtitle downloads parse with real parsers.
     import srt
     import webvtt
 
+    def said(f: dict) -> str:
+        return f"{f['speaker']}: {f['text']}" if f.get("speaker") else f["text"]
+
     subs = list(srt.parse(srt_text))
-    assert [s.content for s in subs] == [f["text"] for f in finals]
+    assert [s.content for s in subs] == [said(f) for f in finals]
+    assert all(s.end > s.start for s in subs)
     vtt_path = tmp_path / "page.vtt"
     vtt_path.write_text(vtt_text)
-    assert [c.text for c in webvtt.read(str(vtt_path))] == [f["text"] for f in finals]
+    cues = webvtt.read(str(vtt_path))
+    assert [c.text for c in cues] == [f["text"] for f in finals]
+    if not real_model:
+        assert [c.voice for c in cues] == [f["speaker"] for f in finals]
     assert shutil.which("chromium")
