@@ -19,9 +19,11 @@ A load level N "stays real time" when no audio or partial was dropped (no
 its ``end``, and the P95 finalisation latency is under ``--max-final-p95-s``. The table
 prints P50/P95 over all sentences of all clients, and the largest N that stays real time.
 
-``--model default`` uses the bundled model when installed; ``base-random`` builds a
-base-size random-init wav2vec2 CTC model with transformers (compute does not depend on
-the weights; transcripts are noise, so latencies count any transcript event).
+``--model default`` uses the bundled model when installed, else ``small-random``: a
+W2V-BERT CTC model of the default model's size (hidden 144, 6 layers), random init;
+``base-random`` is a base-size wav2vec2 CTC model (95M). Random models are built with
+transformers; compute does not depend on the weights, but their transcripts are noise,
+so latencies then count any transcript event.
 """
 
 from __future__ import annotations
@@ -66,6 +68,25 @@ def build_base_random(out: Path) -> Path:
     return out
 
 
+def build_small_random(out: Path) -> Path:
+    """A W2V-BERT CTC model of the default model's size class (hidden 144, 6 layers), random init."""
+    import torch
+    import transformers
+    from transformers import SeamlessM4TFeatureExtractor
+
+    transformers.utils.logging.set_verbosity_error()
+    vocab = "<pad> <s> </s> <unk> | E T A O N I H S R D L U M W C F G Y P B V K ' X J Q Z".split()
+    torch.manual_seed(0)
+    cfg = transformers.Wav2Vec2BertConfig(vocab_size=len(vocab), hidden_size=144, num_hidden_layers=6,
+                                          num_attention_heads=4, intermediate_size=576, output_hidden_size=144,
+                                          conv_depthwise_kernel_size=15)
+    transformers.Wav2Vec2BertForCTC(cfg).eval().save_pretrained(out)
+    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|"}))
+    SeamlessM4TFeatureExtractor().save_pretrained(out)
+    return out
+
+
 def resolve_model(name: str, tmp: Path) -> tuple[str, str]:
     """(path given to serve, description)."""
     if name == "default":
@@ -75,8 +96,10 @@ def resolve_model(name: str, tmp: Path) -> tuple[str, str]:
         found = default_model_dir()
         if found is not None:
             return str(found), f"bundled default model ({found})"
-        name = "base-random"
-        print("no bundled default model installed: falling back to base-random", file=sys.stderr)
+        name = "small-random"
+        print("no bundled default model installed: falling back to small-random", file=sys.stderr)
+    if name == "small-random":
+        return str(build_small_random(tmp / "w2v-bert-small-random")), "W2V-BERT 144x6 random-init (default-model size class)"
     if name == "base-random":
         return str(build_base_random(tmp / "w2v2-base-random")), "wav2vec2-base random-init (95M params)"
     return name, name
@@ -184,7 +207,7 @@ async def level(url: str, n: int, pcm: bytes, segments, seed: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="default", help="model dir, 'default' or 'base-random'")
+    ap.add_argument("--model", default="default", help="model dir, 'default', 'small-random' or 'base-random'")
     ap.add_argument("--ns", default="1,2,4,8,16", help="client counts to try, ascending (stops after the first failure)")
     ap.add_argument("--seconds", type=float, default=17.0, help="seconds of the clip each client streams")
     ap.add_argument("--max-final-p95-s", type=float, default=2.0)
