@@ -181,6 +181,13 @@ class SileroClassifier:
         w_ih, w_hh = params["rnn.weight_ih"], params["rnn.weight_hh"]  # (512, 128) each, gates i f g o
         b = params["rnn.bias_ih"] + params["rnn.bias_hh"]  # (512,)
         w_out, b_out = params["decoder.2.weight"][0, :, 0], params["decoder.2.bias"][0]  # 1x1 conv: (128,), ()
+        basis = self._model.stft.forward_basis_buffer[:, 0, :].detach().numpy().astype(np.float32)  # (258, 256)
+        convs = []
+        for i, stride in enumerate((1, 2, 2, 1)):
+            conv = getattr(self._model.encoder, str(i)).reparam_conv
+            w = conv.weight.detach().numpy().astype(np.float32)  # (C_out, C_in, 3)
+            convs.append((w.reshape(w.shape[0], -1), conv.bias.detach().numpy().astype(np.float32), stride))
+        self._enc = (basis, convs)
         self._lstm = tuple(t.detach().numpy().astype(np.float32) for t in (w_ih, w_hh, b, w_out))
         b_out = b_out.detach()
         self._lstm = (*self._lstm, float(b_out))
@@ -195,31 +202,55 @@ class SileroClassifier:
         The convolutional encoder sees each frame (with its 64-sample context) on its
         own, so it runs once over all k frames as a torch batch. The LSTM cell and
         the 1x1 output conv are tiny (128 units), so they step frame by frame in
-        numpy, which avoids per-frame torch dispatch (tested equal to the model).
+        numpy, which avoids per-frame torch dispatch (tested equal to the model). All
+        products use ``np.einsum`` (single-threaded, no BLAS), see :meth:`_encode`.
         """
-        torch = self._torch
-        m = self._model
         k = frames.shape[0]
         if k == 0:
             return np.zeros(0, np.float32), state
         audio = np.concatenate([state.context, frames.reshape(-1)])
         idx = np.arange(k)[:, None] * self.frame_samples + np.arange(self.context_samples + self.frame_samples)
-        with torch.inference_mode():
-            x = torch.from_numpy(audio[idx])  # (k, 64 + 512)
-            feats = m.encoder(m.run_extractors(x)).squeeze(-1).numpy()  # (k, 128)
+        feats = self._encode(audio[idx])  # (k, 128)
         w_ih, w_hh, b, w_out, b_out = self._lstm
-        pre = feats @ w_ih.T + b  # (k, 512): input part of all four gates, i f g o
+        pre = np.einsum("ki,gi->kg", feats, w_ih) + b  # (k, 512): input part of all four gates, i f g o
         h, c = state.lstm[0], state.lstm[1]  # (128,) each
         hs = np.empty((k, 128), np.float32)
         for t in range(k):
-            g = pre[t] + w_hh @ h
+            g = pre[t] + np.einsum("gi,i->g", w_hh, h)
             i_g, f_g, o_g = _sigmoid(g[0:128]), _sigmoid(g[128:256]), _sigmoid(g[384:512])
             c = f_g * c + i_g * np.tanh(g[256:384])
             h = o_g * np.tanh(c)
             hs[t] = h
-        probs = _sigmoid(np.maximum(hs, 0.0) @ w_out + b_out).astype(np.float32)  # ReLU, 1x1 conv, sigmoid
+        probs = _sigmoid(np.einsum("ki,i->k", np.maximum(hs, 0.0), w_out) + b_out).astype(np.float32)  # ReLU, 1x1 conv, sigmoid
         context = frames[-1, -self.context_samples :].copy()
         return probs, state._replace(context=context, lstm=np.stack([h, c]).astype(np.float32))
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        """silero's STFT + 4-conv encoder in numpy: (k, 576) -> (k, 128).
+
+        Same arithmetic as the TorchScript module (reflect pad 64, STFT as a strided
+        conv with the model's own basis, magnitude, then conv(k=3, pad=1) + ReLU with
+        strides 1, 2, 2, 1). numpy keeps this tiny model single-threaded: torch's
+        intra-op threads (and OpenBLAS threads) made it 5-20x slower on a loaded
+        2-core machine.
+        """
+        basis, convs = self._enc
+        k = x.shape[0]
+        x = np.concatenate([x, x[:, -2:-66:-1]], axis=1)  # reflect pad right by 64: (k, 640)
+        hop, win = 128, 256
+        t = (x.shape[1] - win) // hop + 1
+        idx = np.arange(t)[:, None] * hop + np.arange(win)
+        # einsum (no BLAS): OpenBLAS would spread these small products over threads,
+        # which costs more than it gains next to other work on a small machine.
+        spec = np.einsum("ktw,fw->ktf", x[:, idx], basis)  # (k, t, 258)
+        half = basis.shape[0] // 2
+        h = np.sqrt(spec[..., :half] ** 2 + spec[..., half:] ** 2).transpose(0, 2, 1)  # (k, 129, t)
+        for w, b, stride in convs:  # w: (C_out, C_in * 3)
+            hp = np.pad(h, ((0, 0), (0, 0), (1, 1)))
+            t_out = (hp.shape[2] - 3) // stride + 1
+            cols = np.stack([hp[:, :, i * stride : i * stride + 3] for i in range(t_out)], axis=1)  # (k, t_out, C_in, 3)
+            h = np.maximum(np.einsum("kti,oi->kto", cols.reshape(k, t_out, -1), w) + b, 0.0).transpose(0, 2, 1)  # (k, C_out, t_out)
+        return np.ascontiguousarray(h[:, :, -1], dtype=np.float32)
 
     def reference_probabilities(self, frames: np.ndarray, state: SileroState) -> tuple[np.ndarray, SileroState]:
         """Frame by frame through the model's own forward (slow; the parity reference)."""
