@@ -11,8 +11,9 @@ Debian has no ``lmplz``, so this writes the ARPA file itself, with the smoothing
   continuation counts ``N1+(. w)`` (distinct left contexts) otherwise;
 - discounts per order from the counts of counts ``n1..n4`` of ``a``:
   ``Y = n1 / (n1 + 2 n2)``, ``D_k = k - (k + 1) Y n_{k+1} / n_k`` (k = 1, 2, 3+); when the text is
-  too small for that (a zero ``n_k`` or a discount outside ``[0, k]``) the fallback ``0.5, 1, 1.5``
-  (``lmplz --discount_fallback``) is used;
+  too small for that (a zero ``n1``, ``n2`` or ``n3``, or a discount outside ``[0, k]``) the
+  fallback ``0.5, 1, 1.5`` (``lmplz --discount_fallback``) is used; a test checks the ARPA
+  against lmplz's (to 1e-4 in log10) when lmplz is on PATH;
 - ``p(w | h) = (a(hw) - D(a(hw))) / a(h.) + gamma(h) p(w | h')`` with
   ``gamma(h) = (D1 N1(h.) + D2 N2(h.) + D3 N3+(h.)) / a(h.)``; unigrams interpolate with the
   uniform distribution over the vocabulary (``<unk>`` included, ``<s>`` excluded);
@@ -66,13 +67,13 @@ def _adjusted(counts: list[Counter], order: int) -> list[dict]:
 
 
 def _discounts(values: Iterable[int]) -> tuple[float, float, float]:
-    coc = Counter(min(v, 4) for v in values)
-    n1, n2, n3, n4 = (coc.get(k, 0) for k in (1, 2, 3, 4))
-    if min(n1, n2, n3, n4) == 0:
+    coc = Counter(v for v in values if v <= 4)
+    n1, n2, n3, n4 = (coc.get(k, 0) for k in (1, 2, 3, 4))  # n-grams seen exactly k times
+    if min(n1, n2, n3) == 0:  # as lmplz: n4 may be 0 (then D3+ = 3)
         return _FALLBACK
     y = n1 / (n1 + 2 * n2)
     d = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
-    if not all(0 < dk <= k + 1 for k, dk in enumerate(d)):
+    if not all(0 <= dk <= k + 1 for k, dk in enumerate(d)):
         return _FALLBACK
     return d
 

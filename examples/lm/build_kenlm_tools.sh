@@ -12,13 +12,13 @@ PREFIX=$(realpath -m "${1:-build/kenlm}")
 PIP=${PIP:-.venv/bin/pip}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-"$PIP" download --no-deps --no-binary :all: --dest "$WORK" kenlm >/dev/null
+"$PIP" download --no-deps --no-binary kenlm --no-build-isolation --dest "$WORK" kenlm >/dev/null
 tar -xzf "$WORK"/kenlm-*.tar.gz -C "$WORK"
 SRC=$(find "$WORK" -maxdepth 1 -type d -name 'kenlm-*' | head -n 1)
 mkdir -p "$SRC/build" "$PREFIX/bin"
 cd "$SRC/build"
-cmake .. -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 >/dev/null
-make -j"$(nproc)" lmplz build_binary >/dev/null
+cmake .. -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 >"$WORK/cmake.log" 2>&1 || { tail -n 40 "$WORK/cmake.log"; exit 1; }
+make -j"$(nproc)" lmplz build_binary >"$WORK/make.log" 2>&1 || { tail -n 40 "$WORK/make.log"; exit 1; }
 cp bin/lmplz bin/build_binary "$PREFIX/bin/"
 echo "built $PREFIX/bin/lmplz and $PREFIX/bin/build_binary"
 echo "example: $PREFIX/bin/lmplz -o 3 --discount_fallback -S 100M -T /tmp < text.txt > lm.arpa"

@@ -159,3 +159,34 @@ def test_binary_lm_with_unigram_list(tmp_path: Path, arpa: Path) -> None:
     uni.write_text("\n".join(read_arpa_unigrams(arpa)))
     beam = BeamDecoder(TOK, LMConfig(lm_path=str(binary), unigrams_path=str(uni), beam_width=16))
     assert beam.decode_segment(frames(AMBIGUOUS))[0] == "I SAW TEN CATS"
+
+
+@pytest.mark.skipif(shutil.which("lmplz") is None, reason="KenLM lmplz not on PATH (see examples/lm)")
+def test_kneser_ney_matches_lmplz(tmp_path: Path) -> None:
+    """engines.lm_build and KenLM's lmplz give the same ARPA probabilities and backoffs."""
+    rng = np.random.default_rng(0)
+    vocab = [f"W{i}" for i in range(3000)]
+    zipf = 1.0 / np.arange(1, len(vocab) + 1)
+    sents = [list(rng.choice(vocab, size=int(rng.integers(3, 12)), p=zipf / zipf.sum())) for _ in range(3000)]
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(" ".join(s) for s in sents) + "\n")
+    ref = tmp_path / "ref.arpa"
+    with open(text) as fin, open(ref, "w") as fout:
+        subprocess.run(["lmplz", "-o", "3", "--discount_fallback", "-S", "100M", "-T", str(tmp_path)], stdin=fin, stdout=fout, check=True,
+                       capture_output=False, stderr=subprocess.DEVNULL)
+    ours = write_arpa(*build_arpa(sents, order=3), tmp_path / "ours.arpa")
+
+    def entries(path: Path) -> dict:
+        out, order = {}, 0
+        for line in path.read_text().splitlines():
+            if line.endswith("-grams:"):
+                order = int(line[1])
+            elif order and line and not line.startswith("\\"):
+                parts = line.split("\t")
+                out[parts[1]] = (float(parts[0]), float(parts[2]) if len(parts) > 2 else 0.0)
+        return out
+
+    a, b = entries(ref), entries(ours)
+    assert set(a) == set(b)
+    worst = max(abs(a[g][i] - b[g][i]) for g in a if g != "<s>" for i in (0, 1))
+    assert worst < 1e-4, worst
