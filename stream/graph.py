@@ -75,6 +75,7 @@ class _GraphTail(_Tail):
             self.on_event(item)
         await super().put(item)
         if isinstance(item, EndOfStream):
+            self._seen.pop(("eos", item.stream_id), None)  # the graph keeps its own set
             self.graph._ended.add(item.stream_id)
         self.graph._wake.set()
 
