@@ -231,3 +231,24 @@ async def test_bug_in_a_sink_is_not_swallowed():
 
     with pytest.raises(KeyError):
         await Buggy(io.StringIO()).consume(final("a", "x"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+async def test_failing_sink_in_a_graph_leaves_other_sinks_and_streams_running(tmp_path):
+    from sinks.node import SinkNode
+    from stream.graph import Graph
+    from stream.node import FanOut
+    from stream.sources.array import ArraySource
+
+    failed = []
+    full = JsonlSink("/dev/full", on_error=lambda s, e: failed.append(e))
+    good = JsonlSink(tmp_path / "good.jsonl", include_audio=True)
+    sources = [ArraySource(np.zeros(16000, np.float32), 16000, stream_id=sid, block=1600) for sid in ("a", "b")]
+    graph = Graph(sources=sources, nodes=[FanOut([SinkNode(full), SinkNode(good)])])
+    await graph.run(timeout_s=30)
+    assert len(failed) == 1 and full.closed and good.closed
+    events = [json.loads(line) for line in (tmp_path / "good.jsonl").read_text().splitlines()]
+    for sid in ("a", "b"):
+        mine = [e for e in events if e["stream_id"] == sid]
+        assert sum(e["num_samples"] for e in mine if e["type"] == "audio_chunk") == 16000
+        assert mine[-1]["type"] == "end_of_stream"
