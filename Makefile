@@ -20,7 +20,7 @@ STAMP := $(VENV)/.speechstream-installed
 CONSTRAINTS := .ci/constraints.txt
 TORCH_SPEC ?= torch==2.13.0
 EXAMPLE ?= examples/hello.wav
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 
 # Debian packages the tests drive (TTS for test audio, ALSA file device, MQTT broker, browser).
 APT_PACKAGES := espeak-ng flite sox mosquitto libportaudio2 alsa-utils chromium chromium-driver ffmpeg
