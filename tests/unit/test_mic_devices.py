@@ -1,0 +1,55 @@
+"""Device selection rules of MicSource (the real device path is tests/integration/test_mic_alsa.py)."""
+
+import pytest
+
+from stream.errors import ConfigError, DeviceNotFoundError
+from stream.sources import mic
+from stream.sources.mic import InputDevice, MicSource, format_devices, resolve_device
+
+DEVICES = [
+    InputDevice(0, "HDA Intel PCH: ALC3246 Analog (hw:0,0)", 2, 44100, "ALSA", False),
+    InputDevice(3, "USB Audio Device: Mic (hw:1,0)", 1, 48000, "ALSA", False),
+    InputDevice(5, "default", 32, 44100, "ALSA", True),
+    InputDevice(7, "USB Audio Device: Line (hw:1,1)", 2, 48000, "ALSA", False),
+]
+
+
+@pytest.fixture(autouse=True)
+def fake_devices(monkeypatch):
+    monkeypatch.setattr(mic, "list_devices", lambda: list(DEVICES))
+
+
+def test_by_index_name_and_default():
+    assert resolve_device(3).index == 3
+    assert resolve_device("3").index == 3
+    assert resolve_device("alc3246").index == 0
+    assert resolve_device("DEFAULT").index == 5
+    assert resolve_device(None).index == 5
+
+
+def test_unknown_device_lists_inputs():
+    with pytest.raises(DeviceNotFoundError) as exc:
+        resolve_device("bluetooth")
+    msg = str(exc.value)
+    assert "no input device matching 'bluetooth'" in msg
+    assert all(d.name in msg for d in DEVICES)
+    with pytest.raises(DeviceNotFoundError, match="no input device with index 4"):
+        resolve_device(4)
+
+
+def test_ambiguous_name_asks_for_index():
+    with pytest.raises(DeviceNotFoundError, match="ambiguous.*3: USB.*7: USB"):
+        resolve_device("usb audio")
+
+
+def test_format_devices_marks_default():
+    lines = format_devices(DEVICES).splitlines()
+    assert lines[2].startswith("*") and "default" in lines[2] and "48000 Hz" in lines[1]
+    assert format_devices([]) == "no audio input devices found"
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError, match="dtype"):
+        MicSource(dtype="int8")
+    with pytest.raises(ConfigError, match="block_ms"):
+        MicSource(block_ms=50, queue_ms=20)
