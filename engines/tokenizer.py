@@ -21,7 +21,7 @@ Nested multilingual vocabularies (MMS: ``{"eng": {...}, "fra": {...}}``) need
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -95,6 +95,7 @@ class CTCTokenizer:
     replace_word_delimiter_char: str = " "
     do_lower_case: bool = False
     clean_up_tokenization_spaces: bool = False
+    base_size: int | None = None  # ids from the files, before special tokens appended like HF (None: all)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -160,6 +161,7 @@ class CTCTokenizer:
             id_to_token = {int(i): t for i, t in vocab.items()}  # type: ignore[union-attr]
         known = set(id_to_token.values())
         nxt = max(id_to_token, default=-1) + 1
+        base_size = nxt
         # transformers adds special tokens absent from the vocab after it, in this order.
         for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
             tok = kwargs.get(key, cls.__dataclass_fields__[key].default)
@@ -170,7 +172,23 @@ class CTCTokenizer:
         size = max(id_to_token) + 1
         unk = kwargs.get("unk_token", "<unk>")
         labels = tuple(id_to_token.get(i, unk) for i in range(size))
-        return cls(labels=labels, **kwargs)
+        return cls(labels=labels, base_size=base_size, **kwargs)
+
+    def for_model(self, n_outputs: int) -> "CTCTokenizer":
+        """This vocabulary cut to a CTC head of ``n_outputs`` labels.
+
+        Allowed when only special tokens that HF appends after the files' ids (``<s>``, ``</s>``
+        absent from vocab.json) fall outside; any other difference is a vocabulary that does not
+        belong to the model, refused with CheckpointError.
+        """
+        base = self.base_size if self.base_size is not None else self.vocab_size
+        if n_outputs == self.vocab_size:
+            return self
+        if base <= n_outputs < self.vocab_size and self.blank_id < n_outputs:
+            return replace(self, labels=self.labels[:n_outputs], base_size=None)
+        raise CheckpointError(
+            f"the vocabulary has {base} tokens (ids 0..{base - 1}) but the model's CTC head has {n_outputs} outputs"
+        )
 
     # ------------------------------------------------------------------ ids
 

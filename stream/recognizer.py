@@ -131,10 +131,11 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
     except EngineError as exc:
         raise ConfigError(str(exc)) from exc
     n_logits = getattr(model.config, "vocab_size", None)
-    if n_logits is not None and n_logits != tok.vocab_size:
-        raise ConfigError(
-            f"vocabulary of {model.vocab_dir} has {tok.vocab_size} tokens but the model's CTC head has {n_logits} outputs"
-        )
+    if n_logits is not None:
+        try:
+            tok = tok.for_model(int(n_logits))
+        except EngineError as exc:
+            raise ConfigError(f"{model.vocab_dir}: {exc}") from exc
     final_dec = partial_dec = None
     if cfg.lm_path or cfg.beam_without_lm or cfg.partial_beam_width > 0 or cfg.hotwords:
         from engines.lm import BeamDecoder, LMConfig

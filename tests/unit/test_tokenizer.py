@@ -148,3 +148,16 @@ def test_missing_or_corrupt_vocab_is_refused(tmp_path: Path) -> None:
     # Like transformers, special tokens missing from vocab.json are appended after it.
     tok = CTCTokenizer.from_vocab({"a": 0, "b": 1})
     assert tok.labels == ("a", "b", "<s>", "</s>", "<unk>", "<pad>") and tok.blank_id == 5
+
+
+def test_for_model_drops_only_appended_special_tokens(tmp_path: Path) -> None:
+    d = _write(tmp_path, NO_BOS_EOS, {})
+    ref = transformers.Wav2Vec2CTCTokenizer.from_pretrained(str(d))
+    ours = CTCTokenizer.from_dir(d)
+    assert ours.vocab_size == len(ref) == 9  # HF appends <s>, </s> after the 7 ids of vocab.json
+    cut = ours.for_model(7)
+    assert cut.vocab_size == 7 and cut.decode([3, 0, 2, 4]) == ours.decode([3, 0, 2, 4]) == "A B"
+    assert ours.for_model(9) is ours
+    for n in (6, 10):
+        with pytest.raises(CheckpointError, match="CTC head has"):
+            ours.for_model(n)
