@@ -366,7 +366,7 @@ class MqttIngest:
         self.max_streams = max_streams
         self.streams: dict[str, _Stream] = {}
         self.used: set[str] = set()  # stream ids are not reused within one worker run
-        self.stats = {"frames": 0, "protocol_errors": 0, "connects": 0}
+        self.stats = {"frames": 0, "late_frames": 0, "protocol_errors": 0, "connects": 0}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
@@ -466,6 +466,9 @@ class MqttIngest:
                     self._on_set_speakers(sid, msg)
             elif kind == "audio":
                 st = self.streams.get(sid)
+                if st is None and sid in self.used:
+                    self.stats["late_frames"] += 1  # audio after the stream ended (e.g. a QoS 1 redelivery)
+                    return
                 if st is None:
                     st = await self._open(sid, self.default)
                     if st is None:
