@@ -37,7 +37,7 @@ import numpy as np
 from engines.errors import CheckpointError, UnsupportedConfigError
 from engines.tokenizer import CTCTokenizer, WordSpan
 
-__all__ = ["LMConfig", "BeamDecoder", "load_kenlm", "read_arpa_unigrams"]
+__all__ = ["LMConfig", "BeamDecoder", "find_model_lm", "load_kenlm", "read_arpa_unigrams"]
 
 log = logging.getLogger("engines.lm")
 
@@ -115,6 +115,33 @@ def read_arpa_unigrams(path: str | Path) -> list[str]:
                 if w not in ("<s>", "</s>", "<unk>"):
                     words.append(w)
     return words
+
+
+def find_model_lm(model_dir: str | Path) -> dict[str, Any] | None:
+    """LM settings from a checkpoint's ``language_model/`` folder (HF ``Wav2Vec2ProcessorWithLM``
+    layout: ``*.bin`` or ``*.arpa``, ``unigrams.txt``, ``attrs.json`` with alpha, beta,
+    unk_score_offset), as ``LMConfig`` keyword arguments; None when the folder is absent."""
+    import json
+
+    folder = Path(model_dir) / "language_model"
+    if not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*.bin")) + sorted(folder.glob("*.arpa"))
+    if not files:
+        raise CheckpointError(f"{folder} holds no *.bin or *.arpa language model")
+    kwargs: dict[str, Any] = {"lm_path": str(files[0])}
+    if (folder / "unigrams.txt").is_file():
+        kwargs["unigrams_path"] = str(folder / "unigrams.txt")
+    attrs = folder / "attrs.json"
+    if attrs.is_file():
+        try:
+            a = json.loads(attrs.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"cannot read {attrs}: {exc}") from exc
+        for key in ("alpha", "beta", "unk_score_offset"):
+            if key in a:
+                kwargs[key] = float(a[key])
+    return kwargs
 
 
 class BeamDecoder:

@@ -92,6 +92,7 @@ class EvalReport:
     compute_s: float = 0.0
     audio_s: float = 0.0
     wall_s: float = 0.0
+    lm_path: str | None = None  # the LM the finals used (given, or the checkpoint's own)
 
     def _score(self, hyps: Sequence[str]) -> tuple[float, float]:
         import jiwer
@@ -271,6 +272,9 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     tok = decoder.tokenizer
     audios = [_load_audio(a) for a, _ in items]
     report = EvalReport(cfg)
+    if decoder.final_decoder is not None:
+        report.lm_path = decoder.final_decoder.config.lm_path
+        say(f"eval: LM finals with {report.lm_path or 'no LM (plain beam)'}")
     report.audio_s = sum(len(x) for x in audios) / SAMPLE_RATE_HZ
 
     # offline: the whole utterance at once, same model
@@ -332,7 +336,7 @@ def format_report(r: EvalReport) -> str:
         "|---|---|",
     ]
     w, ce = r.streaming
-    lm = "LM finals" if c.lm_path else "greedy finals"
+    lm = f"beam {c.beam_width} + LM finals" if r.lm_path else "greedy finals"
     lines.append(f"| streaming WER / CER ({c.mode}, chunk {c.chunk_ms} ms, {lm}, VAD {c.vad}) | {100 * w:.2f}% / {100 * ce:.2f}% |")
     w, ce = r.offline_greedy
     lines.append(f"| offline WER / CER (same model, greedy) | {100 * w:.2f}% / {100 * ce:.2f}% |")

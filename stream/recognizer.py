@@ -84,6 +84,9 @@ class RecognizerConfig:
     hotwords: tuple[str, ...] = ()
     hotword_weight: float = 10.0
     beam_without_lm: bool = False  # beam search finals even without an LM file
+    # use the checkpoint's own LM (language_model/ folder, HF Wav2Vec2ProcessorWithLM layout) when
+    # lm_path is not given; its attrs.json alpha/beta win over lm_alpha/lm_beta
+    model_lm: bool = True
 
 
 @dataclass
@@ -137,18 +140,23 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
         except EngineError as exc:
             raise ConfigError(f"{model.vocab_dir}: {exc}") from exc
     final_dec = partial_dec = None
-    if cfg.lm_path or cfg.beam_without_lm or cfg.partial_beam_width > 0 or cfg.hotwords:
+    from engines.lm import find_model_lm
+
+    try:
+        own = find_model_lm(model.model_dir) if (cfg.model_lm and not cfg.lm_path) else None
+    except EngineError as exc:
+        raise ConfigError(str(exc)) from exc
+    if cfg.lm_path or own or cfg.beam_without_lm or cfg.partial_beam_width > 0 or cfg.hotwords:
         from engines.lm import BeamDecoder, LMConfig
 
         try:
+            lm_kwargs = {"lm_path": cfg.lm_path, "unigrams_path": cfg.unigrams_path,
+                         "alpha": cfg.lm_alpha, "beta": cfg.lm_beta, **(own or {})}
             lmcfg = LMConfig(
-                lm_path=cfg.lm_path,
-                unigrams_path=cfg.unigrams_path,
-                alpha=cfg.lm_alpha,
-                beta=cfg.lm_beta,
                 beam_width=cfg.beam_width,
                 hotwords=cfg.hotwords,
                 hotword_weight=cfg.hotword_weight,
+                **lm_kwargs,
             )
             final_dec = BeamDecoder(tok, lmcfg)
             if cfg.partial_beam_width > 0:

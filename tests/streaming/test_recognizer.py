@@ -221,3 +221,27 @@ async def test_bad_audio_is_an_error_event_for_that_stream_only(model) -> None:
     assert len(errors) == 1 and errors[0].code == "bad_audio" and errors[0].fatal and "16 kHz" in errors[0].message
     assert isinstance(bad[-1], EndOfStream)
     assert check_stream(collect.of("good"), "good")
+
+
+def test_checkpoint_language_model_folder_is_used(model_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from engines.lm_build import build_arpa, write_arpa
+    from stream.recognizer import build_decoder
+
+    d = tmp_path / "with_lm"
+    d.mkdir()
+    for f in model_dir.iterdir():
+        (d / f.name).write_bytes(f.read_bytes())
+    (d / "language_model").mkdir()
+    write_arpa(*build_arpa([["THE", "HEAT"], ["NO", "TEA"], ["AT", "NINE"]], order=2), d / "language_model" / "lm.arpa")
+    (d / "language_model" / "attrs.json").write_text(json.dumps({"alpha": 0.7, "beta": 2.0, "unk_score_offset": -9.0}))
+    m = load_model(d)
+    dec = build_decoder(m, RecognizerConfig())
+    assert dec.final_decoder is not None and dec.partial_decoder is None
+    c = dec.final_decoder.config
+    assert c.lm_path.endswith("lm.arpa") and (c.alpha, c.beta, c.unk_score_offset) == (0.7, 2.0, -9.0)
+    assert build_decoder(m, RecognizerConfig(model_lm=False)).final_decoder is None
+    (d / "language_model" / "lm.arpa").unlink()
+    with pytest.raises(ConfigError, match="no \\*.bin or \\*.arpa"):
+        build_decoder(m, RecognizerConfig())
