@@ -177,6 +177,25 @@ class BeamDecoder:
         self.lm = lm
         self._decoder = BeamSearchDecoderCTC(Alphabet(labels, is_bpe=False), lm)
 
+    def reweighted(self, alpha: float, beta: float) -> "BeamDecoder":
+        """The same LM (KenLM model shared, not reloaded) with other alpha / beta (for tuning)."""
+        from dataclasses import replace
+
+        from pyctcdecode.language_model import LanguageModel
+
+        cfg = replace(self.config, alpha=alpha, beta=beta)
+        if self.lm is None:
+            return BeamDecoder(self.tokenizer, cfg)
+        lm = LanguageModel(
+            self.lm._kenlm_model,
+            list(self.lm._unigram_set),
+            alpha=alpha,
+            beta=beta,
+            unk_score_offset=cfg.unk_score_offset,
+            score_boundary=True,
+        )
+        return BeamDecoder(self.tokenizer, cfg, lm=lm)
+
     # ------------------------------------------------------------------ setup
 
     @staticmethod

@@ -190,3 +190,11 @@ def test_kneser_ney_matches_lmplz(tmp_path: Path) -> None:
     assert set(a) == set(b)
     worst = max(abs(a[g][i] - b[g][i]) for g in a if g != "<s>" for i in (0, 1))
     assert worst < 1e-4, worst
+
+
+def test_reweighted_shares_the_lm_and_changes_the_result(arpa: Path) -> None:
+    with_lm = BeamDecoder(TOK, LMConfig(lm_path=str(arpa), alpha=0.5, beta=1.0, beam_width=16))
+    off = with_lm.reweighted(0.0, 0.0)
+    assert off.lm._kenlm_model is with_lm.lm._kenlm_model and off.config.alpha == 0.0
+    lp = frames(AMBIGUOUS)
+    assert with_lm.decode_segment(lp)[0] == "I SAW TEN CATS" and off.decode_segment(lp)[0] == "I SAW TAN CATS"
