@@ -8,7 +8,7 @@ Time is integer samples at 16 kHz.  Within every VAD speech segment the audio is
 of ``hop_ms``.  Hop ``[h, h + hop)`` is decided once the audio up to ``centre + right_ms`` has
 arrived (or the segment has ended): its window ``[centre - left_ms, centre + right_ms]``, clipped
 to the segment, is embedded.  So every sample gets its first label at most
-``right_ms + hop_ms`` after it was heard (plus compute): 0.875 s with the defaults.
+``right_ms + hop_ms / 2`` (+ one 10 ms frame) after it was heard, plus compute: 0.885 s with the defaults.
 
 Turns: consecutive hops of one segment belong to the open turn while their windows resemble
 the turn's mean embedding; ``change_hops`` consecutive windows below ``change_threshold``
@@ -52,7 +52,7 @@ class DiarizerConfig:
     hop_ms: int = 250
     left_ms: int = 750  # context before the hop centre
     right_ms: int = 750  # lookahead after the hop centre; sets the latency
-    change_threshold: float = 0.8  # window vs open-turn similarity below which a change is suspected
+    change_threshold: float = 0.85  # window vs open-turn similarity below which a change is suspected
     change_margin: float = 0.1  # ... or a known speaker beats the turn's speaker by this much
     change_hops: int = 2  # consecutive suspicious windows that split a turn
     new_speaker_ms: int = 1000  # an unmatched turn becomes a new speaker once it holds this much audio
@@ -61,7 +61,7 @@ class DiarizerConfig:
     pause_ms: int = 150  # a pause this long inside a VAD segment ends the turn (turn-taking gap)
     pad_ms: int = 30  # kept around the voiced frames at a turn's start and end
     activity_mode: int = 3  # webrtc aggressiveness of the 10 ms voiced-frame detector (0-3)
-    cluster: ClusterConfig = field(default_factory=lambda: ClusterConfig(threshold=0.8, confirm=1, merge_threshold=0.88))
+    cluster: ClusterConfig = field(default_factory=lambda: ClusterConfig(threshold=0.75, confirm=1, merge_threshold=0.88))
 
     def __post_init__(self) -> None:
         for name in ("hop_ms", "left_ms", "right_ms", "new_speaker_ms", "update_ms"):
@@ -72,8 +72,9 @@ class DiarizerConfig:
 
 
 def latency_samples(config: DiarizerConfig) -> int:
-    """Worst-case delay (excluding compute) between a sample and its first label."""
-    return _ms(config.right_ms) + _ms(config.hop_ms)
+    """Worst-case delay (excluding compute and input chunking) between a sample and its first
+    label: a hop is decided once the audio reaches its centre + ``right_ms``, on a 10 ms frame."""
+    return _ms(config.right_ms) + _ms(config.hop_ms) // 2 + FRAME
 
 
 class TurnUpdate(NamedTuple):

@@ -1,0 +1,273 @@
+"""Diarization nodes: who is speaking, while the audio is still coming in.
+
+Two small nodes, placed around the recogniser::
+
+    Resample -> VadNode -> Diarizer -> Recognizer -> SpeakerLabeler -> FanOut(sinks)
+
+``Diarizer`` reads 16 kHz ``AudioChunk``s and the VAD's ``SpeechStarted``/``SpeechEnded``,
+runs :mod:`engines.speakers.online` in an executor (embeddings over sliding windows, online
+clustering, enrollment) and pushes ``SpeakerTurn`` events.  It passes every event on, *after*
+the turns that audio decided, and closes a segment's turns before it forwards that segment's
+``SpeechEnded``: so a final the recogniser emits at a segment end finds its turns already
+upstream of it.  Every sample gets its first label at most ``right_ms + hop_ms / 2 + 10 ms`` (0.885 s by
+default; ``engines.speakers.online.latency_samples``) of stream time after it was heard.
+
+``SpeakerTurn`` semantics: ``turn_id`` is stable; ``revision`` rises by one on every update of
+that turn (a later end while it grows, a changed label, a merge of two speakers).  A changed
+label is never silent: it is a new event with a higher revision.  The highest revision wins.
+
+``SpeakerLabeler`` sets ``speaker`` on every word of ``FinalTranscript``/``PartialTranscript``
+(the turn overlapping the word most; the nearest turn when none overlaps) and on the segment
+(the speaker of most of its word time).  Partials are labelled with what is known and pass at
+once.  A final is held until the turns cover its end, or a ``SpeechEnded`` at or after its end
+went by, or stream time passed its end by ``max_hold_ms``, or on flush / end of stream: a final
+is delayed by at most ``max_hold_ms`` of stream time.  Finals are never revised, so a turn
+relabelled after its final went out does not change that final.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from engines.speakers import online
+from engines.speakers.online import DiarizerConfig, DiarizerState, TurnUpdate
+
+from .errors import BadAudioError, ConfigError
+from .events import (
+    SAMPLE_RATE_HZ,
+    AudioChunk,
+    EndOfStream,
+    Event,
+    FinalTranscript,
+    PartialTranscript,
+    SpeakerTurn,
+    SpeechEnded,
+    SpeechStarted,
+    Word,
+)
+from .executor import Executor
+from .node import Node
+
+__all__ = ["Diarizer", "SpeakerLabeler", "label_words", "diarization_nodes"]
+
+
+class Diarizer(Node):
+    """Speaker turns from audio + VAD boundaries.
+
+    ``embedder``: ``None`` / ``"voice-encoder"`` (bundled) or an HF ``*ForXVector`` checkpoint,
+    or an already loaded ``SpeakerEmbedder``.  ``speakers``: ``{name: clip path}`` to enroll.
+    """
+
+    def __init__(
+        self,
+        config: DiarizerConfig | None = None,
+        *,
+        embedder: object = None,
+        speakers: Mapping[str, str | Path] | None = None,
+        name: str = "diarizer",
+        executor: Executor | None = None,
+    ):
+        super().__init__(name)
+        self.config = config or DiarizerConfig()
+        self._embedder_arg = embedder
+        self.embedder = None
+        self.speaker_clips = dict(speakers or {})
+        self.enrolled: dict[str, object] = {}
+        self._states: dict[str, DiarizerState] = {}
+        self._executor = executor
+        self._own_executor = executor is None
+
+    async def start(self) -> None:
+        from engines.errors import EngineError
+        from engines.speakers.embedding import load_embedder
+        from engines.speakers.enrollment import EnrollmentError, enroll
+
+        if self._executor is None:
+            self._executor = Executor(1, name=self.name)
+        arg = self._embedder_arg
+        try:
+            if arg is None or isinstance(arg, (str, Path)):
+                self.embedder = await self._executor.run(load_embedder, arg)
+            else:
+                self.embedder = arg
+            self.enrolled = await self._executor.run(enroll, self.embedder, self.speaker_clips)
+            online.init_state(self.config, self.enrolled)  # validates limits against enrolled names
+        except (EnrollmentError, EngineError) as exc:
+            raise ConfigError(str(exc)) from exc
+        except ValueError as exc:
+            raise ConfigError(f"diarization: {exc}") from exc
+
+    async def stop(self) -> None:
+        if self._own_executor and self._executor is not None:
+            await self._executor.aclose()
+            self._executor = None
+
+    def forget(self, stream_id: str) -> None:
+        self._states.pop(stream_id, None)
+
+    def _state(self, sid: str) -> DiarizerState:
+        st = self._states.get(sid)
+        if st is None:
+            st = online.init_state(self.config, self.enrolled)
+        return st
+
+    async def _push_turns(self, sid: str, updates: list[TurnUpdate]) -> None:
+        for u in updates:
+            await self.push(
+                SpeakerTurn(sid, u.start, turn_id=f"t{u.turn_id}", speaker=u.speaker, end_sample=u.end, revision=u.revision)
+            )
+
+    def _feed(self, st: DiarizerState, samples, start: int) -> tuple[list[TurnUpdate], DiarizerState]:
+        st = online.feed_audio(st, samples, start, self.config)
+        return online.decide(st, self.embedder, self.config)
+
+    async def process(self, event: Event) -> None:
+        sid = event.stream_id
+        assert self._executor is not None
+        if isinstance(event, AudioChunk):
+            if event.sample_rate_hz != SAMPLE_RATE_HZ or event.samples.ndim != 1:
+                raise BadAudioError(
+                    f"diarizer needs 16 kHz mono audio, got {event.sample_rate_hz} Hz shape {event.samples.shape}"
+                )
+            updates, st = await self._executor.run(self._feed, self._state(sid), event.samples, event.sample)
+            self._states[sid] = st
+            await self._push_turns(sid, updates)
+        elif isinstance(event, SpeechStarted):
+            self._states[sid] = online.speech_start(self._state(sid), event.sample)
+        elif isinstance(event, SpeechEnded):
+            updates, st = await self._executor.run(online.speech_end, self._state(sid), event.sample, self.embedder, self.config)
+            self._states[sid] = st
+            await self._push_turns(sid, updates)
+        await self.push(event)
+
+    async def flush(self, stream_id: str) -> None:
+        st = self._states.get(stream_id)
+        if st is None or self._executor is None:
+            return
+        updates, st = await self._executor.run(online.flush, st, self.embedder, self.config)
+        self._states[stream_id] = st
+        await self._push_turns(stream_id, updates)
+
+
+# --------------------------------------------------------------------------------- labelling
+
+
+def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
+    return max(0, min(a1, b1) - max(a0, b0))
+
+
+def label_words(words: tuple[Word, ...], turns: list[SpeakerTurn]) -> tuple[tuple[Word, ...], str | None]:
+    """Label each word with the turn it overlaps most (nearest turn if none); the segment gets
+    the speaker of most of its word time.  ``turns`` holds the latest revision of each turn."""
+    if not turns:
+        return words, None
+    turns = sorted(turns, key=lambda t: t.sample)
+    starts = [t.sample for t in turns]
+    out: list[Word] = []
+    time_by: dict[str, int] = {}
+    for w in words:
+        lo = max(bisect.bisect_right(starts, w.end_sample) - 1, 0)
+        best, best_ov = None, 0
+        # turns overlapping the word: scan back from the last one starting before its end
+        for t in reversed(turns[: lo + 1]):
+            ov = _overlap(w.start_sample, w.end_sample, t.sample, t.end_sample)
+            if ov > best_ov:
+                best, best_ov = t, ov
+            if t.end_sample < w.start_sample - 10 * SAMPLE_RATE_HZ:
+                break
+        if best is None:  # in a pause: the nearest turn in time
+            mid = (w.start_sample + w.end_sample) // 2
+            best = min(turns, key=lambda t: 0 if t.sample <= mid <= t.end_sample else min(abs(t.sample - mid), abs(t.end_sample - mid)))
+        out.append(dataclasses.replace(w, speaker=best.speaker))
+        time_by[best.speaker] = time_by.get(best.speaker, 0) + max(w.end_sample - w.start_sample, 1)
+    seg = max(time_by, key=time_by.get) if time_by else None
+    return tuple(out), seg
+
+
+def _label_segment(ev, turns: list[SpeakerTurn]):
+    words, seg = label_words(ev.words, turns)
+    if seg is None and turns and not ev.words:  # no word timings: the turn overlapping the span most
+        best = max(turns, key=lambda t: _overlap(ev.sample, ev.end_sample, t.sample, t.end_sample))
+        if _overlap(ev.sample, ev.end_sample, best.sample, best.end_sample) > 0:
+            seg = best.speaker
+    return dataclasses.replace(ev, words=words, speaker=seg)
+
+
+@dataclass
+class _Labels:
+    turns: dict[str, SpeakerTurn] = field(default_factory=dict)  # turn_id -> latest revision
+    covered: int = 0  # turns are known up to here
+    now: int = 0  # latest stream time seen
+    held: list[FinalTranscript] = field(default_factory=list)
+
+
+class SpeakerLabeler(Node):
+    """Puts speaker labels on transcripts from the ``SpeakerTurn`` events that pass by."""
+
+    def __init__(self, *, max_hold_ms: int = 2000, history_s: float = 600.0, name: str = "speaker-labels"):
+        super().__init__(name)
+        if max_hold_ms < 0:
+            raise ConfigError(f"max_hold_ms must be >= 0, got {max_hold_ms}")
+        self.max_hold = max_hold_ms * SAMPLE_RATE_HZ // 1000
+        self.history = int(history_s * SAMPLE_RATE_HZ)  # turns older than this are dropped
+        self._streams: dict[str, _Labels] = {}
+
+    def forget(self, stream_id: str) -> None:
+        self._streams.pop(stream_id, None)
+
+    def _relevant(self, st: _Labels, ev) -> list[SpeakerTurn]:
+        lo, hi = ev.sample - 10 * SAMPLE_RATE_HZ, ev.end_sample + 10 * SAMPLE_RATE_HZ
+        return [t for t in st.turns.values() if t.end_sample >= lo and t.sample <= hi]
+
+    async def _release(self, st: _Labels, force: bool = False) -> None:
+        keep = []
+        for f in st.held:
+            if force or st.covered >= f.end_sample or st.now >= f.end_sample + self.max_hold:
+                await self.push(_label_segment(f, self._relevant(st, f)))
+            else:
+                keep.append(f)
+        st.held = keep
+
+    async def process(self, event: Event) -> None:
+        st = self._streams.setdefault(event.stream_id, _Labels())
+        end = getattr(event, "end_sample", event.sample)
+        st.now = max(st.now, event.sample, end if isinstance(event, (SpeakerTurn, SpeechEnded, AudioChunk)) else event.sample)
+        if isinstance(event, SpeakerTurn):
+            known = st.turns.get(event.turn_id)
+            if known is None or event.revision > known.revision:
+                st.turns[event.turn_id] = event
+            st.covered = max(st.covered, event.end_sample)
+            if len(st.turns) > 64:
+                cutoff = st.now - self.history
+                st.turns = {k: t for k, t in st.turns.items() if t.end_sample >= cutoff}
+            await self.push(event)
+        elif isinstance(event, SpeechEnded):
+            st.covered = max(st.covered, event.sample)  # the diarizer closed that segment's turns before it
+            await self.push(event)
+        elif isinstance(event, FinalTranscript):
+            st.held.append(event)
+        elif isinstance(event, PartialTranscript):
+            await self.push(_label_segment(event, self._relevant(st, event)))
+        else:
+            await self.push(event)
+        await self._release(st)
+
+    async def flush(self, stream_id: str) -> None:
+        st = self._streams.get(stream_id)
+        if st is not None:
+            await self._release(st, force=True)
+
+
+def diarization_nodes(
+    config: DiarizerConfig | None = None,
+    *,
+    embedder: object = None,
+    speakers: Mapping[str, str | Path] | None = None,
+    max_hold_ms: int = 2000,
+) -> tuple[Diarizer, SpeakerLabeler]:
+    """The pair to put before and after the recogniser."""
+    return Diarizer(config, embedder=embedder, speakers=speakers), SpeakerLabeler(max_hold_ms=max_hold_ms)
