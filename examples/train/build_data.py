@@ -42,8 +42,8 @@ CORPORA = Path(os.environ.get("SPEECHSTREAM_CORPORA", Path(__file__).resolve().p
 # real corpora used for training: folder -> speakers held out (None: the whole folder is held out)
 TRAIN_CORPORA = {"rhasspy_kathleen": set(), "dctts_philipp_ljprompts": set(), "fsdd": {"theo"}}
 HELDOUT_REAL = {"fsdd_theo": ("fsdd", "theo"), "ljspeech": ("ljspeech_subset", None)}
-# synthetic hours per engine (the pack must stay < ~55 MiB at 16 kbit/s: ~7 h in all)
-SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 1.0}
+# synthetic hours per engine (the pack must stay < ~50 MiB at 16 kbit/s, about 17 with Ogg framing: ~6.5 h in all)
+SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 0.5}
 N_EVAL_SENTENCES = 150
 N_EVAL_TTS = 100  # utterances per held-out TTS voice
 GAP_S = 0.25
@@ -167,7 +167,7 @@ def encode_opus(pcm: np.ndarray, path: Path) -> None:
     tmp = path.with_suffix(".tmp.ogg")
     proc = subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "s16le", "-ar", str(SR), "-ac", "1", "-i", "pipe:0",
-         "-c:a", "libopus", "-b:a", f"{OPUS_KBPS}k", "-application", "audio", "-compression_level", "5", str(tmp)],
+         "-c:a", "libopus", "-b:a", f"{OPUS_KBPS}k", "-application", "audio", "-compression_level", "1", str(tmp)],
         input=(np.clip(pcm, -1, 1) * 32767).astype(np.int16).tobytes(), capture_output=True,
     )
     if proc.returncode:

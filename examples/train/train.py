@@ -27,7 +27,7 @@ import os
 import random
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ MODEL_CONFIG = dict(
     left_max_position_embeddings=64, right_max_position_embeddings=8,
     vocab_size=len(VOCAB), pad_token_id=0, hidden_act="swish", layer_norm_eps=1e-5,
 )
+SMOKE_CONFIG = {**MODEL_CONFIG, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 SR = 16000
 
 
@@ -106,7 +107,7 @@ def load_pack(pack: Path, max_shards_per_source: int | None, workers: int):
                 keep.append(s)
                 seen[src] = seen.get(src, 0) + 1
         shards = keep
-    with ProcessPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers) as pool:  # libsndfile releases the GIL; no fork after torch
         decoded = dict(zip(shards, pool.map(_decode, [str(pack / s) for s in shards])))
     pieces, utts, pos = [], [], 0
     for r in rows:
@@ -238,8 +239,17 @@ def load_weights(model, folder: Path) -> None:
     model.load_state_dict(sd, strict=True)
 
 
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
 def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 32) -> float:
-    import jiwer
+    """Greedy-decoding CER over ``idx`` (jiwer's definition; jiwer is not on the training machine)."""
     refs, hyps = [], []
     model.eval()
     with torch.no_grad():
@@ -253,7 +263,7 @@ def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 
                 refs.append(t)
                 hyps.append(decode_ids(ids[j, : int(frames[j])].tolist()))
     model.train()
-    return float(jiwer.cer(refs, hyps))
+    return sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / max(1, sum(len(r) for r in refs))
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -277,12 +287,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--max-shards-per-source", type=int, default=None)
     ap.add_argument("--dev-utts", type=int, default=300)
-    ap.add_argument("--smoke", action="store_true", help="tiny CPU run: 1 shard per source, 3 steps, small batches")
+    ap.add_argument("--smoke", action="store_true", help="CPU check: tiny model, 1 shard per source, 3 steps, small batches")
     args = ap.parse_args(argv)
     if args.smoke:
         args.device, args.max_shards_per_source, args.max_steps = "cpu", 1, 3
         args.batch_seconds, args.dev_utts, args.workers = 40.0, 8, 2
         torch.set_num_threads(1)
+    model_config = SMOKE_CONFIG if args.smoke else MODEL_CONFIG
     args.out.mkdir(parents=True, exist_ok=True)
     fh = open(args.out / "log.txt", "a")
     device = torch.device(args.device)
@@ -301,27 +312,31 @@ def main(argv: list[str] | None = None) -> None:
         audio = audio.to(device)
     order = list(range(len(utts)))
     random.Random(args.seed + 1).shuffle(order)
-    dev_idx, train_idx = sorted(order[: args.dev_utts]), order[args.dev_utts:]
+    n_dev = min(args.dev_utts, len(utts) // 3)
+    dev_idx, train_idx = sorted(order[:n_dev]), order[n_dev:]
 
-    model = w2vb.build_model(MODEL_CONFIG, "ctc", seed=args.seed).to(device)
+    model = w2vb.build_model(model_config, "ctc", seed=args.seed).to(device)
     if args.resume is not None:
         load_weights(model, args.resume)
         log(fh, f"resumed weights from {args.resume}")
     n_params = sum(p.numel() for p in model.parameters())
-    log(fh, f"model {n_params / 1e6:.2f} M params, config {MODEL_CONFIG}")
+    log(fh, f"model {n_params / 1e6:.2f} M params, config {model_config}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     aug = augment.AugmentConfig()
     budget_s = args.minutes * 60
     warmup = args.warmup if args.resume is None else args.warmup / 3
     (args.out / "train_config.json").write_text(json.dumps(
-        {"model": MODEL_CONFIG, "vocab": VOCAB, "args": {k: str(v) for k, v in vars(args).items()}, "augment": str(aug),
+        {"model": model_config, "vocab": VOCAB, "args": {k: str(v) for k, v in vars(args).items()}, "augment": str(aug),
          "params": n_params, "pack_hours": hours, "utterances": len(utts)}, indent=1))
 
     step, seen_s, t_start, last_save, epoch = 0, 0.0, time.time(), time.time(), 0
     loss_sum = None
     done = False
     while not done:
-        for batch in plan_epoch(utts, train_idx, rng, args.batch_seconds, args.max_seconds, args.p_concat):
+        batches = plan_epoch(utts, train_idx, rng, args.batch_seconds, args.max_seconds, args.p_concat)
+        if not batches:
+            raise SystemExit("no training batches: the pack is empty")
+        for batch in batches:
             progress = (time.time() - t_start) / budget_s
             if progress >= 1.0 or (args.max_steps is not None and step >= args.max_steps):
                 done = True
@@ -369,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         dev[f"dev_cer_{name}"] = greedy_cer(model, audio, utts, dev_idx, device, norm, chunk, left)
     log(fh, "dev (voices seen in training, utterances not):", json.dumps(dev))
     (args.out / "dev.json").write_text(json.dumps(dev, indent=1))
+    fh.close()
 
 
 if __name__ == "__main__":

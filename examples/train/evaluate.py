@@ -1,0 +1,120 @@
+"""Score a model on the held-out sets, offline against cached streaming, through the project's engine.
+
+    python -m examples.train.evaluate [--model engines/default_model] [--sets data/eval] [--chunk-ms 320]
+
+For every set (``data/eval/*.tsv``, made by ``build_data --stages eval``):
+
+- offline: ``load_model(...).forward(audio)`` on the whole utterance (per-utterance fbank statistics);
+- streaming: ``init_state("cached", chunk_ms, left_context_ms, lookahead_ms=0)``, then ``step`` on
+  consecutive chunks and ``flush`` (causal running fbank statistics, KV and conv caches);
+
+both decoded greedily with ``engines.tokenizer.CTCTokenizer``, scored with jiwer (WER, CER over the
+set). Prints a Markdown table and writes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import jiwer
+import soundfile as sf
+import torch
+
+from engines.api import load_model
+from engines.tokenizer import CTCTokenizer
+
+SETS = ["tts_espeak_en-us_f4", "tts_flite_rms", "fsdd_theo", "ljspeech"]
+
+
+def read_set(path: Path, limit: int | None) -> list[tuple[str, str]]:
+    with open(path, newline="") as f:
+        rows = [(r["audio"], r["text"]) for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    return rows[:limit] if limit else rows
+
+
+def greedy(tok: CTCTokenizer, logits: torch.Tensor) -> str:
+    return tok.decode(logits.argmax(-1).tolist())
+
+
+def stream_logits(model, audio: torch.Tensor, chunk_ms: int, left_ms: int) -> torch.Tensor:
+    state = model.init_state("cached", chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=0)
+    step = chunk_ms * 16
+    frames = []
+    for i in range(0, audio.numel(), step):
+        out, state = model.step(audio[i:i + step], state)
+        frames.append(out.frames)
+    frames.append(model.flush(state).frames)
+    return torch.cat(frames)
+
+
+def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit: int | None, sets: list[str]) -> dict:
+    torch.set_num_threads(1)
+    model = load_model(model_dir)
+    tok = CTCTokenizer.from_dir(model_dir)
+    results = {}
+    for name in sets:
+        path = sets_dir / f"{name}.tsv"
+        if not path.exists():
+            print(f"skip {name}: {path} missing (run build_data --stages eval)", file=sys.stderr)
+            continue
+        refs, off, stm = [], [], []
+        audio_s = t_off = t_stm = 0.0
+        for wav, text in read_set(path, limit):
+            audio, rate = sf.read(wav, dtype="float32")
+            assert rate == 16000, wav
+            x = torch.from_numpy(audio)
+            audio_s += x.numel() / 16000
+            with torch.inference_mode():
+                t = time.perf_counter()
+                off.append(greedy(tok, model.forward(x[None]).frames[0]))
+                t_off += time.perf_counter() - t
+                t = time.perf_counter()
+                stm.append(greedy(tok, stream_logits(model, x, chunk_ms, left_ms)))
+                t_stm += time.perf_counter() - t
+            refs.append(text)
+        results[name] = {
+            "utterances": len(refs), "audio_s": round(audio_s, 1),
+            "offline_wer": jiwer.wer(refs, off), "offline_cer": jiwer.cer(refs, off),
+            "stream_wer": jiwer.wer(refs, stm), "stream_cer": jiwer.cer(refs, stm),
+            "offline_rtf": t_off / audio_s, "stream_rtf": t_stm / audio_s,
+            "examples": [{"ref": r, "offline": o, "stream": s} for r, o, s in list(zip(refs, off, stm))[:3]],
+        }
+        r = results[name]
+        print(f"{name}: offline WER {r['offline_wer']:.3f} CER {r['offline_cer']:.3f} | stream WER {r['stream_wer']:.3f} "
+              f"CER {r['stream_cer']:.3f} ({r['utterances']} utts, {audio_s:.0f} s)", file=sys.stderr, flush=True)
+    return results
+
+
+def table(results: dict, chunk_ms: int, left_ms: int) -> str:
+    lines = [f"| set | utts | audio s | offline WER | offline CER | streaming WER | streaming CER |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['utterances']} | {r['audio_s']:.0f} | {100 * r['offline_wer']:.1f}% | {100 * r['offline_cer']:.1f}% "
+                     f"| {100 * r['stream_wer']:.1f}% | {100 * r['stream_cer']:.1f}% |")
+    lines.append(f"\nStreaming: cached mode, {chunk_ms} ms chunks, {left_ms} ms left context, no lookahead; greedy CTC.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=Path("engines/default_model"))
+    ap.add_argument("--sets-dir", type=Path, default=Path("data/eval"))
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--chunk-ms", type=int, default=320)
+    ap.add_argument("--left-context-ms", type=int, default=10240)
+    ap.add_argument("--limit", type=int, default=None, help="utterances per set (default: all)")
+    ap.add_argument("--json", type=Path, default=Path("runs/eval.json"))
+    args = ap.parse_args(argv)
+    results = evaluate(args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, args.sets.split(","))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+    print(table(results, args.chunk_ms, args.left_context_ms))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The default-model recipe (examples/train): text normalisation, device fbank == engine fbank,
+augmentation shapes, and a tiny end-to-end CPU run (pack -> train -> export -> engine + transformers)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engines import frontend_fbank as fb
+from examples.train import augment, features
+from examples.train.text import normalize, number_words
+
+
+def test_normalize_spells_numbers_and_keeps_apostrophes():
+    assert number_words(1984) == "NINETEEN EIGHTY FOUR"
+    assert number_words(3500) == "THREE THOUSAND FIVE HUNDRED"
+    assert normalize("In 1984, I paid 2 cats & a dog -- 'isn't' it?") == "IN NINETEEN EIGHTY FOUR I PAID TWO CATS AND A DOG ISN'T IT"
+
+
+@pytest.mark.parametrize("mode", ["none", "utterance", "cumulative"])
+def test_batched_fbank_equals_engine_frontend(mode):
+    torch.manual_seed(0)
+    waves = [torch.randn(16000) * 0.1, torch.randn(12345) * 0.01]
+    padded = torch.zeros(2, 16000)
+    padded[0], padded[1, :12345] = waves[0], waves[1]
+    got, frames = features.features(padded, torch.tensor([16000, 12345]), mode)
+    for i, w in enumerate(waves):
+        if mode == "cumulative":
+            stream = fb.FbankStream("cumulative")
+            ref, _ = stream.step(w, stream.init_state())
+        else:
+            ref = fb.extract([w], normalize=mode == "utterance")[0][0][: int(frames[i])]
+        assert int(frames[i]) == ref.shape[0] == fb.stacked_frames_for_samples(w.numel())
+        torch.testing.assert_close(got[i, : ref.shape[0]], ref, atol=2e-4, rtol=0)
+
+
+def test_augmentation_keeps_shapes_padding_and_range():
+    gen = torch.Generator().manual_seed(0)
+    cfg = augment.AugmentConfig(p_reverb=1.0, p_noise=1.0, p_telephone=0.5, p_clip=0.5)
+    wave = torch.zeros(3, 8000)
+    n = torch.tensor([8000, 6000, 3000])
+    for i in range(3):
+        wave[i, : n[i]] = torch.sin(torch.arange(int(n[i])) * 0.05) * 0.3
+    out = augment.augment_waves(wave, n, cfg, gen)
+    assert out.shape == wave.shape and torch.isfinite(out).all() and out.abs().max() <= 1
+    assert (out[1, 6000:] == 0).all() and (out[2, 3000:] == 0).all()
+    assert augment.speed(wave[0], 1.1).shape[0] == round(8000 / 1.1)
+    mel = features.log_mel(out)
+    masked = augment.spec_augment(mel, features.frame_counts(n), cfg, gen)
+    assert masked.shape == mel.shape and (masked != mel).any()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None, reason="needs espeak-ng and ffmpeg")
+def test_tiny_pack_train_export_roundtrip(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from engines.api import load_model
+    from examples.train import build_data, export, train, voices
+
+    rng = random.Random(0)
+    utts = []
+    for text in ["HELLO WORLD", "THE QUICK BROWN FOX", "ONE TWO THREE"]:
+        audio, voice = voices.synth_train("espeak", text, rng)
+        utts.append((voices.trim_silence(audio), voice, text))
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    build_data._write_rows(pack / "index.tsv", build_data.write_shards("espeak", utts, pack))
+    audio, loaded = train.load_pack(pack, None, 1)
+    assert [u["text"] for u in loaded] == ["HELLO WORLD", "THE QUICK BROWN FOX", "ONE TWO THREE"]
+    assert abs(loaded[0]["n"] - len(utts[0][0])) == 0
+
+    run = tmp_path / "run"
+    train.main(["--smoke", "--pack", str(pack), "--out", str(run), "--dev-utts", "1"])
+    model_dir = export.export(run, tmp_path / "model")
+    engine = load_model(model_dir)
+    hf = transformers.Wav2Vec2BertForCTC.from_pretrained(str(model_dir)).eval()
+    fe = transformers.SeamlessM4TFeatureExtractor.from_pretrained(str(model_dir))
+    x = torch.from_numpy(utts[1][0])
+    inputs = fe(x.numpy(), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        ref = hf(**inputs).logits
+    torch.testing.assert_close(engine.forward(x[None]).frames, ref, atol=1e-4, rtol=1e-4)
+    tok = transformers.Wav2Vec2CTCTokenizer.from_pretrained(str(model_dir))
+    assert tok.pad_token_id == 0 and tok.decode([0, 12, 12, 0, 12, 2, 4]) == train.decode_ids([0, 12, 12, 0, 12, 2, 4])
