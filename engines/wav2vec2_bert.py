@@ -28,14 +28,23 @@ in-place ops on parameters, no ``no_grad`` inside ``forward``):
   ``Wav2Vec2BertForCTC.from_pretrained`` loads it with no missing or unexpected keys),
   ``preprocessor_config.json`` and, if given, ``vocab.json``.
 
-Streaming (cached mode): the fbank is computed chunk by chunk (exact), per-mel-bin normalisation
-is the causal running one of ``FbankStream`` (or none/fixed, see ``engines.frontend_fbank``),
-every attention layer keeps a KV cache of the last L frames, and the causal depthwise conv keeps
-its last K-1 inputs, so the encoder is exact against the offline forward under the chunk mask,
-with no lookahead beyond the chunk. Positions are absolute frame indices, so ``relative_key``
-buckets, ``relative`` distances and ``rotary`` angles are the offline ones across chunk boundaries.
-The adapter (stride s per layer) runs at its own rate with its own caches; chunks must then be a
-multiple of s**num_adapter_layers frames.
+Streaming, cached mode (``init_state("cached", chunk_ms, left_context_ms, lookahead_ms=0)``):
+the fbank is computed chunk by chunk (exact: each call keeps the last 320 samples, since a stacked
+frame's 560 samples reach 240 past its hop, so output runs ``delay_frames = 1`` frame behind);
+per-mel-bin normalisation is the causal running one of ``frontend_fbank.cumulative_normalize``
+(``normalize="stream"``) or none (``normalize="none"``), because the per-utterance statistics of
+the HF extractor need the future. Every attention layer keeps a fixed-size KV cache of the last L
+frames with a validity mask, and the causal depthwise conv keeps its last K-1 inputs, so the
+encoder is exact against the offline forward under the chunk mask ``forward(features,
+chunk_frames=C, left_frames=L, chunk_offset=1)`` (blocks start at ``k*C - 1``), with no lookahead
+beyond the chunk (``lookahead_ms`` must be 0). Positions are absolute frame indices, so
+``relative_key`` buckets, ``relative`` distances and ``rotary`` angles are the offline ones across
+chunk boundaries. The adapter (stride s per layer) runs at its own rate with its own caches
+(kernel <= s + s // 2, which covers the public k=3, s=2); its left context is L / s**i.
+
+Window mode (``window_forward``): each window is featurised like a whole utterance (fbank
+normalised over the window), so emitted frames equal transformers run on the window's samples.
+No CNN to reuse here; the fbank costs about 0.3 % of real time.
 """
 
 from __future__ import annotations
@@ -499,8 +508,8 @@ class Wav2Vec2BertEngine(EngineModule):
                 stats = torch.cat([h.mean(dim=1), h.std(dim=1)], dim=-1)
             else:
                 lengths = frame_mask.sum(1)
-                for layer in self.tdnn:
-                    lengths = lengths - layer.dilation * (layer.kernel_size - 1)
+                for layer in self.tdnn:  # HF's formula ignores the dilation; kept for parity
+                    lengths = lengths - (layer.kernel_size - 1)
                 stats = torch.stack(
                     [torch.cat([h[i, :n].mean(0), h[i, :n].std(0)]) for i, n in enumerate(lengths.tolist())]
                 )

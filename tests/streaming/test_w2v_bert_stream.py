@@ -65,11 +65,8 @@ def models(tmp_path_factory):
     return get
 
 
-POSITIONS = ["relative_key", "relative", "rotary", None]
-
-
-@pytest.mark.parametrize("position", POSITIONS)
-@pytest.mark.parametrize("chunk_frames", [2, 5, 8])
+@pytest.mark.parametrize("position,chunk_frames", [("relative_key", 2), ("relative_key", 5), ("relative_key", 8),
+                                                   ("relative", 5), ("rotary", 3), (None, 4)])
 def test_cached_equals_offline_chunk_mask(models, position, chunk_frames):
     model = models(f"pos-{position}", position_embeddings_type=position)
     audio = _audio(16000 * 2 + 555)  # 101 frames: >= 12 chunk boundaries for every chunk size here
