@@ -226,6 +226,7 @@ def main() -> None:
             segments.append((s, e))
 
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         model, desc = resolve_model(args.model, Path(tmp))
         with Server(model, args.serve_args.split()) as server:
@@ -242,7 +243,8 @@ def main() -> None:
                     break
 
     print(f"\nmodel: {desc}; clip: {CLIP.name}, {args.seconds:.0f} s + 1.5 s silence per client, {len(segments)} sentences")
-    print(f"machine: {os.cpu_count()} CPUs; server: speechstream serve {args.serve_args}".rstrip())
+    print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after "
+          f"(other processes share the CPUs); server: speechstream serve {args.serve_args}".rstrip())
     print("\n| clients | real time | first partial P50 / P95 (s) | finalisation P50 / P95 (s) | EOS delay max (s) | drops | missing finals |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
