@@ -77,6 +77,9 @@ class TranscribeConfig:
     # voice activity detection
     vad: VadName = "webrtc"
 
+    # speaker diarization (online): None = on exactly when an RTTM output is asked for
+    diarize: bool | None = None
+
     # pacing
     realtime: bool = False  # pace a file like a live source (the microphone always is)
     progress: bool = True  # progress bar on stderr while a file runs faster than real time
@@ -102,6 +105,10 @@ class TranscribeConfig:
         if self.mic or self.input_path is None:
             return "mic"
         return self.input_path.stem or "input"
+
+    @property
+    def diarize_enabled(self) -> bool:
+        return self.rttm is not None if self.diarize is None else self.diarize
 
     @property
     def console_enabled(self) -> bool:
@@ -187,7 +194,7 @@ _INT_FIELDS = {
     "caption_max_lines",
     "caption_max_duration_ms",
 }
-_BOOL_FIELDS = {"mic", "realtime", "progress", "console", "fsync"}
+_BOOL_FIELDS = {"mic", "realtime", "progress", "console", "fsync", "diarize"}
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:

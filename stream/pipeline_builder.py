@@ -1,10 +1,11 @@
 """Build the standard transcription graph from a :class:`~stream.config.TranscribeConfig`::
 
-    source (file | mic) -> Resample (16 kHz mono) -> VAD -> [recognizer] -> FanOut(sinks)
+    source (file | mic) -> Resample (16 kHz mono) -> VAD -> [Diarizer] -> [Recognizer -> [SpeakerLabeler]] -> FanOut(sinks)
 
 The recognizer is present when a model is configured (``--model``, or the bundled default
 model when installed); without one the graph runs VAD only and the console prints speech
-segments. Each sink sits on its own ``FanOut`` branch with its own bounded edge, so a slow
+segments. Diarization (speaker turns, speaker labels on finals) runs with ``--diarize``, and by
+default whenever an RTTM output is asked for. Each sink sits on its own ``FanOut`` branch with its own bounded edge, so a slow
 sink never stalls the others, and a sink's write failure disables only that sink.
 
 Construction opens the output files (a bad output path fails here, before any audio moves);
@@ -28,7 +29,7 @@ from stream.queues import EdgeSpec
 from stream.resample import Resample
 from stream.sources.base import Source
 
-__all__ = ["BuiltGraph", "build_graph", "build_sinks", "build_source", "build_vad", "build_recognizer"]
+__all__ = ["BuiltGraph", "build_graph", "build_sinks", "build_source", "build_vad", "build_recognizer", "build_diarization"]
 
 
 @dataclass
@@ -82,6 +83,13 @@ def build_recognizer(cfg: TranscribeConfig, model: str) -> Node:
     return Recognizer(model, config)  # loads the model in Graph.start (ConfigError if it cannot)
 
 
+def build_diarization(cfg: TranscribeConfig) -> tuple[Node, Node]:
+    """The online diarizer (before the recogniser) and the speaker labeler (after it)."""
+    from stream.diarize import diarization_nodes
+
+    return diarization_nodes()
+
+
 def build_sinks(cfg: TranscribeConfig, *, recognizing: bool) -> list[Sink]:
     """Open every configured output. On failure, closes what was already opened."""
     limits = CaptionLimits(
@@ -116,14 +124,18 @@ def build_graph(cfg: TranscribeConfig) -> BuiltGraph:
     source = build_source(cfg)
     sinks = build_sinks(cfg, recognizing=recognizer is not None)
     nodes: list[Node] = [Resample(), vad]
+    diarizer, labeler = build_diarization(cfg) if cfg.diarize_enabled else (None, None)
+    if diarizer is not None:
+        nodes.append(diarizer)  # turns go out before the audio/SpeechEnded that decided them
     if recognizer is not None:
         nodes.append(recognizer)
+        if labeler is not None:
+            nodes.append(labeler)  # puts speakers on words and finals
     if sinks:
         # Per-sink edges drop partials/audio before they would block the graph; finals never drop.
         nodes.append(FanOut([SinkNode(s) for s in sinks], edge=EdgeSpec(256, "drop_oldest")))
     built = BuiltGraph(graph=None, sources=[source], sinks=sinks, recognizer=recognizer)  # type: ignore[arg-type]
-    if cfg.rttm is not None:
-        # TODO(speakers): put the online speaker node before the FanOut once it exists.
-        built.notes.append(f"--rttm {cfg.rttm}: no speaker diarization node in this build yet; the file stays empty")
+    if cfg.rttm is not None and diarizer is None:
+        built.notes.append(f"--rttm {cfg.rttm}: diarization is off (--no-diarize); the file stays empty")
     built.graph = Graph(sources=[source], nodes=nodes, on_event=built.on_event, name="transcribe")
     return built

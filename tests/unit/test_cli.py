@@ -21,7 +21,7 @@ from stream.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello.wav"
 OPTIONS = [
-    "--mic", "--device", "--model", "--vad", "--mode", "--chunk-ms", "--left-context-ms", "--lookahead-ms",
+    "--mic", "--device", "--model", "--vad", "--mode", "--diarize", "--chunk-ms", "--left-context-ms", "--lookahead-ms",
     "--realtime", "--progress", "--console", "--jsonl", "--srt", "--vtt", "--rttm", "--config",
 ]
 
@@ -250,3 +250,18 @@ def test_load_toml_top_level_or_table(tmp_path):
     assert load_toml(p) == {"chunk_ms": 320}
     p.write_text("[transcribe]\nchunk_ms = 160\n")
     assert load_toml(p) == {"chunk_ms": 160}
+
+
+def test_rttm_turns_on_diarization(tmp_path):
+    from pyannote.database.util import load_rttm
+
+    audio, rate = sf.read(str(EXAMPLE), dtype="int16")
+    clip = tmp_path / "two.wav"  # the first two sentences, two different voices
+    sf.write(str(clip), audio[: int(9.4 * rate)], rate)
+    result = run("transcribe", str(clip), "--model", "none", "--no-progress", "--rttm", str(tmp_path / "s.rttm"))
+    assert result.exit_code == 0, result.output
+    ann = load_rttm(str(tmp_path / "s.rttm"))["two"]
+    assert len(ann.labels()) >= 2
+    assert all(0 <= seg.start < seg.end <= 9.4 for seg in ann.itersegments())
+    no = run("transcribe", str(clip), "--model", "none", "--no-progress", "--no-diarize", "--rttm", str(tmp_path / "n.rttm"))
+    assert no.exit_code == 0 and (tmp_path / "n.rttm").read_text() == "" and "diarization is off" in no.stderr
