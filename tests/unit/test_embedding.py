@@ -43,3 +43,41 @@ def test_embedding_contract(encoder):
     np.testing.assert_allclose(batch[1], encoder.embed(x[:8000]), atol=1e-5)
     with pytest.raises(ValueError, match="at least 4000"):
         encoder.embed(x[:100])
+
+
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")  # transformers' WavLM
+@pytest.mark.parametrize("family", ["wav2vec2", "wavlm", "wav2vec2-conformer", "wav2vec2-bert"])
+def test_xvector_backend_matches_transformers(family, tmp_path):
+    """The HF backend: a tiny *ForXVector checkpoint through engines.api equals transformers."""
+    pytest.importorskip("transformers")
+    from tests.hf_tiny import build_tiny, reference
+
+    from engines.speakers.embedding import XVectorEmbedder, load_embedder
+
+    path = build_tiny(family, "xvector", tmp_path / family)
+    emb = load_embedder(str(path))
+    assert isinstance(emb, XVectorEmbedder) and isinstance(emb, SpeakerEmbedder)
+    audio = (np.random.default_rng(3).standard_normal(16000) * 0.1).astype(np.float32)
+    got = emb.embed(audio)
+
+    import transformers
+
+    fe = transformers.AutoFeatureExtractor.from_pretrained(str(path))
+    inputs = fe(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        ref = reference(path)(**inputs).embeddings[0]
+    ref = (ref / ref.norm()).numpy()
+    assert got.shape == (emb.dim,) == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_xvector_backend_rejects_other_heads(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.hf_tiny import build_tiny
+
+    from engines.errors import CheckpointError
+    from engines.speakers.embedding import XVectorEmbedder
+
+    path = build_tiny("wav2vec2", "ctc", tmp_path / "ctc")
+    with pytest.raises(CheckpointError, match="ForXVector"):
+        XVectorEmbedder.load(str(path))
