@@ -130,7 +130,7 @@ async def test_publisher_without_broker_keeps_qos1_until_it_appears(tmp_path):
     pub = MqttPublisher(MqttSettings(port=b.port, reconnect_min_s=0.05, reconnect_max_s=0.1))
     await pub.start()
     for i in range(10):
-        pub.publish(f"speechstream/s/transcript", json.dumps({"i": i}), qos=1)
+        pub.publish("speechstream/s/transcript", json.dumps({"i": i}), qos=1)
     pub.publish("speechstream/s/vad", "{}", qos=0)  # dropped: not connected
     await asyncio.sleep(0.3)
     assert pub.pending == 10 and pub.stats.dropped_qos0 == 1
