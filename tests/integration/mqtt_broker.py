@@ -19,14 +19,15 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, *, listener_extra: str = "", anonymous: bool = True):
         self.port = port or free_port()
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            + listener_extra
+            + f"allow_anonymous {'true' if anonymous else 'false'}\n"
             "persistence true\n"  # sessions and queued QoS 1 messages survive a restart
             f"persistence_location {self.dir}/\n"
             f"log_dest file {self.dir}/mosquitto.log\n"
