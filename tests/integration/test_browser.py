@@ -80,6 +80,10 @@ def chrome(tmp: Path, wav: Path) -> "webdriver.Chrome":
         "--window-size=1100,760",
     ]:
         opts.add_argument(flag)
+    downloads = tmp / "downloads"
+    downloads.mkdir(exist_ok=True)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
 
 
@@ -133,6 +137,14 @@ async def test_live_captions_in_headless_chromium(tmp_path, capture):
             srt_text = await asyncio.to_thread(js, "window.speechstream.srt()")
             vtt_text = await asyncio.to_thread(js, "window.speechstream.vtt()")
             latency = await asyncio.to_thread(js, "document.getElementById('lat-final').innerText")
+            # The download buttons save real files.
+            for button in ("dl-srt", "dl-vtt"):
+                await asyncio.to_thread(lambda b=button: driver.find_element("id", b).click())
+            downloads = tmp_path / "downloads"
+            for _ in range(100):
+                if {p.name for p in downloads.iterdir()} >= {"captions.srt", "captions.vtt"}:
+                    break
+                await asyncio.sleep(0.1)
         finally:
             await asyncio.to_thread(driver.quit)
 
@@ -165,6 +177,8 @@ async def test_live_captions_in_headless_chromium(tmp_path, capture):
     def said(f: dict) -> str:
         return f"{f['speaker']}: {f['text']}" if f.get("speaker") else f["text"]
 
+    assert (tmp_path / "downloads" / "captions.srt").read_text() == srt_text
+    assert (tmp_path / "downloads" / "captions.vtt").read_text() == vtt_text
     subs = list(srt.parse(srt_text))
     assert [s.content for s in subs] == [said(f) for f in finals]
     assert all(s.end > s.start for s in subs)
