@@ -269,3 +269,26 @@ async def test_offset_header_drops_repeated_frames_and_fills_lost_ones():
     finals = [e for e in events if e["type"] == "final_transcript"]
     assert [(f["sample"], f["end_sample"]) for f in finals] == [(0, 16000)]
     assert not [e for e in events if e["type"] == "error"]
+
+
+async def test_real_recognizer_behind_the_server(tmp_path):
+    """The server with the project's Recognizer (tiny random-init wav2vec2 CTC model): two concurrent
+    clients each get a well-formed, schema-valid event stream of their own."""
+    from stream.recognizer import Recognizer, RecognizerConfig
+    from stream.vad_node import VadNode
+    from tests import hf_tiny
+
+    model = hf_tiny.build_tiny("wav2vec2", "ctc", tmp_path / "tiny")
+    rec = Recognizer(str(model), RecognizerConfig(chunk_ms=320, left_context_ms=1280))
+    validator = jsonschema.Draft202012Validator(json_schema())
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32)  # random model: any audio will do
+    async with _server(nodes=[Resample(), VadNode.create("none"), rec]) as srv:
+        sessions = await asyncio.gather(*(stream_audio(srv.url, noise, 16000) for _ in range(2)))
+    for s in sessions:
+        assert s.close_code == 1000
+        assert_stream_well_formed(s)
+        for e in s.events:
+            validator.validate(e)
+        assert s.finals and not s.of("error")
+        assert s.events[-1]["sample"] == 32000
