@@ -60,6 +60,10 @@ class Diarizer(Node):
 
     ``embedder``: ``None`` / ``"voice-encoder"`` (bundled) or an HF ``*ForXVector`` checkpoint,
     or an already loaded ``SpeakerEmbedder``.  ``speakers``: ``{name: clip path}`` to enroll.
+    ``frame_model``: an HF ``*ForAudioFrameClassification`` diarization checkpoint; when given,
+    turns come from its per-frame speaker activity (``engines.speakers.frames``, overlap
+    allowed, labels from its ``id2label``) instead of embeddings + clustering, and VAD events
+    are not needed.
     """
 
     def __init__(
@@ -68,10 +72,16 @@ class Diarizer(Node):
         *,
         embedder: object = None,
         speakers: Mapping[str, str | Path] | None = None,
+        frame_model: str | Path | None = None,
+        frame_chunk_ms: int = 320,
         name: str = "diarizer",
         executor: Executor | None = None,
     ):
         super().__init__(name)
+        self.frame_model = frame_model
+        self.frame_chunk_ms = frame_chunk_ms
+        self.frames = None  # FrameDiarizer when frame_model is given
+        self._frame_states: dict[str, object] = {}
         self.config = config or DiarizerConfig()
         self._embedder_arg = embedder
         self.embedder = None
@@ -89,6 +99,16 @@ class Diarizer(Node):
         if self._executor is None:
             self._executor = Executor(1, name=self.name)
         arg = self._embedder_arg
+        if self.frame_model is not None:
+            from engines.speakers.frames import FrameDiarizer
+
+            if self.speaker_clips:
+                raise ConfigError("--speaker enrollment needs embedding diarization, not a frame-classification model")
+            try:
+                self.frames = await self._executor.run(FrameDiarizer.load, self.frame_model)
+            except EngineError as exc:
+                raise ConfigError(str(exc)) from exc
+            return
         try:
             if arg is None or isinstance(arg, (str, Path)):
                 self.embedder = await self._executor.run(load_embedder, arg)
@@ -108,6 +128,24 @@ class Diarizer(Node):
 
     def forget(self, stream_id: str) -> None:
         self._states.pop(stream_id, None)
+        self._frame_states.pop(stream_id, None)
+
+    async def _process_frames(self, event: Event) -> None:
+        assert self._executor is not None and self.frames is not None
+        if isinstance(event, AudioChunk):
+            sid = event.stream_id
+            st = self._frame_states.get(sid) or self.frames.init_state(chunk_ms=self.frame_chunk_ms)
+            updates, st = await self._executor.run(self.frames.step, event.samples, st)
+            self._frame_states[sid] = st
+            await self._push_turns(sid, updates)
+        await self.push(event)
+
+    async def end_of_stream(self, eos: EndOfStream) -> None:
+        if self.frames is not None and eos.stream_id in self._frame_states:
+            assert self._executor is not None
+            updates, st = await self._executor.run(self.frames.flush, self._frame_states.pop(eos.stream_id))
+            await self._push_turns(eos.stream_id, updates)
+        await super().end_of_stream(eos)
 
     def _state(self, sid: str) -> DiarizerState:
         st = self._states.get(sid)
@@ -128,6 +166,13 @@ class Diarizer(Node):
     async def process(self, event: Event) -> None:
         sid = event.stream_id
         assert self._executor is not None
+        if isinstance(event, AudioChunk) and (event.sample_rate_hz != SAMPLE_RATE_HZ or event.samples.ndim != 1):
+            raise BadAudioError(
+                f"diarizer needs 16 kHz mono audio, got {event.sample_rate_hz} Hz shape {event.samples.shape}"
+            )
+        if self.frames is not None:
+            await self._process_frames(event)
+            return
         if isinstance(event, AudioChunk):
             if event.sample_rate_hz != SAMPLE_RATE_HZ or event.samples.ndim != 1:
                 raise BadAudioError(
@@ -145,6 +190,7 @@ class Diarizer(Node):
         await self.push(event)
 
     async def flush(self, stream_id: str) -> None:
+        # (frame mode closes its runs at end of stream only: its engine state cannot resume after a flush)
         st = self._states.get(stream_id)
         if st is None or self._executor is None:
             return
@@ -267,7 +313,20 @@ def diarization_nodes(
     *,
     embedder: object = None,
     speakers: Mapping[str, str | Path] | None = None,
+    max_speakers: int | None = None,
+    frame_model: str | Path | None = None,
     max_hold_ms: int = 2000,
 ) -> tuple[Diarizer, SpeakerLabeler]:
-    """The pair to put before and after the recogniser."""
-    return Diarizer(config, embedder=embedder, speakers=speakers), SpeakerLabeler(max_hold_ms=max_hold_ms)
+    """The pair to put before and after the recogniser (``--diarize``, ``--speaker NAME=clip``,
+    ``--max-speakers N``)."""
+    config = config or DiarizerConfig()
+    if max_speakers is not None:
+        if max_speakers < 1:
+            raise ConfigError(f"--max-speakers must be >= 1, got {max_speakers}")
+        if speakers and len(speakers) > max_speakers:
+            raise ConfigError(f"{len(speakers)} enrolled speakers exceed --max-speakers {max_speakers}")
+        config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, max_speakers=max_speakers))
+    return (
+        Diarizer(config, embedder=embedder, speakers=speakers, frame_model=frame_model),
+        SpeakerLabeler(max_hold_ms=max_hold_ms),
+    )

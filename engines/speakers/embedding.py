@@ -66,7 +66,7 @@ class SpeakerEmbedder(Protocol):
 
 
 def _as_audio(audio: np.ndarray, min_samples: int) -> np.ndarray:
-    a = np.asarray(audio, dtype=np.float32)
+    a = np.array(audio, dtype=np.float32)  # a writable copy: stream frames are read-only
     if a.ndim != 1:
         raise ValueError(f"speaker audio must be 1-D mono at 16 kHz, got shape {a.shape}")
     if a.shape[0] < min_samples:
