@@ -291,16 +291,18 @@ class SpeakerLabeler(Node):
                 cutoff = st.now - self.history
                 st.turns = {k: t for k, t in st.turns.items() if t.end_sample >= cutoff}
             await self.push(event)
-        elif isinstance(event, SpeechEnded):
+            await self._release(st)
+            return
+        if isinstance(event, SpeechEnded):
             st.covered = max(st.covered, event.sample)  # the diarizer closed that segment's turns before it
-            await self.push(event)
-        elif isinstance(event, FinalTranscript):
+        await self._release(st)  # what this event's time settles goes out before the event itself
+        if isinstance(event, FinalTranscript):
             st.held.append(event)
+            await self._release(st)
         elif isinstance(event, PartialTranscript):
             await self.push(_label_segment(event, self._relevant(st, event)))
         else:
             await self.push(event)
-        await self._release(st)
 
     async def flush(self, stream_id: str) -> None:
         st = self._streams.get(stream_id)
