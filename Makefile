@@ -45,9 +45,14 @@ $(VPY):
 	  $(MAKE) --no-print-directory apt-deps APT_PACKAGES=python3-venv; \
 	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 
+# The last line installs the bundled speaker-encoder weights (resemblyzer's pretrained.pt,
+# Apache-2.0; see engines/speakers/embedding.py) with --no-deps: its plain `webrtcvad`
+# dependency would overwrite webrtcvad-wheels' module (and imports pkg_resources, which
+# setuptools >= 81 no longer has); nothing else of that package is imported.
 $(STAMP): pyproject.toml $(CONSTRAINTS) | $(VPY)
 	$(PIP) install -q --upgrade-strategy only-if-needed -c $(CONSTRAINTS) "$(TORCH_SPEC)"
 	$(PIP) install -q --upgrade-strategy only-if-needed -c $(CONSTRAINTS) "numpy<2" -e ".[test]"
+	$(PIP) install -q --no-deps "resemblyzer==0.1.4"
 	@touch $@
 
 # Installs only the packages that are missing; runs apt-get update first, and only then.
