@@ -115,7 +115,9 @@ def transcribe(
     chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
     left_context_ms: int = typer.Option(_DEFAULTS.left_context_ms, "--left-context-ms", min=0, help="Left context the encoder keeps, ms."),
     lookahead_ms: int = typer.Option(_DEFAULTS.lookahead_ms, "--lookahead-ms", min=0, help="Lookahead (added latency), ms."),
-    diarize: Optional[bool] = typer.Option(None, "--diarize/--no-diarize", help="Online speaker diarization: speaker turns, and speakers on captions.", show_default="on with --rttm"),
+    diarize: Optional[bool] = typer.Option(None, "--diarize/--no-diarize", help="Online speaker diarization: speaker turns, and speakers on captions.", show_default="on with --rttm or --speaker"),
+    speaker: Optional[list[str]] = typer.Option(None, "--speaker", metavar="NAME=CLIP", help="Enroll a known voice from a reference clip (repeatable); others are S1, S2, ...", show_default="none"),
+    max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="At most this many speakers (diarization).", show_default="no limit"),
     realtime: bool = typer.Option(_DEFAULTS.realtime, "--realtime/--no-realtime", help="Pace a file like live audio (the microphone always is)."),
     progress: bool = typer.Option(_DEFAULTS.progress, "--progress/--no-progress", help="Progress bar on stderr while a file runs faster than real time (not while live captions share the terminal)."),
     console: bool = typer.Option(_DEFAULTS.console, "--console/--no-console", help="Live captions on stdout (off with --jsonl -)."),
@@ -134,6 +136,8 @@ def transcribe(
         "vad": vad.value,
         "mode": mode.value,
         "diarize": diarize,
+        "speakers": tuple(speaker or ()),
+        "max_speakers": max_speakers,
         "chunk_ms": chunk_ms,
         "left_context_ms": left_context_ms,
         "lookahead_ms": lookahead_ms,
@@ -153,7 +157,7 @@ def transcribe(
     raise typer.Exit(_run(cfg))
 
 
-_PARAM_OF_FIELD = {"input_path": "file"}
+_PARAM_OF_FIELD = {"input_path": "file", "speakers": "speaker"}
 
 
 def _config_from(ctx: typer.Context, given: dict[str, Any], config_path: Path | None) -> TranscribeConfig:

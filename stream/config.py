@@ -77,8 +77,10 @@ class TranscribeConfig:
     # voice activity detection
     vad: VadName = "webrtc"
 
-    # speaker diarization (online): None = on exactly when an RTTM output is asked for
+    # speaker diarization (online): None = on when an RTTM output or an enrolled speaker is asked for
     diarize: bool | None = None
+    speakers: tuple[str, ...] = ()  # "NAME=clip.wav" enrollments (--speaker, repeatable)
+    max_speakers: int | None = None  # None: no limit beyond the clustering's memory
 
     # pacing
     realtime: bool = False  # pace a file like a live source (the microphone always is)
@@ -108,7 +110,22 @@ class TranscribeConfig:
 
     @property
     def diarize_enabled(self) -> bool:
-        return self.rttm is not None if self.diarize is None else self.diarize
+        if self.diarize is None:
+            return self.rttm is not None or bool(self.speakers)
+        return self.diarize
+
+    def speaker_clips(self) -> dict[str, Path]:
+        """``speakers`` as ``{name: clip}``; ConfigError for a malformed or repeated entry."""
+        clips: dict[str, Path] = {}
+        for item in self.speakers:
+            name, sep, clip = str(item).partition("=")
+            name, clip = name.strip(), clip.strip()
+            if not sep or not name or not clip:
+                raise ConfigError(f"--speaker expects NAME=clip.wav, got {item!r}")
+            if name in clips:
+                raise ConfigError(f"--speaker {name!r} is given twice")
+            clips[name] = Path(clip)
+        return clips
 
     @property
     def console_enabled(self) -> bool:
@@ -159,6 +176,16 @@ class TranscribeConfig:
             path = getattr(self, name)
             if path is not None and not Path(path).parent.is_dir():
                 raise ConfigError(f"--{name} {path}: directory {Path(path).parent} does not exist")
+        clips = self.speaker_clips()
+        for name, clip in clips.items():
+            if not clip.is_file():
+                raise ConfigError(f"--speaker {name}={clip}: enrollment clip not found")
+        if self.max_speakers is not None and self.max_speakers < 1:
+            raise ConfigError(f"max_speakers must be >= 1, not {self.max_speakers}")
+        if self.max_speakers is not None and len(clips) > self.max_speakers:
+            raise ConfigError(f"{len(clips)} --speaker enrollments exceed --max-speakers {self.max_speakers}")
+        if (clips or self.max_speakers is not None) and self.diarize is False:
+            raise ConfigError("--speaker / --max-speakers need diarization; drop --no-diarize")
         if self.jsonl not in (None, "-") and not Path(self.jsonl).parent.is_dir():
             raise ConfigError(f"--jsonl {self.jsonl}: directory {Path(self.jsonl).parent} does not exist")
         return self
@@ -193,6 +220,7 @@ _INT_FIELDS = {
     "caption_max_chars_per_line",
     "caption_max_lines",
     "caption_max_duration_ms",
+    "max_speakers",
 }
 _BOOL_FIELDS = {"mic", "realtime", "progress", "console", "fsync", "diarize"}
 
@@ -212,6 +240,11 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: {key} must be true or false, not {value!r}")
         return value
+    if key == "speakers":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{source}: speakers must be a list of \"NAME=clip.wav\" strings, not {value!r}")
+        return tuple(items)
     if key == "device" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):

@@ -99,3 +99,55 @@ def test_enrolled_voices_get_their_names_and_others_stay_anonymous(tmp_path):
         a, state = assign(state, emb.embed(audio), cfg)
         labels.append(a.label)
     assert labels == ["rob", "sally", "S1"]
+
+
+# --------------------------------------------------------------------------- CLI: --speaker, --max-speakers
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from stream.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def _example(tmp_path):
+    clip = tmp_path / "in.wav"
+    sf.write(clip, 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
+    return clip
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--speaker", "alice"], "NAME=clip.wav"),
+        (["--speaker", "alice=/nowhere/alice.wav"], "alice=/nowhere/alice.wav: enrollment clip not found"),
+        (["--max-speakers", "1", "--speaker", "a=IN", "--speaker", "b=IN"], "exceed --max-speakers 1"),
+        (["--speaker", "a=IN", "--speaker", "a=IN"], "'a' is given twice"),
+        (["--no-diarize", "--speaker", "a=IN"], "need diarization"),
+    ],
+)
+def test_cli_speaker_options_fail_with_one_line(tmp_path, args, needle):
+    clip = _example(tmp_path)
+    args = [a.replace("IN", str(clip)) for a in args]
+    result = _cli("transcribe", str(clip), "--model", "none", "--no-progress", *args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_silent_enrollment_clip_is_named(tmp_path):
+    clip = _example(tmp_path)
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.zeros(16000, np.float32), 16000)
+    result = _cli("transcribe", str(clip), "--model", "none", "--no-progress", "--speaker", f"zed={quiet}")
+    assert result.exit_code == 2, result.output
+    assert "quiet.wav" in result.stderr and "silent" in result.stderr
+
+
+def test_config_speakers_from_toml(tmp_path):
+    from stream.config import TranscribeConfig
+
+    cfg = TranscribeConfig.from_mapping({"speakers": ["a=x.wav", "b = y.wav"], "max_speakers": 3})
+    assert cfg.speaker_clips() == {"a": __import__("pathlib").Path("x.wav"), "b": __import__("pathlib").Path("y.wav")}
+    assert cfg.diarize_enabled and cfg.max_speakers == 3
