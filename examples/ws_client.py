@@ -1,7 +1,7 @@
 """Minimal WebSocket client for ``speechstream serve``: stream a WAV file, print the captions.
 
     speechstream serve --port 8765 &
-    .venv/bin/python examples/ws_client.py examples/hello.wav [--url ws://127.0.0.1:8765/ws] [--token T]
+    .venv/bin/python examples/ws_client.py examples/hello.wav [--url ws://127.0.0.1:8765/ws] [--token T] [--speed 3]
 
 Protocol (docs/network.md): send a JSON ``start``, then binary PCM16 frames at the
 file's rate (the server resamples), then ``{"type": "end"}``; events come back as
@@ -20,7 +20,7 @@ import soundfile as sf
 from websockets.asyncio.client import connect
 
 
-async def main(path: str, url: str, token: str | None, realtime: bool) -> None:
+async def main(path: str, url: str, token: str | None, speed: float) -> None:
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     pcm = (np.clip(audio.mean(axis=1), -1, 32767 / 32768) * 32768).astype("<i2")  # mono PCM16
     headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -32,8 +32,8 @@ async def main(path: str, url: str, token: str | None, realtime: bool) -> None:
             t0 = time.monotonic()
             for pos in range(0, len(pcm), step):
                 await ws.send(pcm[pos : pos + step].tobytes())
-                if realtime:
-                    await asyncio.sleep(max(0.0, t0 + (pos + step) / rate - time.monotonic()))
+                # Paced: the server rate-limits a stream to 4x real time by default.
+                await asyncio.sleep(max(0.0, t0 + (pos + step) / rate / speed - time.monotonic()))
             await ws.send(json.dumps({"type": "end"}))
 
         sender = asyncio.create_task(send())
@@ -44,6 +44,8 @@ async def main(path: str, url: str, token: str | None, realtime: bool) -> None:
             elif ev["type"] == "final_transcript":
                 who = f"[{ev['speaker']}] " if ev.get("speaker") else ""
                 print(f"\r\033[K{ev['time_s']:7.2f}s  {who}{ev['text']}")
+            elif ev["type"] == "speech_ended":
+                print(f"\r\033[K  (speech {ev['start_s']:.2f}-{ev['time_s']:.2f} s)")
             elif ev["type"] == "error":
                 print(f"\r\033[Kerror {ev['code']}: {ev['message']}")
         await sender
@@ -54,6 +56,6 @@ if __name__ == "__main__":
     p.add_argument("wav")
     p.add_argument("--url", default="ws://127.0.0.1:8765/ws")
     p.add_argument("--token", default=None)
-    p.add_argument("--realtime", action="store_true", help="send at the speed of a live microphone")
+    p.add_argument("--speed", type=float, default=1.0, help="1 = like a live microphone; the server allows up to 4")
     a = p.parse_args()
-    asyncio.run(main(a.wav, a.url, a.token, a.realtime))
+    asyncio.run(main(a.wav, a.url, a.token, a.speed))
