@@ -29,6 +29,7 @@ pyannote's optimal mapping) is the word's speaker.  This tests the labelling, no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -90,7 +91,8 @@ def run_online(conv: Conversation, embedder, config: online.DiarizerConfig, vad_
 
     audio = conv.audio
     if vad_kind == "own":
-        st = online.speech_start(st, 0)
+        config = dataclasses.replace(config, use_vad_events=False)
+        st = online.init_state(config)
         for i in range(0, len(audio), CHUNK):
             fed = min(i + CHUNK, len(audio))
             handle([(i, audio[i : i + CHUNK])])

@@ -4,7 +4,8 @@ Two small nodes, placed around the recogniser::
 
     Resample -> VadNode -> Diarizer -> Recognizer -> SpeakerLabeler -> FanOut(sinks)
 
-``Diarizer`` reads 16 kHz ``AudioChunk``s and the VAD's ``SpeechStarted``/``SpeechEnded``,
+``Diarizer`` reads 16 kHz ``AudioChunk``s and the VAD's ``SpeechStarted``/``SpeechEnded``
+(or, with ``DiarizerConfig(use_vad_events=False)``, needs no VAD upstream),
 runs :mod:`engines.speakers.online` in an executor (embeddings over sliding windows, online
 clustering, enrollment) and pushes ``SpeakerTurn`` events.  It passes every event on, *after*
 the turns that audio decided, and closes a segment's turns before it forwards that segment's
@@ -181,6 +182,8 @@ class Diarizer(Node):
             updates, st = await self._executor.run(self._feed, self._state(sid), event.samples, event.sample)
             self._states[sid] = st
             await self._push_turns(sid, updates)
+        elif not self.config.use_vad_events:
+            pass  # the diarizer finds speech itself
         elif isinstance(event, SpeechStarted):
             self._states[sid] = online.speech_start(self._state(sid), event.sample)
         elif isinstance(event, SpeechEnded):

@@ -61,6 +61,9 @@ class DiarizerConfig:
     pause_ms: int = 150  # a pause this long inside a VAD segment ends the turn (turn-taking gap)
     pad_ms: int = 30  # kept around the voiced frames at a turn's start and end
     activity_mode: int = 3  # webrtc aggressiveness of the 10 ms voiced-frame detector (0-3)
+    # True: only audio inside upstream VAD segments (speech_start/speech_end) is diarized;
+    # False: no VAD upstream, the voiced-frame detector alone finds the speech.
+    use_vad_events: bool = True
     cluster: ClusterConfig = field(default_factory=lambda: ClusterConfig(threshold=0.75, confirm=1, merge_threshold=0.88))
 
     def __post_init__(self) -> None:
@@ -145,6 +148,7 @@ def init_state(config: DiarizerConfig, enrolled: Mapping[str, np.ndarray] | None
         cluster=init_clusters(config.cluster, enrolled),
         buf=_ro(np.zeros(0, np.float32)),
         activity=webrtcvad.Vad(config.activity_mode),
+        vad_open=not config.use_vad_events,
     )
 
 

@@ -136,6 +136,20 @@ async def test_enrolled_speakers_are_named(conversation):
     assert [label_at(turns, (s + e) // 2) for s, e, _ in ref] == ["sally", "rob", "sally", "rob"]
 
 
+async def test_without_a_vad_upstream(conversation):
+    from engines.speakers.online import DiarizerConfig
+
+    audio, ref, _ = conversation
+    collect = Collect(keep_audio=False)
+    graph = Graph(
+        sources=[ArraySource(audio, SR, stream_id="conv", block=1600)],
+        nodes=[Diarizer(DiarizerConfig(use_vad_events=False)), collect],
+    )
+    await graph.run(timeout_s=240)
+    turns = latest_turns(collect.events)
+    assert [label_at(turns, (s + e) // 2) for s, e, _ in ref] == ["S1", "S2", "S1", "S2"]
+
+
 async def test_bad_enrollment_clip_fails_at_start_naming_it(tmp_path):
     from stream.errors import ConfigError
 
