@@ -9,8 +9,12 @@ due for a model call together. Everything it keeps per stream lives in the ``Str
 returns; all bookkeeping is in Python ints, and no tensor is read back (no ``.item()``).
 
 Window mode (``spec.mode == "window"``), per chunk of frames [f, f + C):
-    the model runs on frames [max(0, f - L), f + C + R) (samples
-    [hop * max(0, f - L), hop * (f + C + R - 1) + rf)), and keeps frames [f, f + C).
+    the model runs on the samples [hop * max(0, f - L), hop * (f + C + R)) -- exactly
+    left + chunk + lookahead ms of audio, as the transformers ASR pipeline's chunk -- and keeps
+    frames [f, f + C). The grid is the pipeline's: the first chunk is frames [0, L + C) (there is
+    no left context to take yet), then chunks start at L + k*C; the window that reaches the end
+    of the stream (at flush) emits every frame left. With lookahead 0 the window is extended to
+    the chunk's last frame's receptive field (80 samples more).
     When the module can reuse per-frame features (``window_features`` is not None: layer-norm
     CNNs) and normalisation is not per window, the CNN + projection output of the overlap is
     kept in the state and only new frames go through the CNN. Otherwise each window is
@@ -198,51 +202,55 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
     outs, start = [], st.frames_out
     while True:
         f = st.frames_out
-        e = f + C + R
-        need = hop * (e - 1) + rf
-        if st.samples_in < need:
-            if not final or f >= total:
-                break
-            e = total
+        if final and f >= total:
+            break
+        # the first chunk has no left context to take, so it takes L + C frames (the grid of
+        # the transformers pipeline: chunks then start at L + k*C)
+        c = L + C if f == 0 else C
+        # window = exactly left + chunk + lookahead of audio (as the pipeline's chunk_length_s),
+        # but never less than the chunk's own frames need (lookahead 0)
+        x_end = max(hop * (f + c + R), hop * (f + c - 1) + rf)
+        if st.samples_in >= x_end and not (final and x_end >= st.samples_in):
+            n_emit = c
+        elif final:
+            x_end = st.samples_in  # the window that reaches the end emits every frame left
+            n_emit = total - f
+        else:
+            break
         a = max(0, f - L)
+        nf = model.num_frames(x_end - hop * a)  # window frames [a, a + nf)
         wc: WindowCache = st.cache
         buf = st.pending
-        x_end = min(hop * (e - 1) + rf, st.samples_in)
         feats = None
         if reuse:
             have = wc.feats is not None
-            first_new = (wc.feat_start + wc.feats.shape[0]) if have else a
-            first_new = max(first_new, a)
+            first_new = max((wc.feat_start + wc.feats.shape[0]) if have else a, a)
             new = None
-            if first_new < e:
+            if first_new < a + nf:
                 xs = buf[hop * first_new - wc.buf_start : x_end - wc.buf_start]
                 new = module.window_features(xs[None].to(model.device))
-            if new is not None or (have and first_new >= e):
+            if new is not None or (have and first_new >= a + nf):
                 parts = []
                 if have:
-                    parts.append(wc.feats[max(0, a - wc.feat_start) : max(0, e - wc.feat_start)])
+                    parts.append(wc.feats[max(0, a - wc.feat_start) : max(0, a + nf - wc.feat_start)])
                 if new is not None:
                     parts.append(new[0])
                 feats = torch.cat(parts) if len(parts) > 1 else parts[0]
         if feats is not None:
-            frames = module.window_from_features(feats[None])[0]  # (e - a, D)
-            keep_from = max(a, f + C - L)
+            frames = module.window_from_features(feats[None])[0]  # (nf, D)
+            keep_from = max(a, f + n_emit - L)
             wc = WindowCache(wc.buf_start, feats[keep_from - a :], keep_from)
-            # samples needed later start at the first frame without features
-            drop_to = hop * e
+            drop_to = hop * (a + nf)  # the next new frame's samples start here
         else:
             xs = buf[hop * a - wc.buf_start : x_end - wc.buf_start]
             if spec.normalize == "window":
                 xs = normalize_window(xs)
-            frames = module.window_forward(xs[None].to(model.device))[0]  # (e - a, D)
-            drop_to = hop * max(0, f + C - L)
-        n_emit = min(C, e - f)
+            frames = module.window_forward(xs[None].to(model.device))[0]  # (nf, D)
+            drop_to = hop * max(0, f + n_emit - L)
         outs.append(frames[f - a : f - a + n_emit])
         drop = max(0, min(drop_to, st.samples_in) - wc.buf_start)
         wc = WindowCache(wc.buf_start + drop, wc.feats, wc.feat_start)
         st = st.replace(frames_out=f + n_emit, pending=buf[drop:], cache=wc, steps=st.steps + 1)
-        if final and st.frames_out >= total:
-            break
     return outs, start, st
 
 

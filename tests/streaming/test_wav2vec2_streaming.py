@@ -127,30 +127,77 @@ def test_cached_groupnorm_running_statistics_settle(models):
     assert late < early
 
 
+def _window_plan(S, C, L, R, hop=320, rf=400):
+    """The windows, written out independently of the engine: (first frame, frames, window
+    start sample, window end sample). First chunk [0, L + C), then chunks at L + k*C; window =
+    left + chunk + lookahead of audio; the window reaching the end emits the rest."""
+    T = (S - rf) // hop + 1
+    plan, f = [], 0
+    while f < T:
+        c = L + C if f == 0 else C
+        end = max(hop * (f + c + R), hop * (f + c - 1) + rf)
+        a = max(0, f - L)
+        if end >= S:
+            plan.append((f, T - f, hop * a, S))
+            break
+        plan.append((f, c, hop * a, end))
+        f += c
+    return plan
+
+
 @pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
 @pytest.mark.parametrize("norm", ["group", "layer"])
 @pytest.mark.parametrize("chunk_ms,left_ms,right_ms", [(1000, 1000, 1000), (80, 160, 60), (200, 0, 0)])
 def test_window_per_window_normalisation_equals_transformers_on_each_window(models, family, norm, chunk_ms, left_ms, right_ms):
-    """normalize="window" does what the transformers ASR pipeline does per chunk."""
+    """normalize="window" normalises each window as the transformers feature extractor does."""
     model = models(family, do_normalize=True, feat_extract_norm=norm)
     ref_model = hf_tiny.reference(model.model_dir)
     from transformers import Wav2Vec2FeatureExtractor
 
     fe = Wav2Vec2FeatureExtractor.from_pretrained(model.model_dir)
-    x = _audio(seconds=2.5)
+    x = _audio(seconds=5.5)
     T = model.num_frames(x.numel())
     state = model.init_state("window", chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=right_ms, normalize="window")
     y, _ = _stream(model, x, state, _sizes(x.numel()))
     assert y.shape[0] == T
     C, L, R = state.spec.chunk_frames, state.spec.left_frames, state.spec.lookahead_frames
-    for f in range(0, T, C):
-        a, e = max(0, f - L), min(T, f + C + R)
-        window = x[320 * a : 320 * (e - 1) + 400].numpy()
-        inputs = fe(window, sampling_rate=SR, return_tensors="pt")
+    plan = _window_plan(x.numel(), C, L, R)
+    assert sum(n for _, n, _, _ in plan) == T and len(plan) >= 3
+    for f, n, s0, s1 in plan:
+        inputs = fe(x[s0:s1].numpy(), sampling_rate=SR, return_tensors="pt")
         with torch.no_grad():
             ref = ref_model(inputs["input_values"]).logits[0]
-        got = y[f : min(f + C, T)]
-        assert (got - ref[f - a : f - a + got.shape[0]]).abs().max().item() < ATOL, f
+        a = s0 // 320
+        assert (y[f : f + n] - ref[f - a : f - a + n]).abs().max().item() < ATOL, f
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+@pytest.mark.parametrize("chunk_s,stride", [(3, (1, 1)), (2, (0.5, 0.5)), (1, (0.2, 0.2))])
+def test_window_equals_the_transformers_pipeline_logits(models, norm, chunk_s, stride):
+    """The pipeline's own chunking (chunk_iter) and stride trimming (rescale_stride, as in its
+    postprocess) give the logits window mode emits with the same geometry."""
+    from transformers import Wav2Vec2FeatureExtractor
+    from transformers.pipelines.automatic_speech_recognition import chunk_iter, rescale_stride
+
+    model = models("wav2vec2", do_normalize=True, feat_extract_norm=norm)
+    ref_model = hf_tiny.reference(model.model_dir)
+    fe = Wav2Vec2FeatureExtractor.from_pretrained(model.model_dir)
+    x = _audio(seconds=7.3)
+    chunk_len, left, right = int(chunk_s * SR), int(stride[0] * SR), int(stride[1] * SR)
+    pieces = []
+    for item in chunk_iter(x.numpy(), fe, chunk_len, left, right):
+        with torch.no_grad():
+            logits = ref_model(item["input_values"], attention_mask=item["attention_mask"]).logits
+        token_n, l_n, r_n = rescale_stride([item["stride"]], 1 / 320)[0]
+        pieces.append(logits[0, l_n : token_n - r_n])
+    expected = torch.cat(pieces)
+    state = model.init_state(
+        "window", chunk_ms=int((chunk_s - stride[0] - stride[1]) * 1000), left_context_ms=int(stride[0] * 1000),
+        lookahead_ms=int(stride[1] * 1000), normalize="window",
+    )
+    y, _ = _stream(model, x, state, _sizes(x.numel(), hi=6000))
+    assert y.shape == expected.shape
+    assert (y - expected).abs().max().item() < ATOL
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
@@ -173,12 +220,11 @@ def test_window_stream_normalisation_equals_model_on_each_window(models, family,
         pos += n
     xs = torch.cat(parts)
     C, L, R = state.spec.chunk_frames, state.spec.left_frames, state.spec.lookahead_frames
-    for f in range(0, T, C):
-        a, e = max(0, f - L), min(T, f + C + R)
+    for f, n, s0, s1 in _window_plan(x.numel(), C, L, R):
         with torch.no_grad():
-            ref = model.module.window_forward(xs[None, 320 * a : 320 * (e - 1) + 400])[0]
-        got = y[f : min(f + C, T)]
-        assert (got - ref[f - a : f - a + got.shape[0]]).abs().max().item() < ATOL, f
+            ref = model.module.window_forward(xs[None, s0:s1])[0]
+        a = s0 // 320
+        assert (y[f : f + n] - ref[f - a : f - a + n]).abs().max().item() < ATOL, f
 
 
 def test_window_accepts_combinations_the_pipeline_rejects(models):
