@@ -226,12 +226,18 @@ class Graph:
             if exc is not self._failure:
                 raise
         finally:
-            await self._abort(cancel_timeout_s)
+            abort_error: GraphTimeoutError | None = None
+            try:
+                await self._abort(cancel_timeout_s)
+            except GraphTimeoutError as exc:
+                abort_error = exc
             await self._close(self.pipeline.stop(), "pipeline")
             for src in self.sources:
                 await self._close(src.stop(), f"source {src.stream_id!r}")
         if self._failure is not None:
             raise self._failure
+        if abort_error is not None:
+            raise abort_error
         if timed_out:
             raise GraphTimeoutError(f"graph {self.name!r}: stop did not finish within {timeout_s} s; tasks were cancelled")
 

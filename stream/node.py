@@ -238,11 +238,15 @@ class Node:
 
 async def run_node(node: Node, edge: Edge) -> None:
     """The task body of one node: take items from its input edge until Stop."""
+    task = asyncio.current_task()
     while True:
         item = await edge.get()
         await node.receive(item)
         if isinstance(item, Stop):
             return
+        if task is not None and getattr(task, "cancelling", lambda: 0)():
+            # A hook swallowed our cancellation (some libraries do): honour it now.
+            raise asyncio.CancelledError
 
 
 class _Tail:

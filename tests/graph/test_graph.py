@@ -388,3 +388,35 @@ async def test_partial_transcripts_are_droppable_finals_are_not():
     items = [await e.get() for _ in range(3)]
     assert [type(i).__name__ for i in items] == ["QueueOverflow", "FinalTranscript", "PartialTranscript"]
     assert items[2].text == "bc"
+
+
+async def test_task_swallowing_cancellation_is_bounded_and_reported():
+    released = asyncio.Event()
+
+    class Stubborn(Node):
+        async def process(self, event):
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:  # a badly behaved library
+                await released.wait()
+
+    closed = []
+
+    class Closing(Node):
+        async def stop(self):
+            closed.append(self.name)
+
+    graph = Graph([ArraySource(audio(1), 16000, stream_id="s")], [Stubborn("stubborn"), Closing("after")])
+    await graph.start()
+    await asyncio.sleep(0.05)
+    try:
+        with pytest.raises(GraphTimeoutError, match="ignored cancellation: .*stubborn"):
+            await graph.stop(timeout_s=0.1, cancel_timeout_s=0.1)
+        assert closed == ["after"]  # resources still closed
+    finally:
+        released.set()
+    for _ in range(100):  # the stubborn task honours its cancellation once its hook returns
+        if not no_other_tasks():
+            break
+        await asyncio.sleep(0.01)
+    assert no_other_tasks() == []
