@@ -49,6 +49,7 @@ then raises :class:`~stream.errors.GraphTimeoutError`. No task outlives ``stop``
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 from typing import Any, Awaitable, Callable, Iterable, Sequence
@@ -63,6 +64,8 @@ __all__ = ["Graph"]
 
 log = logging.getLogger("stream.graph")
 
+KEEP_CAPTURE_EDGES = 256
+
 
 class _GraphTail(_Tail):
     def __init__(self, graph: "Graph", on_event: Callable[[Event], None] | None):
@@ -75,8 +78,8 @@ class _GraphTail(_Tail):
             self.on_event(item)
         await super().put(item)
         if isinstance(item, EndOfStream):
-            self._seen.pop(("eos", item.stream_id), None)  # the graph keeps its own set
-            self.graph._ended.add(item.stream_id)
+            self._seen.pop(("eos", item.stream_id), None)
+            self.graph._stream_ended(item.stream_id)
         self.graph._wake.set()
 
     def put_control(self, frame: ControlFrame) -> None:
@@ -105,12 +108,11 @@ class Graph:
             self.pipeline = Pipeline(list(nodes) or [Node("pass")], name=name, edge=edge)
         self.name = name
         self.bug_policy = bug_policy
-        self.sources: list[Source] = []
+        self.sources: list[Source] = []  # sources not ended yet (an ended stream's source is dropped)
         self._tail = _GraphTail(self, on_event)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._source_tasks: dict[str, list[asyncio.Task[Any]]] = {}
-        self._capture: dict[str, Edge] = {}
-        self._ended: set[str] = set()
+        self._capture: collections.OrderedDict[str, Edge] = collections.OrderedDict()  # recent capture edges
         self._wake = asyncio.Event()
         self._failure: BaseException | None = None
         self._tokens = itertools.count(1)
@@ -125,7 +127,8 @@ class Graph:
         return self._state == "running"
 
     def capture_edge(self, stream_id: str) -> Edge:
-        """The capture edge of a source (its ``dropped()`` counter, for tests and stats)."""
+        """The capture edge of a source (its ``dropped()`` counter, for tests and stats).
+        Kept for the last ``KEEP_CAPTURE_EDGES`` streams after they end."""
         return self._capture[stream_id]
 
     def nodes(self) -> list[Node]:
@@ -135,7 +138,7 @@ class Graph:
 
     def add_source(self, source: Source) -> None:
         """Add a source; allowed before start or while running (it starts at once)."""
-        if source.stream_id in self._capture or any(s.stream_id == source.stream_id for s in self.sources):
+        if any(s.stream_id == source.stream_id for s in self.sources):
             raise GraphStateError(f"duplicate stream_id {source.stream_id!r}")
         if self._state != "new":
             raise GraphStateError(f"graph is {self._state}; use 'await graph.start_source(src)' on a running graph")
@@ -195,7 +198,7 @@ class Graph:
 
     async def wait_streams(self) -> None:
         """Wait until the EOS of every source added so far reached the tail."""
-        await self._until(lambda: all(s.stream_id in self._ended for s in self.sources))
+        await self._until(lambda: not self.sources)
 
     async def flush(self, stream_id: str | None = None, timeout_s: float = 10.0) -> None:
         """Make every node emit what is pending for ``stream_id`` (None: all), and wait
@@ -232,8 +235,6 @@ class Graph:
             except GraphTimeoutError as exc:
                 abort_error = exc
             await self._close(self.pipeline.stop(), "pipeline")
-            for src in self.sources:
-                await self._close(src.stop(), f"source {src.stream_id!r}")
         if self._failure is not None:
             raise self._failure
         if abort_error is not None:
@@ -312,9 +313,17 @@ class Graph:
         except Exception:
             log.exception("closing %s failed", what)
 
+    def _stream_ended(self, sid: str) -> None:
+        """A stream's EOS reached the tail: forget its source (long-running servers add many)."""
+        self.sources = [s for s in self.sources if s.stream_id != sid]
+        self._source_tasks.pop(sid, None)
+
     def _launch_source(self, src: Source) -> None:
         edge = Edge(f"capture:{src.stream_id}", src.capture_edge)
         self._capture[src.stream_id] = edge
+        self._capture.move_to_end(src.stream_id)
+        while len(self._capture) > KEEP_CAPTURE_EDGES:
+            self._capture.popitem(last=False)
         self._source_tasks[src.stream_id] = [
             self._spawn(self._run_source(src, edge), f"source:{src.stream_id}"),
             self._spawn(self._forward(src.stream_id, edge), f"forward:{src.stream_id}"),
@@ -341,6 +350,13 @@ class Graph:
             except Exception:
                 return 16_000
 
+        try:
+            await self._produce(src, edge, emit, pos, rate)
+        finally:
+            await self._close(src.stop(), f"source {sid!r}")  # right away: a server may run for days
+
+    async def _produce(self, src: Source, edge: Edge, emit: Any, pos: dict[str, Any], rate: Callable[[], int]) -> None:
+        sid = src.stream_id
         try:
             await src.run(emit)
         except StreamError as exc:

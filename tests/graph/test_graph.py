@@ -420,3 +420,24 @@ async def test_task_swallowing_cancellation_is_bounded_and_reported():
             break
         await asyncio.sleep(0.01)
     assert no_other_tasks() == []
+
+
+async def test_sources_added_while_running_are_released_when_they_end():
+    stopped = []
+
+    class Tracked(ArraySource):
+        async def stop(self):
+            stopped.append(self.stream_id)
+
+    sink = Collect(keep_audio=False)
+    graph = Graph([], [Accumulate(), sink], bug_policy="raise")
+    await graph.start()
+    for i in range(5):
+        await graph.start_source(Tracked(audio(0.05), 16000, stream_id=f"conn{i}", block=160))
+    await graph.wait_streams()
+    assert graph.sources == [] and sorted(stopped) == [f"conn{i}" for i in range(5)]
+    await graph.start_source(Tracked(audio(0.05), 16000, stream_id="conn0", block=160))  # an id may come back
+    await graph.stop()
+    ends = [e.stream_id for e in sink.events if isinstance(e, EndOfStream)]
+    assert sorted(ends[:5]) == [f"conn{i}" for i in range(5)] and ends[5:] == ["conn0"]
+    assert no_other_tasks() == []
