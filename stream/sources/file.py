@@ -14,7 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 from ..errors import SourceError, SourceNotFoundError, UnreadableAudioError

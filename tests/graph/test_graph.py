@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stream.errors import BadAudioError, GraphStateError, GraphTimeoutError
-from stream.events import AudioChunk, EndOfStream, ErrorEvent, Event, FinalTranscript, PartialTranscript, QueueOverflow
+from stream.events import AudioChunk, EndOfStream, ErrorEvent, FinalTranscript, PartialTranscript, QueueOverflow
 from stream.executor import Executor
 from stream.graph import Graph
 from stream.node import Collect, FanOut, Node, Pipeline
