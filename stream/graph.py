@@ -333,9 +333,14 @@ class Graph:
         sid = src.stream_id
         pos = {"sample": 0, "rate": None}
 
-        async def emit(chunk: AudioChunk) -> None:
+        async def emit(chunk: Event) -> None:
             if chunk.stream_id != sid:
-                raise StreamError(f"source {sid!r} emitted a chunk of stream {chunk.stream_id!r}")
+                raise StreamError(f"source {sid!r} emitted an event of stream {chunk.stream_id!r}")
+            if not isinstance(chunk, AudioChunk):  # a source's own report (overflow, non-fatal error)
+                if isinstance(chunk, EndOfStream):
+                    raise StreamError(f"source {sid!r} emitted EndOfStream; return from run() instead")
+                await edge.put(chunk)
+                return
             if chunk.sample < pos["sample"]:  # gaps are allowed (a mic dropped blocks), overlaps are not
                 raise StreamError(f"source {sid!r}: chunk at sample {chunk.sample} overlaps audio up to {pos['sample']}")
             pos["sample"] = chunk.end_sample

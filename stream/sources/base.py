@@ -5,8 +5,11 @@ file or device; raise :class:`~stream.errors.ConfigError` with the offending
 value), then runs ``await run(emit)`` in its own task, then ``await stop()``.
 ``run`` calls ``await emit(chunk)`` for each :class:`~stream.events.AudioChunk`
 at the source's native rate and channel count (``samples`` shaped ``(n,)`` or
-``(n, channels)``, ``sample`` = offset of its first frame, contiguous from 0),
-and returns when the input is exhausted or :meth:`request_stop` was called.
+``(n, channels)``, ``sample`` = offset of its first frame, from 0, increasing;
+a gap means lost audio and is filled with silence by the resampler), and returns
+when the input is exhausted or :meth:`request_stop` was called. A source may
+also emit its own reports (``QueueOverflow``, a non-fatal ``ErrorEvent``) for its
+stream; it never emits ``EndOfStream``.
 The graph then sends the stream's :class:`~stream.events.EndOfStream`.
 
 A ``realtime`` source (microphone, paced file) feeds a ``drop_oldest`` capture
@@ -19,12 +22,12 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from ..events import AudioChunk
+from ..events import Event
 from ..queues import EdgeSpec
 
 __all__ = ["Emit", "Source"]
 
-Emit = Callable[[AudioChunk], Awaitable[None]]
+Emit = Callable[[Event], Awaitable[None]]  # AudioChunk, or the source's own reports
 
 
 class Source:

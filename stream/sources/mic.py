@@ -7,9 +7,11 @@ is drop-oldest with a counter, so capture never waits for the graph. Offsets are
 capture time: a dropped block leaves a gap in ``sample`` (the resampler fills it
 with silence), so later audio keeps its true time.
 
-Counters (read them any time, they are also logged at stop):
-``input_overflows`` (blocks PortAudio flagged ``input_overflow``: the device lost
-samples before we saw them) and ``dropped_blocks`` (blocks dropped by our queue).
+Counters: ``input_overflows`` (blocks PortAudio flagged ``input_overflow``: the
+device lost samples before we saw them) and ``dropped_blocks`` (blocks dropped by
+our queue). Both surface in the stream when they move: ``QueueOverflow(edge=
+"mic:<id>")`` for drops, a non-fatal ``ErrorEvent(code="input_overflow")`` for
+device overflows; they are also logged at stop.
 
 Devices are chosen by index or by (case-insensitive) substring of their name;
 an unknown or output-only device raises :class:`~stream.errors.DeviceNotFoundError`
@@ -27,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ConfigError, DeviceNotFoundError, SourceError
-from ..events import AudioChunk
+from ..events import AudioChunk, ErrorEvent, QueueOverflow
 from ..queues import EdgeSpec
 from .base import Emit, Source
 
@@ -233,7 +235,11 @@ class MicSource(Source):
         assert self._wake is not None and self._rate is not None
         limit = self._limit_frames() if self.max_duration_ms is not None else None
         fmt = "s16" if self.dtype == "int16" else "f32"
+        reported = (0, 0)
         while True:
+            if (self.dropped_blocks, self.input_overflows) != reported:
+                await self._report(emit, reported)
+                reported = (self.dropped_blocks, self.input_overflows)
             while self._queue:
                 offset, block = self._queue.popleft()
                 if limit is not None and offset + block.shape[0] > limit:
@@ -253,6 +259,18 @@ class MicSource(Source):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
             except asyncio.TimeoutError:
                 pass
+
+    async def _report(self, emit: Emit, reported: tuple[int, int]) -> None:
+        """Surface the counters in the stream: our drops as QueueOverflow, device overflows as a
+        non-fatal ErrorEvent (the device lost samples; their number is unknown)."""
+        at = self._queue[0][0] if self._queue else self._captured
+        rate = self.sample_rate_hz
+        if self.dropped_blocks != reported[0]:
+            await emit(QueueOverflow(self.stream_id, at, sample_rate_hz=rate, edge=f"mic:{self.stream_id}",
+                                     dropped_total=self.dropped_blocks))
+        if self.input_overflows != reported[1]:
+            await emit(ErrorEvent(self.stream_id, at, sample_rate_hz=rate, code="input_overflow", fatal=False,
+                                  message=f"input device overflowed: samples lost ({self.input_overflows} time(s) so far)"))
 
     async def stop(self) -> None:
         stream, self._stream = self._stream, None

@@ -53,3 +53,29 @@ def test_bad_options():
         MicSource(dtype="int8")
     with pytest.raises(ConfigError, match="block_ms"):
         MicSource(block_ms=50, queue_ms=20)
+
+
+async def test_callback_queue_drops_oldest_and_surfaces_counters():
+    import asyncio
+
+    import numpy as np
+
+    from stream.events import AudioChunk, ErrorEvent, QueueOverflow
+
+    src = MicSource(block_ms=20, queue_ms=40, stream_id="m")  # room for 2 blocks
+    src._rate, src._loop, src._wake, src._max_blocks = 16000, asyncio.get_running_loop(), asyncio.Event(), 2
+    for i in range(5):  # what the PortAudio thread hands over, as the loop runs it
+        src._enqueue(np.full((320, 1), i, np.int16), overflow=(i == 1))
+    src.request_stop()
+    got = []
+
+    async def emit(e):
+        got.append(e)
+
+    await src.run(emit)
+    assert src.dropped_blocks == 3 and src.input_overflows == 1
+    assert isinstance(got[0], QueueOverflow) and got[0].dropped_total == 3 and got[0].edge == "mic:m"
+    assert isinstance(got[1], ErrorEvent) and got[1].code == "input_overflow" and not got[1].fatal
+    chunks = [e for e in got if isinstance(e, AudioChunk)]
+    assert [c.sample for c in chunks] == [960, 1280]  # capture time kept: a gap where blocks were dropped
+    assert [int(c.samples[0]) for c in chunks] == [3, 4] and chunks[0].sample_format == "s16"

@@ -126,3 +126,20 @@ async def test_nan_becomes_error_event_for_that_stream_only():
     assert sum(c.num_samples for c in good_audio) == 16000
     assert [type(e).__name__ for e in sink.of("bad")][-2:] == ["ErrorEvent", "EndOfStream"]
     assert isinstance(sink.of("good")[-1], EndOfStream)
+
+
+async def test_gap_in_capture_is_filled_with_silence():
+    from stream.sources.base import Source
+
+    class Gappy(Source):
+        sample_rate_hz = 16000
+
+        async def run(self, emit):
+            await emit(AudioChunk(self.stream_id, 0, samples=np.ones(1600, np.float32)))
+            await emit(AudioChunk(self.stream_id, 4800, samples=np.ones(1600, np.float32)))  # 3200 lost
+
+    sink = Collect()
+    await Graph([Gappy("g")], [Resample(), sink], bug_policy="raise").run()
+    chunks = [e for e in sink.events if isinstance(e, AudioChunk)]
+    assert [(c.sample, c.num_samples) for c in chunks] == [(0, 1600), (1600, 3200), (4800, 1600)]
+    assert not chunks[1].samples.any() and sink.events[-1] == EndOfStream("g", 6400)
