@@ -38,12 +38,18 @@ Shape of a running graph::
 - Nodes run sequentially, one task each; model nodes await an
   :class:`~stream.executor.Executor`, so the loop stays free.
 - Errors follow the policy in :mod:`stream.node` (``bug_policy``).
+- Streams come and go: ``await graph.start_source(src)`` adds one to a running
+  graph (servers); a source is stopped and forgotten as soon as its stream's
+  EOS reaches the tail, so a graph can run for days. ``on_event`` sees every
+  event that reaches the tail.
 
 Lifecycle and timeouts: ``start(timeout_s)`` opens sources and nodes (config
 errors raise here); ``stop(timeout_s)`` is graceful (sources asked to stop, every
 EOS reaches the tail, then nodes end) and falls back to cancelling every task,
 waiting at most ``cancel_timeout_s`` in case a library swallows cancellation,
-then raises :class:`~stream.errors.GraphTimeoutError`. No task outlives ``stop``.
+then raises :class:`~stream.errors.GraphTimeoutError`. Only a task that ignores
+cancellation outlives ``stop`` (it is named in that error, and ends as soon as
+its blocking call returns).
 """
 
 from __future__ import annotations
