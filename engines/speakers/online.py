@@ -52,7 +52,7 @@ class DiarizerConfig:
     hop_ms: int = 250
     left_ms: int = 750  # context before the hop centre
     right_ms: int = 750  # lookahead after the hop centre; sets the latency
-    change_threshold: float = 0.85  # window vs open-turn similarity below which a change is suspected
+    change_threshold: float = 0.8  # window vs open-turn similarity below which a change is suspected
     change_margin: float = 0.1  # ... or a known speaker beats the turn's speaker by this much
     change_hops: int = 2  # consecutive suspicious windows that split a turn
     new_speaker_ms: int = 1000  # an unmatched turn becomes a new speaker once it holds this much audio
@@ -254,8 +254,10 @@ def _hop(state: DiarizerState, h: int, h_end: int, seg_end: int, embedder: Speak
             return _after_hop(state, replace(t, end=h_end), config, out)
         return state  # a blip too short to embed opens no turn
     x = embedder.embed(window).astype(np.float64)  # (D,) unit
+    # A window clipped by a segment start / end saw less audio: it counts less in the turn's mean.
+    xw = x * min(1.0, len(window) / _ms(config.left_ms + config.right_ms)) ** 2
     if t is None:
-        t = _Turn(state.next_turn, h, h_end, x)
+        t = _Turn(state.next_turn, h, h_end, xw)
         return _after_hop(replace(state, next_turn=state.next_turn + 1), t, config, out)
     sim = float(_unit(t.vsum) @ x)
     other, other_sim = state.cluster.best(x)
@@ -264,14 +266,20 @@ def _hop(state: DiarizerState, h: int, h_end: int, seg_end: int, embedder: Speak
         if other_sim > own + config.change_margin:
             sim = -1.0  # the window clearly sounds like another known speaker
     if sim >= config.change_threshold:
-        vsum = t.vsum + x + (t.cand_vsum if t.cand_vsum is not None else 0.0)  # a blip: fold it back
+        vsum = t.vsum + xw + (t.cand_vsum if t.cand_vsum is not None else 0.0)  # a blip: fold it back
         t = replace(t, end=h_end, vsum=vsum, cand_start=None, cand_vsum=None, cand_count=0)
         return _after_hop(state, t, config, out)
     if t.cand_start is None:
-        t = replace(t, end=h_end, cand_start=h, cand_vsum=x, cand_count=1)
+        t = replace(t, end=h_end, cand_start=h, cand_vsum=xw, cand_count=1)
     else:
-        t = replace(t, end=h_end, cand_vsum=t.cand_vsum + x, cand_count=t.cand_count + 1)
+        t = replace(t, end=h_end, cand_vsum=t.cand_vsum + xw, cand_count=t.cand_count + 1)
     if t.cand_count < config.change_hops:
+        return _after_hop(state, t, config, out)
+    cand_label, cand_sim = state.cluster.best(t.cand_vsum)
+    if cand_label is not None and cand_label == t.label and cand_sim >= config.cluster.threshold:
+        # The windows drifted from the turn's early mean but still sound like its speaker
+        # (e.g. the short clipped windows at a segment start): no change, fold them in.
+        t = replace(t, vsum=t.vsum + t.cand_vsum, cand_start=None, cand_vsum=None, cand_count=0)
         return _after_hop(state, t, config, out)
     # A speaker change inside the segment: the old turn ends where the deviation began.
     new = _Turn(state.next_turn, t.cand_start, h_end, t.cand_vsum)
