@@ -19,7 +19,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from sinks.mqtt import MqttSink
-from stream.events import EndOfStream, Event
+from stream.events import Event
 from stream.graph import Graph
 from stream.net.mqtt import MqttIngest, MqttSettings
 from stream.net.protocol import Limits, SampleFormat, SetSpeakers
@@ -45,7 +45,6 @@ class MqttWorker:
         pub = dataclasses.replace(settings, client_id=f"{cid}-events" if cid else None)
         sub = dataclasses.replace(settings, client_id=f"{cid}-ingest" if cid else None, clean_session=cid is None)
         self.sink = MqttSink(pub)
-        self._releases: set[asyncio.Task[Any]] = set()
         self.graph = Graph(nodes=nodes, on_event=self._on_event, name="mqtt-worker")
         self.ingest = MqttIngest(
             sub,
@@ -61,12 +60,6 @@ class MqttWorker:
 
     def _on_event(self, event: Event) -> None:
         self.sink.handle(event)  # never waits: the publisher's outbox is in memory
-        release = getattr(self.graph, "release_source", None)
-        if isinstance(event, EndOfStream) and release is not None:
-            # A worker runs for days: let the graph forget each ended stream's source.
-            task = asyncio.get_running_loop().create_task(release(event.stream_id))
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
 
     def _set_speakers(self, sid: str, msg: SetSpeakers) -> None:
         for node in self.graph.nodes():

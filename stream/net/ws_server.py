@@ -150,7 +150,6 @@ class CaptionServer:
         self._conns: dict[str, _Conn] = {}
         self._server: Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
-        self._releases: set[asyncio.Task[Any]] = set()
         self.stats = {"connections": 0, "rejected": 0, "protocol_errors": 0, "slow_consumers": 0, "rate_limited": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -203,8 +202,6 @@ class CaptionServer:
             await asyncio.wait(set(self._handlers), timeout=timeout_s)
         server.close(close_connections=True)
         await server.wait_closed()
-        if self._releases:
-            await asyncio.wait(set(self._releases), timeout=timeout_s)
         await self.graph.stop(timeout_s)
 
     async def __aenter__(self) -> "CaptionServer":
@@ -270,7 +267,6 @@ class CaptionServer:
             return
         if isinstance(event, EndOfStream):
             self._conns.pop(event.stream_id, None)
-            self._release_later(event.stream_id)
         if conn.gone:
             return
         if isinstance(event, PartialTranscript) and not conn.cfg.partials:
@@ -281,15 +277,6 @@ class CaptionServer:
             # Full of events that must arrive (finals, errors): the client does not read.
             self._abandon(conn, 1008, "slow consumer: outbound queue full")
             self.stats["slow_consumers"] += 1
-
-    def _release_later(self, stream_id: str) -> None:
-        """Once a stream ended, let the graph forget its source (servers add one per connection)."""
-        release = getattr(self.graph, "release_source", None)
-        if release is None:
-            return
-        task = asyncio.get_running_loop().create_task(release(stream_id), name=f"release:{stream_id}")
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
 
     def _emit_local(self, conn: _Conn, exc: ProtocolError) -> None:
         """A protocol error of this connection: an ``error`` event on its own outbound edge."""
