@@ -37,6 +37,20 @@ Streaming modes:
   lookahead a non-causal convolution needs (the module's ``extra_lookahead_frames``).
   Output is delayed by ``StreamState.delay_frames`` frames.
 
+Choosing a mode (latency = time from a sample arriving to its frame being emitted, at most):
+
+* ``"cached"``: latency chunk + ``delay_frames`` * 20 ms. For wav2vec2/WavLM the delay is
+  1 + 63 frames (the kernel-128 positional conv needs 63 future frames): chunk + 1.28 s. Cost
+  about the offline forward's (each frame computed once; attention over chunk + left context
+  only). Exact to the offline forward under a chunk attention mask (layer-norm CNNs; GroupNorm
+  CNNs use running statistics, see engines.common.waveform). The model was not trained with
+  that mask, so accuracy depends on the left context: give it seconds.
+* ``"window"``: latency chunk + lookahead. Exact to the reference model run on each window
+  (what the transformers ASR pipeline computes with chunk_length_s / stride_length_s), for any
+  checkpoint. Cost about (left + chunk + lookahead) / chunk times the transformer's, plus the
+  CNN once for layer-norm CNNs (reused) or (left + chunk + lookahead) / chunk times for
+  GroupNorm CNNs and per-window normalisation.
+
 Heads (``LoadedModel.head``): "ctc" (frames are CTC logits), "frame" (frame-classification
 logits), "xvector" and "sequence" (utterance-level heads: streaming frames are the hidden
 states the head pools; ``LoadedModel.pool(frames)`` applies the head), "base" (hidden states).
@@ -45,7 +59,6 @@ states the head pools; ``LoadedModel.pool(frames)`` applies the head), "base" (h
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -412,8 +425,9 @@ class LoadedModel:
     def step_batch(
         self, chunks: Sequence[Tensor], states: Sequence[StreamState]
     ) -> tuple[list[StepOutput], list[StreamState]]:
-        """Several streams at once; streams that are due for the same model call shape go
-        through one forward. Same results as calling ``step`` on each."""
+        """Several streams at once, same results as calling ``step`` on each. Cached mode:
+        the streams with a chunk due and the same StreamSpec go through one forward (the
+        caller bounds the batch and the wait). Window mode steps the streams one by one."""
         from engines.common import streaming
 
         return streaming.step_batch(self, chunks, states)
@@ -430,10 +444,3 @@ def load_model(model: str | Path, device: str | torch.device = "cpu") -> LoadedM
     from engines.common.hf import load_model as _load
 
     return _load(model, device)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-_ = math  # (kept for families that import helpers from here)

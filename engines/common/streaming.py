@@ -26,7 +26,6 @@ C * hop new samples; the module returns C frames for [k*C - delay, (k+1)*C - del
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -295,5 +294,3 @@ def flush(model, state: StreamState) -> StepOutput:
         outs, _ = _window_step_batch(model, [state], [True])
     return outs[0]
 
-
-_ = dataclass

@@ -28,7 +28,6 @@ are exact.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import torch
@@ -497,5 +496,3 @@ def x_tail(samples: Tensor, tail: Tensor, P: int) -> Tensor:
         return samples[:, samples.shape[1] - P :]
     return torch.cat([tail, samples], dim=1)[:, -P:]
 
-
-_ = math
