@@ -88,7 +88,8 @@ def chrome(tmp: Path, wav: Path) -> "webdriver.Chrome":
 
 
 def recognizer_nodes() -> tuple[list, bool]:
-    model = default_model_dir()
+    # SPEECHSTREAM_BROWSER_MODEL: a model directory to test the page with instead of the bundled one.
+    model = os.environ.get("SPEECHSTREAM_BROWSER_MODEL") or default_model_dir()
     if model is None:
         return [EnergyCaptioner(segment_samples=16000, partial_samples=4000, speaker=("S1", "S2"))], False
     from stream.recognizer import Recognizer
@@ -122,7 +123,9 @@ async def test_live_captions_in_headless_chromium(tmp_path, capture):
 
             await wait_for("window.speechstream.state === 'live'", 15)
             # Mid-stream: a partial on screen (lighter, replaced as it changes) after some finals.
-            await wait_for("window.speechstream.finals.length >= 2 && window.speechstream.partial", seconds + 15)
+            mid_cond = ("window.speechstream.partial && window.speechstream.partial.text" if real_model
+                        else "window.speechstream.finals.length >= 2 && window.speechstream.partial")
+            await wait_for(mid_cond, seconds + 15)
             mid = artifacts_dir() / f"browser_live_captions_{capture}_mid.png"
             await asyncio.to_thread(driver.save_screenshot, str(mid))
             # The fake microphone plays in real time: wait until the whole clip was sent.
