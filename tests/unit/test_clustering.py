@@ -121,3 +121,10 @@ def test_bad_inputs_raise():
         init_state(ClusterConfig(max_speakers=1), {"a": np.ones(D), "b": -np.ones(D)})
     with pytest.raises(ValueError, match="threshold"):
         ClusterConfig(threshold=2.0)
+
+
+def test_public_names():
+    import engines.speakers as sp
+
+    assert sorted(sp.__all__) == sorted(n for n in sp.__all__ if hasattr(sp, n))
+    assert {"SpeakerEmbedder", "ClusterConfig", "assign", "enroll", "DiarizerConfig", "load_embedder"} <= set(sp.__all__)
