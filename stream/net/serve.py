@@ -37,18 +37,29 @@ class ServeOptions:
     max_frame_bytes: int = 256 * 1024
     max_realtime_factor: float = 4.0
     web: bool = True
+    diarize: bool = False  # online speaker turns (and speaker labels on finals when a model runs)
+    max_speakers: int | None = None
 
 
 def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
-    """(nodes, model path or None). Raises ConfigError for a bad model or VAD."""
+    """(nodes, model path or None): Resample -> VAD -> [diarizer] -> [recogniser -> [speaker labeler]].
+    Raises ConfigError for a bad model, VAD or speaker limit."""
     from ..pipeline_builder import build_recognizer, build_vad
 
     cfg = TranscribeConfig(model=opts.model, vad=opts.vad, mode=opts.mode, chunk_ms=opts.chunk_ms,  # type: ignore[arg-type]
                            left_context_ms=opts.left_context_ms)
     model = cfg.resolved_model()
     nodes: list[Node] = [Resample(), build_vad(cfg)]
+    labeler = None
+    if opts.diarize:
+        from ..diarize import diarization_nodes
+
+        diarizer, labeler = diarization_nodes(max_speakers=opts.max_speakers)
+        nodes.append(diarizer)  # turns go out before the audio that decided them
     if model and model != NO_MODEL:
         nodes.append(build_recognizer(cfg, model))
+        if labeler is not None:
+            nodes.append(labeler)  # speaker labels on words and finals
     return nodes, model
 
 

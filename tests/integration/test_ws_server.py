@@ -292,3 +292,21 @@ async def test_real_recognizer_behind_the_server(tmp_path):
             validator.validate(e)
         assert s.finals and not s.of("error")
         assert s.events[-1]["sample"] == 32000
+
+
+@pytest.mark.slow  # the online diarizer costs about 1 s of CPU per second of audio here
+async def test_diarization_through_the_server():
+    """``serve --diarize`` nodes (no model): two voices of examples/hello.wav give two speakers' turns."""
+    import soundfile as sf
+
+    from stream.net.serve import ServeOptions, build_nodes
+
+    nodes, _ = build_nodes(ServeOptions(model="none", diarize=True))
+    x, rate = sf.read("examples/hello.wav", dtype="float32", frames=16000 * 9)  # en-us, then en-us+f3
+    async with _server(nodes=nodes) as srv:
+        s = await stream_audio(srv.url, x, rate, chunk_ms=100)
+    assert s.close_code == 1000 and not s.of("error")
+    turns = s.of("speaker_turn")
+    assert len({t["speaker"] for t in turns}) == 2
+    first = {t["speaker"]: t["sample"] for t in reversed(turns)}
+    assert sorted(first.values())[1] > 4 * 16000  # the second voice starts at 4.8 s
