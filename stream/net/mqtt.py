@@ -71,6 +71,8 @@ from .push_source import PushSource
 __all__ = [
     "MqttSettings",
     "topic",
+    "topic_segment",
+    "check_publish_topic",
     "parse_topic",
     "route",
     "MqttPublisher",
@@ -133,8 +135,22 @@ class MqttSettings:
         return aiomqtt.Client(**kw)
 
 
+_TOPIC_UNSAFE = str.maketrans({c: "_" for c in "/+#\x00"})
+
+
+def topic_segment(stream_id: str) -> str:
+    """A stream id as one topic level: ``/``, ``+``, ``#`` and NUL become ``_`` (never a wildcard)."""
+    return stream_id.translate(_TOPIC_UNSAFE) or "_"
+
+
 def topic(prefix: str, stream_id: str, kind: str) -> str:
-    return f"{prefix}/{stream_id}/{kind}"
+    return f"{prefix}/{topic_segment(stream_id)}/{kind}"
+
+
+def check_publish_topic(value: str) -> None:
+    """Raise ValueError for a topic no broker accepts for PUBLISH (empty, wildcards, NUL, too long)."""
+    if not value or "+" in value or "#" in value or "\x00" in value or len(value.encode()) > 65535:
+        raise ValueError(f"invalid MQTT publish topic {value[:80]!r}")
 
 
 def parse_topic(prefix: str, value: str) -> tuple[str, str] | None:
@@ -182,6 +198,7 @@ class PublisherStats:
     published: int = 0
     dropped_qos0: int = 0
     dropped_outbox_full: int = 0  # QoS 1 messages lost because the outbox hit outbox_max
+    dropped_invalid: int = 0  # refused by the client library (a bug upstream); logged
     connects: int = 0
     disconnects: int = 0
 
@@ -213,6 +230,10 @@ class MqttPublisher:
         await asyncio.wait_for(self._connected_event.wait(), timeout_s)
 
     def publish(self, topic_: str, payload: bytes | str, qos: int = 0) -> None:
+        """Queue one message. Raises ValueError at once for an invalid topic or QoS (a caller bug)."""
+        check_publish_topic(topic_)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"MQTT QoS must be 0, 1 or 2, got {qos!r}")
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         if qos == 0 and not self.connected:
@@ -306,7 +327,15 @@ class MqttPublisher:
                     await asyncio.gather(pub, return_exceptions=True)
                     watcher.result()
                     raise aiomqtt.MqttError("disconnected")
-                pub.result()  # raises MqttError if the publish failed
+                try:
+                    pub.result()  # raises MqttError if the publish failed
+                except (ValueError, TypeError) as exc:
+                    # The library refused this one message: drop it rather than stall the outbox forever.
+                    log.error("%s: message to %r refused and dropped: %s", self.name, msg.topic, exc)
+                    if self._queue and self._queue[0] is msg:
+                        self._queue.popleft()
+                    self.stats.dropped_invalid += 1
+                    continue
                 # Acknowledged (QoS 1: PUBACK received; QoS 0: handed to the socket).
                 if self._queue and self._queue[0] is msg:
                     self._queue.popleft()

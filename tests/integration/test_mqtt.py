@@ -8,6 +8,7 @@ import os
 import time
 
 import aiomqtt
+import numpy as np
 import pytest
 
 from sinks.mqtt import MqttSink
@@ -88,6 +89,8 @@ def test_topics_and_routes():
     assert route(PartialTranscript("s", 0)) == ("transcript", 0)
     assert route(EndOfStream("s", 0)) == ("transcript", 1)
     assert route(SpeechStarted("s", 0)) == ("vad", 0)
+    # A stream id is one topic level and never a wildcard.
+    assert topic("speechstream", "a/b+c#", "transcript") == "speechstream/a_b_c_/transcript"
 
 
 async def test_sink_outbox_loses_no_final_across_a_broker_restart(broker):
@@ -210,3 +213,37 @@ async def test_worker_pipeline_survives_broker_restart_mid_stream(broker):
     assert [f["segment_id"] for f in kept] == [f"lab-{i}" for i in range(6)]
     assert all(f["text"].endswith("rms28") for f in kept), [f["text"] for f in kept]
     assert dedupe.duplicates <= 1
+
+
+async def test_worker_fuzz_then_a_good_stream(broker):
+    """A thousand malformed audio/control payloads on many streams; the worker keeps serving a good stream."""
+    import random
+
+    rng = random.Random(7)
+    settings = MqttSettings(port=broker.port, reconnect_min_s=0.05)
+    worker = MqttWorker([Resample(), EnergyCaptioner()], settings, default_rate_hz=16000, default_format="f32")
+    async with Consumer(broker.port, "speechstream/good/transcript", client_id="fuzz-consumer") as consumer, worker:
+        junk = MqttPublisher(settings, name="junk")
+        await junk.start()
+        await junk.wait_connected()
+        for _ in range(1000):
+            sid = rng.choice(["a", "b", "c", "d"])
+            if rng.random() < 0.6:
+                payload = rng.choice([rng.randbytes(rng.choice([1, 3, 5, 8, 999])),
+                                      np.full(16, rng.choice([np.nan, np.inf, 1e20]), dtype="<f4").tobytes()])
+                junk.publish(f"speechstream/{sid}/audio", payload, qos=0)
+            else:
+                junk.publish(f"speechstream/{sid}/control", rng.choice(
+                    [b"{", b"[]", b'{"type":"start"}', b'{"type":"start","sample_rate_hz":7}', b"\xff\xfe",
+                     b'{"type":"set_speakers"}', b'{"type":"bogus"}']), qos=0)
+        with pytest.raises(ValueError):
+            junk.publish("speechstream/bad+topic/audio", b"\x00\x00", qos=0)  # refused at once, not in the pump
+        await junk.drain(10)
+        await junk.close()
+        pub = await _publish_audio(settings, "good", sine(1.0, 16000, 0.5), 16000,
+                                   start={"type": "start", "sample_rate_hz": 16000, "format": "s16"}, realtime=False)
+        await pub.drain(10)
+        await pub.close()
+        await consumer.wait_for(lambda: any(d["type"] == "end_of_stream" for _, d in consumer.raw), 20)
+        assert worker.ingest.stats["protocol_errors"] > 100
+    assert [f["text"] for f in consumer.finals()] == ["seg0 rms35"]
