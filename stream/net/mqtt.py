@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import aiomqtt
 
+from ..errors import GraphError
 from ..events import (
     SAMPLE_RATE_HZ,
     AudioChunk,
@@ -471,8 +472,12 @@ class MqttIngest:
             return None
         self.used.add(sid)
         st = _Stream(PushSource(sid, cfg.sample_rate_hz), cfg, time.monotonic())
+        try:
+            await self._start_source(st.source)
+        except GraphError as exc:  # the graph is stopping, or refused the source
+            self._error(sid, ProtocolError("unavailable", f"cannot start stream {sid!r}: {exc}", fatal=True))
+            return None
         self.streams[sid] = st
-        await self._start_source(st.source)
         return st
 
     async def _on_message(self, topic_: str, payload: Any) -> None:
