@@ -48,7 +48,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from ..errors import GraphStateError
+from ..errors import GraphError
 from ..events import (
     SAMPLE_RATE_HZ,
     SCHEMA_PATH,
@@ -378,11 +378,9 @@ class CaptionServer:
         self._conns[sid] = conn
         try:
             await self.graph.start_source(source)
-        except GraphStateError:
+        except GraphError as exc:  # the server is stopping, or the graph refused this stream
             self._conns.pop(sid, None)
-            await self._close_with_error(
-                ws, sid, ProtocolError("stream_id_in_use", f"stream id {sid!r} was already used on this server", fatal=True)
-            )
+            await self._close_with_error(ws, sid, ProtocolError("unavailable", f"cannot start stream {sid!r}: {exc}", fatal=True))
             return None
         try:
             await ws.send(json.dumps(ready_message(sid, cfg, self.config.limits)))
