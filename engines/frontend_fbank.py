@@ -52,6 +52,7 @@ __all__ = [
     "FbankState",
     "FbankStream",
     "cumulative_normalize",
+    "stream_features",
     "frames_for_samples",
     "stacked_frames_for_samples",
 ]
@@ -249,6 +250,15 @@ class FbankStream:
     def flush(self, state: FbankState) -> tuple[torch.Tensor, FbankState]:
         """End of stream: nothing more can be emitted (a partial frame and an odd frame are dropped, as offline)."""
         return torch.zeros(0, NUM_MEL_BINS * STRIDE, dtype=torch.float32), self.init_state()
+
+
+def stream_features(waveform: torch.Tensor, norm: str = "cumulative") -> torch.Tensor:
+    """The stacked features (S, 160) a stream sees for a whole waveform: what wav2vec2-bert's cached
+    mode computes chunk by chunk (``norm="cumulative"`` for ``normalize="stream"``, ``"none"``).
+    Train a streaming model on these to match its streaming input exactly."""
+    stream = FbankStream(norm=norm)
+    features, _ = stream.step(torch.as_tensor(waveform, dtype=torch.float32).reshape(-1), stream.init_state())
+    return features
 
 
 def frames_for_samples(num_samples: int) -> int:

@@ -21,8 +21,12 @@ in-place ops on parameters, no ``no_grad`` inside ``forward``):
   ``features`` (B, T, 160) fbank (see ``engines.frontend_fbank``), ``attention_mask`` (B, T) 1 on
   real frames; ``chunk_frames``/``left_chunks`` apply the WeNet-U2 dynamic-chunk mask (query in
   chunk c sees chunks c-left_chunks .. c; ``left_chunks=None`` or <0: all past chunks);
-  ``attn_mask`` (T, T) or (B, T, T) bool (True = may attend) overrides it. Returns
+  ``attn_mask`` (T, T) or (B, T, T) bool (True = may attend) overrides it; ``chunk_offset=1``
+  places the blocks exactly where cached mode puts them (k*C - 1). Returns
   ``ForwardOutput``; for CTC ``.frames`` are the logits (B, T, V) and ``.frame_mask`` the valid frames.
+* features for training a streaming model: ``engines.frontend_fbank.stream_features(wave)`` gives
+  the (T, 160) causally normalised fbank that cached mode sees (``extract`` gives the HF
+  per-utterance-normalised one, which cached mode can only approximate).
 * ``save_pretrained(engine, out_dir, vocab=None)``: writes ``config.json`` (``architectures``
   ["Wav2Vec2BertForCTC"] etc.), ``model.safetensors`` with exact HF keys (transformers'
   ``Wav2Vec2BertForCTC.from_pretrained`` loads it with no missing or unexpected keys),
@@ -531,8 +535,9 @@ class Wav2Vec2BertEngine(EngineModule):
     def window_forward(self, samples: Tensor) -> Tensor:
         """(B, S) samples of one window -> (B, T, D) frames, exactly as the offline model on those
         samples (fbank normalised over the window, as SeamlessM4TFeatureExtractor does)."""
-        features, _ = fbank.extract(list(samples))
-        return self.frames_from_head_input(self.head_input(self.backbone(features.to(samples.device))))
+        features, mask = fbank.extract(list(samples))  # an odd fbank frame count ends in a masked frame
+        hidden = self.backbone(features.to(samples.device), mask.bool().to(samples.device))
+        return self.frames_from_head_input(self.head_input(hidden))
 
     def delay_frames(self, spec: StreamSpec) -> int:
         # a stacked frame's 560 samples reach 240 samples past its 320-sample hop

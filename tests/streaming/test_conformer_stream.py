@@ -45,6 +45,24 @@ def _offline(model, audio, chunk, left):
         return m(audio[None], attn_mask=masks).frames[0]
 
 
+def _window_plan(S, T, C, L, R, hop, rf):
+    """The windows, written out independently of the engine (the driver's grid, the transformers
+    pipeline's): (first frame, frames, window start sample, window end sample). First chunk
+    [0, L + C), then chunks at L + k*C; window = left + chunk + lookahead of audio (at least the
+    chunk's receptive field); the window reaching the end emits the rest."""
+    plan, f = [], 0
+    while f < T:
+        c = L + C if f == 0 else C
+        end = max(hop * (f + c + R), hop * (f + c - 1) + rf)
+        a = max(0, f - L)
+        if end >= S:
+            plan.append((f, T - f, hop * a, S))
+            break
+        plan.append((f, c, hop * a, end))
+        f += c
+    return plan
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     built = {}
@@ -98,13 +116,13 @@ def test_window_equals_transformers_on_each_window(models):
     got, _ = _stream(model, audio, [1500], mode="window", chunk_ms=C * FRAME_MS, left_context_ms=L * FRAME_MS,
                      lookahead_ms=R * FRAME_MS, normalize="none")
     total = model.num_frames(audio.numel())
-    hop, rf = model.samples_per_frame, model.receptive_field_samples
     assert got.shape[0] == total
-    for f in range(0, total, C):
-        a, e = max(0, f - L), min(total, f + C + R)
+    plan = _window_plan(audio.numel(), total, C, L, R, model.samples_per_frame, model.receptive_field_samples)
+    assert sum(n for _, n, _, _ in plan) == total and len(plan) >= 3
+    for f, n, s0, s1 in plan:
         with torch.no_grad():
-            logits = ref(audio[None, hop * a: hop * (e - 1) + rf]).logits[0]
-        n = min(C, total - f)
+            logits = ref(audio[None, s0:s1]).logits[0]
+        a = s0 // model.samples_per_frame
         torch.testing.assert_close(got[f:f + n], logits[f - a:f - a + n], atol=ATOL, rtol=0)
 
 

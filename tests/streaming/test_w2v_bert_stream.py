@@ -44,12 +44,29 @@ def _stream(model, audio, sizes, **kw):
 def _offline_under_chunk_mask(model, audio, chunk_frames, left_frames, normalize="stream"):
     """What cached mode stands for: causal running fbank normalisation, then the offline forward
     with blocks starting at k * C - 1 (one frame of fbank delay) and L frames of left context."""
-    stream = fb.FbankStream("cumulative" if normalize == "stream" else "none")
-    feats, _ = stream.step(audio, stream.init_state())
+    feats = fb.stream_features(audio, "cumulative" if normalize == "stream" else "none")
     scale = model.module.config.frame_stride
     with torch.no_grad():
         return model.module(feats[None], chunk_frames=chunk_frames * scale, left_frames=left_frames * scale,
                             chunk_offset=scale).frames[0]
+
+
+def _window_plan(S, T, C, L, R, hop, rf):
+    """The windows, written out independently of the engine (the driver's grid, the transformers
+    pipeline's): (first frame, frames, window start sample, window end sample). First chunk
+    [0, L + C), then chunks at L + k*C; window = left + chunk + lookahead of audio (at least the
+    chunk's receptive field); the window reaching the end emits the rest."""
+    plan, f = [], 0
+    while f < T:
+        c = L + C if f == 0 else C
+        end = max(hop * (f + c + R), hop * (f + c - 1) + rf)
+        a = max(0, f - L)
+        if end >= S:
+            plan.append((f, T - f, hop * a, S))
+            break
+        plan.append((f, c, hop * a, end))
+        f += c
+    return plan
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +150,13 @@ def test_window_equals_transformers_on_each_window(models):
                      lookahead_ms=R * FRAME_MS, normalize="none")
     total = model.num_frames(audio.numel())
     assert got.shape[0] == total
-    hop, rf = model.samples_per_frame, model.receptive_field_samples
-    for f in range(0, total, C):
-        a, e = max(0, f - L), min(total, f + C + R)
-        window = audio[hop * a: hop * (e - 1) + rf].numpy()
-        inputs = extractor(window, sampling_rate=16000, return_tensors="pt")
+    plan = _window_plan(audio.numel(), total, C, L, R, model.samples_per_frame, model.receptive_field_samples)
+    assert sum(n for _, n, _, _ in plan) == total and len(plan) >= 3
+    for f, n, s0, s1 in plan:
+        inputs = extractor(audio[s0:s1].numpy(), sampling_rate=16000, return_tensors="pt")
         with torch.no_grad():
             logits = ref(**inputs).logits[0]
-        n = min(C, total - f)
+        a = s0 // model.samples_per_frame
         torch.testing.assert_close(got[f:f + n], logits[f - a:f - a + n], atol=ATOL, rtol=0)
 
 
