@@ -72,6 +72,7 @@ VOICES: dict[str, Voice] = {
         Voice("kal", "flite", "kal16"),
         Voice("espeak_f3", "espeak", "en-us+f3"),
         Voice("espeak_m3", "espeak", "en-gb+m3"),
+        Voice("espeak_us", "espeak", "en-us"),
     ]
 }
 
@@ -252,8 +253,15 @@ SCENARIOS: dict[str, tuple[list[str], int, int]] = {
 }
 
 
+# Not in the default table: two male espeak-ng voices that the voice encoder barely separates
+# (cosine about 0.9 between them); run with --scenarios males2 to see the failure mode.
+EXTRA_SCENARIOS: dict[str, tuple[list[str], int, int]] = {
+    "males2": (["espeak_us", "espeak_m3"], 18, 14),
+}
+
+
 def scenario(name: str) -> Conversation:
-    voices, seed, n_turns = SCENARIOS[name]
+    voices, seed, n_turns = SCENARIOS.get(name) or EXTRA_SCENARIOS[name]
     return build(name, voices, n_turns=n_turns, seed=seed)
 
 
