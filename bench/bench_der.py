@@ -66,12 +66,12 @@ class _Timed:
         return np.stack([self.embed(w) for w in windows])
 
 
-def run_online(conv: Conversation, embedder, config: online.DiarizerConfig, vad_kind: str = "webrtc"):
+def run_online(conv: Conversation, embedder, config: online.DiarizerConfig, vad_kind: str = "webrtc", enrolled=None):
     """Returns [(input samples fed when emitted, update)].  ``vad_kind="own"``: no upstream VAD,
     the diarizer's own 10 ms voiced-frame detector segments (as ``Diarizer`` placed before ``VadNode``)."""
     from stream.vad import End, Start, make_segmenter
 
-    st = online.init_state(config)
+    st = online.init_state(config, enrolled)
     updates: list[tuple[int, online.TurnUpdate]] = []
     fed = 0
 
@@ -92,7 +92,7 @@ def run_online(conv: Conversation, embedder, config: online.DiarizerConfig, vad_
     audio = conv.audio
     if vad_kind == "own":
         config = dataclasses.replace(config, use_vad_events=False)
-        st = online.init_state(config)
+        st = online.init_state(config, enrolled)
         for i in range(0, len(audio), CHUNK):
             fed = min(i + CHUNK, len(audio))
             handle([(i, audio[i : i + CHUNK])])
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-speakers", type=int, default=None)
     ap.add_argument("--vad", default="webrtc", help="upstream VAD: webrtc | silero | own (diarizer's own voiced-frame gate only)")
     ap.add_argument("--write-dir", type=Path, default=None)
+    ap.add_argument("--enroll", action="store_true", help="enroll every voice from one utterance that is not in the conversation")
     ap.add_argument("--asr", default=None, metavar="MODEL", help="also run the recogniser (this model) and score the speaker of every recognised word")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -260,7 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         texts = [t.text for t in conv.turns]
         embedder.seconds = 0.0
         t0 = time.perf_counter()
-        updates = run_online(conv, embedder, config, args.vad)
+        enrolled = None
+        if args.enroll:
+            from bench.conversations import VOICES, utterance
+            from engines.speakers.enrollment import speech_only
+
+            rng = np.random.default_rng(1234)
+            enrolled = {v: embedder.inner.embed(speech_only(utterance(VOICES[v], rng)[0]))
+                        for v in sorted({t.speaker for t in conv.turns})}
+        updates = run_online(conv, embedder, config, args.vad, enrolled)
         wall = time.perf_counter() - t0
         on, fi, delays = hypotheses(updates, len(conv.audio), online._ms(config.hop_ms))
         ref = annotation([(t.start, t.end, t.speaker) for t in conv.turns], name)

@@ -60,6 +60,9 @@ class ClusterConfig:
     confirm: int = 2  # consecutive agreeing unmatched embeddings that create a new speaker
     merge_threshold: float = 0.85  # merge_close() joins two speakers this similar
     enrolled_weight: float = 30.0  # starting weight of an enrolled centroid (moves slowly)
+    # An enrolled centroid comes from one clip (other words, maybe another channel), so a voice
+    # matches it less closely than a centroid built from the stream: a lower bar (None: threshold).
+    enrolled_threshold: float | None = 0.65
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
@@ -122,6 +125,13 @@ class ClusterState:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(s.label for s in self.speakers)
+
+    def matches(self, label: str, similarity: float, config: "ClusterConfig") -> bool:
+        """Whether ``similarity`` to speaker ``label`` is enough to join it."""
+        thr = config.threshold
+        if config.enrolled_threshold is not None and any(s.enrolled and s.label == label for s in self.speakers):
+            thr = min(thr, config.enrolled_threshold)
+        return similarity >= thr
 
     def best(self, embedding: np.ndarray) -> tuple[str | None, float]:
         """The nearest speaker's label and cosine similarity, without changing anything."""
@@ -227,7 +237,7 @@ def assign(
         nxt = replace(state, speakers=tuple(speakers), pending=())
         return Assignment(nearest.label, best_sim, forced=forced), nxt
 
-    if best_sim >= config.threshold:
+    if state.matches(nearest.label, best_sim, config):
         return join(False)
     full = config.max_speakers is not None and len(state.speakers) >= config.max_speakers
     if full or not allow_new:

@@ -196,7 +196,7 @@ def _label_turn(state: DiarizerState, t: _Turn, config: DiarizerConfig) -> tuple
     if t.own_speaker:
         return t, cl
     label, sim = cl.best(mean)
-    if label is not None and sim >= config.cluster.threshold:
+    if label is not None and cl.matches(label, sim, config.cluster):
         return replace(t, label=label), cl
     full = config.cluster.max_speakers is not None and len(cl.speakers) >= config.cluster.max_speakers
     dur = t.end - t.start
