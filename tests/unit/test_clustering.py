@@ -128,3 +128,15 @@ def test_public_names():
 
     assert sorted(sp.__all__) == sorted(n for n in sp.__all__ if hasattr(sp, n))
     assert {"SpeakerEmbedder", "ClusterConfig", "assign", "enroll", "DiarizerConfig", "load_embedder"} <= set(sp.__all__)
+
+
+def test_enrolled_voices_match_at_a_lower_bar():
+    a, b, c = voices(3)
+    x = 0.7 * a + np.sqrt(1 - 0.49) * b  # cosine 0.7 to a
+    cfg = ClusterConfig(threshold=0.75, enrolled_threshold=0.65, confirm=1)
+    got, _ = assign(init_state(cfg, {"alice": a}), x, cfg)
+    assert got.label == "alice" and not got.new_speaker
+    anon = init_state(cfg)
+    _, anon = assign(anon, a, cfg)  # S1 built from the stream, not enrolled
+    got, _ = assign(anon, x, cfg)
+    assert got.label == "S2" and got.new_speaker
