@@ -109,14 +109,14 @@ def log_mel_frames(waveform: torch.Tensor) -> torch.Tensor:
         x = x.reshape(-1)
     x = x.to(torch.float64) * 32768.0
     if x.shape[-1] < FRAME_LENGTH:
-        return torch.zeros(*x.shape[:-1], 0, NUM_MEL_BINS, dtype=torch.float32)
+        return torch.zeros(*x.shape[:-1], 0, NUM_MEL_BINS, dtype=torch.float32, device=x.device)
     frames = x.unfold(-1, FRAME_LENGTH, HOP_LENGTH)  # (..., T, 400)
     frames = frames - frames.mean(dim=-1, keepdim=True)
     frames = torch.cat([frames[..., :1] * (1.0 - PREEMPHASIS), frames[..., 1:] - PREEMPHASIS * frames[..., :-1]], dim=-1)
-    frames = frames * _WINDOW
+    frames = frames * _WINDOW.to(frames.device)
     spectrum = torch.fft.rfft(frames, n=FFT_LENGTH, dim=-1).to(torch.complex64)  # HF stores complex64
     power = spectrum.abs().to(torch.float64) ** 2  # (..., T, 257)
-    mel = torch.clamp(power @ _MEL, min=MEL_FLOOR)
+    mel = torch.clamp(power @ _MEL.to(power.device), min=MEL_FLOOR)
     return torch.log(mel).to(torch.float32)
 
 

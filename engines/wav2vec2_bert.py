@@ -353,6 +353,8 @@ class Wav2Vec2BertModel(nn.Module):
         if left_frames is None and chunk_frames and left_chunks is not None and left_chunks >= 0:
             left_frames = left_chunks * chunk_frames
         chunk = _chunk_mask(T, chunk_frames, left_frames, chunk_offset) if attn_mask is None else attn_mask
+        if chunk is not None:
+            chunk = chunk.to(x.device)
         if chunk is not None and chunk.dim() == 3:
             chunk = chunk.unsqueeze(1)  # (B, 1, T, T)
         mask = combine_masks(None if keep is None else keep[:, None, None, :], chunk, dtype=x.dtype)
@@ -381,6 +383,7 @@ class Wav2Vec2BertModel(nn.Module):
                         None if left_frames is None else _adapter_rate(left_frames, scale),
                         _adapter_rate(chunk_offset, scale),
                     )
+                sub_chunk = None if sub_chunk is None else sub_chunk.to(x.device)
                 sub_mask = combine_masks(None if sub_keep is None else sub_keep[:, None, None, :], sub_chunk, dtype=x.dtype)
                 x = layer(x, sub_mask)
         hidden.append(x)
@@ -568,21 +571,21 @@ class Wav2Vec2BertEngine(EngineModule):
                 )
             ad_H, ad_Dh, pad = first.self_attn.num_heads, first.self_attn.head_size, first.padding
             ad_L = sum(L // cfg.adapter_stride ** (i + 1) for i in range(n_ad))
-        f64 = torch.float64
+        f64, dev = torch.float64, next(self.parameters()).device
         return Wav2Vec2BertCache(
-            tail=torch.zeros(1, self.samples_per_frame),
-            next_frame=torch.full((1,), -scale, dtype=torch.long),
-            fb_count=torch.zeros(1, dtype=f64),
-            fb_sum=torch.zeros(1, fbank.NUM_MEL_BINS, dtype=f64),
-            fb_sumsq=torch.zeros(1, fbank.NUM_MEL_BINS, dtype=f64),
-            key_valid=torch.zeros(1, L, dtype=torch.bool),
-            keys=torch.zeros(1, N, H, L, Dh),
-            values=torch.zeros(1, N, H, L, Dh),
-            conv=torch.zeros(1, N, D, K - 1),
-            ad_valid=torch.zeros(1, ad_L, dtype=torch.bool),
-            ad_keys=torch.zeros(1, ad_H, ad_L, ad_Dh),
-            ad_values=torch.zeros(1, ad_H, ad_L, ad_Dh),
-            ad_conv=torch.zeros(1, n_ad, pad, 2 * Da),
+            tail=torch.zeros(1, self.samples_per_frame, device=dev),
+            next_frame=torch.full((1,), -scale, dtype=torch.long, device=dev),
+            fb_count=torch.zeros(1, dtype=f64, device=dev),
+            fb_sum=torch.zeros(1, fbank.NUM_MEL_BINS, dtype=f64, device=dev),
+            fb_sumsq=torch.zeros(1, fbank.NUM_MEL_BINS, dtype=f64, device=dev),
+            key_valid=torch.zeros(1, L, dtype=torch.bool, device=dev),
+            keys=torch.zeros(1, N, H, L, Dh, device=dev),
+            values=torch.zeros(1, N, H, L, Dh, device=dev),
+            conv=torch.zeros(1, N, D, K - 1, device=dev),
+            ad_valid=torch.zeros(1, ad_L, dtype=torch.bool, device=dev),
+            ad_keys=torch.zeros(1, ad_H, ad_L, ad_Dh, device=dev),
+            ad_values=torch.zeros(1, ad_H, ad_L, ad_Dh, device=dev),
+            ad_conv=torch.zeros(1, n_ad, pad, 2 * Da, device=dev),
         )
 
     def cached_step(

@@ -281,7 +281,7 @@ class Wav2Vec2Conformer(WaveformModel):
         for m in per_layer:
             allowed = key_ok
             if m is not None:
-                m = (m if m.dim() == 3 else m[None])[:, None]  # (B|1, 1, T, T)
+                m = (m if m.dim() == 3 else m[None])[:, None].to(h.device)  # (B|1, 1, T, T)
                 allowed = m if allowed is None else allowed & m
             masks.append(
                 None if allowed is None

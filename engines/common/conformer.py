@@ -152,8 +152,8 @@ class ConvModule(nn.Module):
 def sinusoid_table(distances: Tensor, dim: int) -> Tensor:
     """Transformer-XL position encodings of signed distances (P,) -> (P, dim), as transformers builds them."""
     div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.int64).float() * -(math.log(10000.0) / dim))
-    angles = distances.float().unsqueeze(1) * div_term  # (P, dim/2)
-    pe = torch.zeros(distances.shape[0], dim)
+    angles = distances.float().unsqueeze(1) * div_term.to(distances.device)  # (P, dim/2)
+    pe = torch.zeros(distances.shape[0], dim, device=distances.device)
     pe[:, 0::2] = torch.sin(angles)
     pe[:, 1::2] = torch.cos(angles)
     return pe
@@ -283,7 +283,7 @@ class ConformerSelfAttention(nn.Module):
         return out, AttentionCache(kv.key[:, :, T:], kv.value[:, :, T:])
 
     def init_cache(self, batch: int, left_frames: int) -> AttentionCache:
-        empty = torch.zeros(batch, self.num_heads, left_frames, self.head_size)
+        empty = torch.zeros(batch, self.num_heads, left_frames, self.head_size, device=self.linear_q.weight.device)
         return AttentionCache(empty, empty.clone())
 
 
@@ -332,7 +332,7 @@ def combine_masks(*masks: Tensor | None, dtype: torch.dtype = torch.float32) -> 
         if m is None:
             continue
         m = m if m.dim() == 4 else m.view(*([1] * (4 - m.dim())), *m.shape)
-        allowed = m if allowed is None else allowed & m
+        allowed = m if allowed is None else allowed & m.to(allowed.device)
     if allowed is None:
         return None
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
