@@ -160,7 +160,7 @@ def test_bad_toml(tmp_path):
 def test_vad_only_run_writes_every_output(tmp_path):
     out = tmp_path
     result = run(
-        "transcribe", str(EXAMPLE), "--model", "none", "--no-progress", "--no-diarize",
+        "transcribe", str(EXAMPLE), "--model", "none", "--no-progress",
         "--jsonl", str(out / "e.jsonl"), "--srt", str(out / "c.srt"), "--vtt", str(out / "c.vtt"),
         "--rttm", str(out / "s.rttm"),
     )
