@@ -75,6 +75,7 @@ from engines.common.conformer import (
     chunk_block_ids,
     combine_masks,
 )
+from engines.common.waveform import TDNNLayer
 from engines.errors import StreamError, UnsupportedConfigError
 from engines import frontend_fbank as fbank
 
@@ -405,19 +406,6 @@ def _adapter_rate(frames: int, scale: int) -> int:
 # -------------------------------------------------------------------------------------------------
 # Heads
 # -------------------------------------------------------------------------------------------------
-
-
-class TDNNLayer(nn.Module):
-    """HF keeps the TDNN kernel as a Linear over (kernel * in) inputs; applied as a dilated conv."""
-
-    def __init__(self, in_dim: int, out_dim: int, kernel: int, dilation: int):
-        super().__init__()
-        self.in_dim, self.out_dim, self.kernel_size, self.dilation = in_dim, out_dim, kernel, dilation
-        self.kernel = nn.Linear(in_dim * kernel, out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, in) -> (B, T - dilation*(kernel-1), out)
-        w = self.kernel.weight.view(self.out_dim, self.kernel_size, self.in_dim).transpose(1, 2)
-        return F.relu(F.conv1d(x.transpose(1, 2), w, self.kernel.bias, dilation=self.dilation).transpose(1, 2))
 
 
 class Wav2Vec2BertEngine(EngineModule):
