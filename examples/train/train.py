@@ -45,6 +45,9 @@ MODEL_CONFIG = dict(
     left_max_position_embeddings=64, right_max_position_embeddings=8,
     vocab_size=len(VOCAB), pad_token_id=0, hidden_act="swish", layer_norm_eps=1e-5,
 )
+# for a CPU-only run: same family, ~2.9M parameters (ENVIRONMENT.md: ~63 audio-s/s on 2 free cores)
+CPU_CONFIG = {**MODEL_CONFIG, "hidden_size": 144, "intermediate_size": 576}
+SMALL_CONFIG = {**MODEL_CONFIG, "hidden_size": 96, "num_hidden_layers": 4, "intermediate_size": 384}
 SMOKE_CONFIG = {**MODEL_CONFIG, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 SR = 16000
 
@@ -207,6 +210,22 @@ def forward(model, feats, frames, chunk, left):
     return out.frames, keep
 
 
+def shrink_residual_branches(model, num_layers: int) -> None:
+    """Scale the last projection of every residual branch by 1/sqrt(2 * layers) at init.
+
+    Each W2V-BERT layer ends in a LayerNorm; if the branches (FFN, attention, conv) outgrow the
+    residual, that LayerNorm divides the residual path's gradient by their size at every layer and
+    the lower layers stop learning. The first GPU run (plain init, lr 2e-3, 130 warm-up steps) got
+    stuck exactly so: pre-LayerNorm std 14-48 against a residual of 1, gradients 1e-6 of the head's.
+    """
+    scale = (2 * num_layers) ** -0.5
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("ffn1.output_dense.weight", "ffn2.output_dense.weight", "self_attn.linear_out.weight",
+                              "conv_module.pointwise_conv2.weight")):
+                p.mul_(scale)
+
+
 def save_weights(model, out: Path, max_bytes: int = 15 * 2**20) -> list[str]:
     from safetensors.torch import save_file
     sd = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -276,8 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--batch-seconds", type=float, default=900.0, help="padded audio seconds per batch")
     ap.add_argument("--max-seconds", type=float, default=16.0)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=float, default=0.06, help="fraction of the budget")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=float, default=0.15, help="fraction of the budget")
     ap.add_argument("--p-full", type=float, default=0.35, help="probability of a full-context batch")
     ap.add_argument("--p-concat", type=float, default=0.3)
     ap.add_argument("--norm", default="mix", choices=["mix", "none", "utterance", "cumulative"],
@@ -287,13 +306,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--max-shards-per-source", type=int, default=None)
     ap.add_argument("--dev-utts", type=int, default=300)
+    ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--aug", default="full", choices=["full", "light"], help="augmentation strength (augment.LIGHT)")
+    ap.add_argument("--save-every-s", type=float, default=60.0)
+    ap.add_argument("--tiny", action="store_true", help="tiny model (hidden 32, 2 layers)")
+    ap.add_argument("--size", default="base", choices=["base", "cpu", "small"],
+                    help="base: 5.2M (hidden 192); cpu: 2.9M (hidden 144); small: 0.9M (hidden 96, 4 layers)")
+    ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--smoke", action="store_true", help="CPU check: tiny model, 1 shard per source, 3 steps, small batches")
     args = ap.parse_args(argv)
     if args.smoke:
         args.device, args.max_shards_per_source, args.max_steps = "cpu", 1, 3
         args.batch_seconds, args.dev_utts, args.workers = 40.0, 8, 2
         torch.set_num_threads(1)
-    model_config = SMOKE_CONFIG if args.smoke else MODEL_CONFIG
+    elif args.device == "cpu":
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    model_config = SMOKE_CONFIG if args.smoke or args.tiny else {"base": MODEL_CONFIG, "cpu": CPU_CONFIG, "small": SMALL_CONFIG}[args.size]
     args.out.mkdir(parents=True, exist_ok=True)
     fh = open(args.out / "log.txt", "a")
     device = torch.device(args.device)
@@ -315,14 +343,16 @@ def main(argv: list[str] | None = None) -> None:
     n_dev = min(args.dev_utts, len(utts) // 3)
     dev_idx, train_idx = sorted(order[:n_dev]), order[n_dev:]
 
-    model = w2vb.build_model(model_config, "ctc", seed=args.seed).to(device)
+    model = w2vb.build_model(model_config, "ctc", seed=args.seed)
+    shrink_residual_branches(model, model_config["num_hidden_layers"])
+    model = model.to(device)
     if args.resume is not None:
         load_weights(model, args.resume)
         log(fh, f"resumed weights from {args.resume}")
     n_params = sum(p.numel() for p in model.parameters())
     log(fh, f"model {n_params / 1e6:.2f} M params, config {model_config}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    aug = augment.AugmentConfig()
+    aug = None if args.no_augment else (augment.LIGHT if args.aug == "light" else augment.AugmentConfig())
     budget_s = args.minutes * 60
     warmup = args.warmup if args.resume is None else args.warmup / 3
     (args.out / "train_config.json").write_text(json.dumps(
@@ -346,9 +376,12 @@ def main(argv: list[str] | None = None) -> None:
                 g["lr"] = lr
             wave, n, texts = make_batch(audio, utts, batch, rng, aug, device, args.max_seconds)
             n_total = sum(sum(utts[u]["n"] for u in g) for g in batch)  # before speed/silence padding
-            wave = augment.augment_waves(wave, n, aug, gen)
             frames10 = features.frame_counts(n)
-            mel = augment.spec_augment(features.log_mel(wave), frames10, aug, gen)
+            if aug is not None:
+                wave = augment.augment_waves(wave, n, aug, gen)
+                mel = augment.spec_augment(features.log_mel(wave), frames10, aug, gen)
+            else:
+                mel = features.log_mel(wave)
             norm = args.norm if args.norm != "mix" else rng.choice(["utterance", "cumulative"])
             feats, frames = features.stack(features.normalize(mel, frames10, norm), frames10)
             tgt, tgt_len = targets(texts, device)
@@ -363,12 +396,12 @@ def main(argv: list[str] | None = None) -> None:
             step += 1
             seen_s += n_total / SR
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-            if step % 50 == 0 or step <= 3:
-                loss_avg, loss_sum = float(loss_sum) / (50 if step % 50 == 0 else 1), None
+            if step % args.log_every == 0 or step <= 3:
+                loss_avg, loss_sum = float(loss_sum) / (args.log_every if step % args.log_every == 0 else 1), None
                 el = time.time() - t_start
                 log(fh, f"step {step} epoch {epoch} loss {loss_avg:.2f} gnorm {float(gnorm):.1f} lr {lr:.2e} "
                         f"audio {seen_s / 3600:.1f} h  {seen_s / el:.0f} audio-s/s  elapsed {el:.0f} s")
-            if time.time() - last_save > 120:
+            if time.time() - last_save > args.save_every_s:
                 save_weights(model, args.out)
                 last_save = time.time()
         epoch += 1
