@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"latency: algorithmic worst case {lat:.3f} s (right {config.right_ms} ms + hop/2 {config.hop_ms // 2} ms + 10 ms frame); "
           f"measured first-label delay median {np.median(delays):.3f} s, p95 {np.percentile(delays, 95):.3f} s, max {delays.max():.3f} s "
-          f"(stream time) + compute {1000 * compute_s / audio_s * config.hop_ms / 1000:.1f} ms per hop")
+          f"(input stream time); compute on top: RTF {compute_s / audio_s:.3f} (VAD + diarizer), "
+          f"about {compute_s / audio_s * config.hop_ms:.0f} ms per {config.hop_ms} ms hop")
     print(f"words: {words_right}/{words_total} labelled with the right speaker (final labels; see docstring)")
     if asr_rows:
         r = sum(x[1] for x in asr_rows)
