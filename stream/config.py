@@ -81,6 +81,8 @@ class TranscribeConfig:
     diarize: bool | None = None
     speakers: tuple[str, ...] = ()  # "NAME=clip.wav" enrollments (--speaker, repeatable)
     max_speakers: int | None = None  # None: no limit beyond the clustering's memory
+    # speaker embeddings: None = the bundled voice encoder; else an HF *ForXVector checkpoint
+    speaker_model: str | None = None
 
     # pacing
     realtime: bool = False  # pace a file like a live source (the microphone always is)
@@ -184,8 +186,11 @@ class TranscribeConfig:
             raise ConfigError(f"max_speakers must be >= 1, not {self.max_speakers}")
         if self.max_speakers is not None and len(clips) > self.max_speakers:
             raise ConfigError(f"{len(clips)} --speaker enrollments exceed --max-speakers {self.max_speakers}")
-        if (clips or self.max_speakers is not None) and self.diarize is False:
-            raise ConfigError("--speaker / --max-speakers need diarization; drop --no-diarize")
+        sm = self.speaker_model
+        if sm and sm != "voice-encoder" and not _looks_like_hub_id(sm) and not Path(sm).exists():
+            raise ConfigError(f"--speaker-model path does not exist: {sm}")
+        if (clips or self.max_speakers is not None or sm) and self.diarize is False:
+            raise ConfigError("--speaker / --max-speakers / --speaker-model need diarization; drop --no-diarize")
         if self.jsonl not in (None, "-") and not Path(self.jsonl).parent.is_dir():
             raise ConfigError(f"--jsonl {self.jsonl}: directory {Path(self.jsonl).parent} does not exist")
         return self

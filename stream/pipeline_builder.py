@@ -87,7 +87,7 @@ def build_diarization(cfg: TranscribeConfig) -> tuple[Node, Node]:
     """The online diarizer (before the recogniser) and the speaker labeler (after it)."""
     from stream.diarize import diarization_nodes
 
-    return diarization_nodes(speakers=cfg.speaker_clips(), max_speakers=cfg.max_speakers)
+    return diarization_nodes(speakers=cfg.speaker_clips(), max_speakers=cfg.max_speakers, embedder=cfg.speaker_model)
 
 
 def build_sinks(cfg: TranscribeConfig, *, recognizing: bool) -> list[Sink]:

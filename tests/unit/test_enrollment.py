@@ -151,3 +151,31 @@ def test_config_speakers_from_toml(tmp_path):
     cfg = TranscribeConfig.from_mapping({"speakers": ["a=x.wav", "b = y.wav"], "max_speakers": 3})
     assert cfg.speaker_clips() == {"a": __import__("pathlib").Path("x.wav"), "b": __import__("pathlib").Path("y.wav")}
     assert cfg.diarize_enabled and cfg.max_speakers == 3
+
+
+def test_cli_speaker_model_must_exist(tmp_path):
+    clip = _example(tmp_path)
+    result = _cli("transcribe", str(clip), "--model", "none", "--no-progress", "--speaker-model", str(tmp_path / "nope"))
+    assert result.exit_code == 2 and "--speaker-model path does not exist" in result.stderr
+
+
+def test_cli_speaker_model_with_a_ctc_checkpoint_is_a_user_error(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.hf_tiny import build_tiny
+
+    clip = _example(tmp_path)
+    ctc = build_tiny("wav2vec2", "ctc", tmp_path / "ctc")
+    result = _cli("transcribe", str(clip), "--model", "none", "--no-progress", "--speaker-model", str(ctc), "--rttm", str(tmp_path / "o.rttm"))
+    assert result.exit_code == 2, result.output
+    assert "ForXVector" in result.stderr
+
+
+def test_cli_speaker_model_xvector_runs(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.hf_tiny import build_tiny
+
+    clip = _example(tmp_path)
+    xv = build_tiny("wavlm", "xvector", tmp_path / "xv")
+    result = _cli("transcribe", str(clip), "--model", "none", "--no-progress", "--speaker-model", str(xv), "--rttm", str(tmp_path / "o.rttm"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.rttm").exists()
