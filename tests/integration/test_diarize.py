@@ -150,6 +150,21 @@ async def test_without_a_vad_upstream(conversation):
     assert [label_at(turns, (s + e) // 2) for s, e, _ in ref] == ["S1", "S2", "S1", "S2"]
 
 
+async def test_two_streams_in_one_graph_are_diarized_independently(conversation):
+    audio, ref, _ = conversation
+    collect = Collect(keep_audio=False)
+    graph = Graph(
+        sources=[ArraySource(audio, SR, stream_id="a", block=1600), ArraySource(audio[::-1].copy(), SR, stream_id="b", block=800)],
+        nodes=[VadNode.webrtc(), Diarizer(), collect],
+    )
+    await graph.run(timeout_s=240)
+    for sid, order in (("a", ["S1", "S2", "S1", "S2"]), ("b", ["S2", "S1", "S2", "S1"])):
+        turns = latest_turns([e for e in collect.events if e.stream_id == sid])
+        n = len(audio)
+        spans = ref if sid == "a" else [(n - e, n - s, v) for s, e, v in ref]
+        assert [label_at(turns, (s + e) // 2) for s, e, _ in spans] == order
+
+
 async def test_bad_enrollment_clip_fails_at_start_naming_it(tmp_path):
     from stream.errors import ConfigError
 

@@ -106,7 +106,7 @@ def test_first_label_within_the_latency_bound():
             assert first - sample <= bound
 
 
-@pytest.mark.parametrize("chunks", [(160,), (1600,), (317, 4003, 29)])
+@pytest.mark.parametrize("chunks", [(160,), (1600,), (317, 4003, 29), (10**7,)])  # last: all at once
 def test_chunking_does_not_change_the_result(chunks):
     audio, _ = conversation()
     ref = [(u.start, u.end, u.speaker) for u in latest(run(audio, CFG))]
