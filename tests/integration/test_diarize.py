@@ -183,6 +183,24 @@ async def test_words_of_a_final_get_the_speaker_of_their_turn(anonymous_run):
     assert all(w.speaker == f.speaker for f in finals for w in f.words)
 
 
+async def test_captions_carry_the_speakers(anonymous_run, tmp_path):
+    import srt
+    import webvtt
+
+    from sinks import SrtSink, VttSink
+
+    vtt, srt_path = tmp_path / "c.vtt", tmp_path / "c.srt"
+    sinks = [VttSink(vtt), SrtSink(srt_path)]
+    for e in anonymous_run:
+        for sink in sinks:
+            await sink.consume(e)
+    for sink in sinks:
+        await sink.close()
+    voices = [c.voice for c in webvtt.read(str(vtt)).captions]
+    assert voices == ["S1", "S2", "S1", "S2"]
+    assert [c.content.split(":")[0] for c in srt.parse(srt_path.read_text())] == ["S1", "S2", "S1", "S2"]
+
+
 async def test_rttm_sink_output_parses_with_pyannote(conversation, anonymous_run, tmp_path):
     from sinks.rttm import RttmSink
 
