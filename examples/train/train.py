@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--aug", default="full", choices=["full", "light"], help="augmentation strength (augment.LIGHT)")
     ap.add_argument("--save-every-s", type=float, default=60.0)
+    ap.add_argument("--dev-every-s", type=float, default=None, help="log a 64-utterance dev CER this often (default: 90 s on a GPU, never on a CPU)")
     ap.add_argument("--tiny", action="store_true", help="tiny model (hidden 32, 2 layers)")
     ap.add_argument("--size", default="base", choices=["base", "cpu", "small"],
                     help="base: 5.2M (hidden 192); cpu: 2.9M (hidden 144); small: 0.9M (hidden 96, 4 layers)")
@@ -359,7 +360,9 @@ def main(argv: list[str] | None = None) -> None:
         {"model": model_config, "vocab": VOCAB, "args": {k: str(v) for k, v in vars(args).items()}, "augment": str(aug),
          "params": n_params, "pack_hours": hours, "utterances": len(utts)}, indent=1))
 
+    dev_every = args.dev_every_s if args.dev_every_s is not None else (90.0 if device.type == "cuda" else 0.0)
     step, seen_s, t_start, last_save, epoch = 0, 0.0, time.time(), time.time(), 0
+    last_dev = t_start
     loss_sum = None
     done = False
     while not done:
@@ -401,6 +404,10 @@ def main(argv: list[str] | None = None) -> None:
                 el = time.time() - t_start
                 log(fh, f"step {step} epoch {epoch} loss {loss_avg:.2f} gnorm {float(gnorm):.1f} lr {lr:.2e} "
                         f"audio {seen_s / 3600:.1f} h  {seen_s / el:.0f} audio-s/s  elapsed {el:.0f} s")
+            if dev_every and time.time() - last_dev > dev_every:
+                cer = greedy_cer(model, audio, utts, dev_idx[:64], device, "utterance", None, None)
+                log(fh, f"step {step} dev CER (full context, 64 utts) {cer:.3f}")
+                last_dev = time.time()
             if time.time() - last_save > args.save_every_s:
                 save_weights(model, args.out)
                 last_save = time.time()

@@ -1,0 +1,48 @@
+"""The bundled default model (engines/default_model): transformers loads it as Wav2Vec2BertForCTC and
+its logits equal the project's engine on the same audio; its tokenizer files match the vocabulary.
+
+Skips while the directory holds no trained weights (see examples/train/run.sh to make them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "engines" / "default_model"
+pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").exists(), reason="no default model trained yet")
+
+
+def _audio(seconds: float = 2.0) -> torch.Tensor:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(16000 * seconds)) / 16000
+    x = 0.1 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(t.size)
+    return torch.from_numpy(x.astype(np.float32))
+
+
+def test_transformers_logits_equal_engine():
+    transformers = pytest.importorskip("transformers")
+    from engines.api import load_model
+
+    hf = transformers.Wav2Vec2BertForCTC.from_pretrained(str(MODEL_DIR)).eval()
+    fe = transformers.SeamlessM4TFeatureExtractor.from_pretrained(str(MODEL_DIR))
+    x = _audio()
+    inputs = fe(x.numpy(), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        ref = hf(**inputs).logits
+    ours = load_model(MODEL_DIR).forward(x[None]).frames
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_tokenizer_files_match_vocab():
+    transformers = pytest.importorskip("transformers")
+    vocab = json.loads((MODEL_DIR / "vocab.json").read_text())
+    config = json.loads((MODEL_DIR / "config.json").read_text())
+    assert config["vocab_size"] == len(vocab) and vocab["<pad>"] == 0 and "|" in vocab
+    tok = transformers.Wav2Vec2CTCTokenizer.from_pretrained(str(MODEL_DIR))
+    assert tok.pad_token_id == 0 and tok.word_delimiter_token == "|"
+    ids = [vocab["H"], vocab["H"], 0, vocab["I"], vocab["|"], vocab["T"], vocab["'"], vocab["S"]]
+    assert tok.decode(ids) == "HI T'S"
