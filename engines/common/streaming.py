@@ -13,7 +13,8 @@ Window mode (``spec.mode == "window"``), per chunk of frames [f, f + C):
     left + chunk + lookahead ms of audio, as the transformers ASR pipeline's chunk -- and keeps
     frames [f, f + C). The grid is the pipeline's: the first chunk is frames [0, L + C) (there is
     no left context to take yet), then chunks start at L + k*C; the window that reaches the end
-    of the stream (at flush) emits every frame left. With lookahead 0 the window is extended to
+    of the stream (at flush) emits every frame left (also when the stream ends exactly where a
+    window already run ended: its frames after the chunk are kept until the next step). With lookahead 0 the window is extended to
     the chunk's last frame's receptive field (80 samples more).
     When the module can reuse per-frame features (``window_features`` is not None: layer-norm
     CNNs) and normalisation is not per window, the CNN + projection output of the overlap is
@@ -45,11 +46,16 @@ class WindowCache(NamedTuple):
     buf_start:  absolute sample index of pending[0]
     feats:      (T_f, D) per-frame features of frames [feat_start, feat_start + T_f), or None
     feat_start: absolute frame index of feats[0]
+    rest:       (R', D) the last window's frames after its chunk, or None
+    rest_end:   the last window's end sample: if the stream ends exactly there, that window was
+                the last one (as the pipeline sees it) and flush emits ``rest`` from it
     """
 
     buf_start: int
     feats: Tensor | None
     feat_start: int
+    rest: Tensor | None = None
+    rest_end: int = -1
 
 
 def as_chunk(chunk: Any) -> Tensor:
@@ -205,6 +211,12 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
             break
         # the first chunk has no left context to take, so it takes L + C frames (the grid of
         # the transformers pipeline: chunks then start at L + k*C)
+        wc: WindowCache = st.cache
+        if final and wc.rest is not None and wc.rest_end == st.samples_in and f + wc.rest.shape[0] == total:
+            # the stream ended exactly at the last window's end: its frames are the last ones
+            outs.append(wc.rest)
+            st = st.replace(frames_out=total, cache=wc._replace(rest=None), steps=st.steps + 1)
+            break
         c = L + C if f == 0 else C
         # window = exactly left + chunk + lookahead of audio (as the pipeline's chunk_length_s),
         # but never less than the chunk's own frames need (lookahead 0)
@@ -218,7 +230,6 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
             break
         a = max(0, f - L)
         nf = model.num_frames(x_end - hop * a)  # window frames [a, a + nf)
-        wc: WindowCache = st.cache
         buf = st.pending
         feats = None
         if reuse:
@@ -248,7 +259,7 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
             drop_to = hop * max(0, f + n_emit - L)
         outs.append(frames[f - a : f - a + n_emit])
         drop = max(0, min(drop_to, st.samples_in) - wc.buf_start)
-        wc = WindowCache(wc.buf_start + drop, wc.feats, wc.feat_start)
+        wc = WindowCache(wc.buf_start + drop, wc.feats, wc.feat_start, frames[f - a + n_emit :], x_end)
         st = st.replace(frames_out=f + n_emit, pending=buf[drop:], cache=wc, steps=st.steps + 1)
     return outs, start, st
 
