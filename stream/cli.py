@@ -120,7 +120,7 @@ def transcribe(
     max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="At most this many speakers (diarization).", show_default="no limit"),
     speaker_model: Optional[str] = typer.Option(None, "--speaker-model", help="Speaker embeddings: an HF *ForXVector checkpoint (local dir or cached hub id).", show_default="bundled voice encoder"),
     realtime: bool = typer.Option(_DEFAULTS.realtime, "--realtime/--no-realtime", help="Pace a file like live audio (the microphone always is)."),
-    progress: bool = typer.Option(_DEFAULTS.progress, "--progress/--no-progress", help="Progress bar on stderr while a file runs faster than real time (not while live captions share the terminal)."),
+    progress: bool = typer.Option(_DEFAULTS.progress, "--progress/--no-progress", help="Progress bar while a file runs faster than real time (when stderr is a terminal that live captions do not share)."),
     console: bool = typer.Option(_DEFAULTS.console, "--console/--no-console", help="Live captions on stdout (off with --jsonl -)."),
     jsonl: Optional[str] = typer.Option(None, "--jsonl", metavar="PATH|-", help="Write every event as JSON lines; '-' for stdout.", show_default="off"),
     srt: Optional[Path] = typer.Option(None, "--srt", metavar="PATH", help="Write SRT captions (each final flushed as it is ready).", show_default="off"),

@@ -58,9 +58,10 @@ def build_source(cfg: TranscribeConfig) -> Source:
     from stream.sources.file import FileSource
 
     assert cfg.input_path is not None
-    # Live captions and a progress bar on one terminal would overwrite each other's line.
-    shared_tty = cfg.console_enabled and sys.stdout.isatty() and sys.stderr.isatty()
-    return FileSource(cfg.input_path, stream_id=sid, realtime=cfg.realtime, progress=cfg.progress and not shared_tty)
+    # The bar is for a person at a terminal (not logs), and live captions on that same terminal
+    # would overwrite its line.
+    on_terminal = sys.stderr.isatty() and not (cfg.console_enabled and sys.stdout.isatty())
+    return FileSource(cfg.input_path, stream_id=sid, realtime=cfg.realtime, progress=cfg.progress and on_terminal)
 
 
 def build_vad(cfg: TranscribeConfig) -> Node:
