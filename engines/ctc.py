@@ -310,6 +310,11 @@ class _Run:
             elif self.frame - self.seg_start >= r3:
                 self.close("max_length", self._max_length_cut())
                 has_text = self._has_text()
+        # a requested cut at the frame after this chunk closes now, not one chunk later
+        while self.pending and self.pending[0] <= self.frame:
+            cut = self.pending.pop(0)
+            if cut > self.seg_start:
+                self.close("vad", self.frame)
         return self
 
     def _has_text(self) -> bool:

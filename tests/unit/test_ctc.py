@@ -247,3 +247,13 @@ def test_misuse_is_refused() -> None:
         EndpointConfig(max_utterance_ms=0)
     with pytest.raises(UnsupportedConfigError, match="rule2"):
         EndpointConfig(rule2_min_trailing_silence_ms=-5)
+
+
+def test_vad_cut_at_a_chunk_boundary_closes_without_waiting_for_the_next_chunk() -> None:
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None))
+    ups, st = dec.step(logits_of([ID["N"], ID["O"], B, B]), 0, dec.init_state())
+    ups, st = dec.request_endpoint(st, 8 * 320)  # speech ends where the next chunk ends
+    assert ups == ()
+    ups, st = dec.step(logits_of([B, B, B, B]), 4, st)
+    assert [(u.is_final, u.reason, u.endpoint_sample) for u in ups] == [(True, "vad", 8 * 320)]
+    assert st.pending_cuts == () and st.seg_start == 8
