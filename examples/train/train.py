@@ -124,8 +124,10 @@ def load_pack(pack: Path, max_shards_per_source: int | None, workers: int):
     return torch.from_numpy(np.concatenate(pieces)), utts
 
 
-def plan_epoch(utts: list[dict], idx: list[int], rng: random.Random, batch_s: float, max_s: float, p_concat: float) -> list[list[list[int]]]:
-    """Batches of samples; a sample is 1-3 utterances joined (probability ``p_concat`` of joining)."""
+def plan_epoch(utts: list[dict], idx: list[int], rng: random.Random, batch_s: float, max_s: float, p_concat: float,
+               sorted_order: bool = False) -> list[list[list[int]]]:
+    """Batches of samples; a sample is 1-3 utterances joined (probability ``p_concat`` of joining).
+    ``sorted_order``: batches from shortest to longest (SortaGrad, DeepSpeech 2), for the first epochs."""
     order = idx[:]
     rng.shuffle(order)
     samples, i = [], 0
@@ -147,7 +149,8 @@ def plan_epoch(utts: list[dict], idx: list[int], rng: random.Random, batch_s: fl
         longest = max(longest, n)
     if cur:
         batches.append(cur)
-    rng.shuffle(batches)
+    if not sorted_order:
+        rng.shuffle(batches)
     return batches
 
 
@@ -295,8 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--batch-seconds", type=float, default=900.0, help="padded audio seconds per batch")
     ap.add_argument("--max-seconds", type=float, default=16.0)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=float, default=0.15, help="fraction of the budget")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--warmup", type=float, default=0.2, help="fraction of the budget")
+    ap.add_argument("--sortagrad-epochs", type=int, default=2, help="first epochs in ascending length, no joining")
     ap.add_argument("--p-full", type=float, default=0.35, help="probability of a full-context batch")
     ap.add_argument("--p-concat", type=float, default=0.3)
     ap.add_argument("--norm", default="mix", choices=["mix", "none", "utterance", "cumulative"],
@@ -366,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     loss_sum = None
     done = False
     while not done:
-        batches = plan_epoch(utts, train_idx, rng, args.batch_seconds, args.max_seconds, args.p_concat)
+        sortagrad = epoch < args.sortagrad_epochs
+        batches = plan_epoch(utts, train_idx, rng, args.batch_seconds, args.max_seconds, 0.0 if sortagrad else args.p_concat, sortagrad)
         if not batches:
             raise SystemExit("no training batches: the pack is empty")
         for batch in batches:
