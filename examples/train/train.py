@@ -12,7 +12,7 @@ Features: fbank on the device (``features.py``, equal to ``engines.frontend_fban
 like the engine will feed the model (``--norm mix``: per batch, either per-utterance per-mel-bin
 statistics, as the engine's offline frontend and transformers do, or the causal cumulative statistics
 of the engine's streaming ``FbankStream``). Augmentation: ``augment.py``. The learning rate follows warm-up + cosine over the
-wall-clock budget, so a run always ends annealed. Output (``--out``): ``weights_0.safetensors``..
+wall-clock budget, so a run always ends annealed (peak 5e-4, see README.md for why; the first epochs run shortest-first). Output (``--out``): ``weights_0.safetensors``..
 (fp32 model weights, split under 15 MiB a file), ``train_config.json``, ``log.txt``, ``dev.json``.
 A resumed run loads the weights (not the optimiser moments) and re-warms briefly.
 """
