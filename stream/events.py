@@ -195,10 +195,8 @@ class Endpoint(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PartialTranscript(Event):
-    """Open hypothesis of a segment; ``sample`` is the segment start."""
-
-    type: ClassVar[str] = "partial_transcript"
+class _Transcript(Event):
+    """Fields shared by partial and final transcripts; ``sample`` is the segment start."""
 
     segment_id: str = ""
     revision: int = 0
@@ -209,17 +207,17 @@ class PartialTranscript(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class FinalTranscript(Event):
-    """Settled text of a segment; never revised. ``sample`` is the segment start."""
+class PartialTranscript(_Transcript):
+    """Open hypothesis of a segment; replaces the previous partial of its segment."""
+
+    type: ClassVar[str] = "partial_transcript"
+
+
+@dataclass(frozen=True, slots=True)
+class FinalTranscript(_Transcript):
+    """Settled text of a segment; never revised."""
 
     type: ClassVar[str] = "final_transcript"
-
-    segment_id: str = ""
-    revision: int = 0
-    text: str = ""
-    end_sample: int = 0
-    words: tuple[Word, ...] = ()
-    speaker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
