@@ -115,14 +115,10 @@ class TcpPcmSource(Source):
 
     @property
     def bound_port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return _bound_port(self._server)
 
     async def start(self) -> None:
-        try:
-            self._server = await asyncio.start_server(self._accept, self.host, self.port)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+        self._server = await _listen(self._accept, self.host, self.port)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._writer is not None or self._conn.full():
@@ -200,14 +196,10 @@ class TcpPcmServer:
 
     @property
     def bound_port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return _bound_port(self._server)
 
     async def start(self) -> None:
-        try:
-            self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from exc
+        self._server = await _listen(self._handle, self.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -249,3 +241,16 @@ class TcpPcmServer:
             source.end()
             self.live.pop(sid, None)
             writer.close()
+
+
+async def _listen(handler, host: str, port: int) -> asyncio.base_events.Server:
+    """Start a TCP server; a port that cannot be bound is a configuration error naming it."""
+    try:
+        return await asyncio.start_server(handler, host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+def _bound_port(server: asyncio.base_events.Server | None) -> int:
+    assert server is not None
+    return server.sockets[0].getsockname()[1]
