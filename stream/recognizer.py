@@ -23,6 +23,13 @@ then the decoder; every final precedes the stream's ``EndOfStream``).
 ``mode="offline"`` recognises each VAD segment whole when it ends (the model's offline forward
 on the segment; ``speech=False`` audio is skipped), cut at ``max_utterance_ms``: finals only.
 
+Cross-stream batching (streaming modes): chunks of several streams that arrive together go
+through one ``LoadedModel.step_batch`` forward, at most ``max_batch`` of them (one per stream) and
+no chunk waits more than ``max_wait_ms``. A chunk joins the pending batch; the batch runs when it
+is full, when its stream sends another chunk, before any other event (so output order is input
+order), or when the wait runs out. A batch that raises is redone stream by stream, so one bad
+stream only fails itself. ``max_batch=1`` steps each chunk on its own, at once.
+
 Stream time: a chunk whose ``sample`` jumps ahead (a drop-oldest edge dropped audio) is
 preceded by zeros so word times stay exact; overlapping samples are skipped.
 
@@ -31,11 +38,12 @@ Every event is passed on (audio included, for speaker nodes downstream).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -87,6 +95,9 @@ class RecognizerConfig:
     # use the checkpoint's own LM (language_model/ folder, HF Wav2Vec2ProcessorWithLM layout) when
     # lm_path is not given; its attrs.json alpha/beta win over lm_alpha/lm_beta
     model_lm: bool = True
+    # cross-stream batching (streaming modes): chunks per forward, and how long one may wait for others
+    max_batch: int = 8
+    max_wait_ms: int = 10
 
 
 @dataclass
@@ -96,6 +107,8 @@ class RecognizerStats:
     compute_s: float = 0.0
     audio_samples: int = 0
     steps: int = 0
+    batches: int = 0  # step_batch forwards of more than one stream
+    largest_batch: int = 1
 
     @property
     def rtf(self) -> float:
@@ -118,6 +131,14 @@ class _Stream:
     decoder: Any  # engines.ctc.DecoderState
     next_sample: int  # stream time of the next sample the engine expects
     origin: int  # stream time of the engine's sample 0
+
+
+class _Pending(NamedTuple):
+    """A chunk waiting for the next batched forward: its samples (gap-fixed) and stream state."""
+
+    chunk: AudioChunk
+    samples: np.ndarray
+    state: _Stream
 
 
 def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
@@ -194,11 +215,19 @@ class Recognizer(Node):
         self._own_executor = executor is None
         self._streams: dict[str, _Stream] = {}
         self._segments: dict[str, _Segment] = {}  # offline mode
+        # cross-stream batching: (chunk, samples, state) waiting for the next forward, one per stream
+        self._pending: tuple[_Pending, ...] = ()
+        self._batch_lock = asyncio.Lock()  # the node task and the wait timer take turns
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_error: BaseException | None = None  # bug_policy="raise": re-raised by the node task
         self.stats = RecognizerStats()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        if self.config.max_batch < 1 or self.config.max_wait_ms < 0:
+            c = self.config
+            raise ConfigError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {c.max_batch}, {c.max_wait_ms}")
         if self._executor is None:
             self._executor = Executor(max_workers=1, name=self.name)
         try:
@@ -228,6 +257,8 @@ class Recognizer(Node):
         return model, self.decoder if self.decoder is not None else build_decoder(model, self.config)
 
     async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._own_executor and self._executor is not None:
             await self._executor.aclose()
             self._executor = None
@@ -263,6 +294,61 @@ class Recognizer(Node):
         self.stats.audio_samples += int(samples.shape[0])
         self.stats.steps += 1
         return updates, dataclasses.replace(st, engine=engine, decoder=dec, next_sample=st.next_sample + samples.shape[0])
+
+    def _step_many(self, batch: tuple[_Pending, ...]) -> list[tuple[tuple[Any, ...], _Stream]]:
+        """One ``step_batch`` forward for chunks of distinct streams, then each stream's decoder."""
+        import torch
+
+        t0 = time.perf_counter()
+        xs = [torch.from_numpy(np.array(x, dtype=np.float32)) for _, x, _ in batch]
+        outs, engines = self.model.step_batch(xs, [st.engine for _, _, st in batch])
+        results = []
+        for (_, x, st), out, engine in zip(batch, outs, engines):
+            updates, dec = self.decoder.step(out.frames, out.start_frame, st.decoder)
+            st = dataclasses.replace(st, engine=engine, decoder=dec, next_sample=st.next_sample + x.shape[0])
+            results.append((updates, st))
+        self.stats.compute_s += time.perf_counter() - t0
+        self.stats.audio_samples += sum(int(x.shape[0]) for _, x, _ in batch)
+        self.stats.steps += len(batch)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        return results
+
+    # ------------------------------------------------------------------ batching
+
+    async def _drain(self) -> None:
+        """Run the pending batch (caller holds ``_batch_lock``) and emit in arrival order."""
+        if self._timer_error is not None:
+            raise self._timer_error
+        batch, self._pending = self._pending, ()
+        if self._timer is not None and self._timer is not asyncio.current_task():
+            self._timer.cancel()
+        self._timer = None
+        if not batch:
+            return
+        try:
+            results = await self._executor.run(self._step_many, batch) if len(batch) > 1 else None
+        except Exception:  # redo stream by stream: only the bad stream fails (error policy per stream)
+            results = None
+        for i, (chunk, x, st) in enumerate(batch):
+            one = results[i] if results is not None else None
+            await self._guarded(chunk.stream_id, chunk.sample, chunk.sample_rate_hz, self._finish, (chunk, x, st, one))
+
+    async def _finish(self, item: tuple[AudioChunk, np.ndarray, _Stream, Any]) -> None:
+        chunk, x, st, result = item
+        updates, st = result if result is not None else await self._executor.run(self._step, x, st, False)
+        self._streams[chunk.stream_id] = st
+        await self._emit(chunk.stream_id, st.origin, updates)
+        await self.push(chunk)
+
+    async def _drain_later(self) -> None:
+        await asyncio.sleep(self.config.max_wait_ms / 1000)
+        async with self._batch_lock:
+            if self._timer is asyncio.current_task():
+                try:
+                    await self._drain()
+                except Exception as exc:  # only with bug_policy="raise" (else the error policy caught it)
+                    self._timer_error = exc
 
     # ------------------------------------------------------------------ hooks
 
@@ -336,9 +422,12 @@ class Recognizer(Node):
                 await self._offline_close(event.stream_id, "vad", upto=event.sample)
             await self.push(event)
             return
-        if isinstance(event, AudioChunk):
-            await self._audio(event)
-        elif isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
+        async with self._batch_lock:
+            if isinstance(event, AudioChunk):
+                await self._audio(event)
+                return
+            await self._drain()  # every other event goes after the audio before it
+        if isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
             st = self._streams[event.stream_id]
             updates, dec = self.decoder.request_endpoint(st.decoder, event.sample - st.origin)
             self._streams[event.stream_id] = dataclasses.replace(st, decoder=dec)
@@ -347,6 +436,10 @@ class Recognizer(Node):
 
     async def _audio(self, chunk: AudioChunk) -> None:
         sid = chunk.stream_id
+        if any(c.stream_id == sid for c, _, _ in self._pending):  # its state is an input of this step
+            await self._drain()
+            if sid in self._failed:  # its pending chunk failed it
+                return
         samples = self._check(chunk)
         st = self._streams.get(sid)
         if st is None:
@@ -356,11 +449,14 @@ class Recognizer(Node):
             samples = np.concatenate([np.zeros(gap, np.float32), samples])
         elif gap < 0:
             samples = samples[-gap:]
-        if samples.shape[0]:
-            updates, st = await self._executor.run(self._step, samples, st, False)
-            self._streams[sid] = st
-            await self._emit(sid, st.origin, updates)
-        await self.push(chunk)
+        if not samples.shape[0]:
+            await self.push(chunk)
+            return
+        self._pending += (_Pending(chunk, samples, st),)
+        if len(self._pending) >= self.config.max_batch:
+            await self._drain()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._drain_later())
 
     def _check(self, chunk: AudioChunk) -> np.ndarray:
         if chunk.sample_rate_hz != SAMPLE_RATE_HZ or chunk.channels != 1 or chunk.samples.ndim != 1:
@@ -381,6 +477,8 @@ class Recognizer(Node):
         if self.config.mode == "offline":
             await self._offline_close(stream_id, "eos")
             return
+        async with self._batch_lock:
+            await self._drain()
         st = self._streams.get(stream_id)
         if st is None:
             return
@@ -394,6 +492,8 @@ class Recognizer(Node):
             await self._offline_close(sid, "eos")
             await self.push(eos)
             return
+        async with self._batch_lock:
+            await self._drain()
         st = self._streams.get(sid)
         if st is not None:
             updates, st = await self._executor.run(self._step, np.zeros(0, np.float32), st, True)

@@ -1,0 +1,114 @@
+"""Cross-stream batching in the recogniser: several streams through one step_batch forward give the
+same events as one step per chunk, and one stream's bad chunk does not fail the others."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engines.api import load_model
+from stream.errors import ConfigError
+from stream.events import ErrorEvent, FinalTranscript, PartialTranscript
+from stream.graph import Graph
+from stream.node import Collect
+from stream.recognizer import Recognizer, RecognizerConfig
+from stream.sources.array import ArraySource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hf_tiny import build_tiny  # noqa: E402
+
+CFG = RecognizerConfig(chunk_ms=320, left_context_ms=1280, max_utterance_ms=600)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    return load_model(build_tiny("wav2vec2", "ctc", tmp_path_factory.mktemp("tiny_ctc")))
+
+
+def audio(seed: int, seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+    x = 0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) * (np.sin(2 * np.pi * 1.5 * t) > -0.3)
+    return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+async def run(model, streams: dict[str, np.ndarray], cfg: RecognizerConfig, policy: str = "raise"):
+    rec, collect = Recognizer(model, cfg), Collect(keep_audio=False)
+    sources = [ArraySource(x, 16000, stream_id=sid, block=(1000, 2300, 517)) for sid, x in streams.items()]
+    await Graph(sources=sources, nodes=[rec, collect], bug_policy=policy).run(timeout_s=120)
+    return rec, collect
+
+
+def transcript(events) -> list[tuple]:
+    return [
+        (type(e).__name__, e.segment_id, e.revision, e.text, e.sample, e.end_sample,
+         tuple((w.text, w.start_sample, w.end_sample) for w in e.words))
+        for e in events
+        if isinstance(e, (PartialTranscript, FinalTranscript))
+    ]
+
+
+async def test_batched_streams_give_the_unbatched_events(model) -> None:
+    streams = {"a": audio(0, 1.7), "b": audio(1, 2.3), "c": audio(2, 1.1)}
+    rec1, one = await run(model, streams, replace(CFG, max_batch=1))
+    rec3, batched = await run(model, streams, replace(CFG, max_batch=3, max_wait_ms=50))
+    assert rec1.stats.batches == 0
+    assert rec3.stats.batches > 0 and rec3.stats.largest_batch > 1  # batches really happened
+    assert rec3.stats.steps == rec1.stats.steps
+    for sid in streams:
+        got, want = transcript(batched.of(sid)), transcript(one.of(sid))
+        assert any(k == "FinalTranscript" for k, *_ in want)
+        assert got == want
+        assert [type(e) for e in batched.of(sid)] == [type(e) for e in one.of(sid)]
+
+
+class OneBadStream:
+    """A model whose forward raises on chunks of the stream whose audio is the constant 0.5."""
+
+    def __init__(self, model):
+        self._model = model
+        self.failed_batches = 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    @staticmethod
+    def _bad(chunk) -> bool:
+        return bool(chunk.shape[0]) and bool((chunk == 0.5).all())
+
+    def step(self, chunk, state):
+        if self._bad(chunk):
+            raise RuntimeError("bad chunk")
+        return self._model.step(chunk, state)
+
+    def step_batch(self, chunks, states):
+        if any(self._bad(c) for c in chunks):
+            self.failed_batches += 1
+            raise RuntimeError("bad chunk in batch")
+        return self._model.step_batch(chunks, states)
+
+
+async def test_a_bad_stream_does_not_fail_its_batch(model) -> None:
+    good = {"a": audio(0, 1.7), "b": audio(1, 2.3)}
+    streams = {**good, "bad": np.full(16000, 0.5, np.float32)}
+    cfg = replace(CFG, max_batch=3, max_wait_ms=50)
+    _, alone = await run(model, good, replace(CFG, max_batch=1))
+    flaky = OneBadStream(model)
+    _, mixed = await run(flaky, streams, cfg, policy="isolate")
+    assert flaky.failed_batches > 0  # the bad chunk shared a batch with good ones, which were redone alone
+    errors = [e for e in mixed.events if isinstance(e, ErrorEvent)]
+    assert [e.stream_id for e in errors] == ["bad"] and errors[0].code == "internal_error"
+    for sid in good:
+        assert transcript(mixed.of(sid)) == transcript(alone.of(sid))
+
+
+async def test_bad_batch_settings_are_config_errors(model) -> None:
+    with pytest.raises(ConfigError):
+        await run(model, {"a": audio(0, 0.5)}, replace(CFG, max_batch=0))
