@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,8 @@ from .executor import Executor
 from .node import Node
 
 __all__ = ["RecognizerConfig", "Recognizer", "RecognizerStats", "build_decoder"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,8 @@ class Recognizer(Node):
         try:
             results = await self._executor.run(self._step_many, batch) if len(batch) > 1 else None
         except Exception:  # redo stream by stream: only the bad stream fails (error policy per stream)
+            # logged, so a bug in step_batch itself is not hidden by the per-stream redo succeeding
+            log.warning("batched step of %d streams failed; redoing them one by one", len(batch), exc_info=True)
             results = None
         for i, (chunk, x, st) in enumerate(batch):
             one = results[i] if results is not None else None
