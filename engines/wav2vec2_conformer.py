@@ -298,8 +298,7 @@ class Wav2Vec2Conformer(WaveformModel):
     def delay_frames(self, spec: StreamSpec) -> int:
         return self._tail_len() // self.samples_per_frame + self.config.num_hidden_layers * self.lookahead
 
-    def extra_lookahead_frames(self, spec: StreamSpec) -> int:
-        return self.delay_frames(spec)
+    # extra_lookahead_frames: inherited from WaveformModel (it returns this delay_frames)
 
     def init_cache(self, spec: StreamSpec) -> ConformerCache:
         if spec.lookahead_frames != 0:
