@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=float, default=0.2, help="fraction of the budget")
     ap.add_argument("--sortagrad-epochs", type=int, default=2, help="first epochs in ascending length, no joining")
     ap.add_argument("--p-full", type=float, default=0.35, help="probability of a full-context batch")
+    ap.add_argument("--curriculum", type=float, default=0.0,
+                    help="fraction of the budget trained plainly first: full context, per-utterance norm, no augmentation")
     ap.add_argument("--p-concat", type=float, default=0.3)
     ap.add_argument("--norm", default="mix", choices=["mix", "none", "utterance", "cumulative"],
                     help="mix: per batch, per-utterance (engine offline) or cumulative (engine streaming)")
@@ -382,18 +384,20 @@ def main(argv: list[str] | None = None) -> None:
             lr = args.lr * (progress / warmup if progress < warmup else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))))
             for g in opt.param_groups:
                 g["lr"] = lr
-            wave, n, texts = make_batch(audio, utts, batch, rng, aug, device, args.max_seconds)
+            plain = progress < args.curriculum
+            batch_aug = None if plain else aug
+            wave, n, texts = make_batch(audio, utts, batch, rng, batch_aug, device, args.max_seconds)
             n_total = sum(sum(utts[u]["n"] for u in g) for g in batch)  # before speed/silence padding
             frames10 = features.frame_counts(n)
-            if aug is not None:
-                wave = augment.augment_waves(wave, n, aug, gen)
-                mel = augment.spec_augment(features.log_mel(wave), frames10, aug, gen)
+            if batch_aug is not None:
+                wave = augment.augment_waves(wave, n, batch_aug, gen)
+                mel = augment.spec_augment(features.log_mel(wave), frames10, batch_aug, gen)
             else:
                 mel = features.log_mel(wave)
-            norm = args.norm if args.norm != "mix" else rng.choice(["utterance", "cumulative"])
+            norm = "utterance" if plain else (args.norm if args.norm != "mix" else rng.choice(["utterance", "cumulative"]))
             feats, frames = features.stack(features.normalize(mel, frames10, norm), frames10)
             tgt, tgt_len = targets(texts, device)
-            chunk, left = sample_chunking(rng, args.p_full)
+            chunk, left = (None, None) if plain else sample_chunking(rng, args.p_full)
             logits, _ = forward(model, feats, frames, chunk, left)
             logp = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
             loss = F.ctc_loss(logp, tgt, frames, tgt_len, blank=0, reduction="sum", zero_infinity=True) / len(texts)
@@ -411,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
                         f"audio {seen_s / 3600:.1f} h  {seen_s / el:.0f} audio-s/s  elapsed {el:.0f} s")
             if dev_every and time.time() - last_dev > dev_every:
                 cer = greedy_cer(model, audio, utts, dev_idx[:64], device, "utterance", None, None)
-                log(fh, f"step {step} dev CER (full context, 64 utts) {cer:.3f}")
+                cer_s = greedy_cer(model, audio, utts, dev_idx[:64], device, "cumulative", 16, None)
+                log(fh, f"step {step} dev CER (64 utts) full context {cer:.3f}, 320 ms chunks {cer_s:.3f}")
                 last_dev = time.time()
             if time.time() - last_save > args.save_every_s:
                 save_weights(model, args.out)
