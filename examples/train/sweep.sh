@@ -2,22 +2,35 @@
 # Several training configurations side by side on one GPU (a 5M-parameter model leaves an H100 mostly
 # idle), each in its own process and output folder; prints each run's dev-CER lines and final dev.json.
 #
-#   OUT=runs/sweep MINUTES=7 bash examples/train/sweep.sh
+#   OUT=runs/sweep MINUTES=7 bash examples/train/sweep.sh              # SET=first: three from scratch
+#   OUT=runs/sweep2 RESUME=runs/sweep/noaug SET=continue bash examples/train/sweep.sh
 #
-# Used for the default model: one 10-minute device call tries the configurations below at once
-# instead of betting the call on one of them (the first two single-configuration runs stuck on the
-# CTC blank plateau; see README.md).
+# Per run it leaves weights_*.safetensors and one meta.tgz (log, dev.json, train_config.json), few files
+# for the device's return trip. Used for the default model: one 10-minute device call tries several
+# configurations at once instead of betting the call on one (see README.md for the history).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
 OUT=${OUT:-runs/sweep}
 MINUTES=${MINUTES:-7}
+SET=${SET:-first}
 COMMON=(--pack data/pack --size base --minutes "$MINUTES" --workers 5 --dev-utts 200)
-declare -A CONFIGS=(
-  [cur]="--lr 1e-3 --warmup 0.1 --curriculum 0.3 --aug light --batch-seconds 150"
-  [noaug]="--lr 1e-3 --warmup 0.1 --no-augment --p-full 0.5 --batch-seconds 150"
-  [base]="--lr 5e-4 --warmup 0.2 --curriculum 0.2 --batch-seconds 300"
-)
+declare -A CONFIGS
+if [ "$SET" = first ]; then
+  CONFIGS=(
+    [cur]="--lr 1e-3 --warmup 0.1 --curriculum 0.3 --aug light --batch-seconds 150"
+    [noaug]="--lr 1e-3 --warmup 0.1 --no-augment --p-full 0.5 --batch-seconds 150"
+    [base]="--lr 5e-4 --warmup 0.2 --curriculum 0.2 --batch-seconds 300"
+  )
+else
+  R=()
+  if [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1; then R=(--resume "$RESUME"); fi
+  echo "resume: ${R[*]:-none (from scratch)}"
+  CONFIGS=(
+    [plain]="${R[*]} --lr 1e-3 --warmup 0.1 --no-augment --p-full 0.5 --batch-seconds 150"
+    [light]="${R[*]} --lr 1e-3 --warmup 0.1 --aug light --p-full 0.5 --batch-seconds 150"
+  )
+fi
 mkdir -p "$OUT"
 for name in "${!CONFIGS[@]}"; do
   # shellcheck disable=SC2086
@@ -26,6 +39,8 @@ done
 wait
 for name in "${!CONFIGS[@]}"; do
   echo "== $name: ${CONFIGS[$name]}"
-  grep -E "dev CER|loaded|Error|error" "$OUT/$name.log" | tail -12
+  grep -E "dev CER|loaded|resumed|Error|error" "$OUT/$name.log" | tail -12
   tail -2 "$OUT/$name.log"
+  mv "$OUT/$name.log" "$OUT/$name/stdout.log"
+  tar -czf "$OUT/$name/meta.tgz" -C "$OUT/$name" --remove-files $(cd "$OUT/$name" && ls | grep -v '^weights_')
 done
