@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="mix: per batch, per-utterance (engine offline) or cumulative (engine streaming)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: up to 2 on a CPU run)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--max-shards-per-source", type=int, default=None)
     ap.add_argument("--dev-utts", type=int, default=300)
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_seconds, args.dev_utts, args.workers = 40.0, 8, 2
         torch.set_num_threads(1)
     elif args.device == "cpu":
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     model_config = SMOKE_CONFIG if args.smoke or args.tiny else {"base": MODEL_CONFIG, "cpu": CPU_CONFIG, "small": SMALL_CONFIG}[args.size]
     args.out.mkdir(parents=True, exist_ok=True)
     fh = open(args.out / "log.txt", "a")
