@@ -110,6 +110,12 @@ def transcribe(
     mic: bool = typer.Option(_DEFAULTS.mic, "--mic", help="Capture from a microphone instead of a file.", show_default="off"),
     device: Optional[str] = typer.Option(None, "--device", help="Capture device: name (or part of it) or index; see 'speechstream devices'.", show_default="system default"),
     model: Optional[str] = typer.Option(None, "--model", help="Model: a local Hugging Face-layout directory, a hub id already in the local HF cache, or 'none' (VAD only).", show_default="bundled default model (VAD only if none is installed)"),
+    lm: Optional[str] = typer.Option(None, "--lm", metavar="PATH", help="n-gram LM (ARPA or KenLM binary) for beam-search finals; partials stay greedy.", show_default="greedy finals"),
+    unigrams: Optional[str] = typer.Option(None, "--unigrams", metavar="PATH", help="Word list for a binary LM (one word per line).", show_default="read from the ARPA file"),
+    lm_alpha: float = typer.Option(_DEFAULTS.lm_alpha, "--lm-alpha", help="LM weight (tune with examples/lm/tune.py)."),
+    lm_beta: float = typer.Option(_DEFAULTS.lm_beta, "--lm-beta", help="Word insertion bonus."),
+    beam_width: int = typer.Option(_DEFAULTS.beam_width, "--beam-width", min=1, help="Beam width of LM finals."),
+    hotword: Optional[list[str]] = typer.Option(None, "--hotword", metavar="WORD", help="Boost a word or phrase in finals (repeatable).", show_default="none"),
     vad: Vad = typer.Option(Vad(_DEFAULTS.vad), "--vad", help="Voice activity detector; 'none' treats the whole input as one segment.", case_sensitive=False),
     mode: Mode = typer.Option(Mode(_DEFAULTS.mode), "--mode", help="Recognition: 'offline' per segment, 'window' re-runs a sliding window, 'cached' streams with KV caches.", case_sensitive=False),
     chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
@@ -134,6 +140,12 @@ def transcribe(
         "mic": mic,
         "device": device,
         "model": model,
+        "lm": lm,
+        "unigrams": unigrams,
+        "lm_alpha": lm_alpha,
+        "lm_beta": lm_beta,
+        "beam_width": beam_width,
+        "hotwords": tuple(hotword or ()),
         "vad": vad.value,
         "mode": mode.value,
         "diarize": diarize,
@@ -159,7 +171,7 @@ def transcribe(
     raise typer.Exit(_run(cfg))
 
 
-_PARAM_OF_FIELD = {"input_path": "file", "speakers": "speaker"}
+_PARAM_OF_FIELD = {"input_path": "file", "speakers": "speaker", "hotwords": "hotword"}
 
 
 def _config_from(ctx: typer.Context, given: dict[str, Any], config_path: Path | None) -> TranscribeConfig:

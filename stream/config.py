@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,15 @@ class TranscribeConfig:
     chunk_ms: int = 640
     left_context_ms: int = 5120
     lookahead_ms: int = 0
+
+    # n-gram LM beam search for finals (partials stay greedy); None: greedy finals, or the
+    # checkpoint's own language_model/ folder when it has one
+    lm: str | None = None  # ARPA or KenLM binary
+    unigrams: str | None = None  # word list, for a binary LM (an ARPA file carries its own)
+    lm_alpha: float = 0.5  # LM weight
+    lm_beta: float = 1.0  # word insertion bonus
+    beam_width: int = 32
+    hotwords: tuple[str, ...] = ()  # words or phrases to boost in finals (--hotword, repeatable)
 
     # voice activity detection
     vad: VadName = "webrtc"
@@ -172,6 +182,19 @@ class TranscribeConfig:
         for name in ("caption_max_chars_per_line", "caption_max_lines", "caption_max_duration_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        for name in ("lm", "unigrams"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"--{name.replace('_', '-')} file not found: {path}")
+        if self.unigrams is not None and self.lm is None:
+            raise ConfigError("--unigrams needs --lm")
+        for name in ("lm_alpha", "lm_beta"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, not {getattr(self, name)}")
+        if self.beam_width < 1:
+            raise ConfigError(f"beam_width must be >= 1, not {self.beam_width}")
+        if any(not h.strip() for h in self.hotwords):
+            raise ConfigError("--hotword must not be empty")
         if self.model and self.model != NO_MODEL and not _looks_like_hub_id(self.model) and not Path(self.model).exists():
             raise ConfigError(f"model path does not exist: {self.model}")
         for name in ("srt", "vtt", "rttm"):
@@ -226,7 +249,9 @@ _INT_FIELDS = {
     "caption_max_lines",
     "caption_max_duration_ms",
     "max_speakers",
+    "beam_width",
 }
+_FLOAT_FIELDS = {"lm_alpha", "lm_beta"}
 _BOOL_FIELDS = {"mic", "realtime", "progress", "console", "fsync", "diarize"}
 
 
@@ -245,10 +270,19 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: {key} must be true or false, not {value!r}")
         return value
+    if key in _FLOAT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} must be a number, not {value!r}")
+        return float(value)
     if key == "speakers":
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
             raise ConfigError(f"{source}: speakers must be a list of \"NAME=clip.wav\" strings, not {value!r}")
+        return tuple(items)
+    if key == "hotwords":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{source}: hotwords must be a list of strings, not {value!r}")
         return tuple(items)
     if key == "device" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)

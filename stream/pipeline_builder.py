@@ -80,6 +80,12 @@ def build_recognizer(cfg: TranscribeConfig, model: str) -> Node:
         chunk_ms=cfg.chunk_ms,
         left_context_ms=cfg.left_context_ms,
         lookahead_ms=cfg.lookahead_ms,
+        lm_path=cfg.lm,
+        unigrams_path=cfg.unigrams,
+        lm_alpha=cfg.lm_alpha,
+        lm_beta=cfg.lm_beta,
+        beam_width=cfg.beam_width,
+        hotwords=cfg.hotwords,
     )
     return Recognizer(model, config)  # loads the model in Graph.start (ConfigError if it cannot)
 

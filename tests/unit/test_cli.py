@@ -21,7 +21,7 @@ from stream.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello.wav"
 OPTIONS = [
-    "--mic", "--device", "--model", "--vad", "--mode", "--diarize", "--speaker", "--max-speakers", "--speaker-model", "--chunk-ms", "--left-context-ms", "--lookahead-ms",
+    "--mic", "--device", "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--hotword", "--vad", "--mode", "--diarize", "--speaker", "--max-speakers", "--speaker-model", "--chunk-ms", "--left-context-ms", "--lookahead-ms",
     "--realtime", "--progress", "--console", "--jsonl", "--srt", "--vtt", "--rttm", "--config",
 ]
 
@@ -266,3 +266,79 @@ def test_rttm_turns_on_diarization(tmp_path):
     assert all(0 <= seg.start < seg.end <= 9.4 for seg in ann.itersegments())
     no = run("transcribe", str(clip), "--model", "none", "--no-progress", "--no-diarize", "--rttm", str(tmp_path / "n.rttm"))
     assert no.exit_code == 0 and (tmp_path / "n.rttm").read_text() == "" and "diarization is off" in no.stderr
+
+
+# ----------------------------------------------------------------------------- LM options
+
+
+def test_lm_options_reach_the_recognizer(tmp_path):
+    from engines.lm_build import build_arpa, write_arpa
+    from stream.pipeline_builder import build_recognizer
+
+    arpa = tmp_path / "lm.arpa"
+    write_arpa(*build_arpa([["THE", "HEAT"], ["NO", "TEA"]], order=2), arpa)
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'lm = "{arpa}"\nlm_alpha = 0.9\nhotwords = ["TEA"]\n')
+    given = {"lm_beta": 2.5, "beam_width": 7}
+    cfg = TranscribeConfig.from_mapping({**load_toml(toml), **given, "input_path": str(EXAMPLE)}).validate()
+    rc = build_recognizer(cfg, "some-model").config
+    assert (rc.lm_path, rc.lm_alpha, rc.lm_beta, rc.beam_width, rc.hotwords) == (str(arpa), 0.9, 2.5, 7, ("TEA",))
+    assert build_recognizer(TranscribeConfig(input_path=EXAMPLE), "m").config.lm_path is None
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--lm", "no-such.arpa"], "no-such.arpa"),
+        (["--lm-alpha", "nan"], "lm_alpha"),
+        (["--beam-width", "0"], "--beam-width"),
+        (["--hotword", " "], "--hotword"),
+    ],
+)
+def test_bad_lm_options(args, needle):
+    assert_user_error(run("transcribe", *args, str(EXAMPLE)), needle)
+
+
+def test_unigrams_without_lm(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("THE\n")
+    assert_user_error(run("transcribe", "--unigrams", str(words), str(EXAMPLE)), "--unigrams needs --lm")
+
+
+def test_lm_that_is_not_an_lm_fails_at_start(tmp_path):
+    sys.path.insert(0, str(REPO / "tests"))
+    from hf_tiny import build_tiny
+
+    model = build_tiny("wav2vec2", "ctc", tmp_path / "tiny")
+    bogus = tmp_path / "lm.arpa"
+    bogus.write_text("this is not an ARPA file\n")
+    result = run("transcribe", str(EXAMPLE), "--model", str(model), "--no-progress", "--lm", str(bogus))
+    assert_user_error(result, "lm.arpa")
+
+
+def test_lm_options_change_the_finals(tmp_path):
+    """Finals go through the LM beam search: a huge word penalty (--lm-beta) leaves fewer words than greedy."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from engines.lm_build import build_arpa, write_arpa
+    from hf_tiny import build_tiny
+
+    model = build_tiny("wav2vec2", "ctc", tmp_path / "tiny")
+    audio, rate = sf.read(str(EXAMPLE), dtype="int16")
+    clip = tmp_path / "first.flac"
+    sf.write(str(clip), audio[: int(4.5 * rate)], rate)
+    arpa = tmp_path / "lm.arpa"
+    write_arpa(*build_arpa([["THE", "HEAT"], ["NO", "TEA"], ["AT", "NINE"]], order=2), arpa)
+
+    def finals(*extra: str) -> list[str]:
+        out = tmp_path / f"e{len(extra)}.jsonl"
+        result = run("transcribe", str(clip), "--model", str(model), "--no-progress", "--no-console", "--chunk-ms", "320",
+                     "--left-context-ms", "1280", "--jsonl", str(out), *extra)
+        assert result.exit_code == 0, result.output
+        events = [json.loads(line) for line in out.read_text().splitlines()]
+        return [e["text"] for e in events if e["type"] == "final_transcript"]
+
+    greedy = finals()
+    penalised = finals("--lm", str(arpa), "--lm-alpha", "0.5", "--lm-beta", "-100")
+    assert len(penalised) == len(greedy) >= 1
+    n_greedy, n_penalised = (sum(len(t.split()) for t in x) for x in (greedy, penalised))
+    assert n_greedy >= 2 and n_penalised < n_greedy, (greedy, penalised)
