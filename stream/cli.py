@@ -110,7 +110,7 @@ def transcribe(
     mic: bool = typer.Option(_DEFAULTS.mic, "--mic", help="Capture from a microphone instead of a file.", show_default="off"),
     device: Optional[str] = typer.Option(None, "--device", help="Capture device: name (or part of it) or index; see 'speechstream devices'.", show_default="system default"),
     model: Optional[str] = typer.Option(None, "--model", help="Model: a local Hugging Face-layout directory, a hub id already in the local HF cache, or 'none' (VAD only).", show_default="bundled default model (VAD only if none is installed)"),
-    lm: Optional[str] = typer.Option(None, "--lm", metavar="PATH", help="n-gram LM (ARPA or KenLM binary) for beam-search finals; partials stay greedy.", show_default="greedy finals"),
+    lm: Optional[str] = typer.Option(None, "--lm", metavar="PATH", help="n-gram LM (ARPA or KenLM binary) for beam-search finals (partials stay greedy); 'none' turns off the model's own LM.", show_default="the model's language_model/ if it has one, else greedy finals"),
     unigrams: Optional[str] = typer.Option(None, "--unigrams", metavar="PATH", help="Word list for a binary LM (one word per line).", show_default="read from the ARPA file"),
     lm_alpha: float = typer.Option(_DEFAULTS.lm_alpha, "--lm-alpha", help="LM weight (tune with examples/lm/tune.py)."),
     lm_beta: float = typer.Option(_DEFAULTS.lm_beta, "--lm-beta", help="Word insertion bonus."),
@@ -267,7 +267,7 @@ def devices() -> None:
 def eval_(
     manifest: Path = typer.Argument(..., help="TSV manifest: 'audio' and 'text' columns (header), paths relative to it."),
     model: Optional[str] = typer.Option(None, "--model", help="Model directory or cached hub id.", show_default="bundled default model"),
-    lm: Optional[str] = typer.Option(None, "--lm", metavar="PATH", help="n-gram LM (ARPA or KenLM binary) for beam-search finals.", show_default="greedy finals"),
+    lm: Optional[str] = typer.Option(None, "--lm", metavar="PATH", help="n-gram LM (ARPA or KenLM binary) for beam-search finals; 'none' turns off the model's own LM.", show_default="the model's language_model/ if it has one, else greedy finals"),
     unigrams: Optional[str] = typer.Option(None, "--unigrams", metavar="PATH", help="Word list for a binary LM.", show_default="read from the ARPA file"),
     lm_alpha: float = typer.Option(0.5, "--lm-alpha", help="LM weight."),
     lm_beta: float = typer.Option(1.0, "--lm-beta", help="Word insertion bonus."),

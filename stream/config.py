@@ -77,7 +77,7 @@ class TranscribeConfig:
 
     # n-gram LM beam search for finals (partials stay greedy); None: greedy finals, or the
     # checkpoint's own language_model/ folder when it has one
-    lm: str | None = None  # ARPA or KenLM binary
+    lm: str | None = None  # ARPA or KenLM binary; "none": not even the model's own language_model/
     unigrams: str | None = None  # word list, for a binary LM (an ARPA file carries its own)
     lm_alpha: float = 0.5  # LM weight
     lm_beta: float = 1.0  # word insertion bonus
@@ -184,9 +184,9 @@ class TranscribeConfig:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         for name in ("lm", "unigrams"):
             path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
+            if path is not None and not (name == "lm" and path == NO_MODEL) and not Path(path).is_file():
                 raise ConfigError(f"--{name.replace('_', '-')} file not found: {path}")
-        if self.unigrams is not None and self.lm is None:
+        if self.unigrams is not None and self.lm in (None, NO_MODEL):
             raise ConfigError("--unigrams needs --lm")
         for name in ("lm_alpha", "lm_beta"):
             if not math.isfinite(getattr(self, name)):

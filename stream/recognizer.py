@@ -68,6 +68,9 @@ __all__ = ["RecognizerConfig", "Recognizer", "RecognizerStats", "build_decoder"]
 log = logging.getLogger(__name__)
 
 
+NO_LM = "none"
+
+
 @dataclass(frozen=True)
 class RecognizerConfig:
     """Streaming geometry, endpoint rules and (optional) LM. Units are in the names."""
@@ -86,6 +89,7 @@ class RecognizerConfig:
     vad_endpoints: bool = True  # close segments on SpeechEnded from a VAD node
     emit_unchanged_partials: bool = False
     # n-gram LM beam search for finals (engines.lm); partials stay greedy unless partial_beam_width > 0.
+    # lm_path "none" (NO_LM): no LM, not even the checkpoint's own language_model/ folder.
     lm_path: str | None = None
     unigrams_path: str | None = None
     lm_alpha: float = 0.5
@@ -166,15 +170,18 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
     final_dec = partial_dec = None
     from engines.lm import find_model_lm
 
+    lm_path, model_lm = cfg.lm_path, cfg.model_lm
+    if lm_path == NO_LM:  # "none": no LM at all, not even the checkpoint's own
+        lm_path, model_lm = None, False
     try:
-        own = find_model_lm(model.model_dir) if (cfg.model_lm and not cfg.lm_path) else None
+        own = find_model_lm(model.model_dir) if (model_lm and not lm_path) else None
     except EngineError as exc:
         raise ConfigError(str(exc)) from exc
-    if cfg.lm_path or own or cfg.beam_without_lm or cfg.partial_beam_width > 0 or cfg.hotwords:
+    if lm_path or own or cfg.beam_without_lm or cfg.partial_beam_width > 0 or cfg.hotwords:
         from engines.lm import BeamDecoder, LMConfig
 
         try:
-            lm_kwargs = {"lm_path": cfg.lm_path, "unigrams_path": cfg.unigrams_path,
+            lm_kwargs = {"lm_path": lm_path, "unigrams_path": cfg.unigrams_path,
                          "alpha": cfg.lm_alpha, "beta": cfg.lm_beta, **(own or {})}
             lmcfg = LMConfig(
                 beam_width=cfg.beam_width,

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alphas", default="0.2,0.35,0.5,0.7,1.0")
     ap.add_argument("--betas", default="0,0.5,1,2")
     ap.add_argument("--beam-width", type=int, default=32)
+    ap.add_argument("--write-model-lm", action="store_true",
+                    help="copy the LM into MODEL/language_model/ with the best alpha/beta in attrs.json "
+                         "(the checkpoint then uses it by default; `--lm none` turns it off)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -68,6 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbest on this dev set: alpha {best[1]}, beta {best[2]}: WER {100 * best[3]:.2f}% "
           f"(greedy {100 * rows[0][3]:.2f}%)")
     print("command: .venv/bin/python -m examples.lm.tune " + " ".join(sys.argv[1:]))
+    if args.write_model_lm:
+        import json
+        import shutil
+
+        folder = Path(args.model) / "language_model"
+        folder.mkdir(exist_ok=True)
+        for old in list(folder.glob("*.arpa")) + list(folder.glob("*.bin")):
+            old.unlink()
+        shutil.copyfile(args.lm, folder / Path(args.lm).name)
+        attrs = {"alpha": float(best[1]), "beta": float(best[2]), "unk_score_offset": -10.0}
+        (folder / "attrs.json").write_text(json.dumps(attrs, indent=2) + "\n")
+        print(f"wrote {folder} ({Path(args.lm).name}, {attrs})")
     return 0
 
 

@@ -262,9 +262,22 @@ def stage_pack(work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed
 
 
 # ------------------------------------------------------------------------------------------ eval
+def write_lm_split(eval_dir: Path) -> None:
+    """Held-out LJ Speech split for the n-gram LM: every third utterance to ``ljspeech_dev.tsv``
+    (choose alpha/beta there), the rest to ``ljspeech_test.tsv`` (report there)."""
+    src = eval_dir / "ljspeech.tsv"
+    with open(src, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    for name, part in (("ljspeech_dev", rows[0::3]), ("ljspeech_test", [r for i, r in enumerate(rows) if i % 3])):
+        with open(eval_dir / f"{name}.tsv", "w") as f:
+            f.write("audio\ttext\n" + "".join(f"{r['audio']}\t{r['text']}\n" for r in part))
+
+
 def stage_eval(eval_dir: Path, texts: dict, seed: int) -> None:
     done = eval_dir / "sets.json"
     if done.exists():
+        if not (eval_dir / "ljspeech_test.tsv").exists():
+            write_lm_split(eval_dir)
         return
     sets = {}
     sentences = texts["eval"][:N_EVAL_TTS]
@@ -284,6 +297,7 @@ def stage_eval(eval_dir: Path, texts: dict, seed: int) -> None:
     for name, rows in sets.items():
         with open(eval_dir / f"{name}.tsv", "w") as f:
             f.write("audio\ttext\n" + "".join(f"{a}\t{t}\n" for a, t in rows))
+    write_lm_split(eval_dir)
     done.write_text(json.dumps({k: len(v) for k, v in sets.items()}, indent=1))
     log("eval sets", {k: len(v) for k, v in sets.items()})
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every score on the bundled default model's card, from a fresh clone (after `make install`):
+#
+#   bash examples/train/eval_default.sh
+#
+# 1. builds the held-out sets if missing (data/eval: held-out espeak-ng and flite voices reading
+#    held-out sentences, a held-out FSDD speaker, held-out LJ Speech; needs espeak-ng, flite and
+#    the fortunes packages, see the Makefile's apt-deps) -- about 2 minutes;
+# 2. offline against cached streaming at 320 ms and 640 ms chunks (examples.train.evaluate);
+# 3. the n-gram LM: builds it from the training text (held-out sentences excluded), tunes alpha/beta on
+#    the LJ Speech dev third, and runs `speechstream eval` (the streaming pipeline) on the test part
+#    with and without it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+MODEL=${MODEL:-engines/default_model}
+OUT=${OUT:-runs/eval_default}
+mkdir -p "$OUT"
+$PY -m examples.train.build_data --stages texts,eval
+for chunk in 320 640; do
+  $PY -m examples.train.evaluate --model "$MODEL" --chunk-ms "$chunk" --json "$OUT/sets_$chunk.json" | tee "$OUT/sets_$chunk.md"
+done
+[ -f data/lm/lm.arpa ] || $PY -m examples.lm.build_lm --order 3 --out data/lm
+$PY -m examples.lm.tune data/eval/ljspeech_dev.tsv --model "$MODEL" --lm data/lm/lm.arpa | tee "$OUT/lm_tune.md"
+best=$(sed -n 's/^best on this dev set: alpha \([0-9.]*\), beta \([0-9.-]*\):.*/\1 \2/p' "$OUT/lm_tune.md")
+read -r ALPHA BETA <<< "$best"
+"$(dirname "$PY")/speechstream" eval data/eval/ljspeech_test.tsv --model "$MODEL" | tee "$OUT/lj_test_greedy.md"
+"$(dirname "$PY")/speechstream" eval data/eval/ljspeech_test.tsv --model "$MODEL" --lm data/lm/lm.arpa --lm-alpha "$ALPHA" --lm-beta "$BETA" \
+  | tee "$OUT/lj_test_lm.md"
