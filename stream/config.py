@@ -79,8 +79,8 @@ class TranscribeConfig:
     # checkpoint's own language_model/ folder when it has one
     lm: str | None = None  # ARPA or KenLM binary; "none": not even the model's own language_model/
     unigrams: str | None = None  # word list, for a binary LM (an ARPA file carries its own)
-    lm_alpha: float = 0.5  # LM weight
-    lm_beta: float = 1.0  # word insertion bonus
+    lm_alpha: float | None = None  # LM weight; None: the LM's attrs.json, else 0.5
+    lm_beta: float | None = None  # word insertion bonus; None: the LM's attrs.json, else 1.0
     beam_width: int = 32
     hotwords: tuple[str, ...] = ()  # words or phrases to boost in finals (--hotword, repeatable)
 
@@ -189,7 +189,7 @@ class TranscribeConfig:
         if self.unigrams is not None and self.lm in (None, NO_MODEL):
             raise ConfigError("--unigrams needs --lm")
         for name in ("lm_alpha", "lm_beta"):
-            if not math.isfinite(getattr(self, name)):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name} must be a finite number, not {getattr(self, name)}")
         if self.beam_width < 1:
             raise ConfigError(f"beam_width must be >= 1, not {self.beam_width}")

@@ -62,8 +62,8 @@ class EvalConfig:
     vad: str = "webrtc"
     lm_path: str | None = None
     unigrams_path: str | None = None
-    lm_alpha: float = 0.5
-    lm_beta: float = 1.0
+    lm_alpha: float | None = None  # None: the LM's attrs.json, else 0.5
+    lm_beta: float | None = None  # None: the LM's attrs.json, else 1.0
     beam_width: int = 32
     limit: int | None = None
     concurrency: int = 4

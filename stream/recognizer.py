@@ -92,15 +92,16 @@ class RecognizerConfig:
     # lm_path "none" (NO_LM): no LM, not even the checkpoint's own language_model/ folder.
     lm_path: str | None = None
     unigrams_path: str | None = None
-    lm_alpha: float = 0.5
-    lm_beta: float = 1.0
+    # None: the checkpoint LM's attrs.json values, else 0.5 / 1.0; a given value always wins
+    lm_alpha: float | None = None
+    lm_beta: float | None = None
     beam_width: int = 32
     partial_beam_width: int = 0  # 0: greedy partials (cheapest; see bench/bench_decode.py)
     hotwords: tuple[str, ...] = ()
     hotword_weight: float = 10.0
     beam_without_lm: bool = False  # beam search finals even without an LM file
     # use the checkpoint's own LM (language_model/ folder, HF Wav2Vec2ProcessorWithLM layout) when
-    # lm_path is not given; its attrs.json alpha/beta win over lm_alpha/lm_beta
+    # lm_path is not given (its attrs.json alpha/beta apply unless lm_alpha/lm_beta are given)
     model_lm: bool = True
     # cross-stream batching (streaming modes): chunks per forward, and how long one may wait for others
     max_batch: int = 8
@@ -181,8 +182,11 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
         from engines.lm import BeamDecoder, LMConfig
 
         try:
-            lm_kwargs = {"lm_path": lm_path, "unigrams_path": cfg.unigrams_path,
-                         "alpha": cfg.lm_alpha, "beta": cfg.lm_beta, **(own or {})}
+            lm_kwargs = {"lm_path": lm_path, "unigrams_path": cfg.unigrams_path, "alpha": 0.5, "beta": 1.0, **(own or {})}
+            if cfg.lm_alpha is not None:
+                lm_kwargs["alpha"] = cfg.lm_alpha
+            if cfg.lm_beta is not None:
+                lm_kwargs["beta"] = cfg.lm_beta
             lmcfg = LMConfig(
                 beam_width=cfg.beam_width,
                 hotwords=cfg.hotwords,

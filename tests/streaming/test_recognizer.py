@@ -243,6 +243,8 @@ def test_checkpoint_language_model_folder_is_used(model_dir: Path, tmp_path: Pat
     assert c.lm_path.endswith("lm.arpa") and (c.alpha, c.beta, c.unk_score_offset) == (0.7, 2.0, -9.0)
     assert build_decoder(m, RecognizerConfig(model_lm=False)).final_decoder is None
     assert build_decoder(m, RecognizerConfig(lm_path="none")).final_decoder is None  # --lm none
+    given = build_decoder(m, RecognizerConfig(lm_alpha=0.2)).final_decoder.config  # a given value wins
+    assert (given.alpha, given.beta) == (0.2, 2.0)
     (d / "language_model" / "lm.arpa").unlink()
     with pytest.raises(ConfigError, match="no \\*.bin or \\*.arpa"):
         build_decoder(m, RecognizerConfig())
