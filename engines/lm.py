@@ -27,7 +27,12 @@ Word offsets are the frames ``[start, end)`` pyctcdecode reports, relative to th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -81,6 +86,35 @@ def _sniff(path: Path) -> str:
     )
 
 
+_KENLM_CHATTER = re.compile(
+    r"^(Loading the LM will be faster if you build a binary file\.|Reading .*|[-0-9]*5---10---15[-0-9]*|\*+)$"
+)
+
+
+@contextlib.contextmanager
+def _filtered_c_stderr():
+    """KenLM's C++ loader prints a binary-file hint, the path and a progress bar on file descriptor 2
+    for every ARPA load. Hold fd 2 in a temporary file meanwhile and give back every other line."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (embedded, captured): nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines() if not _KENLM_CHATTER.match(line.strip())]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
 def load_kenlm(path: str | Path) -> tuple[Any, str]:
     """Load an ARPA or binary LM with KenLM; CheckpointError (with KenLM's reason) if it cannot."""
     path = Path(path)
@@ -90,7 +124,8 @@ def load_kenlm(path: str | Path) -> tuple[Any, str]:
     except ImportError as exc:  # pragma: no cover - kenlm is a runtime dependency
         raise CheckpointError("the kenlm module is not installed (pip install kenlm)") from exc
     try:
-        return kenlm.Model(str(path)), kind
+        with _filtered_c_stderr():
+            return kenlm.Model(str(path)), kind
     except (OSError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"KenLM cannot load {path}: {exc}") from exc
 

@@ -198,3 +198,16 @@ def test_reweighted_shares_the_lm_and_changes_the_result(arpa: Path) -> None:
     assert off.lm._kenlm_model is with_lm.lm._kenlm_model and off.config.alpha == 0.0
     lp = frames(AMBIGUOUS)
     assert with_lm.decode_segment(lp)[0] == "I SAW TEN CATS" and off.decode_segment(lp)[0] == "I SAW TAN CATS"
+
+
+def test_arpa_load_keeps_stderr_clean_but_passes_other_output(arpa: Path, capfd) -> None:
+    import os
+
+    from engines.lm import _filtered_c_stderr, load_kenlm
+
+    load_kenlm(arpa)
+    err = capfd.readouterr().err
+    assert "Loading the LM" not in err and "Reading" not in err and "****" not in err, err
+    with _filtered_c_stderr():  # anything else written to fd 2 meanwhile still reaches stderr
+        os.write(2, b"Loading the LM will be faster if you build a binary file.\nsomething else\n")
+    assert capfd.readouterr().err == "something else\n"
