@@ -95,13 +95,16 @@ _KENLM_CHATTER = re.compile(
 def _filtered_c_stderr():
     """KenLM's C++ loader prints a binary-file hint, the path and a progress bar on file descriptor 2
     for every ARPA load. Hold fd 2 in a temporary file meanwhile and give back every other line."""
+    fd = 2  # KenLM writes to the C-level descriptor, whatever sys.stderr is
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (embedded, captured): nothing to filter
+        saved = os.dup(fd)
+    except OSError:  # fd 2 closed: nothing to filter
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), fd)
         try:
@@ -112,7 +115,7 @@ def _filtered_c_stderr():
             tmp.seek(0)
             kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines() if not _KENLM_CHATTER.match(line.strip())]
             if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
+                os.write(fd, ("\n".join(kept) + "\n").encode())
 
 
 def load_kenlm(path: str | Path) -> tuple[Any, str]:
