@@ -317,13 +317,14 @@ def serve(
     web: bool = typer.Option(True, "--web/--no-web", help="Serve the live-caption page on the same port."),
     diarize: bool = typer.Option(False, "--diarize/--no-diarize", help="Online speaker turns; speaker labels on finals."),
     max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="Most speakers per stream (with --diarize).", show_default="no limit"),
+    max_batch: int = typer.Option(8, "--max-batch", min=1, help="Chunks of different streams that are ready together run as one batch, at most this many; 1 turns batching off."),
 ) -> None:
     """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
     from stream.net.serve import ServeOptions, serve_main  # heavy imports after parsing
 
     opts = ServeOptions(host=host, port=port, token=token, model=model, vad=vad.value, mode=mode.value,
                         chunk_ms=chunk_ms, max_connections=max_connections, max_frame_bytes=max_frame_bytes, web=web,
-                        diarize=diarize, max_speakers=max_speakers)
+                        diarize=diarize, max_speakers=max_speakers, max_batch=max_batch)
     try:
         serve_main(opts)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ sources and models open in ``Graph.start``. Everything raises
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 
@@ -70,7 +71,8 @@ def build_vad(cfg: TranscribeConfig) -> Node:
     return VadNode.create(cfg.vad)
 
 
-def build_recognizer(cfg: TranscribeConfig, model: str) -> Node:
+def build_recognizer(cfg: TranscribeConfig, model: str, *, max_batch: int | None = None) -> Node:
+    """The recogniser node for ``cfg``; ``max_batch`` overrides the cross-stream batch limit (serve)."""
     try:
         from stream.recognizer import Recognizer, RecognizerConfig
     except ImportError as exc:
@@ -87,6 +89,8 @@ def build_recognizer(cfg: TranscribeConfig, model: str) -> Node:
         beam_width=cfg.beam_width,
         hotwords=cfg.hotwords,
     )
+    if max_batch is not None:
+        config = dataclasses.replace(config, max_batch=max_batch)
     return Recognizer(model, config)  # loads the model in Graph.start (ConfigError if it cannot)
 
 

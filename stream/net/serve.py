@@ -39,6 +39,8 @@ class ServeOptions:
     web: bool = True
     diarize: bool = False  # online speaker turns (and speaker labels on finals when a model runs)
     max_speakers: int | None = None
+    # cross-stream batching: chunks of different streams that are ready together share one forward
+    max_batch: int = 8  # 1: every stream steps alone
 
 
 def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
@@ -57,7 +59,7 @@ def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
         diarizer, labeler = diarization_nodes(max_speakers=opts.max_speakers)
         nodes.append(diarizer)  # turns go out before the audio that decided them
     if model and model != NO_MODEL:
-        nodes.append(build_recognizer(cfg, model))
+        nodes.append(build_recognizer(cfg, model, max_batch=opts.max_batch))
         if labeler is not None:
             nodes.append(labeler)  # speaker labels on words and finals
     return nodes, model

@@ -310,3 +310,18 @@ async def test_diarization_through_the_server():
     assert len({t["speaker"] for t in turns}) == 2
     first = {t["speaker"]: t["sample"] for t in reversed(turns)}
     assert sorted(first.values())[1] > 4 * 16000  # the second voice starts at 4.8 s
+
+
+def test_serve_max_batch_reaches_the_recognizer(tmp_path):
+    """``serve --max-batch N``: the recogniser's cross-stream batch limit (1 turns batching off)."""
+    from stream.net.serve import ServeOptions, build_nodes
+    from stream.recognizer import Recognizer
+    from tests import hf_tiny
+
+    model = hf_tiny.build_tiny("wav2vec2", "ctc", tmp_path / "tiny")
+    for n in (1, 3):
+        nodes, _ = build_nodes(ServeOptions(model=str(model), max_batch=n))
+        (rec,) = [x for x in nodes if isinstance(x, Recognizer)]
+        assert rec.config.max_batch == n
+    nodes, _ = build_nodes(ServeOptions(model=str(model)))
+    assert [x for x in nodes if isinstance(x, Recognizer)][0].config.max_batch == 8
