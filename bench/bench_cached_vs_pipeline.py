@@ -56,17 +56,6 @@ def utterances(seconds: float) -> list[tuple[np.ndarray, str]]:
     return out
 
 
-def stream(model, audio: torch.Tensor, mode: str, chunk_ms: int, left_ms: int, look_ms: int = 0) -> torch.Tensor:
-    state = model.init_state(mode, chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=look_ms)
-    step = chunk_ms * SR // 1000
-    outs = []
-    for i in range(0, audio.numel(), step):
-        o, state = model.step(audio[i : i + step], state)
-        outs.append(o.frames)
-    outs.append(model.flush(state).frames)
-    return torch.cat(outs)
-
-
 def timed(fn, runs: int):
     cpus, result = [], None
     for _ in range(runs):
@@ -103,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     def ours(mode, chunk_ms, left_ms, look_ms=0):
         def run():
             with torch.inference_mode():
-                return [tok.decode(stream(model, torch.from_numpy(x), mode, chunk_ms, left_ms, look_ms).argmax(-1).tolist()) for x, _ in utts]
+                return [tok.decode(model.stream(torch.from_numpy(x), mode, chunk_ms, left_ms, look_ms).argmax(-1).tolist()) for x, _ in utts]
         return run
 
     def theirs(chunk_s=None, stride=None):

@@ -131,14 +131,7 @@ def timed(fn, runs: int):
 
 
 def stream(model, audio: torch.Tensor, mode: str, chunk_ms: int, left_ms: int, look_ms: int, normalize="stream", feed_ms=None):
-    state = model.init_state(mode, chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=look_ms, normalize=normalize)
-    feed = int((feed_ms or chunk_ms) * SR / 1000)
-    outs = []
-    for i in range(0, audio.numel(), feed):
-        o, state = model.step(audio[i : i + feed], state)
-        outs.append(o.frames)
-    outs.append(model.flush(state).frames)
-    return torch.cat(outs)
+    return model.stream(audio, mode, chunk_ms, left_ms, look_ms, normalize=normalize, feed_ms=feed_ms)
 
 
 def greedy_text(logits: torch.Tensor, tokenizer) -> str:

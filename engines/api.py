@@ -14,6 +14,7 @@ Usage::
     for chunk in chunks:                                       # 1-D float32 tensors, any length
         out, state = model.step(chunk, state)                  # out.frames (T_new, D), out.start_frame
     last = model.flush(state)
+    frames = model.stream(audio[0], "cached", chunk_ms=640)    # the same loop over a whole waveform
 
 Two layers:
 
@@ -437,6 +438,27 @@ class LoadedModel:
         from engines.common import streaming
 
         return streaming.flush(self, state)
+
+    def stream(
+        self,
+        audio: Tensor,
+        mode: str = "cached",
+        chunk_ms: int = 640,
+        left_context_ms: int = 5120,
+        lookahead_ms: int = 0,
+        normalize: str = "stream",
+        feed_ms: int | None = None,
+    ) -> Tensor:
+        """A whole (S,) waveform through ``init_state``/``step``/``flush`` in pieces of ``feed_ms``
+        (default: ``chunk_ms``), as a live source would feed it; returns all frames, (T, D)."""
+        state = self.init_state(mode, chunk_ms, left_context_ms, lookahead_ms, normalize)
+        feed = max(1, int((feed_ms or chunk_ms) * SAMPLE_RATE_HZ // 1000))
+        outs = []
+        for i in range(0, audio.numel(), feed):
+            out, state = self.step(audio[i : i + feed], state)
+            outs.append(out.frames)
+        outs.append(self.flush(state).frames)
+        return torch.cat(outs)
 
 
 def load_model(model: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

@@ -42,14 +42,7 @@ def greedy(tok: CTCTokenizer, logits: torch.Tensor) -> str:
 
 
 def stream_logits(model, audio: torch.Tensor, chunk_ms: int, left_ms: int) -> torch.Tensor:
-    state = model.init_state("cached", chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=0)
-    step = chunk_ms * 16
-    frames = []
-    for i in range(0, audio.numel(), step):
-        out, state = model.step(audio[i:i + step], state)
-        frames.append(out.frames)
-    frames.append(model.flush(state).frames)
-    return torch.cat(frames)
+    return model.stream(audio, "cached", chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=0)
 
 
 def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit: int | None, sets: list[str]) -> dict:
