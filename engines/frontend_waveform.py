@@ -11,9 +11,10 @@ without one; transformers then pads with zeros and passes no mask, and so do we)
 Streaming (``init_state``/``step``): the utterance mean and variance are not known while the
 stream runs, so ``spec.normalize`` picks:
 
-- ``"stream"`` (default): running mean and variance of every sample seen so far, including the
-  current chunk. Causal, constant-size state; the first chunks' statistics are noisier than an
-  utterance's, the difference fades as the statistics settle.
+- ``"stream"`` (default): each sample is normalised with the running mean and variance of the
+  stream up to and including itself. Causal, constant-size state, and the same whatever piece
+  sizes the audio arrives in; the first samples' statistics are noisier than an utterance's,
+  the difference fades as the statistics settle.
 - ``"window"`` (window mode only; the driver applies ``normalize`` to each window, exactly as
   the transformers ASR pipeline does per chunk; this rules out reusing CNN output).
 - ``"none"``: raw samples (what a ``do_normalize=False`` checkpoint gets anyway).
@@ -94,13 +95,15 @@ class WaveformFrontend(Frontend):
         return RunningStats(z, z, z)
 
     def step(self, samples: Tensor, fstate: RunningStats | None) -> tuple[Tensor, RunningStats | None]:
-        """(S,) raw -> (S,) normalised with the running statistics (including these samples)."""
+        """(S,) raw -> (S,) normalised: each sample with the statistics of the stream up to and
+        including itself, so the result does not depend on how the audio is cut into pieces."""
         if fstate is None or samples.numel() == 0:
             return samples, fstate
         x64 = samples.to(torch.float64)
-        st = RunningStats(
-            fstate.count + x64.numel(), fstate.total + x64.sum(), fstate.total_sq + (x64 * x64).sum()
-        )
-        mean = st.total / st.count
-        var = (st.total_sq / st.count - mean * mean).clamp(min=0.0)
+        count = fstate.count + torch.arange(1, x64.numel() + 1, dtype=torch.float64)
+        total = fstate.total + torch.cumsum(x64, 0)
+        total_sq = fstate.total_sq + torch.cumsum(x64 * x64, 0)
+        mean = total / count
+        var = (total_sq / count - mean * mean).clamp(min=0.0)
+        st = RunningStats(count[-1], total[-1], total_sq[-1])
         return ((x64 - mean) / torch.sqrt(var + EPS)).to(samples.dtype), st
