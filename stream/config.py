@@ -33,6 +33,7 @@ __all__ = [
     "ModeName",
     "VAD_NAMES",
     "NO_MODEL",
+    "NO_LM",
     "MODE_NAMES",
     "default_model_dir",
     "load_toml",
@@ -41,6 +42,7 @@ __all__ = [
 VadName = Literal["webrtc", "silero", "none"]
 ModeName = Literal["offline", "window", "cached"]
 NO_MODEL = "none"  # --model none: VAD only
+NO_LM = "none"  # --lm none: greedy finals, even for a checkpoint with its own language_model/
 VAD_NAMES: tuple[str, ...] = get_args(VadName)
 MODE_NAMES: tuple[str, ...] = get_args(ModeName)
 
@@ -184,9 +186,9 @@ class TranscribeConfig:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         for name in ("lm", "unigrams"):
             path = getattr(self, name)
-            if path is not None and not (name == "lm" and path == NO_MODEL) and not Path(path).is_file():
+            if path is not None and not (name == "lm" and path == NO_LM) and not Path(path).is_file():
                 raise ConfigError(f"--{name.replace('_', '-')} file not found: {path}")
-        if self.unigrams is not None and self.lm in (None, NO_MODEL):
+        if self.unigrams is not None and self.lm in (None, NO_LM):
             raise ConfigError("--unigrams needs --lm")
         for name in ("lm_alpha", "lm_beta"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):

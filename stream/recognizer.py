@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .config import NO_LM
 from .errors import BadAudioError, ConfigError
 from .events import (
     SAMPLE_RATE_HZ,
@@ -66,9 +67,6 @@ from .node import Node
 __all__ = ["RecognizerConfig", "Recognizer", "RecognizerStats", "build_decoder"]
 
 log = logging.getLogger(__name__)
-
-
-NO_LM = "none"
 
 
 @dataclass(frozen=True)
@@ -182,7 +180,7 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
         from engines.lm import BeamDecoder, LMConfig
 
         try:
-            lm_kwargs = {"lm_path": lm_path, "unigrams_path": cfg.unigrams_path, "alpha": 0.5, "beta": 1.0, **(own or {})}
+            lm_kwargs = {"lm_path": lm_path, "unigrams_path": cfg.unigrams_path, **(own or {})}  # else LMConfig's defaults
             if cfg.lm_alpha is not None:
                 lm_kwargs["alpha"] = cfg.lm_alpha
             if cfg.lm_beta is not None:
