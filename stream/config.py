@@ -254,6 +254,7 @@ _INT_FIELDS = {
     "beam_width",
 }
 _FLOAT_FIELDS = {"lm_alpha", "lm_beta"}
+_STR_LIST_FIELDS = {"speakers": '"NAME=clip.wav" strings', "hotwords": "strings"}  # field -> what the items are
 _BOOL_FIELDS = {"mic", "realtime", "progress", "console", "fsync", "diarize"}
 
 
@@ -276,15 +277,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key} must be a number, not {value!r}")
         return float(value)
-    if key == "speakers":
+    if key in _STR_LIST_FIELDS:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
-            raise ConfigError(f"{source}: speakers must be a list of \"NAME=clip.wav\" strings, not {value!r}")
-        return tuple(items)
-    if key == "hotwords":
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
-            raise ConfigError(f"{source}: hotwords must be a list of strings, not {value!r}")
+            raise ConfigError(f"{source}: {key} must be a list of {_STR_LIST_FIELDS[key]}, not {value!r}")
         return tuple(items)
     if key == "device" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         for old in list(folder.glob("*.arpa")) + list(folder.glob("*.bin")):
             old.unlink()
         shutil.copyfile(args.lm, folder / Path(args.lm).name)
-        attrs = {"alpha": float(best[1]), "beta": float(best[2]), "unk_score_offset": -10.0}
+        attrs = {"alpha": float(best[1]), "beta": float(best[2]), "unk_score_offset": LMConfig().unk_score_offset}
         (folder / "attrs.json").write_text(json.dumps(attrs, indent=2) + "\n")
         print(f"wrote {folder} ({Path(args.lm).name}, {attrs})")
     return 0
