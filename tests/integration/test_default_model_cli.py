@@ -12,14 +12,11 @@ import subprocess
 from pathlib import Path
 
 import jiwer
-import pytest
 
 from stream.eval import normalize_text
 from tests.integration.test_cli_entrypoint import entry_point
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL_DIR = REPO / "engines" / "default_model"
-pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").exists(), reason="no default model trained yet")
 
 
 def _finals(*extra: str) -> list[dict]:
