@@ -83,7 +83,9 @@ def chrome(tmp: Path, wav: Path) -> "webdriver.Chrome":
     downloads = tmp / "downloads"
     downloads.mkdir(exist_ok=True)
     opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
+                                           "download.prompt_for_download": False,
+                                           # two downloads from one page: allowed without asking
+                                           "profile.default_content_setting_values.automatic_downloads": 1})
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
 
 
@@ -140,14 +142,14 @@ async def test_live_captions_in_headless_chromium(tmp_path, capture):
             srt_text = await asyncio.to_thread(js, "window.speechstream.srt()")
             vtt_text = await asyncio.to_thread(js, "window.speechstream.vtt()")
             latency = await asyncio.to_thread(js, "document.getElementById('lat-final').innerText")
-            # The download buttons save real files.
-            for button in ("dl-srt", "dl-vtt"):
-                await asyncio.to_thread(lambda b=button: driver.find_element("id", b).click())
+            # The download buttons save real files (one at a time: each finished before the next click).
             downloads = tmp_path / "downloads"
-            for _ in range(100):
-                if {p.name for p in downloads.iterdir()} >= {"captions.srt", "captions.vtt"}:
-                    break
-                await asyncio.sleep(0.1)
+            for button, name in (("dl-srt", "captions.srt"), ("dl-vtt", "captions.vtt")):
+                await asyncio.to_thread(lambda b=button: driver.find_element("id", b).click())
+                for _ in range(200):
+                    if (downloads / name).is_file() and not list(downloads.glob("*.crdownload")):
+                        break
+                    await asyncio.sleep(0.1)
         finally:
             await asyncio.to_thread(driver.quit)
 
