@@ -8,6 +8,7 @@ import torch
 from engines.api import load_model
 from engines.wav2vec2_conformer import layer_chunk_masks
 from tests import hf_tiny
+from tests.streamkit import step_through, window_plan
 
 pytest.importorskip("transformers")
 
@@ -22,19 +23,7 @@ def _audio(num_samples, seed=0):
 
 
 def _stream(model, audio, sizes, **kw):
-    state = model.init_state(**kw)
-    outs, pos, i = [], 0, 0
-    while pos < audio.numel():
-        out, state = model.step(audio[pos:pos + sizes[i % len(sizes)]], state)
-        pos, i = pos + sizes[i % len(sizes)], i + 1
-        outs.append(out)
-    outs.append(model.flush(state))
-    kept = [o for o in outs if o.frames.shape[0]]
-    total = 0
-    for o in kept:  # every frame exactly once, in order
-        assert o.start_frame == total
-        total += o.frames.shape[0]
-    return torch.cat([o.frames for o in kept]), state
+    return step_through(model, audio, model.init_state(**kw), sizes)
 
 
 def _offline(model, audio, chunk, left):
@@ -43,24 +32,6 @@ def _offline(model, audio, chunk, left):
     masks = layer_chunk_masks(T, m.config.num_hidden_layers, chunk, left, delay_cnn=1, lookahead=m.lookahead)
     with torch.no_grad():
         return m(audio[None], attn_mask=masks).frames[0]
-
-
-def _window_plan(S, T, C, L, R, hop, rf):
-    """The windows, written out independently of the engine (the driver's grid, the transformers
-    pipeline's): (first frame, frames, window start sample, window end sample). First chunk
-    [0, L + C), then chunks at L + k*C; window = left + chunk + lookahead of audio (at least the
-    chunk's receptive field); the window reaching the end emits the rest."""
-    plan, f = [], 0
-    while f < T:
-        c = L + C if f == 0 else C
-        end = max(hop * (f + c + R), hop * (f + c - 1) + rf)
-        a = max(0, f - L)
-        if end >= S:
-            plan.append((f, T - f, hop * a, S))
-            break
-        plan.append((f, c, hop * a, end))
-        f += c
-    return plan
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +88,7 @@ def test_window_equals_transformers_on_each_window(models):
                      lookahead_ms=R * FRAME_MS, normalize="none")
     total = model.num_frames(audio.numel())
     assert got.shape[0] == total
-    plan = _window_plan(audio.numel(), total, C, L, R, model.samples_per_frame, model.receptive_field_samples)
+    plan = window_plan(audio.numel(), C, L, R, model.samples_per_frame, model.receptive_field_samples, T=total)
     assert sum(n for _, n, _, _ in plan) == total and len(plan) >= 3
     for f, n, s0, s1 in plan:
         with torch.no_grad():

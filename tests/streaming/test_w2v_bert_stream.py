@@ -8,6 +8,7 @@ import torch
 from engines import frontend_fbank as fb
 from engines.api import load_model
 from tests import hf_tiny
+from tests.streamkit import step_through, window_plan
 
 pytest.importorskip("transformers")
 
@@ -23,22 +24,7 @@ def _audio(num_samples, seed=0):
 
 
 def _stream(model, audio, sizes, **kw):
-    state = model.init_state(**kw)
-    outs, pos, i = [], 0, 0
-    while pos < audio.numel():
-        n = sizes[i % len(sizes)]
-        out, state = model.step(audio[pos:pos + n], state)
-        outs.append(out)
-        pos, i = pos + n, i + 1
-    outs.append(model.flush(state))
-    frames = [o.frames for o in outs if o.frames.shape[0]]
-    starts = [o.start_frame for o in outs if o.frames.shape[0]]
-    # every frame exactly once, in order
-    total = 0
-    for s, f in zip(starts, frames):
-        assert s == total
-        total += f.shape[0]
-    return torch.cat(frames), state
+    return step_through(model, audio, model.init_state(**kw), sizes)
 
 
 def _offline_under_chunk_mask(model, audio, chunk_frames, left_frames, normalize="stream"):
@@ -49,24 +35,6 @@ def _offline_under_chunk_mask(model, audio, chunk_frames, left_frames, normalize
     with torch.no_grad():
         return model.module(feats[None], chunk_frames=chunk_frames * scale, left_frames=left_frames * scale,
                             chunk_offset=scale).frames[0]
-
-
-def _window_plan(S, T, C, L, R, hop, rf):
-    """The windows, written out independently of the engine (the driver's grid, the transformers
-    pipeline's): (first frame, frames, window start sample, window end sample). First chunk
-    [0, L + C), then chunks at L + k*C; window = left + chunk + lookahead of audio (at least the
-    chunk's receptive field); the window reaching the end emits the rest."""
-    plan, f = [], 0
-    while f < T:
-        c = L + C if f == 0 else C
-        end = max(hop * (f + c + R), hop * (f + c - 1) + rf)
-        a = max(0, f - L)
-        if end >= S:
-            plan.append((f, T - f, hop * a, S))
-            break
-        plan.append((f, c, hop * a, end))
-        f += c
-    return plan
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +118,7 @@ def test_window_equals_transformers_on_each_window(models):
                      lookahead_ms=R * FRAME_MS, normalize="none")
     total = model.num_frames(audio.numel())
     assert got.shape[0] == total
-    plan = _window_plan(audio.numel(), total, C, L, R, model.samples_per_frame, model.receptive_field_samples)
+    plan = window_plan(audio.numel(), C, L, R, model.samples_per_frame, model.receptive_field_samples, T=total)
     assert sum(n for _, n, _, _ in plan) == total and len(plan) >= 3
     for f, n, s0, s1 in plan:
         inputs = extractor(audio[s0:s1].numpy(), sampling_rate=16000, return_tensors="pt")

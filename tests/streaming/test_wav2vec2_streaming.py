@@ -16,6 +16,7 @@ from engines.api import load_model
 from engines.common.waveform import chunk_attention_mask
 from engines.frontend_waveform import normalize
 from tests import hf_tiny
+from tests.streamkit import step_through, window_plan
 
 pytest.importorskip("transformers")
 # tiny models: threads only add contention on the shared 2-core machine
@@ -40,21 +41,6 @@ def _sizes(total, seed=1, hi=3000):
         out.append(min(k, total - n))
         n += out[-1]
     return out
-
-
-def _stream(model, x, state, sizes):
-    outs, pos = [], 0
-    for n in sizes:
-        o, state = model.step(x[pos : pos + n], state)
-        pos += n
-        if o.frames.shape[0]:
-            assert o.start_frame == sum(t.shape[0] for t in outs)
-            outs.append(o.frames)
-    last = model.flush(state)
-    if last.frames.shape[0]:
-        assert last.start_frame == sum(t.shape[0] for t in outs)
-        outs.append(last.frames)
-    return torch.cat(outs), state
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +74,7 @@ def test_cached_equals_offline_under_chunk_mask(models, family, variant, head, c
     T = model.num_frames(x.numel())
     state = model.init_state("cached", chunk_ms=chunk * 20, left_context_ms=left * 20, normalize="none")
     assert T // chunk >= 10  # at least 10 chunk boundaries
-    y, state = _stream(model, x, state, _sizes(x.numel()))
+    y, state = step_through(model, x, state, _sizes(x.numel()))
     mask = chunk_attention_mask(T, chunk, left, offset=-state.delay_frames)
     with torch.no_grad():
         ref = model.module(x[None], None, attn_mask=mask).frames[0]
@@ -116,7 +102,7 @@ def test_cached_groupnorm_running_statistics_settle(models):
     x = _audio(seconds=6.0)
     T = model.num_frames(x.numel())
     state = model.init_state("cached", chunk_ms=200, left_context_ms=400, normalize="none")
-    y, state = _stream(model, x, state, _sizes(x.numel(), hi=8000))
+    y, state = step_through(model, x, state, _sizes(x.numel(), hi=8000))
     mask = chunk_attention_mask(T, 10, 20, offset=-state.delay_frames)
     with torch.no_grad():
         ref = model.module(x[None], None, attn_mask=mask).frames[0]
@@ -125,24 +111,6 @@ def test_cached_groupnorm_running_statistics_settle(models):
     late = (y[-50:] - ref[-50:]).abs().max().item() / scale
     assert late < 0.02, late
     assert late < early
-
-
-def _window_plan(S, C, L, R, hop=320, rf=400):
-    """The windows, written out independently of the engine: (first frame, frames, window
-    start sample, window end sample). First chunk [0, L + C), then chunks at L + k*C; window =
-    left + chunk + lookahead of audio; the window reaching the end emits the rest."""
-    T = (S - rf) // hop + 1
-    plan, f = [], 0
-    while f < T:
-        c = L + C if f == 0 else C
-        end = max(hop * (f + c + R), hop * (f + c - 1) + rf)
-        a = max(0, f - L)
-        if end >= S:
-            plan.append((f, T - f, hop * a, S))
-            break
-        plan.append((f, c, hop * a, end))
-        f += c
-    return plan
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
@@ -158,10 +126,10 @@ def test_window_per_window_normalisation_equals_transformers_on_each_window(mode
     x = _audio(seconds=5.5)
     T = model.num_frames(x.numel())
     state = model.init_state("window", chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=right_ms, normalize="window")
-    y, _ = _stream(model, x, state, _sizes(x.numel()))
+    y, _ = step_through(model, x, state, _sizes(x.numel()))
     assert y.shape[0] == T
     C, L, R = state.spec.chunk_frames, state.spec.left_frames, state.spec.lookahead_frames
-    plan = _window_plan(x.numel(), C, L, R)
+    plan = window_plan(x.numel(), C, L, R, 320, 400)
     assert sum(n for _, n, _, _ in plan) == T and len(plan) >= 3
     for f, n, s0, s1 in plan:
         inputs = fe(x[s0:s1].numpy(), sampling_rate=SR, return_tensors="pt")
@@ -197,7 +165,7 @@ def test_window_equals_the_transformers_pipeline_logits(models, norm, chunk_s, s
         "window", chunk_ms=int((chunk_s - stride[0] - stride[1]) * 1000), left_context_ms=int(stride[0] * 1000),
         lookahead_ms=int(stride[1] * 1000), normalize="window",
     )
-    y, _ = _stream(model, x, state, _sizes(x.numel(), hi=6000))
+    y, _ = step_through(model, x, state, _sizes(x.numel(), hi=6000))
     assert y.shape == expected.shape
     assert (y - expected).abs().max().item() < ATOL
 
@@ -212,7 +180,7 @@ def test_window_stream_normalisation_equals_model_on_each_window(models, family,
     sizes = _sizes(x.numel())
     T = model.num_frames(x.numel())
     state = model.init_state("window", chunk_ms=120, left_context_ms=300, lookahead_ms=100)
-    y, _ = _stream(model, x, state, sizes)
+    y, _ = step_through(model, x, state, sizes)
     assert y.shape[0] == T
     # the stream the model saw: the same chunks through the frontend's running normalisation
     fs, parts, pos = model.frontend.init_state(state.spec), [], 0
@@ -222,7 +190,7 @@ def test_window_stream_normalisation_equals_model_on_each_window(models, family,
         pos += n
     xs = torch.cat(parts)
     C, L, R = state.spec.chunk_frames, state.spec.left_frames, state.spec.lookahead_frames
-    for f, n, s0, s1 in _window_plan(x.numel(), C, L, R):
+    for f, n, s0, s1 in window_plan(x.numel(), C, L, R, 320, 400):
         with torch.no_grad():
             ref = model.module.window_forward(xs[None, s0:s1])[0]
         a = s0 // 320
@@ -235,7 +203,7 @@ def test_window_accepts_combinations_the_pipeline_rejects(models):
     model = models("wav2vec2", do_normalize=True, feat_extract_norm="layer")
     x = _audio(seconds=2.0)
     state = model.init_state("window", chunk_ms=20, left_context_ms=1000, lookahead_ms=1000)
-    y, _ = _stream(model, x, state, [x.numel()])
+    y, _ = step_through(model, x, state, [x.numel()])
     assert y.shape[0] == model.num_frames(x.numel())
 
 
@@ -249,7 +217,7 @@ def test_short_streams_and_int16_input(models):
         assert model.flush(state).frames.shape[0] == 0  # 300 samples < one frame
         state = model.init_state(mode, chunk_ms=100, left_context_ms=200)
         pcm = (np.random.default_rng(0).standard_normal(4000) * 3000).astype(np.int16)
-        y, _ = _stream(model, pcm, state, [1000, 3000])
+        y, _ = step_through(model, pcm, state, [1000, 3000])
         assert y.shape[0] == model.num_frames(4000)
 
 
@@ -295,7 +263,7 @@ def test_step_batch_equals_unbatched_steps(models, family):
     # unbatched
     expected = []
     for i, x in enumerate(streams):
-        y, _ = _stream(model, x, model.init_state("cached", **kw), _sizes(x.numel(), seed=10 + i))
+        y, _ = step_through(model, x, model.init_state("cached", **kw), _sizes(x.numel(), seed=10 + i))
         expected.append(y)
     # batched: same per-stream chunking, all streams stepped together each round
     sizes = [_sizes(x.numel(), seed=10 + i) for i, x in enumerate(streams)]
