@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -47,3 +48,12 @@ def window_plan(S: int, C: int, L: int, R: int, hop: int, rf: int, T: int | None
         plan.append((f, c, hop * a, end))
         f += c
     return plan
+
+
+def gated_tones(seed: int, seconds: float) -> np.ndarray:
+    """A speech-like test signal: a tone (pitch set by ``seed``) switched on and off at 1.5 Hz, plus noise."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+    x = 0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) * (np.sin(2 * np.pi * 1.5 * t) > -0.3)
+    return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)

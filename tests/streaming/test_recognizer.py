@@ -30,6 +30,7 @@ from stream.sources.array import ArraySource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_tiny import build_tiny  # noqa: E402
+from tests.streamkit import gated_tones as audio
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -45,14 +46,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(model_dir: Path):
     return load_model(model_dir)
-
-
-def audio(seed: int, seconds: float) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * 16000)
-    t = np.arange(n) / 16000
-    x = 0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) * (np.sin(2 * np.pi * 1.5 * t) > -0.3)
-    return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
 
 
 class InjectSpeechEnd(Node):

@@ -21,6 +21,7 @@ from stream.sources.array import ArraySource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_tiny import build_tiny  # noqa: E402
+from tests.streamkit import gated_tones as audio
 
 CFG = RecognizerConfig(chunk_ms=320, left_context_ms=1280, max_utterance_ms=600)
 
@@ -29,14 +30,6 @@ CFG = RecognizerConfig(chunk_ms=320, left_context_ms=1280, max_utterance_ms=600)
 def model(tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     return load_model(build_tiny("wav2vec2", "ctc", tmp_path_factory.mktemp("tiny_ctc")))
-
-
-def audio(seed: int, seconds: float) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * 16000)
-    t = np.arange(n) / 16000
-    x = 0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) * (np.sin(2 * np.pi * 1.5 * t) > -0.3)
-    return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
 
 
 async def run(model, streams: dict[str, np.ndarray], cfg: RecognizerConfig, policy: str = "raise"):

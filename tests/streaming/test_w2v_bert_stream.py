@@ -1,7 +1,6 @@
 """Wav2Vec2-BERT streaming: cached mode equals the offline forward under the equivalent chunk mask,
 window mode equals transformers on each window, state stays bounded, batching changes nothing."""
 
-import numpy as np
 import pytest
 import torch
 
