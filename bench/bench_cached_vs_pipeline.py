@@ -19,9 +19,7 @@ two transcripts (WER of one against the other) and how many utterances come out 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -30,13 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_engines import CORPORA, SR, timed  # noqa: E402  (timed: median wall and CPU seconds)
 from engines.api import load_model  # noqa: E402
 from engines.tokenizer import CTCTokenizer  # noqa: E402
 from stream.eval import normalize_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CORPORA = REPO.parent / "shared" / "corpora"
-SR = 16000
 
 
 def utterances(seconds: float) -> list[tuple[np.ndarray, str]]:
@@ -54,15 +51,6 @@ def utterances(seconds: float) -> list[tuple[np.ndarray, str]]:
         if total >= seconds:
             break
     return out
-
-
-def timed(fn, runs: int):
-    cpus, result = [], None
-    for _ in range(runs):
-        c = time.process_time()
-        result = fn()
-        cpus.append(time.process_time() - c)
-    return statistics.median(cpus), result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,16 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         return jiwer.wer(refs, hyps), jiwer.cer(refs, hyps)
 
     rows = []
-    c_off, t_off = timed(offline, args.runs)
+    _, c_off, t_off = timed(offline, args.runs)
     rows.append(("engine offline (whole utterance)", "-", c_off, "", *score(t_off), "", ""))
     for (cl, sl, sr), chunk_ms in (((3, 1, 1), 2000), ((2, 0.5, 0.5), 1500)):
         latency = f"{cl - sl:g} s"
-        c_p, t_p = timed(theirs(cl, (sl, sr)), args.runs)
+        _, c_p, t_p = timed(theirs(cl, (sl, sr)), args.runs)
         rows.append((f"pipeline chunk {cl} s, stride ({sl}, {sr})", latency, c_p, "1.00x", *score(t_p), "", ""))
         for label, fn in ((f"cached {chunk_ms} ms chunk, 5120 ms left", ours("cached", chunk_ms, 5120)),
                           (f"window {int(sl * 1000)}/{int((cl - sl - sr) * 1000)}/{int(sr * 1000)} ms (pipeline geometry)",
                            ours("window", int((cl - sl - sr) * 1000), int(sl * 1000), int(sr * 1000)))):
-            c, t = timed(fn, args.runs)
+            _, c, t = timed(fn, args.runs)
             diff = jiwer.wer([normalize_text(x) or "-" for x in t_p], [normalize_text(x) or "-" for x in t])
             same = sum(normalize_text(a) == normalize_text(b) for a, b in zip(t, t_p))
             rows.append((label, latency, c, f"{c_p / c:.2f}x", *score(t), f"{100 * diff:.1f} %", f"{same}/{len(utts)}"))
