@@ -250,6 +250,10 @@ class EngineModule(nn.Module):
         self.config = config
         self.head = head
 
+    def use_preprocessor(self, preprocessor: dict | None, source: str) -> None:
+        """Read streaming constants from the checkpoint's ``preprocessor_config.json`` (None when it
+        has none). Default: nothing to read."""
+
     # -- offline --------------------------------------------------------------------------
     def forward(self, inputs: Tensor, attention_mask: Tensor | None = None) -> ForwardOutput:
         """inputs: frontend output ((B, S) waveform or (B, T_in, F) features);

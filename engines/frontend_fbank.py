@@ -22,6 +22,11 @@ utterance, so a stream normalises with one of:
 - ``"cumulative"``: frame ``t`` uses the mean and (ddof=1) variance of frames ``0..t`` (the first frame
   uses variance 1). Causal, no lookahead; early frames differ from per-utterance normalisation and the
   difference shrinks as the statistics settle (a few seconds of speech).
+  With a `FbankPrior` (training-set statistics worth ``frames`` pseudo-frames) the running sums start
+  from the prior instead of zero: the first frames are normalised with sensible statistics and the
+  utterance's own take over as it goes on (a MAP estimate of the utterance statistics). A checkpoint
+  carries its prior in ``preprocessor_config.json`` under ``"speechstream_fbank_prior"``
+  (`prior_from_preprocessor`); transformers ignores the key.
 - ``"fixed"``: caller-supplied per-bin mean and standard deviation (e.g. training-set statistics);
   exact and stationary, the right choice for a model trained that way.
 - ``"none"``: raw log-mel.
@@ -52,6 +57,8 @@ __all__ = [
     "FbankState",
     "FbankStream",
     "cumulative_normalize",
+    "FbankPrior",
+    "prior_from_preprocessor",
     "stream_features",
     "frames_for_samples",
     "stacked_frames_for_samples",
@@ -144,6 +151,51 @@ def cumulative_normalize(
     return normed, n[:, -1, 0], s[:, -1], sq[:, -1]
 
 
+class FbankPrior(NamedTuple):
+    """Per-bin prior statistics of the unnormalised log-mel frames: mean and std (M,) float64,
+    weighted as ``frames`` pseudo-frames in the running statistics."""
+
+    mean: Tensor
+    std: Tensor
+    frames: float
+
+    @classmethod
+    def from_json(cls, obj: dict, source: str = "fbank prior") -> "FbankPrior":
+        try:
+            mean = torch.as_tensor(obj["mean"], dtype=torch.float64).reshape(-1)
+            std = torch.as_tensor(obj["std"], dtype=torch.float64).reshape(-1)
+            frames = float(obj["frames"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{source}: needs 'mean' and 'std' ({NUM_MEL_BINS} numbers each) and 'frames': {exc}") from None
+        if mean.numel() != NUM_MEL_BINS or std.numel() != NUM_MEL_BINS:
+            raise ValueError(f"{source}: 'mean' and 'std' need {NUM_MEL_BINS} numbers, got {mean.numel()} and {std.numel()}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError(f"{source}: 'mean' must be finite and 'std' finite and positive")
+        if not (frames > 1.0 and frames < 1e9):
+            raise ValueError(f"{source}: 'frames' must be above 1, got {frames}")
+        return cls(mean, std, frames)
+
+    def to_json(self) -> dict:
+        return {"frames": self.frames, "mean": [round(float(v), 6) for v in self.mean],
+                "std": [round(float(v), 6) for v in self.std]}
+
+    def initial_sums(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(count () , total (M,), total_sq (M,)) float64 sums whose ddof=1 statistics are the prior's."""
+        k = torch.tensor(self.frames, dtype=torch.float64)
+        mean, var = self.mean.to(torch.float64), self.std.to(torch.float64) ** 2
+        return k, k * mean, (k - 1.0) * var + k * mean * mean
+
+
+PRIOR_KEY = "speechstream_fbank_prior"
+
+
+def prior_from_preprocessor(preprocessor: dict | None, source: str = "preprocessor_config.json") -> FbankPrior | None:
+    """The streaming normalisation prior a checkpoint carries, or None."""
+    if not preprocessor or preprocessor.get(PRIOR_KEY) is None:
+        return None
+    return FbankPrior.from_json(preprocessor[PRIOR_KEY], f"{source}: {PRIOR_KEY}")
+
+
 def normalize_per_mel_bin(frames: torch.Tensor) -> torch.Tensor:
     """Per-utterance, per-mel-bin zero mean / unit variance (ddof=1), as the HF extractor does. (T, M) -> (T, M)."""
     mean = frames.mean(dim=0, keepdim=True)
@@ -202,7 +254,8 @@ class FbankStream:
     Holds only constants (mode and fixed statistics); all per-stream data lives in `FbankState`.
     """
 
-    def __init__(self, norm: str = "cumulative", mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+    def __init__(self, norm: str = "cumulative", mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+                 prior: FbankPrior | None = None):
         if norm not in NORM_MODES:
             raise ValueError(f"unsupported fbank stream normalisation {norm!r}; supported: {', '.join(NORM_MODES)}")
         if norm == "fixed" and (mean is None or std is None):
@@ -210,14 +263,21 @@ class FbankStream:
         self.norm = norm
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(NUM_MEL_BINS)
         self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(NUM_MEL_BINS)
+        self.prior = prior if norm == "cumulative" else None
 
     def init_state(self) -> FbankState:
+        if self.prior is not None:
+            count, total, total_sq = self.prior.initial_sums()
+        else:
+            count = torch.zeros((), dtype=torch.float64)
+            total = torch.zeros(NUM_MEL_BINS, dtype=torch.float64)
+            total_sq = torch.zeros(NUM_MEL_BINS, dtype=torch.float64)
         return FbankState(
             pending=torch.zeros(0, dtype=torch.float32),
             unpaired=torch.zeros(0, NUM_MEL_BINS, dtype=torch.float32),
-            count=torch.zeros((), dtype=torch.float64),
-            total=torch.zeros(NUM_MEL_BINS, dtype=torch.float64),
-            total_sq=torch.zeros(NUM_MEL_BINS, dtype=torch.float64),
+            count=count,
+            total=total,
+            total_sq=total_sq,
         )
 
     def frames(self, chunk: torch.Tensor, state: FbankState) -> tuple[torch.Tensor, FbankState]:
@@ -252,11 +312,12 @@ class FbankStream:
         return torch.zeros(0, NUM_MEL_BINS * STRIDE, dtype=torch.float32), self.init_state()
 
 
-def stream_features(waveform: torch.Tensor, norm: str = "cumulative") -> torch.Tensor:
+def stream_features(waveform: torch.Tensor, norm: str = "cumulative", prior: FbankPrior | None = None) -> torch.Tensor:
     """The stacked features (S, 160) a stream sees for a whole waveform: what wav2vec2-bert's cached
-    mode computes chunk by chunk (``norm="cumulative"`` for ``normalize="stream"``, ``"none"``).
+    mode computes chunk by chunk (``norm="cumulative"`` for ``normalize="stream"``, with the
+    checkpoint's ``prior`` if it has one; ``"none"``).
     Train a streaming model on these to match its streaming input exactly."""
-    stream = FbankStream(norm=norm)
+    stream = FbankStream(norm=norm, prior=prior)
     features, _ = stream.step(torch.as_tensor(waveform, dtype=torch.float32).reshape(-1), stream.init_state())
     return features
 

@@ -37,7 +37,11 @@ the fbank is computed chunk by chunk (exact: each call keeps the last 320 sample
 frame's 560 samples reach 240 past its hop, so output runs ``delay_frames = 1`` frame behind);
 per-mel-bin normalisation is the causal running one of ``frontend_fbank.cumulative_normalize``
 (``normalize="stream"``) or none (``normalize="none"``), because the per-utterance statistics of
-the HF extractor need the future. Every attention layer keeps a fixed-size KV cache of the last L
+the HF extractor need the future. A checkpoint whose ``preprocessor_config.json`` carries
+``"speechstream_fbank_prior"`` (training-set statistics, e.g. the bundled default model) starts the
+running statistics from that prior, so the first second of a stream is not normalised by itself
+alone (``frontend_fbank.FbankPrior``; ``stream_features(wave, prior=engine.fbank_prior)`` gives the
+same features offline). Every attention layer keeps a fixed-size KV cache of the last L
 frames with a validity mask, and the causal depthwise conv keeps its last K-1 inputs, so the
 encoder is exact against the offline forward under the chunk mask ``forward(features,
 chunk_frames=C, left_frames=L, chunk_offset=1)`` (blocks start at ``k*C - 1``), with no lookahead
@@ -427,6 +431,7 @@ class Wav2Vec2BertEngine(EngineModule):
         else:
             self.wav2vec2_bert = backbone
         self.__dict__["backbone"] = backbone  # not a submodule attribute: the same modules as above
+        self.fbank_prior: fbank.FbankPrior | None = None  # streaming normalisation prior, see use_preprocessor
         if head in ("frame", "xvector", "sequence"):
             if cfg.add_adapter and head != "xvector":
                 raise UnsupportedConfigError("add_adapter", True, [False], f"Wav2Vec2Bert {head} head")
@@ -534,6 +539,11 @@ class Wav2Vec2BertEngine(EngineModule):
         # a stacked frame's 560 samples reach 240 samples past its 320-sample hop
         return 1
 
+    def use_preprocessor(self, preprocessor: dict | None, source: str) -> None:
+        """A checkpoint may carry training-set fbank statistics (``"speechstream_fbank_prior"``): cached
+        mode then starts its running normalisation from them (``frontend_fbank.FbankPrior``)."""
+        self.fbank_prior = fbank.prior_from_preprocessor(preprocessor, source)
+
     def init_cache(self, spec: StreamSpec) -> "Wav2Vec2BertCache":
         cfg, bb = self.config, self.backbone
         if spec.lookahead_frames:
@@ -560,12 +570,17 @@ class Wav2Vec2BertEngine(EngineModule):
             ad_H, ad_Dh, pad = first.self_attn.num_heads, first.self_attn.head_size, first.padding
             ad_L = sum(L // cfg.adapter_stride ** (i + 1) for i in range(n_ad))
         f64, dev = torch.float64, next(self.parameters()).device
+        if self.fbank_prior is not None and spec.normalize == "stream":
+            fb_count, fb_sum, fb_sumsq = self.fbank_prior.initial_sums()
+        else:
+            fb_count, fb_sum, fb_sumsq = (torch.zeros((), dtype=f64), torch.zeros(fbank.NUM_MEL_BINS, dtype=f64),
+                                          torch.zeros(fbank.NUM_MEL_BINS, dtype=f64))
         return Wav2Vec2BertCache(
             tail=torch.zeros(1, self.samples_per_frame, device=dev),
             next_frame=torch.full((1,), -scale, dtype=torch.long, device=dev),
-            fb_count=torch.zeros(1, dtype=f64, device=dev),
-            fb_sum=torch.zeros(1, fbank.NUM_MEL_BINS, dtype=f64, device=dev),
-            fb_sumsq=torch.zeros(1, fbank.NUM_MEL_BINS, dtype=f64, device=dev),
+            fb_count=fb_count.reshape(1).to(dev),
+            fb_sum=fb_sum.reshape(1, fbank.NUM_MEL_BINS).to(dev),
+            fb_sumsq=fb_sumsq.reshape(1, fbank.NUM_MEL_BINS).to(dev),
             key_valid=torch.zeros(1, L, dtype=torch.bool, device=dev),
             keys=torch.zeros(1, N, H, L, Dh, device=dev),
             values=torch.zeros(1, N, H, L, Dh, device=dev),
@@ -780,7 +795,8 @@ def hf_config_dict(cfg: Wav2Vec2BertConfig, head: str) -> dict[str, Any]:
 
 
 def save_pretrained(engine: Wav2Vec2BertEngine, out_dir: str | Path, vocab: dict[str, int] | None = None) -> Path:
-    """Write an HF-layout checkpoint that transformers and ``engines.api.load_model`` both load."""
+    """Write an HF-layout checkpoint that transformers and ``engines.api.load_model`` both load
+    (with the engine's streaming normalisation prior, if it has one, in preprocessor_config.json)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -788,22 +804,20 @@ def save_pretrained(engine: Wav2Vec2BertEngine, out_dir: str | Path, vocab: dict
     (out / "config.json").write_text(json.dumps(hf_config_dict(engine.config, engine.head), indent=2))
     sd = {k: v.detach().contiguous().cpu() for k, v in engine.state_dict().items()}
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "feature_extractor_type": "SeamlessM4TFeatureExtractor",
-                "processor_class": "Wav2Vec2BertProcessor",
-                "feature_size": 80,
-                "num_mel_bins": 80,
-                "padding_side": "right",
-                "padding_value": 0.0,
-                "return_attention_mask": True,
-                "sampling_rate": 16000,
-                "stride": 2,
-            },
-            indent=2,
-        )
-    )
+    preprocessor = {
+        "feature_extractor_type": "SeamlessM4TFeatureExtractor",
+        "processor_class": "Wav2Vec2BertProcessor",
+        "feature_size": 80,
+        "num_mel_bins": 80,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "return_attention_mask": True,
+        "sampling_rate": 16000,
+        "stride": 2,
+    }
+    if engine.fbank_prior is not None:
+        preprocessor[fbank.PRIOR_KEY] = engine.fbank_prior.to_json()
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     if vocab is not None:
         (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     return out

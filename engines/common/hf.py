@@ -197,6 +197,7 @@ def load_model(model: str | Path, device: str | torch.device = "cpu") -> Any:
     frontend = family.make_frontend(config, preprocessor)
 
     module = family.build(config, head)
+    module.use_preprocessor(preprocessor, str(prep_path))
     sd, checkpoint = read_state_dict(model_dir)
     sd = fold_weight_norm(sd)
     load_state_dict_strict(module, sd, checkpoint)

@@ -2,7 +2,8 @@
 
     python -m examples.train.export --run runs/default --out engines/default_model
 
-Writes config.json, model.safetensors (fp32), preprocessor_config.json (SeamlessM4TFeatureExtractor),
+Writes config.json, model.safetensors (fp32), preprocessor_config.json (SeamlessM4TFeatureExtractor,
+plus the run's streaming normalisation prior ``fbank_prior.json`` if it has one),
 vocab.json, tokenizer_config.json and special_tokens_map.json (Wav2Vec2CTCTokenizer: ``<pad>`` is the
 CTC blank, ``|`` the word delimiter), through ``engines.wav2vec2_bert.save_pretrained``. The
 model card (README.md) in the same directory is written by hand from the eval output.
@@ -15,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from engines import frontend_fbank as fb
 from engines import wav2vec2_bert as w2vb
 from examples.train.train import load_weights
 
@@ -33,10 +35,33 @@ TOKENIZER_CONFIG = {
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>"}
 
 
+def write_prior_from_pack(run: Path, pack: Path, prior_frames: float, seed: int = 1234) -> Path:
+    """``fbank_prior.json`` for a run trained before runs recorded one: the same statistics train.py
+    computes (its training split of the pack: seed + 1 shuffle, 300 dev utterances held back)."""
+    import random
+
+    import torch
+
+    from examples.train import features
+    from examples.train.train import load_pack
+
+    audio, utts = load_pack(pack, None, 2)
+    order = list(range(len(utts)))
+    random.Random(seed + 1).shuffle(order)
+    train_idx = order[min(300, len(utts) // 3):]
+    prior = features.global_prior(audio, utts, train_idx, torch.device("cpu"), prior_frames)
+    path = run / "fbank_prior.json"
+    path.write_text(json.dumps(prior.to_json()))
+    return path
+
+
 def export(run: Path, out: Path) -> Path:
     cfg = json.loads((run / "train_config.json").read_text())
     model = w2vb.build_model(cfg["model"], "ctc")
     load_weights(model, run)
+    prior = run / "fbank_prior.json"
+    if prior.is_file():  # the streaming normalisation prior the model was trained with
+        model.fbank_prior = fb.FbankPrior.from_json(json.loads(prior.read_text()), str(prior))
     model.eval()
     w2vb.save_pretrained(model, out, vocab=cfg["vocab"])
     (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
@@ -48,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=Path("runs/default"))
     ap.add_argument("--out", type=Path, default=Path("engines/default_model"))
+    ap.add_argument("--prior-from-pack", type=Path, default=None,
+                    help="compute the run's fbank_prior.json from this pack first, if the run has none")
+    ap.add_argument("--prior-frames", type=float, default=200.0)
     args = ap.parse_args(argv)
+    if args.prior_from_pack is not None and not (args.run / "fbank_prior.json").is_file():
+        print(write_prior_from_pack(args.run, args.prior_from_pack, args.prior_frames))
     print(export(args.run, args.out))
 
 

@@ -41,8 +41,9 @@ def log_mel(wave: Tensor) -> Tensor:
     return torch.clamp(power @ mel, min=fb.MEL_FLOOR).log()
 
 
-def normalize(feats: Tensor, frames: Tensor, mode: str) -> Tensor:
-    """Per-mel-bin normalisation the way the engine's stream does it: "none" | "utterance" | "cumulative"."""
+def normalize(feats: Tensor, frames: Tensor, mode: str, prior: fb.FbankPrior | None = None) -> Tensor:
+    """Per-mel-bin normalisation the way the engine's stream does it: "none" | "utterance" | "cumulative"
+    | "prior" (cumulative, running sums started from ``prior``, as a checkpoint with a prior streams)."""
     if mode == "none":
         return feats
     B, T, M = feats.shape
@@ -52,10 +53,15 @@ def normalize(feats: Tensor, frames: Tensor, mode: str) -> Tensor:
         n = frames.clamp(min=2).double()[:, None, None]
         mean = x.sum(1, keepdim=True) / n
         var = ((x - mean) ** 2 * valid).sum(1, keepdim=True) / (n - 1)
-    elif mode == "cumulative":
-        count = torch.arange(1, T + 1, device=feats.device, dtype=torch.float64)[None, :, None]
-        mean = x.cumsum(1) / count
-        var = ((x * x).cumsum(1) - count * mean * mean) / (count - 1).clamp(min=1)
+    elif mode in ("cumulative", "prior"):
+        k0, s0, q0 = (torch.tensor(0.0, dtype=torch.float64), 0.0, 0.0)
+        if mode == "prior":
+            if prior is None:
+                raise ValueError("normalisation 'prior' needs a prior")
+            k0, s0, q0 = (t.to(feats.device) for t in prior.initial_sums())
+        count = k0 + torch.arange(1, T + 1, device=feats.device, dtype=torch.float64)[None, :, None]
+        mean = (s0 + x.cumsum(1)) / count
+        var = ((q0 + (x * x).cumsum(1)) - count * mean * mean) / (count - 1).clamp(min=1)
         var = torch.where(count > 1, var.clamp(min=0), torch.ones_like(var))
     else:
         raise ValueError(mode)
@@ -69,7 +75,32 @@ def stack(feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
     return feats[:, :T2].reshape(B, T2 // fb.STRIDE, M * fb.STRIDE), frames // fb.STRIDE
 
 
-def features(wave: Tensor, num_samples: Tensor, norm: str = "none") -> tuple[Tensor, Tensor]:
+def features(wave: Tensor, num_samples: Tensor, norm: str = "none", prior: fb.FbankPrior | None = None) -> tuple[Tensor, Tensor]:
     """(B, N) padded waveforms and (B,) lengths -> model inputs (B, S, 160) and (B,) valid stacked frames."""
     frames = frame_counts(num_samples)
-    return stack(normalize(log_mel(wave), frames, norm), frames)
+    return stack(normalize(log_mel(wave), frames, norm, prior), frames)
+
+
+def global_prior(audio: Tensor, utts: list[dict], idx: list[int], device: torch.device, prior_frames: float,
+                 max_utts: int = 3000, batch: int = 32) -> fb.FbankPrior:
+    """Per-bin mean and std of the unnormalised log-mel over (up to ``max_utts``, evenly spread) training
+    utterances: the streaming normalisation prior a checkpoint ships (``frontend_fbank.FbankPrior``)."""
+    step = max(1, len(idx) // max_utts)
+    pick = sorted(idx)[::step][:max_utts]
+    total = torch.zeros(fb.NUM_MEL_BINS, dtype=torch.float64, device=device)
+    total_sq, count = total.clone(), 0
+    for i in range(0, len(pick), batch):
+        clips = [audio[utts[u]["start"]: utts[u]["start"] + utts[u]["n"]] for u in pick[i:i + batch]]
+        n = torch.tensor([len(c) for c in clips], device=device)
+        wave = torch.zeros(len(clips), int(n.max()), device=device)
+        for j, c in enumerate(clips):
+            wave[j, : len(c)] = c.to(device).float() / 32768.0
+        frames = frame_counts(n)
+        mel = log_mel(wave).double()
+        valid = (torch.arange(mel.shape[1], device=device)[None, :] < frames[:, None]).unsqueeze(2)
+        total += (mel * valid).sum((0, 1))
+        total_sq += (mel * mel * valid).sum((0, 1))
+        count += int(frames.sum())
+    mean = total / count
+    std = ((total_sq - count * mean * mean) / (count - 1)).clamp(min=1e-6).sqrt()
+    return fb.FbankPrior(mean.cpu(), std.cpu(), float(prior_frames))

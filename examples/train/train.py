@@ -11,7 +11,8 @@ left context of 2..16 chunks -- the block mask that the engine's cached streamin
 Features: fbank on the device (``features.py``, equal to ``engines.frontend_fbank``), normalised
 like the engine will feed the model (``--norm mix``: per batch, either per-utterance per-mel-bin
 statistics, as the engine's offline frontend and transformers do, or the causal cumulative statistics
-of the engine's streaming ``FbankStream``). Augmentation: ``augment.py``. The learning rate follows warm-up + cosine over the
+of the engine's streaming ``FbankStream``, by default started from the training-set prior that
+``fbank_prior.json`` records and the exported checkpoint carries: ``--stream-norm``). Augmentation: ``augment.py``. The learning rate follows warm-up + cosine over the
 wall-clock budget, so a run always ends annealed (peak 5e-4, see README.md for why; the first epochs run shortest-first). Output (``--out``): ``weights_0.safetensors``..
 (fp32 model weights, split under 15 MiB a file), ``train_config.json``, ``log.txt``, ``dev.json``.
 A resumed run loads the weights (not the optimiser moments) and re-warms briefly.
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engines import frontend_fbank as fb
 from engines import wav2vec2_bert as w2vb
 from engines.common import conformer
 from examples.train import augment, features
@@ -270,7 +272,7 @@ def edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
-def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 32) -> float:
+def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 32, prior=None) -> float:
     """Greedy-decoding CER over ``idx`` (jiwer's definition; jiwer is not on the training machine)."""
     refs, hyps = [], []
     model.eval()
@@ -278,7 +280,7 @@ def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 
         for i in range(0, len(idx), batch):
             b = [[u] for u in idx[i:i + batch]]
             wave, n, texts = make_batch(audio, utts, b, random.Random(0), None, device, 30.0)
-            feats, frames = features.features(wave, n, norm)
+            feats, frames = features.features(wave, n, norm, prior)
             logits, keep = forward(model, feats, frames, chunk, left)
             ids = logits.argmax(-1).cpu()
             for j, t in enumerate(texts):
@@ -305,8 +307,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--curriculum", type=float, default=0.0,
                     help="fraction of the budget trained plainly first: full context, per-utterance norm, no augmentation")
     ap.add_argument("--p-concat", type=float, default=0.3)
-    ap.add_argument("--norm", default="mix", choices=["mix", "none", "utterance", "cumulative"],
-                    help="mix: per batch, per-utterance (engine offline) or cumulative (engine streaming)")
+    ap.add_argument("--norm", default="mix", choices=["mix", "none", "utterance", "cumulative", "prior"],
+                    help="mix: per batch, per-utterance (engine offline) or --stream-norm (engine streaming)")
+    ap.add_argument("--stream-norm", default="prior", choices=["cumulative", "prior"],
+                    help="the engine's streaming normalisation to train for: running statistics from zero, or "
+                         "started from the training-set prior the exported checkpoint carries (fbank_prior.json)")
+    ap.add_argument("--prior-frames", type=float, default=200.0, help="weight of the prior, in 10 ms frames")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: up to 2 on a CPU run)")
@@ -351,6 +357,14 @@ def main(argv: list[str] | None = None) -> None:
     n_dev = min(args.dev_utts, len(utts) // 3)
     dev_idx, train_idx = sorted(order[:n_dev]), order[n_dev:]
 
+    prior_path = args.resume / "fbank_prior.json" if args.resume is not None else None
+    if prior_path is not None and prior_path.is_file():  # a resumed stage keeps its checkpoint's prior
+        prior = fb.FbankPrior.from_json(json.loads(prior_path.read_text()), str(prior_path))
+    else:
+        t1 = time.time()
+        prior = features.global_prior(audio, utts, train_idx, device, args.prior_frames)
+        log(fh, f"fbank prior over {min(len(train_idx), 3000)} training utterances in {time.time() - t1:.1f} s")
+    (args.out / "fbank_prior.json").write_text(json.dumps(prior.to_json()))
     model = w2vb.build_model(model_config, "ctc", seed=args.seed)
     shrink_residual_branches(model, model_config["num_hidden_layers"])
     model = model.to(device)
@@ -395,8 +409,8 @@ def main(argv: list[str] | None = None) -> None:
                 mel = augment.spec_augment(features.log_mel(wave), frames10, batch_aug, gen)
             else:
                 mel = features.log_mel(wave)
-            norm = "utterance" if plain else (args.norm if args.norm != "mix" else rng.choice(["utterance", "cumulative"]))
-            feats, frames = features.stack(features.normalize(mel, frames10, norm), frames10)
+            norm = "utterance" if plain else (args.norm if args.norm != "mix" else rng.choice(["utterance", args.stream_norm]))
+            feats, frames = features.stack(features.normalize(mel, frames10, norm, prior), frames10)
             tgt, tgt_len = targets(texts, device)
             chunk, left = (None, None) if plain else sample_chunking(rng, args.p_full)
             logits, _ = forward(model, feats, frames, chunk, left)
@@ -416,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"audio {seen_s / 3600:.1f} h  {seen_s / el:.0f} audio-s/s  elapsed {el:.0f} s")
             if dev_every and time.time() - last_dev > dev_every:
                 cer = greedy_cer(model, audio, utts, dev_idx[:64], device, "utterance", None, None)
-                cer_s = greedy_cer(model, audio, utts, dev_idx[:64], device, "cumulative", 16, None)
+                cer_s = greedy_cer(model, audio, utts, dev_idx[:64], device, args.stream_norm, 16, None, prior=prior)
                 log(fh, f"step {step} dev CER (64 utts) full context {cer:.3f}, 320 ms chunks {cer_s:.3f}")
                 last_dev = time.time()
             if time.time() - last_save > args.save_every_s:
@@ -428,11 +442,12 @@ def main(argv: list[str] | None = None) -> None:
     log(fh, f"trained {step} steps, {seen_s / 3600:.1f} h of (augmented) audio in {train_s:.0f} s "
             f"({seen_s / max(train_s, 1e-9):.0f} audio-s/s); saved {names}")
     dev = {"steps": step, "train_seconds": train_s, "audio_hours_seen": seen_s / 3600, "audio_s_per_s": seen_s / max(train_s, 1e-9)}
-    for name, (norm, chunk, left) in {"full_utterance": ("utterance", None, None), "chunk16_cumulative": ("cumulative", 16, None),
-                                      "chunk16_left16_cumulative": ("cumulative", 16, 16)}.items():
+    sn = args.stream_norm
+    for name, (norm, chunk, left) in {"full_utterance": ("utterance", None, None), f"chunk16_{sn}": (sn, 16, None),
+                                      f"chunk16_left16_{sn}": (sn, 16, 16)}.items():
         if args.norm != "mix":
             norm = args.norm
-        dev[f"dev_cer_{name}"] = greedy_cer(model, audio, utts, dev_idx, device, norm, chunk, left)
+        dev[f"dev_cer_{name}"] = greedy_cer(model, audio, utts, dev_idx, device, norm, chunk, left, prior=prior)
     log(fh, "dev (voices seen in training, utterances not):", json.dumps(dev))
     (args.out / "dev.json").write_text(json.dumps(dev, indent=1))
     fh.close()

@@ -55,3 +55,22 @@ def test_tokenizer_files_match_vocab():
     assert tok.pad_token_id == 0 and tok.word_delimiter_token == "|"
     ids = [vocab["H"], vocab["H"], 0, vocab["I"], vocab["|"], vocab["T"], vocab["'"], vocab["S"]]
     assert tok.decode(ids) == "HI T'S"
+
+
+def test_default_model_streams_from_its_training_set_prior():
+    """The bundled model carries the fbank statistics of its training data, and its cached mode
+    starts the running normalisation from them (exactly the features `stream_features` gives)."""
+    from engines import frontend_fbank as fb
+    from engines.api import load_model
+
+    model = load_model(MODEL_DIR)
+    prior = model.module.fbank_prior
+    assert prior is not None and prior.frames == 200.0
+    # log-mel of 16-bit-scaled speech: bin means of a few units to ~20, spreads of a few units
+    assert 0 < float(prior.mean.min()) < float(prior.mean.max()) < 25 and 1 < float(prior.std.min()) < float(prior.std.max()) < 8
+    x = _audio(1.5)
+    got = model.stream(x, "cached", chunk_ms=320, left_context_ms=10240, lookahead_ms=0)
+    feats = fb.stream_features(x, prior=prior)
+    with torch.no_grad():
+        want = model.module(feats[None], chunk_frames=16, left_frames=512, chunk_offset=1).frames[0]
+    torch.testing.assert_close(got, want[: got.shape[0]], atol=1e-4, rtol=0)

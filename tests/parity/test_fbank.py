@@ -108,6 +108,40 @@ def test_stream_cumulative_is_causal_running_normalisation():
     torch.testing.assert_close(streamed[-1, 80:], utterance[-1, 80:], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("chunk", [333, 1000, 16000])
+def test_stream_cumulative_with_prior_is_the_map_running_normalisation(chunk):
+    """Running sums started from a prior of k pseudo-frames: frame t uses
+    mean_t = (k mu + sum x) / (k + t + 1) and var_t = ((k - 1) s^2 + k mu^2 + sum x^2 - n mean_t^2) / (n - 1)."""
+    audio = torch.from_numpy(_audio(16000))
+    raw = fb.log_mel_frames(audio).to(torch.float64)
+    mu = torch.linspace(3.0, 8.0, fb.NUM_MEL_BINS, dtype=torch.float64)
+    sd = torch.linspace(2.0, 4.0, fb.NUM_MEL_BINS, dtype=torch.float64)
+    k = 40.0
+    prior = fb.FbankPrior(mu, sd, k)
+    expected = torch.empty_like(raw)
+    for t in range(raw.shape[0]):
+        seen = raw[: t + 1]
+        n = k + t + 1
+        mean = (k * mu + seen.sum(0)) / n
+        var = ((k - 1) * sd ** 2 + k * mu ** 2 + (seen ** 2).sum(0) - n * mean ** 2) / (n - 1)
+        expected[t] = (raw[t] - mean) / torch.sqrt(var + fb.NORM_EPS)
+    streamed = _run_stream(fb.FbankStream(norm="cumulative", prior=prior), audio, chunk)
+    torch.testing.assert_close(streamed, fb.stack_frames(expected.float()), atol=1e-4, rtol=0)
+    torch.testing.assert_close(fb.stream_features(audio, prior=prior), streamed, atol=0, rtol=0)
+    # without a prior the first frame is normalised by itself alone (all zeros); with one it is not
+    plain = _run_stream(fb.FbankStream(norm="cumulative"), audio, chunk)
+    assert torch.equal(plain[0, :80], torch.zeros(80)) and streamed[0, :80].abs().min() > 0.1
+
+
+def test_prior_json_round_trip_and_preprocessor_key():
+    prior = fb.FbankPrior(torch.arange(80, dtype=torch.float64) / 7, torch.ones(80, dtype=torch.float64) * 2.5, 200.0)
+    again = fb.prior_from_preprocessor({"sampling_rate": 16000, fb.PRIOR_KEY: prior.to_json()})
+    torch.testing.assert_close(again.mean, prior.mean, atol=1e-6, rtol=0)
+    assert again.frames == 200.0 and torch.equal(again.std, prior.std)
+    assert fb.prior_from_preprocessor({"sampling_rate": 16000}) is None
+    assert fb.prior_from_preprocessor(None) is None
+
+
 def test_stream_state_is_bounded():
     stream = fb.FbankStream(norm="cumulative")
     state = stream.init_state()

@@ -27,9 +27,10 @@ def _stream(model, audio, sizes, **kw):
 
 
 def _offline_under_chunk_mask(model, audio, chunk_frames, left_frames, normalize="stream"):
-    """What cached mode stands for: causal running fbank normalisation, then the offline forward
-    with blocks starting at k * C - 1 (one frame of fbank delay) and L frames of left context."""
-    feats = fb.stream_features(audio, "cumulative" if normalize == "stream" else "none")
+    """What cached mode stands for: causal running fbank normalisation (from the checkpoint's prior,
+    if it has one), then the offline forward with blocks starting at k * C - 1 (one frame of fbank
+    delay) and L frames of left context."""
+    feats = fb.stream_features(audio, "cumulative" if normalize == "stream" else "none", prior=model.module.fbank_prior)
     scale = model.module.config.frame_stride
     with torch.no_grad():
         return model.module(feats[None], chunk_frames=chunk_frames * scale, left_frames=left_frames * scale,
@@ -69,6 +70,73 @@ def test_cached_relative_key_across_chunks_beyond_clip_range(models):
     audio = _audio(16000 * 2, seed=3)
     got, _ = _stream(model, audio, [5120], mode="cached", chunk_ms=60, left_context_ms=40 * FRAME_MS)
     torch.testing.assert_close(got, _offline_under_chunk_mask(model, audio, 3, 40), atol=ATOL, rtol=0)
+
+
+def _with_prior(src, dst, frames=50.0, mean_shift=0.0):
+    """A copy of checkpoint ``src`` whose preprocessor_config.json carries a streaming prior."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    prep = json.loads((dst / "preprocessor_config.json").read_text())
+    prior = fb.FbankPrior(torch.linspace(2.0, 9.0, fb.NUM_MEL_BINS, dtype=torch.float64) + mean_shift,
+                          torch.linspace(1.5, 3.0, fb.NUM_MEL_BINS, dtype=torch.float64), frames)
+    prep[fb.PRIOR_KEY] = prior.to_json()
+    (dst / "preprocessor_config.json").write_text(json.dumps(prep))
+    return dst
+
+
+def test_cached_with_checkpoint_prior(models, tmp_path):
+    """A checkpoint with a prior streams from it: exact against the prior-started features, and the
+    prior does change the output (so the test can fail if it is ignored)."""
+    plain = models("pos-relative_key", position_embeddings_type="relative_key")
+    model = load_model(_with_prior(plain.model_dir, tmp_path / "prior"))
+    assert model.module.fbank_prior is not None and plain.module.fbank_prior is None
+    audio = _audio(16000 + 999, seed=5)
+    got, _ = _stream(model, audio, [700, 4321], mode="cached", chunk_ms=100, left_context_ms=600)
+    torch.testing.assert_close(got, _offline_under_chunk_mask(model, audio, 5, 30), atol=ATOL, rtol=0)
+    without, _ = _stream(plain, audio, [700, 4321], mode="cached", chunk_ms=100, left_context_ms=600)
+    assert (got - without).abs().max() > 1e-2
+    # normalize="none" ignores the prior; offline (HF features) never uses it
+    none_got, _ = _stream(model, audio, [800], mode="cached", chunk_ms=80, left_context_ms=320, normalize="none")
+    none_plain, _ = _stream(plain, audio, [800], mode="cached", chunk_ms=80, left_context_ms=320, normalize="none")
+    torch.testing.assert_close(none_got, none_plain, atol=0, rtol=0)
+    torch.testing.assert_close(model.forward(audio[None]).frames, plain.forward(audio[None]).frames, atol=0, rtol=0)
+
+
+def test_checkpoint_prior_survives_save_and_transformers_ignores_it(models, tmp_path):
+    from engines import wav2vec2_bert as w2vb
+
+    plain = models("pos-relative_key", position_embeddings_type="relative_key")
+    model = load_model(_with_prior(plain.model_dir, tmp_path / "prior", frames=123.0))
+    w2vb.save_pretrained(model.module, tmp_path / "saved", vocab=model.vocab)
+    again = load_model(tmp_path / "saved")
+    assert again.module.fbank_prior.frames == 123.0
+    torch.testing.assert_close(again.module.fbank_prior.mean, model.module.fbank_prior.mean, atol=1e-6, rtol=0)
+    from transformers import AutoFeatureExtractor
+
+    extractor = AutoFeatureExtractor.from_pretrained(str(tmp_path / "saved"))
+    audio = _audio(8000, seed=6).numpy()
+    hf = torch.from_numpy(extractor(audio, sampling_rate=16000, return_tensors="np")["input_features"])
+    torch.testing.assert_close(hf, fb.extract(torch.from_numpy(audio))[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("bad,match", [({"mean": [1.0] * 80, "std": [1.0] * 80}, "frames"),
+                                       ({"mean": [1.0] * 79, "std": [1.0] * 80, "frames": 10}, "80 numbers"),
+                                       ({"mean": [1.0] * 80, "std": [0.0] * 80, "frames": 10}, "positive"),
+                                       ({"mean": [float("nan")] * 80, "std": [1.0] * 80, "frames": 10}, "finite"),
+                                       ({"mean": [1.0] * 80, "std": [1.0] * 80, "frames": 0.5}, "above 1")])
+def test_bad_checkpoint_prior_is_a_clear_error(models, tmp_path, bad, match):
+    import json
+
+    plain = models("pos-relative_key", position_embeddings_type="relative_key")
+    dst = _with_prior(plain.model_dir, tmp_path / "bad")
+    prep = json.loads((dst / "preprocessor_config.json").read_text())
+    prep[fb.PRIOR_KEY] = bad
+    (dst / "preprocessor_config.json").write_text(json.dumps(prep))
+    with pytest.raises(ValueError, match=match) as err:
+        load_model(dst)
+    assert fb.PRIOR_KEY in str(err.value)
 
 
 def test_cached_without_normalisation(models):
