@@ -24,8 +24,8 @@ in-place ops on parameters, no ``no_grad`` inside ``forward``):
   ``attn_mask`` (T, T) or (B, T, T) bool (True = may attend) overrides it; ``chunk_offset=1``
   places the blocks exactly where cached mode puts them (k*C - 1). Returns
   ``ForwardOutput``; for CTC ``.frames`` are the logits (B, T, V) and ``.frame_mask`` the valid frames.
-* features for training a streaming model: ``engines.frontend_fbank.stream_features(wave)`` gives
-  the (T, 160) causally normalised fbank that cached mode sees (``extract`` gives the HF
+* features for training a streaming model: ``engines.frontend_fbank.stream_features(wave,
+  prior=engine.fbank_prior)`` gives the (T, 160) causally normalised fbank that cached mode sees (``extract`` gives the HF
   per-utterance-normalised one, which cached mode can only approximate).
 * ``save_pretrained(engine, out_dir, vocab=None)``: writes ``config.json`` (``architectures``
   ["Wav2Vec2BertForCTC"] etc.), ``model.safetensors`` with exact HF keys (transformers'
