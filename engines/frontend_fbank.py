@@ -172,7 +172,7 @@ class FbankPrior(NamedTuple):
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
             raise ValueError(f"{source}: 'mean' must be finite and 'std' finite and positive")
         if not (frames > 1.0 and frames < 1e9):
-            raise ValueError(f"{source}: 'frames' must be above 1, got {frames}")
+            raise ValueError(f"{source}: 'frames' must be above 1 and below 1e9, got {frames}")
         return cls(mean, std, frames)
 
     def to_json(self) -> dict:

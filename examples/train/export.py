@@ -35,20 +35,17 @@ TOKENIZER_CONFIG = {
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>"}
 
 
-def write_prior_from_pack(run: Path, pack: Path, prior_frames: float, seed: int = 1234) -> Path:
-    """``fbank_prior.json`` for a run trained before runs recorded one: the same statistics train.py
-    computes (its training split of the pack: seed + 1 shuffle, 300 dev utterances held back)."""
-    import random
-
+def write_prior_from_pack(run: Path, pack: Path, prior_frames: float, seed: int = 1234, dev_utts: int = 300) -> Path:
+    """``fbank_prior.json`` for a run trained before runs recorded one: the statistics train.py
+    computes over its training split of the pack (``train.dev_split``; train.py's default 300 dev
+    utterances held back; the bundled model's prior was made so)."""
     import torch
 
     from examples.train import features
-    from examples.train.train import load_pack
+    from examples.train.train import dev_split, load_pack
 
     audio, utts = load_pack(pack, None, 2)
-    order = list(range(len(utts)))
-    random.Random(seed + 1).shuffle(order)
-    train_idx = order[min(300, len(utts) // 3):]
+    _, train_idx = dev_split(len(utts), seed, dev_utts)
     prior = features.global_prior(audio, utts, train_idx, torch.device("cpu"), prior_frames)
     path = run / "fbank_prior.json"
     path.write_text(json.dumps(prior.to_json()))

@@ -48,23 +48,20 @@ def normalize(feats: Tensor, frames: Tensor, mode: str, prior: fb.FbankPrior | N
         return feats
     B, T, M = feats.shape
     valid = (torch.arange(T, device=feats.device)[None, :] < frames[:, None]).unsqueeze(2)  # (B, T, 1)
-    x = feats.double() * valid
-    if mode == "utterance":
-        n = frames.clamp(min=2).double()[:, None, None]
-        mean = x.sum(1, keepdim=True) / n
-        var = ((x - mean) ** 2 * valid).sum(1, keepdim=True) / (n - 1)
-    elif mode in ("cumulative", "prior"):
-        k0, s0, q0 = (torch.tensor(0.0, dtype=torch.float64), 0.0, 0.0)
-        if mode == "prior":
-            if prior is None:
-                raise ValueError("normalisation 'prior' needs a prior")
-            k0, s0, q0 = (t.to(feats.device) for t in prior.initial_sums())
-        count = k0 + torch.arange(1, T + 1, device=feats.device, dtype=torch.float64)[None, :, None]
-        mean = (s0 + x.cumsum(1)) / count
-        var = ((q0 + (x * x).cumsum(1)) - count * mean * mean) / (count - 1).clamp(min=1)
-        var = torch.where(count > 1, var.clamp(min=0), torch.ones_like(var))
-    else:
+    if mode in ("cumulative", "prior"):  # the engine's own running normalisation, batched
+        if mode == "prior" and prior is None:
+            raise ValueError("normalisation 'prior' needs a prior")
+        zero = torch.zeros(M, dtype=torch.float64)
+        k, s0, q0 = prior.initial_sums() if mode == "prior" else (torch.tensor(0.0, dtype=torch.float64), zero, zero)
+        normed, *_ = fb.cumulative_normalize(feats, valid[..., 0], k.to(feats.device).expand(B),
+                                             s0.to(feats.device).expand(B, M), q0.to(feats.device).expand(B, M))
+        return normed * valid
+    if mode != "utterance":
         raise ValueError(mode)
+    x = feats.double() * valid
+    n = frames.clamp(min=2).double()[:, None, None]
+    mean = x.sum(1, keepdim=True) / n
+    var = ((x - mean) ** 2 * valid).sum(1, keepdim=True) / (n - 1)
     return (((x - mean) / torch.sqrt(var + fb.NORM_EPS)) * valid).float()
 
 

@@ -156,6 +156,14 @@ def plan_epoch(utts: list[dict], idx: list[int], rng: random.Random, batch_s: fl
     return batches
 
 
+def dev_split(n_utts: int, seed: int, dev_utts: int) -> tuple[list[int], list[int]]:
+    """(dev, train) utterance indices: a seed + 1 shuffle, ``dev_utts`` (at most a third) held back."""
+    order = list(range(n_utts))
+    random.Random(seed + 1).shuffle(order)
+    n_dev = min(dev_utts, n_utts // 3)
+    return sorted(order[:n_dev]), order[n_dev:]
+
+
 def make_batch(audio: torch.Tensor, utts: list[dict], batch: list[list[int]], rng: random.Random, aug: augment.AugmentConfig | None,
                device: torch.device, max_s: float):
     waves, texts = [], []
@@ -352,10 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     log(fh, f"loaded {len(utts)} utterances, {hours:.2f} h in {time.time() - t0:.1f} s; device {device}")
     if device.type == "cuda":
         audio = audio.to(device)
-    order = list(range(len(utts)))
-    random.Random(args.seed + 1).shuffle(order)
-    n_dev = min(args.dev_utts, len(utts) // 3)
-    dev_idx, train_idx = sorted(order[:n_dev]), order[n_dev:]
+    dev_idx, train_idx = dev_split(len(utts), args.seed, args.dev_utts)
 
     prior_path = args.resume / "fbank_prior.json" if args.resume is not None else None
     if prior_path is not None and prior_path.is_file():  # a resumed stage keeps its checkpoint's prior

@@ -21,16 +21,17 @@ def test_normalize_spells_numbers_and_keeps_apostrophes():
     assert normalize("In 1984, I paid 2 cats & a dog -- 'isn't' it?") == "IN NINETEEN EIGHTY FOUR I PAID TWO CATS AND A DOG ISN'T IT"
 
 
-@pytest.mark.parametrize("mode", ["none", "utterance", "cumulative"])
+@pytest.mark.parametrize("mode", ["none", "utterance", "cumulative", "prior"])
 def test_batched_fbank_equals_engine_frontend(mode):
     torch.manual_seed(0)
     waves = [torch.randn(16000) * 0.1, torch.randn(12345) * 0.01]
     padded = torch.zeros(2, 16000)
     padded[0], padded[1, :12345] = waves[0], waves[1]
-    got, frames = features.features(padded, torch.tensor([16000, 12345]), mode)
+    prior = fb.FbankPrior(torch.linspace(4.0, 9.0, 80, dtype=torch.float64), torch.linspace(2.0, 3.0, 80, dtype=torch.float64), 60.0)
+    got, frames = features.features(padded, torch.tensor([16000, 12345]), mode, prior)
     for i, w in enumerate(waves):
-        if mode == "cumulative":
-            stream = fb.FbankStream("cumulative")
+        if mode in ("cumulative", "prior"):
+            stream = fb.FbankStream("cumulative", prior=prior if mode == "prior" else None)
             ref, _ = stream.step(w, stream.init_state())
         else:
             ref = fb.extract([w], normalize=mode == "utterance")[0][0][: int(frames[i])]
