@@ -59,6 +59,7 @@ __all__ = [
     "cumulative_normalize",
     "FbankPrior",
     "prior_from_preprocessor",
+    "initial_sums",
     "stream_features",
     "frames_for_samples",
     "stacked_frames_for_samples",
@@ -189,6 +190,14 @@ class FbankPrior(NamedTuple):
 PRIOR_KEY = "speechstream_fbank_prior"
 
 
+def initial_sums(prior: FbankPrior | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Running-statistics start (count (), total (M,), total_sq (M,)) float64: the prior's, or zeros."""
+    if prior is not None:
+        return prior.initial_sums()
+    zero = torch.zeros(NUM_MEL_BINS, dtype=torch.float64)
+    return torch.zeros((), dtype=torch.float64), zero, zero.clone()
+
+
 def prior_from_preprocessor(preprocessor: dict | None, source: str = "preprocessor_config.json") -> FbankPrior | None:
     """The streaming normalisation prior a checkpoint carries, or None."""
     if not preprocessor or preprocessor.get(PRIOR_KEY) is None:
@@ -266,12 +275,7 @@ class FbankStream:
         self.prior = prior if norm == "cumulative" else None
 
     def init_state(self) -> FbankState:
-        if self.prior is not None:
-            count, total, total_sq = self.prior.initial_sums()
-        else:
-            count = torch.zeros((), dtype=torch.float64)
-            total = torch.zeros(NUM_MEL_BINS, dtype=torch.float64)
-            total_sq = torch.zeros(NUM_MEL_BINS, dtype=torch.float64)
+        count, total, total_sq = initial_sums(self.prior)
         return FbankState(
             pending=torch.zeros(0, dtype=torch.float32),
             unpaired=torch.zeros(0, NUM_MEL_BINS, dtype=torch.float32),

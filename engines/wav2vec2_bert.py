@@ -569,12 +569,8 @@ class Wav2Vec2BertEngine(EngineModule):
                 )
             ad_H, ad_Dh, pad = first.self_attn.num_heads, first.self_attn.head_size, first.padding
             ad_L = sum(L // cfg.adapter_stride ** (i + 1) for i in range(n_ad))
-        f64, dev = torch.float64, next(self.parameters()).device
-        if self.fbank_prior is not None and spec.normalize == "stream":
-            fb_count, fb_sum, fb_sumsq = self.fbank_prior.initial_sums()
-        else:
-            fb_count, fb_sum, fb_sumsq = (torch.zeros((), dtype=f64), torch.zeros(fbank.NUM_MEL_BINS, dtype=f64),
-                                          torch.zeros(fbank.NUM_MEL_BINS, dtype=f64))
+        dev = next(self.parameters()).device
+        fb_count, fb_sum, fb_sumsq = fbank.initial_sums(self.fbank_prior if spec.normalize == "stream" else None)
         return Wav2Vec2BertCache(
             tail=torch.zeros(1, self.samples_per_frame, device=dev),
             next_frame=torch.full((1,), -scale, dtype=torch.long, device=dev),

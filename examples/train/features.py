@@ -51,8 +51,7 @@ def normalize(feats: Tensor, frames: Tensor, mode: str, prior: fb.FbankPrior | N
     if mode in ("cumulative", "prior"):  # the engine's own running normalisation, batched
         if mode == "prior" and prior is None:
             raise ValueError("normalisation 'prior' needs a prior")
-        zero = torch.zeros(M, dtype=torch.float64)
-        k, s0, q0 = prior.initial_sums() if mode == "prior" else (torch.tensor(0.0, dtype=torch.float64), zero, zero)
+        k, s0, q0 = fb.initial_sums(prior if mode == "prior" else None)
         normed, *_ = fb.cumulative_normalize(feats, valid[..., 0], k.to(feats.device).expand(B),
                                              s0.to(feats.device).expand(B, M), q0.to(feats.device).expand(B, M))
         return normed * valid
