@@ -8,8 +8,11 @@ For every set (``data/eval/*.tsv``, made by ``build_data --stages eval``):
 - streaming: ``init_state("cached", chunk_ms, left_context_ms, lookahead_ms=0)``, then ``step`` on
   consecutive chunks and ``flush`` (causal running fbank statistics, KV and conv caches);
 
-both decoded greedily with ``engines.tokenizer.CTCTokenizer``, scored with jiwer (WER, CER over the
-set). Prints a Markdown table and writes ``--json``.
+both decoded greedily with ``engines.tokenizer.CTCTokenizer`` and, when the checkpoint ships an n-gram
+LM (``language_model/``, as the default model does; ``--lm none`` to skip), also with the CTC beam
+search + LM that the streaming pipeline's finals use (``engines.lm.BeamDecoder``, beam 32, the
+checkpoint's alpha/beta). Scored with jiwer (WER, CER over the set). Prints a Markdown table and
+writes ``--json``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import soundfile as sf
 import torch
 
 from engines.api import load_model
+from engines.lm import BeamDecoder, LMConfig, find_model_lm
 from engines.tokenizer import CTCTokenizer
 
 SETS = ["tts_espeak_en-us_f4", "tts_flite_rms", "fsdd_theo", "ljspeech"]
@@ -45,17 +49,35 @@ def stream_logits(model, audio: torch.Tensor, chunk_ms: int, left_ms: int) -> to
     return model.stream(audio, "cached", chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=0)
 
 
-def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit: int | None, sets: list[str]) -> dict:
+def model_lm_decoder(model_dir: Path, tok: CTCTokenizer, beam_width: int = 32) -> BeamDecoder | None:
+    """The checkpoint's own LM decoder (``language_model/``: its LM file and attrs.json alpha/beta), or None."""
+    kwargs = find_model_lm(model_dir)
+    return None if kwargs is None else BeamDecoder(tok, LMConfig(**kwargs, beam_width=beam_width))
+
+
+def beam(dec: BeamDecoder, logits: torch.Tensor) -> str:
+    return dec.decode_segment(torch.log_softmax(logits.float(), -1).numpy())[0]
+
+
+def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit: int | None, sets: list[str],
+             lm: str = "auto") -> dict:
+    """``lm``: "auto" also decodes with the checkpoint's LM when it has one; "none" only greedily."""
+    if lm not in ("auto", "none"):
+        raise ValueError(f"lm must be 'auto' or 'none', not {lm!r}")
     torch.set_num_threads(1)
     model = load_model(model_dir)
     tok = CTCTokenizer.from_dir(model_dir)
+    dec = model_lm_decoder(model_dir, tok) if lm == "auto" else None
+    if dec is not None:
+        c = dec.config
+        print(f"LM: {c.lm_path} (alpha {c.alpha}, beta {c.beta}, beam {c.beam_width})", file=sys.stderr)
     results = {}
     for name in sets:
         path = sets_dir / f"{name}.tsv"
         if not path.exists():
             print(f"skip {name}: {path} missing (run build_data --stages eval)", file=sys.stderr)
             continue
-        refs, off, stm = [], [], []
+        refs, off, stm, off_lm, stm_lm = [], [], [], [], []
         audio_s = t_off = t_stm = 0.0
         for wav, text in read_set(path, limit):
             audio, rate = sf.read(wav, dtype="float32")
@@ -64,11 +86,16 @@ def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit
             audio_s += x.numel() / 16000
             with torch.inference_mode():
                 t = time.perf_counter()
-                off.append(greedy(tok, model.forward(x[None]).frames[0]))
+                lo = model.forward(x[None]).frames[0]
                 t_off += time.perf_counter() - t
                 t = time.perf_counter()
-                stm.append(greedy(tok, stream_logits(model, x, chunk_ms, left_ms)))
+                ls = stream_logits(model, x, chunk_ms, left_ms)
                 t_stm += time.perf_counter() - t
+            off.append(greedy(tok, lo))
+            stm.append(greedy(tok, ls))
+            if dec is not None:
+                off_lm.append(beam(dec, lo))
+                stm_lm.append(beam(dec, ls))
             refs.append(text)
         results[name] = {
             "utterances": len(refs), "audio_s": round(audio_s, 1),
@@ -78,18 +105,37 @@ def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit
             "examples": [{"ref": r, "offline": o, "stream": s} for r, o, s in list(zip(refs, off, stm))[:3]],
         }
         r = results[name]
-        print(f"{name}: offline WER {r['offline_wer']:.3f} CER {r['offline_cer']:.3f} | stream WER {r['stream_wer']:.3f} "
-              f"CER {r['stream_cer']:.3f} ({r['utterances']} utts, {audio_s:.0f} s)", file=sys.stderr, flush=True)
+        if dec is not None:
+            r.update({"offline_lm_wer": jiwer.wer(refs, off_lm), "offline_lm_cer": jiwer.cer(refs, off_lm),
+                      "stream_lm_wer": jiwer.wer(refs, stm_lm), "stream_lm_cer": jiwer.cer(refs, stm_lm),
+                      "lm": {"path": str(dec.config.lm_path), "alpha": dec.config.alpha, "beta": dec.config.beta,
+                             "beam_width": dec.config.beam_width}})
+            for ex, o, s_ in zip(r["examples"], off_lm, stm_lm):
+                ex.update({"offline_lm": o, "stream_lm": s_})
+        msg = (f"{name}: offline WER {r['offline_wer']:.3f} CER {r['offline_cer']:.3f} | stream WER {r['stream_wer']:.3f} "
+               f"CER {r['stream_cer']:.3f}")
+        if dec is not None:
+            msg += f" | +LM offline CER {r['offline_lm_cer']:.3f} stream CER {r['stream_lm_cer']:.3f}"
+        print(f"{msg} ({r['utterances']} utts, {audio_s:.0f} s)", file=sys.stderr, flush=True)
     return results
 
 
 def table(results: dict, chunk_ms: int, left_ms: int) -> str:
-    lines = [f"| set | utts | audio s | offline WER | offline CER | streaming WER | streaming CER |",
-             "|---|---|---|---|---|---|---|"]
+    with_lm = any("offline_lm_cer" in r for r in results.values())
+    head = "| set | utts | audio s | offline WER | offline CER | streaming WER | streaming CER |"
+    rule = "|---|---|---|---|---|---|---|"
+    if with_lm:
+        head += " offline +LM WER | offline +LM CER | streaming +LM WER | streaming +LM CER |"
+        rule += "---|---|---|---|"
+    lines = [head, rule]
+    pct = lambda r, k: f"{100 * r[k]:.1f}%" if k in r else "-"  # noqa: E731
     for name, r in results.items():
-        lines.append(f"| {name} | {r['utterances']} | {r['audio_s']:.0f} | {100 * r['offline_wer']:.1f}% | {100 * r['offline_cer']:.1f}% "
-                     f"| {100 * r['stream_wer']:.1f}% | {100 * r['stream_cer']:.1f}% |")
-    lines.append(f"\nStreaming: cached mode, {chunk_ms} ms chunks, {left_ms} ms left context, no lookahead; greedy CTC.")
+        keys = ["offline_wer", "offline_cer", "stream_wer", "stream_cer"]
+        if with_lm:
+            keys += ["offline_lm_wer", "offline_lm_cer", "stream_lm_wer", "stream_lm_cer"]
+        lines.append(f"| {name} | {r['utterances']} | {r['audio_s']:.0f} | " + " | ".join(pct(r, k) for k in keys) + " |")
+    lines.append(f"\nStreaming: cached mode, {chunk_ms} ms chunks, {left_ms} ms left context, no lookahead. Greedy CTC"
+                 + ("; +LM: beam search with the checkpoint's n-gram LM (the streaming pipeline's finals)." if with_lm else "."))
     return "\n".join(lines)
 
 
@@ -102,8 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--left-context-ms", type=int, default=10240)
     ap.add_argument("--limit", type=int, default=None, help="utterances per set (default: all)")
     ap.add_argument("--json", type=Path, default=Path("runs/eval.json"))
+    ap.add_argument("--lm", choices=["auto", "none"], default="auto",
+                    help="auto: also decode with the checkpoint's language_model/ when it has one")
     args = ap.parse_args(argv)
-    results = evaluate(args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, args.sets.split(","))
+    results = evaluate(args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, args.sets.split(","),
+                       lm=args.lm)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     print(table(results, args.chunk_ms, args.left_context_ms))

@@ -1,0 +1,64 @@
+"""examples.train.evaluate: the held-out scorer behind the default model's card, greedy and with the
+checkpoint's own LM, on two sentences of the bundled example recording (the scores themselves are
+the card's business, measured on the held-out sets; here the wiring)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from engines.api import load_model
+from engines.tokenizer import CTCTokenizer
+from examples.train import evaluate as ev
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "engines" / "default_model"
+
+
+@pytest.fixture(scope="module")
+def sets_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("sets")
+    audio, rate = sf.read(ROOT / "examples" / "hello.wav", dtype="float32")
+    with open(ROOT / "examples" / "hello.segments.tsv", newline="") as f:
+        segs = list(csv.DictReader(f, delimiter="\t"))
+    rows = []
+    for i in (0, 3):  # the first and the last sentence
+        s = segs[i]
+        wav = d / f"utt{i}.wav"
+        sf.write(wav, audio[int(s["start_sample"]) - 3200 : int(s["end_sample"]) + 3200], rate)
+        rows.append((str(wav), s["text"].upper().rstrip(".")))
+    with open(d / "hello.tsv", "w") as f:
+        f.write("audio\ttext\n" + "".join(f"{a}\t{t}\n" for a, t in rows))
+    return d
+
+
+def test_lm_columns_come_from_the_checkpoints_own_lm(sets_dir):
+    res = ev.evaluate(MODEL, sets_dir, 320, 10240, None, ["hello"], lm="auto")["hello"]
+    attrs = ev.find_model_lm(MODEL)
+    assert res["lm"]["alpha"] == attrs["alpha"] and res["lm"]["beta"] == attrs.get("beta", 1.0)
+    assert res["lm"]["beam_width"] == 32
+    # wiring: the reported LM hypotheses are the beam search over the same offline / cached-streaming logits
+    torch.set_num_threads(1)
+    model, tok = load_model(MODEL), CTCTokenizer.from_dir(MODEL)
+    dec = ev.model_lm_decoder(MODEL, tok)
+    wav, _ = ev.read_set(sets_dir / "hello.tsv", None)[0]
+    x = torch.from_numpy(sf.read(wav, dtype="float32")[0])
+    with torch.inference_mode():
+        assert res["examples"][0]["offline_lm"] == ev.beam(dec, model.forward(x[None]).frames[0])
+        assert res["examples"][0]["stream_lm"] == ev.beam(dec, ev.stream_logits(model, x, 320, 10240))
+    assert all(0.0 <= res[k] <= 1.5 for k in ("offline_lm_wer", "offline_lm_cer", "stream_lm_wer", "stream_lm_cer"))
+    md = ev.table({"hello": res}, 320, 10240)
+    assert "streaming +LM CER" in md and f"{100 * res['stream_lm_cer']:.1f}%" in md
+
+
+def test_lm_none_scores_greedy_only(sets_dir):
+    res = ev.evaluate(MODEL, sets_dir, 640, 10240, 1, ["hello"], lm="none")
+    assert res["hello"]["utterances"] == 1
+    assert not any(k.endswith("_lm_cer") for k in res["hello"])
+    assert "+LM" not in ev.table(res, 640, 10240)
+    with pytest.raises(ValueError, match="lm must be"):
+        ev.evaluate(MODEL, sets_dir, 640, 10240, 1, ["hello"], lm="yes")
