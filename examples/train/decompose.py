@@ -38,6 +38,19 @@ def cer(module, rows, norm: str, chunk: int | None, prior) -> float:
     return errors / max(1, chars)
 
 
+def columns(model, chunk: int) -> list[tuple[str, str, int | None]]:
+    """(column name, features normalisation mode, chunk or None for full context), offline first."""
+    norms = [("utterance", "utterance"), ("running", "cumulative")]
+    if model.module.fbank_prior is not None:
+        norms.append(("prior", "prior"))
+    return [(f"{name}, full", mode, None) for name, mode in norms] + [(f"{name}, {chunk * 20} ms", mode, chunk) for name, mode in norms]
+
+
+def decompose(model, rows, chunk: int) -> dict[str, float]:
+    """Column name -> greedy CER over ``rows`` ((wav path, reference) pairs)."""
+    return {col: cer(model.module, rows, mode, c, model.module.fbank_prior) for col, mode, c in columns(model, chunk)}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=Path("engines/default_model"))
@@ -49,9 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    prior = model.module.fbank_prior
-    norms = [("utterance", "utterance"), ("running", "cumulative")] + ([("prior", "prior")] if prior is not None else [])
-    cols = [(f"{name}, full", mode, None) for name, mode in norms] + [(f"{name}, {args.chunk * 20} ms", mode, args.chunk) for name, mode in norms]
+    cols = columns(model, args.chunk)
     print("| set | " + " | ".join(c[0] for c in cols) + " |")
     print("|---|" + "---:|" * len(cols))
     for name in args.sets.split(","):
@@ -60,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"skip {name}: {path} missing (run build_data --stages eval)", file=sys.stderr)
             continue
         rows = read_set(path, args.limit)
-        vals = [cer(model.module, rows, mode, chunk, prior) for _, mode, chunk in cols]
-        print(f"| {name} ({len(rows)}) | " + " | ".join(f"{100 * v:.1f}" for v in vals) + " |", flush=True)
+        vals = decompose(model, rows, args.chunk)
+        print(f"| {name} ({len(rows)}) | " + " | ".join(f"{100 * v:.1f}" for v in vals.values()) + " |", flush=True)
 
 
 if __name__ == "__main__":

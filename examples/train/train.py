@@ -198,13 +198,20 @@ def targets(texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------ model
-def chunk_mask(T: int, chunk: int | None, left_chunks: int | None, keep: torch.Tensor) -> torch.Tensor:
-    """(B, T, T) bool: the engine's chunk mask (``conformer.chunk_attention_mask``) AND real keys."""
+# Cached mode's blocks start at k * C - 1: the stacked fbank runs one frame behind the audio
+# (``Wav2Vec2BertEngine.delay_frames``), so the first chunk yields C - 1 frames and every later one C.
+CACHED_CHUNK_OFFSET = 1
+
+
+def chunk_mask(T: int, chunk: int | None, left_chunks: int | None, keep: torch.Tensor,
+               offset: int = CACHED_CHUNK_OFFSET) -> torch.Tensor:
+    """(B, T, T) bool: the engine's chunk mask (``conformer.chunk_attention_mask``) AND real keys, with
+    the blocks where cached streaming puts them (``offset``)."""
     if chunk is None:
         m = torch.ones(T, T, dtype=torch.bool)
     else:
         left = None if left_chunks is None else left_chunks * chunk
-        m = conformer.chunk_attention_mask(conformer.chunk_block_ids(T, chunk), left)
+        m = conformer.chunk_attention_mask(conformer.chunk_block_ids(T, chunk, offset), left)
     return m.to(keep.device)[None] & keep[:, None, :]
 
 

@@ -62,3 +62,20 @@ def test_lm_none_scores_greedy_only(sets_dir):
     assert "+LM" not in ev.table(res, 640, 10240)
     with pytest.raises(ValueError, match="lm must be"):
         ev.evaluate(MODEL, sets_dir, 640, 10240, 1, ["hello"], lm="yes")
+
+
+def test_decompose_ends_are_the_engines_offline_and_cached_streaming(sets_dir):
+    """examples.train.decompose switches each offline/streaming difference on alone; its two ends must
+    be what the engine really does: utterance norm + full context = offline, prior norm + the 320 ms
+    chunk mask = cached streaming (left context longer than the clips)."""
+    from examples.train import decompose
+
+    model = load_model(MODEL)
+    rows = ev.read_set(sets_dir / "hello.tsv", None)
+    cols = decompose.decompose(model, rows, 16)
+    assert list(cols) == ["utterance, full", "running, full", "prior, full",
+                          "utterance, 320 ms", "running, 320 ms", "prior, 320 ms"]
+    res = ev.evaluate(MODEL, sets_dir, 320, 10240, None, ["hello"], lm="none")["hello"]
+    assert cols["utterance, full"] == pytest.approx(res["offline_cer"])
+    assert cols["prior, 320 ms"] == pytest.approx(res["stream_cer"])
+    assert cols["prior, 320 ms"] != pytest.approx(cols["prior, full"])  # the chunk mask does change the output

@@ -86,3 +86,24 @@ def test_tiny_pack_train_export_roundtrip(tmp_path):
     torch.testing.assert_close(engine.forward(x[None]).frames, ref, atol=1e-4, rtol=1e-4)
     tok = transformers.Wav2Vec2CTCTokenizer.from_pretrained(str(model_dir))
     assert tok.pad_token_id == 0 and tok.decode([0, 12, 12, 0, 12, 2, 4]) == train.decode_ids([0, 12, 12, 0, 12, 2, 4])
+
+
+@pytest.mark.parametrize("chunk,left_chunks", [(16, None), (8, 4), (3, 2)])
+def test_training_chunk_mask_is_what_cached_streaming_runs(chunk, left_chunks):
+    """The recipe's dynamic-chunk forward (prior-normalised batched fbank + ``train.chunk_mask``) gives the
+    logits the cached engine streams, for the bundled model: the model is trained on what it will run."""
+    import soundfile as sf
+
+    from engines.api import load_model
+    from examples.train.train import forward
+
+    torch.set_num_threads(1)
+    model = load_model("engines/default_model")
+    audio = torch.from_numpy(sf.read("examples/hello.wav", dtype="float32")[0][: 16000 * 3])
+    left_ms = 10**6 if left_chunks is None else left_chunks * chunk * 20
+    with torch.inference_mode():
+        want = model.stream(audio, "cached", chunk_ms=chunk * 20, left_context_ms=left_ms, lookahead_ms=0)
+        feats, frames = features.features(audio[None], torch.tensor([audio.numel()]), "prior", model.module.fbank_prior)
+        got, _ = forward(model.module, feats, frames, chunk, left_chunks)
+    assert got.shape[1] == want.shape[0]
+    torch.testing.assert_close(got[0], want, atol=2e-3, rtol=0)
