@@ -190,6 +190,23 @@ def make_batch(audio: torch.Tensor, utts: list[dict], batch: list[list[int]], rn
     return pad, n, texts
 
 
+def resumed_dev_warning(resume: Path | None, seed: int, dev_utts: int) -> str | None:
+    """A warning when the run resumed from held out another dev split than this one will (another seed,
+    or fewer dev utterances): part of this run's dev set was then trained on, and its dev CER flatters."""
+    cfg = None if resume is None else resume / "train_config.json"
+    if cfg is None or not cfg.is_file():
+        return None
+    prev = json.loads(cfg.read_text()).get("args", {})
+    prev_seed, prev_dev = prev.get("seed"), prev.get("dev_utts")
+    if prev_seed is not None and int(prev_seed) != seed:
+        return (f"{resume} was trained with --seed {prev_seed}, this run uses {seed}: its dev split differs, "
+                f"so part of this run's dev set was trained on (dev CER flatters); use --seed {prev_seed}")
+    if prev_dev is not None and int(prev_dev) < dev_utts:
+        return (f"{resume} held out {prev_dev} dev utterances, this run {dev_utts}: the other "
+                f"{dev_utts - int(prev_dev)} were trained on (dev CER flatters)")
+    return None
+
+
 def targets(texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
     ids = [encode_text(t) for t in texts]
     lens = torch.tensor([len(x) for x in ids])
@@ -368,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         audio = audio.to(device)
     dev_idx, train_idx = dev_split(len(utts), args.seed, args.dev_utts)
+    warning = resumed_dev_warning(args.resume, args.seed, args.dev_utts)
+    if warning:
+        log(fh, "WARNING: " + warning)
 
     prior_path = args.resume / "fbank_prior.json" if args.resume is not None else None
     if prior_path is not None and prior_path.is_file():  # a resumed stage keeps its checkpoint's prior

@@ -107,3 +107,16 @@ def test_training_chunk_mask_is_what_cached_streaming_runs(chunk, left_chunks):
         got, _ = forward(model.module, feats, frames, chunk, left_chunks)
     assert got.shape[1] == want.shape[0]
     torch.testing.assert_close(got[0], want, atol=2e-3, rtol=0)
+
+
+def test_resumed_run_with_another_dev_split_is_warned(tmp_path):
+    import json
+
+    from examples.train.train import resumed_dev_warning
+
+    (tmp_path / "train_config.json").write_text(json.dumps({"args": {"seed": "1234", "dev_utts": "300"}}))
+    assert resumed_dev_warning(tmp_path, 1234, 300) is None
+    assert resumed_dev_warning(tmp_path, 1234, 200) is None  # a subset of the same shuffle
+    assert "--seed 1234" in resumed_dev_warning(tmp_path, 4321, 300)
+    assert "other 100 were trained on" in resumed_dev_warning(tmp_path, 1234, 400)
+    assert resumed_dev_warning(None, 1, 300) is None and resumed_dev_warning(tmp_path / "none", 1, 300) is None
