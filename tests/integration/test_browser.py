@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "examples" / "hello.wav"
 CLIP_SECONDS = 4.0  # "The quick brown fox jumps over the lazy dog." (0.6 s to 3.6 s)
 REFERENCE = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"
-# The bundled demo model reads this clip offline as "THE QUICK BROWN FACJUMPSOVER THE LAZY DOG" (6 of the
+# The bundled demo model reads this clip offline as "THE QUICK BROWN FAXJUMPSOVER THE LAZY DOG" (6 of the
 # 9 words); through the page's capture and resampling it has given 5-6. Noise or a broken path gives ~0.
 MIN_WORD_HITS = 4
 
