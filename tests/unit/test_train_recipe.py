@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ import torch
 from engines import frontend_fbank as fb
 from examples.train import augment, features
 from examples.train.text import normalize, number_words
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_normalize_spells_numbers_and_keeps_apostrophes():
@@ -98,8 +101,8 @@ def test_training_chunk_mask_is_what_cached_streaming_runs(chunk, left_chunks):
     from examples.train.train import forward
 
     torch.set_num_threads(1)
-    model = load_model("engines/default_model")
-    audio = torch.from_numpy(sf.read("examples/hello.wav", dtype="float32")[0][: 16000 * 3])
+    model = load_model(ROOT / "engines" / "default_model")
+    audio = torch.from_numpy(sf.read(ROOT / "examples" / "hello.wav", dtype="float32")[0][: 16000 * 3])
     left_ms = 10**6 if left_chunks is None else left_chunks * chunk * 20
     with torch.inference_mode():
         want = model.stream(audio, "cached", chunk_ms=chunk * 20, left_context_ms=left_ms, lookahead_ms=0)
