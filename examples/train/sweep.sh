@@ -4,6 +4,7 @@
 #
 #   OUT=runs/sweep MINUTES=7 bash examples/train/sweep.sh              # SET=first: three from scratch
 #   OUT=runs/sweep2 RESUME=runs/sweep/noaug SET=continue bash examples/train/sweep.sh
+#   OUT=/tmp/sw RESUME=runs/r16d SET=long MINUTES=22 DEV_UTTS=300 bash examples/train/sweep.sh   # see gpu_lease.md
 #
 # Per run it leaves weights_*.safetensors and one meta.tgz (log, dev.json, train_config.json), few files
 # for the device's return trip. Used for the default model: one 10-minute device call tries several
@@ -14,13 +15,22 @@ PY=${PY:-python3}
 OUT=${OUT:-runs/sweep}
 MINUTES=${MINUTES:-7}
 SET=${SET:-first}
-COMMON=(--pack data/pack --size base --minutes "$MINUTES" --workers 5 --dev-utts 200)
+COMMON=(--pack data/pack --size base --minutes "$MINUTES" --workers 5 --dev-utts "${DEV_UTTS:-200}")
 declare -A CONFIGS
 if [ "$SET" = first ]; then
   CONFIGS=(
     [cur]="--lr 1e-3 --warmup 0.1 --curriculum 0.3 --aug light --batch-seconds 150"
     [noaug]="--lr 1e-3 --warmup 0.1 --no-augment --p-full 0.5 --batch-seconds 150"
     [base]="--lr 5e-4 --warmup 0.2 --curriculum 0.2 --batch-seconds 300"
+  )
+elif [ "$SET" = long ]; then
+  # one long lease resuming a shipped model: three learning-rate / augmentation settings side by side
+  [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1 || { echo "SET=long needs RESUME"; exit 2; }
+  echo "resume: $RESUME"
+  CONFIGS=(
+    [light]="--resume $RESUME --lr 5e-4 --warmup 0.05 --aug light --p-full 0.25 --batch-seconds 150"
+    [full]="--resume $RESUME --lr 5e-4 --warmup 0.05 --aug full --p-full 0.25 --batch-seconds 150"
+    [gentle]="--resume $RESUME --lr 2e-4 --warmup 0.05 --aug light --p-full 0.15 --batch-seconds 150"
   )
 else
   R=()
@@ -44,3 +54,4 @@ for name in "${!CONFIGS[@]}"; do
   mv "$OUT/$name.log" "$OUT/$name/stdout.log"
   tar -czf "$OUT/$name/meta.tgz" -C "$OUT/$name" --remove-files $(cd "$OUT/$name" && ls | grep -v '^weights_')
 done
+touch "$OUT/DONE"

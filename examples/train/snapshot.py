@@ -1,0 +1,69 @@
+"""Copy training runs' weights as one fp16 file each, for a device's return trip or a carry (<= 16 MiB a file).
+
+    python -m examples.train.snapshot runs/sweep/light runs/sweep/full --out $OUT/snap
+
+Each run folder ``R`` becomes ``OUT/<R's name>.safetensors`` (fp16) and ``OUT/<R's name>.tgz`` (log.txt,
+dev.json, train_config.json, fbank_prior.json, whichever exist). Weights are read while training may be
+writing them: a file that does not load is retried once, after a second, and otherwise skipped with a message.
+``--as-run DIR`` instead writes one run as a folder ``train.py --resume`` takes (weights_0 + its json files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+META = ("log.txt", "dev.json", "train_config.json", "fbank_prior.json")
+
+
+def half_state(run: Path) -> dict:
+    from safetensors.torch import load_file
+    sd = {}
+    for p in sorted(run.glob("weights_*.safetensors")):
+        sd.update(load_file(str(p)))
+    if not sd:
+        raise FileNotFoundError(f"no weights_*.safetensors in {run}")
+    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from safetensors.torch import save_file
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--as-run", action="store_true", help="write the one run as a resumable folder OUT")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.as_run and len(args.runs) != 1:
+        raise SystemExit("--as-run takes one run")
+    for run in args.runs:
+        for attempt in range(2):
+            try:
+                sd = half_state(run)
+                break
+            except Exception as exc:  # noqa: BLE001 - a half-written file while training saves
+                if attempt:
+                    print(f"skipped {run}: {exc}")
+                    sd = None
+                time.sleep(1.0)
+        if sd is None:
+            continue
+        if args.as_run:
+            save_file(sd, str(args.out / "weights_0.safetensors"))
+            for name in META:
+                if (run / name).is_file():
+                    shutil.copy(run / name, args.out / name)
+        else:
+            save_file(sd, str(args.out / f"{run.name}.safetensors"))
+            with tarfile.open(args.out / f"{run.name}.tgz", "w:gz") as tar:
+                for name in META:
+                    if (run / name).is_file():
+                        tar.add(run / name, arcname=name)
+        print(f"{run} -> {args.out}: {len(sd)} tensors, {sum(v.numel() for v in sd.values()) / 1e6:.2f} M params (fp16)")
+
+
+if __name__ == "__main__":
+    main()
