@@ -26,7 +26,4 @@ runs=$(find "$SW" -mindepth 1 -maxdepth 1 -type d | sort)
 [ -n "$runs" ] || { echo "no runs in $SW"; exit 1; }
 # shellcheck disable=SC2086
 ${PY:-python3} -m examples.train.snapshot $runs --out "$DEST"
-for r in $runs; do  # a finished run keeps its logs in meta.tgz (sweep.sh): ship that instead
-  [ -f "$r/meta.tgz" ] && cp "$r/meta.tgz" "$DEST/$(basename "$r").tgz"
-done
 ls -la "$DEST"

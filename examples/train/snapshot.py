@@ -3,7 +3,7 @@
     python -m examples.train.snapshot runs/sweep/light runs/sweep/full --out $OUT/snap
 
 Each run folder ``R`` becomes ``OUT/<R's name>.safetensors`` (fp16) and ``OUT/<R's name>.tgz`` (log.txt,
-dev.json, train_config.json, fbank_prior.json, whichever exist). Weights are read while training may be
+stdout.log, dev.json, train_config.json, fbank_prior.json, whichever exist). Weights are read while training may be
 writing them: a file that does not load is retried once, after a second, and otherwise skipped with a message.
 ``--as-run DIR`` instead writes one run as a folder ``train.py --resume`` takes (weights_0 + its json files).
 """
@@ -16,7 +16,7 @@ import tarfile
 import time
 from pathlib import Path
 
-META = ("log.txt", "dev.json", "train_config.json", "fbank_prior.json")
+META = ("log.txt", "stdout.log", "dev.json", "train_config.json", "fbank_prior.json")
 
 
 def half_state(run: Path) -> dict:

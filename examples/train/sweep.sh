@@ -6,16 +6,19 @@
 #   OUT=runs/sweep2 RESUME=runs/sweep/noaug SET=continue bash examples/train/sweep.sh
 #   OUT=/tmp/sw RESUME=runs/r16d SET=long MINUTES=22 DEV_UTTS=300 bash examples/train/sweep.sh   # see gpu_lease.md
 #
-# Per run it leaves weights_*.safetensors and one meta.tgz (log, dev.json, train_config.json), few files
-# for the device's return trip. Used for the default model: one 10-minute device call tries several
-# configurations at once instead of betting the call on one (see README.md for the history).
+# Per run it leaves a folder train.py --resume and soup.py take (weights_*.safetensors, log.txt, dev.json,
+# train_config.json, fbank_prior.json). For the device's return trip, lease_snap.sh packs each run into two
+# files (fp16 weights, logs). Used for the default model: one device lease tries several configurations at
+# once instead of betting it on one (see README.md for the history).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
 OUT=${OUT:-runs/sweep}
 MINUTES=${MINUTES:-7}
 SET=${SET:-first}
-COMMON=(--pack data/pack --size base --minutes "$MINUTES" --workers 5 --dev-utts "${DEV_UTTS:-200}")
+# --threads 1: on a CPU the runs share the cores (a GPU run ignores it)
+COMMON=(--pack data/pack --size "${SIZE:-base}" --minutes "$MINUTES" --workers 5 --threads 1 --dev-utts "${DEV_UTTS:-200}"
+        --seed "${SEED:-1234}")
 declare -A CONFIGS
 if [ "$SET" = first ]; then
   CONFIGS=(
@@ -52,6 +55,5 @@ for name in "${!CONFIGS[@]}"; do
   grep -E "dev CER|loaded|resumed|Error|error" "$OUT/$name.log" | tail -12
   tail -2 "$OUT/$name.log"
   mv "$OUT/$name.log" "$OUT/$name/stdout.log"
-  tar -czf "$OUT/$name/meta.tgz" -C "$OUT/$name" --remove-files $(cd "$OUT/$name" && ls | grep -v '^weights_')
 done
 touch "$OUT/DONE"

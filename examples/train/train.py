@@ -264,8 +264,13 @@ def shrink_residual_branches(model, num_layers: int) -> None:
 
 
 def save_weights(model, out: Path, max_bytes: int = 15 * 2**20) -> list[str]:
+    return save_weights_dict(model.state_dict(), out, max_bytes)
+
+
+def save_weights_dict(state: dict, out: Path, max_bytes: int = 15 * 2**20) -> list[str]:
+    """``out/weights_{i}.safetensors``, fp32, split at ``max_bytes`` (the device returns files <= 16 MiB)."""
     from safetensors.torch import save_file
-    sd = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().float().contiguous().cpu() for k, v in state.items()}
     parts, cur, size = [], {}, 0
     for k, v in sd.items():
         b = v.numel() * 4
@@ -293,6 +298,35 @@ def load_weights(model, folder: Path) -> None:
     for p in sorted(folder.glob("weights_*.safetensors")):
         sd.update(load_file(str(p)))
     model.load_state_dict(sd, strict=True)
+
+
+def dev_scores(model, audio, utts, dev_idx, device, norm: str, stream_norm: str, prior) -> dict[str, float]:
+    """The dev CERs a finished run records in dev.json: full context, and 320 ms chunks with all and with
+    16 chunks of left context, streaming-normalised (``norm`` other than "mix" overrides both)."""
+    out = {}
+    for name, (nm, chunk, left) in {"full_utterance": ("utterance", None, None), f"chunk16_{stream_norm}": (stream_norm, 16, None),
+                                    f"chunk16_left16_{stream_norm}": (stream_norm, 16, 16)}.items():
+        if norm != "mix":
+            nm = norm
+        out[f"dev_cer_{name}"] = greedy_cer(model, audio, utts, dev_idx, device, nm, chunk, left, prior=prior)
+    return out
+
+
+def score_dev(run: Path, pack: Path, seed: int, dev_utts: int, device: str = "cpu") -> dict[str, float]:
+    """dev.json's CERs for the weights in ``run`` (its train_config.json and fbank_prior.json), on the dev
+    split ``seed``/``dev_utts`` of ``pack``: for weights no training loop scored, e.g. an average (soup.py)."""
+    cfg = json.loads((run / "train_config.json").read_text())
+    run_args = cfg["args"]
+    prior = fb.FbankPrior.from_json(json.loads((run / "fbank_prior.json").read_text()), str(run / "fbank_prior.json"))
+    model = w2vb.build_model(cfg["model"], "ctc", seed=seed)
+    load_weights(model, run)
+    dev = torch.device(device)
+    model = model.to(dev)
+    audio, utts = load_pack(pack, None, min(4, os.cpu_count() or 1))
+    if dev.type == "cuda":
+        audio = audio.to(dev)
+    dev_idx, _ = dev_split(len(utts), seed, dev_utts)
+    return dev_scores(model, audio, utts, dev_idx, dev, run_args.get("norm", "mix"), run_args.get("stream_norm", "prior"), prior)
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -474,12 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     log(fh, f"trained {step} steps, {seen_s / 3600:.1f} h of (augmented) audio in {train_s:.0f} s "
             f"({seen_s / max(train_s, 1e-9):.0f} audio-s/s); saved {names}")
     dev = {"steps": step, "train_seconds": train_s, "audio_hours_seen": seen_s / 3600, "audio_s_per_s": seen_s / max(train_s, 1e-9)}
-    sn = args.stream_norm
-    for name, (norm, chunk, left) in {"full_utterance": ("utterance", None, None), f"chunk16_{sn}": (sn, 16, None),
-                                      f"chunk16_left16_{sn}": (sn, 16, 16)}.items():
-        if args.norm != "mix":
-            norm = args.norm
-        dev[f"dev_cer_{name}"] = greedy_cer(model, audio, utts, dev_idx, device, norm, chunk, left, prior=prior)
+    dev.update(dev_scores(model, audio, utts, dev_idx, device, args.norm, args.stream_norm, prior))
     log(fh, "dev (voices seen in training, utterances not):", json.dumps(dev))
     (args.out / "dev.json").write_text(json.dumps(dev, indent=1))
     fh.close()

@@ -3,6 +3,7 @@ augmentation shapes, and a tiny end-to-end CPU run (pack -> train -> export -> e
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
@@ -58,20 +59,31 @@ def test_augmentation_keeps_shapes_padding_and_range():
     assert masked.shape == mel.shape and (masked != mel).any()
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None, reason="needs espeak-ng and ffmpeg")
-def test_tiny_pack_train_export_roundtrip(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    from engines.api import load_model
-    from examples.train import build_data, export, train, voices
+needs_tts = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
+                               reason="needs espeak-ng and ffmpeg")
+
+
+def _tiny_pack(pack: Path) -> list:
+    from examples.train import build_data, voices
 
     rng = random.Random(0)
     utts = []
     for text in ["HELLO WORLD", "THE QUICK BROWN FOX", "ONE TWO THREE"]:
         audio, voice = voices.synth_train("espeak", text, rng)
         utts.append((voices.trim_silence(audio), voice, text))
-    pack = tmp_path / "pack"
     pack.mkdir()
     build_data._write_rows(pack / "index.tsv", build_data.write_shards("espeak", utts, pack))
+    return utts
+
+
+@needs_tts
+def test_tiny_pack_train_export_roundtrip(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from engines.api import load_model
+    from examples.train import export, train
+
+    pack = tmp_path / "pack"
+    utts = _tiny_pack(pack)
     audio, loaded = train.load_pack(pack, None, 1)
     assert [u["text"] for u in loaded] == ["HELLO WORLD", "THE QUICK BROWN FOX", "ONE TWO THREE"]
     assert abs(loaded[0]["n"] - len(utts[0][0])) == 0
@@ -113,8 +125,6 @@ def test_training_chunk_mask_is_what_cached_streaming_runs(chunk, left_chunks):
 
 
 def test_resumed_run_with_another_dev_split_is_warned(tmp_path):
-    import json
-
     from examples.train.train import resumed_dev_warning
 
     (tmp_path / "train_config.json").write_text(json.dumps({"args": {"seed": "1234", "dev_utts": "300"}}))
@@ -123,3 +133,48 @@ def test_resumed_run_with_another_dev_split_is_warned(tmp_path):
     assert "--seed 1234" in resumed_dev_warning(tmp_path, 4321, 300)
     assert "other 100 were trained on" in resumed_dev_warning(tmp_path, 1234, 400)
     assert resumed_dev_warning(None, 1, 300) is None and resumed_dev_warning(tmp_path / "none", 1, 300) is None
+
+
+@needs_tts
+def test_snapshot_resume_and_soup_of_two_runs(tmp_path):
+    """Stage e's path on a tiny pack: a run's fp16 snapshot (snapshot --as-run, the carry to the device)
+    resumes, and soup.py averages the two runs, keeps their prior, and scores the average on their dev split."""
+    from safetensors.torch import load_file
+
+    from examples.train import snapshot, soup, train
+
+    pack = tmp_path / "pack"
+    _tiny_pack(pack)
+    run_a, carry, run_b, avg = (tmp_path / n for n in ("a", "carry", "b", "avg"))
+    train.main(["--smoke", "--pack", str(pack), "--out", str(run_a), "--dev-utts", "1"])
+    snapshot.main([str(run_a), "--out", str(carry), "--as-run"])
+    half = load_file(str(carry / "weights_0.safetensors"))
+    full = {k: v for p in sorted(run_a.glob("weights_*.safetensors")) for k, v in load_file(str(p)).items()}
+    assert half.keys() == full.keys() and all(v.dtype == torch.float16 for v in half.values() if v.is_floating_point())
+    train.main(["--smoke", "--pack", str(pack), "--out", str(run_b), "--dev-utts", "1", "--resume", str(carry)])
+    assert (run_b / "fbank_prior.json").read_text() == (run_a / "fbank_prior.json").read_text()
+
+    soup.main([str(run_a), str(run_b), "--out", str(avg), "--pack", str(pack)])
+    b = {k: v for p in sorted(run_b.glob("weights_*.safetensors")) for k, v in load_file(str(p)).items()}
+    got = {k: v for p in sorted(avg.glob("weights_*.safetensors")) for k, v in load_file(str(p)).items()}
+    assert any(not torch.equal(full[k], b[k]) for k in full)  # the resumed run trained
+    for k in full:
+        torch.testing.assert_close(got[k], (full[k] + b[k]) / 2)
+    dev = json.loads((avg / "dev.json").read_text())
+    assert dev["dev_cer_full_utterance"] >= 0.0 and "dev_cer_chunk16_prior" in dev  # a 3-step model: CER can pass 1
+    # the averaged folder is itself a run: it resumes, exports and scores like one
+    assert train.score_dev(avg, pack, 1234, 1)["dev_cer_full_utterance"] == dev["dev_cer_full_utterance"]
+
+
+def test_soup_refuses_runs_of_another_architecture(tmp_path):
+    from safetensors.torch import save_file
+
+    from examples.train import soup
+
+    for name, shape in (("a", (4, 4)), ("b", (4, 5))):
+        (tmp_path / name).mkdir()
+        save_file({"w": torch.zeros(shape)}, str(tmp_path / name / "weights_0.safetensors"))
+    with pytest.raises(SystemExit, match="another architecture"):
+        soup.average([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(SystemExit, match="no weights"):
+        soup.average([tmp_path / "a", tmp_path / "missing"])
