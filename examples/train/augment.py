@@ -3,7 +3,7 @@
 Per utterance, each with its own probability: speed (resampling, 0.85-1.15), gain, reverberation
 (synthetic exponentially decaying room responses), additive coloured noise at a random SNR,
 telephone band (300-3400 Hz, 8 kHz, mu-law) or a random low-pass, and clipping. On features:
-SpecAugment-style frequency and time masks.
+vocal-tract-length perturbation (off unless ``p_vtlp``) and SpecAugment-style frequency and time masks.
 
 Shape legend: B batch, N samples, T frames, M mel bins.
 """
@@ -32,6 +32,8 @@ class AugmentConfig:
     p_telephone: float = 0.12
     p_lowpass: float = 0.12
     p_clip: float = 0.05
+    p_vtlp: float = 0.0  # vocal-tract-length perturbation of the spectrum (features.vtlp_matrix)
+    vtlp_range: tuple[float, float] = (0.9, 1.1)
     freq_masks: int = 2
     freq_mask_bins: int = 12
     time_mask_ratio: float = 0.05  # at most this fraction of frames masked, in masks of <= 20 frames
@@ -94,6 +96,17 @@ def mu_law(wave: Tensor, bits: int = 8) -> Tensor:
     y = torch.sign(wave) * torch.log1p(mu * wave.abs().clamp(max=1)) / math.log1p(mu)
     y = torch.round((y + 1) / 2 * mu) / mu * 2 - 1
     return torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu
+
+
+def vtlp_factors(B: int, cfg: AugmentConfig, device, gen: torch.Generator) -> Tensor | None:
+    """(B,) warp factors for ``features.log_mel``: uniform in ``vtlp_range`` with probability ``p_vtlp``, else 1;
+    None when ``p_vtlp`` is 0 (the unwarped fast path)."""
+    if cfg.p_vtlp <= 0:
+        return None
+    lo, hi = cfg.vtlp_range
+    alpha = lo + (hi - lo) * torch.rand(B, device=device, generator=gen)
+    keep = torch.rand(B, device=device, generator=gen) >= cfg.p_vtlp
+    return torch.where(keep, torch.ones_like(alpha), alpha)
 
 
 def augment_waves(wave: Tensor, n: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:

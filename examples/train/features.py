@@ -30,15 +30,41 @@ def frame_counts(num_samples: Tensor) -> Tensor:
     return torch.where(num_samples >= fb.FRAME_LENGTH, 1 + (num_samples - fb.FRAME_LENGTH) // fb.HOP_LENGTH, 0)
 
 
-def log_mel(wave: Tensor) -> Tensor:
-    """(B, N) float in [-1, 1] -> (B, T, M) unnormalised log-mel; frames past an utterance's end are garbage."""
+def log_mel(wave: Tensor, warp: Tensor | None = None) -> Tensor:
+    """(B, N) float in [-1, 1] -> (B, T, M) unnormalised log-mel; frames past an utterance's end are garbage.
+
+    ``warp`` (B,): vocal-tract-length perturbation factors (``vtlp_matrix``), 1 = none."""
     mel, window = _constants(wave.device)
     x = wave.float() * 32768.0
     frames = x.unfold(1, fb.FRAME_LENGTH, fb.HOP_LENGTH)  # (B, T, 400)
     frames = frames - frames.mean(dim=2, keepdim=True)
     frames = torch.cat([frames[..., :1] * (1.0 - fb.PREEMPHASIS), frames[..., 1:] - fb.PREEMPHASIS * frames[..., :-1]], dim=2)
     power = torch.fft.rfft(frames * window, n=fb.FFT_LENGTH, dim=2).abs().pow(2)  # (B, T, 257)
-    return torch.clamp(power @ mel, min=fb.MEL_FLOOR).log()
+    if warp is None:
+        return torch.clamp(power @ mel, min=fb.MEL_FLOOR).log()
+    filters = vtlp_matrix(warp, power.shape[2]).transpose(1, 2) @ mel  # (B, 257, M)
+    return torch.clamp(power @ filters, min=fb.MEL_FLOOR).log()
+
+
+def vtlp_matrix(alpha: Tensor, bins: int, boundary: float = 0.8) -> Tensor:
+    """(B,) warp factors -> (B, bins, bins) R with ``warped_power = power @ R.T``: vocal-tract-length
+    perturbation (Jaitly & Hinton 2013). Energy at frequency f moves to ``alpha * f`` below a boundary
+    (``boundary`` of Nyquist, scaled by min(alpha, 1)), and above it a straight line takes the rest of the band to
+    Nyquist, so nothing leaves the band. Each output bin linearly interpolates the input bin its
+    frequency maps back to. alpha > 1 moves formants up (a shorter vocal tract), < 1 down."""
+    nyq = float(bins - 1)
+    f = torch.arange(bins, device=alpha.device, dtype=torch.float32)[None, :]  # output bins (B=1, K)
+    a = alpha.float()[:, None]
+    hi = boundary * nyq * torch.clamp(a, max=1.0)  # the warped-axis knee
+    # inverse map: output frequency f came from source frequency s
+    below = f / a
+    knee_src = hi / a
+    above = knee_src + (f - hi) * (nyq - knee_src) / (nyq - hi)
+    src = torch.where(f <= hi, below, above).clamp(0, nyq)  # (B, K)
+    lo = src.floor().long().clamp(max=bins - 2)
+    w = (src - lo.float())[..., None]
+    eye = torch.eye(bins, device=alpha.device)
+    return eye[lo] * (1 - w) + eye[lo + 1] * w  # (B, K, bins)
 
 
 def normalize(feats: Tensor, frames: Tensor, mode: str, prior: fb.FbankPrior | None = None) -> Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -386,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-shards-per-source", type=int, default=None)
     ap.add_argument("--dev-utts", type=int, default=300)
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--vtlp", type=float, default=0.0, help="probability of a vocal-tract-length warp (0.9-1.1) per utterance")
     ap.add_argument("--aug", default="full", choices=["full", "light"], help="augmentation strength (augment.LIGHT)")
     ap.add_argument("--save-every-s", type=float, default=60.0)
     ap.add_argument("--dev-every-s", type=float, default=None, help="log a 64-utterance dev CER this often (default: 90 s on a GPU, never on a CPU)")
@@ -441,6 +443,8 @@ def main(argv: list[str] | None = None) -> None:
     log(fh, f"model {n_params / 1e6:.2f} M params, config {model_config}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     aug = None if args.no_augment else (augment.LIGHT if args.aug == "light" else augment.AugmentConfig())
+    if aug is not None and args.vtlp > 0:
+        aug = dataclasses.replace(aug, p_vtlp=args.vtlp)
     budget_s = args.minutes * 60
     warmup = args.warmup if args.resume is None else args.warmup / 3
     (args.out / "train_config.json").write_text(json.dumps(
@@ -472,7 +476,8 @@ def main(argv: list[str] | None = None) -> None:
             frames10 = features.frame_counts(n)
             if batch_aug is not None:
                 wave = augment.augment_waves(wave, n, batch_aug, gen)
-                mel = augment.spec_augment(features.log_mel(wave), frames10, batch_aug, gen)
+                warp = augment.vtlp_factors(wave.shape[0], batch_aug, device, gen)
+                mel = augment.spec_augment(features.log_mel(wave, warp), frames10, batch_aug, gen)
             else:
                 mel = features.log_mel(wave)
             norm = "utterance" if plain else (args.norm if args.norm != "mix" else rng.choice(["utterance", args.stream_norm]))

@@ -178,3 +178,21 @@ def test_soup_refuses_runs_of_another_architecture(tmp_path):
         soup.average([tmp_path / "a", tmp_path / "b"])
     with pytest.raises(SystemExit, match="no weights"):
         soup.average([tmp_path / "a", tmp_path / "missing"])
+
+
+def test_vtlp_warp_moves_formants_and_keeps_the_band():
+    sr, n = 16000, 16000
+    t = torch.arange(n) / sr
+    wave = (0.3 * torch.sin(2 * torch.pi * 1000.0 * t))[None].repeat(3, 1)
+    alpha = torch.tensor([1.0, 1.1, 0.9])
+    torch.testing.assert_close(features.log_mel(wave, alpha)[0], features.log_mel(wave)[0], atol=1e-4, rtol=0)
+    R = features.vtlp_matrix(alpha, 257)
+    assert torch.allclose(R.sum(2), torch.ones(3, 257))  # each output bin interpolates, no energy invented
+    power = torch.fft.rfft(wave[:, 4000:4512], n=512).abs().pow(2)
+    peaks = (power[:, None, :] @ R.transpose(1, 2))[:, 0].argmax(1) * sr / 512  # warped spectrum's peak, Hz
+    assert abs(peaks[0] - 1000) < 40 and abs(peaks[1] - 1100) < 40 and abs(peaks[2] - 900) < 40
+    # the top of the band still maps to Nyquist, and the warp is monotone
+    assert torch.equal(R[:, -1].argmax(1), torch.full((3,), 256))
+    cfg = augment.AugmentConfig(p_vtlp=1.0)
+    f = augment.vtlp_factors(64, cfg, "cpu", torch.Generator().manual_seed(0))
+    assert ((f >= 0.9) & (f <= 1.1)).all() and augment.vtlp_factors(4, augment.AugmentConfig(), "cpu", torch.Generator()) is None
