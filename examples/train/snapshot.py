@@ -5,7 +5,8 @@
 Each run folder ``R`` becomes ``OUT/<R's name>.safetensors`` (fp16) and ``OUT/<R's name>.tgz`` (log.txt,
 stdout.log, dev.json, train_config.json, fbank_prior.json, whichever exist). Weights are read while training may be
 writing them: a file that does not load is retried once, after a second, and otherwise skipped with a message.
-``--as-run DIR`` instead writes one run as a folder ``train.py --resume`` takes (weights_0 + its json files).
+With ``--as-run``, the one run is instead written as a folder OUT that ``train.py --resume`` takes
+(``weights_0.safetensors`` in fp16, and the run's json and log files).
 """
 
 from __future__ import annotations
@@ -16,17 +17,13 @@ import tarfile
 import time
 from pathlib import Path
 
+from examples.train.train import read_weights
+
 META = ("log.txt", "stdout.log", "dev.json", "train_config.json", "fbank_prior.json")
 
 
 def half_state(run: Path) -> dict:
-    from safetensors.torch import load_file
-    sd = {}
-    for p in sorted(run.glob("weights_*.safetensors")):
-        sd.update(load_file(str(p)))
-    if not sd:
-        raise FileNotFoundError(f"no weights_*.safetensors in {run}")
-    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in read_weights(run).items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.as_run and len(args.runs) != 1:
         raise SystemExit("--as-run takes one run")
     for run in args.runs:
+        sd = None
         for attempt in range(2):
             try:
                 sd = half_state(run)
@@ -47,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
             except Exception as exc:  # noqa: BLE001 - a half-written file while training saves
                 if attempt:
                     print(f"skipped {run}: {exc}")
-                    sd = None
-                time.sleep(1.0)
+                else:
+                    time.sleep(1.0)
         if sd is None:
             continue
         if args.as_run:

@@ -19,15 +19,11 @@ import torch
 
 
 def average(runs: list[Path]) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-    states = []
-    for run in runs:
-        sd: dict[str, torch.Tensor] = {}
-        for p in sorted(run.glob("weights_*.safetensors")):
-            sd.update(load_file(str(p)))
-        if not sd:
-            raise SystemExit(f"no weights_*.safetensors in {run}")
-        states.append(sd)
+    from examples.train.train import read_weights
+    try:
+        states = [read_weights(run) for run in runs]
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
     keys = set(states[0])
     for run, sd in zip(runs[1:], states[1:]):
         if set(sd) != keys or any(sd[k].shape != states[0][k].shape for k in keys):

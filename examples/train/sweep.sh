@@ -4,7 +4,7 @@
 #
 #   OUT=runs/sweep MINUTES=7 bash examples/train/sweep.sh              # SET=first: three from scratch
 #   OUT=runs/sweep2 RESUME=runs/sweep/noaug SET=continue bash examples/train/sweep.sh
-#   OUT=/tmp/sw RESUME=runs/r16d SET=long MINUTES=22 DEV_UTTS=300 bash examples/train/sweep.sh   # see gpu_lease.md
+#   OUT=/tmp/sw RESUME=runs/r16d SET=long MINUTES=21 DEV_UTTS=300 bash examples/train/sweep.sh  # README.md: "The next GPU run"
 #
 # Per run it leaves a folder train.py --resume and soup.py take (weights_*.safetensors, log.txt, dev.json,
 # train_config.json, fbank_prior.json). For the device's return trip, lease_snap.sh packs each run into two

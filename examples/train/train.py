@@ -293,12 +293,19 @@ def save_weights_dict(state: dict, out: Path, max_bytes: int = 15 * 2**20) -> li
     return names
 
 
-def load_weights(model, folder: Path) -> None:
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """A run folder's state dict, joined from its ``weights_*.safetensors`` parts (``save_weights_dict``)."""
     from safetensors.torch import load_file
-    sd = {}
+    sd: dict[str, torch.Tensor] = {}
     for p in sorted(folder.glob("weights_*.safetensors")):
         sd.update(load_file(str(p)))
-    model.load_state_dict(sd, strict=True)
+    if not sd:
+        raise FileNotFoundError(f"no weights_*.safetensors in {folder}")
+    return sd
+
+
+def load_weights(model, folder: Path) -> None:
+    model.load_state_dict(read_weights(folder), strict=True)
 
 
 def dev_scores(model, audio, utts, dev_idx, device, norm: str, stream_norm: str, prior) -> dict[str, float]:

@@ -139,8 +139,6 @@ def test_resumed_run_with_another_dev_split_is_warned(tmp_path):
 def test_snapshot_resume_and_soup_of_two_runs(tmp_path):
     """Stage e's path on a tiny pack: a run's fp16 snapshot (snapshot --as-run, the carry to the device)
     resumes, and soup.py averages the two runs, keeps their prior, and scores the average on their dev split."""
-    from safetensors.torch import load_file
-
     from examples.train import snapshot, soup, train
 
     pack = tmp_path / "pack"
@@ -148,15 +146,14 @@ def test_snapshot_resume_and_soup_of_two_runs(tmp_path):
     run_a, carry, run_b, avg = (tmp_path / n for n in ("a", "carry", "b", "avg"))
     train.main(["--smoke", "--pack", str(pack), "--out", str(run_a), "--dev-utts", "1"])
     snapshot.main([str(run_a), "--out", str(carry), "--as-run"])
-    half = load_file(str(carry / "weights_0.safetensors"))
-    full = {k: v for p in sorted(run_a.glob("weights_*.safetensors")) for k, v in load_file(str(p)).items()}
+    half = train.read_weights(carry)
+    full = train.read_weights(run_a)
     assert half.keys() == full.keys() and all(v.dtype == torch.float16 for v in half.values() if v.is_floating_point())
     train.main(["--smoke", "--pack", str(pack), "--out", str(run_b), "--dev-utts", "1", "--resume", str(carry)])
     assert (run_b / "fbank_prior.json").read_text() == (run_a / "fbank_prior.json").read_text()
 
     soup.main([str(run_a), str(run_b), "--out", str(avg), "--pack", str(pack)])
-    b = {k: v for p in sorted(run_b.glob("weights_*.safetensors")) for k, v in load_file(str(p)).items()}
-    got = {k: v for p in sorted(avg.glob("weights_*.safetensors")) for k, v in load_file(str(p)).items()}
+    b, got = train.read_weights(run_b), train.read_weights(avg)
     assert any(not torch.equal(full[k], b[k]) for k in full)  # the resumed run trained
     for k in full:
         torch.testing.assert_close(got[k], (full[k] + b[k]) / 2)
