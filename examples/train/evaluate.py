@@ -129,10 +129,10 @@ def table(results: dict, chunk_ms: int, left_ms: int) -> str:
         rule += "---|---|---|---|"
     lines = [head, rule]
     pct = lambda r, k: f"{100 * r[k]:.1f}%" if k in r else "-"  # noqa: E731
+    keys = ["offline_wer", "offline_cer", "stream_wer", "stream_cer"]
+    if with_lm:
+        keys += ["offline_lm_wer", "offline_lm_cer", "stream_lm_wer", "stream_lm_cer"]
     for name, r in results.items():
-        keys = ["offline_wer", "offline_cer", "stream_wer", "stream_cer"]
-        if with_lm:
-            keys += ["offline_lm_wer", "offline_lm_cer", "stream_lm_wer", "stream_lm_cer"]
         lines.append(f"| {name} | {r['utterances']} | {r['audio_s']:.0f} | " + " | ".join(pct(r, k) for k in keys) + " |")
     lines.append(f"\nStreaming: cached mode, {chunk_ms} ms chunks, {left_ms} ms left context, no lookahead. Greedy CTC"
                  + ("; +LM: beam search with the checkpoint's n-gram LM (the streaming pipeline's finals)." if with_lm else "."))

@@ -42,8 +42,10 @@ $PY -m examples.train.build_data --seed "$SEED"
 STAGE_B=$RUN/light
 # the --size of a finished stage, from its train_config.json
 size_of() { $PY -c 'import json,sys; h=json.load(open(sys.argv[1]))["model"]["hidden_size"]; print({192:"base",144:"cpu",96:"small"}[h])' "$1/train_config.json"; }
+# whether torch sees a GPU here
+has_gpu() { $PY -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; }
 if [ ! -f "$STAGE_B/dev.json" ]; then
-  if $PY -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  if has_gpu; then
     MIN_A=${TRAIN_MINUTES_A:-7.5}; MIN_B=${TRAIN_MINUTES_B:-8.4}; SIZE=${SIZE:-base}; BATCH=${BATCH_SECONDS:-150}
   else
     MIN_A=${TRAIN_MINUTES_A:-90}; MIN_B=${TRAIN_MINUTES_B:-90}; SIZE=${SIZE:-cpu}; BATCH=${BATCH_SECONDS:-60}
@@ -82,7 +84,7 @@ fi
 if [ ! -f "$RUN/dev.json" ]; then
   # stage e restarts from d as a whole if interrupted (its three runs are not resumed one by one)
   if [ ! -f "$RUN/e/DONE" ]; then
-    if $PY -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then MIN_E=${TRAIN_MINUTES_E:-21}; else MIN_E=${TRAIN_MINUTES_E:-40}; fi
+    if has_gpu; then MIN_E=${TRAIN_MINUTES_E:-21}; else MIN_E=${TRAIN_MINUTES_E:-40}; fi
     rm -rf "$RUN/e"
     PY=$PY OUT=$RUN/e RESUME=$STAGE_D SET=long MINUTES=$MIN_E DEV_UTTS=300 SEED=$SEED SIZE=$(size_of "$STAGE_D") \
       bash examples/train/sweep.sh

@@ -304,6 +304,11 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def read_prior(path: Path) -> fb.FbankPrior:
+    """A run's ``fbank_prior.json`` (the training-set log-mel statistics the streaming normalisation starts from)."""
+    return fb.FbankPrior.from_json(json.loads(path.read_text()), str(path))
+
+
 def load_weights(model, folder: Path) -> None:
     model.load_state_dict(read_weights(folder), strict=True)
 
@@ -325,7 +330,7 @@ def score_dev(run: Path, pack: Path, seed: int, dev_utts: int, device: str = "cp
     split ``seed``/``dev_utts`` of ``pack``: for weights no training loop scored, e.g. an average (soup.py)."""
     cfg = json.loads((run / "train_config.json").read_text())
     run_args = cfg["args"]
-    prior = fb.FbankPrior.from_json(json.loads((run / "fbank_prior.json").read_text()), str(run / "fbank_prior.json"))
+    prior = read_prior(run / "fbank_prior.json")
     model = w2vb.build_model(cfg["model"], "ctc", seed=seed)
     load_weights(model, run)
     dev = torch.device(device)
@@ -434,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
 
     prior_path = args.resume / "fbank_prior.json" if args.resume is not None else None
     if prior_path is not None and prior_path.is_file():  # a resumed stage keeps its checkpoint's prior
-        prior = fb.FbankPrior.from_json(json.loads(prior_path.read_text()), str(prior_path))
+        prior = read_prior(prior_path)
     else:
         t1 = time.time()
         prior = features.global_prior(audio, utts, train_idx, device, args.prior_frames)

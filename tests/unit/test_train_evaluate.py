@@ -36,8 +36,14 @@ def sets_dir(tmp_path_factory) -> Path:
     return d
 
 
-def test_lm_columns_come_from_the_checkpoints_own_lm(sets_dir):
-    res = ev.evaluate(MODEL, sets_dir, 320, 10240, None, ["hello"], lm="auto")["hello"]
+@pytest.fixture(scope="module")
+def scored_320(sets_dir) -> dict:
+    """evaluate() with the checkpoint's LM at 320 ms chunks (its greedy columns are those of lm="none")."""
+    return ev.evaluate(MODEL, sets_dir, 320, 10240, None, ["hello"], lm="auto")["hello"]
+
+
+def test_lm_columns_come_from_the_checkpoints_own_lm(sets_dir, scored_320):
+    res = scored_320
     attrs = ev.find_model_lm(MODEL)
     assert res["lm"]["alpha"] == attrs["alpha"] and res["lm"]["beta"] == attrs.get("beta", 1.0)
     assert res["lm"]["beam_width"] == 32
@@ -64,7 +70,7 @@ def test_lm_none_scores_greedy_only(sets_dir):
         ev.evaluate(MODEL, sets_dir, 640, 10240, 1, ["hello"], lm="yes")
 
 
-def test_decompose_ends_are_the_engines_offline_and_cached_streaming(sets_dir):
+def test_decompose_ends_are_the_engines_offline_and_cached_streaming(sets_dir, scored_320):
     """examples.train.decompose switches each offline/streaming difference on alone; its two ends must
     be what the engine really does: utterance norm + full context = offline, prior norm + the 320 ms
     chunk mask = cached streaming (left context longer than the clips)."""
@@ -75,6 +81,6 @@ def test_decompose_ends_are_the_engines_offline_and_cached_streaming(sets_dir):
     cols = decompose.decompose(model, rows, 16)
     assert list(cols) == ["utterance, full", "running, full", "prior, full",
                           "utterance, 320 ms", "running, 320 ms", "prior, 320 ms"]
-    res = ev.evaluate(MODEL, sets_dir, 320, 10240, None, ["hello"], lm="none")["hello"]
+    res = scored_320
     assert cols["utterance, full"] == pytest.approx(res["offline_cer"])
     assert cols["prior, 320 ms"] == pytest.approx(res["stream_cer"])
