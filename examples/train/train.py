@@ -157,12 +157,21 @@ def plan_epoch(utts: list[dict], idx: list[int], rng: random.Random, batch_s: fl
     return batches
 
 
-def dev_split(n_utts: int, seed: int, dev_utts: int) -> tuple[list[int], list[int]]:
-    """(dev, train) utterance indices: a seed + 1 shuffle, ``dev_utts`` (at most a third) held back."""
-    order = list(range(n_utts))
+# Sources the dev set is drawn from. The pack's index lists sources in build order, so these come first, and a
+# source added later (festival, session 6) goes to training whole and leaves the dev split of earlier stages as it was.
+DEV_SOURCES = ("real", "espeak", "flite", "piper")
+
+
+def dev_split(utts: list[dict], seed: int, dev_utts: int) -> tuple[list[int], list[int]]:
+    """(dev, train) utterance indices: a seed + 1 shuffle of the leading utterances from ``DEV_SOURCES``,
+    ``dev_utts`` of them (at most a third) held back; every later utterance trains."""
+    pool = 0
+    while pool < len(utts) and utts[pool]["source"] in DEV_SOURCES:
+        pool += 1
+    order = list(range(pool))
     random.Random(seed + 1).shuffle(order)
-    n_dev = min(dev_utts, n_utts // 3)
-    return sorted(order[:n_dev]), order[n_dev:]
+    n_dev = min(dev_utts, pool // 3)
+    return sorted(order[:n_dev]), order[n_dev:] + list(range(pool, len(utts)))
 
 
 def make_batch(audio: torch.Tensor, utts: list[dict], batch: list[list[int]], rng: random.Random, aug: augment.AugmentConfig | None,
@@ -338,7 +347,7 @@ def score_dev(run: Path, pack: Path, seed: int, dev_utts: int, device: str = "cp
     audio, utts = load_pack(pack, None, min(4, os.cpu_count() or 1))
     if dev.type == "cuda":
         audio = audio.to(dev)
-    dev_idx, _ = dev_split(len(utts), seed, dev_utts)
+    dev_idx, _ = dev_split(utts, seed, dev_utts)
     return dev_scores(model, audio, utts, dev_idx, dev, run_args.get("norm", "mix"), run_args.get("stream_norm", "prior"), prior)
 
 
@@ -432,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     log(fh, f"loaded {len(utts)} utterances, {hours:.2f} h in {time.time() - t0:.1f} s; device {device}")
     if device.type == "cuda":
         audio = audio.to(device)
-    dev_idx, train_idx = dev_split(len(utts), args.seed, args.dev_utts)
+    dev_idx, train_idx = dev_split(utts, args.seed, args.dev_utts)
     warning = resumed_dev_warning(args.resume, args.seed, args.dev_utts)
     if warning:
         log(fh, "WARNING: " + warning)

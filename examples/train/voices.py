@@ -26,6 +26,9 @@ ESPEAK_VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3
                    "ed", "edward", "Gene", "iven", "john", "linda", "max", "Mike", "norbert", "paul", "quincy",
                    "rob", "robert", "steph", "travis", "victor", "zac", "belinda", "benjamin", "caleb", "grandpa"]
 FLITE_TRAIN = ["kal", "kal16", "awb", "slt"]
+# Debian festival voices (festvox-kdlpc16k, festvox-kallpc16k, festvox-us-slt-hts): a second US male diphone
+# speaker (ked), kal through festival's own diphone engine, and slt through an HTS vocoder (flite's slt is clustergen)
+FESTIVAL_TRAIN = ["ked_diphone", "kal_diphone", "cmu_us_slt_arctic_hts"]
 
 HELDOUT_ESPEAK = "en-us+f4"
 HELDOUT_FLITE = "rms"
@@ -41,16 +44,21 @@ def _wav_bytes_to_16k(data: bytes) -> np.ndarray:
     return pcm
 
 
+def _patch_wav_lengths(out: bytes) -> bytes:
+    """A WAV written to a pipe (espeak-ng --stdout: 0xffffffff; text2wave: 0) has no real lengths in its
+    44-byte header; set them from the bytes received."""
+    data = bytearray(out)
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    data[40:44] = (len(data) - 44).to_bytes(4, "little")
+    return bytes(data)
+
+
 def espeak(text: str, voice: str, speed_wpm: int = 160, pitch: int = 50, gap_10ms: int = 0) -> np.ndarray:
     out = subprocess.run(
         ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-g", str(gap_10ms), "--stdout", text.lower()],
         check=True, capture_output=True,
     ).stdout
-    # espeak-ng --stdout writes a WAV header with an unknown (0xffffffff) length; patch it
-    data = bytearray(out)
-    data[4:8] = (len(data) - 8).to_bytes(4, "little")
-    data[40:44] = (len(data) - 44).to_bytes(4, "little")
-    return _wav_bytes_to_16k(bytes(data))
+    return _wav_bytes_to_16k(_patch_wav_lengths(out))
 
 
 def flite(text: str, voice: str, stretch: float = 1.0, f0_mean: float | None = None) -> np.ndarray:
@@ -58,6 +66,23 @@ def flite(text: str, voice: str, stretch: float = 1.0, f0_mean: float | None = N
     if f0_mean is not None:
         cmd[5:5] = ["--setf", f"int_f0_target_mean={f0_mean:.0f}"]
     return _wav_bytes_to_16k(subprocess.run(cmd, check=True, capture_output=True).stdout)
+
+
+def festival(text: str, voice: str, stretch: float = 1.0, f0_mean: float | None = None) -> np.ndarray:
+    """festival's ``text2wave`` with ``voice``. Diphone voices take ``stretch`` as Duration_Stretch and ``f0_mean``
+    (Hz) as their intonation target; the HTS voice takes ``1 / stretch`` as its speech rate and ignores ``f0_mean``
+    (festival's hts_engine module does not apply a pitch shift)."""
+    evals = [f"(voice_{voice})"]
+    if voice.endswith("_hts"):
+        evals.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / stretch:.3f}))))')
+    else:
+        evals.append(f"(Parameter.set 'Duration_Stretch {stretch:.3f})")
+        if f0_mean is not None:
+            evals.append(f"(set! int_lr_params '((target_f0_mean {f0_mean:.0f}) (target_f0_std {0.14 * f0_mean:.0f}) "
+                         "(model_f0_mean 170) (model_f0_std 34)))")
+    cmd = ["text2wave", *[a for e in evals for a in ("-eval", e)], "-o", "/dev/stdout"]
+    out = subprocess.run(cmd, input=text.lower().encode(), check=True, capture_output=True).stdout
+    return _wav_bytes_to_16k(_patch_wav_lengths(out))
 
 
 def random_espeak_voice(rng: random.Random) -> str:
@@ -76,6 +101,10 @@ def synth_train(engine: str, text: str, rng: random.Random) -> tuple[np.ndarray,
         voice = rng.choice(FLITE_TRAIN)
         f0 = None if rng.random() < 0.5 else rng.uniform(85, 220)
         return flite(text, voice, stretch=rng.uniform(0.8, 1.25), f0_mean=f0), f"flite:{voice}"
+    if engine == "festival":
+        voice = rng.choice(FESTIVAL_TRAIN)
+        f0 = None if rng.random() < 0.4 else rng.uniform(80, 200)
+        return festival(text, voice, stretch=rng.uniform(0.8, 1.25), f0_mean=f0), f"festival:{voice}"
     raise ValueError(engine)
 
 

@@ -193,3 +193,47 @@ def test_vtlp_warp_moves_formants_and_keeps_the_band():
     cfg = augment.AugmentConfig(p_vtlp=1.0)
     f = augment.vtlp_factors(64, cfg, "cpu", torch.Generator().manual_seed(0))
     assert ((f >= 0.9) & (f <= 1.1)).all() and augment.vtlp_factors(4, augment.AugmentConfig(), "cpu", torch.Generator()) is None
+
+
+def test_dev_split_draws_only_from_the_first_sources_and_ignores_later_ones():
+    """A source appended to the pack later (festival) trains whole and leaves the dev split as it was,
+    so resumed stages keep scoring the same dev utterances."""
+    from examples.train.train import DEV_SOURCES, dev_split
+
+    base = [{"source": DEV_SOURCES[i % len(DEV_SOURCES)]} for i in range(60)]
+    dev0, train0 = dev_split(base, 1234, 10)
+    dev1, train1 = dev_split(base + [{"source": "festival"}] * 15, 1234, 10)
+    assert dev0 == dev1 and len(dev1) == 10
+    assert set(train1) == set(train0) | set(range(60, 75))
+    assert not set(dev1) & set(train1) and len(dev1) + len(train1) == 75
+    assert dev_split(base, 1234, 100)[0].__len__() == 20  # at most a third of the pool
+    assert dev_split(base, 99, 10)[0] != dev0
+
+
+def _median_f0(audio: np.ndarray, sr: int = 16000) -> float:
+    f0 = []
+    for i in range(0, len(audio) - 640, 800):
+        x = audio[i:i + 640]
+        if np.abs(x).max() < 0.05:
+            continue
+        c = np.correlate(x, x, "full")[639:]
+        lo, hi = sr // 400, sr // 60
+        f0.append(sr / (lo + np.argmax(c[lo:hi])))
+    return float(np.median(f0))
+
+
+@pytest.mark.skipif(shutil.which("text2wave") is None, reason="needs festival (Debian festival, festvox-*)")
+def test_festival_voices_speak_and_follow_their_prosody_settings():
+    from examples.train import voices
+
+    text = "living on earth may be expensive"
+    for voice in voices.FESTIVAL_TRAIN:
+        normal = voices.festival(text, voice)
+        slow = voices.festival(text, voice, stretch=1.25)
+        assert normal.dtype == np.float32 and 1.0 < len(normal) / 16000 < 5.0 and np.abs(normal).max() > 0.05
+        assert len(slow) > 1.1 * len(normal), voice
+    low = voices.festival(text, "ked_diphone", f0_mean=80)
+    high = voices.festival(text, "ked_diphone", f0_mean=160)
+    assert 65 < _median_f0(low) < 100 and 130 < _median_f0(high) < 190
+    audio, voice = voices.synth_train("festival", text.upper(), random.Random(0))
+    assert voice.split(":")[1] in voices.FESTIVAL_TRAIN and len(audio) > 16000
