@@ -35,16 +35,17 @@ TOKENIZER_CONFIG = {
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>"}
 
 
-def write_prior_from_pack(run: Path, pack: Path, prior_frames: float, seed: int = 1234, dev_utts: int = 300) -> Path:
+def write_prior_from_pack(run: Path, pack: Path, prior_frames: float, seed: int = 1234, dev_utts: int = 300,
+                          skip_sources: tuple[str, ...] = ("festival",)) -> Path:
     """``fbank_prior.json`` for a run trained before runs recorded one: the statistics train.py
     computes over its training split of the pack (``train.dev_split``; train.py's default 300 dev
-    utterances held back; the bundled model's prior was made so)."""
+    utterances held back; the bundled model's prior was made so, before the pack had ``skip_sources``)."""
     import torch
 
     from examples.train import features
     from examples.train.train import dev_split, load_pack
 
-    audio, utts = load_pack(pack, None, 2)
+    audio, utts = load_pack(pack, None, 2, skip_sources)
     _, train_idx = dev_split(utts, seed, dev_utts)
     prior = features.global_prior(audio, utts, train_idx, torch.device("cpu"), prior_frames)
     path = run / "fbank_prior.json"

