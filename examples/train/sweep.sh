@@ -21,6 +21,11 @@ SET=${SET:-first}
 # SKIP_SOURCES: pack sources to leave out (run.sh: festival for stages a-e, which were trained before it existed)
 COMMON=(--pack data/pack --size "${SIZE:-base}" --minutes "$MINUTES" --workers 5 --threads 1 --dev-utts "${DEV_UTTS:-200}"
         --seed "${SEED:-1234}" --skip-sources "${SKIP_SOURCES:-}")
+# SET=long and SET=festival resume a finished run
+need_resume() {
+  [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1 || { echo "SET=$SET needs RESUME"; exit 2; }
+  echo "resume: $RESUME"
+}
 declare -A CONFIGS
 if [ "$SET" = first ]; then
   CONFIGS=(
@@ -30,8 +35,7 @@ if [ "$SET" = first ]; then
   )
 elif [ "$SET" = long ]; then
   # one long lease resuming a shipped model: three learning-rate / augmentation settings side by side
-  [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1 || { echo "SET=long needs RESUME"; exit 2; }
-  echo "resume: $RESUME"
+  need_resume
   CONFIGS=(
     [light]="--resume $RESUME --lr 5e-4 --warmup 0.05 --aug light --p-full 0.25 --batch-seconds 150"
     [full]="--resume $RESUME --lr 5e-4 --warmup 0.05 --aug full --p-full 0.25 --batch-seconds 150"
@@ -39,12 +43,9 @@ elif [ "$SET" = long ]; then
   )
 elif [ "$SET" = festival ]; then
   # stage f (run.sh, 2 CPU cores): two gentle runs from stage e's average, with and without the festival voices
-  [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1 || { echo "SET=festival needs RESUME"; exit 2; }
-  echo "resume: $RESUME"
-  CONFIGS=(
-    [whole]="--resume $RESUME --lr 1.5e-4 --warmup 0.05 --aug light --p-full 0.15 --sortagrad-epochs 0 --batch-seconds 60"
-    [nofest]="--resume $RESUME --lr 1.5e-4 --warmup 0.05 --aug light --p-full 0.15 --sortagrad-epochs 0 --batch-seconds 60 --skip-sources festival"
-  )
+  need_resume
+  F="--resume $RESUME --lr 1.5e-4 --warmup 0.05 --aug light --p-full 0.15 --sortagrad-epochs 0 --batch-seconds 60"
+  CONFIGS=([whole]="$F" [nofest]="$F --skip-sources festival")
 else
   R=()
   if [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1; then R=(--resume "$RESUME"); fi
