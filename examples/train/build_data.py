@@ -42,7 +42,8 @@ CORPORA = Path(os.environ.get("SPEECHSTREAM_CORPORA", Path(__file__).resolve().p
 # real corpora used for training: folder -> speakers held out (None: the whole folder is held out)
 TRAIN_CORPORA = {"rhasspy_kathleen": set(), "dctts_philipp_ljprompts": set(), "fsdd": {"theo"}}
 HELDOUT_REAL = {"fsdd_theo": ("fsdd", "theo"), "ljspeech": ("ljspeech_subset", None)}
-# synthetic hours per engine (the pack must stay < ~50 MiB at 16 kbit/s, about 17 with Ogg framing: ~6.5 h in all)
+# synthetic hours per engine (the pack must stay < ~50 MiB at 16 kbit/s, about 17 with Ogg framing: 7.1 h, 49.6 MiB
+# with festival, which leaves little room in the device carry of 64 MiB: see README.md, "The next GPU run")
 # index order: dev utterances come only from the first four (train.DEV_SOURCES), so adding festival
 # (session 6) left the dev split of stages c-e unchanged
 SOURCES = ("real", "espeak", "flite", "piper", "festival")
