@@ -18,8 +18,17 @@ from pathlib import Path
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
-# ascii art, code and lists of definitions make poor speech
-FORTUNE_SKIP = {"art", "ascii-art", "definitions", "linuxcookie", "perl", "songs-poems", "wisdom-off"}
+# The English files of Debian 12's ``fortunes`` and ``fortunes-min``, by name, so that another fortune package
+# installed on the machine (fortune-anarchism, fortunes-bofh-excuses, ...) cannot change the sentence pool, and
+# with it which sentences are held out. Left out: ascii art, code and lists of definitions (art, ascii-art,
+# definitions, linuxcookie, perl, songs-poems), which make poor speech.
+FORTUNE_FILES = (
+    "computers", "cookie", "debian", "disclaimer", "drugs", "education", "ethnic", "food", "fortunes",
+    "goedel", "humorists", "kids", "knghtbrd", "law", "linux", "literature", "love", "magic", "medicine",
+    "men-women", "miscellaneous", "news", "paradoxum", "people", "pets", "platitudes", "politics",
+    "pratchett", "riddles", "science", "sports", "startrek", "tao", "translate-me", "wisdom", "work",
+    "zippy",
+)
 
 _ONES = "ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE TEN ELEVEN TWELVE THIRTEEN FOURTEEN FIFTEEN SIXTEEN SEVENTEEN EIGHTEEN NINETEEN".split()
 _TENS = "_ _ TWENTY THIRTY FORTY FIFTY SIXTY SEVENTY EIGHTY NINETY".split()
@@ -63,8 +72,9 @@ def fortune_sentences(root: Path = FORTUNE_DIR, min_words: int = 3, max_words: i
     out: set[str] = set()
     if not root.is_dir():
         return []
-    for path in sorted(root.iterdir()):
-        if path.suffix or path.name in FORTUNE_SKIP or not path.is_file():
+    for name in sorted(FORTUNE_FILES):
+        path = root / name
+        if not path.is_file():
             continue
         raw = path.read_text(encoding="latin-1", errors="replace")
         for cookie in raw.split("\n%\n"):

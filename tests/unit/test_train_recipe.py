@@ -25,6 +25,18 @@ def test_normalize_spells_numbers_and_keeps_apostrophes():
     assert normalize("In 1984, I paid 2 cats & a dog -- 'isn't' it?") == "IN NINETEEN EIGHTY FOUR I PAID TWO CATS AND A DOG ISN'T IT"
 
 
+def test_fortune_pool_reads_only_the_named_files(tmp_path):
+    """Another fortune package on the machine (here a stand-in for fortune-anarchism) must not change the
+    sentence pool: the held-out sentences are drawn from it with a fixed seed."""
+    from examples.train.text import FORTUNE_FILES, fortune_sentences
+
+    (tmp_path / "science").write_text("The cat sat on the warm mat today.\n%\nDogs bark at the moon at night.\n%\n")
+    (tmp_path / "anarchism").write_text("This sentence comes from another package.\n%\n")
+    (tmp_path / "art").write_text("A picture made of letters and dots.\n%\n")
+    assert "science" in FORTUNE_FILES and "anarchism" not in FORTUNE_FILES and "art" not in FORTUNE_FILES
+    assert fortune_sentences(tmp_path) == ["DOGS BARK AT THE MOON AT NIGHT", "THE CAT SAT ON THE WARM MAT TODAY"]
+
+
 @pytest.mark.parametrize("mode", ["none", "utterance", "cumulative", "prior"])
 def test_batched_fbank_equals_engine_frontend(mode):
     torch.manual_seed(0)
