@@ -97,10 +97,12 @@ def stack(feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
     return feats[:, :T2].reshape(B, T2 // fb.STRIDE, M * fb.STRIDE), frames // fb.STRIDE
 
 
-def features(wave: Tensor, num_samples: Tensor, norm: str = "none", prior: fb.FbankPrior | None = None) -> tuple[Tensor, Tensor]:
-    """(B, N) padded waveforms and (B,) lengths -> model inputs (B, S, 160) and (B,) valid stacked frames."""
+def features(wave: Tensor, num_samples: Tensor, norm: str = "none", prior: fb.FbankPrior | None = None,
+             warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(B, N) padded waveforms and (B,) lengths -> model inputs (B, S, 160) and (B,) valid stacked frames;
+    ``warp`` as in ``log_mel``."""
     frames = frame_counts(num_samples)
-    return stack(normalize(log_mel(wave), frames, norm, prior), frames)
+    return stack(normalize(log_mel(wave, warp), frames, norm, prior), frames)
 
 
 def global_prior(audio: Tensor, utts: list[dict], idx: list[int], device: torch.device, prior_frames: float,

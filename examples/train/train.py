@@ -363,15 +363,17 @@ def edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
-def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 32, prior=None) -> float:
-    """Greedy-decoding CER over ``idx`` (jiwer's definition; jiwer is not on the training machine)."""
+def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 32, prior=None, warp: float | None = None) -> float:
+    """Greedy-decoding CER over ``idx`` (jiwer's definition; jiwer is not on the training machine);
+    ``warp``: a test-time vocal-tract-length warp of every utterance (``features.vtlp_matrix``), as probe.py uses."""
     refs, hyps = [], []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(idx), batch):
             b = [[u] for u in idx[i:i + batch]]
             wave, n, texts = make_batch(audio, utts, b, random.Random(0), None, device, 30.0)
-            feats, frames = features.features(wave, n, norm, prior)
+            factors = None if warp is None else torch.full((len(b),), warp, device=device)
+            feats, frames = features.features(wave, n, norm, prior, factors)
             logits, keep = forward(model, feats, frames, chunk, left)
             ids = logits.argmax(-1).cpu()
             for j, t in enumerate(texts):

@@ -253,3 +253,42 @@ def test_festival_voices_speak_and_follow_their_prosody_settings():
     assert 65 < _median_f0(low) < 100 and 130 < _median_f0(high) < 190
     audio, voice = voices.synth_train("festival", text.upper(), random.Random(0))
     assert voice.split(":")[1] in voices.FESTIVAL_TRAIN and len(audio) > 16000
+
+
+@needs_tts
+def test_probe_reads_a_manifest_like_the_pack_and_warps_it(tmp_path, capsys):
+    """probe.py on a smoke run: a manifest of 16-bit WAVs becomes the same int16 audio ``load_pack`` gives,
+    ``greedy_cer`` with the identity warp scores what it scores unwarped, a warp changes the features, and
+    both subcommands print their tables."""
+    import soundfile as sf
+
+    from examples.train import probe, train
+
+    torch.set_num_threads(1)
+    pack = tmp_path / "pack"
+    _tiny_pack(pack)
+    run = tmp_path / "run"
+    train.main(["--smoke", "--pack", str(pack), "--out", str(run), "--dev-utts", "1"])
+    audio, utts = train.load_pack(pack, None, 1)
+    rows = []
+    for i, u in enumerate(utts):
+        sf.write(tmp_path / f"{i}.wav", audio[u["start"]: u["start"] + u["n"]].numpy(), 16000, subtype="PCM_16")
+        rows.append({"audio": str(tmp_path / f"{i}.wav"), "text": u["text"]})
+    m_audio, m_utts = probe.manifest_as_pack(rows)
+    assert torch.equal(m_audio, audio) and [(u["start"], u["n"], u["text"]) for u in m_utts] == [(u["start"], u["n"], u["text"]) for u in utts]
+
+    model, _ = probe.load_run(run)
+    cpu = torch.device("cpu")
+    plain = train.greedy_cer(model, audio, utts, [0, 1, 2], cpu, "utterance", None, None)
+    assert train.greedy_cer(model, audio, utts, [0, 1, 2], cpu, "utterance", None, None, warp=1.0) == pytest.approx(plain)
+    wave = audio[: utts[0]["n"]].float()[None] / 32768.0
+    assert not torch.allclose(features.log_mel(wave), features.log_mel(wave, torch.tensor([1.1])))
+
+    assert probe.voice_group({"source": "espeak", "voice": "espeak:en-us+m3"}) == "espeak (all variants)"
+    assert probe.voice_group({"source": "flite", "voice": "flite:awb"}) == "flite:awb"
+    assert probe.main(["voices", str(run), "--pack", str(pack), "--threads", "1"]) == 0
+    assert "| espeak (all variants) | 1 |" in capsys.readouterr().out
+    (tmp_path / "m.tsv").write_text("audio\ttext\n" + "".join(f"{r['audio']}\t{r['text']}\n" for r in rows))
+    assert probe.main(["warp", str(run), str(tmp_path / "m.tsv"), "--factors", "1,1.1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"| 1 | {100 * plain:.1f} % |" in out and "| 1.1 |" in out
