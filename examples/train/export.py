@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engines import frontend_fbank as fb
 from engines import wav2vec2_bert as w2vb
-from examples.train.train import load_weights
+from examples.train.train import load_run
 
 TOKENIZER_CONFIG = {
     "tokenizer_class": "Wav2Vec2CTCTokenizer",
@@ -54,9 +54,7 @@ def write_prior_from_pack(run: Path, pack: Path, prior_frames: float, seed: int 
 
 
 def export(run: Path, out: Path) -> Path:
-    cfg = json.loads((run / "train_config.json").read_text())
-    model = w2vb.build_model(cfg["model"], "ctc")
-    load_weights(model, run)
+    model, cfg = load_run(run)
     prior = run / "fbank_prior.json"
     if prior.is_file():  # the streaming normalisation prior the model was trained with
         model.fbank_prior = fb.FbankPrior.from_json(json.loads(prior.read_text()), str(prior))

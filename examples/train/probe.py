@@ -17,8 +17,6 @@ it is something else.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -26,15 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines import wav2vec2_bert as w2vb
 from examples.train import train as T
-
-
-def load_run(run: Path):
-    cfg = json.loads((run / "train_config.json").read_text())
-    model = w2vb.build_model(cfg["model"], "ctc", seed=0)
-    T.load_weights(model, run)
-    return model.eval(), cfg["args"]
 
 
 def voice_group(utt: dict) -> str:
@@ -43,7 +33,8 @@ def voice_group(utt: dict) -> str:
 
 
 def by_voice(run: Path, pack: Path) -> list[tuple[str, int, float]]:
-    model, args = load_run(run)
+    model, cfg = T.load_run(run)
+    args = cfg["args"]
     audio, utts = T.load_pack(pack, None, min(4, os.cpu_count() or 1))
     dev, _ = T.dev_split(utts, int(args.get("seed", 1234)), int(args.get("dev_utts", 300)))
     groups: dict[str, list[int]] = defaultdict(list)
@@ -54,13 +45,14 @@ def by_voice(run: Path, pack: Path) -> list[tuple[str, int, float]]:
             for name, idx in sorted(groups.items())]
 
 
-def manifest_as_pack(rows: list[dict]) -> tuple[torch.Tensor, list[dict]]:
-    """A manifest's 16-bit clips as ``train.load_pack`` returns a pack: one int16 tensor and the utterances."""
+def manifest_as_pack(rows: list[tuple[str, str]]) -> tuple[torch.Tensor, list[dict]]:
+    """(audio path, text) rows (``evaluate.read_set``) of 16-bit clips as ``train.load_pack`` returns a pack:
+    one int16 tensor and the utterances."""
     import soundfile as sf
 
-    clips = [sf.read(r["audio"], dtype="int16")[0] for r in rows]
+    clips = [sf.read(path, dtype="int16")[0] for path, _ in rows]
     starts = np.cumsum([0] + [len(c) for c in clips])
-    utts = [{"start": int(s), "n": len(c), "text": r["text"]} for s, c, r in zip(starts, clips, rows)]
+    utts = [{"start": int(s), "n": len(c), "text": text} for s, c, (_, text) in zip(starts, clips, rows)]
     return torch.from_numpy(np.concatenate(clips)), utts
 
 
@@ -85,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, count, cer in by_voice(args.run, args.pack):
             print(f"| {name} | {count} | {100 * cer:.1f} % |")
     else:
-        with open(args.manifest, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[: args.limit]
+        from examples.train.evaluate import read_set
+
+        rows = read_set(args.manifest, args.limit)
         audio, utts = manifest_as_pack(rows)
-        model, _ = load_run(args.run)
+        model = T.load_run(args.run)[0].eval()
         print(f"# {args.manifest} ({len(rows)} utts), {args.run}: greedy CER, full context, spectrum warped at test time")
         print("| warp | CER |\n|---:|---:|")
         for factor in (float(x) for x in args.factors.split(",")):

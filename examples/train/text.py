@@ -7,7 +7,7 @@ Sentence sources (all offline):
 - the corpora transcripts (``../shared/corpora``: ARCTIC prompts read by kathleen, LJ prompts read by philipp);
 - Debian's ``fortunes`` / ``fortunes-min`` data (``/usr/share/games/fortunes``), split into sentences;
 - WordNet's glosses and usage examples (Debian's ``wordnet-base``, ``/usr/share/wordnet``): a much wider
-  vocabulary (about 100 000 short modern sentences and phrases) for the ``wordnet`` pack source.
+  vocabulary (about 137 000 short modern sentences and phrases) for the ``wordnet`` pack source.
 
 Evaluation sentences are drawn first with a fixed seed and never reach a training pool.
 """

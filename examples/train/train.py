@@ -337,14 +337,20 @@ def dev_scores(model, audio, utts, dev_idx, device, norm: str, stream_norm: str,
     return out
 
 
+def load_run(run: Path) -> tuple[torch.nn.Module, dict]:
+    """A run folder's model (built from its train_config.json, its weights loaded strictly) and that config."""
+    cfg = json.loads((run / "train_config.json").read_text())
+    model = w2vb.build_model(cfg["model"], "ctc")
+    load_weights(model, run)
+    return model, cfg
+
+
 def score_dev(run: Path, pack: Path, seed: int, dev_utts: int, device: str = "cpu") -> dict[str, float]:
     """dev.json's CERs for the weights in ``run`` (its train_config.json and fbank_prior.json), on the dev
     split ``seed``/``dev_utts`` of ``pack``: for weights no training loop scored, e.g. an average (soup.py)."""
-    cfg = json.loads((run / "train_config.json").read_text())
+    model, cfg = load_run(run)
     run_args = cfg["args"]
     prior = read_prior(run / "fbank_prior.json")
-    model = w2vb.build_model(cfg["model"], "ctc", seed=seed)
-    load_weights(model, run)
     dev = torch.device(device)
     model = model.to(dev)
     audio, utts = load_pack(pack, None, min(4, os.cpu_count() or 1))

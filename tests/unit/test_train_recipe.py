@@ -273,11 +273,11 @@ def test_probe_reads_a_manifest_like_the_pack_and_warps_it(tmp_path, capsys):
     rows = []
     for i, u in enumerate(utts):
         sf.write(tmp_path / f"{i}.wav", audio[u["start"]: u["start"] + u["n"]].numpy(), 16000, subtype="PCM_16")
-        rows.append({"audio": str(tmp_path / f"{i}.wav"), "text": u["text"]})
+        rows.append((str(tmp_path / f"{i}.wav"), u["text"]))
     m_audio, m_utts = probe.manifest_as_pack(rows)
     assert torch.equal(m_audio, audio) and [(u["start"], u["n"], u["text"]) for u in m_utts] == [(u["start"], u["n"], u["text"]) for u in utts]
 
-    model, _ = probe.load_run(run)
+    model = train.load_run(run)[0].eval()
     cpu = torch.device("cpu")
     plain = train.greedy_cer(model, audio, utts, [0, 1, 2], cpu, "utterance", None, None)
     assert train.greedy_cer(model, audio, utts, [0, 1, 2], cpu, "utterance", None, None, warp=1.0) == pytest.approx(plain)
@@ -288,7 +288,7 @@ def test_probe_reads_a_manifest_like_the_pack_and_warps_it(tmp_path, capsys):
     assert probe.voice_group({"source": "flite", "voice": "flite:awb"}) == "flite:awb"
     assert probe.main(["voices", str(run), "--pack", str(pack), "--threads", "1"]) == 0
     assert "| espeak (all variants) | 1 |" in capsys.readouterr().out
-    (tmp_path / "m.tsv").write_text("audio\ttext\n" + "".join(f"{r['audio']}\t{r['text']}\n" for r in rows))
+    (tmp_path / "m.tsv").write_text("audio\ttext\n" + "".join(f"{path}\t{text}\n" for path, text in rows))
     assert probe.main(["warp", str(run), str(tmp_path / "m.tsv"), "--factors", "1,1.1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert f"| 1 | {100 * plain:.1f} % |" in out and "| 1.1 |" in out
