@@ -215,13 +215,16 @@ class BeamDecoder:
         self.lm = lm
         self._decoder = BeamSearchDecoderCTC(Alphabet(labels, is_bpe=False), lm)
 
-    def reweighted(self, alpha: float, beta: float) -> "BeamDecoder":
-        """The same LM (KenLM model shared, not reloaded) with other alpha / beta (for tuning)."""
+    def reweighted(self, alpha: float, beta: float, unk_score_offset: float | None = None) -> "BeamDecoder":
+        """The same LM (KenLM model shared, not reloaded) with other alpha / beta and, when given,
+        another unknown-word offset (for tuning)."""
         from dataclasses import replace
 
         from pyctcdecode.language_model import LanguageModel
 
         cfg = replace(self.config, alpha=alpha, beta=beta)
+        if unk_score_offset is not None:
+            cfg = replace(cfg, unk_score_offset=unk_score_offset)
         if self.lm is None:
             return BeamDecoder(self.tokenizer, cfg)
         lm = LanguageModel(

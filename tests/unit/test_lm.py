@@ -200,6 +200,18 @@ def test_reweighted_shares_the_lm_and_changes_the_result(arpa: Path) -> None:
     assert with_lm.decode_segment(lp)[0] == "I SAW TEN CATS" and off.decode_segment(lp)[0] == "I SAW TAN CATS"
 
 
+def test_reweighted_takes_another_unknown_word_offset(arpa: Path) -> None:
+    # Acoustically "TAN" (0.8) far beats "TEN" (0.1); TAN is not in the LM. A weak LM (alpha 0.1) keeps TAN
+    # when an unknown word costs nothing more, and takes TEN at pyctcdecode's usual -10 (log10, times alpha).
+    lp = frames(spell(["I", "|", "S", "A", "W", "|", "T", {"A": 0.8, "E": 0.1}, "N", "|", "C", "A", "T", "S"]))
+    base = BeamDecoder(TOK, LMConfig(lm_path=str(arpa), beam_width=16))
+    free, costly = base.reweighted(0.1, 0.0, 0.0), base.reweighted(0.1, 0.0, -10.0)
+    assert free.config.unk_score_offset == 0.0 and costly.config.unk_score_offset == -10.0
+    assert base.reweighted(0.1, 0.0).config.unk_score_offset == base.config.unk_score_offset
+    assert free.decode_segment(lp)[0] == "I SAW TAN CATS"
+    assert costly.decode_segment(lp)[0] == "I SAW TEN CATS"
+
+
 def test_arpa_load_keeps_stderr_clean_but_passes_other_output(arpa: Path, capfd) -> None:
     import os
 

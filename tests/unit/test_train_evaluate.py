@@ -84,3 +84,25 @@ def test_decompose_ends_are_the_engines_offline_and_cached_streaming(sets_dir, s
     res = scored_320
     assert cols["utterance, full"] == pytest.approx(res["offline_cer"])
     assert cols["prior, 320 ms"] == pytest.approx(res["stream_cer"])
+
+
+def test_lm_tune_grids_the_unknown_word_offset_and_writes_the_winner(sets_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from engines.lm_build import build_arpa, write_arpa
+    from examples.lm import tune
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL, model, ignore=shutil.ignore_patterns("language_model"))
+    sents = [line.upper().rstrip(".").split() for line in (ROOT / "examples" / "hello.txt").read_text().splitlines()]
+    arpa = write_arpa(*build_arpa(sents * 3, order=3), tmp_path / "lm.arpa")
+    assert tune.main([str(sets_dir / "hello.tsv"), "--model", str(model), "--lm", str(arpa), "--alphas", "0.5",
+                      "--betas", "0,1", "--unk-offsets=-3,-12", "--write-model-lm"]) == 0
+    out = capsys.readouterr().out
+    rows = [r.split("|")[1:-1] for r in out.splitlines() if r.startswith("| beam + LM")]
+    assert sorted((r[2].strip(), r[3].strip()) for r in rows) == [("0", "-12"), ("0", "-3"), ("1", "-12"), ("1", "-3")]
+    best = min(rows, key=lambda r: (float(r[4].strip(" %")), float(r[5].strip(" %"))))
+    attrs = json.loads((model / "language_model" / "attrs.json").read_text())
+    assert attrs == {"alpha": 0.5, "beta": float(best[2]), "unk_score_offset": float(best[3])}
+    assert (model / "language_model" / "lm.arpa").is_file()
