@@ -3,10 +3,10 @@
     .venv/bin/python -m examples.lm.tune DEV_MANIFEST --model DIR --lm data/lm/lm.arpa [--limit 100]
 
 Runs the model offline once per utterance, then beam-decodes the stored log-probs over a grid of
-alpha x beta (x the unknown-word offset, with ``--unk-offsets``; beam 32) and prints WER/CER per
-point, greedy first, best last. Pass the winner to
-``speechstream eval TEST_MANIFEST --lm ... --lm-alpha A --lm-beta B`` (or write it to the
-checkpoint's ``language_model/attrs.json``).
+alpha x beta (x the unknown-word offset, with ``--unk-offsets``; beam 32 unless ``--beam-width``)
+and prints WER/CER per point, greedy first, best last. Pass the winner to
+``speechstream eval TEST_MANIFEST --lm ... --lm-alpha A --lm-beta B``, or write it, offset included,
+to the checkpoint's ``language_model/attrs.json`` with ``--write-model-lm``.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--betas", default="0,0.5,1,2")
     ap.add_argument("--unk-offsets", default=None,
                     help="comma-separated unk_score_offset values to grid over as well (pyctcdecode's "
-                         "log10 penalty for a word the LM does not know; default: only LMConfig's, -10)")
+                         "log10 penalty for a word the LM does not know), written with '=' as the values are "
+                         "negative: --unk-offsets=-7,-10,-15; default: only LMConfig's, -10")
     ap.add_argument("--beam-width", type=int, default=32)
     ap.add_argument("--write-model-lm", action="store_true",
-                    help="copy the LM into MODEL/language_model/ with the best alpha/beta in attrs.json "
+                    help="copy the LM into MODEL/language_model/ with the best alpha, beta and offset in attrs.json "
                          "(the checkpoint then uses it by default; `--lm none` turns it off)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
