@@ -140,7 +140,11 @@ class FileSink(Sink):
             self._file: IO[bytes] | None = open(target, "wb", buffering=0)  # noqa: SIM115 - closed in release()
             return
         mode = stat.S_IMODE(target.stat().st_mode)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        except OSError as exc:  # e.g. a read-only directory: refuse rather than truncate the file in place
+            raise OSError(exc.errno, f"{exc.strerror} (replacing an existing file safely needs a new file beside it "
+                                     f"in {target.parent})", str(self.path)) from exc
         self._tmp = Path(tmp)
         try:
             os.fchmod(fd, mode)  # the replacement keeps the old file's permission bits
