@@ -165,6 +165,8 @@ def transcribe(
     }
     try:
         cfg = _config_from(ctx, given, config).validate()
+        if config is not None:
+            cfg.refuse_output_at(config, "--config")
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE)

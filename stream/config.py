@@ -237,6 +237,12 @@ class TranscribeConfig:
                  "--vtt": self.vtt, "--rttm": self.rttm}
         return {k: Path(v) for k, v in named.items() if v is not None}
 
+    def refuse_output_at(self, path: Path, what: str) -> None:
+        """ConfigError if an output file is ``path`` (a file this run reads, e.g. its ``--config``)."""
+        for option, out in self.outputs().items():
+            if _same_file(out, Path(path)):
+                raise ConfigError(f"{option} {out} is {what} ({path}): refusing to overwrite what this run reads")
+
     def _check_output_paths(self, clips: dict[str, Path]) -> None:
         """No output may be a file this run reads, or another output (before anything is opened).
 

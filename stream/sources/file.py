@@ -44,6 +44,7 @@ READ_FORMATS = "wav, flac, ogg (Vorbis, Opus), mp3, aiff, au, caf and the other 
 # the like ("Note: ...", "Warning: ..."), one line each.
 _DECODER_NOISE = re.compile(rb"^\[[^\]]*mpg123[^\]]*\]|^(Note|Warning|error): .*mpg123", re.IGNORECASE)
 _FD2_LOCK = threading.Lock()
+_held: list = []  # one temporary file for the process, reused (a new one per read costs more than the read)
 
 
 @contextlib.contextmanager
@@ -60,17 +61,23 @@ def quiet_decoder(active: bool = True) -> Iterator[None]:
         except (OSError, ValueError, AttributeError):  # no fd 2 to speak of: nothing to hide
             yield
             return
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
-            try:
-                yield
-            finally:
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
-                held.seek(0)
-                kept = b"".join(line for line in held.read().splitlines(keepends=True) if not _DECODER_NOISE.search(line))
+        if not _held:
+            _held.append(tempfile.TemporaryFile())
+        held = _held[0]
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.lseek(held.fileno(), 0, os.SEEK_CUR)
+            if size:
+                captured = os.pread(held.fileno(), size, 0)
+                os.ftruncate(held.fileno(), 0)
+                os.lseek(held.fileno(), 0, os.SEEK_SET)
+                kept = b"".join(line for line in captured.splitlines(keepends=True) if not _DECODER_NOISE.search(line))
                 if kept:
                     with contextlib.suppress(OSError):
                         os.write(2, kept)

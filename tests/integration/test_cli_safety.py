@@ -73,6 +73,14 @@ def test_a_hard_link_to_the_input_and_an_enrollment_clip_are_refused(tmp_path):
     assert _digest(talk) == before and _digest(clip) == _digest(EXAMPLE)
 
 
+def test_an_output_that_is_the_config_file_is_refused(tmp_path):
+    cfg = tmp_path / "ss.toml"
+    cfg.write_text(f'[transcribe]\nmodel = "none"\njsonl = "{cfg}"\n')
+    before = cfg.read_text()
+    _one_error_line(_run("transcribe", str(EXAMPLE), "--config", str(cfg)), "--jsonl", "is --config")
+    assert cfg.read_text() == before
+
+
 def test_two_outputs_on_one_path_are_refused(tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("notes\n")
