@@ -161,7 +161,7 @@ class FileSink(Sink):
         return f"{self.kind} sink {str(self.path)!r}"
 
     async def consume(self, event: Event) -> None:
-        if isinstance(event, ErrorEvent) and event.fatal:
+        if isinstance(event, ErrorEvent) and event.fatal and self.stream_id in (None, event.stream_id):
             self._fatal_seen = True  # nothing yet? then keep the old file at close
         await super().consume(event)
 
