@@ -1,5 +1,7 @@
 """Prints live captions from MQTT: ``speechstream/+/transcript`` (partials replaced in place, finals appended).
 
+Errors and lost audio (``speechstream/+/error``: ``error``, ``queue_overflow``, ``audio_lost``) go to stderr.
+
     .venv/bin/python examples/mqtt_consumer.py [--host 127.0.0.1 --port 1883] [--exit-after-eos N]
 
 A durable consumer: a fixed client id and a persistent session (``clean_session=False``,
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 
 import aiomqtt
 
@@ -26,11 +29,16 @@ async def main(args: argparse.Namespace) -> None:
     while True:
         try:
             async with settings.client() as client:
-                await client.subscribe(f"{settings.prefix}/+/transcript", qos=1)
+                await client.subscribe([(f"{settings.prefix}/+/transcript", 1), (f"{settings.prefix}/+/error", 1)])
                 print("consumer subscribed", flush=True)
                 async for message in client.messages:
                     ev = json.loads(message.payload)
-                    if ev["type"] == "partial_transcript":
+                    if ev["type"] == "audio_lost":
+                        print(f"\n[{ev['stream_id']}] audio lost from {ev['time_s']:.2f} s to {ev['end_s']:.2f} s",
+                              file=sys.stderr, flush=True)
+                    elif ev["type"] == "error":
+                        print(f"\n[{ev['stream_id']}] error {ev['code']}: {ev['message']}", file=sys.stderr, flush=True)
+                    elif ev["type"] == "partial_transcript":
                         print(f"\r\033[K[{ev['stream_id']}] … {ev['text']}", end="", flush=True)
                     elif ev["type"] == "final_transcript" and dedupe.first_time(ev):
                         print(f"\r\033[K[{ev['stream_id']}] {ev['time_s']:7.2f}s  {ev['text']}", flush=True)

@@ -4,9 +4,11 @@ Speaker turns can be relabelled later (same ``turn_id``, higher ``revision``), a
 way to say "this line replaces that one". Two policies:
 
 - ``mode="rewrite"`` (default): the sink keeps the latest revision of every turn and, on every
-  change, writes the whole file to ``<path>.tmp`` and renames it over ``<path>`` (atomic on
-  POSIX). The file on disk is always complete, valid and up to date, even if the process is
-  killed. Cost: O(turns) bytes per change, about 60 bytes a turn.
+  change, writes the whole file to a temporary file beside it and renames it over ``<path>``
+  (atomic on POSIX). The file on disk is always complete, valid and up to date, even if the
+  process is killed; an existing file is left as it was until the first turn (or a clean close
+  with no turn, which leaves an empty, valid RTTM). Cost: O(turns) bytes per change, about 60
+  bytes a turn.
 - ``mode="append"``: each turn is appended once, when first seen; later revisions only update
   memory, and :meth:`close` rewrites the file with the final labels. Cheap and tail-able, but a
   killed process leaves the first-seen labels.
@@ -17,7 +19,10 @@ replaced by ``_`` (RTTM fields are space-separated). Turns of zero or negative l
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -60,8 +65,13 @@ class RttmSink(FileSink):
         self.mode = mode
         self.turns: dict[tuple[str, str], SpeakerTurn] = {}  # (stream_id, turn_id) -> latest revision
         self._dirty = False  # append mode: a revision not yet on disk
+        self._rewritten = False  # rewrite mode: the target holds this run's file
+        self._file_mode: int | None = None
         if mode == "rewrite":
-            self.release()  # the empty file stays (a valid empty RTTM); every change replaces it whole
+            self._rewritten = self.committed  # a new (empty, valid) file already stands; an old one waits
+            self.release()  # the path is writable (checked); every change replaces the file whole
+            # The file's permission bits (an existing file's, else what a new file got), for its replacements.
+            self._file_mode = stat.S_IMODE(self._target.stat().st_mode) if self._target.is_file() else None
 
     def handle(self, event: Event) -> bool:
         if not isinstance(event, SpeakerTurn):
@@ -87,16 +97,34 @@ class RttmSink(FileSink):
         return "".join(rttm_line(t, self.file_id) for t in turns if t.end_sample > t.sample)
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(self.render().encode("utf-8"))
-            if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        if self._target.exists() and not self._target.is_file():  # /dev/null, a FIFO: never rename over it
+            with open(self._target, "wb") as f:
+                f.write(self.render().encode("utf-8"))
+            self._rewritten = True
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{self._target.name}.", suffix=".part", dir=self._target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.render().encode("utf-8"))
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if self._file_mode is not None:
+                os.chmod(tmp, self._file_mode)
+            os.replace(tmp, self._target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._rewritten = True
 
     def finish(self) -> None:
-        if self.mode == "append" and self._dirty:
+        if self.mode == "rewrite":
+            if not self._rewritten and not self._fatal_seen:
+                self._rewrite()  # a clean run without turns: an empty, valid RTTM
+            return
+        super().finish()
+        if self._dirty:
             self._rewrite()
 
     async def _after_write(self) -> None:

@@ -37,7 +37,7 @@ class VttSink(FileSink):
         super().__init__(path, fsync=fsync, stream_id=stream_id, on_error=on_error)
         self.limits = limits
         self.cues_written = 0
-        self.write_text("WEBVTT\n\n")
+        self.write_text("WEBVTT\n\n", commit=False)  # the target is replaced with the first cue (or at close)
 
     def handle(self, event: Event) -> bool:
         if not isinstance(event, FinalTranscript):

@@ -106,7 +106,7 @@ _DEFAULTS = TranscribeConfig()
 @app.command()
 def transcribe(
     ctx: typer.Context,
-    file: Optional[Path] = typer.Argument(None, help="Audio file (wav, flac, ogg; any rate and channel count).", show_default=False),
+    file: Optional[Path] = typer.Argument(None, help="Audio file: wav, flac, ogg (Vorbis, Opus), mp3, aiff, au, caf or another format libsndfile reads (not m4a/aac); any rate and channel count.", show_default=False),
     mic: bool = typer.Option(_DEFAULTS.mic, "--mic", help="Capture from a microphone instead of a file.", show_default="off"),
     device: Optional[str] = typer.Option(None, "--device", help="Capture device: name (or part of it) or index; see 'speechstream devices'.", show_default="system default"),
     model: Optional[str] = typer.Option(None, "--model", help="Model: a local Hugging Face-layout directory, a hub id already in the local HF cache, or 'none' (VAD only).", show_default="bundled default model (VAD only if none is installed)"),
@@ -165,6 +165,8 @@ def transcribe(
     }
     try:
         cfg = _config_from(ctx, given, config).validate()
+        if config is not None:
+            cfg.refuse_output_at(config, "--config")
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE)
@@ -208,7 +210,12 @@ async def _run_async(cfg: TranscribeConfig) -> int:
     from stream.pipeline_builder import build_graph
 
     built = build_graph(cfg)
-    await built.graph.start()  # opens the source and the model: config errors raise here
+    try:
+        await built.graph.start()  # opens the source and the model: config errors raise here
+    except BaseException:
+        for s in built.sinks:  # nothing was written: existing output files keep their contents
+            s.release()
+        raise
     if built.recognizer is None:
         click.echo("speechstream: no model (see --model): VAD only, printing speech segments", err=True)
     for note in built.notes:
@@ -257,9 +264,9 @@ def devices() -> None:
     except ConfigError as exc:  # PortAudio missing or failing
         _error_line(str(exc))
         raise typer.Exit(EXIT_RUNTIME)
-    if not found:
-        _error_line("no audio capture devices found")
-        raise typer.Exit(EXIT_RUNTIME)
+    if not found:  # an answer, not a failure: say so and exit 0
+        click.echo("no audio capture devices found")
+        return
     click.echo(format_devices(found))
 
 

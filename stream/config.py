@@ -59,6 +59,16 @@ def default_model_dir() -> Path | None:
     return None
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file: the same resolved path, or (both existing) the same inode."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and a.samefile(b)
+    except (OSError, RuntimeError):  # a symlink loop, a vanished file: not provably the same
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class TranscribeConfig:
     """Everything ``speechstream transcribe`` needs. Units are in the field names."""
@@ -218,7 +228,50 @@ class TranscribeConfig:
             raise ConfigError("--speaker / --max-speakers / --speaker-model need diarization; drop --no-diarize")
         if self.jsonl not in (None, "-") and not Path(self.jsonl).parent.is_dir():
             raise ConfigError(f"--jsonl {self.jsonl}: directory {Path(self.jsonl).parent} does not exist")
+        self._check_output_paths(clips)
         return self
+
+    def outputs(self) -> dict[str, Path]:
+        """The output files, by option name (``--jsonl -`` is standard output, not a file)."""
+        named = {"--jsonl": None if self.jsonl in (None, "-") else Path(self.jsonl), "--srt": self.srt,
+                 "--vtt": self.vtt, "--rttm": self.rttm}
+        return {k: Path(v) for k, v in named.items() if v is not None}
+
+    def refuse_output_at(self, path: Path, what: str) -> None:
+        """ConfigError if an output file is ``path`` (a file this run reads, e.g. its ``--config``)."""
+        for option, out in self.outputs().items():
+            if _same_file(out, Path(path)):
+                raise ConfigError(f"{option} {out} is {what} ({path}): refusing to overwrite what this run reads")
+
+    def _check_output_paths(self, clips: dict[str, Path]) -> None:
+        """No output may be a file this run reads, or another output (before anything is opened).
+
+        Paths are compared after resolving symlinks and ``..``, and by inode for files that
+        exist (a hard link is the same file). Character devices and FIFOs (``/dev/null``,
+        ``/dev/stdout``) are not files we could destroy, and may be named more than once.
+        """
+        reads: dict[str, Path] = {}
+        if self.input_path is not None:
+            reads["the input FILE"] = self.input_path
+        for name, clip in clips.items():
+            reads[f"--speaker {name}="] = clip
+        for name in ("lm", "unigrams"):
+            value = getattr(self, name)
+            if value is not None and value != NO_LM:
+                reads[f"--{name}"] = Path(value)
+        seen: list[tuple[str, Path]] = []
+        for option, path in self.outputs().items():
+            if path.is_dir():
+                raise ConfigError(f"{option} {path}: is a directory, not a file")
+            if path.exists() and not path.is_file():
+                continue  # a device or a FIFO
+            for what, other in reads.items():
+                if _same_file(path, other):
+                    raise ConfigError(f"{option} {path} is {what} ({other}): refusing to overwrite what this run reads")
+            for prev_option, prev in seen:
+                if _same_file(path, prev):
+                    raise ConfigError(f"{option} {path} and {prev_option} {prev} are the same file: give each output its own path")
+            seen.append((option, path))
 
     # -- building -----------------------------------------------------------------------------
 

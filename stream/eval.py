@@ -134,15 +134,18 @@ def read_manifest(path: Path, limit: int | None = None) -> list[tuple[Path, str]
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
         raise ConfigError(f"manifest {path} is empty")
+    first = 1  # the file's line number of rows[0] (QUOTE_NONE: one row per line)
     if "audio" in rows[0] and "text" in rows[0]:
         ia, it = rows[0].index("audio"), rows[0].index("text")
-        rows = rows[1:]
+        rows, first = rows[1:], 2
     else:
         ia, it = 0, 1
     items = []
-    for n, r in enumerate(rows):
+    for line, r in enumerate(rows, start=first):
+        if not any(field.strip() for field in r):
+            continue  # a blank line
         if len(r) <= max(ia, it):
-            raise ConfigError(f"manifest {path} line {n + 2}: expected audio<TAB>text, got {r!r}")
+            raise ConfigError(f"manifest {path} line {line}: expected audio<TAB>text, got {r!r}")
         audio = Path(r[ia])
         items.append((audio if audio.is_absolute() else path.parent / audio, r[it]))
     items = items[:limit] if limit else items
@@ -193,8 +196,11 @@ class PacedSource(Source):
 def _load_audio(path: Path) -> np.ndarray:
     import soundfile as sf
 
+    from .sources.file import quiet_decoder
+
     try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with quiet_decoder(path.suffix.lower() in (".mp3", ".mp2", ".mpga")):  # mpg123 noise off stderr
+            x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
         raise ConfigError(f"cannot read audio {path}: {exc}") from exc
     x = x.mean(axis=1)

@@ -19,6 +19,8 @@ Event kinds (the ``type`` tag in JSON)::
     speaker_turn        who spoke from ``sample`` to ``end_sample``; a changed label carries a higher ``revision``
     error               something went wrong on this stream; other streams keep running
     queue_overflow      a drop-oldest edge dropped items; ``dropped_total`` counts them
+    audio_lost          input audio from ``sample`` to ``end_sample`` never arrived (a transport lost
+                        it); the stream carries silence there, so stream time stays exact
     end_of_stream       the source is exhausted; every pending final precedes it
 
 Segment semantics: ``segment_id`` is stable for the life of a segment.  A
@@ -55,6 +57,7 @@ __all__ = [
     "SpeakerTurn",
     "ErrorEvent",
     "QueueOverflow",
+    "AudioLost",
     "EndOfStream",
     "EVENT_TYPES",
     "event_from_dict",
@@ -254,6 +257,25 @@ class QueueOverflow(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AudioLost(Event):
+    """Input audio from ``sample`` to ``end_sample`` was lost on the way in (e.g. MQTT frames a broker
+    restart swallowed, seen as a jump in the offset header) and is silence in the stream.
+
+    ``message`` says it in words, with the sender's own offsets and rate. Not fatal: the stream
+    goes on (a gap too long to fill is a fatal ``error`` with code ``gap`` instead).
+    """
+
+    type: ClassVar[str] = "audio_lost"
+
+    end_sample: int = 0
+    message: str = ""
+
+    @property
+    def lost_samples(self) -> int:
+        return self.end_sample - self.sample
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfStream(Event):
     """The stream is over at ``sample``; nothing of this stream follows."""
 
@@ -272,6 +294,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SpeakerTurn,
         ErrorEvent,
         QueueOverflow,
+        AudioLost,
         EndOfStream,
     )
 }

@@ -135,7 +135,12 @@ def build_graph(cfg: TranscribeConfig) -> BuiltGraph:
     source = build_source(cfg)
     sinks = build_sinks(cfg, recognizing=recognizer is not None)
     nodes: list[Node] = [Resample(), vad]
-    diarizer, labeler = build_diarization(cfg) if cfg.diarize_enabled else (None, None)
+    try:
+        diarizer, labeler = build_diarization(cfg) if cfg.diarize_enabled else (None, None)
+    except BaseException:
+        for s in sinks:  # nothing was written: existing output files keep their contents
+            s.release()
+        raise
     if diarizer is not None:
         nodes.append(diarizer)  # turns go out before the audio/SpeechEnded that decided them
     if recognizer is not None:

@@ -9,7 +9,16 @@ Topic scheme (``prefix`` defaults to ``speechstream``; ``<stream>`` is a stream 
     <prefix>/<stream>/transcript  out  partial_transcript (QoS 0), final_transcript (QoS 1), end_of_stream (QoS 1)
     <prefix>/<stream>/speaker     out  speaker_turn (QoS 1)
     <prefix>/<stream>/vad         out  speech_started, speech_ended, endpoint (QoS 0)
-    <prefix>/<stream>/error       out  error, queue_overflow (QoS 1)
+    <prefix>/<stream>/error       out  error, queue_overflow, audio_lost (QoS 1)
+
+Lost audio. A stream sent with ``"offset_header": true`` carries the sample offset of every
+frame, so audio that never reached the worker (frames a broker swallowed when it was killed
+and came back without its sessions) shows as a jump. The worker fills the jump with silence,
+so stream time stays exact, and reports it as an ``audio_lost`` event (``sample`` to
+``end_sample``, with seconds) in the stream, which the worker publishes on ``…/error``. A
+stream without offsets cannot measure a loss: when the worker's subscription was down while
+such a stream was live, it gets a non-fatal ``error`` with code ``input_interrupted`` saying
+for how long.
 
 Delivery. Finals, speaker turns, errors and end-of-stream go out at QoS 1 through
 an :class:`MqttPublisher` outbox: a message leaves the outbox only when the broker
@@ -43,6 +52,7 @@ from ..errors import GraphError
 from ..events import (
     SAMPLE_RATE_HZ,
     AudioChunk,
+    AudioLost,
     Endpoint,
     EndOfStream,
     ErrorEvent,
@@ -174,6 +184,7 @@ _ROUTES: dict[type[Event], tuple[str, int]] = {
     Endpoint: ("vad", 0),
     ErrorEvent: ("error", 1),
     QueueOverflow: ("error", 1),
+    AudioLost: ("error", 1),
 }
 
 
@@ -396,7 +407,7 @@ class MqttIngest:
         self.max_streams = max_streams
         self.streams: dict[str, _Stream] = {}
         self.used: set[str] = set()  # stream ids are not reused within one worker run
-        self.stats = {"frames": 0, "late_frames": 0, "protocol_errors": 0, "connects": 0}
+        self.stats = {"frames": 0, "late_frames": 0, "protocol_errors": 0, "connects": 0, "lost_samples": 0, "lost_spans": 0}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
@@ -420,6 +431,7 @@ class MqttIngest:
     async def _run(self) -> None:
         backoff = self.settings.reconnect_min_s
         idle = asyncio.create_task(self._idle_reaper())
+        lost_at: float | None = None  # when the subscription went down
         try:
             while not self._closing:
                 try:
@@ -429,11 +441,16 @@ class MqttIngest:
                         p = self.settings.prefix
                         await client.subscribe([(f"{p}/+/audio", 1), (f"{p}/+/control", 1)])
                         self._subscribed.set()
+                        if lost_at is not None:
+                            await self._interrupted(time.monotonic() - lost_at)
+                            lost_at = None
                         async for message in client.messages:
                             await self._on_message(str(message.topic), message.payload)
                 except aiomqtt.MqttError as exc:
                     log.warning("mqtt ingest: broker connection lost (%s); reconnecting", exc)
                 finally:
+                    if self._subscribed.is_set() and lost_at is None:
+                        lost_at = time.monotonic()
                     self._subscribed.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.reconnect_max_s)
@@ -449,6 +466,26 @@ class MqttIngest:
                 if now - st.last_audio > self.idle_timeout_s:
                     log.info("mqtt ingest: stream %s idle for %.0f s; ending it", sid, self.idle_timeout_s)
                     self._end(sid)
+
+    async def _report_lost(self, sid: str, st: _Stream, start: int, end: int) -> None:
+        """Audio ``start``..``end`` (offsets at the stream's rate) never came: say so, in the stream."""
+        rate = st.cfg.sample_rate_hz
+        self.stats["lost_samples"] += end - start
+        self.stats["lost_spans"] += 1
+        message = (f"audio lost on the way in: offsets {start} to {end} at {rate} Hz ({(end - start) / rate:.3f} s, "
+                   f"from {start / rate:.3f} s to {end / rate:.3f} s) never arrived; filled with silence")
+        log.warning("mqtt ingest: stream %s: %s", sid, message)
+        await st.source.report(AudioLost(sid, start, end_sample=end, sample_rate_hz=rate, message=message))
+
+    async def _interrupted(self, down_s: float) -> None:
+        """The subscription was down: streams without offsets cannot tell what they lost, so tell them."""
+        for sid, st in list(self.streams.items()):
+            if st.cfg.offset_header:
+                continue  # a loss shows as a jump in the offsets, and is reported exactly
+            await st.source.report(ErrorEvent(
+                sid, st.source.samples_fed, sample_rate_hz=st.cfg.sample_rate_hz, code="input_interrupted", fatal=False,
+                message=f"the worker's broker connection was down for {down_s:.2f} s; audio published meanwhile may "
+                        "be lost (send with \"offset_header\": true to have losses measured)"))
 
     def _end(self, sid: str) -> None:
         st = self.streams.pop(sid, None)
@@ -511,7 +548,10 @@ class MqttIngest:
                     offset, pcm = split_offset_header(data)
                     x = decode_audio(pcm, st.cfg.sample_format, self.limits)
                     max_gap = int(self.limits.max_gap_s * st.cfg.sample_rate_hz)
-                    x, st.expected, _ = align_to_offset(x, offset, st.expected, max_gap)
+                    before = st.expected
+                    x, st.expected, gap = align_to_offset(x, offset, st.expected, max_gap)
+                    if gap:
+                        await self._report_lost(sid, st, before, before + gap)
                 else:
                     x = decode_audio(bytes(data), st.cfg.sample_format, self.limits)
                 st.last_audio = time.monotonic()

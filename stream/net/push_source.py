@@ -9,6 +9,9 @@ resampler brings it to 16 kHz).  ``source.end()`` finishes the stream: the graph
 then sends its ``EndOfStream`` behind the audio, so every pending final is
 produced.
 
+A transport that finds audio missing (an offset header that jumps ahead) reports it in order
+with ``await source.report(AudioLost(...))`` before feeding the silence that stands in for it.
+
 Backpressure: the inbox between the transport and ``run`` holds at most
 ``inbox_blocks`` blocks; ``feed`` waits while it is full, which stops the
 transport reading its socket (TCP flow control reaches the client).  The capture
@@ -23,7 +26,7 @@ import asyncio
 import numpy as np
 
 from ..errors import StreamError
-from ..events import AudioChunk
+from ..events import AudioChunk, Event
 from ..queues import EdgeSpec
 from ..sources.base import Emit, Source
 
@@ -47,7 +50,7 @@ class PushSource(Source):
     ):
         super().__init__(stream_id, capture_edge=capture_edge)
         self._rate = int(sample_rate_hz)
-        self._inbox: asyncio.Queue[np.ndarray | None] = asyncio.Queue(inbox_blocks)
+        self._inbox: asyncio.Queue[np.ndarray | Event | None] = asyncio.Queue(inbox_blocks)
         self._ended = False
         self._error: StreamError | None = None
         self.samples_fed = 0  # at the client's rate
@@ -68,6 +71,13 @@ class PushSource(Source):
             return
         self.samples_fed += int(samples.shape[0])
         await self._inbox.put(samples)
+
+    async def report(self, event: Event) -> None:
+        """Queue a report of this stream (e.g. ``AudioLost``): the graph gets it between the blocks
+        fed before and after it. Its times are at this source's rate (the resampler converts them)."""
+        if self._ended:
+            return
+        await self._inbox.put(event)
 
     def end(self) -> None:
         """No more audio: ``run`` returns after the queued blocks and the stream ends."""
@@ -98,6 +108,9 @@ class PushSource(Source):
             block = await self._inbox.get()
             if block is _END:
                 break
+            if isinstance(block, Event):
+                await emit(block)
+                continue
             chunk = AudioChunk(self.stream_id, sample, samples=block, sample_rate_hz=self._rate, sample_format="f32")
             sample = chunk.end_sample
             await emit(chunk)

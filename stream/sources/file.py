@@ -1,4 +1,14 @@
-"""Audio file source: wav, flac, ogg (anything libsndfile reads), any rate and channel count.
+"""Audio file source: any rate and channel count, in the formats libsndfile reads.
+
+Formats read (:data:`READ_FORMATS`): WAV (and RF64/W64), FLAC, Ogg Vorbis and Opus, MP3
+(MPEG-1/2 layer I-III), AIFF, AU, CAF and libsndfile's other formats; not AAC/M4A, WMA or
+video containers (convert those first, e.g. ``ffmpeg -i in.m4a out.flac``).
+
+Decoder noise: libsndfile's bundled mpg123 writes diagnostics straight to file descriptor 2
+from C (dozens of ``[src/libmpg123/layer3.c...] error: part2_3_length ...`` lines for an
+ordinary ffmpeg/LAME MP3, whose audio decodes correctly all the same). While an MP3 is opened
+or read, :func:`quiet_decoder` points fd 2 at a temporary file, then writes back everything in
+it that is not an mpg123 line, so nothing another thread wrote in that moment is lost.
 
 The file is read block by block (``block_ms``), never loaded whole, so an hour
 of audio costs one block of memory. Reads run in a worker thread. Either paced
@@ -10,9 +20,14 @@ stderr (``progress=False`` to disable).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import sys
+import tempfile
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import soundfile as sf
 
@@ -21,7 +36,55 @@ from ..events import AudioChunk
 from ..queues import EdgeSpec
 from .base import Emit, Source
 
-__all__ = ["FileSource", "probe"]
+__all__ = ["FileSource", "probe", "quiet_decoder", "READ_FORMATS"]
+
+READ_FORMATS = "wav, flac, ogg (Vorbis, Opus), mp3, aiff, au, caf and the other formats libsndfile reads"
+
+# What libmpg123 prints: "[src/libmpg123/layer3.c:INT123_do_layer3():1774] error: ..." and
+# the like ("Note: ...", "Warning: ..."), one line each.
+_DECODER_NOISE = re.compile(rb"^\[[^\]]*mpg123[^\]]*\]|^(Note|Warning|error): .*mpg123", re.IGNORECASE)
+_FD2_LOCK = threading.Lock()
+_held: list = []  # one temporary file for the process, reused (a new one per read costs more than the read)
+
+
+@contextlib.contextmanager
+def quiet_decoder(active: bool = True) -> Iterator[None]:
+    """Keep C decoders' diagnostics off the terminal: fd 2 goes to a temporary file meanwhile,
+    and what in it is not decoder noise is written back to fd 2 afterwards."""
+    if not active:
+        yield
+        return
+    with _FD2_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no fd 2 to speak of: nothing to hide
+            yield
+            return
+        if not _held:
+            _held.append(tempfile.TemporaryFile())
+        held = _held[0]
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.lseek(held.fileno(), 0, os.SEEK_CUR)
+            if size:
+                captured = os.pread(held.fileno(), size, 0)
+                os.ftruncate(held.fileno(), 0)
+                os.lseek(held.fileno(), 0, os.SEEK_SET)
+                kept = b"".join(line for line in captured.splitlines(keepends=True) if not _DECODER_NOISE.search(line))
+                if kept:
+                    with contextlib.suppress(OSError):
+                        os.write(2, kept)
+
+
+def _noisy(info_format: str) -> bool:
+    return info_format.upper() in ("MP3", "MPEG")
 
 
 def probe(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
@@ -34,7 +97,8 @@ def probe(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     try:
         return sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise UnreadableAudioError(f"cannot read audio file {p}: {exc}") from exc
+        hint = f" (formats read: {READ_FORMATS})" if "not recognised" in str(exc).lower() else ""
+        raise UnreadableAudioError(f"cannot read audio file {p}: {exc}{hint}") from exc
 
 
 class FileSource(Source):
@@ -58,6 +122,7 @@ class FileSource(Source):
         self.realtime = realtime
         self.progress = progress
         self._file: sf.SoundFile | None = None
+        self._quiet = False  # MP3: keep mpg123's diagnostics off stderr
 
     @property
     def sample_rate_hz(self) -> int:
@@ -66,9 +131,10 @@ class FileSource(Source):
         return int(self._file.samplerate)
 
     async def start(self) -> None:
-        probe(self.path)
+        self._quiet = _noisy(probe(self.path).format)
         try:
-            self._file = sf.SoundFile(str(self.path))
+            with quiet_decoder(self._quiet):
+                self._file = sf.SoundFile(str(self.path))
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise UnreadableAudioError(f"cannot read audio file {self.path}: {exc}") from exc
 
@@ -91,7 +157,7 @@ class FileSource(Source):
         try:
             while not self.stop_requested:
                 try:
-                    data = await asyncio.to_thread(f.read, block, "float32", True)
+                    data = await asyncio.to_thread(self._read, f, block)
                 except (sf.LibsndfileError, RuntimeError) as exc:
                     raise SourceError(f"reading {self.path} failed at frame {pos}: {exc}") from exc
                 n = data.shape[0]
@@ -107,6 +173,10 @@ class FileSource(Source):
         finally:
             if bar is not None:
                 bar.close()
+
+    def _read(self, f: sf.SoundFile, block: int):
+        with quiet_decoder(self._quiet):
+            return f.read(block, "float32", True)
 
     async def stop(self) -> None:
         if self._file is not None:
