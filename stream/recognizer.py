@@ -165,7 +165,7 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
         try:
             tok = tok.for_model(int(n_logits))
         except EngineError as exc:
-            raise ConfigError(f"{model.vocab_dir}: {exc}") from exc
+            raise ConfigError(str(exc)) from exc  # names the files
     final_dec = partial_dec = None
     from engines.lm import find_model_lm
 
