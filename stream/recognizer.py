@@ -257,7 +257,8 @@ class Recognizer(Node):
             try:
                 model = load_model(model)
             except EngineError as exc:
-                raise ConfigError(f"cannot load model {self.model_arg}: {exc}") from exc
+                text = str(exc)  # most name the file already (DIR/config.json: field ...)
+                raise ConfigError(text if str(self.model_arg) in text else f"cannot load model {self.model_arg}: {text}") from exc
         if self.config.mode not in ("cached", "window", "offline"):
             raise ConfigError(f"recogniser mode must be cached, window or offline, not {self.config.mode!r}")
         try:  # geometry errors are configuration errors, raised at start
