@@ -244,3 +244,18 @@ def test_blank_token_outside_head_is_refused(clip, tmp_path: Path) -> None:
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
     code, _, err = transcribe(clip[0], d, RUNNER)
     assert_one_line_error(code, err, "[PAD]", "vocab_size")
+
+
+@pytest.mark.parametrize("weights", ["fp16", "bf16"])
+def test_half_precision_weights_load_as_float32(weights: str, tmp_path: Path) -> None:
+    import torch
+
+    from engines.api import load_model
+
+    d = build_zoo(Layout(weights=weights), tmp_path / "m")
+    from safetensors.torch import load_file
+
+    stored = {t.dtype for t in load_file(str(d / "model.safetensors")).values()}
+    assert stored == {torch.float16 if weights == "fp16" else torch.bfloat16}
+    model = load_model(d)
+    assert {p.dtype for p in model.module.parameters()} == {torch.float32}
