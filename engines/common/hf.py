@@ -191,12 +191,16 @@ def head_from_architectures(raw: dict, architectures: dict[str, str], source: st
     return architectures[arch]
 
 
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 # feature-extractor fields the frontends read, and what each must be
 _PREPROCESSOR_FIELDS: dict[str, tuple[str, Any]] = {
-    "sampling_rate": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
-    "feature_size": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
-    "num_mel_bins": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
-    "stride": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "sampling_rate": ("a positive integer", _positive_int),
+    "feature_size": ("a positive integer", _positive_int),
+    "num_mel_bins": ("a positive integer", _positive_int),
+    "stride": ("a positive integer", _positive_int),
     "do_normalize": ("true or false", lambda v: isinstance(v, bool)),
     "return_attention_mask": ("true or false", lambda v: isinstance(v, bool)),
     "padding_value": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),

@@ -28,7 +28,6 @@ import soundfile as sf
 from tests.hf_zoo import VARIANTS, Layout, build_zoo, reference_transcript
 
 transformers = pytest.importorskip("transformers")
-pytest.importorskip("pyctcdecode")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hello.wav"
