@@ -7,7 +7,8 @@ Every error an engine raises on purpose derives from ``EngineError``; foreign ex
     EngineError
     ├── ModelNotFoundError        a path or hub id that resolves to nothing (names the id / path)
     ├── CheckpointError           a checkpoint that cannot be read or does not match the model
-    │   └── KeyMismatchError      strict key check failed (lists missing / unexpected keys, names the file)
+    │   ├── KeyMismatchError      strict key check failed (lists missing / unexpected keys, names the file)
+    │   └── ConfigFieldError      a config field of the wrong type or out of range (names file, field, value)
     ├── UnsupportedConfigError    a config value the engines do not implement (names value and supported ones)
     └── StreamError               misuse of the streaming API (bad chunk sizes, mixing states of
                                   different modes in one batch, a chunk that is not 1-D float audio)
@@ -20,6 +21,7 @@ __all__ = [
     "ModelNotFoundError",
     "CheckpointError",
     "KeyMismatchError",
+    "ConfigFieldError",
     "UnsupportedConfigError",
     "StreamError",
 ]
@@ -57,6 +59,19 @@ class KeyMismatchError(CheckpointError):
         super().__init__("; ".join(parts))
 
 
+class ConfigFieldError(CheckpointError):
+    """A field of config.json (or the feature extractor's config) of the wrong type or out of range:
+    ``SOURCE: field 'hidden_size' must be a positive integer, got 'big'``."""
+
+    def __init__(self, source: str, key: str, expected: str, value: object):
+        self.source = source
+        self.key = key
+        self.expected = expected
+        self.value = value
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}field {key!r} must be {expected}, got {value!r}")
+
+
 class UnsupportedConfigError(EngineError):
     """A config value the engines do not implement. Never silently approximated."""
 
@@ -64,6 +79,7 @@ class UnsupportedConfigError(EngineError):
         self.key = key
         self.value = value
         self.supported = supported
+        self.source = source
         where = f" in {source}" if source else ""
         sup = supported if isinstance(supported, str) else ", ".join(repr(s) for s in supported)
         super().__init__(f"unsupported {key}={value!r}{where}; supported: {sup}")

@@ -1,7 +1,7 @@
 """CTC character vocabulary with the decoding semantics of HF ``Wav2Vec2CTCTokenizer``.
 
-Reads a checkpoint directory's ``vocab.json``, ``tokenizer_config.json`` and
-``special_tokens_map.json`` (the last two optional) and decodes CTC ids exactly as
+Reads a checkpoint directory's ``vocab.json``, ``tokenizer_config.json``,
+``special_tokens_map.json`` and ``added_tokens.json`` (all but the first optional) and decodes CTC ids exactly as
 ``transformers``' ``Wav2Vec2CTCTokenizer.decode`` does with its defaults:
 
 1. ids -> tokens (ids outside the vocabulary and its added tokens become ``unk_token``);
@@ -75,6 +75,16 @@ def _token_content(value: Any) -> str | None:
     return str(value)
 
 
+def _token_id(value: Any, source: Path) -> int:
+    try:
+        idx = int(value)
+    except (TypeError, ValueError):
+        idx = -1
+    if isinstance(value, bool) or idx < 0:
+        raise CheckpointError(f"{source}: token id {value!r} is not a non-negative integer")
+    return idx
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -95,7 +105,8 @@ class CTCTokenizer:
     replace_word_delimiter_char: str = " "
     do_lower_case: bool = False
     clean_up_tokenization_spaces: bool = False
-    base_size: int | None = None  # ids from the files, before special tokens appended like HF (None: all)
+    base_size: int | None = None  # ids of vocab.json, before the tokens appended after it like HF (None: all)
+    source: str = field(default="", compare=False)  # the directory it was read from, for messages
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -137,9 +148,23 @@ class CTCTokenizer:
                     specials[k] = _token_content(v)
 
         id_to_token: dict[int, str] = {i: t for t, i in vocab.items()}
-        for key, tok in (added or {}).items():
-            idx = int(key)
-            id_to_token.setdefault(idx, _token_content(tok))
+        # Tokens transformers appended after vocab.json's ids (``<s>``, ``</s>`` of a vocabulary
+        # without them): tokenizer_config.json's added_tokens_decoder (transformers >= 4.34), else
+        # added_tokens.json (older ones; today's write both). A CTC head may stop before them.
+        base_size = max(id_to_token, default=-1) + 1
+        appended: dict[int, str | None] = {}
+        if added:
+            if not isinstance(added, dict):
+                raise CheckpointError(f"{cfg_file}: added_tokens_decoder must map ids to tokens")
+            appended = {_token_id(k, cfg_file): _token_content(v) for k, v in added.items()}
+        elif (path / "added_tokens.json").is_file():
+            extra = _read_json(path / "added_tokens.json")
+            if not isinstance(extra, dict):
+                raise CheckpointError(f"{path / 'added_tokens.json'} must map tokens to ids")
+            appended = {_token_id(v, path / "added_tokens.json"): t for t, v in extra.items()}
+        for idx, tok in sorted(appended.items()):
+            if tok is not None:
+                id_to_token.setdefault(idx, tok)
         return cls.from_vocab(
             id_to_token,
             pad_token=specials.get("pad_token", "<pad>"),
@@ -150,6 +175,8 @@ class CTCTokenizer:
             replace_word_delimiter_char=cfg.get("replace_word_delimiter_char", " "),
             do_lower_case=bool(cfg.get("do_lower_case", False)),
             clean_up_tokenization_spaces=bool(cfg.get("clean_up_tokenization_spaces", False)),
+            base_size=base_size,
+            source=str(path),
         )
 
     @classmethod
@@ -161,7 +188,8 @@ class CTCTokenizer:
             id_to_token = {int(i): t for i, t in vocab.items()}  # type: ignore[union-attr]
         known = set(id_to_token.values())
         nxt = max(id_to_token, default=-1) + 1
-        base_size = nxt
+        base_size = kwargs.pop("base_size", None)
+        base_size = nxt if base_size is None else min(base_size, nxt)
         # transformers adds special tokens absent from the vocab after it, in this order.
         for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
             tok = kwargs.get(key, cls.__dataclass_fields__[key].default)
@@ -177,17 +205,27 @@ class CTCTokenizer:
     def for_model(self, n_outputs: int) -> "CTCTokenizer":
         """This vocabulary cut to a CTC head of ``n_outputs`` labels.
 
-        Allowed when only special tokens that HF appends after the files' ids (``<s>``, ``</s>``
-        absent from vocab.json) fall outside; any other difference is a vocabulary that does not
-        belong to the model, refused with CheckpointError.
+        Allowed when only tokens appended after vocab.json's ids fall outside (``<s>``, ``</s>``
+        that transformers appends to a vocabulary without them, listed in added_tokens_decoder /
+        added_tokens.json): argmax over the head never emits them, so transformers decodes such a
+        checkpoint as if they were absent. The blank must be inside the head. Any other
+        difference is a vocabulary that does not belong to the model, refused with CheckpointError.
         """
         base = self.base_size if self.base_size is not None else self.vocab_size
         if n_outputs == self.vocab_size:
             return self
-        if base <= n_outputs < self.vocab_size and self.blank_id < n_outputs:
+        where = f"{self.source}/" if self.source else ""
+        if base <= n_outputs < self.vocab_size:
+            if self.blank_id >= n_outputs:
+                raise CheckpointError(
+                    f"{where}tokenizer_config.json: pad (CTC blank) token {self.pad_token!r} has id {self.blank_id}, "
+                    f"outside the CTC head's {n_outputs} outputs (config.json vocab_size={n_outputs})"
+                )
             return replace(self, labels=self.labels[:n_outputs], base_size=None)
+        extra = f" (+ {self.vocab_size - base} appended tokens)" if self.vocab_size > base else ""
         raise CheckpointError(
-            f"the vocabulary has {base} tokens (ids 0..{base - 1}) but the model's CTC head has {n_outputs} outputs"
+            f"{where}vocab.json has {base} tokens (ids 0..{base - 1}){extra} but the model's CTC head has "
+            f"{n_outputs} outputs (config.json vocab_size={n_outputs})"
         )
 
     # ------------------------------------------------------------------ ids

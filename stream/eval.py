@@ -262,7 +262,8 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     try:
         model = load_model(model_arg)
     except EngineError as exc:
-        raise ConfigError(f"cannot load model {model_arg}: {exc}") from exc
+        text = str(exc)  # most name the file already (DIR/config.json: field ...)
+        raise ConfigError(text if str(model_arg) in text else f"cannot load model {model_arg}: {text}") from exc
     rcfg = RecognizerConfig(
         mode=cfg.mode,
         chunk_ms=cfg.chunk_ms,

@@ -165,7 +165,7 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
         try:
             tok = tok.for_model(int(n_logits))
         except EngineError as exc:
-            raise ConfigError(f"{model.vocab_dir}: {exc}") from exc
+            raise ConfigError(str(exc)) from exc  # names the files
     final_dec = partial_dec = None
     from engines.lm import find_model_lm
 
@@ -257,7 +257,8 @@ class Recognizer(Node):
             try:
                 model = load_model(model)
             except EngineError as exc:
-                raise ConfigError(f"cannot load model {self.model_arg}: {exc}") from exc
+                text = str(exc)  # most name the file already (DIR/config.json: field ...)
+                raise ConfigError(text if str(self.model_arg) in text else f"cannot load model {self.model_arg}: {text}") from exc
         if self.config.mode not in ("cached", "window", "offline"):
             raise ConfigError(f"recogniser mode must be cached, window or offline, not {self.config.mode!r}")
         try:  # geometry errors are configuration errors, raised at start

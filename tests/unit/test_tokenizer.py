@@ -161,3 +161,40 @@ def test_for_model_drops_only_appended_special_tokens(tmp_path: Path) -> None:
     for n in (6, 10):
         with pytest.raises(CheckpointError, match="CTC head has"):
             ours.for_model(n)
+
+
+def test_tokenizer_saved_by_current_transformers_fits_a_head_without_appended_tokens(tmp_path: Path) -> None:
+    """Issue 17's defect: save_pretrained lists the appended <s>, </s> (ids 7, 8 here) in
+    tokenizer_config.json's added_tokens_decoder and in added_tokens.json; a CTC head sized to
+    vocab.json (7) must still fit, as it does for transformers."""
+    raw = _write(tmp_path / "raw", NO_BOS_EOS, {})
+    ref = transformers.Wav2Vec2CTCTokenizer(str(raw / "vocab.json"), unk_token="<unk>", pad_token="<pad>")
+    saved = tmp_path / "saved"
+    ref.save_pretrained(str(saved))
+    assert "7" in json.loads((saved / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert json.loads((saved / "added_tokens.json").read_text()) == {"<s>": 7, "</s>": 8}
+    ours = CTCTokenizer.from_dir(saved)
+    assert ours.labels == tuple(ref.convert_ids_to_tokens(list(range(len(ref)))))
+    cut = ours.for_model(7)
+    assert cut.vocab_size == 7
+    for ids in _id_sequences(7, cut.blank_id, np.random.default_rng(3)):
+        ids = [i for i in ids if i < 7]  # what argmax over a 7-output head can emit
+        assert cut.decode(ids) == ref.decode(ids)
+    with pytest.raises(CheckpointError, match=r"vocab.json has 7 tokens .*config.json vocab_size=6"):
+        ours.for_model(6)
+
+
+def test_added_tokens_json_alone_counts_as_appended(tmp_path: Path) -> None:
+    """transformers 4.x wrote appended specials to added_tokens.json only."""
+    d = _write(tmp_path, NO_BOS_EOS, {})
+    (d / "added_tokens.json").write_text(json.dumps({"</s>": 8, "<s>": 7}))
+    ref = transformers.Wav2Vec2CTCTokenizer.from_pretrained(str(d))
+    ours = CTCTokenizer.from_dir(d)
+    assert ours.labels == tuple(ref.convert_ids_to_tokens(list(range(len(ref)))))
+    assert ours.for_model(7).vocab_size == 7
+
+
+def test_blank_appended_after_vocab_cannot_be_cut(tmp_path: Path) -> None:
+    d = _write(tmp_path, {"<unk>": 0, "|": 1, "A": 2}, {"pad_token": "[PAD]"})
+    with pytest.raises(CheckpointError, match=r"pad \(CTC blank\) token '\[PAD\]' has id 5"):
+        CTCTokenizer.from_dir(d).for_model(3)
