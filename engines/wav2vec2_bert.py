@@ -218,13 +218,14 @@ class EncoderLayer(nn.Module):
         return self.final_layer_norm(x)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor
+        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor, central: int | None = None
     ) -> tuple[Tensor, LayerCache]:
-        """x (B, C, D) one chunk; key_valid (B, L + C) real cached + new frames; keep (B, C) real new frames."""
+        """x (B, T, D) one chunk (+ lookahead); key_valid (B, L + T) real cached + new frames; keep (B, T)
+        real new frames; ``central``: only the first ``central`` frames enter the caches (default all)."""
         x = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
-        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid)
+        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, central)
         x = x + a
-        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep)
+        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep, central=central)
         x = x + c
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
         return self.final_layer_norm(x), LayerCache(attn, conv)
@@ -536,8 +537,8 @@ class Wav2Vec2BertEngine(EngineModule):
         return self.frames_from_head_input(self.head_input(hidden))
 
     def delay_frames(self, spec: StreamSpec) -> int:
-        # a stacked frame's 560 samples reach 240 samples past its 320-sample hop
-        return 1
+        # a stacked frame's 560 samples reach 240 samples past its 320-sample hop; + the lookahead
+        return 1 + spec.lookahead_frames
 
     def use_preprocessor(self, preprocessor: dict | None, source: str) -> None:
         """A checkpoint may carry training-set fbank statistics (``"speechstream_fbank_prior"``): cached
@@ -546,10 +547,10 @@ class Wav2Vec2BertEngine(EngineModule):
 
     def init_cache(self, spec: StreamSpec) -> "Wav2Vec2BertCache":
         cfg, bb = self.config, self.backbone
-        if spec.lookahead_frames:
+        if spec.lookahead_frames and bb.adapter is not None:
             raise StreamError(
-                "wav2vec2-bert cached mode has no attention lookahead beyond the chunk (lookahead_ms=0); "
-                f"got lookahead_ms={spec.lookahead_ms}. Use a longer chunk, or window mode"
+                "wav2vec2-bert cached mode with an adapter (add_adapter) has no attention lookahead "
+                f"(lookahead_ms must be 0, got {spec.lookahead_ms}); use window mode"
             )
         if spec.normalize not in ("stream", "none"):
             raise StreamError(f"wav2vec2-bert cached mode normalises the fbank causally ('stream') or not at all ('none'), got {spec.normalize!r}")
@@ -572,6 +573,7 @@ class Wav2Vec2BertEngine(EngineModule):
         dev = next(self.parameters()).device
         fb_count, fb_sum, fb_sumsq = fbank.initial_sums(self.fbank_prior if spec.normalize == "stream" else None)
         return Wav2Vec2BertCache(
+            ahead=torch.zeros(1, spec.lookahead_frames * scale, D, device=dev),
             tail=torch.zeros(1, self.samples_per_frame, device=dev),
             next_frame=torch.full((1,), -scale, dtype=torch.long, device=dev),
             fb_count=fb_count.reshape(1).to(dev),
@@ -615,18 +617,28 @@ class Wav2Vec2BertEngine(EngineModule):
         if spec.normalize == "stream":
             frames, count, total, total_sq = fbank.cumulative_normalize(frames, fb_real, count, total, total_sq)
         x = frames.reshape(B, Cs, fbank.NUM_MEL_BINS * fbank.STRIDE)
-        # 2. encoder
+        # 2. encoder: the central frames [f0, f0 + C') and the R' lookahead frames after them (the
+        # stacked frames computed above are the last C' of these; ``ahead`` holds the first R')
         x = bb.feature_projection(x).masked_fill(~s_real.unsqueeze(-1), 0.0)
+        Ra = cache.ahead.shape[1]
+        if Ra:
+            x = torch.cat([cache.ahead, x], dim=1)  # (B, C' + R', D)
+            s_idx = cache.next_frame[:, None] - Ra + torch.arange(Ra + Cs, device=dev)
+            s_real = s_idx >= 0
+            if end_sample is not None:
+                s_real = s_real & (s_idx < (n_fb // fbank.STRIDE)[:, None])
+        ahead = x[:, Cs:]
+        L = cache.key_valid.shape[1]
         key_valid = torch.cat([cache.key_valid, s_real], dim=1)
-        keys, values, convs, hidden = [], [], [], [x]
+        keys, values, convs, hidden = [], [], [], [x[:, :Cs]]
         for i, layer in enumerate(bb.encoder.layers):
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.conv[:, i])
-            x, lc = layer.cached_forward(x, s_idx, lc, key_valid, s_real)
+            x, lc = layer.cached_forward(x, s_idx, lc, key_valid, s_real, central=Cs)
             keys.append(lc.attn.key)
             values.append(lc.attn.value)
             convs.append(lc.conv)
-            hidden.append(x)
-        L = cache.key_valid.shape[1]
+            hidden.append(x[:, :Cs])
+        x = x[:, :Cs]  # the lookahead's outputs are provisional: dropped
         if bb.intermediate_ffn is not None:
             x = x + 0.5 * bb.intermediate_ffn(x)
         # 3. adapter, each layer at its own rate
@@ -649,12 +661,13 @@ class Wav2Vec2BertEngine(EngineModule):
         hidden.append(x)
         frames_out = self.frames_from_head_input(self.head_input(hidden))
         new = Wav2Vec2BertCache(
+            ahead=ahead,
             tail=samples[:, samples.shape[1] - hop:],
             next_frame=cache.next_frame + Cs,
             fb_count=count,
             fb_sum=total,
             fb_sumsq=total_sq,
-            key_valid=key_valid[:, key_valid.shape[1] - L:],
+            key_valid=key_valid[:, Cs : Cs + L],
             keys=torch.stack(keys, dim=1),
             values=torch.stack(values, dim=1),
             conv=torch.stack(convs, dim=1),
@@ -678,6 +691,8 @@ class Wav2Vec2BertEngine(EngineModule):
 class Wav2Vec2BertCache(NamedTuple):
     """Cached-mode state of a batch of streams (every field has the batch first; shapes are fixed).
 
+    ahead      (B, R', D)          projected stacked frames of the lookahead (R' = R * frame_stride;
+                                   exact, causally normalised): the next call's first central frames
     tail       (B, hop)            last samples of the previous chunk (the fbank overhang; zeros at start)
     next_frame (B,) long           stacked-frame index of the next block's first frame (starts at -frame_stride)
     fb_count   (B,) f64, fb_sum / fb_sumsq (B, 80) f64   running fbank statistics ("stream" normalisation)
@@ -689,6 +704,7 @@ class Wav2Vec2BertCache(NamedTuple):
     ad_conv    (B, n_adapter, stride // 2, 2 Da)   LayerNormed inputs before the block, per adapter layer
     """
 
+    ahead: Tensor
     tail: Tensor
     next_frame: Tensor
     fb_count: Tensor
