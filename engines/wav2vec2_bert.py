@@ -32,7 +32,7 @@ in-place ops on parameters, no ``no_grad`` inside ``forward``):
   ``Wav2Vec2BertForCTC.from_pretrained`` loads it with no missing or unexpected keys),
   ``preprocessor_config.json`` and, if given, ``vocab.json``.
 
-Streaming, cached mode (``init_state("cached", chunk_ms, left_context_ms, lookahead_ms=0)``):
+Streaming, cached mode (``init_state("cached", chunk_ms, left_context_ms, lookahead_ms)``):
 the fbank is computed chunk by chunk (exact: each call keeps the last 320 samples, since a stacked
 frame's 560 samples reach 240 past its hop, so output runs ``delay_frames = 1`` frame behind);
 per-mel-bin normalisation is the causal running one of ``frontend_fbank.cumulative_normalize``
@@ -44,8 +44,11 @@ alone (``frontend_fbank.FbankPrior``; ``stream_features(wave, prior=engine.fbank
 same features offline). Every attention layer keeps a fixed-size KV cache of the last L
 frames with a validity mask, and the causal depthwise conv keeps its last K-1 inputs, so the
 encoder is exact against the offline forward under the chunk mask ``forward(features,
-chunk_frames=C, left_frames=L, chunk_offset=1)`` (blocks start at ``k*C - 1``), with no lookahead
-beyond the chunk (``lookahead_ms`` must be 0). Positions are absolute frame indices, so
+chunk_frames=C, left_frames=L, chunk_offset=1)`` (blocks start at ``k*C - 1``) when ``lookahead_ms``
+is 0. With a lookahead of R frames the encoder runs on the C central frames plus the R after them
+(``ahead`` keeps their exact features), all attending to L cache + C + R, and caches central frames
+only: ``delay_frames = 1 + R``; the offline equivalent is stated in engines.common.streaming. With
+an adapter (``add_adapter``) cached mode refuses a lookahead. Positions are absolute frame indices, so
 ``relative_key`` buckets, ``relative`` distances and ``rotary`` angles are the offline ones across
 chunk boundaries. The adapter (stride s per layer) runs at its own rate with its own caches
 (kernel <= s + s // 2, which covers the public k=3, s=2); its left context is L / s**i.

@@ -19,6 +19,12 @@ frames (for K = 31 and 12 layers: 180 frames, 3.6 s), plus one frame of CNN over
 ``delay_frames = 1 + N * r``. That is the lookahead the config implies; it is exact. Each layer's
 attention sees its block and the L frames before it, so the offline equivalent is a chunk mask
 per layer whose blocks start at ``k * C - 1 - l * r`` (`layer_chunk_masks`).
+
+With a lookahead of R frames (``lookahead_ms``) every layer's block is C central + R lookahead
+frames (``ahead`` keeps the R exact CNN frames for the next call), all attending to L cache + C + R;
+the caches (keys/values, conv inputs, pending) take central frames only, and the lookahead's
+outputs go on to the next layer (r frames behind, as the central ones) and are dropped after the
+last: ``delay_frames = 1 + N * r + R``. The offline equivalent is stated in engines.common.streaming.
 """
 
 from __future__ import annotations

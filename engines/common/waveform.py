@@ -20,6 +20,11 @@ frame's hop, ``right = K - 1 - K // 2`` (63 frames for K = 128) for the position
 frame of a chunk attends to the chunk and the L frames before the chunk start: the offline
 equivalent is ``chunk_attention_mask(T, C, L, offset=-delay)``.
 
+With a lookahead of R frames (``lookahead_ms``) the delay is ``1 + right + R``: ``pos_buf``
+holds K - 1 + R projected frames, the transformer runs on the C central frames plus the R after
+them (all attend to L cache + C + R), and only the central frames' keys/values are cached (the
+lookahead is recomputed next call; engines.common.streaming states the offline equivalent).
+
 Approximations, the only ones: a GroupNorm feature encoder (``feat_extract_norm="group"``)
 normalises each channel over the whole utterance offline; streaming uses the running mean and
 variance of every frame seen so far (including the current chunk). Layer-norm feature encoders
