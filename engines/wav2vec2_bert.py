@@ -47,8 +47,8 @@ encoder is exact against the offline forward under the chunk mask ``forward(feat
 chunk_frames=C, left_frames=L, chunk_offset=1)`` (blocks start at ``k*C - 1``) when ``lookahead_ms``
 is 0. With a lookahead of R frames the encoder runs on the C central frames plus the R after them
 (``ahead`` keeps their exact features), all attending to L cache + C + R, and caches central frames
-only: ``delay_frames = 1 + R``; the offline equivalent is stated in engines.common.streaming. With
-an adapter (``add_adapter``) cached mode refuses a lookahead. Positions are absolute frame indices, so
+only: ``delay_frames = 1 + R``; the offline equivalent is stated in engines.common.streaming. The
+adapter streams its lookahead too (R * stride**(n-i) frames at layer i). Positions are absolute frame indices, so
 ``relative_key`` buckets, ``relative`` distances and ``rotary`` angles are the offline ones across
 chunk boundaries. The adapter (stride s per layer) runs at its own rate with its own caches
 (kernel <= s + s // 2, which covers the public k=3, s=2); its left context is L / s**i.
@@ -284,17 +284,21 @@ class AdapterLayer(nn.Module):
         return max(0, self.kernel_size - self.padding - self.stride)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, conv_in: Tensor, attn: AttentionCache, in_keep: Tensor, key_valid: Tensor
+        self, x: Tensor, positions: Tensor, conv_in: Tensor, attn: AttentionCache, in_keep: Tensor, key_valid: Tensor,
+        central: int | None = None,
     ) -> tuple[Tensor, Tensor, AttentionCache]:
         """x (B, T, D): a stride-aligned block of input frames (T a multiple of the stride);
         conv_in (B, stride // 2, 2D): the LayerNormed inputs right before it (zeros = offline padding);
         in_keep (B, T) real inputs (others enter the convs as zeros, like the offline padding);
-        key_valid (B, L + T / stride) real cached + new outputs. Returns (B, T / stride, D) and the caches."""
+        key_valid (B, L + T / stride) real cached + new outputs; ``central`` (a multiple of the stride,
+        default T): the input frames that continue the stream, the rest being a lookahead left out of
+        the caches. Returns (B, T / stride, D) and the caches."""
+        c = x.shape[1] if central is None else central
         normed = self._normed(x).masked_fill(~in_keep.unsqueeze(-1), 0.0)
         normed = torch.cat([conv_in, normed], dim=1)  # (B, p + T, 2D)
         residual, h = self._convs(normed, (0, self.kernel_size - self.padding - self.stride))
-        a, attn = self.self_attn.cached_forward(h, positions, attn, key_valid)
-        return self._tail(residual, a), normed[:, normed.shape[1] - self.padding:], attn
+        a, attn = self.self_attn.cached_forward(h, positions, attn, key_valid, c // self.stride)
+        return self._tail(residual, a), normed[:, c : c + self.padding], attn
 
 
 class Adapter(nn.Module):
@@ -550,11 +554,6 @@ class Wav2Vec2BertEngine(EngineModule):
 
     def init_cache(self, spec: StreamSpec) -> "Wav2Vec2BertCache":
         cfg, bb = self.config, self.backbone
-        if spec.lookahead_frames and bb.adapter is not None:
-            raise StreamError(
-                "wav2vec2-bert cached mode with an adapter (add_adapter) has no attention lookahead "
-                f"(lookahead_ms must be 0, got {spec.lookahead_ms}); use window mode"
-            )
         if spec.normalize not in ("stream", "none"):
             raise StreamError(f"wav2vec2-bert cached mode normalises the fbank causally ('stream') or not at all ('none'), got {spec.normalize!r}")
         scale = cfg.frame_stride
@@ -641,11 +640,11 @@ class Wav2Vec2BertEngine(EngineModule):
             values.append(lc.attn.value)
             convs.append(lc.conv)
             hidden.append(x[:, :Cs])
-        x = x[:, :Cs]  # the lookahead's outputs are provisional: dropped
         if bb.intermediate_ffn is not None:
             x = x + 0.5 * bb.intermediate_ffn(x)
-        # 3. adapter, each layer at its own rate
+        # 3. adapter, each layer at its own rate (the lookahead goes through it too: R' / stride**i frames)
         ad_valid, ad_keys, ad_values, ad_conv = [], [], [], []
+        central = Cs
         if bb.adapter is not None:
             x = bb.adapter.project(x)
             keep, idx, off = s_real, s_idx, 0
@@ -655,12 +654,14 @@ class Wav2Vec2BertEngine(EngineModule):
                 Li = L // cfg.adapter_stride ** (i + 1)
                 kv_valid = torch.cat([cache.ad_valid[:, off : off + Li], out_real], dim=1)
                 attn = AttentionCache(cache.ad_keys[:, :, off : off + Li], cache.ad_values[:, :, off : off + Li])
-                x, conv_in, attn = layer.cached_forward(x, idx, cache.ad_conv[:, i], attn, keep, kv_valid)
-                ad_valid.append(kv_valid[:, kv_valid.shape[1] - Li:])
+                x, conv_in, attn = layer.cached_forward(x, idx, cache.ad_conv[:, i], attn, keep, kv_valid, central)
+                central //= layer.stride
+                ad_valid.append(kv_valid[:, central : central + Li])
                 ad_keys.append(attn.key)
                 ad_values.append(attn.value)
                 ad_conv.append(conv_in)
                 keep, off = out_real, off + Li
+        x = x[:, :central]  # the lookahead's outputs are provisional: dropped
         hidden.append(x)
         frames_out = self.frames_from_head_input(self.head_input(hidden))
         new = Wav2Vec2BertCache(

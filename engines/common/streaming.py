@@ -105,6 +105,8 @@ def init_state(model, mode: str, chunk_ms: int, left_context_ms: int, lookahead_
     if normalize == "window" and mode != "window":
         raise StreamError("normalize='window' needs mode='window'")
     spec = StreamSpec(mode, chunk_ms, left_context_ms, lookahead_ms, model.samples_per_frame, normalize)
+    if mode == "cached" and spec.lookahead_frames * spec.samples_per_frame * 1000 != lookahead_ms * 16000:
+        raise StreamError(f"lookahead_ms={lookahead_ms} is not a whole number of the model's {spec.frame_ms:g} ms frames")
     module = model.module
     fstate = model.frontend.init_state(spec)
     if mode == "cached":

@@ -172,7 +172,8 @@ def test_waveform_cached_lookahead_equals_augmented_offline(models, variant, chu
 
 
 def _conformer_reference(layers, h: torch.Tensor, C: int, L: int, R: int, first: int, stagger: int, causal: bool):
-    """h (1, T, D) layer-0 input -> the central hidden states [(1, T, D) per layer input/output]."""
+    """h (1, T, D) layer-0 input -> (the central hidden states [(1, T, D) per layer input/output],
+    the last layer's copies {layer-0 chunk start: (1, R, D)})."""
     T, D = h.shape[1], h.shape[2]
     zero = torch.zeros(1, 1, D)
 
@@ -242,7 +243,7 @@ def _conformer_reference(layers, h: torch.Tensor, C: int, L: int, R: int, first:
         X = rest(post_x + conv_x)
         copies = {s: rest(y) for s, y in new_copies.items()}
         states.append(X)
-    return states
+    return states, copies
 
 
 CONFORMER_VARIANTS = {
@@ -267,8 +268,8 @@ def test_conformer_cached_lookahead_equals_augmented_offline(models, variant, ch
     with torch.no_grad():
         h = m.features(audio[None])
         layers = m.backbone.encoder.layers
-        want = m.head_frames(m.backbone.encoder.layer_norm(_conformer_reference(layers, h, chunk, left, right, -1 - right, r, False)[-1]))[0]
-        without = m.head_frames(m.backbone.encoder.layer_norm(_conformer_reference(layers, h, chunk, left, 0, -1 - right, r, False)[-1]))[0]
+        want = m.head_frames(m.backbone.encoder.layer_norm(_conformer_reference(layers, h, chunk, left, right, -1 - right, r, False)[0][-1]))[0]
+        without = m.head_frames(m.backbone.encoder.layer_norm(_conformer_reference(layers, h, chunk, left, 0, -1 - right, r, False)[0][-1]))[0]
     torch.testing.assert_close(y, want, atol=ATOL, rtol=0)
     assert (want - without).abs().max().item() > 10 * ATOL
 
@@ -297,7 +298,7 @@ def test_w2v_bert_cached_lookahead_equals_augmented_offline(models, variant, chu
         h = bb.feature_projection(feats[None])
 
         def run(R):
-            x = _conformer_reference(bb.encoder.layers, h, chunk, left, R, -1 - right, 0, True)[-1]
+            x = _conformer_reference(bb.encoder.layers, h, chunk, left, R, -1 - right, 0, True)[0][-1]
             if bb.intermediate_ffn is not None:
                 x = x + 0.5 * bb.intermediate_ffn(x)
             return m.frames_from_head_input(x)[0]
@@ -328,10 +329,75 @@ def test_lookahead_step_batch_equals_unbatched_and_state_is_bounded(models, fami
     assert max(sizes) == min(sizes)  # fixed-size caches, whatever the length
 
 
-def test_w2v_bert_adapter_refuses_lookahead_in_cached_mode(models):
+def _adapter_reference(layer, X, copies, C, L, R, first):
+    """One W2V-BERT adapter layer (strided conv + GLU, position-free attention) over the augmented
+    sequence. X (1, T, D) central inputs, copies {chunk start s: (1, R, D) inputs at [s + C, s + C + R)}
+    at the input rate -> the same at the output rate (chunk starts, C, L, R divided by the stride)."""
+    st, p, k = layer.stride, layer.padding, layer.kernel_size
+    T, D = X.shape[1], X.shape[2]
+    n = layer.output_length(T)
+    nx = layer._normed(X)
+    res_c, h_c = layer._convs(nx, (p, p))  # central outputs (1, n, D), offline padding
+    conv_copies = {}
+    for s, y in copies.items():
+        if not R:
+            conv_copies[s // st] = (torch.zeros(1, 0, D), torch.zeros(1, 0, D))
+            continue
+        e, ny = s + C, layer._normed(y)
+        z = [nx[:, q : q + 1] if 0 <= q < min(e, T) else ny[:, q - e : q - e + 1] if e <= q < T else torch.zeros(1, 1, 2 * D)
+             for q in range(e - p, e + R)]
+        conv_copies[s // st] = layer._convs(torch.cat(z, dim=1), (0, k - p - st))  # outputs at [(s + C) / st, ...)
+    Co, Lo, Ro, fo = C // st, L // st, R // st, first // st
+    pos, owner, copy, allowed = _augmented(n, Co, Lo, Ro, fo)
+    h_aug = [h_c]
+    for so in _blocks(n, Co, fo):
+        h_aug.append(conv_copies[so][1][:, : int(((owner == so) & copy).sum())])
+    bias = torch.zeros(allowed.shape).masked_fill(~allowed, mask_value(torch.float32))[None, None]
+    a = layer.self_attn(torch.cat(h_aug, dim=1), bias)
+    out = layer._tail(res_c, a[:, :n])
+    new_copies, i = {}, n
+    for so, (res, h) in conv_copies.items():
+        m = int(((owner == so) & copy).sum()) if so in _blocks(n, Co, fo) else 0
+        att = torch.zeros_like(h)
+        att[:, :m] = a[:, i : i + m]
+        i += m
+        new_copies[so] = layer._tail(res, att)
+    return out, new_copies
+
+
+def test_w2v_bert_adapter_cached_lookahead_equals_augmented_offline(models):
+    """The adapter (stride 2: 40 ms output frames) streams its lookahead too, at its own rate."""
+    model = models("wav2vec2-bert", "ctc", add_adapter=True, num_adapter_layers=1, adapter_stride=2,
+                   adapter_kernel_size=3, position_embeddings_type="relative_key")
+    m, bb = model.module, model.module.backbone
+    chunk, left, right = 3, 4, 2  # output frames (40 ms); the encoder sees twice as many
+    audio = _audio(16000 * 2 + 555, seed=4)
+    T = model.num_frames(audio.numel())
+    state = model.init_state("cached", chunk_ms=chunk * 40, left_context_ms=left * 40, lookahead_ms=right * 40)
+    assert state.delay_frames == 1 + right
+    y, state = step_through(model, audio, state, SIZES)
+    assert T // chunk >= 10 and y.shape[0] == T
+    feats = fb.stream_features(audio, "cumulative", prior=m.fbank_prior)
+    with torch.no_grad():
+        h = bb.feature_projection(feats[None])
+
+        def run(R):
+            first = -2 - 2 * right
+            states, copies = _conformer_reference(bb.encoder.layers, h, 2 * chunk, 2 * left, 2 * R, first, 0, True)
+            x = bb.adapter.project(states[-1])
+            copies = {s: bb.adapter.project(c) for s, c in copies.items()}
+            x, _ = _adapter_reference(bb.adapter.layers[0], x, copies, 2 * chunk, 2 * left, 2 * R, first)
+            return m.frames_from_head_input(x)[0]
+
+        want, without = run(right), run(0)
+    torch.testing.assert_close(y, want, atol=ATOL, rtol=0)
+    assert (want - without).abs().max().item() > 10 * ATOL
+
+
+def test_lookahead_of_a_fraction_of_a_frame_is_refused(models):
     from engines.errors import StreamError
 
-    model = models("wav2vec2-bert", "ctc", add_adapter=True, num_adapter_layers=1, adapter_stride=2, adapter_kernel_size=3)
-    with pytest.raises(StreamError, match="lookahead_ms must be 0"):
-        model.init_state("cached", chunk_ms=160, left_context_ms=320, lookahead_ms=80)
-    model.init_state("cached", chunk_ms=160, left_context_ms=320)
+    model = models("wav2vec2-bert", "ctc", add_adapter=True, num_adapter_layers=1, adapter_stride=2,
+                   adapter_kernel_size=3, position_embeddings_type="relative_key")
+    with pytest.raises(StreamError, match="whole number of the model's 40 ms frames"):
+        model.init_state("cached", chunk_ms=120, left_context_ms=160, lookahead_ms=60)
