@@ -13,7 +13,10 @@ where s_n is the chunk's first frame; per-frame layers act on every frame; a con
 a copy of chunk n, the central frames before s_n + C followed by the copies. The central outputs
 are compared with the stream at ATOL, over >= 10 chunk boundaries, for every family: wav2vec2
 (layer- and group-norm CNN, post- and pre-LN), WavLM (gated relative position bias), Wav2Vec2-
-Conformer (relative and rotary positions, symmetric depthwise conv) and Wav2Vec2-BERT.
+Conformer (relative and rotary positions, symmetric depthwise conv) and Wav2Vec2-BERT (relative_key
+and rotary, causal conv; and with its strided adapter, whose lookahead runs at the adapter's rate).
+The GroupNorm CNN variants take the stream's own CNN features (running statistics, the same with or
+without lookahead; their approximation is tested in test_wav2vec2_streaming.py).
 """
 
 from __future__ import annotations
@@ -157,6 +160,9 @@ def test_waveform_cached_lookahead_equals_augmented_offline(models, variant, chu
     if overrides["feat_extract_norm"] == "layer":
         with torch.no_grad():
             torch.testing.assert_close(h, model.module.features(audio[None]), atol=ATOL, rtol=0)
+    else:  # the lookahead changes nothing in front of the encoder: same running statistics as without
+        plain = model.init_state("cached", chunk_ms=chunk * FRAME_MS, left_context_ms=left * FRAME_MS, normalize="none")
+        torch.testing.assert_close(h, _stream_capturing_features(model, audio, plain)[2][1 : 1 + T][None], atol=1e-6, rtol=0)
     want = _waveform_reference(model, h, chunk, left, right, state.delay_frames)
     torch.testing.assert_close(y, want, atol=ATOL, rtol=0)
     # the lookahead matters, so the comparison can fail
