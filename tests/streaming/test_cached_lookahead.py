@@ -407,3 +407,29 @@ def test_lookahead_of_a_fraction_of_a_frame_is_refused(models):
                    adapter_kernel_size=3, position_embeddings_type="relative_key")
     with pytest.raises(StreamError, match="whole number of the model's 40 ms frames"):
         model.init_state("cached", chunk_ms=120, left_context_ms=160, lookahead_ms=60)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2-conformer", "wav2vec2-bert"])
+def test_conformers_weighted_layer_sum_with_lookahead(models, family):
+    """Frame head on the weighted sum of every layer's states: each layer's central frames line up."""
+    extra = dict(feat_extract_norm="layer") if family == "wav2vec2-conformer" else {}
+    model = models(family, "frame", use_weighted_layer_sum=True, **extra)
+    m = model.module
+    chunk, left, right = 4, 6, 3
+    audio = _audio(16000 + 4000, seed=5)
+    T = model.num_frames(audio.numel())
+    state = model.init_state("cached", chunk_ms=chunk * FRAME_MS, left_context_ms=left * FRAME_MS,
+                             lookahead_ms=right * FRAME_MS, normalize="none" if extra else "stream")
+    y, _ = step_through(model, audio, state, SIZES)
+    assert T // chunk >= 10 and y.shape[0] == T
+    with torch.no_grad():
+        if extra:
+            h, layers, stagger, causal = m.features(audio[None]), m.backbone.encoder.layers, m.lookahead, False
+        else:
+            feats = fb.stream_features(audio, "cumulative", prior=m.fbank_prior)
+            h, layers, stagger, causal = m.backbone.feature_projection(feats[None]), m.backbone.encoder.layers, 0, True
+        states, _ = _conformer_reference(layers, h, chunk, left, right, -1 - right, stagger, causal)
+        w = torch.softmax(m.layer_weights, dim=-1)
+        x = (torch.stack(states, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
+        want = m.classifier(x)[0]
+    torch.testing.assert_close(y, want, atol=ATOL, rtol=0)
