@@ -7,13 +7,16 @@ once its right stride has arrived: a frame waits at most ``C - L`` seconds. Cach
 chunk of ``C - L`` seconds waits at most the same (a frame at a chunk's start waits for the whole
 chunk), and keeps its KV cache instead of recomputing L + R seconds of context per window.
 Pairs: pipeline (3, 1, 1) vs cached 2000 ms, pipeline (2, 0.5, 0.5) vs cached 1500 ms; both with the
-engine's default 5120 ms left context. Also window mode with the pipeline's exact geometry.
+engine's default 5120 ms left context. Cached mode with a lookahead of R ms and a chunk of C ms holds
+a frame at most C + R: (1000 + 1000, 1500 + 500) against the 2 s pipeline, (1000 + 500, 500 + 1000)
+against the 1.5 s one. Also window mode with the pipeline's exact geometry.
 
 Audio: held-out LJ Speech utterances from ``../shared/corpora`` (one speaker the bundled model never
 heard), each decoded on its own, until ``--seconds`` of audio. Greedy CTC for all, so the comparison is
 the encoders' context, not the decoder. Prints per setting the CPU-time RTF (median of ``--runs``), the
 speed ratio against the pipeline, WER/CER against the references, and the word difference between the
-two transcripts (WER of one against the other) and how many utterances come out identical.
+two transcripts (WER of one against the other) and how many utterances come out identical; last, the
+word difference against the engine's own offline (whole-utterance, full-context) transcript.
 """
 
 from __future__ import annotations
@@ -102,25 +105,33 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     _, c_off, t_off = timed(offline, args.runs)
-    rows.append(("engine offline (whole utterance)", "-", c_off, "", *score(t_off), "", ""))
-    for (cl, sl, sr), chunk_ms in (((3, 1, 1), 2000), ((2, 0.5, 0.5), 1500)):
+    rows.append(("engine offline (whole utterance)", "-", c_off, "", *score(t_off), "", "", ""))
+    for (cl, sl, sr), chunk_ms, splits in (((3, 1, 1), 2000, ((1000, 1000), (1500, 500))),
+                                           ((2, 0.5, 0.5), 1500, ((1000, 500), (500, 1000)))):
         latency = f"{cl - sl:g} s"
         _, c_p, t_p = timed(theirs(cl, (sl, sr)), args.runs)
-        rows.append((f"pipeline chunk {cl} s, stride ({sl}, {sr})", latency, c_p, "1.00x", *score(t_p), "", ""))
-        for label, fn in ((f"cached {chunk_ms} ms chunk, 5120 ms left", ours("cached", chunk_ms, 5120)),
-                          (f"window {int(sl * 1000)}/{int((cl - sl - sr) * 1000)}/{int(sr * 1000)} ms (pipeline geometry)",
-                           ours("window", int((cl - sl - sr) * 1000), int(sl * 1000), int(sr * 1000)))):
+        d_off = jiwer.wer([normalize_text(x) or "-" for x in t_off], [normalize_text(x) or "-" for x in t_p])
+        rows.append((f"pipeline chunk {cl} s, stride ({sl}, {sr})", latency, c_p, "1.00x", *score(t_p), "", "", f"{100 * d_off:.1f} %"))
+        settings = [(f"cached {chunk_ms} ms chunk, 5120 ms left", ours("cached", chunk_ms, 5120))]
+        # cached with lookahead: a frame waits at most chunk + lookahead, the same worst case
+        settings += [(f"cached {c} ms chunk + {r} ms lookahead, 5120 ms left", ours("cached", c, 5120, r)) for c, r in splits]
+        settings.append((f"window {int(sl * 1000)}/{int((cl - sl - sr) * 1000)}/{int(sr * 1000)} ms (pipeline geometry)",
+                         ours("window", int((cl - sl - sr) * 1000), int(sl * 1000), int(sr * 1000))))
+        for label, fn in settings:
             _, c, t = timed(fn, args.runs)
             diff = jiwer.wer([normalize_text(x) or "-" for x in t_p], [normalize_text(x) or "-" for x in t])
             same = sum(normalize_text(a) == normalize_text(b) for a, b in zip(t, t_p))
-            rows.append((label, latency, c, f"{c_p / c:.2f}x", *score(t), f"{100 * diff:.1f} %", f"{same}/{len(utts)}"))
+            d_off = jiwer.wer([normalize_text(x) or "-" for x in t_off], [normalize_text(x) or "-" for x in t])
+            rows.append((label, latency, c, f"{c_p / c:.2f}x", *score(t), f"{100 * diff:.1f} %", f"{same}/{len(utts)}",
+                         f"{100 * d_off:.1f} %"))
 
     print(f"\n{len(utts)} LJ Speech utterances, {audio_s:.0f} s, model {args.model}, {args.threads} threads, "
           f"CPU-time medians of {args.runs} runs, greedy CTC\n")
-    print("| setting | worst-case latency | RTF (CPU) | speed vs pipeline | WER | CER | words differing from the pipeline | identical transcripts |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, lat, c, ratio, w, ce, diff, same in rows:
-        print(f"| {label} | {lat} | {c / audio_s:.3f} | {ratio} | {100 * w:.1f} % | {100 * ce:.1f} % | {diff} | {same} |")
+    print("| setting | worst-case latency | RTF (CPU) | speed vs pipeline | WER | CER | words differing from the pipeline "
+          "| identical transcripts | words differing from offline |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, lat, c, ratio, w, ce, diff, same, d_off in rows:
+        print(f"| {label} | {lat} | {c / audio_s:.3f} | {ratio} | {100 * w:.1f} % | {100 * ce:.1f} % | {diff} | {same} | {d_off} |")
     print(f"\ncommand: nice .venv/bin/python bench/bench_cached_vs_pipeline.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     return 0
 

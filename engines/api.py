@@ -33,15 +33,18 @@ Streaming modes:
 
 * ``"window"``: every step runs the model on left context + chunk + lookahead samples and
   keeps the chunk's frames; every frame is emitted exactly once. Works for any checkpoint.
-* ``"cached"``: nothing is recomputed: KV caches with a bounded left context, convolution
-  caches, and a lookahead of R frames (``lookahead_ms``) for the attention, plus whatever
+* ``"cached"``: KV caches with a bounded left context, convolution caches, and a lookahead of
+  R frames (``lookahead_ms``) for the attention: each chunk's C frames and the R after them
+  attend to L cache + C + R; only the R lookahead frames are computed again (as central frames)
+  by the next chunk (engines.common.streaming states the offline equivalent). Plus whatever
   lookahead a non-causal convolution needs (the module's ``extra_lookahead_frames``).
-  Output is delayed by ``StreamState.delay_frames`` frames.
+  Output is delayed by ``StreamState.delay_frames`` frames (fixed lookahead + R).
 
 Choosing a mode (latency = time from a sample arriving to its frame being emitted, at most):
 
 * ``"cached"``: latency chunk + ``delay_frames`` * 20 ms. For wav2vec2/WavLM the delay is
-  1 + 63 frames (the kernel-128 positional conv needs 63 future frames): chunk + 1.28 s. Cost
+  1 + 63 frames (the kernel-128 positional conv needs 63 future frames): chunk + 1.28 s, + R
+  frames with a lookahead (which costs about (C + R) / C times the encoder layers). Cost
   about the offline forward's (each frame computed once; attention over chunk + left context
   only). Exact to the offline forward under a chunk attention mask (layer-norm CNNs; GroupNorm
   CNNs use running statistics, see engines.common.waveform). The model was not trained with

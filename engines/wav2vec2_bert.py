@@ -32,7 +32,7 @@ in-place ops on parameters, no ``no_grad`` inside ``forward``):
   ``Wav2Vec2BertForCTC.from_pretrained`` loads it with no missing or unexpected keys),
   ``preprocessor_config.json`` and, if given, ``vocab.json``.
 
-Streaming, cached mode (``init_state("cached", chunk_ms, left_context_ms, lookahead_ms=0)``):
+Streaming, cached mode (``init_state("cached", chunk_ms, left_context_ms, lookahead_ms)``):
 the fbank is computed chunk by chunk (exact: each call keeps the last 320 samples, since a stacked
 frame's 560 samples reach 240 past its hop, so output runs ``delay_frames = 1`` frame behind);
 per-mel-bin normalisation is the causal running one of ``frontend_fbank.cumulative_normalize``
@@ -44,8 +44,11 @@ alone (``frontend_fbank.FbankPrior``; ``stream_features(wave, prior=engine.fbank
 same features offline). Every attention layer keeps a fixed-size KV cache of the last L
 frames with a validity mask, and the causal depthwise conv keeps its last K-1 inputs, so the
 encoder is exact against the offline forward under the chunk mask ``forward(features,
-chunk_frames=C, left_frames=L, chunk_offset=1)`` (blocks start at ``k*C - 1``), with no lookahead
-beyond the chunk (``lookahead_ms`` must be 0). Positions are absolute frame indices, so
+chunk_frames=C, left_frames=L, chunk_offset=1)`` (blocks start at ``k*C - 1``) when ``lookahead_ms``
+is 0. With a lookahead of R frames the encoder runs on the C central frames plus the R after them
+(``ahead`` keeps their exact features), all attending to L cache + C + R, and caches central frames
+only: ``delay_frames = 1 + R``; the offline equivalent is stated in engines.common.streaming. The
+adapter streams its lookahead too (R * stride**(n-i) frames at layer i). Positions are absolute frame indices, so
 ``relative_key`` buckets, ``relative`` distances and ``rotary`` angles are the offline ones across
 chunk boundaries. The adapter (stride s per layer) runs at its own rate with its own caches
 (kernel <= s + s // 2, which covers the public k=3, s=2); its left context is L / s**i.
@@ -218,13 +221,14 @@ class EncoderLayer(nn.Module):
         return self.final_layer_norm(x)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor
+        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor, central: int | None = None
     ) -> tuple[Tensor, LayerCache]:
-        """x (B, C, D) one chunk; key_valid (B, L + C) real cached + new frames; keep (B, C) real new frames."""
+        """x (B, T, D) one chunk (+ lookahead); key_valid (B, L + T) real cached + new frames; keep (B, T)
+        real new frames; ``central``: only the first ``central`` frames enter the caches (default all)."""
         x = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
-        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid)
+        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, central)
         x = x + a
-        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep)
+        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep, central=central)
         x = x + c
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
         return self.final_layer_norm(x), LayerCache(attn, conv)
@@ -280,17 +284,21 @@ class AdapterLayer(nn.Module):
         return max(0, self.kernel_size - self.padding - self.stride)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, conv_in: Tensor, attn: AttentionCache, in_keep: Tensor, key_valid: Tensor
+        self, x: Tensor, positions: Tensor, conv_in: Tensor, attn: AttentionCache, in_keep: Tensor, key_valid: Tensor,
+        central: int | None = None,
     ) -> tuple[Tensor, Tensor, AttentionCache]:
         """x (B, T, D): a stride-aligned block of input frames (T a multiple of the stride);
         conv_in (B, stride // 2, 2D): the LayerNormed inputs right before it (zeros = offline padding);
         in_keep (B, T) real inputs (others enter the convs as zeros, like the offline padding);
-        key_valid (B, L + T / stride) real cached + new outputs. Returns (B, T / stride, D) and the caches."""
+        key_valid (B, L + T / stride) real cached + new outputs; ``central`` (a multiple of the stride,
+        default T): the input frames that continue the stream, the rest being a lookahead left out of
+        the caches. Returns (B, T / stride, D) and the caches."""
+        c = x.shape[1] if central is None else central
         normed = self._normed(x).masked_fill(~in_keep.unsqueeze(-1), 0.0)
         normed = torch.cat([conv_in, normed], dim=1)  # (B, p + T, 2D)
         residual, h = self._convs(normed, (0, self.kernel_size - self.padding - self.stride))
-        a, attn = self.self_attn.cached_forward(h, positions, attn, key_valid)
-        return self._tail(residual, a), normed[:, normed.shape[1] - self.padding:], attn
+        a, attn = self.self_attn.cached_forward(h, positions, attn, key_valid, c // self.stride)
+        return self._tail(residual, a), normed[:, c : c + self.padding], attn
 
 
 class Adapter(nn.Module):
@@ -536,8 +544,8 @@ class Wav2Vec2BertEngine(EngineModule):
         return self.frames_from_head_input(self.head_input(hidden))
 
     def delay_frames(self, spec: StreamSpec) -> int:
-        # a stacked frame's 560 samples reach 240 samples past its 320-sample hop
-        return 1
+        # a stacked frame's 560 samples reach 240 samples past its 320-sample hop; + the lookahead
+        return 1 + spec.lookahead_frames
 
     def use_preprocessor(self, preprocessor: dict | None, source: str) -> None:
         """A checkpoint may carry training-set fbank statistics (``"speechstream_fbank_prior"``): cached
@@ -546,11 +554,6 @@ class Wav2Vec2BertEngine(EngineModule):
 
     def init_cache(self, spec: StreamSpec) -> "Wav2Vec2BertCache":
         cfg, bb = self.config, self.backbone
-        if spec.lookahead_frames:
-            raise StreamError(
-                "wav2vec2-bert cached mode has no attention lookahead beyond the chunk (lookahead_ms=0); "
-                f"got lookahead_ms={spec.lookahead_ms}. Use a longer chunk, or window mode"
-            )
         if spec.normalize not in ("stream", "none"):
             raise StreamError(f"wav2vec2-bert cached mode normalises the fbank causally ('stream') or not at all ('none'), got {spec.normalize!r}")
         scale = cfg.frame_stride
@@ -572,6 +575,7 @@ class Wav2Vec2BertEngine(EngineModule):
         dev = next(self.parameters()).device
         fb_count, fb_sum, fb_sumsq = fbank.initial_sums(self.fbank_prior if spec.normalize == "stream" else None)
         return Wav2Vec2BertCache(
+            ahead=torch.zeros(1, spec.lookahead_frames * scale, D, device=dev),
             tail=torch.zeros(1, self.samples_per_frame, device=dev),
             next_frame=torch.full((1,), -scale, dtype=torch.long, device=dev),
             fb_count=fb_count.reshape(1).to(dev),
@@ -615,22 +619,32 @@ class Wav2Vec2BertEngine(EngineModule):
         if spec.normalize == "stream":
             frames, count, total, total_sq = fbank.cumulative_normalize(frames, fb_real, count, total, total_sq)
         x = frames.reshape(B, Cs, fbank.NUM_MEL_BINS * fbank.STRIDE)
-        # 2. encoder
+        # 2. encoder: the central frames [f0, f0 + C') and the R' lookahead frames after them (the
+        # stacked frames computed above are the last C' of these; ``ahead`` holds the first R')
         x = bb.feature_projection(x).masked_fill(~s_real.unsqueeze(-1), 0.0)
+        Ra = cache.ahead.shape[1]
+        if Ra:
+            x = torch.cat([cache.ahead, x], dim=1)  # (B, C' + R', D)
+            s_idx = cache.next_frame[:, None] - Ra + torch.arange(Ra + Cs, device=dev)
+            s_real = s_idx >= 0
+            if end_sample is not None:
+                s_real = s_real & (s_idx < (n_fb // fbank.STRIDE)[:, None])
+        ahead = x[:, Cs:]
+        L = cache.key_valid.shape[1]
         key_valid = torch.cat([cache.key_valid, s_real], dim=1)
-        keys, values, convs, hidden = [], [], [], [x]
+        keys, values, convs, hidden = [], [], [], [x[:, :Cs]]
         for i, layer in enumerate(bb.encoder.layers):
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.conv[:, i])
-            x, lc = layer.cached_forward(x, s_idx, lc, key_valid, s_real)
+            x, lc = layer.cached_forward(x, s_idx, lc, key_valid, s_real, central=Cs)
             keys.append(lc.attn.key)
             values.append(lc.attn.value)
             convs.append(lc.conv)
-            hidden.append(x)
-        L = cache.key_valid.shape[1]
+            hidden.append(x[:, :Cs])
         if bb.intermediate_ffn is not None:
             x = x + 0.5 * bb.intermediate_ffn(x)
-        # 3. adapter, each layer at its own rate
+        # 3. adapter, each layer at its own rate (the lookahead goes through it too: R' / stride**i frames)
         ad_valid, ad_keys, ad_values, ad_conv = [], [], [], []
+        central = Cs
         if bb.adapter is not None:
             x = bb.adapter.project(x)
             keep, idx, off = s_real, s_idx, 0
@@ -640,21 +654,24 @@ class Wav2Vec2BertEngine(EngineModule):
                 Li = L // cfg.adapter_stride ** (i + 1)
                 kv_valid = torch.cat([cache.ad_valid[:, off : off + Li], out_real], dim=1)
                 attn = AttentionCache(cache.ad_keys[:, :, off : off + Li], cache.ad_values[:, :, off : off + Li])
-                x, conv_in, attn = layer.cached_forward(x, idx, cache.ad_conv[:, i], attn, keep, kv_valid)
-                ad_valid.append(kv_valid[:, kv_valid.shape[1] - Li:])
+                x, conv_in, attn = layer.cached_forward(x, idx, cache.ad_conv[:, i], attn, keep, kv_valid, central)
+                central //= layer.stride
+                ad_valid.append(kv_valid[:, central : central + Li])
                 ad_keys.append(attn.key)
                 ad_values.append(attn.value)
                 ad_conv.append(conv_in)
                 keep, off = out_real, off + Li
+        x = x[:, :central]  # the lookahead's outputs are provisional: dropped
         hidden.append(x)
         frames_out = self.frames_from_head_input(self.head_input(hidden))
         new = Wav2Vec2BertCache(
+            ahead=ahead,
             tail=samples[:, samples.shape[1] - hop:],
             next_frame=cache.next_frame + Cs,
             fb_count=count,
             fb_sum=total,
             fb_sumsq=total_sq,
-            key_valid=key_valid[:, key_valid.shape[1] - L:],
+            key_valid=key_valid[:, Cs : Cs + L],
             keys=torch.stack(keys, dim=1),
             values=torch.stack(values, dim=1),
             conv=torch.stack(convs, dim=1),
@@ -678,6 +695,8 @@ class Wav2Vec2BertEngine(EngineModule):
 class Wav2Vec2BertCache(NamedTuple):
     """Cached-mode state of a batch of streams (every field has the batch first; shapes are fixed).
 
+    ahead      (B, R', D)          projected stacked frames of the lookahead (R' = R * frame_stride;
+                                   exact, causally normalised): the next call's first central frames
     tail       (B, hop)            last samples of the previous chunk (the fbank overhang; zeros at start)
     next_frame (B,) long           stacked-frame index of the next block's first frame (starts at -frame_stride)
     fb_count   (B,) f64, fb_sum / fb_sumsq (B, 80) f64   running fbank statistics ("stream" normalisation)
@@ -689,6 +708,7 @@ class Wav2Vec2BertCache(NamedTuple):
     ad_conv    (B, n_adapter, stride // 2, 2 Da)   LayerNormed inputs before the block, per adapter layer
     """
 
+    ahead: Tensor
     tail: Tensor
     next_frame: Tensor
     fb_count: Tensor

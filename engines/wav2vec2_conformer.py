@@ -19,6 +19,12 @@ frames (for K = 31 and 12 layers: 180 frames, 3.6 s), plus one frame of CNN over
 ``delay_frames = 1 + N * r``. That is the lookahead the config implies; it is exact. Each layer's
 attention sees its block and the L frames before it, so the offline equivalent is a chunk mask
 per layer whose blocks start at ``k * C - 1 - l * r`` (`layer_chunk_masks`).
+
+With a lookahead of R frames (``lookahead_ms``) every layer's block is C central + R lookahead
+frames (``ahead`` keeps the R exact CNN frames for the next call), all attending to L cache + C + R;
+the caches (keys/values, conv inputs, pending) take central frames only, and the lookahead's
+outputs go on to the next layer (r frames behind, as the central ones) and are dropped after the
+last: ``delay_frames = 1 + N * r + R``. The offline equivalent is stated in engines.common.streaming.
 """
 
 from __future__ import annotations
@@ -139,18 +145,22 @@ class ConformerLayer(nn.Module):
         return self._after_conv(x)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor
+        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor, central: int | None = None
     ) -> tuple[Tensor, LayerCache]:
-        """x (B, C, D) input frames [s, s+C) at ``positions`` (B, C); key_valid (B, L + C); keep (B, C)
-        real frames. Returns outputs for frames [s - r, s + C - r) and the new cache."""
+        """x (B, T, D) input frames [s, s+T) at ``positions`` (B, T); key_valid (B, L + T); keep (B, T)
+        real frames. Returns outputs for frames [s - r, s + T - r) and the new cache. ``central``:
+        the first ``central`` frames continue the stream; the others (a lookahead of T - central
+        frames) are attended to and passed on, but left out of every cache."""
+        T = x.shape[1]
+        c0 = T if central is None else central
         x = self._attention_half(x)
-        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid)
-        x = x + a  # post-attention frames [s, s + C)
-        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep)  # conv outputs [s - r, s + C - r)
+        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, c0)
+        x = x + a  # post-attention frames [s, s + T)
+        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep, central=c0)  # conv outputs [s - r, s + T - r)
         r = cache.pending.shape[1]
-        xs = torch.cat([cache.pending, x], dim=1)  # [s - r, s + C)
-        y = self._after_conv(xs[:, : x.shape[1]] + c)
-        return y, LayerCache(attn, xs[:, xs.shape[1] - r:], conv)
+        xs = torch.cat([cache.pending, x], dim=1)  # [s - r, s + T)
+        y = self._after_conv(xs[:, :T] + c)
+        return y, LayerCache(attn, xs[:, c0 : c0 + r], conv)
 
 
 class ConformerEncoder(nn.Module):
@@ -204,7 +214,8 @@ class ConformerCache(NamedTuple):
     next block (starts at -1); key_valid (B, N, L) bool per-layer real cached frames;
     keys/values (B, N, H, L, Dh); pending (B, N, r, D) post-attention frames awaiting conv
     lookahead; conv (B, N, D, K-1) GLU outputs; hist (B, sum_l (N-l) r, D): earlier layers'
-    outputs delayed to line up with the last layer (weighted layer sum only, else empty).
+    outputs delayed to line up with the last layer (weighted layer sum only, else empty);
+    ahead (B, R, D): projected CNN frames of the lookahead (exact; layer 0's next central frames).
     """
 
     tail: Tensor
@@ -217,6 +228,7 @@ class ConformerCache(NamedTuple):
     pending: Tensor
     conv: Tensor
     hist: Tensor
+    ahead: Tensor
 
 
 class Wav2Vec2Conformer(WaveformModel):
@@ -296,50 +308,53 @@ class Wav2Vec2Conformer(WaveformModel):
     # -- cached mode ------------------------------------------------------------------------------
 
     def delay_frames(self, spec: StreamSpec) -> int:
-        return self._tail_len() // self.samples_per_frame + self.config.num_hidden_layers * self.lookahead
+        return self._tail_len() // self.samples_per_frame + self.config.num_hidden_layers * self.lookahead + spec.lookahead_frames
 
     # extra_lookahead_frames: inherited from WaveformModel (it returns this delay_frames)
 
     def init_cache(self, spec: StreamSpec) -> ConformerCache:
-        if spec.lookahead_frames != 0:
-            raise StreamError(
-                f"cached mode of {self.family} has no attention lookahead beyond the chunk (lookahead_ms must be 0); "
-                f"its lookahead is fixed by the symmetric depthwise convs: {self.delay_frames(spec)} frames"
-            )
         cfg = self.config
         p = next(self.parameters())
         N, H = cfg.num_hidden_layers, cfg.num_attention_heads
-        Dh, L, D, r = cfg.hidden_size // H, spec.left_frames, cfg.hidden_size, self.lookahead
+        Dh, L, D, r, R = cfg.hidden_size // H, spec.left_frames, cfg.hidden_size, self.lookahead, spec.lookahead_frames
         c0 = cfg.conv_dim[0] if cfg.feat_extract_norm == "group" else 0
         z = dict(dtype=p.dtype, device=p.device)
         return ConformerCache(
             tail=torch.zeros(1, self._tail_len(), **z),
             gn_sum=torch.zeros(1, 2, c0, dtype=torch.float64, device=p.device),
             gn_count=torch.zeros(1, dtype=torch.float64, device=p.device),
-            next_frame=torch.full((1,), -(self._tail_len() // self.samples_per_frame), dtype=torch.long, device=p.device),
+            next_frame=torch.full((1,), -(self._tail_len() // self.samples_per_frame) - R, dtype=torch.long, device=p.device),
             key_valid=torch.zeros(1, N, L, dtype=torch.bool, device=p.device),
             keys=torch.zeros(1, N, H, L, Dh, **z),
             values=torch.zeros(1, N, H, L, Dh, **z),
             pending=torch.zeros(1, N, r, D, **z),
             conv=torch.zeros(1, N, D, 2 * r, **z),
             hist=torch.zeros(1, (N * (N + 1) // 2) * r if self.weighted else 0, D, **z),
+            ahead=torch.zeros(1, R, D, **z),
         )
 
     def cached_step(
         self, samples: Tensor, cache: ConformerCache, spec: StreamSpec, end_sample: Tensor | None
     ) -> tuple[Tensor, ConformerCache]:
-        """(B, C * 320) new samples -> (B, C, D) frames [k*C - delay, (k+1)*C - delay) and the new cache."""
+        """(B, C * 320) new samples -> (B, C, D) frames [k*C - delay, (k+1)*C - delay) and the new cache.
+
+        Layer 0 gets the C central frames [f0, f0 + C) plus the R lookahead frames after them
+        (``ahead`` + the CNN frames of the new samples); each layer hands C + R frames on, r frames
+        behind. Only the central frames enter the KV, conv and pending caches; the lookahead's
+        outputs are provisional and dropped after the last layer (the next call computes them
+        again as central frames)."""
         B, n = samples.shape
-        C, hop, r = spec.chunk_frames, self.samples_per_frame, self.lookahead
+        C, hop, r, R = spec.chunk_frames, self.samples_per_frame, self.lookahead, spec.lookahead_frames
         if n != C * hop:
             raise StreamError(f"cached_step expects {C * hop} samples, got {n}")
         P = self._tail_len()
-        f0 = cache.next_frame  # (B,) first CNN frame of this block
+        f0 = cache.next_frame  # (B,) first central frame of layer 0's block
         x = torch.cat([cache.tail, samples], dim=1)
-        start_sample = (f0 + P // hop) * hop - P
+        start_sample = (f0 + R + P // hop) * hop - P
         cnn, gn_sum, gn_count = self._cnn_cached(x, cache, start_sample, end_sample)  # (B, C0', C)
-        h = self.backbone.feature_projection(cnn.transpose(1, 2))  # (B, C, D)
-        ar = torch.arange(C, device=h.device)
+        h = self.backbone.feature_projection(cnn.transpose(1, 2))  # (B, C, D) CNN frames [f0 + R, f0 + C + R)
+        h = torch.cat([cache.ahead, h], dim=1)  # (B, C + R, D) frames [f0, f0 + C + R)
+        ar = torch.arange(C + R, device=h.device)
         end_frame = None
         if end_sample is not None:
             end_frame = torch.div(end_sample - self.receptive_field_samples, hop, rounding_mode="floor") + 1
@@ -348,25 +363,26 @@ class Wav2Vec2Conformer(WaveformModel):
             ok = idx >= 0
             return ok if end_frame is None else ok & (idx < end_frame[:, None])
 
-        idx = f0[:, None] + ar  # (B, C) absolute frames of layer 0's block
+        idx = f0[:, None] + ar  # (B, C + R) absolute frames of layer 0's block
         keep = real(idx)
         x = h.masked_fill(~keep[..., None], 0.0)
-        states = [x]
+        ahead = x[:, C:]
+        states = [x[:, :C]]
         new_valid, new_k, new_v, new_pending, new_conv = [], [], [], [], []
         L = cache.key_valid.shape[2]
         for i, layer in enumerate(self.backbone.encoder.layers):
             key_valid = torch.cat([cache.key_valid[:, i], keep], dim=1)
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.pending[:, i], cache.conv[:, i])
-            x, lc = layer.cached_forward(x, idx, lc, key_valid, keep)
-            new_valid.append(key_valid[:, key_valid.shape[1] - L:])
+            x, lc = layer.cached_forward(x, idx, lc, key_valid, keep, central=C)
+            new_valid.append(key_valid[:, C : C + L])
             new_k.append(lc.attn.key)
             new_v.append(lc.attn.value)
             new_pending.append(lc.pending)
             new_conv.append(lc.conv)
             idx = idx - r  # the next layer's block lags by r frames
             keep = real(idx)
-            states.append(x)
-        x = self.backbone.encoder.layer_norm(x)
+            states.append(x[:, :C])
+        x = self.backbone.encoder.layer_norm(x[:, :C])
         hist = cache.hist
         if self.weighted:
             # state l covers frames [s - l*r, ...): delay it by (N - l)*r frames to line up with the last
@@ -392,6 +408,7 @@ class Wav2Vec2Conformer(WaveformModel):
             pending=torch.stack(new_pending, dim=1),
             conv=torch.stack(new_conv, dim=1),
             hist=hist,
+            ahead=ahead,
         )
         return frames, new_cache
 

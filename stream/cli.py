@@ -32,7 +32,7 @@ try:  # typer >= 0.2x vendors its own click; older releases use the click packag
 except ImportError:  # pragma: no cover - depends on the installed typer
     import click
 
-from stream.config import TranscribeConfig, load_toml
+from stream.config import TranscribeConfig, check_lookahead_ms, load_toml
 from stream.errors import ConfigError, SpeechStreamError
 
 __all__ = ["app", "main"]
@@ -120,7 +120,7 @@ def transcribe(
     mode: Mode = typer.Option(Mode(_DEFAULTS.mode), "--mode", help="Recognition: 'offline' per segment, 'window' re-runs a sliding window, 'cached' streams with KV caches.", case_sensitive=False),
     chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
     left_context_ms: int = typer.Option(_DEFAULTS.left_context_ms, "--left-context-ms", min=0, help="Left context the encoder keeps, ms."),
-    lookahead_ms: int = typer.Option(_DEFAULTS.lookahead_ms, "--lookahead-ms", min=0, help="Lookahead (added latency), ms."),
+    lookahead_ms: int = typer.Option(_DEFAULTS.lookahead_ms, "--lookahead-ms", min=0, help="Lookahead (added latency), ms: a multiple of 20, at most 10000. Cached mode: each chunk also attends to this much audio after it (recomputed next chunk)."),
     diarize: Optional[bool] = typer.Option(None, "--diarize/--no-diarize", help="Online speaker diarization: speaker turns, and speakers on captions.", show_default="on with --rttm or --speaker"),
     speaker: Optional[list[str]] = typer.Option(None, "--speaker", metavar="NAME=CLIP", help="Enroll a known voice from a reference clip (repeatable); others are S1, S2, ...", show_default="none"),
     max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="At most this many speakers (diarization).", show_default="no limit"),
@@ -283,7 +283,7 @@ def eval_(
     mode: Mode = typer.Option(Mode.cached, "--mode", case_sensitive=False, help="Streaming mode: 'cached' or 'window'."),
     chunk_ms: int = typer.Option(640, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
     left_context_ms: int = typer.Option(5120, "--left-context-ms", min=0, help="Encoder left context, ms."),
-    lookahead_ms: int = typer.Option(0, "--lookahead-ms", min=0, help="Lookahead, ms."),
+    lookahead_ms: int = typer.Option(0, "--lookahead-ms", min=0, help="Lookahead, ms (a multiple of 20, at most 10000)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Score only the first N utterances.", show_default="all"),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Utterances streamed at once (separate streams)."),
     realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace audio like a microphone (needed for latencies)."),
@@ -292,6 +292,11 @@ def eval_(
     """Score streaming recognition on a MANIFEST: WER, CER, latencies, RTF, and offline WER."""
     if mode is Mode.offline:
         _error_line("eval streams: --mode must be 'cached' or 'window'")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        check_lookahead_ms(lookahead_ms)
+    except ConfigError as exc:
+        _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE)
     from stream.eval import EvalConfig, evaluate, format_report  # heavy imports after parsing
 

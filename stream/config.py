@@ -29,6 +29,7 @@ from stream.errors import ConfigError
 
 __all__ = [
     "TranscribeConfig",
+    "check_lookahead_ms",
     "VadName",
     "ModeName",
     "VAD_NAMES",
@@ -45,6 +46,22 @@ NO_MODEL = "none"  # --model none: VAD only
 NO_LM = "none"  # --lm none: greedy finals, even for a checkpoint with its own language_model/
 VAD_NAMES: tuple[str, ...] = get_args(VadName)
 MODE_NAMES: tuple[str, ...] = get_args(ModeName)
+FRAME_MS = 20  # the encoders' frame stride (every family's output frame is 20 ms)
+MAX_LOOKAHEAD_MS = 10_000  # window mode: the pipeline's right stride; cached mode recomputes (C + R) / C
+
+
+def check_lookahead_ms(lookahead_ms: int) -> None:
+    """``lookahead_ms`` (``--lookahead-ms``, TOML ``lookahead_ms``, ``RecognizerConfig.lookahead_ms``) at
+    parse time: a whole number of 20 ms frames from 0 to MAX_LOOKAHEAD_MS; ConfigError otherwise."""
+    v = lookahead_ms
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"--lookahead-ms must be a whole number of ms, not {v!r}")
+    if v < 0:
+        raise ConfigError(f"--lookahead-ms must be >= 0, not {v}")
+    if v % FRAME_MS:
+        raise ConfigError(f"--lookahead-ms must be a multiple of the {FRAME_MS} ms frame stride, not {v}")
+    if v > MAX_LOOKAHEAD_MS:
+        raise ConfigError(f"--lookahead-ms must be at most {MAX_LOOKAHEAD_MS}, not {v}")
 
 
 def default_model_dir() -> Path | None:
@@ -188,9 +205,9 @@ class TranscribeConfig:
             raise ConfigError(f"mode must be one of {', '.join(MODE_NAMES)}, not {self.mode!r}")
         if self.chunk_ms < 20:
             raise ConfigError(f"chunk_ms must be at least 20 (one frame), not {self.chunk_ms}")
-        for name in ("left_context_ms", "lookahead_ms"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+        if self.left_context_ms < 0:
+            raise ConfigError(f"left_context_ms must be >= 0, not {self.left_context_ms}")
+        check_lookahead_ms(self.lookahead_ms)
         for name in ("caption_max_chars_per_line", "caption_max_lines", "caption_max_duration_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")

@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .config import NO_LM
+from .config import NO_LM, check_lookahead_ms
 from .errors import BadAudioError, ConfigError
 from .events import (
     SAMPLE_RATE_HZ,
@@ -104,6 +104,9 @@ class RecognizerConfig:
     # cross-stream batching (streaming modes): chunks per forward, and how long one may wait for others
     max_batch: int = 8
     max_wait_ms: int = 10
+
+    def __post_init__(self) -> None:
+        check_lookahead_ms(self.lookahead_ms)  # ConfigError at construction, not when the graph starts
 
 
 @dataclass

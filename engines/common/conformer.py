@@ -129,16 +129,19 @@ class ConvModule(nn.Module):
         return torch.zeros(batch, dim, self.kernel_size - 1)
 
     def streaming_forward(
-        self, x: Tensor, cache: Tensor, keep: Tensor | None = None, final: bool = False
+        self, x: Tensor, cache: Tensor, keep: Tensor | None = None, final: bool = False, central: int | None = None
     ) -> tuple[Tensor, Tensor]:
         """x (B, T, D) new frames, keep (B, T) bool real frames (others enter the conv as zeros,
         like the offline padding) -> (y (B, T', D), new cache (B, D, K-1)).
 
         Causal: T' = T. Symmetric: T' = T (outputs for the frames ``lookahead`` behind); with
         ``final=True`` also the last ``lookahead`` frames (zero right padding), T' = T + lookahead.
+        ``central``: only the first ``central`` frames of x continue the stream (the rest are a
+        provisional right context, computed again next call): the cache ends at x[:, central].
         """
         h = torch.cat([cache, self._glu_in(x, keep)], dim=2)  # (B, D, K-1+T)
-        new_cache = h[..., h.shape[2] - (self.kernel_size - 1):]
+        end = h.shape[2] if central is None else self.kernel_size - 1 + central
+        new_cache = h[..., end - (self.kernel_size - 1) : end]
         if final and self.lookahead:
             h = F.pad(h, (0, self.lookahead))
         return self._glu_out(h), new_cache
@@ -266,21 +269,25 @@ class ConformerSelfAttention(nn.Module):
         return self.attend(x, positions, self.project_kv(x, positions), attn_mask)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, cache: AttentionCache, key_valid: Tensor
+        self, x: Tensor, positions: Tensor, cache: AttentionCache, key_valid: Tensor, central: int | None = None
     ) -> tuple[Tensor, AttentionCache]:
         """One chunk against a fixed-size KV cache.
 
         x (B, T, D) new frames at absolute ``positions`` (B, T); cache (B, H, L, Dh): the L frames
         right before the chunk; key_valid (B, L + T) bool: which cached and new frames are real
         (the rest are masked out). Every query sees the whole cache and the whole chunk.
+        ``central``: only the first ``central`` new frames enter the cache (the rest are a
+        lookahead, computed again as central frames by the next call); default all T.
         Returns (B, T, D) and the cache of the L frames before the next chunk.
         """
         T = x.shape[1]
+        c = T if central is None else central
+        L = cache.key.shape[2]
         new = self.project_kv(x, positions)
         kv = AttentionCache(torch.cat([cache.key, new.key], dim=2), torch.cat([cache.value, new.value], dim=2))
         mask = combine_masks(key_valid[:, None, None, :], dtype=x.dtype)
-        out = self.attend(x, positions, kv, mask, q_offset=cache.key.shape[2])
-        return out, AttentionCache(kv.key[:, :, T:], kv.value[:, :, T:])
+        out = self.attend(x, positions, kv, mask, q_offset=L)
+        return out, AttentionCache(kv.key[:, :, c : c + L], kv.value[:, :, c : c + L])
 
     def init_cache(self, batch: int, left_frames: int) -> AttentionCache:
         empty = torch.zeros(batch, self.num_heads, left_frames, self.head_size, device=self.linear_q.weight.device)

@@ -23,6 +23,32 @@ Window mode (``spec.mode == "window"``), per chunk of frames [f, f + C):
 
 Cached mode: see the module (e.g. engines.common.waveform). Each call gives the module exactly
 C * hop new samples; the module returns C frames for [k*C - delay, (k+1)*C - delay).
+
+Cached mode with a lookahead of R = lookahead_ms / 20 frames (every family; Emformer's right
+context). Call k's central block is the encoder frames [s, s + C), s = k*C - delay, with
+``delay = D + R`` (D: the family's fixed lookahead -- the CNN/fbank overhang of 1 frame, plus
+63 frames of positional conv for wav2vec2/WavLM with K = 128, plus N*(K-1)/2 for the Conformer's
+symmetric depthwise convs). The encoder runs on the C central frames and the R frames after them:
+
+- the encoder input of all C + R frames is exact (the CNN/fbank output is computed once per frame;
+  the R lookahead frames' input is kept in the cache until they become central);
+- in every attention layer, every query of the C + R frames attends to the L central frames
+  before s (the KV cache), the C central frames and the R lookahead frames;
+- only central frames enter the caches (keys/values, depthwise-conv inputs, pending frames); the
+  lookahead frames' layer states are dropped at the end of the call and computed again, as
+  central frames with their own lookahead, by the next call; they are never emitted from the
+  call that saw them as lookahead.
+
+The offline computation this equals (tests/streaming/test_cached_lookahead.py, atol 1e-4) is
+Emformer's training form: the forward over the augmented sequence "T central frames + for each
+chunk a copy of the R frames after it", in which a central or copy frame of chunk n attends to the
+central frames [s_n - L, s_n + C) and to chunk n's copies, and a depthwise conv reads, for a copy,
+the central frames before s_n + C followed by the copies. For one layer this is the plain mask
+"chunk n sees [s_n - L, s_n + C + R)"; in deeper encoders the lookahead keys of layers 2.. are the
+states computed with context up to s_n + C + R only (as in Emformer), not the states those frames
+later get as central frames. Latency: a frame waits at most chunk + lookahead + D frames. Cost:
+the encoder layers run on C + R frames per C emitted, so about (C + R) / C times the
+no-lookahead cached cost for the layers (front end unchanged); caches grow by R input frames.
 """
 
 from __future__ import annotations
@@ -79,6 +105,8 @@ def init_state(model, mode: str, chunk_ms: int, left_context_ms: int, lookahead_
     if normalize == "window" and mode != "window":
         raise StreamError("normalize='window' needs mode='window'")
     spec = StreamSpec(mode, chunk_ms, left_context_ms, lookahead_ms, model.samples_per_frame, normalize)
+    if mode == "cached" and spec.lookahead_frames * spec.samples_per_frame * 1000 != lookahead_ms * 16000:
+        raise StreamError(f"lookahead_ms={lookahead_ms} is not a whole number of the model's {spec.frame_ms:g} ms frames")
     module = model.module
     fstate = model.frontend.init_state(spec)
     if mode == "cached":

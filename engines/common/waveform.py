@@ -20,6 +20,11 @@ frame's hop, ``right = K - 1 - K // 2`` (63 frames for K = 128) for the position
 frame of a chunk attends to the chunk and the L frames before the chunk start: the offline
 equivalent is ``chunk_attention_mask(T, C, L, offset=-delay)``.
 
+With a lookahead of R frames (``lookahead_ms``) the delay is ``1 + right + R``: ``pos_buf``
+holds K - 1 + R projected frames, the transformer runs on the C central frames plus the R after
+them (all attend to L cache + C + R), and only the central frames' keys/values are cached (the
+lookahead is recomputed next call; engines.common.streaming states the offline equivalent).
+
 Approximations, the only ones: a GroupNorm feature encoder (``feat_extract_norm="group"``)
 normalises each channel over the whole utterance offline; streaming uses the running mean and
 variance of every frame seen so far (including the current chunk). Layer-norm feature encoders
@@ -367,29 +372,24 @@ class WaveformModel(EngineModule):
         return -(-(rf - hop) // hop) * hop
 
     def delay_frames(self, spec: StreamSpec) -> int:
-        return self._tail_len() // self.samples_per_frame + self.pos_conv.right
+        return self._tail_len() // self.samples_per_frame + self.pos_conv.right + spec.lookahead_frames
 
     def extra_lookahead_frames(self, spec: StreamSpec) -> int:
-        return self.delay_frames(spec)
+        return self.delay_frames(spec) - spec.lookahead_frames
 
     def init_cache(self, spec: StreamSpec) -> WaveformCache:
-        if spec.lookahead_frames != 0:
-            raise StreamError(
-                f"cached mode of {self.family} has no attention lookahead (lookahead_ms must be 0); "
-                f"its lookahead is fixed by the positional conv: {self.delay_frames(spec)} frames"
-            )
         if spec.samples_per_frame != self.samples_per_frame:
             raise StreamError(f"spec has {spec.samples_per_frame} samples per frame, model {self.samples_per_frame}")
         cfg = self.config
         p = next(self.parameters())
         N, H = cfg.num_hidden_layers, cfg.num_attention_heads
-        hd, L = cfg.hidden_size // H, spec.left_frames
+        hd, L, R = cfg.hidden_size // H, spec.left_frames, spec.lookahead_frames
         c0 = cfg.conv_dim[0] if cfg.feat_extract_norm == "group" else 0
         return WaveformCache(
             tail=torch.zeros(1, self._tail_len(), dtype=p.dtype, device=p.device),
             gn_sum=torch.zeros(1, 2, c0, dtype=torch.float64, device=p.device),
             gn_count=torch.zeros(1, dtype=torch.float64, device=p.device),
-            pos_buf=torch.zeros(1, self.pos_conv.kernel - 1, cfg.hidden_size, dtype=p.dtype, device=p.device),
+            pos_buf=torch.zeros(1, self.pos_conv.kernel - 1 + R, cfg.hidden_size, dtype=p.dtype, device=p.device),
             keys=torch.zeros(1, N, H, L, hd, dtype=p.dtype, device=p.device),
             values=torch.zeros(1, N, H, L, hd, dtype=p.dtype, device=p.device),
             next_frame=torch.full((1,), -self.delay_frames(spec), dtype=torch.long, device=p.device),
@@ -428,56 +428,64 @@ class WaveformModel(EngineModule):
     def cached_step(
         self, samples: Tensor, cache: WaveformCache, spec: StreamSpec, end_sample: Tensor | None
     ) -> tuple[Tensor, WaveformCache]:
+        """C * hop new samples -> the C central frames [pos0, pos0 + C) (pos0 = ``next_frame``).
+
+        The transformer runs on C central + R lookahead frames [pos0, pos0 + C + R): every query
+        (central or lookahead) attends to the L cached frames, the chunk and the lookahead. Only
+        central frames enter the KV cache; the lookahead frames' layer outputs are dropped and
+        computed again, as central frames, by the next call (their CNN output and positional conv
+        input are exact and kept in ``pos_buf``)."""
         cfg = self.config
         B, n = samples.shape
-        C, L, hop = spec.chunk_frames, spec.left_frames, self.samples_per_frame
+        C, L, R, hop = spec.chunk_frames, spec.left_frames, spec.lookahead_frames, self.samples_per_frame
         if n != C * hop:
             raise StreamError(f"cached_step expects {C * hop} samples, got {n}")
         P = self._tail_len()
-        pos0 = cache.next_frame  # (B,) first transformer frame of this chunk
+        pos0 = cache.next_frame  # (B,) first central transformer frame of this chunk
         delay = self.delay_frames(spec)
         x = torch.cat([cache.tail, samples], dim=1)  # (B, P + C*hop)
         start_sample = (pos0 + delay) * hop - P  # absolute index of x[:, 0]
         cnn, gn_sum, gn_count = self._cnn_cached(x, cache, start_sample, end_sample)  # (B, C0', C)
         bb = self.backbone
-        h = bb.feature_projection(cnn.transpose(1, 2))  # (B, C, D) frames [pos0 + right, +C)
+        h = bb.feature_projection(cnn.transpose(1, 2))  # (B, C, D) frames [pos0 + R + right, +C)
         pc = self.pos_conv
-        f_idx = pos0[:, None] + pc.right + torch.arange(C, device=h.device)[None, :]  # (B, C)
+        f_idx = pos0[:, None] + R + pc.right + torch.arange(C, device=h.device)[None, :]  # (B, C)
         valid = f_idx >= 0
         if end_sample is not None:
             end_frame = torch.div(end_sample - self.receptive_field_samples, hop, rounding_mode="floor") + 1
             valid = valid & (f_idx < end_frame[:, None])
         h = h.masked_fill(~valid[..., None], 0.0)  # padding frames are zeros, as offline
-        buf = torch.cat([cache.pos_buf, h], dim=1)  # (B, K-1+C, D) frames [pos0 - left, pos0 + right + C)
-        pos = pc.forward_valid(buf)  # (B, C, D) frames [pos0, pos0 + C)
-        x = bb.encoder.embed(buf[:, pc.left : pc.left + C], pos)
+        buf = torch.cat([cache.pos_buf, h], dim=1)  # (B, K-1+R+C, D) frames [pos0 - left, pos0 + C + R + right)
+        pos = pc.forward_valid(buf)  # (B, C + R, D) frames [pos0, pos0 + C + R)
+        x = bb.encoder.embed(buf[:, pc.left : pc.left + C + R], pos)
 
-        # attention geometry: keys are the L cached frames + this chunk
-        ar_k = torch.arange(L + C, device=h.device)
-        k_abs = pos0[:, None] - L + ar_k[None, :]  # (B, L + C)
+        # attention geometry: keys are the L cached frames + the chunk + the lookahead
+        ar_k = torch.arange(L + C + R, device=h.device)
+        k_abs = pos0[:, None] - L + ar_k[None, :]  # (B, L + C + R)
         k_ok = k_abs >= 0
         if end_sample is not None:
             k_ok = k_ok & (k_abs < end_frame[:, None])
-        mask_bias = torch.zeros(B, 1, 1, L + C, dtype=h.dtype, device=h.device)
+        mask_bias = torch.zeros(B, 1, 1, L + C + R, dtype=h.dtype, device=h.device)
         mask_bias = mask_bias.masked_fill(~k_ok[:, None, None, :], mask_value(h.dtype))
-        rel = bb.encoder.relative_bias(ar_k[L:], ar_k)  # (H, C, L + C) or None
+        rel = bb.encoder.relative_bias(ar_k[L:], ar_k)  # (H, C + R, L + C + R) or None
 
         keep = self.weighted
-        states = [x] if keep else []
+        states = [x[:, :C]] if keep else []
         new_k, new_v = [], []
         for i, layer in enumerate(bb.encoder.layers):
             x, k, v = layer.forward_cached(x, cache.keys[:, i], cache.values[:, i], mask_bias, rel)
-            new_k.append(k[:, :, C:])  # (B, H, L, hd): the last L frames
-            new_v.append(v[:, :, C:])
+            new_k.append(k[:, :, C : C + L])  # (B, H, L, hd): the last L central frames
+            new_v.append(v[:, :, C : C + L])
             if keep:
-                states.append(x)
+                states.append(x[:, :C])
+        x = x[:, :C]  # the lookahead frames' outputs are provisional: dropped
         if bb.encoder.stable:
             x = bb.encoder.layer_norm(x)
         if keep:
             w = torch.softmax(self.layer_weights, dim=-1)
             x = (torch.stack(states, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
         frames = self.head_frames(x)  # (B, C, V)
-        N, H, hd = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
+        N = cfg.num_hidden_layers
         new_cache = WaveformCache(
             tail=x_tail(samples, cache.tail, P),
             gn_sum=gn_sum,

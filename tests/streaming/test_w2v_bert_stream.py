@@ -165,12 +165,10 @@ def test_cached_other_heads(models, head):
     torch.testing.assert_close(got, _offline_under_chunk_mask(model, audio, 5, 10), atol=ATOL, rtol=0)
 
 
-def test_lookahead_is_refused_in_cached_mode(models):
-    from engines.errors import StreamError
-
+def test_lookahead_adds_to_the_delay_in_cached_mode(models):
+    """Lookahead in cached mode: tests/streaming/test_cached_lookahead.py checks what it computes."""
     model = models("pos-relative_key", position_embeddings_type="relative_key")
-    with pytest.raises(StreamError, match="lookahead"):
-        model.init_state("cached", chunk_ms=100, left_context_ms=200, lookahead_ms=40)
+    assert model.init_state("cached", chunk_ms=100, left_context_ms=200, lookahead_ms=40).delay_frames == 1 + 2
 
 
 def test_window_equals_transformers_on_each_window(models):
