@@ -40,6 +40,8 @@ class WavLMConfig(Wav2Vec2Config):
 def parse_config(raw: dict, source: str = "") -> WavLMConfig:
     cfg = config_from_dict(WavLMConfig, raw, source)
     check_waveform_config(cfg, raw, source)
+    # transformers' WavLM layers have no MMS attention adapters, whatever the config says
+    object.__setattr__(cfg, "adapter_attn_dim", None)
     return cfg
 
 
