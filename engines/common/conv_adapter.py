@@ -8,8 +8,10 @@ n adapter layers, s adapter_stride, K adapter_kernel_size, p = 1 (the conv's fix
       -> n x (Conv1d D' -> 2D', kernel K, stride s, padding 1 -> GLU)  -> (B, T / s**n, D') -> head
 
 So a model frame is ``s**n`` encoder frames (3 layers of stride 2: 8 x 20 ms = 160 ms), and
-``samples_per_frame`` is ``320 * s**n``. Heads: CTC (``lm_head`` reads D') and the bare model;
-transformers refuses adapters with frame and sequence classification heads, and so does this.
+``samples_per_frame`` is ``320 * s**n``. Heads: CTC (``lm_head`` reads D'), the bare model, and the
+x-vector head on the adapter's output (D' = D, no weighted layer sum: with one, transformers pools the
+encoder's layers but counts frames at the adapter's rate, refused here). transformers refuses adapters
+with frame and sequence classification heads, and so does this.
 
 ``ConvAdapted`` wraps the family's encoder-only module (its ``"base"`` head) and keeps HF's
 parameter paths (``wav2vec2.adapter.layers.0.conv.weight``, ``lm_head.weight``), so checkpoints load
@@ -50,7 +52,7 @@ from engines.errors import StreamError, UnsupportedConfigError
 
 __all__ = ["ConvAdapterLayer", "ConvAdapter", "ConvAdapted", "with_conv_adapter", "ADAPTER_HEADS"]
 
-ADAPTER_HEADS = ("ctc", "base")
+ADAPTER_HEADS = ("ctc", "base", "xvector")
 PADDING = 1  # transformers' Wav2Vec2AdapterLayer pads 1 frame on both sides, whatever the kernel
 
 
@@ -132,6 +134,21 @@ class ConvAdapted(EngineModule):
             if cfg.vocab_size is None:
                 raise UnsupportedConfigError("vocab_size", None, "an int for a CTC head")
             self.lm_head = nn.Linear(out, cfg.vocab_size)
+        elif head == "xvector":
+            if cfg.use_weighted_layer_sum:
+                raise UnsupportedConfigError("use_weighted_layer_sum", True, [False], "an x-vector head with add_adapter")
+            if out != cfg.hidden_size:  # transformers' projector reads hidden_size inputs
+                raise UnsupportedConfigError("output_hidden_size", out, [cfg.hidden_size], "an x-vector head with add_adapter")
+            from engines.common.waveform import TDNNLayer
+
+            dims = cfg.tdnn_dim
+            self.projector = nn.Linear(cfg.hidden_size, dims[0])
+            self.tdnn = nn.ModuleList(
+                TDNNLayer(dims[i - 1] if i > 0 else dims[0], dims[i], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
+                for i in range(len(dims))
+            )
+            self.feature_extractor = nn.Linear(dims[-1] * 2, cfg.xvector_output_dim)
+            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
         self.scale = self.adapter.stride
         self.samples_per_frame = inner.samples_per_frame * self.scale
         # the last encoder frame of an output frame's span ends here
@@ -171,7 +188,17 @@ class ConvAdapted(EngineModule):
         mask = None
         if fmask is not None:
             mask = torch.arange(x.shape[1], device=x.device)[None, :] < self.output_lengths(fmask.sum(-1))[:, None]
-        return ForwardOutput(self.head_frames(x), None, None, mask)
+        frames = self.head_frames(x)
+        utt, utt_logits = self.pool(frames, mask)
+        return ForwardOutput(frames, utt, utt_logits, mask)
+
+    def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """The x-vector head on adapter-rate frames: the waveform families' own pooling."""
+        if self.head != "xvector":
+            return None, None
+        from engines.common.waveform import WaveformModel
+
+        return WaveformModel.pool(self, frames, frame_mask)  # reads head, projector, tdnn, config only
 
     # -- window mode ------------------------------------------------------------------------------
     def window_forward(self, samples: Tensor) -> Tensor:

@@ -47,6 +47,24 @@ def test_matches_transformers(family, variant, head, tmp_path):
         assert torch.equal(out.frames.argmax(-1)[mask], want.argmax(-1)[mask])
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_xvector_head_matches_transformers(family, tmp_path):
+    path = hf_tiny.build_tiny(family, "xvector", tmp_path / "m", feat_extract_norm="layer", add_adapter=True,
+                              num_adapter_layers=1)
+    ref, model = hf_tiny.reference(path), load_model(path)
+    audio, amask = audio_batch((16000, 12000))
+    x, xmask = model.frontend(audio, amask.sum(-1))
+    with torch.no_grad():
+        r = ref(x, attention_mask=xmask)
+        out = model.forward(audio, amask.sum(-1))
+        # streaming: the head on the streamed frames of the first utterance == offline
+        frames = model.stream(audio[0], "window", chunk_ms=4000, normalize="window")  # one window
+    close(out.utterance, r.embeddings, f"{family} x-vector embeddings")
+    close(out.utterance_logits, r.logits, f"{family} x-vector logits")
+    emb, _ = model.pool(frames)
+    close(emb, out.utterance[:1], "x-vector of the streamed frames")
+
+
 @pytest.mark.parametrize("head", ["frame", "sequence"])
 def test_heads_transformers_refuses_are_refused(head, tmp_path):
     import json
