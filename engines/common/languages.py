@@ -183,6 +183,9 @@ def language_view(module: nn.Module, path: Path, adapter_type: type) -> nn.Modul
         m.load_state_dict({k[len(prefix):]: v.to(torch.float32) for k, v in sd.items() if k.startswith(prefix)}, strict=True)
         new[n] = m.to(device=p.device, dtype=p.dtype).eval()
     view = replace_submodules(module, new)
+    inner = module.__dict__.get("inner")  # a wrapper that runs another module's copy of the tree (add_adapter)
+    if inner is not None:
+        view.__dict__["inner"] = replace_submodules(inner, {k: v for k, v in new.items() if k.split(".")[0] in inner._modules})
     if vocab_size is not None:
         view.config = dataclasses.replace(module.config, vocab_size=vocab_size)
     return view

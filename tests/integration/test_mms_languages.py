@@ -1,4 +1,4 @@
-"""A multilingual (MMS-layout) checkpoint end to end: ``--language`` on the installed CLI, the
+"""A multilingual (MMS-layout) checkpoint end to end: ``--language`` on the CLI, the
 ``language`` TOML setting, and per-stream languages through ``serve``'s WebSocket server on
 loopback: two streams in two languages at once on one loaded model, each getting transformers'
 transcript for its language (``load_adapter(lang)`` + ``set_target_lang(lang)`` + ``batch_decode``)."""
@@ -7,12 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -52,17 +46,6 @@ def clips(mms):
     return out
 
 
-def _speechstream() -> list[str]:
-    exe = Path(sys.executable).with_name("speechstream")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "stream.cli"]
-
-
-def _transcribe(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([*_speechstream(), "transcribe", *args, "--no-progress"], capture_output=True, text=True,
-                          timeout=240, cwd=cwd, env=env)
-
-
 def _finals(stdout: str) -> list[str]:
     return [json.loads(l)["text"] for l in stdout.splitlines() if '"final_transcript"' in l]
 
@@ -71,17 +54,17 @@ def test_cli_language_offline_streamed_and_toml(mms, clips, tmp_path):
     x, want = clips[0]
     wav = tmp_path / "a.wav"
     sf.write(wav, x, 16000)
-    # offline, with --language
-    r = _transcribe(str(wav), "--model", str(mms), "--language", "bbb", "--mode", "offline", "--vad", "none",
-                    "--jsonl", "-", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert _finals(r.stdout) == [want["bbb"]]
-    # streamed (window mode, one window over the clip), the language from a TOML file (in process:
-    # Typer's CliRunner, which spares a second interpreter start)
+    # Typer's CliRunner: the CLI in process (the installed entry point is tested elsewhere)
     from typer.testing import CliRunner
 
     from stream.cli import app
 
+    # offline, with --language
+    r = CliRunner().invoke(app, ["transcribe", str(wav), "--model", str(mms), "--language", "bbb", "--mode", "offline",
+                                 "--vad", "none", "--jsonl", "-", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert _finals(r.stdout) == [want["bbb"]]
+    # streamed (window mode, one window over the clip), the language from a TOML file
     toml = tmp_path / "s.toml"
     toml.write_text('[transcribe]\nlanguage = "aaa"\nmode = "window"\nchunk_ms = 4000\nvad = "none"\n')
     r = CliRunner().invoke(app, ["transcribe", str(wav), "--model", str(mms), "--config", str(toml), "--jsonl", "-"])
@@ -134,3 +117,15 @@ async def test_serve_two_languages_at_once_on_one_model(mms, clips):
     # the unknown language: an error event and a close for that stream only (the others ran on)
     assert bad_code == 1008 and [e["type"] for e in bad] == ["error"]
     assert bad[0]["code"] == "unknown_language" and bad[0]["fatal"] and "available: aaa, bbb" in bad[0]["message"]
+
+
+async def test_serve_with_an_unknown_default_language_fails_at_start(mms):
+    from stream.errors import ConfigError
+    from stream.net.serve import ServeOptions, build_nodes
+    from stream.net.ws_server import CaptionServer
+
+    nodes, _ = build_nodes(ServeOptions(model=str(mms), vad="none", language="zzz"))
+    server = CaptionServer(nodes)
+    with pytest.raises(ConfigError, match=r"unknown language 'zzz' .*available: aaa, bbb"):
+        await server.graph.start()
+    await server.graph.stop()

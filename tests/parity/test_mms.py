@@ -110,3 +110,19 @@ def test_adapter_file_with_wrong_keys_is_refused_by_name(mms, tmp_path):
     load_model(bad).for_language("aaa")  # the other language still loads
     save_file({}, str(bad / "adapter.ccc.safetensors"))  # no vocabulary for ccc: not offered
     assert load_model(bad).languages == ("aaa", "bbb")
+
+
+def test_language_adapters_with_add_adapter_match_transformers(tmp_path):
+    """Both adapters at once: MMS attention adapters per language, and the conv stack after the encoder."""
+    path = hf_tiny.build_tiny_mms(tmp_path / "m", add_adapter=True, num_adapter_layers=1)
+    model = load_model(path)
+    audio, amask = audio_batch((8000,))
+    ref, _ = hf_tiny.reference_mms(path, "bbb")
+    inputs = _features(path, audio, amask)
+    for language in ("bbb", "aaa"):
+        ref.load_adapter(language)
+        with torch.no_grad():
+            want = ref(**inputs).logits
+        got = model.forward(audio, language=language).frames
+        assert got.shape == want.shape
+        assert (got - want).abs().max().item() <= ATOL, language
