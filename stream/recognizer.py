@@ -49,7 +49,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .config import NO_LM
-from .errors import BadAudioError, ConfigError
+from .errors import BadAudioError, ConfigError, StreamError
 from .events import (
     SAMPLE_RATE_HZ,
     AudioChunk,
@@ -324,6 +324,15 @@ class Recognizer(Node):
             self._decoders[language] = build_decoder(view, self.config)
         return self._decoders[language]
 
+    def _prepare_language_or_fail(self, language: str | None) -> Any:
+        """As _prepare_language; a language whose files cannot be read fails this stream only."""
+        from engines.errors import EngineError
+
+        try:
+            return self._prepare_language(language)
+        except (EngineError, ConfigError) as exc:
+            raise StreamError(f"language {language!r}: {exc}", code="language_unavailable") from exc
+
     def _decoder_of(self, st: "_Stream") -> Any:
         return self._decoders.get(st.language, self.decoder)
 
@@ -424,7 +433,7 @@ class Recognizer(Node):
         import torch
 
         t0 = time.perf_counter()
-        decoder = self._prepare_language(language)
+        decoder = self._prepare_language_or_fail(language)
         x = np.concatenate(seg.pieces) if seg.pieces else np.zeros(0, np.float32)
         logits = self.model.forward(torch.from_numpy(x), language=language).frames[0] if x.shape[0] else None
         st = dataclasses.replace(decoder.init_state(), next_index=seg.next_index)
@@ -511,7 +520,7 @@ class Recognizer(Node):
         if st is None:
             language = self._language_of(sid)
             if language not in self._decoders:  # a language's first stream: its adapter file loads off the loop
-                await self._executor.run(self._prepare_language, language)
+                await self._executor.run(self._prepare_language_or_fail, language)
             st = self._new_stream(chunk.sample, language)
         gap = chunk.sample - st.next_sample
         if gap > 0:  # audio was dropped upstream: keep stream time exact

@@ -129,3 +129,24 @@ async def test_serve_with_an_unknown_default_language_fails_at_start(mms):
     with pytest.raises(ConfigError, match=r"unknown language 'zzz' .*available: aaa, bbb"):
         await server.graph.start()
     await server.graph.stop()
+
+
+async def test_serve_unreadable_adapter_fails_its_stream_only(mms, clips, tmp_path):
+    import shutil
+
+    from stream.net.serve import ServeOptions, build_nodes
+    from stream.net.ws_server import CaptionServer, ServerConfig
+
+    broken = tmp_path / "broken"
+    shutil.copytree(mms, broken)
+    (broken / "adapter.bbb.safetensors").write_bytes(b"not a safetensors file")
+    nodes, _ = build_nodes(ServeOptions(model=str(broken), vad="none", mode="window", chunk_ms=4000))
+    async with CaptionServer(nodes, ServerConfig(port=0)) as srv:
+        bad, good = await asyncio.gather(
+            stream_audio(srv.url, clips[0][0], 16000, chunk_ms=100, start_extra={"language": "bbb"}),
+            stream_audio(srv.url, clips[0][0], 16000, chunk_ms=100, start_extra={"language": "aaa"}),
+        )
+    (err,) = bad.of("error")
+    assert err["code"] == "language_unavailable" and err["fatal"] and "adapter.bbb.safetensors" in err["message"]
+    assert not bad.finals and bad.events[-1]["type"] == "end_of_stream"
+    assert [f["text"] for f in good.finals] == [clips[0][1]["aaa"]] and not good.of("error")
