@@ -16,6 +16,9 @@ Usage::
     last = model.flush(state)
     frames = model.stream(audio[0], "cached", chunk_ms=640)    # the same loop over a whole waveform
 
+    # multilingual (MMS) checkpoints: a stream names its language; the base weights are shared
+    state = model.init_state("window", chunk_ms=2000, language="fra")   # model.languages lists the codes
+
 Two layers:
 
 * ``LoadedModel`` (this module) is what callers use. It owns sample buffering, frame
@@ -60,6 +63,7 @@ states the head pools; ``LoadedModel.pool(frames)`` applies the head), "base" (h
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -429,8 +433,6 @@ class LoadedModel:
             return root
         if language == self.language:
             return self
-        import threading
-
         from engines.common import languages as lg
         from engines.errors import UnknownLanguageError
 
