@@ -282,6 +282,9 @@ class Recognizer(Node):
             raise ConfigError(f"streaming geometry: {exc}") from exc
         decoder = self.decoder if self.decoder is not None else build_decoder(model, self.config)
         self._decoders[getattr(model, "language", None)] = decoder
+        self.model = model
+        for language in set(self._stream_languages.values()):  # set before start
+            self._check_language(language)
         return model, decoder
 
     async def stop(self) -> None:
@@ -301,18 +304,22 @@ class Recognizer(Node):
     def set_language(self, stream_id: str, language: str | None) -> None:
         """Recognise ``stream_id`` in ``language`` (multilingual checkpoints), from its first audio on.
         Cheap (no file is read here: the adapter loads on the executor with the stream's first chunk).
-        Raises ConfigError, listing the available codes, for one the model does not have."""
-        if language is None or self.model is None:
-            if language is not None:
-                raise ConfigError("set_language before the recogniser started")
+        Raises ConfigError, listing the available codes, for one the model does not have (checked at
+        start for languages set before it)."""
+        if language is None:
+            self._stream_languages.pop(stream_id, None)
             return
+        if self.model is not None:
+            self._check_language(language)
+        if stream_id in self._streams or stream_id in self._segments:
+            raise ConfigError(f"stream {stream_id!r} is already running; its language is set before its audio")
+        self._stream_languages[stream_id] = language
+
+    def _check_language(self, language: str) -> None:
         if language != getattr(self.model, "language", None) and language not in self.model.languages:
             from engines.errors import UnknownLanguageError
 
             raise ConfigError(str(UnknownLanguageError(language, self.model.languages, self.model.model_dir)))
-        if stream_id in self._streams or stream_id in self._segments:
-            raise ConfigError(f"stream {stream_id!r} is already running; its language is set before its audio")
-        self._stream_languages[stream_id] = language
 
     def _language_of(self, stream_id: str) -> str | None:
         return self._stream_languages.get(stream_id, getattr(self.model, "language", None))

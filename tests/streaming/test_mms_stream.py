@@ -84,3 +84,47 @@ def test_step_batch_of_two_languages_equals_each_alone(mms, mode):
         got = torch.cat(outs[i])
         assert got.shape == alone[i].shape and got.shape[-1] == len(hf_tiny.MMS_VOCABS[langs[i]])
         assert (got - alone[i]).abs().max().item() < ATOL
+
+
+async def test_recognizer_batches_streams_of_two_languages_like_each_alone(mms):
+    """Streams in different languages through one Recognizer: batched (mixed languages in one
+    step_batch) == one step per chunk == each language's own recogniser."""
+    from dataclasses import replace
+
+    from stream.events import FinalTranscript, PartialTranscript
+    from stream.graph import Graph
+    from stream.node import Collect
+    from stream.recognizer import Recognizer, RecognizerConfig
+    from stream.sources.array import ArraySource
+    from tests.streamkit import gated_tones
+
+    cfg = RecognizerConfig(chunk_ms=320, left_context_ms=1280, max_utterance_ms=600)
+    streams = {"a": ("aaa", gated_tones(0, 1.7)), "b": ("bbb", gated_tones(1, 2.3)), "c": ("bbb", gated_tones(2, 1.1))}
+
+    async def run(config, languages=True, only=None):
+        rec, collect = Recognizer(mms, config), Collect(keep_audio=False)
+        for sid, (lang, _) in streams.items():
+            if languages and (only is None or sid in only):
+                rec.set_language(sid, lang)
+        sources = [ArraySource(x, 16000, stream_id=sid, block=(1000, 2300, 517))
+                   for sid, (_, x) in streams.items() if only is None or sid in only]
+        await Graph(sources=sources, nodes=[rec, collect]).run(timeout_s=120)
+        return rec, {sid: [(type(e).__name__, e.segment_id, e.revision, e.text, e.sample, e.end_sample)
+                           for e in collect.of(sid) if isinstance(e, (PartialTranscript, FinalTranscript))]
+                     for sid in streams}
+
+    rec1, one = await run(replace(cfg, max_batch=1))
+    rec3, batched = await run(replace(cfg, max_batch=3, max_wait_ms=50))
+    assert rec3.stats.largest_batch > 1 and rec1.stats.batches == 0
+    assert batched == one
+    for lang in ("aaa", "bbb"):  # a recogniser whose default language is that one
+        _, own = await run(replace(cfg, language=lang), languages=False, only=[s for s, (l, _) in streams.items() if l == lang])
+        for sid, (l, _) in streams.items():
+            if l == lang:
+                assert own[sid] == one[sid] and any(k == "FinalTranscript" and t for k, _, _, t, _, _ in own[sid])
+    from stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown language 'zzz'"):  # set before start: checked at start
+        rec = Recognizer(mms, cfg)
+        rec.set_language("x", "zzz")
+        await rec.start()
