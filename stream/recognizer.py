@@ -30,6 +30,13 @@ is full, when its stream sends another chunk, before any other event (so output 
 order), or when the wait runs out. A batch that raises is redone stream by stream, so one bad
 stream only fails itself. ``max_batch=1`` steps each chunk on its own, at once.
 
+Languages (multilingual checkpoints, MMS): ``RecognizerConfig.language`` is every stream's default;
+``set_language(stream_id, code)`` before a stream's first audio picks another for that stream (the
+WebSocket server calls it with the ``start`` message's ``language``). The engine runs each stream on
+its language's view of the one loaded model (adapter weights, shared base weights: loaded on the
+executor with the first stream of a language, then cached) and one decoder per language holds its
+vocabulary. Streams of different languages may share a batch; the engine runs one forward per language.
+
 Stream time: a chunk whose ``sample`` jumps ahead (a drop-oldest edge dropped audio) is
 preceded by zeros so word times stay exact; overlapping samples are skipped.
 
@@ -210,6 +217,14 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
     )
 
 
+def _check_language(model: Any, language: str) -> None:
+    """ConfigError, listing the available codes, for a language ``model`` does not have."""
+    if language != getattr(model, "language", None) and language not in model.languages:
+        from engines.errors import UnknownLanguageError
+
+        raise ConfigError(str(UnknownLanguageError(language, model.languages, model.model_dir)))
+
+
 class Recognizer(Node):
     """Streaming CTC recognition of every stream that passes (see the module docstring)."""
 
@@ -282,9 +297,8 @@ class Recognizer(Node):
             raise ConfigError(f"streaming geometry: {exc}") from exc
         decoder = self.decoder if self.decoder is not None else build_decoder(model, self.config)
         self._decoders[getattr(model, "language", None)] = decoder
-        self.model = model
         for language in set(self._stream_languages.values()):  # set before start
-            self._check_language(language)
+            _check_language(model, language)
         return model, decoder
 
     async def stop(self) -> None:
@@ -310,16 +324,10 @@ class Recognizer(Node):
             self._stream_languages.pop(stream_id, None)
             return
         if self.model is not None:
-            self._check_language(language)
+            _check_language(self.model, language)
         if stream_id in self._streams or stream_id in self._segments:
             raise ConfigError(f"stream {stream_id!r} is already running; its language is set before its audio")
         self._stream_languages[stream_id] = language
-
-    def _check_language(self, language: str) -> None:
-        if language != getattr(self.model, "language", None) and language not in self.model.languages:
-            from engines.errors import UnknownLanguageError
-
-            raise ConfigError(str(UnknownLanguageError(language, self.model.languages, self.model.model_dir)))
 
     def _language_of(self, stream_id: str) -> str | None:
         return self._stream_languages.get(stream_id, getattr(self.model, "language", None))
