@@ -385,6 +385,8 @@ class CaptionServer:
             await self.graph.start_source(source)
         except GraphError as exc:  # the server is stopping, or the graph refused this stream
             self._conns.pop(sid, None)
+            if cfg.language is not None:
+                self._set_language(sid, None, clear=True)
             await self._close_with_error(ws, sid, ProtocolError("unavailable", f"cannot start stream {sid!r}: {exc}", fatal=True))
             return None
         try:
@@ -481,12 +483,13 @@ class CaptionServer:
             pass
         conn.source.end()
 
-    def _set_language(self, stream_id: str, language: str | None) -> None:
-        # Nodes that recognise per-stream languages expose ``set_language(stream_id, language)``.
-        if language is None:
+    def _set_language(self, stream_id: str, language: str | None, clear: bool = False) -> None:
+        # Nodes that recognise per-stream languages expose ``set_language(stream_id, language)``
+        # (None forgets a stream's language).
+        if language is None and not clear:
             return
         hooks = [h for h in (getattr(n, "set_language", None) for n in self.graph.nodes()) if callable(h)]
-        if not hooks:
+        if not hooks and language is not None:
             raise ConfigError(f"language {language!r} asked for, but this server runs no recogniser")
         for hook in hooks:
             hook(stream_id, language)
