@@ -16,6 +16,9 @@ Usage::
     last = model.flush(state)
     frames = model.stream(audio[0], "cached", chunk_ms=640)    # the same loop over a whole waveform
 
+    # multilingual (MMS) checkpoints: a stream names its language; the base weights are shared
+    state = model.init_state("window", chunk_ms=2000, language="fra")   # model.languages lists the codes
+
 Two layers:
 
 * ``LoadedModel`` (this module) is what callers use. It owns sample buffering, frame
@@ -63,6 +66,7 @@ states the head pools; ``LoadedModel.pool(frames)`` applies the head), "base" (h
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -131,6 +135,9 @@ class StreamSpec:
     lookahead_ms: int
     samples_per_frame: int = 320
     normalize: str = "stream"  # waveform normalisation while streaming, see frontends
+    # multilingual checkpoints: the language whose adapter weights and vocabulary the stream uses
+    # (None: the checkpoint as stored); streams of different languages never share a forward
+    language: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -377,6 +384,11 @@ class LoadedModel:
         self.id2label = id2label
         self.device = torch.device(device)
 
+    # multilingual checkpoints (engines.common.languages): a view made by ``for_language`` names its
+    # language here and shares every base weight with the model it came from (``_root``)
+    language: str | None = None
+    _root: "LoadedModel | None" = None
+
     family = property(lambda self: self.module.family)
     head = property(lambda self: self.module.head)
     config = property(lambda self: self.module.config)
@@ -393,10 +405,67 @@ class LoadedModel:
             return 0
         return (num_samples - self.receptive_field_samples) // self.samples_per_frame + 1
 
+    # -- languages (MMS adapters) ---------------------------------------------------------
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Language codes ``for_language`` accepts (empty for a monolingual checkpoint)."""
+        root = self._root or self
+        if "_languages" not in root.__dict__:
+            from engines.common.languages import available_languages
+
+            root._languages = available_languages(root.model_dir, root._adapter_type() is not None)
+        return root._languages
+
+    def _adapter_type(self) -> type | None:
+        if not getattr(self.config, "adapter_attn_dim", None):
+            return None
+        from engines.common.waveform import AttnAdapterLayer
+
+        has = any(isinstance(m, AttnAdapterLayer) for m in self.module.modules())
+        return AttnAdapterLayer if has else None
+
+    def for_language(self, language: str | None) -> "LoadedModel":
+        """The model for one language: its adapter weights and vocabulary on the shared base weights.
+
+        ``None`` is the checkpoint as stored. A view is built on first use (the adapter file is read
+        then) and cached; the base module is never modified, so views of several languages serve
+        streams at the same time. Raises UnknownLanguageError (listing ``languages``) for a code the
+        checkpoint does not have."""
+        root = self._root or self
+        if language is None:
+            return root
+        if language == self.language:
+            return self
+        from engines.common import languages as lg
+        from engines.errors import UnknownLanguageError
+
+        if language not in root.languages:
+            raise UnknownLanguageError(language, root.languages, root.model_dir)
+        lock = root.__dict__.setdefault("_views_lock", threading.Lock())
+        with lock:
+            views = root.__dict__.setdefault("_views", {})
+            if language not in views:
+                adapter_type = root._adapter_type()
+                module = root.module
+                file = lg.adapter_files(root.model_dir).get(language) if adapter_type is not None else None
+                if file is not None:
+                    module = lg.language_view(root.module, file, adapter_type)
+                vocab = root.vocab
+                if isinstance(vocab, dict) and vocab and all(isinstance(v, dict) for v in vocab.values()):
+                    vocab = vocab.get(language)
+                view = LoadedModel(module, root.frontend, root.model_dir, str(file or root.checkpoint),
+                                   vocab=vocab, id2label=root.id2label, device=root.device)
+                view.language, view._root = language, root
+                views[language] = view
+            return views[language]
+
     # -- offline --------------------------------------------------------------------------
     @torch.inference_mode()
-    def forward(self, audio: Tensor, lengths: Tensor | None = None) -> ForwardOutput:
-        """audio: (S,) or (B, S) float in [-1, 1] at 16 kHz; lengths (B,) for padded batches."""
+    def forward(self, audio: Tensor, lengths: Tensor | None = None, language: str | None = None) -> ForwardOutput:
+        """audio: (S,) or (B, S) float in [-1, 1] at 16 kHz; lengths (B,) for padded batches;
+        language: a code of ``languages`` (multilingual checkpoints), None for this model's own."""
+        if language is not None and language != self.language:
+            return self.for_language(language).forward(audio, lengths)
         audio = torch.as_tensor(audio, dtype=torch.float32)
         if audio.dim() == 1:
             audio = audio[None]
@@ -420,10 +489,24 @@ class LoadedModel:
         left_context_ms: int = 5120,
         lookahead_ms: int = 0,
         normalize: str = "stream",
+        language: str | None = None,
     ) -> StreamState:
+        """``language``: the stream's language (multilingual checkpoints: it selects the adapter
+        weights and vocabulary every step of this stream uses); None: this model's own."""
         from engines.common import streaming
 
-        return streaming.init_state(self, mode, chunk_ms, left_context_ms, lookahead_ms, normalize)
+        if language is not None and language != self.language:
+            return self.for_language(language).init_state(mode, chunk_ms, left_context_ms, lookahead_ms, normalize)
+        state = streaming.init_state(self, mode, chunk_ms, left_context_ms, lookahead_ms, normalize)
+        if self.language is not None:
+            state = state.replace(spec=dataclasses.replace(state.spec, language=self.language))
+        return state
+
+    def _by_language(self, states: Sequence[StreamState]) -> dict[str | None, list[int]]:
+        groups: dict[str | None, list[int]] = {}
+        for i, st in enumerate(states):
+            groups.setdefault(st.spec.language, []).append(i)
+        return groups
 
     def step(self, chunk: Tensor, state: StreamState) -> tuple[StepOutput, StreamState]:
         """chunk: (S_c,) float32 samples, any length (0 allowed)."""
@@ -438,13 +521,30 @@ class LoadedModel:
         caller bounds the batch and the wait). Window mode steps the streams one by one."""
         from engines.common import streaming
 
-        return streaming.step_batch(self, chunks, states)
+        groups = self._by_language(states)
+        if len(groups) == 1:
+            (lang,) = groups
+            return streaming.step_batch(self._for_state_language(lang), chunks, states)
+        # streams of different languages run different adapter weights: one forward per language
+        outs: list[Any] = [None] * len(states)
+        new: list[Any] = [None] * len(states)
+        if len(chunks) != len(states):
+            raise StreamError(f"{len(chunks)} chunks for {len(states)} states")
+        for lang, idx in groups.items():
+            o, s = streaming.step_batch(self._for_state_language(lang), [chunks[i] for i in idx], [states[i] for i in idx])
+            for j, i in enumerate(idx):
+                outs[i], new[i] = o[j], s[j]
+        return outs, new
+
+    def _for_state_language(self, language: str | None) -> "LoadedModel":
+        # a state without a language belongs to the checkpoint as stored (the root model)
+        return self.for_language(language) if language is not None else (self._root or self)
 
     def flush(self, state: StreamState) -> StepOutput:
         """End of stream: emit every frame not emitted yet (the offline utterance's frames)."""
         from engines.common import streaming
 
-        return streaming.flush(self, state)
+        return streaming.flush(self._for_state_language(state.spec.language), state)
 
     def stream(
         self,
@@ -455,10 +555,11 @@ class LoadedModel:
         lookahead_ms: int = 0,
         normalize: str = "stream",
         feed_ms: int | None = None,
+        language: str | None = None,
     ) -> Tensor:
         """A whole (S,) waveform through ``init_state``/``step``/``flush`` in pieces of ``feed_ms``
         (default: ``chunk_ms``), as a live source would feed it; returns all frames, (T, D)."""
-        state = self.init_state(mode, chunk_ms, left_context_ms, lookahead_ms, normalize)
+        state = self.init_state(mode, chunk_ms, left_context_ms, lookahead_ms, normalize, language)
         feed = max(1, int((feed_ms or chunk_ms) * SAMPLE_RATE_HZ // 1000))
         outs = []
         for i in range(0, audio.numel(), feed):

@@ -10,8 +10,10 @@ Every error an engine raises on purpose derives from ``EngineError``; foreign ex
     │   ├── KeyMismatchError      strict key check failed (lists missing / unexpected keys, names the file)
     │   └── ConfigFieldError      a config field of the wrong type or out of range (names file, field, value)
     ├── UnsupportedConfigError    a config value the engines do not implement (names value and supported ones)
-    └── StreamError               misuse of the streaming API (bad chunk sizes, mixing states of
-                                  different modes in one batch, a chunk that is not 1-D float audio)
+    ├── StreamError               misuse of the streaming API (bad chunk sizes, mixing states of
+    │                             different modes in one batch, a chunk that is not 1-D float audio)
+    └── UnknownLanguageError      a language code the checkpoint has no adapter / vocabulary for
+                                  (lists the available ones)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "ConfigFieldError",
     "UnsupportedConfigError",
     "StreamError",
+    "UnknownLanguageError",
 ]
 
 
@@ -87,3 +90,18 @@ class UnsupportedConfigError(EngineError):
 
 class StreamError(EngineError):
     """Misuse of the streaming API."""
+
+
+class UnknownLanguageError(EngineError):
+    """A language code the checkpoint has no adapter / vocabulary for. ``available`` lists the ones it has."""
+
+    def __init__(self, language: str, available: "list[str] | tuple[str, ...]", model_dir: object = ""):
+        self.language = language
+        self.available = tuple(available)
+        shown = ", ".join(self.available[:40]) + (f", ... ({len(self.available)} in all)" if len(self.available) > 40 else "")
+        where = f" in {model_dir}" if model_dir else ""
+        if self.available:
+            msg = f"unknown language {language!r}{where}; available: {shown}"
+        else:
+            msg = f"language {language!r} asked for, but {model_dir or 'the model'} is not multilingual (no adapter.<lang> files, no nested vocab.json)"
+        super().__init__(msg)

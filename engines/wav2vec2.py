@@ -24,6 +24,7 @@ from torch import Tensor
 from engines.api import FamilySpec, register_family
 from engines.common.blocks import SelfAttention
 from engines.common.config import ACTIVATIONS, check_choice, config_from_dict
+from engines.common.conv_adapter import with_conv_adapter
 from engines.common.waveform import WaveformModel
 from engines.errors import UnsupportedConfigError
 from engines.frontend_waveform import WaveformFrontend
@@ -59,7 +60,12 @@ class Wav2Vec2Config:
     tdnn_dilation: tuple[int, ...] = (1, 2, 3, 1, 1)
     xvector_output_dim: int = 512
     pad_token_id: int | None = 0
+    # add_adapter: the strided conv stack after the encoder (engines.common.conv_adapter)
     add_adapter: bool = False
+    output_hidden_size: int | None = None  # None: hidden_size
+    num_adapter_layers: int = 3
+    adapter_kernel_size: int = 3
+    adapter_stride: int = 2
     adapter_attn_dim: int | None = None
 
 
@@ -79,9 +85,11 @@ def check_waveform_config(cfg, raw: dict, source: str) -> None:
         raise UnsupportedConfigError(
             "hidden_size/num_attention_heads", (cfg.hidden_size, cfg.num_attention_heads), "a divisible pair", source
         )
-    if cfg.add_adapter:
-        # the stride-2 conv adapter (speech encoder-decoder checkpoints) halves the frame rate
-        raise UnsupportedConfigError("add_adapter", True, [False], source)
+    if cfg.add_adapter and (cfg.num_adapter_layers < 1 or cfg.adapter_stride < 1 or cfg.adapter_kernel_size < 1):
+        raise UnsupportedConfigError(
+            "num_adapter_layers/adapter_stride/adapter_kernel_size",
+            (cfg.num_adapter_layers, cfg.adapter_stride, cfg.adapter_kernel_size), "positive ints", source
+        )
     if "num_labels" not in raw and "id2label" in raw:
         object.__setattr__(cfg, "num_labels", len(raw["id2label"]))
 
@@ -129,7 +137,7 @@ register_family(
     FamilySpec(
         model_type="wav2vec2",
         parse_config=parse_config,
-        build=Wav2Vec2,
+        build=lambda cfg, head: with_conv_adapter(Wav2Vec2, cfg, head),
         make_frontend=lambda cfg, prep: WaveformFrontend.from_preprocessor(prep),
         architectures=ARCHITECTURES,
     )

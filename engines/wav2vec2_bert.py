@@ -442,7 +442,8 @@ class Wav2Vec2BertEngine(EngineModule):
         self.fbank_prior: fbank.FbankPrior | None = None  # streaming normalisation prior, see use_preprocessor
         if head in ("frame", "xvector", "sequence"):
             if cfg.add_adapter and head != "xvector":
-                raise UnsupportedConfigError("add_adapter", True, [False], f"Wav2Vec2Bert {head} head")
+                # transformers' Wav2Vec2BertFor{AudioFrame,Sequence}Classification raise on it: no such checkpoint
+                raise UnsupportedConfigError("add_adapter", True, [False], f"Wav2Vec2Bert {head} head (transformers refuses it too)")
             if cfg.use_weighted_layer_sum:
                 self.layer_weights = nn.Parameter(torch.full((cfg.num_hidden_layers + 1,), 1.0 / (cfg.num_hidden_layers + 1)))
         if head == "ctc":

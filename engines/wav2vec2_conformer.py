@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from engines.api import EngineModule, FamilySpec, StreamSpec, register_family
 from engines.common.blocks import FeatureEncoder, FeatureProjection, PositionalConvEmbedding, mask_value
 from engines.common.config import config_from_dict
+from engines.common.conv_adapter import with_conv_adapter
 from engines.common.conformer import (
     AttentionCache,
     ConformerSelfAttention,
@@ -87,7 +88,12 @@ class Wav2Vec2ConformerConfig:
     tdnn_dilation: tuple[int, ...] = (1, 2, 3, 1, 1)
     xvector_output_dim: int = 512
     pad_token_id: int | None = 0
+    # add_adapter: the strided conv stack after the encoder (engines.common.conv_adapter)
     add_adapter: bool = False
+    output_hidden_size: int | None = None  # None: hidden_size
+    num_adapter_layers: int = 3
+    adapter_kernel_size: int = 3
+    adapter_stride: int = 2
 
 
 def parse_config(raw: dict, source: str = "") -> Wav2Vec2ConformerConfig:
@@ -425,7 +431,7 @@ register_family(
     FamilySpec(
         model_type="wav2vec2-conformer",
         parse_config=parse_config,
-        build=Wav2Vec2Conformer,
+        build=lambda cfg, head: with_conv_adapter(Wav2Vec2Conformer, cfg, head),
         make_frontend=lambda cfg, prep: WaveformFrontend.from_preprocessor(prep),
         architectures=ARCHITECTURES,
     )

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from engines.api import FamilySpec, register_family
 from engines.common.blocks import SelfAttention
 from engines.common.config import config_from_dict
+from engines.common.conv_adapter import with_conv_adapter
 from engines.common.waveform import WaveformModel
 from engines.frontend_waveform import WaveformFrontend
 from engines.wav2vec2 import Wav2Vec2Config, check_waveform_config
@@ -40,6 +41,8 @@ class WavLMConfig(Wav2Vec2Config):
 def parse_config(raw: dict, source: str = "") -> WavLMConfig:
     cfg = config_from_dict(WavLMConfig, raw, source)
     check_waveform_config(cfg, raw, source)
+    # transformers' WavLM layers have no MMS attention adapters, whatever the config says
+    object.__setattr__(cfg, "adapter_attn_dim", None)
     return cfg
 
 
@@ -115,7 +118,7 @@ register_family(
     FamilySpec(
         model_type="wavlm",
         parse_config=parse_config,
-        build=WavLM,
+        build=lambda cfg, head: with_conv_adapter(WavLM, cfg, head),
         make_frontend=lambda cfg, prep: WaveformFrontend.from_preprocessor(prep),
         architectures=ARCHITECTURES,
     )

@@ -121,6 +121,7 @@ def transcribe(
     chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
     left_context_ms: int = typer.Option(_DEFAULTS.left_context_ms, "--left-context-ms", min=0, help="Left context the encoder keeps, ms."),
     lookahead_ms: int = typer.Option(_DEFAULTS.lookahead_ms, "--lookahead-ms", min=0, help="Lookahead (added latency), ms: a multiple of 20, at most 10000. Cached mode: each chunk also attends to this much audio after it (recomputed next chunk)."),
+    language: Optional[str] = typer.Option(None, "--language", metavar="LANG", help="Language code of a multilingual checkpoint (MMS: adapter.LANG.safetensors, nested vocab.json).", show_default="the checkpoint's own (its tokenizer's target_lang)"),
     diarize: Optional[bool] = typer.Option(None, "--diarize/--no-diarize", help="Online speaker diarization: speaker turns, and speakers on captions.", show_default="on with --rttm or --speaker"),
     speaker: Optional[list[str]] = typer.Option(None, "--speaker", metavar="NAME=CLIP", help="Enroll a known voice from a reference clip (repeatable); others are S1, S2, ...", show_default="none"),
     max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="At most this many speakers (diarization).", show_default="no limit"),
@@ -155,6 +156,7 @@ def transcribe(
         "chunk_ms": chunk_ms,
         "left_context_ms": left_context_ms,
         "lookahead_ms": lookahead_ms,
+        "language": language,
         "realtime": realtime,
         "progress": progress,
         "console": console,
@@ -330,13 +332,14 @@ def serve(
     diarize: bool = typer.Option(False, "--diarize/--no-diarize", help="Online speaker turns; speaker labels on finals."),
     max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="Most speakers per stream (with --diarize).", show_default="no limit"),
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="Chunks of different streams that are ready together run as one batch, at most this many; 1 turns batching off."),
+    language: Optional[str] = typer.Option(None, "--language", metavar="LANG", help="Default language of a multilingual checkpoint (MMS); a client's 'start' message may pick another per stream.", show_default="the checkpoint's own"),
 ) -> None:
     """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
     from stream.net.serve import ServeOptions, serve_main  # heavy imports after parsing
 
     opts = ServeOptions(host=host, port=port, token=token, model=model, vad=vad.value, mode=mode.value,
                         chunk_ms=chunk_ms, max_connections=max_connections, max_frame_bytes=max_frame_bytes, web=web,
-                        diarize=diarize, max_speakers=max_speakers, max_batch=max_batch)
+                        diarize=diarize, max_speakers=max_speakers, max_batch=max_batch, language=language)
     try:
         serve_main(opts)
     except ConfigError as exc:

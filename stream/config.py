@@ -103,6 +103,9 @@ class TranscribeConfig:
     chunk_ms: int = 640
     left_context_ms: int = 5120
     lookahead_ms: int = 0
+    # multilingual checkpoints (MMS: adapter.<lang>.safetensors files, nested vocab.json): the
+    # language code to recognise; None: the checkpoint as stored (its tokenizer's target_lang)
+    language: str | None = None
 
     # n-gram LM beam search for finals (partials stay greedy); None: greedy finals, or the
     # checkpoint's own language_model/ folder when it has one
@@ -220,6 +223,8 @@ class TranscribeConfig:
         for name in ("lm_alpha", "lm_beta"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name} must be a finite number, not {getattr(self, name)}")
+        if self.language is not None and (not self.language.strip() or any(c.isspace() for c in self.language)):
+            raise ConfigError(f"--language must be a language code such as 'eng', not {self.language!r}")
         if self.beam_width < 1:
             raise ConfigError(f"beam_width must be >= 1, not {self.beam_width}")
         if any(not h.strip() for h in self.hotwords):

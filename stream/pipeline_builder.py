@@ -82,6 +82,7 @@ def build_recognizer(cfg: TranscribeConfig, model: str, *, max_batch: int | None
         chunk_ms=cfg.chunk_ms,
         left_context_ms=cfg.left_context_ms,
         lookahead_ms=cfg.lookahead_ms,
+        language=cfg.language,
         lm_path=cfg.lm,
         unigrams_path=cfg.unigrams,
         lm_alpha=cfg.lm_alpha,

@@ -30,6 +30,13 @@ is full, when its stream sends another chunk, before any other event (so output 
 order), or when the wait runs out. A batch that raises is redone stream by stream, so one bad
 stream only fails itself. ``max_batch=1`` steps each chunk on its own, at once.
 
+Languages (multilingual checkpoints, MMS): ``RecognizerConfig.language`` is every stream's default;
+``set_language(stream_id, code)`` before a stream's first audio picks another for that stream (the
+WebSocket server calls it with the ``start`` message's ``language``). The engine runs each stream on
+its language's view of the one loaded model (adapter weights, shared base weights: loaded on the
+executor with the first stream of a language, then cached) and one decoder per language holds its
+vocabulary. Streams of different languages may share a batch; the engine runs one forward per language.
+
 Stream time: a chunk whose ``sample`` jumps ahead (a drop-oldest edge dropped audio) is
 preceded by zeros so word times stay exact; overlapping samples are skipped.
 
@@ -49,7 +56,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .config import NO_LM, check_lookahead_ms
-from .errors import BadAudioError, ConfigError
+from .errors import BadAudioError, ConfigError, StreamError
 from .events import (
     SAMPLE_RATE_HZ,
     AudioChunk,
@@ -104,6 +111,9 @@ class RecognizerConfig:
     # cross-stream batching (streaming modes): chunks per forward, and how long one may wait for others
     max_batch: int = 8
     max_wait_ms: int = 10
+    # multilingual checkpoints (MMS adapters, nested vocab.json): the language of every stream that
+    # does not name its own (``Recognizer.set_language``); None: the checkpoint as stored
+    language: str | None = None
 
     def __post_init__(self) -> None:
         check_lookahead_ms(self.lookahead_ms)  # ConfigError at construction, not when the graph starts
@@ -140,6 +150,7 @@ class _Stream:
     decoder: Any  # engines.ctc.DecoderState
     next_sample: int  # stream time of the next sample the engine expects
     origin: int  # stream time of the engine's sample 0
+    language: str | None = None  # selects the engine's adapter view and the decoder (vocabulary)
 
 
 class _Pending(NamedTuple):
@@ -159,7 +170,7 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
     if model.head != "ctc":
         raise ConfigError(f"the recogniser needs a CTC model; {model.model_dir} has a {model.head!r} head")
     try:
-        tok = CTCTokenizer.from_dir(model.vocab_dir)
+        tok = CTCTokenizer.from_dir(model.vocab_dir, target_lang=getattr(model, "language", None))
         endpoint = EndpointConfig(cfg.rule1_min_trailing_silence_ms, cfg.rule2_min_trailing_silence_ms, cfg.max_utterance_ms)
     except EngineError as exc:
         raise ConfigError(str(exc)) from exc
@@ -209,6 +220,14 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
     )
 
 
+def _check_language(model: Any, language: str) -> None:
+    """ConfigError, listing the available codes, for a language ``model`` does not have."""
+    if language != getattr(model, "language", None) and language not in model.languages:
+        from engines.errors import UnknownLanguageError
+
+        raise ConfigError(str(UnknownLanguageError(language, model.languages, model.model_dir)))
+
+
 class Recognizer(Node):
     """Streaming CTC recognition of every stream that passes (see the module docstring)."""
 
@@ -235,6 +254,10 @@ class Recognizer(Node):
         self._batch_lock = asyncio.Lock()  # the node task and the wait timer take turns
         self._timer: asyncio.Task[None] | None = None
         self._timer_error: BaseException | None = None  # bug_policy="raise": re-raised by the node task
+        # multilingual checkpoints: a stream's language (set_language) and one decoder per language
+        # (its vocabulary); the engine keeps one adapter view per language, the base weights shared
+        self._stream_languages: dict[str, str] = {}
+        self._decoders: dict[str | None, Any] = {}
         self.stats = RecognizerStats()
 
     # ------------------------------------------------------------------ lifecycle
@@ -262,6 +285,12 @@ class Recognizer(Node):
             except EngineError as exc:
                 text = str(exc)  # most name the file already (DIR/config.json: field ...)
                 raise ConfigError(text if str(self.model_arg) in text else f"cannot load model {self.model_arg}: {text}") from exc
+        lang = self.config.language
+        if lang is not None:
+            try:  # an unknown code is a configuration error: one line listing the available ones
+                model = model.for_language(lang)
+            except EngineError as exc:
+                raise ConfigError(str(exc)) from exc
         if self.config.mode not in ("cached", "window", "offline"):
             raise ConfigError(f"recogniser mode must be cached, window or offline, not {self.config.mode!r}")
         try:  # geometry errors are configuration errors, raised at start
@@ -270,7 +299,11 @@ class Recognizer(Node):
                 model.init_state(c.mode, c.chunk_ms, c.left_context_ms, c.lookahead_ms)
         except EngineError as exc:
             raise ConfigError(f"streaming geometry: {exc}") from exc
-        return model, self.decoder if self.decoder is not None else build_decoder(model, self.config)
+        decoder = self.decoder if self.decoder is not None else build_decoder(model, self.config)
+        self._decoders[getattr(model, "language", None)] = decoder
+        for language in set(self._stream_languages.values()):  # set before start
+            _check_language(model, language)
+        return model, decoder
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -282,16 +315,57 @@ class Recognizer(Node):
     def forget(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
         self._segments.pop(stream_id, None)
+        self._stream_languages.pop(stream_id, None)
+
+    # ------------------------------------------------------------------ languages
+
+    def set_language(self, stream_id: str, language: str | None) -> None:
+        """Recognise ``stream_id`` in ``language`` (multilingual checkpoints), from its first audio on.
+        Cheap (no file is read here: the adapter loads on the executor with the stream's first chunk).
+        Raises ConfigError, listing the available codes, for one the model does not have (checked at
+        start for languages set before it)."""
+        if language is None:
+            self._stream_languages.pop(stream_id, None)
+            return
+        if self.model is not None:
+            _check_language(self.model, language)
+        if stream_id in self._streams or stream_id in self._segments:
+            raise ConfigError(f"stream {stream_id!r} is already running; its language is set before its audio")
+        self._stream_languages[stream_id] = language
+
+    def _language_of(self, stream_id: str) -> str | None:
+        return self._stream_languages.get(stream_id, getattr(self.model, "language", None))
+
+    def _prepare_language(self, language: str | None) -> Any:
+        """(executor) The decoder of ``language``, building its engine view (adapter file) first."""
+        if language not in self._decoders:
+            view = self.model.for_language(language)
+            self._decoders[language] = build_decoder(view, self.config)
+        return self._decoders[language]
+
+    def _prepare_language_or_fail(self, language: str | None) -> Any:
+        """As _prepare_language; a language whose files cannot be read fails this stream only."""
+        from engines.errors import EngineError
+
+        try:
+            return self._prepare_language(language)
+        except (EngineError, ConfigError) as exc:
+            raise StreamError(f"language {language!r}: {exc}", code="language_unavailable") from exc
+
+    def _decoder_of(self, st: "_Stream") -> Any:
+        return self._decoders.get(st.language, self.decoder)
 
     # ------------------------------------------------------------------ sync work (executor)
 
-    def _new_stream(self, first_sample: int) -> _Stream:
+    def _new_stream(self, first_sample: int, language: str | None = None) -> _Stream:
         c = self.config
+        decoder = self._decoders.get(language, self.decoder)
         return _Stream(
-            engine=self.model.init_state(c.mode, c.chunk_ms, c.left_context_ms, c.lookahead_ms),
-            decoder=self.decoder.init_state(),
+            engine=self.model.init_state(c.mode, c.chunk_ms, c.left_context_ms, c.lookahead_ms, language=language),
+            decoder=decoder.init_state(),
             next_sample=first_sample,
             origin=first_sample,
+            language=language,
         )
 
     def _step(self, samples: np.ndarray, st: _Stream, end: bool) -> tuple[tuple[Any, ...], _Stream]:
@@ -300,11 +374,12 @@ class Recognizer(Node):
         t0 = time.perf_counter()
         x = torch.from_numpy(np.array(samples, dtype=np.float32))  # a copy: chunks are read-only
         out, engine = self.model.step(x, st.engine)
-        updates, dec = self.decoder.step(out.frames, out.start_frame, st.decoder)
+        decoder = self._decoder_of(st)
+        updates, dec = decoder.step(out.frames, out.start_frame, st.decoder)
         if end:
             last = self.model.flush(engine)
-            more, dec = self.decoder.step(last.frames, last.start_frame, dec)
-            fin, dec = self.decoder.flush(dec)
+            more, dec = decoder.step(last.frames, last.start_frame, dec)
+            fin, dec = decoder.flush(dec)
             updates = updates + more + fin
         self.stats.compute_s += time.perf_counter() - t0
         self.stats.audio_samples += int(samples.shape[0])
@@ -320,7 +395,7 @@ class Recognizer(Node):
         outs, engines = self.model.step_batch(xs, [st.engine for _, _, st in batch])
         results = []
         for (_, x, st), out, engine in zip(batch, outs, engines):
-            updates, dec = self.decoder.step(out.frames, out.start_frame, st.decoder)
+            updates, dec = self._decoder_of(st).step(out.frames, out.start_frame, st.decoder)
             st = dataclasses.replace(st, engine=engine, decoder=dec, next_sample=st.next_sample + x.shape[0])
             results.append((updates, st))
         self.stats.compute_s += time.perf_counter() - t0
@@ -372,18 +447,19 @@ class Recognizer(Node):
 
     # -- offline mode: whole segments --------------------------------------------------------
 
-    def _decode_segment(self, seg: _Segment, reason: str) -> tuple[tuple[Any, ...], _Segment]:
+    def _decode_segment(self, seg: _Segment, reason: str, language: str | None = None) -> tuple[tuple[Any, ...], _Segment]:
         """Forward the buffered segment, greedy/LM decode it with the endpoint rules; finals only."""
         import torch
 
         t0 = time.perf_counter()
+        decoder = self._prepare_language_or_fail(language)
         x = np.concatenate(seg.pieces) if seg.pieces else np.zeros(0, np.float32)
-        logits = self.model.forward(torch.from_numpy(x)).frames[0] if x.shape[0] else None
-        st = dataclasses.replace(self.decoder.init_state(), next_index=seg.next_index)
+        logits = self.model.forward(torch.from_numpy(x), language=language).frames[0] if x.shape[0] else None
+        st = dataclasses.replace(decoder.init_state(), next_index=seg.next_index)
         ups: tuple[Any, ...] = ()
         if logits is not None and logits.shape[0]:
-            ups, st = self.decoder.step(logits, 0, st)
-        fin, st = self.decoder.flush(st)
+            ups, st = decoder.step(logits, 0, st)
+        fin, st = decoder.flush(st)
         finals = tuple(u for u in ups + fin if u.is_final)
         if finals:  # the segment's own end reason on its last final
             finals = finals[:-1] + (dataclasses.replace(finals[-1], reason=reason, endpoint_sample=int(x.shape[0])),)
@@ -403,7 +479,7 @@ class Recognizer(Node):
             x = np.concatenate(seg.pieces)
             rest = (x[keep:],)
             seg = dataclasses.replace(seg, pieces=(x[:keep],), length=keep)
-        finals, new = await self._executor.run(self._decode_segment, seg, reason)
+        finals, new = await self._executor.run(self._decode_segment, seg, reason, self._language_of(sid))
         if rest:  # what follows the cut starts the next segment
             new = dataclasses.replace(new, pieces=rest, start=seg.start + seg.length, length=int(rest[0].shape[0]))
         self._segments[sid] = new
@@ -447,7 +523,7 @@ class Recognizer(Node):
             await self._drain()  # every other event goes after the audio before it
         if isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
             st = self._streams[event.stream_id]
-            updates, dec = self.decoder.request_endpoint(st.decoder, event.sample - st.origin)
+            updates, dec = self._decoder_of(st).request_endpoint(st.decoder, event.sample - st.origin)
             self._streams[event.stream_id] = dataclasses.replace(st, decoder=dec)
             await self._emit(event.stream_id, st.origin, updates)
         await self.push(event)
@@ -461,7 +537,10 @@ class Recognizer(Node):
         samples = self._check(chunk)
         st = self._streams.get(sid)
         if st is None:
-            st = self._new_stream(chunk.sample)
+            language = self._language_of(sid)
+            if language not in self._decoders:  # a language's first stream: its adapter file loads off the loop
+                await self._executor.run(self._prepare_language_or_fail, language)
+            st = self._new_stream(chunk.sample, language)
         gap = chunk.sample - st.next_sample
         if gap > 0:  # audio was dropped upstream: keep stream time exact
             samples = np.concatenate([np.zeros(gap, np.float32), samples])
@@ -500,7 +579,7 @@ class Recognizer(Node):
         st = self._streams.get(stream_id)
         if st is None:
             return
-        updates, dec = self.decoder.flush(st.decoder)
+        updates, dec = self._decoder_of(st).flush(st.decoder)
         self._streams[stream_id] = dataclasses.replace(st, decoder=dec)
         await self._emit(stream_id, st.origin, updates)
 

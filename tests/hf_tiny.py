@@ -213,3 +213,78 @@ def reference(path: str | Path):
     cfg = json.loads((Path(path) / "config.json").read_text())
     cls = getattr(transformers, cfg["architectures"][0])
     return cls.from_pretrained(str(path)).eval()
+
+
+# MMS-style multilingual checkpoint: one vocabulary (and adapter file) per language, of different sizes
+MMS_VOCABS = {
+    "aaa": ["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b", "c", "d", "e", "f", "g"],
+    "bbb": ["<pad>", "<s>", "</s>", "<unk>", "|", "x", "y", "z", "w", "v", "u", "t", "s", "r", "q"],
+}
+MMS_CONFIG: dict[str, Any] = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, adapter_attn_dim=8)
+
+
+def build_tiny_mms(
+    out_dir: str | Path, *, seed: int = 0, perturb: float = 0.1, bin_langs: tuple[str, ...] = (), do_normalize: bool = True, **overrides: Any
+) -> Path:
+    """A tiny ``Wav2Vec2ForCTC`` with MMS attention adapters, laid out as ``facebook/mms-1b-all``: base
+    weights (with the first language's adapters and lm_head in them) saved by ``save_pretrained``, then
+    ``adapter.<lang>.safetensors`` per language (``adapter.<lang>.bin`` for ``bin_langs``) holding the
+    parameters ``Wav2Vec2ForCTC._get_adapters()`` names (adapter layers + an lm_head of that
+    language's vocabulary size), a nested ``vocab.json`` and ``target_lang`` in tokenizer_config.json."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    langs = list(MMS_VOCABS)
+    kw = dict(MMS_CONFIG, **overrides)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    adapters = {}
+    for i, lang in enumerate(langs):
+        model = model_class("wav2vec2", "ctc")(tiny_config("wav2vec2", vocab_size=len(MMS_VOCABS[lang]), **kw)).eval()
+        if i == 0:
+            base = model
+        else:  # the same base weights, another language's adapters and head
+            model.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("lm_head.")}, strict=False)
+        with torch.no_grad():
+            for name, p in model._get_adapters().items():
+                p.add_(torch.randn(p.shape, generator=g) * perturb * 3)
+        if i == 0:
+            _perturb(base, seed, perturb)
+        _center_head(model, g)
+        adapters[lang] = {k: v.detach().clone().contiguous() for k, v in model._get_adapters().items()}
+    base.save_pretrained(out_dir)
+    for lang, sd in adapters.items():
+        if lang in bin_langs:
+            torch.save(sd, out_dir / f"adapter.{lang}.bin")
+        else:
+            save_file(sd, str(out_dir / f"adapter.{lang}.safetensors"))
+    _write_processor_files("wav2vec2", out_dir, do_normalize=do_normalize)
+    (out_dir / "vocab.json").write_text(json.dumps({lang: {t: i for i, t in enumerate(v)} for lang, v in MMS_VOCABS.items()}))
+    cfg = json.loads((out_dir / "tokenizer_config.json").read_text())
+    cfg["target_lang"] = langs[0]
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return out_dir
+
+
+def _center_head(model: torch.nn.Module, g: torch.Generator) -> None:
+    """A head that reads how the hidden state changes over time rather than its (large) constant part,
+    so random weights give varied transcripts: unit-variance weights, bias = -W @ mean hidden state
+    over a probe signal."""
+    probe = 0.1 * torch.randn(1, 32000, generator=g)
+    with torch.no_grad():
+        h = model.wav2vec2(probe).last_hidden_state[0]  # (T, D)
+        model.lm_head.weight.copy_(torch.randn(model.lm_head.weight.shape, generator=g) / h.std(0).clamp(min=1e-3))
+        model.lm_head.bias.copy_(-(model.lm_head.weight @ h.mean(0)))
+
+
+def reference_mms(path: str | Path, language: str):
+    """(transformers Wav2Vec2ForCTC with ``load_adapter(language)``, Wav2Vec2CTCTokenizer set to it)."""
+    import transformers
+
+    _quiet()
+    model = transformers.Wav2Vec2ForCTC.from_pretrained(str(path)).eval()
+    model.load_adapter(language)
+    tok = transformers.Wav2Vec2CTCTokenizer.from_pretrained(str(path))
+    tok.set_target_lang(language)
+    return model.eval(), tok

@@ -6,7 +6,7 @@ audio stream.  The client speaks first::
     client                                   server
     ──────                                   ──────
     {"type": "start", "sample_rate_hz": 48000,
-     "format": "s16"}               ───────►
+     "format": "s16", "language": "fra"}  ──►   ("language": optional, multilingual models)
                                     ◄───────  {"type": "ready", "stream_id": "...", ...}
     <binary: PCM frame>             ───────►
     <binary: PCM frame>             ───────►
@@ -71,6 +71,7 @@ _FORMAT_ALIASES = {"s16": "s16", "pcm16": "s16", "s16le": "s16", "int16": "s16",
                    "f32": "f32", "float32": "f32", "f32le": "f32"}
 
 _STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_LANGUAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,31}$")  # "eng", "cmn-script_simplified"
 
 # Largest magnitude accepted for float32 frames.  Slightly clipped audio
 # (|x| a bit above 1) is real; 1e30 is a bug or an attack.
@@ -124,6 +125,8 @@ class StartConfig:
     # rate) of its first sample.  For at-least-once transports (MQTT QoS 1): the receiver
     # drops repeated audio and fills lost audio with silence, so stream time stays exact.
     offset_header: bool = False
+    # multilingual checkpoints (MMS): the language this stream is recognised in (None: the server's)
+    language: str | None = None
 
     @property
     def bytes_per_sample(self) -> int:
@@ -189,6 +192,9 @@ def _parse_start(d: dict[str, Any], limits: Limits) -> StartConfig:
     offset_header = d.get("offset_header", False)
     if not isinstance(offset_header, bool):
         raise ProtocolError("bad_control", "'offset_header' must be true or false")
+    language = d.get("language")
+    if language is not None and (not isinstance(language, str) or not _LANGUAGE_RE.match(language)):
+        raise ProtocolError("bad_control", f"'language' must be a language code matching {_LANGUAGE_RE.pattern}")
     return StartConfig(
         sample_rate_hz=int(rate),  # type: ignore[arg-type]
         sample_format=_FORMAT_ALIASES[fmt_raw.lower()],  # type: ignore[arg-type]
@@ -196,6 +202,7 @@ def _parse_start(d: dict[str, Any], limits: Limits) -> StartConfig:
         num_speakers=_int_field(d, "num_speakers", 1, limits.max_speakers, required=False),
         partials=partials,
         offset_header=offset_header,
+        language=language,
     )
 
 

@@ -41,6 +41,9 @@ class ServeOptions:
     max_speakers: int | None = None
     # cross-stream batching: chunks of different streams that are ready together share one forward
     max_batch: int = 8  # 1: every stream steps alone
+    # multilingual checkpoints: the default language of every stream; a client's "start" message
+    # may name another ("language"), switching that stream's adapter weights and vocabulary only
+    language: str | None = None
 
 
 def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
@@ -49,7 +52,7 @@ def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
     from ..pipeline_builder import build_recognizer, build_vad
 
     cfg = TranscribeConfig(model=opts.model, vad=opts.vad, mode=opts.mode, chunk_ms=opts.chunk_ms,  # type: ignore[arg-type]
-                           left_context_ms=opts.left_context_ms)
+                           left_context_ms=opts.left_context_ms, language=opts.language)
     model = cfg.resolved_model()
     nodes: list[Node] = [Resample(), build_vad(cfg)]
     labeler = None

@@ -48,7 +48,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from ..errors import GraphError
+from ..errors import ConfigError, GraphError
 from ..events import (
     SAMPLE_RATE_HZ,
     SCHEMA_PATH,
@@ -372,6 +372,11 @@ class CaptionServer:
         if sid in self._conns:
             await self._close_with_error(ws, sid, ProtocolError("stream_id_in_use", f"stream {sid!r} is live", fatal=True))
             return None
+        try:  # a language the model does not have fails this stream only, before any audio
+            self._set_language(sid, cfg.language)
+        except ConfigError as exc:
+            await self._close_with_error(ws, sid, ProtocolError("unknown_language", str(exc), fatal=True))
+            return None
         source = PushSource(sid, cfg.sample_rate_hz)
         out = Edge(f"ws:{sid}", EdgeSpec(self.config.outbound_queue, "drop_oldest"))
         conn = _Conn(sid, ws, cfg, source, out)
@@ -380,6 +385,8 @@ class CaptionServer:
             await self.graph.start_source(source)
         except GraphError as exc:  # the server is stopping, or the graph refused this stream
             self._conns.pop(sid, None)
+            if cfg.language is not None:
+                self._set_language(sid, None, clear=True)
             await self._close_with_error(ws, sid, ProtocolError("unavailable", f"cannot start stream {sid!r}: {exc}", fatal=True))
             return None
         try:
@@ -475,6 +482,17 @@ class CaptionServer:
         except websockets.ConnectionClosed:
             pass
         conn.source.end()
+
+    def _set_language(self, stream_id: str, language: str | None, clear: bool = False) -> None:
+        # Nodes that recognise per-stream languages expose ``set_language(stream_id, language)``
+        # (None forgets a stream's language).
+        if language is None and not clear:
+            return
+        hooks = [h for h in (getattr(n, "set_language", None) for n in self.graph.nodes()) if callable(h)]
+        if not hooks and language is not None:
+            raise ConfigError(f"language {language!r} asked for, but this server runs no recogniser")
+        for hook in hooks:
+            hook(stream_id, language)
 
     def _set_speakers(self, conn: _Conn, msg: SetSpeakers) -> None:
         if msg.names:

@@ -119,7 +119,6 @@ def _edit_config(path, **changes):
         ("feat_extract_activation", "softplus"),
         ("feat_extract_norm", "batch"),
         ("architectures", ["Wav2Vec2ForPreTraining"]),
-        ("add_adapter", True),
     ],
 )
 def test_unsupported_config_is_refused_with_value_and_supported(key, value, tmp_path):

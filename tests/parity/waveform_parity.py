@@ -45,8 +45,9 @@ def close(a: torch.Tensor, b: torch.Tensor, what: str, mask: torch.Tensor | None
     assert b.abs().max().item() > 10 * ATOL, f"{what}: reference is ~0, test is vacuous"
 
 
-def check_family(family: str, variant: str, head: str, tmp_path) -> None:
-    path = hf_tiny.build_tiny(family, head, tmp_path / "m", **VARIANTS[variant])
+def check_family(family: str, variant: str, head: str, tmp_path, overrides: dict | None = None) -> None:
+    """``overrides``: config values to use instead of ``VARIANTS[variant]``."""
+    path = hf_tiny.build_tiny(family, head, tmp_path / "m", **(VARIANTS[variant] if overrides is None else overrides))
     ref = hf_tiny.reference(path)
     model = load_model(path)
     assert model.family == family and model.head == head

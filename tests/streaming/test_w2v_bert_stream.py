@@ -224,3 +224,30 @@ def test_step_batch_equals_unbatched(models):
         outs[i].append(model.flush(st).frames)
     for i in range(3):
         torch.testing.assert_close(torch.cat(outs[i]), single[i], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("head,layers", [("ctc", 2)])
+def test_window_with_adapter_equals_transformers_on_each_window(tmp_path, head, layers):
+    """add_adapter: a model frame is 2**layers stacked frames; each window is transformers' forward."""
+    from transformers import SeamlessM4TFeatureExtractor
+
+    path = hf_tiny.build_tiny("wav2vec2-bert", head, tmp_path / "m", add_adapter=True, num_adapter_layers=layers,
+                              output_hidden_size=24)
+    model, ref, extractor = load_model(path), hf_tiny.reference(path), SeamlessM4TFeatureExtractor()
+    hop = model.samples_per_frame
+    assert hop == 320 * 2**layers
+    audio = _audio(16000 * 2 + 100, seed=7)
+    C, L, R = 3, 2, 1
+    fr = hop * 1000 // 16000
+    got, _ = _stream(model, audio, [1234], mode="window", chunk_ms=C * fr, left_context_ms=L * fr, lookahead_ms=R * fr,
+                     normalize="none")
+    total = model.num_frames(audio.numel())
+    plan = window_plan(audio.numel(), C, L, R, hop, model.receptive_field_samples, T=total)
+    assert got.shape[0] == total == sum(n for _, n, _, _ in plan) and len(plan) >= 5
+    for f, n, s0, s1 in plan:
+        with torch.no_grad():
+            out = ref(**extractor(audio[s0:s1].numpy(), sampling_rate=16000, return_tensors="pt"))
+        want = (out.logits if head == "ctc" else out.last_hidden_state)[0]
+        a = s0 // hop
+        assert want.shape[0] >= f - a + n
+        torch.testing.assert_close(got[f:f + n], want[f - a:f - a + n], atol=ATOL, rtol=0)

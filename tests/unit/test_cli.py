@@ -21,7 +21,7 @@ from stream.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello.wav"
 OPTIONS = [
-    "--mic", "--device", "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--hotword", "--vad", "--mode", "--diarize", "--speaker", "--max-speakers", "--speaker-model", "--chunk-ms", "--left-context-ms", "--lookahead-ms",
+    "--mic", "--device", "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--hotword", "--vad", "--mode", "--diarize", "--speaker", "--max-speakers", "--speaker-model", "--chunk-ms", "--left-context-ms", "--lookahead-ms", "--language",
     "--realtime", "--progress", "--console", "--jsonl", "--srt", "--vtt", "--rttm", "--config",
 ]
 
