@@ -1,7 +1,7 @@
-"""Per-stream languages over MQTT (a real mosquitto) and TCP (loopback): the ``start`` message's
-``language`` picks each stream's adapter and vocabulary on one loaded MMS-layout model, as over the
-WebSocket (tests/integration/test_mms_languages.py, whose model and transformers transcripts these
-tests reuse); an unknown code refuses that stream alone with an ``unknown_language`` error event."""
+"""Per-stream languages over MQTT (a real mosquitto) and TCP (loopback), and `eval --language`: the
+``start`` message's ``language`` picks each stream's adapter and vocabulary on one loaded MMS-layout model,
+as over the WebSocket (tests/integration/test_mms_languages.py, whose model and transformers transcripts
+these tests reuse); an unknown code refuses that stream alone with an ``unknown_language`` error event."""
 
 from __future__ import annotations
 
@@ -219,3 +219,35 @@ async def test_tcp_pcm_that_begins_with_a_brace_byte_is_still_pcm():
         await graph.stop()
     (eos,) = [e for e in out.events if isinstance(e, EndOfStream)]
     assert eos.sample == 1600 and not srv.errors
+
+
+# ----------------------------------------------------------------------------- eval --language
+
+
+def test_eval_language_streams_and_scores_in_that_language(mms, clips, tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from stream.cli import app
+    from stream.eval import EvalConfig, evaluate
+
+    x, want = clips[0]
+    sf.write(tmp_path / "a.wav", x, 16000, subtype="FLOAT")
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text(f"audio\ttext\na.wav\t{want['bbb']}\n")
+    # no padding, no VAD, one window: the streamed and the offline pass are transformers' forward
+    common = dict(model=str(mms), mode="window", chunk_ms=4000, vad="none", realtime=False, pad_silence_ms=0)
+    for lang in ("bbb", "aaa"):
+        (u,) = evaluate(EvalConfig(manifest, language=lang, **common), log=lambda m: None).utterances
+        assert (u.stream_hyp, u.offline_greedy) == (want[lang], want[lang]), lang
+    args = ["eval", str(manifest), "--model", str(mms), "--mode", "window", "--chunk-ms", "4000", "--vad", "none",
+            "--no-realtime", "--pad-silence-ms", "0"]
+    r = CliRunner().invoke(app, [*args, "--language", "bbb"])
+    assert r.exit_code == 0, r.output
+    (line,) = [l for l in r.stdout.splitlines() if "streaming WER" in l]
+    assert "language bbb" in line and line.endswith("| 0.00% / 0.00% |"), line  # the reference is bbb's text
+    r = CliRunner().invoke(app, [*args, "--language", "zzz"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("speechstream: error: unknown language 'zzz'"), r.stderr
+    assert "available: aaa, bbb" in lines[0]
