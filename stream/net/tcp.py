@@ -24,7 +24,7 @@ socket's read sizes.
 Start line (:class:`TcpPcmServer`). A connection may begin with the protocol's JSON ``start``
 message (:mod:`stream.net.protocol`) on one line, then the PCM::
 
-    (echo '{"type":"start","sample_rate_hz":16000,"format":"s16","language":"fra"}'; \
+    (echo '{"type":"start","sample_rate_hz":16000,"format":"s16","language":"fra"}'; \\
      sox talk.wav -t raw -e signed -b 16 -c 1 -r 16000 -) | nc -N 127.0.0.1 9000
 
 It sets that stream's rate, format, id and language (multilingual checkpoints; see
