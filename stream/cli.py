@@ -347,8 +347,8 @@ def serve(
     from stream.net.serve import ServeOptions, serve_main  # heavy imports after parsing
 
     opts = ServeOptions(host=host, port=port, token=token, model=model, vad=vad.value, mode=mode.value,
-                        chunk_ms=chunk_ms, lookahead_ms=lookahead_ms, max_connections=max_connections, max_frame_bytes=max_frame_bytes, web=web,
-                        diarize=diarize, max_speakers=max_speakers, max_batch=max_batch, language=language)
+                        chunk_ms=chunk_ms, lookahead_ms=lookahead_ms, max_connections=max_connections,
+                        max_frame_bytes=max_frame_bytes, web=web, diarize=diarize, max_speakers=max_speakers, max_batch=max_batch, language=language)
     try:
         serve_main(opts)
     except ConfigError as exc:
