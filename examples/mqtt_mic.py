@@ -61,7 +61,8 @@ async def main(args: argparse.Namespace) -> None:
     await pub.start()
     await pub.wait_connected()
     pub.publish(topic(settings.prefix, args.stream, "control"),
-                json.dumps({"type": "start", "sample_rate_hz": RATE, "format": "s16", "offset_header": True}), qos=1)
+                json.dumps({"type": "start", "sample_rate_hz": RATE, "format": "s16", "offset_header": True}
+                           | ({"language": args.language} if args.language else {})), qos=1)
     offset = 0
     source = blocks_from_file(args.file) if args.file else blocks_from_mic(args.device)
     try:
@@ -79,6 +80,7 @@ async def main(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stream", default="mic")
+    p.add_argument("--language", help="language of a multilingual model (MMS) for this stream; default: the worker's")
     p.add_argument("--file", help="publish a WAV file in real time instead of the microphone")
     p.add_argument("--device", help="capture device (name or index)")
     p.add_argument("--host", default="127.0.0.1")

@@ -19,7 +19,7 @@ from stream.net.serve import ServeOptions, build_nodes
 
 
 async def main(args: argparse.Namespace) -> None:
-    nodes, model = build_nodes(ServeOptions(model=args.model, vad=args.vad))
+    nodes, model = build_nodes(ServeOptions(model=args.model, vad=args.vad, language=args.language))
     settings = MqttSettings(host=args.host, port=args.port, username=args.username, password=args.password,
                             tls=args.tls, ca_certs=args.ca_certs, client_id=args.client_id)
     stop = asyncio.Event()
@@ -36,6 +36,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model dir, or 'none'; default: the bundled model if installed")
     p.add_argument("--vad", default="webrtc")
+    p.add_argument("--language", help="default language of a multilingual model (MMS); a stream's start may pick another")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--username")

@@ -32,7 +32,7 @@ try:  # typer >= 0.2x vendors its own click; older releases use the click packag
 except ImportError:  # pragma: no cover - depends on the installed typer
     import click
 
-from stream.config import TranscribeConfig, check_lookahead_ms, load_toml
+from stream.config import TranscribeConfig, check_language, check_lookahead_ms, load_toml
 from stream.errors import ConfigError, SpeechStreamError
 
 __all__ = ["app", "main"]
@@ -286,6 +286,7 @@ def eval_(
     chunk_ms: int = typer.Option(640, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
     left_context_ms: int = typer.Option(5120, "--left-context-ms", min=0, help="Encoder left context, ms."),
     lookahead_ms: int = typer.Option(0, "--lookahead-ms", min=0, help="Lookahead, ms (a multiple of 20, at most 10000)."),
+    language: Optional[str] = typer.Option(None, "--language", metavar="LANG", help="Language code of a multilingual checkpoint (MMS): every utterance, streamed and offline, is recognised in it.", show_default="the checkpoint's own"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Score only the first N utterances.", show_default="all"),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Utterances streamed at once (separate streams)."),
     realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace audio like a microphone (needed for latencies)."),
@@ -297,6 +298,7 @@ def eval_(
         raise typer.Exit(EXIT_USAGE)
     try:
         check_lookahead_ms(lookahead_ms)
+        check_language(language)
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE)
@@ -306,7 +308,7 @@ def eval_(
         manifest=manifest, model=model, mode=mode.value, chunk_ms=chunk_ms, left_context_ms=left_context_ms,
         lookahead_ms=lookahead_ms, vad=vad.value, lm_path=lm, unigrams_path=unigrams, lm_alpha=lm_alpha,
         lm_beta=lm_beta, beam_width=beam_width, limit=limit, concurrency=concurrency, realtime=realtime,
-        pad_silence_ms=pad_silence_ms,
+        pad_silence_ms=pad_silence_ms, language=language,
     )
     try:
         report = evaluate(cfg)
@@ -326,6 +328,7 @@ def serve(
     vad: Vad = typer.Option(Vad.webrtc, "--vad", case_sensitive=False, help="Voice activity detector."),
     mode: Mode = typer.Option(Mode.cached, "--mode", case_sensitive=False, help="Streaming mode: 'cached' or 'window'."),
     chunk_ms: int = typer.Option(640, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
+    lookahead_ms: int = typer.Option(0, "--lookahead-ms", min=0, help="Lookahead (added latency), ms: a multiple of 20, at most 10000. Cached mode: each chunk also attends to this much audio after it (recomputed next chunk)."),
     max_connections: int = typer.Option(64, "--max-connections", min=1, help="Concurrent streams."),
     max_frame_bytes: int = typer.Option(256 * 1024, "--max-frame-bytes", min=64, help="Largest binary audio frame accepted."),
     web: bool = typer.Option(True, "--web/--no-web", help="Serve the live-caption page on the same port."),
@@ -335,11 +338,17 @@ def serve(
     language: Optional[str] = typer.Option(None, "--language", metavar="LANG", help="Default language of a multilingual checkpoint (MMS); a client's 'start' message may pick another per stream.", show_default="the checkpoint's own"),
 ) -> None:
     """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
+    try:
+        check_lookahead_ms(lookahead_ms)
+        check_language(language)
+    except ConfigError as exc:
+        _error_line(str(exc))
+        raise typer.Exit(EXIT_USAGE)
     from stream.net.serve import ServeOptions, serve_main  # heavy imports after parsing
 
     opts = ServeOptions(host=host, port=port, token=token, model=model, vad=vad.value, mode=mode.value,
-                        chunk_ms=chunk_ms, max_connections=max_connections, max_frame_bytes=max_frame_bytes, web=web,
-                        diarize=diarize, max_speakers=max_speakers, max_batch=max_batch, language=language)
+                        chunk_ms=chunk_ms, lookahead_ms=lookahead_ms, max_connections=max_connections,
+                        max_frame_bytes=max_frame_bytes, web=web, diarize=diarize, max_speakers=max_speakers, max_batch=max_batch, language=language)
     try:
         serve_main(opts)
     except ConfigError as exc:

@@ -64,6 +64,13 @@ def check_lookahead_ms(lookahead_ms: int) -> None:
         raise ConfigError(f"--lookahead-ms must be at most {MAX_LOOKAHEAD_MS}, not {v}")
 
 
+def check_language(language: str | None) -> None:
+    """``language`` (``--language``, TOML ``language``) at parse time: None or a code without spaces;
+    ConfigError otherwise. Whether the model has it is checked when the model loads."""
+    if language is not None and (not language.strip() or any(c.isspace() for c in language)):
+        raise ConfigError(f"--language must be a language code such as 'eng', not {language!r}")
+
+
 def default_model_dir() -> Path | None:
     """The bundled default model (``engines/default_model/``) if it is installed, else None."""
     spec = importlib.util.find_spec("engines")  # locates the package without importing it (no torch)
@@ -223,8 +230,7 @@ class TranscribeConfig:
         for name in ("lm_alpha", "lm_beta"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"{name} must be a finite number, not {getattr(self, name)}")
-        if self.language is not None and (not self.language.strip() or any(c.isspace() for c in self.language)):
-            raise ConfigError(f"--language must be a language code such as 'eng', not {self.language!r}")
+        check_language(self.language)
         if self.beam_width < 1:
             raise ConfigError(f"beam_width must be >= 1, not {self.beam_width}")
         if any(not h.strip() for h in self.hotwords):

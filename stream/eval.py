@@ -70,6 +70,7 @@ class EvalConfig:
     realtime: bool = True
     pad_silence_ms: int = 2000
     block_ms: int = 100
+    language: str | None = None  # multilingual checkpoints (MMS): None is the checkpoint as stored
 
 
 @dataclass
@@ -264,6 +265,10 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     except EngineError as exc:
         text = str(exc)  # most name the file already (DIR/config.json: field ...)
         raise ConfigError(text if str(model_arg) in text else f"cannot load model {model_arg}: {text}") from exc
+    try:  # the language's view (adapter weights, vocabulary), for the offline and the streamed pass
+        model = model.for_language(cfg.language)
+    except EngineError as exc:  # an unknown code: one line listing the available ones
+        raise ConfigError(str(exc)) from exc
     rcfg = RecognizerConfig(
         mode=cfg.mode,
         chunk_ms=cfg.chunk_ms,
@@ -344,7 +349,8 @@ def format_report(r: EvalReport) -> str:
     ]
     w, ce = r.streaming
     lm = f"beam {c.beam_width} + LM finals" if r.lm_path else "greedy finals"
-    lines.append(f"| streaming WER / CER ({c.mode}, chunk {c.chunk_ms} ms, {lm}, VAD {c.vad}) | {100 * w:.2f}% / {100 * ce:.2f}% |")
+    lang = f", language {c.language}" if c.language else ""
+    lines.append(f"| streaming WER / CER ({c.mode}, chunk {c.chunk_ms} ms, {lm}, VAD {c.vad}{lang}) | {100 * w:.2f}% / {100 * ce:.2f}% |")
     w, ce = r.offline_greedy
     lines.append(f"| offline WER / CER (same model, greedy) | {100 * w:.2f}% / {100 * ce:.2f}% |")
     if r.offline_lm is not None:

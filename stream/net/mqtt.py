@@ -4,7 +4,7 @@ Topic scheme (``prefix`` defaults to ``speechstream``; ``<stream>`` is a stream 
 ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}``)::
 
     <prefix>/<stream>/audio       in   binary PCM frames (format from "start", else the worker's default)
-    <prefix>/<stream>/control     in   JSON control: {"type":"start","sample_rate_hz":..,"format":..},
+    <prefix>/<stream>/control     in   JSON control: {"type":"start","sample_rate_hz":..,"format":..,"language":..},
                                        {"type":"end"}, {"type":"set_speakers",...}  (stream.net.protocol)
     <prefix>/<stream>/transcript  out  partial_transcript (QoS 0), final_transcript (QoS 1), end_of_stream (QoS 1)
     <prefix>/<stream>/speaker     out  speaker_turn (QoS 1)
@@ -44,7 +44,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import aiomqtt
 
@@ -376,8 +376,10 @@ class _Stream:
 class MqttIngest:
     """Subscribes to ``<prefix>/+/audio`` and ``<prefix>/+/control``; one :class:`PushSource` per stream.
 
-    ``start_source`` adds a source to the running graph (``graph.start_source``);
-    ``on_error`` receives protocol errors as ``ErrorEvent`` (the worker publishes them
+    ``start_stream(source, language)`` adds a source to the running graph, recognised in the
+    ``start`` message's ``language`` (None: the worker's default), and raises ProtocolError to
+    refuse the stream (:func:`stream.net.languages.start_stream`: ``unknown_language``,
+    ``unavailable``); ``on_error`` receives protocol errors as ``ErrorEvent`` (the worker publishes them
     on ``…/error``); ``on_set_speakers`` receives ``set_speakers`` controls.
     A stream starts with its ``start`` control or, failing that, its first audio
     frame (with ``default_rate_hz``/``default_format``); it ends on ``end`` or after
@@ -387,7 +389,7 @@ class MqttIngest:
     def __init__(
         self,
         settings: MqttSettings,
-        start_source: Callable[[PushSource], Any],
+        start_stream: Callable[[PushSource, str | None], Awaitable[None]],
         *,
         on_error: Callable[[ErrorEvent], None] | None = None,
         on_set_speakers: Callable[[str, SetSpeakers], None] | None = None,
@@ -398,7 +400,7 @@ class MqttIngest:
         max_streams: int = 64,
     ):
         self.settings = settings
-        self._start_source = start_source
+        self._start_stream = start_stream
         self._on_error = on_error
         self._on_set_speakers = on_set_speakers
         self.default = StartConfig(default_rate_hz, default_format)
@@ -509,8 +511,11 @@ class MqttIngest:
             return None
         self.used.add(sid)
         st = _Stream(PushSource(sid, cfg.sample_rate_hz), cfg, time.monotonic())
-        try:
-            await self._start_source(st.source)
+        try:  # an unknown language refuses this stream alone (its later audio is ignored: the id is used)
+            await self._start_stream(st.source, cfg.language)
+        except ProtocolError as exc:
+            self._error(sid, exc)
+            return None
         except GraphError as exc:  # the graph is stopping, or refused the source
             self._error(sid, ProtocolError("unavailable", f"cannot start stream {sid!r}: {exc}", fatal=True))
             return None

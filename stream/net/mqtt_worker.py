@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 from sinks.mqtt import MqttSink
 from stream.events import Event
 from stream.graph import Graph
+from stream.net.languages import start_stream
 from stream.net.mqtt import MqttIngest, MqttSettings
 from stream.net.protocol import Limits, SampleFormat, SetSpeakers
 from stream.node import Node
@@ -48,7 +50,7 @@ class MqttWorker:
         self.graph = Graph(nodes=nodes, on_event=self._on_event, name="mqtt-worker")
         self.ingest = MqttIngest(
             sub,
-            self.graph.start_source,
+            functools.partial(start_stream, self.graph),  # honours the "start" message's "language"
             on_error=self.sink.handle,
             on_set_speakers=self._set_speakers,
             default_rate_hz=default_rate_hz,

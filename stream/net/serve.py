@@ -33,6 +33,7 @@ class ServeOptions:
     mode: str = "cached"
     chunk_ms: int = 640
     left_context_ms: int = 5120
+    lookahead_ms: int = 0  # cached and window modes: each chunk also sees this much audio after it
     max_connections: int = 64
     max_frame_bytes: int = 256 * 1024
     max_realtime_factor: float = 4.0
@@ -52,7 +53,8 @@ def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
     from ..pipeline_builder import build_recognizer, build_vad
 
     cfg = TranscribeConfig(model=opts.model, vad=opts.vad, mode=opts.mode, chunk_ms=opts.chunk_ms,  # type: ignore[arg-type]
-                           left_context_ms=opts.left_context_ms, language=opts.language)
+                           left_context_ms=opts.left_context_ms, lookahead_ms=opts.lookahead_ms,
+                           language=opts.language)
     model = cfg.resolved_model()
     nodes: list[Node] = [Resample(), build_vad(cfg)]
     labeler = None

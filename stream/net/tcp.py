@@ -19,7 +19,21 @@ Clients, with the receiving end on 127.0.0.1:9000::
 The byte stream is mono little-endian PCM in the configured format and rate (no
 header; TCP keeps order and loses nothing, so stream time is the byte count).
 Bytes are cut into blocks of ``block_ms`` on sample boundaries, whatever the
-socket's read sizes.  Float32 NaN/inf or absurd values are bad audio: a fatal
+socket's read sizes.
+
+Start line (:class:`TcpPcmServer`). A connection may begin with the protocol's JSON ``start``
+message (:mod:`stream.net.protocol`) on one line, then the PCM::
+
+    (echo '{"type":"start","sample_rate_hz":16000,"format":"s16","language":"fra"}'; \\
+     sox talk.wav -t raw -e signed -b 16 -c 1 -r 16000 -) | nc -N 127.0.0.1 9000
+
+It sets that stream's rate, format, id and language (multilingual checkpoints; see
+:mod:`stream.net.languages`); the server answers one JSON line, ``ready`` or a fatal
+``error`` (``bad_json``, ``bad_control``, ``no_start``, ``stream_id_in_use``,
+``unknown_language``, ``unavailable``) after which it closes that connection only. The stream's
+events go to the graph's sinks, not back over TCP. A connection whose first bytes are ``{``
+followed by ``"`` or whitespace is read as a start line (raw s16 audio would have to begin with
+the sample 0x227b or 0x207b for that); ``start_line=False`` reads every byte as PCM.  Float32 NaN/inf or absurd values are bad audio: a fatal
 ``error`` event for that stream, and its connection is closed.  Binds 127.0.0.1
 unless told otherwise; there is no authentication, so expose it only behind
 something that has.
@@ -29,14 +43,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import BadAudioError, ConfigError
-from ..events import AudioChunk
+from ..events import AudioChunk, ErrorEvent
 from ..graph import Graph
 from ..sources.base import Emit, Source
-from .protocol import Limits, ProtocolError, SampleFormat, decode_audio
+from .languages import start_stream
+from .protocol import Limits, ProtocolError, SampleFormat, StartConfig, decode_audio, parse_control, ready_message
 from .push_source import PushSource
 
 __all__ = ["TcpPcmSource", "TcpPcmServer", "PcmFramer"]
@@ -168,7 +184,8 @@ class TcpPcmSource(Source):
 
 
 class TcpPcmServer:
-    """Each TCP connection becomes a stream (``<prefix>-<n>``) of a running graph."""
+    """Each TCP connection becomes a stream (``<prefix>-<n>``, or its start line's ``stream_id``) of a
+    running graph; an optional JSON start line sets its rate, format and language (module docstring)."""
 
     def __init__(
         self,
@@ -181,14 +198,23 @@ class TcpPcmServer:
         prefix: str = "tcp",
         block_ms: int = 20,
         max_connections: int = 16,
+        start_line: bool = True,  # a connection may begin with a JSON "start" line (module docstring)
+        start_timeout_s: float = 10.0,  # a start line begun must end within this
+        limits: Limits = Limits(),
+        on_error: Callable[[ErrorEvent], None] | None = None,  # refused streams' error events
     ):
         _check(sample_rate_hz, sample_format, block_ms)
         self.graph = graph
         self.host, self.port = host, port
         self.rate, self.fmt = sample_rate_hz, sample_format
         self.prefix = prefix
+        self.block_ms = block_ms
         self.block_samples = sample_rate_hz * block_ms // 1000
         self.max_connections = max_connections
+        self.start_line = start_line
+        self.start_timeout_s = start_timeout_s
+        self.limits = limits
+        self.on_error = on_error
         self._ids = itertools.count(1)
         self._server: asyncio.base_events.Server | None = None
         self.live: dict[str, asyncio.StreamWriter] = {}
@@ -221,17 +247,23 @@ class TcpPcmServer:
             writer.close()
             return
         sid = f"{self.prefix}-{next(self._ids)}"
-        source = PushSource(sid, self.rate)
-        self.live[sid] = writer
-        framer = PcmFramer(self.fmt, self.block_samples)
         try:
-            await self.graph.start_source(source)
+            opened = await self._open(sid, reader, writer)
+        except (ConnectionError, OSError):  # the client left (or reset) during its start
+            opened = None
+        if opened is None:
+            writer.close()
+            return
+        source, framer, first = opened
+        sid = source.stream_id
+        try:
+            data = first
             while True:
-                data = await reader.read(65536)
                 for x in framer.push(data) if data else framer.flush():
                     await source.feed(x)
                 if not data:
                     break
+                data = await reader.read(65536)
         except ProtocolError as exc:
             self.errors.append((sid, exc.code))
             source.fail(f"TCP audio: {exc.message}", code="bad_audio")
@@ -241,6 +273,104 @@ class TcpPcmServer:
             source.end()
             self.live.pop(sid, None)
             writer.close()
+
+    async def _open(self, sid: str, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> tuple[PushSource, PcmFramer, bytes] | None:
+        """Read the optional start line and start the stream: (source, framer, first PCM bytes), or
+        None when the client left before sending anything or the stream was refused (an error line)."""
+        first = await reader.read(65536)
+        cfg = None
+        if self.start_line and first:
+            try:
+                cfg, first = await _read_start_line(reader, first, self.limits, self.start_timeout_s)
+                if cfg is not None:
+                    sid = cfg.stream_id or sid
+                    if cfg.offset_header:
+                        raise ProtocolError("bad_control", "'offset_header' is for framed transports; TCP keeps every byte")
+                    if sid in self.live:
+                        raise ProtocolError("stream_id_in_use", f"stream {sid!r} is live", fatal=True)
+            except ProtocolError as exc:
+                await self._refuse(reader, writer, sid, exc)
+                return None
+        rate = cfg.sample_rate_hz if cfg is not None else self.rate
+        fmt = cfg.sample_format if cfg is not None else self.fmt
+        source = PushSource(sid, rate)
+        self.live[sid] = writer
+        try:
+            await start_stream(self.graph, source, cfg.language if cfg is not None else None)
+        except ProtocolError as exc:  # unknown_language, unavailable: this connection only
+            self.live.pop(sid, None)
+            await self._refuse(reader, writer, sid, exc)
+            return None
+        if cfg is not None:
+            writer.write((json.dumps(ready_message(sid, cfg, self.limits)) + "\n").encode())
+        return source, PcmFramer(fmt, rate * self.block_ms // 1000), first
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sid: str,
+                      exc: ProtocolError) -> None:
+        """A refused stream: a fatal error event as one JSON line to the client (and ``on_error``)."""
+        self.errors.append((sid, exc.code))
+        log.warning("tcp: stream %s refused: %s", sid, exc.message)
+        ev = ErrorEvent(sid, 0, code=exc.code, message=exc.message, fatal=True)
+        if self.on_error is not None:
+            self.on_error(ev)
+        writer.write((ev.to_json() + "\n").encode())
+        writer.write_eof()
+        # Closing with the client's audio unread would reset the connection and could lose the error
+        # line on its way: read and drop what it sends, until it closes (at most 2 s, 16 MiB).
+        try:
+            async with asyncio.timeout(2.0):
+                for _ in range(256):
+                    if not await reader.read(65536):
+                        break
+        except TimeoutError:
+            pass
+
+
+_JSON_SECOND = (b'"', b" ", b"\t", b"\r", b"\n")  # what follows the "{" of a JSON object's first key
+
+
+async def _read_start_line(reader: asyncio.StreamReader, data: bytes, limits: Limits,
+                           timeout_s: float) -> tuple[StartConfig | None, bytes]:
+    """(the start message, the PCM bytes after its line), or (None, data) for a raw PCM connection.
+    Raises ProtocolError (fatal) for a start line that is malformed, too long, not 'start' or late."""
+    if data[:1] != b"{":
+        return None, data
+    buf = bytearray(data)
+
+    async def line_end() -> int:
+        while len(buf) < 2:  # a lone "{" so far: the next byte decides
+            more = await reader.read(65536)
+            if not more:
+                return -1
+            buf.extend(more)
+        if bytes(buf[1:2]) not in _JSON_SECOND:
+            return -1  # PCM that happens to begin with the byte "{"
+        while (end := buf.find(b"\n")) < 0:
+            if len(buf) > limits.max_control_bytes:
+                break
+            more = await reader.read(65536)
+            if not more:
+                raise ProtocolError("no_start", "the connection ended inside its start line", fatal=True)
+            buf.extend(more)
+        if end < 0 or end > limits.max_control_bytes:
+            raise ProtocolError("oversize", f"start line longer than {limits.max_control_bytes} bytes", fatal=True)
+        return end
+
+    try:
+        end = await asyncio.wait_for(line_end(), timeout_s)
+    except asyncio.TimeoutError:
+        raise ProtocolError("no_start", f"the start line did not end (newline) within {timeout_s:g} s", fatal=True) from None
+    if end < 0:
+        return None, bytes(buf)
+    try:
+        msg = parse_control(bytes(buf[:end]), limits)
+    except ProtocolError as exc:
+        exc.fatal = True
+        raise
+    if not isinstance(msg, StartConfig):
+        raise ProtocolError("no_start", "a JSON line before the audio must be a 'start' message", fatal=True)
+    return msg, bytes(buf[end + 1 :])
 
 
 async def _listen(handler, host: str, port: int) -> asyncio.base_events.Server:

@@ -24,6 +24,14 @@ OPTIONS = [
     "--mic", "--device", "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--hotword", "--vad", "--mode", "--diarize", "--speaker", "--max-speakers", "--speaker-model", "--chunk-ms", "--left-context-ms", "--lookahead-ms", "--language",
     "--realtime", "--progress", "--console", "--jsonl", "--srt", "--vtt", "--rttm", "--config",
 ]
+SERVE_OPTIONS = [
+    "--host", "--port", "--token", "--model", "--vad", "--mode", "--chunk-ms", "--lookahead-ms", "--max-connections",
+    "--max-frame-bytes", "--web", "--diarize", "--max-speakers", "--max-batch", "--language",
+]
+EVAL_OPTIONS = [
+    "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--vad", "--mode", "--chunk-ms",
+    "--left-context-ms", "--lookahead-ms", "--language", "--limit", "--concurrency", "--realtime", "--pad-silence-ms",
+]
 
 
 def run(*args: str):
@@ -62,6 +70,46 @@ def test_transcribe_help_shows_every_option_with_a_default():
             continue
         assert "[default:" in entry, f"-{entry.split()[0]} shows no default"
     assert len(entries) == len(OPTIONS) + 1
+
+
+@pytest.mark.parametrize("command, options", [("serve", SERVE_OPTIONS), ("eval", EVAL_OPTIONS)])
+def test_serve_and_eval_help_list_every_option_with_a_default(command, options):
+    out = run(command, "--help").stdout
+    entries = [" ".join(e.split()) for e in out.split("Options:", 1)[1].split("\n  -") if e.strip()]
+    listed = [e.split()[0].lstrip("-").split("/")[0] for e in entries if not e.startswith(("-help", "h, --help"))]
+    assert ["--" + o.lstrip("-") for o in listed] == options  # this list stays in sync with the CLI
+    for entry in entries:
+        assert entry.startswith(("-help", "h, --help")) or "default:" in entry, f"-{entry.split()[0]} shows no default"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["serve", "--lookahead-ms", "30"], "multiple of the 20 ms frame stride"),
+    (["serve", "--lookahead-ms", "10020"], "at most 10000"),
+    (["serve", "--language", "en us"], "--language must be a language code"),
+    (["eval", "never-read.tsv", "--language", " "], "--language must be a language code"),
+])
+def test_serve_and_eval_refuse_bad_values_before_loading(args, needle, monkeypatch):
+    import stream.net.serve
+
+    monkeypatch.setattr(stream.net.serve, "serve_main", lambda opts: pytest.fail("serve started"))
+    assert_user_error(run(*args), needle)
+
+
+def test_serve_lookahead_and_language_reach_the_recognizer(monkeypatch, tmp_path):
+    import stream.net.serve
+    from stream.net.serve import build_nodes
+    from stream.recognizer import Recognizer
+
+    seen = []
+    monkeypatch.setattr(stream.net.serve, "serve_main", seen.append)  # what serve would run, not run
+    result = run("serve", "--model", str(tmp_path), "--mode", "cached", "--lookahead-ms", "320", "--language", "fra")
+    assert result.exit_code == 0, result.output
+    (opts,) = seen
+    assert (opts.lookahead_ms, opts.language, opts.mode) == (320, "fra", "cached")
+    (rec,) = [n for n in build_nodes(opts)[0] if isinstance(n, Recognizer)]
+    assert (rec.config.lookahead_ms, rec.config.language) == (320, "fra")
+    run("serve", "--model", str(tmp_path))
+    assert (seen[-1].lookahead_ms, seen[-1].language) == (0, None)
 
 
 def test_help_imports_no_heavy_module():
