@@ -132,6 +132,18 @@ class Graph:
     def running(self) -> bool:
         return self._state == "running"
 
+    def discard_pending(self, stream_id: str) -> int:
+        """Drop the audio of a live stream still waiting on its capture edge (its consumer is
+        gone, so computing it is waste); returns the samples dropped, at the source's rate.
+        The stream still ends normally behind it (EndOfStream, flush, forget)."""
+        if stream_id not in self._source_tasks:
+            return 0
+        edge = self._capture.get(stream_id)
+        if edge is None:
+            return 0
+        gone = edge.discard(lambda x: isinstance(x, AudioChunk) and x.stream_id == stream_id)
+        return sum(int(x.samples.shape[0]) for x in gone)  # type: ignore[attr-defined]
+
     def capture_edge(self, stream_id: str) -> Edge:
         """The capture edge of a source (its ``dropped()`` counter, for tests and stats).
         Kept for the last ``KEEP_CAPTURE_EDGES`` streams after they end."""

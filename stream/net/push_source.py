@@ -80,6 +80,18 @@ class PushSource(Source):
             # run() is behind; it checks ``_ended`` after draining, see below.
             pass
 
+    def discard(self) -> int:
+        """End the stream and throw away the blocks not yet taken by ``run`` (nobody will read
+        what they would give: the client vanished). Returns the samples discarded."""
+        n = 0
+        while not self._inbox.empty():
+            block = self._inbox.get_nowait()
+            if block is not _END:
+                n += int(block.shape[0])
+        self._ended = False  # end() below queues the end marker into the now empty inbox
+        self.end()
+        return n
+
     def fail(self, message: str, code: str = "bad_audio") -> None:
         """End the stream with a fatal error: the graph emits ``ErrorEvent(code, fatal=True)`` then EOS."""
         if self._error is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import sys
 import time
@@ -292,7 +293,7 @@ async def test_ws_client_example_speed_0_sends_unpaced_and_prints_every_final():
                 proc.kill()
                 await proc.wait()
     assert proc.returncode == 0, err.decode()
-    finals = [line.split()[1] for line in out.decode().splitlines() if " seg" in line]
+    finals = re.findall(r"\d\.\d\ds  (seg\d+) ", out.decode())
     assert finals == [f"seg{i}" for i in range(-(-frames // 16000))]
 
 
