@@ -27,6 +27,8 @@ Safety (defaults in :class:`ServerConfig` and :class:`~stream.net.protocol.Limit
   no control message is ever dropped for rate;
 - malformed frames give an ``error`` event and are skipped; a missing or bad
   ``start`` is fatal for that connection only (error event, then close 1008);
+- a graph that falls behind slows each stream's reading the same way (a
+  ``block`` capture edge): audio is delayed, never dropped on the way in;
 - every queue is bounded: the outbound edge of each connection is
   ``drop_oldest`` for partials (drops reported as ``queue_overflow`` events); a
   client that does not read even its finals, answers no ping within
@@ -160,6 +162,7 @@ class _Conn:
     speaker_names: tuple[str, ...] = ()
     speaker_map: dict[str, str] = field(default_factory=dict)
     gone: bool = False  # the socket is closed or abandoned; drop its events
+    finishing: bool = False  # "end" (or a fatal error, an idle close): the stream's last events are due
     close_code: int = 1000
     close_reason: str = ""
 
@@ -230,6 +233,7 @@ class CaptionServer:
         server.close(close_connections=False)
         for conn in list(self._conns.values()):
             conn.close_code, conn.close_reason = 1001, "server shutting down"
+            conn.finishing = True
             conn.source.end()
         if self._handlers:
             await asyncio.wait(set(self._handlers), timeout=timeout_s)
@@ -459,7 +463,10 @@ class CaptionServer:
         if sid in self._conns:
             await self._close_with_error(ws, sid, ProtocolError("stream_id_in_use", f"stream {sid!r} is live", fatal=True))
             return None
-        source = PushSource(sid, cfg.sample_rate_hz)
+        # A ``block`` capture edge: when the shared graph falls behind, feed() waits, this
+        # connection's reader stops reading its socket and TCP slows the client down. A
+        # WebSocket client can be slowed, so its audio is delayed, never dropped.
+        source = PushSource(sid, cfg.sample_rate_hz, capture_edge=EdgeSpec(64, "block"))
         out = Edge(f"ws:{sid}", EdgeSpec(self.config.outbound_queue, "drop_oldest"))
         conn = _Conn(sid, ws, cfg, source, out)
         self._conns[sid] = conn
@@ -483,6 +490,7 @@ class CaptionServer:
         sender = asyncio.create_task(self._send_loop(conn), name=f"ws-send:{conn.stream_id}")
         reader = asyncio.create_task(self._read_loop(conn), name=f"ws-read:{conn.stream_id}")
         tasks = {sender, reader}
+        tasks.add(asyncio.create_task(self._watch_close(conn), name=f"ws-watch:{conn.stream_id}"))
         if self.config.ping_interval_s is not None:
             tasks.add(asyncio.create_task(self._keepalive(conn), name=f"ws-ping:{conn.stream_id}"))
         try:
@@ -518,6 +526,13 @@ class CaptionServer:
             if isinstance(item, EndOfStream):
                 return
 
+    async def _watch_close(self, conn: _Conn) -> None:
+        """The connection closed (or vanished) while its stream still had audio to come: nobody
+        will read the results, so its pending audio goes, even while the reader is held back."""
+        await conn.ws.wait_closed()
+        if not conn.finishing:
+            self._discard(conn)
+
     async def _keepalive(self, conn: _Conn) -> None:
         """Ping every ``ping_interval_s``; no pong within ``ping_timeout_s`` means the client does
         not read its socket (or is gone): close it as a slow consumer, with code and reason, rather
@@ -552,9 +567,12 @@ class CaptionServer:
                     self.stats["idle_closed"] += 1
                     self._emit_local(conn, ProtocolError("idle_timeout", f"no audio for {idle:g} s", fatal=True))
                     conn.close_code, conn.close_reason = 1008, f"idle: no audio for {idle:g} s"
-                    ended = True
+                    ended = conn.finishing = True
                     break
                 if conn.gone:
+                    break
+                if not ended and conn.ws.state is not websockets.State.OPEN:
+                    self._discard(conn)  # messages queued before the client vanished: nobody reads the result
                     break
                 now = time.monotonic()
                 # Back-pressure, never drops: over the message or audio rate, stop reading the socket
@@ -582,7 +600,7 @@ class CaptionServer:
                         wait = 0.0
                         msg = parse_control(message, lim)
                         if isinstance(msg, EndOfAudio):
-                            ended = True
+                            ended = conn.finishing = True
                             conn.source.end()
                         elif isinstance(msg, SetSpeakers):
                             self._set_speakers(conn, msg)
@@ -594,7 +612,7 @@ class CaptionServer:
                     if exc.fatal:
                         conn.close_code, conn.close_reason = 1008, exc.code
                         conn.source.end()
-                        ended = True
+                        ended = conn.finishing = True
         except websockets.ConnectionClosed:
             if not ended:
                 self._discard(conn)  # the client closed or vanished without "end": nobody reads the rest

@@ -113,6 +113,19 @@ async def test_real_time_client_is_never_throttled():
     assert s.close_code == 1000 and not s.of("error") and len(s.finals) == 2
 
 
+async def test_bulk_upload_into_a_pipeline_that_falls_behind_loses_nothing():
+    # Within the rate limit, but faster than the pipeline: the stream's reading slows down
+    # (TCP back-pressure) instead of its audio being dropped on the way into the graph.
+    slow = _SlowCounter(delay_s=0.002)
+    lim = Limits(max_realtime_factor=1e3, burst_audio_s=1e3, max_messages_per_s=1e6, burst_messages=10**6)
+    async with _server(nodes=[Resample(), slow], limits=lim) as srv:
+        s = await stream_audio(srv.url, sine(6.0, 16000), 16000, chunk_ms=10, timeout_s=30)
+    assert s.close_code == 1000
+    assert not s.of("queue_overflow") and not s.of("error")
+    assert s.events[-1]["sample"] == 6 * 16000
+    assert sum(slow.samples.values()) == 6 * 16000
+
+
 # --------------------------------------------------------------------------- defect 3: idle, origin
 
 
