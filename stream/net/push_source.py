@@ -57,6 +57,11 @@ class PushSource(Source):
         return self._rate
 
     @property
+    def inbox_full(self) -> bool:
+        """``feed`` would wait (the graph is behind)."""
+        return self._inbox.full()
+
+    @property
     def ended(self) -> bool:
         return self._ended
 

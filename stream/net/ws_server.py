@@ -163,6 +163,8 @@ class _Conn:
     speaker_map: dict[str, str] = field(default_factory=dict)
     gone: bool = False  # the socket is closed or abandoned; drop its events
     finishing: bool = False  # "end" (or a fatal error, an idle close): the stream's last events are due
+    held: bool = False  # the reader is holding back (rate limit, or a graph that is behind)
+    held_until: float = 0.0  # monotonic time it last stopped holding back
     close_code: int = 1000
     close_reason: str = ""
 
@@ -357,7 +359,7 @@ class CaptionServer:
     def _discard(self, conn: _Conn) -> None:
         """Nobody will read this stream's results: drop its audio not yet processed, end it."""
         rate = conn.cfg.sample_rate_hz
-        n = conn.source.discard() + self.graph.discard_pending(conn.stream_id)
+        n = conn.source.discard() + self.graph.cancel_stream(conn.stream_id)
         self.stats["discarded_s"] += n / rate
 
     # ------------------------------------------------------------------ memory
@@ -543,7 +545,17 @@ class CaptionServer:
             while not conn.gone:
                 await asyncio.sleep(interval)
                 pong = await _within(conn.ws.ping(), limit)
-                await _within(pong, limit)
+                sent = time.monotonic()
+                while True:
+                    try:
+                        await _within(asyncio.shield(pong), limit)
+                        break
+                    except asyncio.TimeoutError:
+                        # While the server itself holds back reading (back-pressure), the pong
+                        # waits behind the client's audio: that is not the client's fault.
+                        if not (conn.held or conn.held_until > sent):
+                            raise
+                        sent = time.monotonic()
         except asyncio.TimeoutError:
             self._slow_consumer(conn, f"no pong within {limit:g} s")
         except websockets.ConnectionClosed:
@@ -589,14 +601,21 @@ class CaptionServer:
                         last_audio = now
                         audio_wait, audio_bucket = bucket_debit(audio_bucket, x.shape[0] / conn.cfg.sample_rate_hz, now)
                         wait = max(wait, audio_wait)
-                        await self._throttle(wait)
+                        await self._throttle(conn, wait)
                         wait = 0.0
                         if offset is not None:
                             max_gap = int(lim.max_gap_s * conn.cfg.sample_rate_hz)
                             x, expected, _ = align_to_offset(x, offset, expected, max_gap)
-                        await conn.source.feed(x)
+                        if conn.source.inbox_full:  # the graph is behind: wait, not reading the socket
+                            conn.held = True
+                            try:
+                                await conn.source.feed(x)
+                            finally:
+                                conn.held, conn.held_until = False, time.monotonic()
+                        else:
+                            await conn.source.feed(x)
                     else:
-                        await self._throttle(wait)
+                        await self._throttle(conn, wait)
                         wait = 0.0
                         msg = parse_control(message, lim)
                         if isinstance(msg, EndOfAudio):
@@ -607,7 +626,7 @@ class CaptionServer:
                         elif isinstance(msg, StartConfig):
                             raise ProtocolError("bad_control", "'start' was already received; ignored")
                 except ProtocolError as exc:
-                    await self._throttle(wait)
+                    await self._throttle(conn, wait)
                     self._emit_local(conn, exc)
                     if exc.fatal:
                         conn.close_code, conn.close_reason = 1008, exc.code
@@ -618,10 +637,14 @@ class CaptionServer:
                 self._discard(conn)  # the client closed or vanished without "end": nobody reads the rest
         conn.source.end()
 
-    async def _throttle(self, wait: float) -> None:
+    async def _throttle(self, conn: _Conn, wait: float) -> None:
         if wait > 0:
             self.stats["throttled_s"] += wait
-            await asyncio.sleep(wait)
+            conn.held = True
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                conn.held, conn.held_until = False, time.monotonic()
 
     def _set_speakers(self, conn: _Conn, msg: SetSpeakers) -> None:
         if msg.names:
