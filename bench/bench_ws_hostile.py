@@ -166,20 +166,22 @@ async def bulk_uploader(url: str, pcm: bytes) -> dict:
 
 
 async def never_reader(url: str, pcm: bytes, hold_s: float) -> str:
+    """Streams the clip over and over at real-time pace (so it is never idle) and never reads."""
     ws = await connect(url, compression=None, max_queue=1, ping_interval=None)
     await ws.send(json.dumps({"type": "start", "sample_rate_hz": SR}))
     t0 = time.monotonic()
+    sent = 0
     try:
-        for k in range(0, len(pcm), 2 * FRAME):
+        while time.monotonic() - t0 < hold_s:
+            k = sent % len(pcm)
             await ws.send(pcm[k : k + 2 * FRAME])
-            await asyncio.sleep(max(0.0, t0 + (k + 2 * FRAME) / 2 / SR - time.monotonic()))
-            if time.monotonic() - t0 > hold_s:
-                break
+            sent += 2 * FRAME
+            await asyncio.sleep(max(0.0, t0 + sent / 2 / SR - time.monotonic()))
     except websockets.ConnectionClosed:
         pass
-    closed_at = time.monotonic() - t0
-    await asyncio.wait_for(_drain(ws), 30)  # now read what is there: events, then the close frame
-    return f"{ws.close_code} {ws.close_reason!r} (sending stopped at {closed_at:.1f} s)"
+    stopped = time.monotonic() - t0
+    await asyncio.wait_for(_drain(ws), 60)  # now read what is there: events, then the close frame
+    return f"{ws.close_code} {ws.close_reason!r} (its sends failed from {stopped:.1f} s)"
 
 
 async def well_behaved(url: str, n: int, pcm: bytes, segments, seed: int) -> list[dict]:
@@ -209,7 +211,7 @@ async def run(args, url: str, pid: int, pcm: bytes, segments) -> None:
             asyncio.gather(*(idle_holder(url) for _ in range(args.idle))),
             dropper(url, pcm, args.drops),
             bulk_uploader(url, pcm),
-            never_reader(url, pcm, hold_s=30.0),
+            never_reader(url, pcm, hold_s=40.0),
         )
         hostile = summary(await good, len(segments))
         hostile_s = time.monotonic() - t0
