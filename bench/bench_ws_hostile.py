@@ -43,9 +43,35 @@ import websockets
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ws_load import CLIP, FRAME, SEGMENTS, SR, Server, client, pct, resolve_model  # noqa: E402
+from bench_ws_load import CLIP, FRAME, REPO, SEGMENTS, SR, Server, client, pct, resolve_model  # noqa: E402
 
 IDLE_TIMEOUT_S = 5.0
+
+
+class CheckoutServer(Server):
+    """``Server`` of bench_ws_load, started in ``cwd`` (``python -m`` imports from its directory),
+    so ``PYTHONPATH=/path/to/checkout`` runs that checkout's server."""
+
+    def __init__(self, model: str, extra: list[str], cwd: Path):
+        super().__init__(model, extra)
+        self.cwd = cwd
+
+    def __enter__(self) -> "CheckoutServer":
+        import re
+        import subprocess
+
+        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        lines = []
+        while True:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError("serve exited: " + "".join(lines))
+            lines.append(line)
+            m = re.search(r"WebSocket (ws://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                return self
 
 
 def proc_stats(pid: int) -> tuple[float, int]:
@@ -206,13 +232,16 @@ async def run(args, url: str, pid: int, pcm: bytes, segments) -> None:
     t0 = time.monotonic()
     with Sampler(pid) as sampler:
         good = asyncio.create_task(well_behaved(url, args.clients, pcm, segments, 1))
-        abuse = await asyncio.gather(
-            asyncio.gather(*(fuzzer(url, 1000 + i) for i in range(args.fuzzers))),
-            asyncio.gather(*(idle_holder(url) for _ in range(args.idle))),
-            dropper(url, pcm, args.drops),
-            bulk_uploader(url, pcm),
-            never_reader(url, pcm, hold_s=40.0),
-        )
+        if args.only_drops:
+            abuse = ([], [], await dropper(url, pcm, args.drops), None, None)
+        else:
+            abuse = await asyncio.gather(
+                asyncio.gather(*(fuzzer(url, 1000 + i) for i in range(args.fuzzers))),
+                asyncio.gather(*(idle_holder(url) for _ in range(args.idle))),
+                dropper(url, pcm, args.drops),
+                bulk_uploader(url, pcm),
+                never_reader(url, pcm, hold_s=40.0),
+            )
         hostile = summary(await good, len(segments))
         hostile_s = time.monotonic() - t0
         # every hostile connection is gone once the server holds only its listening socket again
@@ -232,11 +261,14 @@ async def run(args, url: str, pid: int, pcm: bytes, segments) -> None:
               f"{r['fp50']:.2f} / {r['fp95']:.2f} | {r['fl50']:.2f} / {r['fl95']:.2f} |")
     print(f"finalisation P50 hostile / quiet: x{hostile['fl50'] / quiet['fl50']:.2f}; "
           f"P95: x{hostile['fl95'] / quiet['fl95']:.2f}")
-    print(f"\nabusers ({hostile_s:.0f} s): {args.fuzzers} fuzzers x 500 frames -> {sorted(set(fuzz))}; "
-          f"{args.idle} idle holders -> {sorted(set(idle))}; {drops} abrupt drops; "
-          f"bulk uploader {bulk['audio_s']:.1f} s of audio unpaced -> {bulk['finals']} finals, "
-          f"end_of_stream {'yes' if bulk['eos'] else 'NO'}, {bulk['errors']} errors, {bulk['s']:.1f} s; "
-          f"never-reading client -> close {never}")
+    if args.only_drops:
+        print(f"\nabusers ({hostile_s:.0f} s): {drops} abrupt drops only")
+    else:
+        print(f"\nabusers ({hostile_s:.0f} s): {args.fuzzers} fuzzers x 500 frames -> {sorted(set(fuzz))}; "
+              f"{args.idle} idle holders -> {sorted(set(idle))}; {drops} abrupt drops; "
+              f"bulk uploader {bulk['audio_s']:.1f} s of audio unpaced -> {bulk['finals']} finals, "
+              f"end_of_stream {'yes' if bulk['eos'] else 'NO'}, {bulk['errors']} errors, {bulk['s']:.1f} s; "
+              f"never-reading client -> close {never}")
     print("\n| server | before | during (peak) | after | after / before |")
     print("|---|---|---|---|---|")
     print(f"| RSS MB | {before[0]:.0f} | {sampler.peak_rss:.0f} | {after[0]:.0f} | {after[0] / before[0]:.2f} |")
@@ -250,6 +282,9 @@ def main() -> None:
     ap.add_argument("--drops", type=int, default=300, help="abruptly dropped streams")
     ap.add_argument("--fuzzers", type=int, default=2, help="fuzzing connections, 500 malformed frames each")
     ap.add_argument("--idle", type=int, default=8, help="idle holders")
+    ap.add_argument("--only-drops", action="store_true",
+                    help="abrupt drops only, server started without --idle-timeout: runs against an older "
+                         "checkout too (PYTHONPATH=/path/to/it), as the peer of a fixed server")
     args = ap.parse_args()
     if not (1 <= args.clients <= 16 and 0 <= args.drops <= 2000 and 0 <= args.fuzzers <= 32 and 0 <= args.idle <= 64):
         ap.error("bounded soak: clients 1-16, drops 0-2000, fuzzers 0-32, idle 0-64")
@@ -261,12 +296,17 @@ def main() -> None:
     segments = [tuple(int(v) for v in line.split("\t")[:2]) for line in SEGMENTS.read_text().splitlines()[1:]]
 
     load = os.getloadavg()[0]
+    checkout = REPO
     with tempfile.TemporaryDirectory() as tmp:
         model, desc = resolve_model(args.model, Path(tmp))
-        with Server(model, ["--idle-timeout", str(IDLE_TIMEOUT_S)]) as server:
+        checkout = Path(os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or REPO).resolve()
+        extra = [] if args.only_drops else ["--idle-timeout", str(IDLE_TIMEOUT_S)]
+        with CheckoutServer(model, extra, checkout) as server:
             assert server.proc is not None
             asyncio.run(run(args, server.url, server.proc.pid, pcm, segments))
-    print(f"\nmodel: {desc}; server: speechstream serve --idle-timeout {IDLE_TIMEOUT_S:g} (other settings default)")
+    serve = "" if args.only_drops else f" --idle-timeout {IDLE_TIMEOUT_S:g}"
+    print(f"\nmodel: {desc}; server: speechstream serve{serve} (other settings default), "
+          f"code from {checkout}")
     print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load:.1f} before / {os.getloadavg()[0]:.1f} after "
           f"(other processes share the CPUs)")
     print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))

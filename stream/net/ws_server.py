@@ -614,6 +614,7 @@ class CaptionServer:
                                 conn.held, conn.held_until = False, time.monotonic()
                         else:
                             await conn.source.feed(x)
+                        last_audio = time.monotonic()  # idle time counts from here, not during a hold
                     else:
                         await self._throttle(conn, wait)
                         wait = 0.0
