@@ -353,7 +353,7 @@ class CaptionServer:
     def _slow_consumer(self, conn: _Conn, why: str) -> None:
         if not conn.gone:
             self.stats["slow_consumers"] += 1
-            log.info("stream %s: slow consumer (%s)", conn.stream_id, why)
+            log.warning("stream %s: closed as a slow consumer (1008): %s", conn.stream_id, why)
         self._abandon(conn, 1008, f"slow consumer: {why}")
 
     def _discard(self, conn: _Conn) -> None:
