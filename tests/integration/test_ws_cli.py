@@ -63,3 +63,11 @@ def test_serve_bad_model_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("speechstream: error:"), err
+
+
+def test_serve_bad_allow_origin_is_one_line_and_exit_2():
+    proc = _spawn("--port", "0", "--model", "none", "--allow-origin", "evil.example")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("speechstream: error:") and "evil.example" in lines[0], err
