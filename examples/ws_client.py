@@ -3,6 +3,9 @@
     speechstream serve --port 8765 &
     .venv/bin/python examples/ws_client.py examples/hello.wav [--url ws://127.0.0.1:8765/ws] [--token T] [--speed 3]
 
+``--speed 0`` sends unpaced: as fast as the server reads (it holds a stream to 4x real time
+by reading more slowly, so nothing is lost).
+
 Protocol (docs/network.md): send a JSON ``start``, then binary PCM16 frames at the
 file's rate (the server resamples), then ``{"type": "end"}``; events come back as
 JSON (``stream/events.py``) until ``end_of_stream``, then the server closes.
@@ -32,11 +35,16 @@ async def main(path: str, url: str, token: str | None, speed: float) -> None:
             t0 = time.monotonic()
             for pos in range(0, len(pcm), step):
                 await ws.send(pcm[pos : pos + step].tobytes())
-                # Paced: the server rate-limits a stream to 4x real time by default.
-                await asyncio.sleep(max(0.0, t0 + (pos + step) / rate / speed - time.monotonic()))
+                if speed > 0:  # paced; 0: unpaced (the server applies back-pressure above 4x real time)
+                    await asyncio.sleep(max(0.0, t0 + (pos + step) / rate / speed - time.monotonic()))
             await ws.send(json.dumps({"type": "end"}))
 
+        def on_sent(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                asyncio.ensure_future(ws.close())  # stop reading too; ``await sender`` raises the error
+
         sender = asyncio.create_task(send())
+        sender.add_done_callback(on_sent)
         async for message in ws:  # ends when the server closes after end_of_stream
             ev = json.loads(message)
             if ev["type"] == "partial_transcript":
@@ -56,6 +64,9 @@ if __name__ == "__main__":
     p.add_argument("wav")
     p.add_argument("--url", default="ws://127.0.0.1:8765/ws")
     p.add_argument("--token", default=None)
-    p.add_argument("--speed", type=float, default=1.0, help="1 = like a live microphone; the server allows up to 4")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="1 = like a live microphone; the server reads at most 4x real time; 0 = unpaced")
     a = p.parse_args()
+    if not a.speed >= 0:
+        p.error(f"--speed must be >= 0, got {a.speed}")
     asyncio.run(main(a.wav, a.url, a.token, a.speed))

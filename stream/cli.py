@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -336,6 +336,8 @@ def serve(
     max_speakers: Optional[int] = typer.Option(None, "--max-speakers", min=1, help="Most speakers per stream (with --diarize).", show_default="no limit"),
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="Chunks of different streams that are ready together run as one batch, at most this many; 1 turns batching off."),
     language: Optional[str] = typer.Option(None, "--language", metavar="LANG", help="Default language of a multilingual checkpoint (MMS); a client's 'start' message may pick another per stream.", show_default="the checkpoint's own"),
+    idle_timeout: float = typer.Option(30.0, "--idle-timeout", min=0.0, help="Close a stream that sends no audio for this many seconds (0: never)."),
+    allow_origin: Optional[List[str]] = typer.Option(None, "--allow-origin", help="Browser origin (scheme://host[:port]) allowed to use the WebSocket besides the page's own; repeatable; '*' allows any.", show_default="same origin only"),
 ) -> None:
     """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
     try:
@@ -348,7 +350,8 @@ def serve(
 
     opts = ServeOptions(host=host, port=port, token=token, model=model, vad=vad.value, mode=mode.value,
                         chunk_ms=chunk_ms, lookahead_ms=lookahead_ms, max_connections=max_connections,
-                        max_frame_bytes=max_frame_bytes, web=web, diarize=diarize, max_speakers=max_speakers, max_batch=max_batch, language=language)
+                        max_frame_bytes=max_frame_bytes, web=web, diarize=diarize, max_speakers=max_speakers, max_batch=max_batch, language=language,
+                        idle_timeout_s=idle_timeout or None, allow_origins=tuple(allow_origin or ()))
     try:
         serve_main(opts)
     except ConfigError as exc:

@@ -123,6 +123,7 @@ class Graph:
         self._failure: BaseException | None = None
         self._tokens = itertools.count(1)
         self._state = "new"  # new -> running -> stopped
+        self._ctx: RunContext | None = None
         for src in sources:
             self.add_source(src)
 
@@ -131,6 +132,20 @@ class Graph:
     @property
     def running(self) -> bool:
         return self._state == "running"
+
+    def cancel_stream(self, stream_id: str) -> int:
+        """Nobody will read a live stream's results (its client vanished): drop its audio waiting
+        on the capture edge, and let every node drop the rest and skip costly end-of-stream work.
+        The stream still ends (EndOfStream reaches the tail; nodes forget it). Returns the samples
+        dropped from the capture edge, at the source's rate."""
+        if stream_id not in self._source_tasks or self._ctx is None:
+            return 0
+        self._ctx.cancelled.add(stream_id)
+        edge = self._capture.get(stream_id)
+        if edge is None:
+            return 0
+        gone = edge.discard(lambda x: isinstance(x, AudioChunk) and x.stream_id == stream_id)
+        return sum(int(x.samples.shape[0]) for x in gone)  # type: ignore[attr-defined]
 
     def capture_edge(self, stream_id: str) -> Edge:
         """The capture edge of a source (its ``dropped()`` counter, for tests and stats).
@@ -165,7 +180,7 @@ class Graph:
         if self._state != "new":
             raise GraphStateError(f"graph already {self._state}")
         self._state = "running"
-        ctx = RunContext(spawn=self._spawn, bug_policy=self.bug_policy)
+        ctx = self._ctx = RunContext(spawn=self._spawn, bug_policy=self.bug_policy)
         self.pipeline.bind(self._tail, ctx)
         started: list[Source] = []
         try:
@@ -321,6 +336,8 @@ class Graph:
 
     def _stream_ended(self, sid: str) -> None:
         """A stream's EOS reached the tail: forget its source (long-running servers add many)."""
+        if self._ctx is not None:
+            self._ctx.cancelled.discard(sid)
         self.sources = [s for s in self.sources if s.stream_id != sid]
         self._source_tasks.pop(sid, None)
 

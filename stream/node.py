@@ -94,6 +94,9 @@ class RunContext:
 
     spawn: Callable[[Awaitable[None], str], asyncio.Task[None]]
     bug_policy: BugPolicy = "isolate"
+    # Streams whose results nobody will read (a network client vanished): nodes drop their
+    # audio and skip costly end-of-stream work; the EOS still passes, so each stream ends.
+    cancelled: set[str] = dataclasses.field(default_factory=set)
 
 
 class Node:
@@ -144,6 +147,10 @@ class Node:
             self._eos_pushed.add(event.stream_id)
         await self._out.put(event)
 
+    def cancelled(self, stream_id: str) -> bool:
+        """True once the graph cancelled ``stream_id`` (``Graph.cancel_stream``): its results go nowhere."""
+        return self._ctx is not None and stream_id in self._ctx.cancelled
+
     @property
     def open_streams(self) -> tuple[str, ...]:
         """Streams seen by this node and not yet ended."""
@@ -189,6 +196,8 @@ class Node:
             if isinstance(item, ErrorEvent):
                 await self.push(item)
             return  # the stream is dead at this node; drop its data
+        if isinstance(item, AudioChunk) and self._ctx is not None and sid in self._ctx.cancelled:
+            return  # nobody reads this stream's results any more
         self._open[sid] = (item.sample, item.sample_rate_hz)
         await self._guarded(sid, item.sample, item.sample_rate_hz, self.process, item)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Callable, Literal, Union
 
 from .events import AudioChunk, Event, PartialTranscript, QueueOverflow
 
@@ -146,6 +146,15 @@ class Edge:
                 self._readable.set()
                 return True
         return False
+
+    def discard(self, pred: Callable[[Event], bool]) -> list[Event]:
+        """Remove (and return) the queued data items for which ``pred`` is true."""
+        kept = collections.deque(x for x in self._items if not pred(x))
+        gone = [x for x in self._items if pred(x)]
+        self._items = kept
+        if len(self._items) < self.spec.maxsize:
+            self._writable.set()
+        return gone
 
     # ------------------------------------------------------------------ consumer side
 

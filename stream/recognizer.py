@@ -592,7 +592,7 @@ class Recognizer(Node):
         async with self._batch_lock:
             await self._drain()
         st = self._streams.get(sid)
-        if st is not None:
+        if st is not None and not self.cancelled(sid):  # a cancelled stream's finals go nowhere
             updates, st = await self._executor.run(self._step, np.zeros(0, np.float32), st, True)
             self._streams[sid] = st
             await self._emit(sid, st.origin, updates, eos_sample=eos.sample)

@@ -57,6 +57,8 @@ __all__ = [
     "align_to_offset",
     "TokenBucket",
     "bucket_take",
+    "bucket_debit",
+    "origin_allowed",
     "token_from_request",
     "check_token",
     "ready_message",
@@ -102,10 +104,12 @@ class Limits:
     max_sample_rate_hz: int = 192_000
     # Audio rate limit: seconds of audio per wall second, with a burst allowance,
     # so a client may catch up after a network hiccup but cannot flood the
-    # recogniser.  Exceeding frames are dropped with an ``rate_limited`` error.
+    # recogniser.  Over the rate the server reads more slowly (back-pressure: TCP
+    # flow control holds the client back); nothing is dropped.
     max_realtime_factor: float = 4.0
     burst_audio_s: float = 10.0
-    # Message rate limit (any frame, binary or text), against floods of tiny frames.
+    # Message rate limit (any frame, binary or text), against floods of tiny frames;
+    # also back-pressure, so control messages are delayed at worst, never lost.
     max_messages_per_s: float = 200.0
     burst_messages: int = 400
     max_speakers: int = 32
@@ -331,7 +335,51 @@ def bucket_take(bucket: TokenBucket, amount: float, now: float) -> tuple[bool, T
     return False, replace(bucket, tokens=tokens, t=now)
 
 
+def bucket_debit(bucket: TokenBucket, amount: float, now: float) -> tuple[float, TokenBucket]:
+    """Take ``amount`` tokens at time ``now``, going into debt if needed: (seconds to wait, new bucket).
+
+    For back-pressure: the caller waits the returned time before reading more, so the long-run
+    rate stays at ``rate`` and nothing is refused (an amount above ``capacity`` just waits longer).
+    """
+    tokens = min(bucket.capacity, bucket.tokens + max(0.0, now - bucket.t) * bucket.rate) - amount
+    wait = 0.0 if tokens >= 0 else -tokens / bucket.rate
+    return wait, replace(bucket, tokens=tokens, t=now)
+
+
 # --------------------------------------------------------------------------- auth and handshake
+
+
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def _is_loopback_name(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    return host in _LOOPBACK_HOSTS or host.endswith(".localhost") or host.startswith("127.")
+
+
+def origin_allowed(origin: str | None, host_header: str | None, allowed: tuple[str, ...] = (),
+                   *, loopback_only: bool = True) -> bool:
+    """May a WebSocket upgrade with this ``Origin`` proceed?  (Cross-site WebSocket hijacking guard.)
+
+    - no ``Origin`` header: not a browser (browsers always send one), allowed;
+    - an origin in ``allowed`` (exact, as ``scheme://host[:port]``; ``"*"`` allows any) is allowed;
+    - otherwise only the same origin: the origin's ``host[:port]`` equals the request's ``Host``,
+      and, when the server listens on loopback only (``loopback_only``), that host is a loopback
+      name, so a page that rebinds its own DNS name to 127.0.0.1 is still refused.
+    """
+    if origin is None:
+        return True
+    norm = origin.strip().lower().rstrip("/")
+    if "*" in allowed or norm in {a.strip().lower().rstrip("/") for a in allowed}:
+        return True
+    parts = urlsplit(norm)
+    if parts.scheme not in ("http", "https") or not parts.netloc or host_header is None:
+        return False  # "null" (sandboxed frames, file://) and anything odd
+    if parts.netloc != host_header.strip().lower():
+        return False
+    return not loopback_only or _is_loopback_name(parts.hostname or "")
+
+
 
 
 def token_from_request(path: str, headers: Any) -> str | None:

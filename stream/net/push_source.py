@@ -60,6 +60,11 @@ class PushSource(Source):
         return self._rate
 
     @property
+    def inbox_full(self) -> bool:
+        """``feed`` would wait (the graph is behind)."""
+        return self._inbox.full()
+
+    @property
     def ended(self) -> bool:
         return self._ended
 
@@ -89,6 +94,18 @@ class PushSource(Source):
         except asyncio.QueueFull:
             # run() is behind; it checks ``_ended`` after draining, see below.
             pass
+
+    def discard(self) -> int:
+        """End the stream and throw away the blocks not yet taken by ``run`` (nobody will read
+        what they would give: the client vanished). Returns the samples discarded."""
+        n = 0
+        while not self._inbox.empty():
+            block = self._inbox.get_nowait()
+            if block is not _END:
+                n += int(block.shape[0])
+        self._ended = False  # end() below queues the end marker into the now empty inbox
+        self.end()
+        return n
 
     def fail(self, message: str, code: str = "bad_audio") -> None:
         """End the stream with a fatal error: the graph emits ``ErrorEvent(code, fatal=True)`` then EOS."""

@@ -37,6 +37,8 @@ class ServeOptions:
     max_connections: int = 64
     max_frame_bytes: int = 256 * 1024
     max_realtime_factor: float = 4.0
+    idle_timeout_s: float | None = 30.0  # None: an idle stream keeps its slot
+    allow_origins: tuple[str, ...] = ()  # browser origins allowed besides the page's own
     web: bool = True
     diarize: bool = False  # online speaker turns (and speaker labels on finals when a model runs)
     max_speakers: int | None = None
@@ -73,8 +75,12 @@ def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
 async def _serve(opts: ServeOptions) -> None:
     nodes, model = build_nodes(opts)
     limits = Limits(max_frame_bytes=opts.max_frame_bytes, max_realtime_factor=opts.max_realtime_factor)
-    cfg = ServerConfig(host=opts.host, port=opts.port, token=opts.token, limits=limits,
-                       max_connections=opts.max_connections, serve_web=opts.web)
+    try:
+        cfg = ServerConfig(host=opts.host, port=opts.port, token=opts.token, limits=limits,
+                           max_connections=opts.max_connections, serve_web=opts.web,
+                           idle_timeout_s=opts.idle_timeout_s, allow_origins=opts.allow_origins)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     server = CaptionServer(nodes, cfg)
     await server.graph.start(timeout_s=300.0)  # loads the model (slow on a busy machine): ConfigError for a bad one
     try:
@@ -83,7 +89,7 @@ async def _serve(opts: ServeOptions) -> None:
         await server.graph.stop()
         raise ConfigError(f"cannot listen on {opts.host}:{opts.port}: {exc.strerror or exc}") from exc
     what = f"model {model}" if model else "no model: VAD events only"
-    page = server.http_url + (f"?token={opts.token}" if opts.token else "")
+    page = server.http_url + ("?token=<the --token value>" if opts.token else "")  # never the token itself
     print(f"speechstream: serving {what}", file=sys.stderr)
     print(f"speechstream: page {page}  WebSocket {server.url}", file=sys.stderr)
     stop = asyncio.Event()

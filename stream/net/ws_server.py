@@ -14,28 +14,42 @@ Safety (defaults in :class:`ServerConfig` and :class:`~stream.net.protocol.Limit
 
 - binds 127.0.0.1 unless told otherwise; optional token (``?token=`` or
   ``Authorization: Bearer``), refused with HTTP 401 before the upgrade;
-- at most ``max_connections`` streams (HTTP 503 past that);
+- WebSocket upgrades from a browser page of another origin are refused with
+  HTTP 403 before the upgrade (same origin only, plus ``allow_origins``);
+- only GET answers on the HTTP side (405 otherwise);
+- at most ``max_connections`` streams (HTTP 503 past that); a stream that sends
+  no audio for ``idle_timeout_s`` is closed (``idle_timeout`` error, 1008);
 - frames above ``max_frame_bytes`` are skipped with an ``oversize`` error;
   frames above 4x that are refused by the WebSocket layer (close 1009);
-- per-connection audio-rate and message-rate token buckets: excess frames are
-  dropped and reported (at most one ``rate_limited`` error event per second);
+- per-connection audio-rate and message-rate token buckets applied as
+  back-pressure: over the rate the server stops reading the socket until the
+  bucket allows the frame, so TCP flow control slows the client; no frame and
+  no control message is ever dropped for rate;
 - malformed frames give an ``error`` event and are skipped; a missing or bad
   ``start`` is fatal for that connection only (error event, then close 1008);
+- a graph that falls behind slows each stream's reading the same way (a
+  ``block`` capture edge): audio is delayed, never dropped on the way in;
 - every queue is bounded: the outbound edge of each connection is
   ``drop_oldest`` for partials (drops reported as ``queue_overflow`` events); a
-  client that does not read even its finals is closed ("slow consumer"),
-  so one slow client never stalls the shared graph;
-- a client that vanishes ends its stream: the source ends, the graph flushes
-  and forgets the stream, and the connection's tasks end.
+  client that does not read even its finals, answers no ping within
+  ``ping_timeout_s`` or accepts no data for that long is closed with 1008
+  "slow consumer: ..." so one slow client never stalls the shared graph;
+- a client that vanishes ends its stream: its audio not yet processed is
+  discarded (nobody will read the result), the graph flushes and forgets the
+  stream, and the connection's tasks end; afterwards the server hands freed
+  heap back to the OS (``malloc_trim``, glibc), so memory returns to its level.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import logging
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -72,9 +86,10 @@ from .protocol import (
     StartConfig,
     TokenBucket,
     align_to_offset,
-    bucket_take,
+    bucket_debit,
     check_token,
     decode_audio,
+    origin_allowed,
     parse_control,
     ready_message,
     split_offset_header,
@@ -104,10 +119,18 @@ class ServerConfig:
     max_connections: int = 64
     outbound_queue: int = 256  # events waiting for one client; partials drop first
     start_timeout_s: float = 10.0  # the client must send "start" within this
+    idle_timeout_s: float | None = 30.0  # after "start", a stream without audio this long is closed
     eos_timeout_s: float = 30.0  # after "end", wait at most this for the stream's last events
     close_timeout_s: float = 2.0
-    ping_interval_s: float | None = 20.0
+    ping_interval_s: float | None = 5.0
+    # A client that answers no ping, or accepts no event, within this is a slow consumer.
+    ping_timeout_s: float = 10.0
+    # Origins (``scheme://host[:port]``) allowed besides the page's own; "*" allows any.
+    allow_origins: tuple[str, ...] = ()
     serve_web: bool = True
+    # After streams end, hand freed heap back to the OS (glibc malloc_trim) this many
+    # seconds later, at most once per that interval; None: never.
+    trim_memory_s: float | None = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -116,6 +139,15 @@ class ServerConfig:
             raise ValueError(f"max_connections and outbound_queue must be >= 1: {self!r}")
         if self.token is not None and not self.token:
             raise ValueError("token must be a non-empty string or None")
+        for name in ("idle_timeout_s", "ping_interval_s", "trim_memory_s"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {v!r}")
+        if not self.ping_timeout_s > 0:
+            raise ValueError(f"ping_timeout_s must be > 0, got {self.ping_timeout_s!r}")
+        for o in self.allow_origins:
+            if o != "*" and not (o.startswith(("http://", "https://")) and "/" not in o.split("://", 1)[1].rstrip("/")):
+                raise ValueError(f"allowed origin must be 'scheme://host[:port]' or '*', got {o!r}")
 
 
 @dataclass(eq=False)
@@ -130,6 +162,9 @@ class _Conn:
     speaker_names: tuple[str, ...] = ()
     speaker_map: dict[str, str] = field(default_factory=dict)
     gone: bool = False  # the socket is closed or abandoned; drop its events
+    finishing: bool = False  # "end" (or a fatal error, an idle close): the stream's last events are due
+    held: bool = False  # the reader is holding back (rate limit, or a graph that is behind)
+    held_until: float = 0.0  # monotonic time it last stopped holding back
     close_code: int = 1000
     close_reason: str = ""
 
@@ -150,7 +185,10 @@ class CaptionServer:
         self._conns: dict[str, _Conn] = {}
         self._server: Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
-        self.stats = {"connections": 0, "rejected": 0, "protocol_errors": 0, "slow_consumers": 0, "rate_limited": 0}
+        self.stats: dict[str, Any] = {"connections": 0, "rejected": 0, "protocol_errors": 0, "slow_consumers": 0,
+                                      "idle_closed": 0, "throttled_s": 0.0, "discarded_s": 0.0, "memory_trims": 0}
+        self._trim_handle: asyncio.TimerHandle | None = None
+        self._trimming = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -183,7 +221,7 @@ class CaptionServer:
             compression=None,  # PCM does not compress; deflate only costs CPU and invites bombs
             max_size=max(lim.max_frame_bytes * 4, lim.max_control_bytes * 4),
             max_queue=16,
-            ping_interval=self.config.ping_interval_s,
+            ping_interval=None,  # our own keepalive per stream, see _keepalive
             close_timeout=self.config.close_timeout_s,
             open_timeout=self.config.start_timeout_s,
         )
@@ -197,11 +235,15 @@ class CaptionServer:
         server.close(close_connections=False)
         for conn in list(self._conns.values()):
             conn.close_code, conn.close_reason = 1001, "server shutting down"
+            conn.finishing = True
             conn.source.end()
         if self._handlers:
             await asyncio.wait(set(self._handlers), timeout=timeout_s)
         server.close(close_connections=True)
         await server.wait_closed()
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+            self._trim_handle = None
         await self.graph.stop(timeout_s)
 
     async def __aenter__(self) -> "CaptionServer":
@@ -218,12 +260,21 @@ class CaptionServer:
     # ------------------------------------------------------------------ HTTP side
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.method != "GET":
+            response = connection.respond(HTTPStatus.METHOD_NOT_ALLOWED, "only GET\n")
+            response.headers["Allow"] = "GET"
+            return response
         path = urlsplit(request.path).path
         is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
         if not is_upgrade:
             return self._static(connection, path)
         if path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
+        loopback = self.config.host in ("127.0.0.1", "localhost", "::1")
+        if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), self.config.allow_origins,
+                              loopback_only=loopback):
+            self.stats["rejected"] += 1
+            return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed (see --allow-origin)\n")
         if not check_token(self.config.token, token_from_request(request.path, request.headers)):
             self.stats["rejected"] += 1
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
@@ -236,6 +287,8 @@ class CaptionServer:
         if not self.config.serve_web:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         name = path.lstrip("/") or "index.html"
+        if name == "ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint: upgrade requests only\n")
         if name == "events.schema.json":
             file = SCHEMA_PATH
         else:
@@ -267,6 +320,7 @@ class CaptionServer:
             return
         if isinstance(event, EndOfStream):
             self._conns.pop(event.stream_id, None)
+            self._schedule_trim()
         if conn.gone:
             return
         if isinstance(event, PartialTranscript) and not conn.cfg.partials:
@@ -275,8 +329,7 @@ class CaptionServer:
             event = self._rename_speakers(conn, event)
         if not conn.out.put_nowait(event):
             # Full of events that must arrive (finals, errors): the client does not read.
-            self._abandon(conn, 1008, "slow consumer: outbound queue full")
-            self.stats["slow_consumers"] += 1
+            self._slow_consumer(conn, "outbound queue full")
 
     def _emit_local(self, conn: _Conn, exc: ProtocolError) -> None:
         """A protocol error of this connection: an ``error`` event on its own outbound edge."""
@@ -286,8 +339,7 @@ class CaptionServer:
         sample = conn.source.samples_fed * SAMPLE_RATE_HZ // conn.cfg.sample_rate_hz
         ev = ErrorEvent(conn.stream_id, sample, code=exc.code, message=exc.message, fatal=exc.fatal)
         if not conn.out.put_nowait(ev):
-            self._abandon(conn, 1008, "slow consumer: outbound queue full")
-            self.stats["slow_consumers"] += 1
+            self._slow_consumer(conn, "outbound queue full")
 
     def _abandon(self, conn: _Conn, code: int, reason: str) -> None:
         """Stop serving ``conn``: end its stream and close the socket without waiting for the client."""
@@ -295,8 +347,49 @@ class CaptionServer:
             return
         conn.gone = True
         conn.close_code, conn.close_reason = code, reason
-        conn.source.end()
+        self._discard(conn)
         conn.out.put_control(_Wake())
+
+    def _slow_consumer(self, conn: _Conn, why: str) -> None:
+        if not conn.gone:
+            self.stats["slow_consumers"] += 1
+            log.warning("stream %s: closed as a slow consumer (1008): %s", conn.stream_id, why)
+        self._abandon(conn, 1008, f"slow consumer: {why}")
+
+    def _discard(self, conn: _Conn) -> None:
+        """Nobody will read this stream's results: drop its audio not yet processed, end it."""
+        rate = conn.cfg.sample_rate_hz
+        n = conn.source.discard() + self.graph.cancel_stream(conn.stream_id)
+        self.stats["discarded_s"] += n / rate
+
+    # ------------------------------------------------------------------ memory
+
+    def _schedule_trim(self) -> None:
+        """A stream ended: in ``trim_memory_s``, give freed heap pages back to the OS.
+
+        Per-stream objects are gone once a stream ends, but glibc keeps the freed memory of its
+        arenas (the recogniser's executor threads allocate in their own), so RSS stays at its
+        peak; ``malloc_trim(0)`` releases it. It runs in a thread, never on the loop."""
+        if self.config.trim_memory_s is None or _MALLOC_TRIM is None or self._trim_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._trim_handle = loop.call_later(self.config.trim_memory_s, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_handle = None
+        if self._trimming or _MALLOC_TRIM is None:
+            return
+        self._trimming = True
+        self.stats["memory_trims"] += 1
+        fut = asyncio.get_running_loop().run_in_executor(None, _MALLOC_TRIM, 0)
+
+        def done(_: Any) -> None:
+            self._trimming = False
+
+        fut.add_done_callback(done)
 
     def _rename_speakers(self, conn: _Conn, event: Event) -> Event:
         """Map engine speaker labels to the client's display names, in order of first appearance."""
@@ -377,7 +470,10 @@ class CaptionServer:
         except ConfigError as exc:
             await self._close_with_error(ws, sid, ProtocolError("unknown_language", str(exc), fatal=True))
             return None
-        source = PushSource(sid, cfg.sample_rate_hz)
+        # A ``block`` capture edge: when the shared graph falls behind, feed() waits, this
+        # connection's reader stops reading its socket and TCP slows the client down. A
+        # WebSocket client can be slowed, so its audio is delayed, never dropped.
+        source = PushSource(sid, cfg.sample_rate_hz, capture_edge=EdgeSpec(64, "block"))
         out = Edge(f"ws:{sid}", EdgeSpec(self.config.outbound_queue, "drop_oldest"))
         conn = _Conn(sid, ws, cfg, source, out)
         self._conns[sid] = conn
@@ -402,48 +498,106 @@ class CaptionServer:
     async def _serve_stream(self, conn: _Conn) -> None:
         sender = asyncio.create_task(self._send_loop(conn), name=f"ws-send:{conn.stream_id}")
         reader = asyncio.create_task(self._read_loop(conn), name=f"ws-read:{conn.stream_id}")
+        tasks = {sender, reader}
+        tasks.add(asyncio.create_task(self._watch_close(conn), name=f"ws-watch:{conn.stream_id}"))
+        if self.config.ping_interval_s is not None:
+            tasks.add(asyncio.create_task(self._keepalive(conn), name=f"ws-ping:{conn.stream_id}"))
         try:
             await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
             if reader.done() and not sender.done():
-                # The client closed or vanished: nobody will read what is left.
+                # "end", an idle close or a fatal error: the stream's last events go out (bounded);
+                # if the client closed or vanished, its socket is no longer OPEN and nobody reads.
                 if reader.exception() is None and conn.ws.state is websockets.State.OPEN:
                     await asyncio.wait({sender}, timeout=self.config.eos_timeout_s)
         finally:
-            for t in (sender, reader):
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(sender, reader, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             try:
                 await asyncio.wait_for(conn.ws.close(conn.close_code, conn.close_reason), self.config.close_timeout_s * 2)
             except (asyncio.TimeoutError, websockets.ConnectionClosed):
                 pass
 
     async def _send_loop(self, conn: _Conn) -> None:
+        limit = self.config.ping_timeout_s
         while True:
             item = await conn.out.get()
             if conn.gone:
                 return
             if not isinstance(item, Event):
                 continue
-            await conn.ws.send(item.to_json())
+            try:
+                # Blocks only while the socket's buffers are full: the client reads nothing.
+                await _within(conn.ws.send(item.to_json()), limit)
+            except asyncio.TimeoutError:
+                self._slow_consumer(conn, f"no data accepted for {limit:g} s")
+                return
             if isinstance(item, EndOfStream):
                 return
 
+    async def _watch_close(self, conn: _Conn) -> None:
+        """The connection closed (or vanished) while its stream still had audio to come: nobody
+        will read the results, so its pending audio goes, even while the reader is held back."""
+        await conn.ws.wait_closed()
+        if not conn.finishing:
+            self._discard(conn)
+
+    async def _keepalive(self, conn: _Conn) -> None:
+        """Ping every ``ping_interval_s``; no pong within ``ping_timeout_s`` means the client does
+        not read its socket (or is gone): close it as a slow consumer, with code and reason, rather
+        than let a keepalive failure reset the connection."""
+        interval, limit = self.config.ping_interval_s, self.config.ping_timeout_s
+        assert interval is not None
+        try:
+            while not conn.gone:
+                await asyncio.sleep(interval)
+                pong = await _within(conn.ws.ping(), limit)
+                sent = time.monotonic()
+                while True:
+                    try:
+                        await _within(asyncio.shield(pong), limit)
+                        break
+                    except asyncio.TimeoutError:
+                        # While the server itself holds back reading (back-pressure), the pong
+                        # waits behind the client's audio: that is not the client's fault.
+                        if not (conn.held or conn.held_until > sent):
+                            raise
+                        sent = time.monotonic()
+        except asyncio.TimeoutError:
+            self._slow_consumer(conn, f"no pong within {limit:g} s")
+        except websockets.ConnectionClosed:
+            pass
+
     async def _read_loop(self, conn: _Conn) -> None:
         lim = self.config.limits
+        idle = self.config.idle_timeout_s
         now = time.monotonic()
         audio_bucket = TokenBucket.full(lim.burst_audio_s, lim.max_realtime_factor, now)
         msg_bucket = TokenBucket.full(float(lim.burst_messages), lim.max_messages_per_s, now)
-        limited = 0
-        last_limited_report = 0.0
+        last_audio = now
         ended = False
         expected = 0  # next sample offset, for offset-header streams
         try:
-            async for message in conn.ws:
-                now = time.monotonic()
-                ok, msg_bucket = bucket_take(msg_bucket, 1.0, now)
+            while True:
+                timeout = None if ended or idle is None else max(0.0, last_audio + idle - time.monotonic())
                 try:
-                    if not ok:
-                        raise _RateLimited()
+                    message = await _within(conn.ws.recv(), timeout)
+                except asyncio.TimeoutError:
+                    self.stats["idle_closed"] += 1
+                    self._emit_local(conn, ProtocolError("idle_timeout", f"no audio for {idle:g} s", fatal=True))
+                    conn.close_code, conn.close_reason = 1008, f"idle: no audio for {idle:g} s"
+                    ended = conn.finishing = True
+                    break
+                if conn.gone:
+                    break
+                if not ended and conn.ws.state is not websockets.State.OPEN:
+                    self._discard(conn)  # messages queued before the client vanished: nobody reads the result
+                    break
+                now = time.monotonic()
+                # Back-pressure, never drops: over the message or audio rate, stop reading the socket
+                # until the bucket allows this message (TCP flow control holds the client back).
+                wait, msg_bucket = bucket_debit(msg_bucket, 1.0, now)
+                try:
                     if isinstance(message, bytes):
                         if ended:
                             continue  # audio after "end" is ignored
@@ -451,36 +605,44 @@ class CaptionServer:
                         if conn.cfg.offset_header:
                             offset, message = split_offset_header(message)
                         x = decode_audio(message, conn.cfg.sample_format, lim)
-                        ok, audio_bucket = bucket_take(audio_bucket, x.shape[0] / conn.cfg.sample_rate_hz, now)
-                        if not ok:
-                            raise _RateLimited()
+                        last_audio = now
+                        audio_wait, audio_bucket = bucket_debit(audio_bucket, x.shape[0] / conn.cfg.sample_rate_hz, now)
+                        wait = max(wait, audio_wait)
+                        await self._throttle(conn, wait)
+                        wait = 0.0
                         if offset is not None:
                             max_gap = int(lim.max_gap_s * conn.cfg.sample_rate_hz)
                             x, expected, _ = align_to_offset(x, offset, expected, max_gap)
-                        await conn.source.feed(x)
+                        if conn.source.inbox_full:  # the graph is behind: wait, not reading the socket
+                            conn.held = True
+                            try:
+                                await conn.source.feed(x)
+                            finally:
+                                conn.held, conn.held_until = False, time.monotonic()
+                        else:
+                            await conn.source.feed(x)
+                        last_audio = time.monotonic()  # idle time counts from here, not during a hold
                     else:
+                        await self._throttle(conn, wait)
+                        wait = 0.0
                         msg = parse_control(message, lim)
                         if isinstance(msg, EndOfAudio):
-                            ended = True
+                            ended = conn.finishing = True
                             conn.source.end()
                         elif isinstance(msg, SetSpeakers):
                             self._set_speakers(conn, msg)
                         elif isinstance(msg, StartConfig):
                             raise ProtocolError("bad_control", "'start' was already received; ignored")
-                except _RateLimited:
-                    limited += 1
-                    self.stats["rate_limited"] += 1
-                    if now - last_limited_report >= 1.0:
-                        last_limited_report = now
-                        self._emit_local(conn, ProtocolError("rate_limited", f"rate limit exceeded: {limited} frames dropped so far"))
                 except ProtocolError as exc:
+                    await self._throttle(conn, wait)
                     self._emit_local(conn, exc)
                     if exc.fatal:
                         conn.close_code, conn.close_reason = 1008, exc.code
                         conn.source.end()
-                        ended = True
+                        ended = conn.finishing = True
         except websockets.ConnectionClosed:
-            pass
+            if not ended:
+                self._discard(conn)  # the client closed or vanished without "end": nobody reads the rest
         conn.source.end()
 
     def _set_language(self, stream_id: str, language: str | None, clear: bool = False) -> None:
@@ -494,6 +656,15 @@ class CaptionServer:
         for hook in hooks:
             hook(stream_id, language)
 
+    async def _throttle(self, conn: _Conn, wait: float) -> None:
+        if wait > 0:
+            self.stats["throttled_s"] += wait
+            conn.held = True
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                conn.held, conn.held_until = False, time.monotonic()
+
     def _set_speakers(self, conn: _Conn, msg: SetSpeakers) -> None:
         if msg.names:
             conn.speaker_names = msg.names
@@ -504,8 +675,30 @@ class CaptionServer:
                 hook(conn.stream_id, msg.num_speakers, msg.names)
 
 
-class _RateLimited(Exception):
-    pass
+if sys.version_info >= (3, 11):
+
+    async def _within(aw: Any, timeout: float | None) -> Any:
+        """``await aw`` with a timeout (None: none). Unlike 3.11's ``wait_for``, a cancellation
+        that arrives as ``aw`` completes is never swallowed, so a cancelled reader stops."""
+        async with asyncio.timeout(timeout):
+            return await aw
+
+else:  # pragma: no cover
+    _within = asyncio.wait_for
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_MALLOC_TRIM = _find_malloc_trim()
 
 
 @dataclass(frozen=True, slots=True)

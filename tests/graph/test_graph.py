@@ -441,3 +441,43 @@ async def test_sources_added_while_running_are_released_when_they_end():
     ends = [e.stream_id for e in sink.events if isinstance(e, EndOfStream)]
     assert sorted(ends[:5]) == [f"conn{i}" for i in range(5)] and ends[5:] == ["conn0"]
     assert no_other_tasks() == []
+
+
+async def test_cancel_stream_drops_its_audio_skips_its_work_and_still_ends_it():
+    """``Graph.cancel_stream`` (a network client vanished): nodes drop the stream's audio, the
+    stream still ends (EOS at the tail, nodes forget it), other streams are untouched."""
+    from stream.net.push_source import PushSource
+
+    class Slow(Node):
+        def __init__(self):
+            super().__init__("slow")
+            self.samples: dict[str, int] = {}
+
+        async def process(self, event):
+            if isinstance(event, AudioChunk):
+                await asyncio.sleep(0.005)
+                self.samples[event.stream_id] = self.samples.get(event.stream_id, 0) + event.samples.shape[0]
+            await self.push(event)
+
+    slow, ends = Slow(), []
+    g = Graph(nodes=[slow], on_event=lambda e: ends.append(e.stream_id) if isinstance(e, EndOfStream) else None)
+    await g.start()
+    a, b = (PushSource(s, 16000, capture_edge=EdgeSpec(64, "block")) for s in ("a", "b"))
+    await g.start_source(a)
+    await g.start_source(b)
+    for _ in range(100):  # 100 chunks each: 0.5 s of work per stream
+        await a.feed(np.zeros(160, np.float32))
+        await b.feed(np.zeros(160, np.float32))
+    dropped = a.discard() + g.cancel_stream("a")
+    b.end()
+
+    async def both_ended():
+        while set(ends) != {"a", "b"}:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(both_ended(), 10)
+    assert slow.samples["b"] == 100 * 160  # the other stream: every sample
+    assert slow.samples.get("a", 0) + dropped <= 100 * 160 and slow.samples.get("a", 0) < 100 * 160
+    assert not slow.open_streams and not g.sources and not g._ctx.cancelled
+    assert g.cancel_stream("a") == 0  # an ended stream: nothing to do
+    await g.stop()

@@ -16,10 +16,12 @@ from stream.net.protocol import (
     SetSpeakers,
     StartConfig,
     TokenBucket,
+    bucket_debit,
     bucket_take,
     check_token,
     decode_audio,
     encode_audio,
+    origin_allowed,
     parse_control,
     ready_message,
     token_from_request,
@@ -184,6 +186,43 @@ def test_fuzz_json_shapes():
 
 
 # --------------------------------------------------------------------------- rate limit, auth, ready
+
+
+def test_bucket_debit_waits_instead_of_refusing():
+    b = TokenBucket.full(capacity=2.0, rate=4.0, now=0.0)
+    wait, b = bucket_debit(b, 1.5, 0.0)
+    assert wait == 0.0 and b.tokens == pytest.approx(0.5)
+    wait, b = bucket_debit(b, 1.5, 0.0)  # one token short: wait until it has refilled
+    assert wait == pytest.approx(0.25) and b.tokens == pytest.approx(-1.0)
+    wait, b = bucket_debit(b, 3.0, 0.25)  # more than the capacity still passes, after a longer wait
+    assert wait == pytest.approx(0.75)
+    wait, b = bucket_debit(b, 0.5, 100.0)  # refilled, capped at capacity
+    assert wait == 0.0 and b.tokens == pytest.approx(1.5)
+    # The long-run rate is the bucket's: 100 takes of 1 token at t=0 wait up to (100 - 2) / 4 s.
+    b, waits = TokenBucket.full(2.0, 4.0, 0.0), []
+    for _ in range(100):
+        w, b = bucket_debit(b, 1.0, 0.0)
+        waits.append(w)
+    assert waits[:2] == [0.0, 0.0] and waits[-1] == pytest.approx(98 / 4)
+
+
+@pytest.mark.parametrize("origin, host, allowed, loopback, ok", [
+    (None, "127.0.0.1:8765", (), True, True),  # not a browser
+    ("http://127.0.0.1:8765", "127.0.0.1:8765", (), True, True),  # the page itself
+    ("http://LOCALHOST:8765/", "localhost:8765", (), True, True),
+    ("http://[::1]:8765", "[::1]:8765", (), True, True),
+    ("http://127.0.0.1:9999", "127.0.0.1:8765", (), True, False),  # another local port is another origin
+    ("http://evil.example", "127.0.0.1:8765", (), True, False),
+    ("http://evil.example:8765", "evil.example:8765", (), True, False),  # DNS rebinding
+    ("http://box.lan:8765", "box.lan:8765", (), False, True),  # --host 0.0.0.0: the LAN name is the page's
+    ("null", "127.0.0.1:8765", (), True, False),
+    ("https://app.example", "127.0.0.1:8765", ("https://app.example",), True, True),
+    ("https://app.example", "127.0.0.1:8765", ("https://other.example",), True, False),
+    ("https://anything.example", "127.0.0.1:8765", ("*",), True, True),
+    ("http://127.0.0.1:8765", None, (), True, False),
+])
+def test_origin_allowed(origin, host, allowed, loopback, ok):
+    assert origin_allowed(origin, host, allowed, loopback_only=loopback) is ok
 
 
 def test_token_bucket_refills_and_refusal_costs_nothing():
