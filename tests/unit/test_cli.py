@@ -26,7 +26,7 @@ OPTIONS = [
 ]
 SERVE_OPTIONS = [
     "--host", "--port", "--token", "--model", "--vad", "--mode", "--chunk-ms", "--lookahead-ms", "--max-connections",
-    "--max-frame-bytes", "--web", "--diarize", "--max-speakers", "--max-batch", "--language",
+    "--max-frame-bytes", "--web", "--diarize", "--max-speakers", "--max-batch", "--language", "--idle-timeout", "--allow-origin",
 ]
 EVAL_OPTIONS = [
     "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--vad", "--mode", "--chunk-ms",
