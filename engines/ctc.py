@@ -162,6 +162,11 @@ def greedy_decode(tokenizer: CTCTokenizer, logits: np.ndarray) -> str:
     return tokenizer.decode(np.asarray(logits).argmax(axis=-1).tolist())
 
 
+def _tidy(text: str) -> str:
+    """Single-spaced and trimmed: a doubled word delimiter (``A AS  NOG``) never shows as two spaces."""
+    return " ".join(text.split())
+
+
 def _to_numpy(frames: object) -> np.ndarray:
     if hasattr(frames, "detach"):
         frames = frames.detach().to("cpu").float().numpy()  # type: ignore[attr-defined]
@@ -366,7 +371,7 @@ class _Run:
                     index=self.next_index,
                     revision=self.revision + 1,
                     is_final=True,
-                    text=text,
+                    text=_tidy(text),
                     words=words,
                     start_sample=start,
                     end_sample=end,
@@ -423,6 +428,7 @@ class _Run:
         else:
             text = d.tokenizer.text_of_spans(self.spans)
             words = self._timed(d.tokenizer.words_of_spans(self.spans), 0, self.spans, self.conf)
+        text = _tidy(text)
         if not d.emit_unchanged_partials and self.last_partial == (text, words):
             return
         start, end = self._extent(words, self.seg_start, self.frame)

@@ -257,3 +257,12 @@ def test_vad_cut_at_a_chunk_boundary_closes_without_waiting_for_the_next_chunk()
     ups, st = dec.step(logits_of([B, B, B, B]), 4, st)
     assert [(u.is_final, u.reason, u.endpoint_sample) for u in ups] == [(True, "vad", 8 * 320)]
     assert st.pending_cuts == () and st.seg_start == 8
+
+
+def test_final_and_partial_text_is_single_spaced_and_trimmed() -> None:
+    """Greedy text with a doubled word delimiter ("A AS  NOG") comes out single-spaced."""
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None))
+    ids = [D, B, ID["A"], D, ID["A"], ID["S"], D, B, D, ID["N"], ID["O"], B, D, B]
+    ups = run(dec, ids, chunk=4)
+    assert ups and all(u.text == " ".join(u.text.split()) for u in ups)
+    assert [u.text for u in ups if u.is_final] == ["A AS NO"]
