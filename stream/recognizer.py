@@ -16,7 +16,9 @@ never waits on the model.  The decoder's updates become events:
   final takes the next one.
 
 Segments close on the CTC endpoint rules (``RecognizerConfig.endpoint``), on a
-:class:`SpeechEnded` from an upstream VAD node (cut at its ``sample``), on a ``Flush``
+:class:`SpeechEnded` from an upstream VAD node (cut at its ``sample``; the frames the engine still
+buffers are peeked at so the final comes at once, and a cut that falls inside a word waits for
+the word's end, see :meth:`engines.ctc.StreamingCTCDecoder.request_endpoint`), on a ``Flush``
 control frame (decoder only: the engine keeps its audio), and at end of stream (engine flushed,
 then the decoder; every final precedes the stream's ``EndOfStream``).
 
@@ -85,6 +87,9 @@ class RecognizerConfig:
     rule2_min_trailing_silence_ms: int | None = 1200
     max_utterance_ms: int = 20_000
     vad_endpoints: bool = True  # close segments on SpeechEnded from a VAD node
+    # at a VAD end, decode the frames the engine still buffers (a peek: its state is immutable) so
+    # the final does not wait for the chunk to fill; those frames are not decoded twice
+    peek_at_vad_end: bool = True
     emit_unchanged_partials: bool = False
     # n-gram LM beam search for finals (engines.lm); partials stay greedy unless partial_beam_width > 0.
     # lm_path "none" (NO_LM): no LM, not even the checkpoint's own language_model/ folder.
@@ -115,6 +120,7 @@ class RecognizerStats:
     steps: int = 0
     batches: int = 0  # step_batch forwards of more than one stream
     largest_batch: int = 1
+    peeks: int = 0  # VAD ends closed at once on the engine's buffered frames
 
     @property
     def rtf(self) -> float:
@@ -441,12 +447,27 @@ class Recognizer(Node):
                 await self._audio(event)
                 return
             await self._drain()  # every other event goes after the audio before it
-        if isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
-            st = self._streams[event.stream_id]
-            updates, dec = self.decoder.request_endpoint(st.decoder, event.sample - st.origin)
-            self._streams[event.stream_id] = dataclasses.replace(st, decoder=dec)
-            await self._emit(event.stream_id, st.origin, updates)
+            if isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
+                st = self._streams[event.stream_id]
+                updates, st = await self._executor.run(self._vad_end, st, event.sample)
+                self._streams[event.stream_id] = st
+                await self._emit(event.stream_id, st.origin, updates)
         await self.push(event)
+
+    def _vad_end(self, st: _Stream, sample: int) -> tuple[tuple[Any, ...], _Stream]:
+        """Close the segment at a VAD speech end. When the engine still buffers audio before the
+        cut (its chunk is not complete), peek at those frames (``flush`` on the immutable engine
+        state, which goes on unchanged) so the final comes now, not when the chunk is complete."""
+        t0 = time.perf_counter()
+        at = sample - st.origin
+        lookahead = None
+        if self.config.peek_at_vad_end and self.decoder.sample_to_frame(at) > st.decoder.frame:
+            peek = self.model.flush(st.engine)
+            lookahead = (peek.frames, peek.start_frame)
+            self.stats.peeks += 1
+        updates, dec = self.decoder.request_endpoint(st.decoder, at, lookahead=lookahead)
+        self.stats.compute_s += time.perf_counter() - t0
+        return updates, dataclasses.replace(st, decoder=dec)
 
     async def _audio(self, chunk: AudioChunk) -> None:
         sid = chunk.stream_id
