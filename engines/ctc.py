@@ -215,6 +215,7 @@ class StreamingCTCDecoder:
         self.cut_window = min(self.rule3 // 4, endpoint.frames(5000, samples_per_frame) or 1)
         self.word_guard_frames = endpoint.frames(60, samples_per_frame) or 1  # VAD cut inside a word: letters this close
         self.max_cut_wait = endpoint.frames(1000, samples_per_frame) or 1  # a VAD cut waits at most 1 s for a word end
+        self.peek_slack = endpoint.frames(80, samples_per_frame) or 1  # a peeked cut may move this far back
         self.keep_log_probs = final_decoder is not None or partial_decoder is not None
 
     # ------------------------------------------------------------------ public API
@@ -268,6 +269,12 @@ class StreamingCTCDecoder:
             return (), st
         frames, start = lookahead
         arr = _to_numpy(frames)
+        end = start + arr.shape[0]
+        if start == state.frame and end < cut <= end + self.peek_slack:
+            # the engine's last frames need audio past its input (the frontend's window): the cut
+            # moves back onto the last peeked frame, inside the hangover's silence
+            cut = max(end, state.seg_start + 1)
+            st = replace(state, pending_cuts=tuple(sorted({*state.pending_cuts, cut})))
         if start != state.frame or not arr.shape[0]:
             if cut <= state.frame:
                 run = _Run(self, state)

@@ -1,0 +1,157 @@
+"""Captions on time: finalisation latency, segment lengths and sentence joins, old settings beside new.
+
+Part ``latency``: ``stream.eval.evaluate`` (the ``speechstream eval`` pipeline: paced source ->
+Resample -> VAD -> Recognizer, 4 streams at once, the bundled model, beam 32 + its 3-gram LM on the
+finals) on the first ``--utts`` utterances of held-out LJ Speech (``ljspeech_test``: rows i % 3 != 0
+of ``../shared/corpora/ljspeech_subset``), each paced in real time and followed by 2 s of silence.
+Finalisation latency = wall time of the final covering the end of speech minus the moment the end
+of speech (energy, 30 dB below the loudest 20 ms frame) was delivered. Each setting runs in the
+same process, one after the other, on the same utterances:
+
+- ``old``: the settings before this change (webrtc aggressiveness 2, pad 200 / hangover 200 /
+  min speech 90 / min silence 400 ms, the final waits for the engine's chunk) and ``eval``'s old
+  100 ms source blocks: today's figure;
+- ``old, 20 ms blocks``: the same with the microphone's 20 ms blocks (eval's new default);
+- ``new``: the new defaults (webrtc 3, 100 / 100 / 60 / 150 ms, peek at the VAD end), 20 ms blocks;
+- ``new, 100 ms blocks``; ``new, silero``.
+
+Part ``segments``: the first ``--files`` held-out LJ Speech files read back to back (each file whole,
+as recorded, with its own leading and trailing silence), unpaced, old and new settings. Reports
+the distribution of final (segment) lengths, how many of the joins between files (sentence ends)
+became segment boundaries (an endpoint inside the silence between the two files' speech, +-0.1 s),
+and how many boundaries fell inside a file (pauses inside LJ's multi-clause sentences, or max length).
+
+    .venv/bin/python bench/bench_finals.py --part latency --utts 12
+    .venv/bin/python bench/bench_finals.py --part segments --files 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stream.eval import EvalConfig, _load_audio, _pct, evaluate, speech_extent  # noqa: E402
+
+CORPORA = next((p for p in (ROOT.parent / "shared" / "corpora", ROOT.parent.parent / "shared" / "corpora") if p.is_dir()),
+               ROOT.parent / "shared" / "corpora")
+OLD = dict(vad_pre_speech_pad_ms=200, vad_hangover_ms=200, vad_min_speech_ms=90, vad_min_silence_ms=400,
+           vad_aggressiveness=2, peek_at_vad_end=False)
+
+
+def lj_test_manifest(out: Path) -> Path:
+    with open(CORPORA / "ljspeech_subset" / "manifest.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    test = [r for i, r in enumerate(rows) if i % 3]
+    out.write_text("audio\ttext\n" + "".join(f"{CORPORA / 'ljspeech_subset' / r['audio']}\t{r['text']}\n" for r in test))
+    return out
+
+
+def latency(manifest: Path, utts: int) -> None:
+    settings = [
+        ("old (today: webrtc 2, 200/200/90/400 ms, final waits for the chunk), 100 ms blocks", dict(OLD, block_ms=100)),
+        ("old, 20 ms blocks", dict(OLD, block_ms=20)),
+        ("new defaults (webrtc 3, 100/100/60/150 ms, peek at VAD end), 20 ms blocks", {}),
+        ("new defaults, 100 ms blocks", dict(block_ms=100)),
+        ("new defaults, silero (0.7, 100/100/60/200 ms), 20 ms blocks", dict(vad="silero")),
+    ]
+    print(f"held-out LJ Speech, first {utts} utterances of ljspeech_test; 4 streams at once, real time; bundled model, "
+          f"cached 640 ms chunks, beam 32 + bundled LM finals; load average at start {os.getloadavg()[0]:.1f}")
+    print()
+    print("| setting | final latency P50 / P95 | first partial P50 | streaming WER | finals | RTF |")
+    print("|---|---|---|---|---:|---:|")
+    for name, kw in settings:
+        r = evaluate(EvalConfig(manifest=manifest, limit=utts, **kw), log=lambda m: None)
+        fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
+        fps = [u.first_partial_latency_s for u in r.utterances if u.first_partial_latency_s is not None]
+        n = sum(len(u.endpoint_reasons) for u in r.utterances)
+        print(f"| {name} | {1000 * _pct(fls, .5):.0f} / {1000 * _pct(fls, .95):.0f} ms | {1000 * _pct(fps, .5):.0f} ms | "
+              f"{100 * r.streaming[0]:.1f} % | {n} | {r.rtf:.3f} |", flush=True)
+    print()
+    print("CPU: the shared 2-core box with other work running (see the load average): wall-clock latencies are")
+    print("pessimistic; compare the rows (same run, same utterances).")
+
+
+async def _run_pipeline(x: np.ndarray, kw: dict) -> list:
+    from stream.events import Endpoint, FinalTranscript
+    from stream.graph import Graph
+    from stream.node import Collect
+    from stream.recognizer import Recognizer, RecognizerConfig
+    from stream.resample import Resample
+    from stream.sources.array import ArraySource
+    from stream.config import default_model_dir
+
+    cfg = EvalConfig(manifest=Path("."), **kw)
+    rcfg = RecognizerConfig(peek_at_vad_end=cfg.peek_at_vad_end, max_utterance_ms=cfg.max_utterance_ms)
+    collect = Collect(keep_audio=False)
+    graph = Graph([ArraySource(x, 16000, stream_id="lj", block=1600)],
+                  [Resample(), cfg.vad_node(), Recognizer(str(default_model_dir()), rcfg), collect], bug_policy="raise")
+    await graph.run(timeout_s=900)
+    out = []
+    events = collect.events
+    for i, e in enumerate(events):
+        if isinstance(e, FinalTranscript) and e.text:
+            ep = next(f for f in events[i + 1 :] if isinstance(f, Endpoint) and f.segment_id == e.segment_id)
+            out.append((e, ep))
+    return out
+
+
+def segments(manifest: Path, files: int) -> None:
+    rows = manifest.read_text().splitlines()[1 : files + 1]
+    audios = [_load_audio(Path(r.split("\t")[0])) for r in rows]
+    x = np.concatenate(audios)
+    joins, pos = [], 0
+    for i, a in enumerate(audios[:-1]):
+        s0, e0 = speech_extent(a)
+        s1, _ = speech_extent(audios[i + 1])
+        joins.append((pos + e0, pos + len(a) + s1))
+        pos += len(a)
+    gaps = [(b - a) / 16000 for a, b in joins]
+    print(f"{files} held-out LJ Speech files back to back: {len(x) / 16000:.0f} s, {len(joins)} joins; silence at the joins "
+          f"(speech end to next speech start) P10 / P50 / P90 {np.percentile(gaps, 10):.2f} / {np.percentile(gaps, 50):.2f} / "
+          f"{np.percentile(gaps, 90):.2f} s")
+    print()
+    print("| setting | finals | length P10 / P50 / P90 / max (s) | joins that became boundaries | boundaries inside a file | "
+          "max-length cuts | wall s |")
+    print("|---|---:|---|---|---:|---:|---:|")
+    for name, kw in (("old (webrtc 2, 200/200/90/400 ms)", OLD), ("new defaults (webrtc 3, 100/100/60/150 ms)", {}),
+                     ("new defaults, silero", dict(vad="silero"))):
+        t0 = time.perf_counter()
+        finals = asyncio.run(_run_pipeline(x, kw))
+        wall = time.perf_counter() - t0
+        lens = [(f.end_sample - f.sample) / 16000 for f, _ in finals]
+        cuts = [ep.sample for _, ep in finals[:-1]]
+        hit = sum(any(a - 1600 <= c <= b + 1600 for c in cuts) for a, b in joins)
+        inside = sum(not any(a - 1600 <= c <= b + 1600 for a, b in joins) for c in cuts)
+        maxlen = sum(ep.reason == "max_length" for _, ep in finals)
+        print(f"| {name} | {len(finals)} | {np.percentile(lens, 10):.1f} / {np.percentile(lens, 50):.1f} / "
+              f"{np.percentile(lens, 90):.1f} / {max(lens):.1f} | {hit} of {len(joins)} | {inside} | {maxlen} | {wall:.0f} |", flush=True)
+    print()
+    print("length = first word start to last word end of each final with text; a boundary is a final's endpoint.")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=("latency", "segments"), required=True)
+    ap.add_argument("--utts", type=int, default=12)
+    ap.add_argument("--files", type=int, default=40)
+    args = ap.parse_args()
+    manifest = lj_test_manifest(Path(os.environ.get("TMPDIR", "/tmp")) / "speechstream_lj_test.tsv")
+    t0 = time.perf_counter()
+    (latency(manifest, args.utts) if args.part == "latency" else segments(manifest, args.files))
+    print(f"run: {time.perf_counter() - t0:.0f} s")
+    print("command: .venv/bin/python bench/bench_finals.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
