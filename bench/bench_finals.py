@@ -16,13 +16,15 @@ same process, one after the other, on the same utterances:
 - ``new, 100 ms blocks``; ``new, silero``.
 
 Part ``segments``: the first ``--files`` held-out LJ Speech files read back to back (each file whole,
-as recorded, with its own leading and trailing silence), unpaced, old and new settings. Reports
+as recorded, with its own leading and trailing silence; LJ's files are trimmed tight, so a join has
+only ~0.13 s of silence: ``--join-pause-s`` adds silence after each, as a reader pausing between
+sentences would), unpaced, old and new settings. Reports
 the distribution of final (segment) lengths, how many of the joins between files (sentence ends)
 became segment boundaries (an endpoint inside the silence between the two files' speech, +-0.1 s),
 and how many boundaries fell inside a file (pauses inside LJ's multi-clause sentences, or max length).
 
     .venv/bin/python bench/bench_finals.py --part latency --utts 12
-    .venv/bin/python bench/bench_finals.py --part segments --files 40
+    .venv/bin/python bench/bench_finals.py --part segments --files 40 [--join-pause-s 0.3]
 """
 
 from __future__ import annotations
@@ -106,9 +108,10 @@ async def _run_pipeline(x: np.ndarray, kw: dict) -> list:
     return out
 
 
-def segments(manifest: Path, files: int) -> None:
+def segments(manifest: Path, files: int, join_pause_s: float) -> None:
     rows = manifest.read_text().splitlines()[1 : files + 1]
-    audios = [_load_audio(Path(r.split("\t")[0])) for r in rows]
+    pause = np.zeros(int(join_pause_s * 16000), np.float32)
+    audios = [np.concatenate([_load_audio(Path(r.split("\t")[0])), pause]) for r in rows]
     x = np.concatenate(audios)
     joins, pos = [], 0
     for i, a in enumerate(audios[:-1]):
@@ -117,7 +120,8 @@ def segments(manifest: Path, files: int) -> None:
         joins.append((pos + e0, pos + len(a) + s1))
         pos += len(a)
     gaps = [(b - a) / 16000 for a, b in joins]
-    print(f"{files} held-out LJ Speech files back to back: {len(x) / 16000:.0f} s, {len(joins)} joins; silence at the joins "
+    extra = f" with {join_pause_s:.2f} s of silence added after each" if join_pause_s else ""
+    print(f"{files} held-out LJ Speech files back to back{extra}: {len(x) / 16000:.0f} s, {len(joins)} joins; silence at the joins "
           f"(speech end to next speech start) P10 / P50 / P90 {np.percentile(gaps, 10):.2f} / {np.percentile(gaps, 50):.2f} / "
           f"{np.percentile(gaps, 90):.2f} s")
     print()
@@ -145,10 +149,11 @@ def main() -> None:
     ap.add_argument("--part", choices=("latency", "segments"), required=True)
     ap.add_argument("--utts", type=int, default=12)
     ap.add_argument("--files", type=int, default=40)
+    ap.add_argument("--join-pause-s", type=float, default=0.0, help="silence added after each file (segments)")
     args = ap.parse_args()
     manifest = lj_test_manifest(Path(os.environ.get("TMPDIR", "/tmp")) / "speechstream_lj_test.tsv")
     t0 = time.perf_counter()
-    (latency(manifest, args.utts) if args.part == "latency" else segments(manifest, args.files))
+    (latency(manifest, args.utts) if args.part == "latency" else segments(manifest, args.files, args.join_pause_s))
     print(f"run: {time.perf_counter() - t0:.0f} s")
     print("command: .venv/bin/python bench/bench_finals.py " + " ".join(sys.argv[1:]))
 

@@ -348,3 +348,16 @@ def test_vad_cut_inside_a_word_waits_for_the_word_to_end() -> None:
     finals = [u for u in ups + u2 if u.is_final]
     assert [f.text for f in finals] == ["STOR"] and finals[0].reason == "vad"
     assert 9 * 320 <= finals[0].endpoint_sample <= 16 * 320
+
+
+def test_peeked_cut_just_past_the_engines_last_frame_closes_on_that_frame() -> None:
+    """The engine's last frame or two need audio beyond its input (the frontend's window): a VAD cut
+    up to 80 ms past the peeked frames closes now, on the last peeked frame; further, it waits."""
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None))
+    x = logits_of(spell([("NO", 12)]))
+    st = dec.init_state()
+    _, st = dec.step(x[:4], 0, st)
+    now, st2 = dec.request_endpoint(st, 12 * 320, lookahead=(x[4:10], 4))  # peeked frames end at 10, cut at 12
+    assert [(u.text, u.endpoint_sample) for u in now if u.is_final] == [("NO", 10 * 320)]
+    later, st3 = dec.request_endpoint(st, 16 * 320, lookahead=(x[4:10], 4))  # 120 ms past: pending
+    assert not [u for u in later if u.is_final] and st3.pending_cuts == (16,)
