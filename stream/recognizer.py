@@ -23,7 +23,8 @@ control frame (decoder only: the engine keeps its audio), and at end of stream (
 then the decoder; every final precedes the stream's ``EndOfStream``).
 
 ``mode="offline"`` recognises each VAD segment whole when it ends (the model's offline forward
-on the segment; ``speech=False`` audio is skipped), cut at ``max_utterance_ms``: finals only.
+on the segment; ``speech=False`` audio is skipped), cut at ``max_utterance_ms`` (in the quietest
+100 ms of the buffer's last quarter; the rest starts the next segment): finals only.
 
 Cross-stream batching (streaming modes): chunks of several streams that arrive together go
 through one ``LoadedModel.step_batch`` forward, at most ``max_batch`` of them (one per stream) and
@@ -210,6 +211,23 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
         partial_decoder=partial_dec,
         emit_unchanged_partials=cfg.emit_unchanged_partials,
     )
+
+
+def _quietest_cut(pieces: tuple[np.ndarray, ...], length: int) -> int:
+    """Offline max length: the middle of the quietest 100 ms (20 ms steps) in the buffer's last
+    quarter (at most 5 s), so the cut falls in a pause, not inside a word (no CTC frames yet)."""
+    x = np.concatenate(pieces)
+    step, win = 320, 1600
+    look = min(length // 4, 5 * SAMPLE_RATE_HZ)
+    a = max(0, length - look) // step * step
+    n = (length - a) // step
+    if n * step < win:
+        return length
+    e = np.square(x[a : a + n * step].astype(np.float64)).reshape(n, step).sum(axis=1)
+    k = win // step
+    run = np.convolve(e, np.ones(k), mode="valid")  # energy of each 100 ms window
+    best = len(run) - 1 - int(np.argmin(run[::-1]))  # the latest of equally quiet windows
+    return a + best * step + win // 2
 
 
 class Recognizer(Node):
@@ -428,7 +446,7 @@ class Recognizer(Node):
         seg = dataclasses.replace(seg, pieces=seg.pieces + (x,), length=seg.length + int(x.shape[0]))
         self._segments[sid] = seg
         if seg.length * 1000 >= self.config.max_utterance_ms * SAMPLE_RATE_HZ:
-            await self._offline_close(sid, "max_length")
+            await self._offline_close(sid, "max_length", upto=seg.start + _quietest_cut(seg.pieces, seg.length))
         await self.push(chunk)
 
     # -- hooks ---------------------------------------------------------------------------------

@@ -163,3 +163,45 @@ async def test_max_length_cuts_a_run_on_reading_at_a_pause_between_words() -> No
     words = " ".join(p for p, _ in pieces)
     assert " ".join(f.text for f in finals) == words  # every word whole, in order
     assert len(finals) >= 2 and finals[0].text.endswith("ON AND ON")
+
+
+class LoudModel(TrackModel):
+    """Offline: frame ``f`` of a segment spells "A" while the audio is loud, blank while quiet,
+    and a word delimiter at the first quiet frame: each burst is one word."""
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        n = x.shape[0] // SPF
+        rms = x[: n * SPF].reshape(n, SPF).pow(2).mean(1).sqrt().numpy()
+        ids = np.where(rms > 0.01, ID["A"], 0)
+        ids[1:][(rms[1:] <= 0.01) & (rms[:-1] > 0.01)] = ID["|"]
+        ids[1:][(ids[1:] == ID["A"]) & (ids[:-1] == ID["A"])] = 0  # one "A" per burst
+        return SimpleNamespace(frames=self._logits(ids)[None])
+
+    def _logits(self, ids: np.ndarray) -> torch.Tensor:
+        x = np.full((len(ids), len(LABELS)), -4.0, np.float32)
+        x[np.arange(len(ids)), ids] = 6.0
+        return torch.from_numpy(x)
+
+
+async def test_offline_max_length_cuts_in_the_quietest_stretch_not_inside_a_word() -> None:
+    """Offline mode buffers audio: at the maximum length it cuts at the quietest 100 ms of the last
+    quarter (the 0.25 s gap between two bursts, not a 50 ms dip inside one), not at the sample
+    where the length ran out."""
+    rng = np.random.default_rng(0)
+
+    def burst(s: float) -> np.ndarray:
+        return (0.3 * np.sin(2 * np.pi * 180 * np.arange(int(s * 16000)) / 16000) + 0.01 * rng.standard_normal(int(s * 16000))).astype(np.float32)
+
+    gap = np.zeros(4000, np.float32)  # 0.25 s
+    short = np.zeros(800, np.float32)  # 0.05 s: inside a "word"
+    x = np.concatenate([burst(1.0), short, burst(1.0), short, burst(1.0), gap, burst(0.6), short, burst(1.0)])
+    collect = Collect(keep_audio=False)
+    rec = Recognizer(LoudModel(np.zeros(0, int)), RecognizerConfig(mode="offline", max_utterance_ms=4000),
+                     decoder=StreamingCTCDecoder(TOK, SPF))
+    graph = Graph([ArraySource(x, 16000, stream_id="s", block=1600)], [rec, collect], bug_policy="raise")
+    await graph.run(timeout_s=60)
+    from stream.events import Endpoint
+
+    cuts = [e.sample for e in collect.events if isinstance(e, Endpoint) and e.reason == "max_length"]
+    gap_at = 3 * 16000 + 1600  # the 0.25 s gap: in the last quarter of the 4 s maximum
+    assert cuts and gap_at <= cuts[0] <= gap_at + 4000, cuts
