@@ -25,6 +25,7 @@ and how many boundaries fell inside a file (pauses inside LJ's multi-clause sent
 
     .venv/bin/python bench/bench_finals.py --part latency --utts 12
     .venv/bin/python bench/bench_finals.py --part segments --files 40 [--join-pause-s 0.3]
+    .venv/bin/python bench/bench_finals.py --part profile --utts 12   # the recogniser's work at a VAD end
 """
 
 from __future__ import annotations
@@ -144,16 +145,70 @@ def segments(manifest: Path, files: int, join_pause_s: float) -> None:
     print("length = first word start to last word end of each final with text; a boundary is a final's endpoint.")
 
 
+def profile(manifest: Path, utts: int) -> None:
+    """Where the new defaults' latency goes: the recogniser's work at each VAD end, timed in place."""
+    import stream.recognizer as rec_mod
+    from engines.lm import BeamDecoder
+
+    times: dict[str, list[float]] = {"peek forward (LoadedModel.flush)": [], "LM beam decode of a segment": [],
+                                     "whole VAD-end step (peek + decode + final)": []}
+    lm_orig, vad_orig = BeamDecoder.decode_segment, rec_mod.Recognizer._vad_end
+
+    def lm(self, lp):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        out = lm_orig(self, lp)
+        times["LM beam decode of a segment"].append(time.perf_counter() - t)
+        return out
+
+    def vad_end(self, st, sample):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        flush = type(self.model).flush
+
+        def timed_flush(state):  # type: ignore[no-untyped-def]
+            t1 = time.perf_counter()
+            out = flush(self.model, state)
+            times["peek forward (LoadedModel.flush)"].append(time.perf_counter() - t1)
+            return out
+
+        self.model.flush = timed_flush
+        try:
+            return vad_orig(self, st, sample)
+        finally:
+            del self.model.flush
+            times["whole VAD-end step (peek + decode + final)"].append(time.perf_counter() - t)
+
+    BeamDecoder.decode_segment, rec_mod.Recognizer._vad_end = lm, vad_end
+    try:
+        r = evaluate(EvalConfig(manifest=manifest, limit=utts), log=lambda m: None)
+    finally:
+        BeamDecoder.decode_segment, rec_mod.Recognizer._vad_end = lm_orig, vad_orig
+    fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
+    print(f"new defaults, first {utts} of ljspeech_test, real time, 4 at once; load average {os.getloadavg()[0]:.1f}; "
+          f"finalisation P50 {1000 * _pct(fls, .5):.0f} ms")
+    print()
+    print("| recogniser work at a VAD end | n | P50 | P95 |")
+    print("|---|---:|---:|---:|")
+    for k, v in times.items():
+        if v:
+            print(f"| {k} | {len(v)} | {1000 * _pct(v, .5):.0f} ms | {1000 * _pct(v, .95):.0f} ms |")
+    print("(the LM row also holds eval's offline pass, one decode per utterance)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=("latency", "segments"), required=True)
+    ap.add_argument("--part", choices=("latency", "segments", "profile"), required=True)
     ap.add_argument("--utts", type=int, default=12)
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--join-pause-s", type=float, default=0.0, help="silence added after each file (segments)")
     args = ap.parse_args()
     manifest = lj_test_manifest(Path(os.environ.get("TMPDIR", "/tmp")) / "speechstream_lj_test.tsv")
     t0 = time.perf_counter()
-    (latency(manifest, args.utts) if args.part == "latency" else segments(manifest, args.files, args.join_pause_s))
+    if args.part == "latency":
+        latency(manifest, args.utts)
+    elif args.part == "profile":
+        profile(manifest, args.utts)
+    else:
+        segments(manifest, args.files, args.join_pause_s)
     print(f"run: {time.perf_counter() - t0:.0f} s")
     print("command: .venv/bin/python bench/bench_finals.py " + " ".join(sys.argv[1:]))
 

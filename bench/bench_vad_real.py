@@ -242,6 +242,26 @@ def classifier_outputs(s: Set, kind: str) -> dict:
     return out
 
 
+def decision_delays(s: Set, kind: str, cfg: VadConfig, **kw: Any) -> tuple[list[float], int, int]:
+    """Fed in 10 ms pieces: ms from each labelled speech end that a pause of 250 ms or more follows
+    to the piece after which the segmenter emits its End (the VAD's decision), found / total."""
+    from stream.vad import make_segmenter
+
+    ends = [a * FRAME for v, a, b in _runs(s.labels) if not v and a > 0 and (b - a) * 10 >= 250]
+    seg = make_segmenter(kind, cfg, **kw)  # type: ignore[arg-type]
+    st = seg.init_state()
+    decided = []
+    for i in range(0, len(s.audio), FRAME):
+        out, st = seg.step(s.audio[i : i + FRAME], st)
+        decided += [i + FRAME for o in out if isinstance(o, End)]
+    delays = []
+    for e in ends:
+        after = [t for t in decided if e <= t < e + RATE]
+        if after:
+            delays.append((after[0] - e) * 1000 / RATE)
+    return delays, len(delays), len(ends)
+
+
 def _ms(c: VadConfig) -> tuple[int, int, int, int]:
     return (c.pre_speech_pad_ms, c.hangover_ms, c.min_speech_ms, c.min_silence_ms)
 
@@ -302,6 +322,16 @@ def main() -> None:
                 p, r, f = prf(segment(F, lab, len(s.audio), cfg), s)
                 row.append(f"{p:.3f} / {r:.3f} / {f:.3f}")
             print(f"| {label} | " + " | ".join(row) + " |")
+    print()
+    print("decision delay on the clean test set: from a labelled speech end followed by a pause >= 250 ms to the")
+    print("segment's End (audio fed in 10 ms pieces); 'found': pauses that ended a segment within 1 s")
+    print("| VAD (settings) | delay P50 / P90 | found |")
+    print("|---|---|---|")
+    for kind, cfg, kw in (("webrtc", OLD_DEFAULTS, {"aggressiveness": 2}), ("webrtc", DEFAULT_VAD_CONFIGS["webrtc"], {}),
+                          ("silero", OLD_DEFAULTS, {"threshold": 0.5}), ("silero", DEFAULT_VAD_CONFIGS["silero"], {})):
+        d, n, total = decision_delays(test, kind, cfg, **kw)
+        tag = "old" if cfg is OLD_DEFAULTS else "new"
+        print(f"| {kind} {tag} {_ms(cfg)} {kw or ''} | {np.percentile(d, 50):.0f} / {np.percentile(d, 90):.0f} ms | {n} of {total} |")
     print()
     print("settings = (pre-speech pad, hangover, min speech, min silence) ms; webrtc 30 ms frames.")
     print("The whole run: %.0f s on the shared box." % (time.perf_counter() - t0))
