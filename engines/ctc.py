@@ -26,9 +26,16 @@ whose argmax is the blank or the word delimiter:
 - rule 2: ``rule2_min_trailing_silence_ms`` of trailing silence after speech -> final (reason
   ``"silence"``);
 - rule 3: ``max_utterance_ms`` since the segment started -> final (reason ``"max_length"``); the
-  cut falls before the word still open, which moves to the next segment;
+  cut falls in the longest pause between words of the segment's last quarter (at most 5 s), and the
+  words after it start the next segment; while no word is complete the segment waits for the open
+  word to end (a single "word" of more than 1.5x the maximum is cut, to bound the state);
 - ``request_endpoint(state, sample)`` (VAD speech end) closes the segment once the frames up to
-  ``sample`` have been decoded (reason ``"vad"``); ``flush`` closes it with reason ``"eos"``.
+  ``sample`` have been decoded (reason ``"vad"``); with ``lookahead`` (frames the engine still
+  buffers, peeked at) it closes at once. A cut that falls between two letters of one word (no
+  delimiter between them, within 60 ms on either side) waits for the word's end (at most 1 s).
+  ``flush`` closes the segment with reason ``"eos"``.
+
+Text: finals and partials are single-spaced and trimmed (a doubled delimiter is one space).
 
 State is bounded: a segment never outlives ``max_utterance_ms``, so its token spans (and, when a
 re-decoder needs them, its log-probs) are bounded whatever the stream length.
