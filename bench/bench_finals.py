@@ -9,10 +9,10 @@ of speech (energy, 30 dB below the loudest 20 ms frame) was delivered. Each sett
 same process, one after the other, on the same utterances:
 
 - ``old``: the settings before this change (webrtc aggressiveness 2, pad 200 / hangover 200 /
-  min speech 90 / min silence 400 ms, the final waits for the engine's chunk) and ``eval``'s old
-  100 ms source blocks: today's figure;
+  min speech 90 / min silence 400 ms, CTC rule 2 at 1.2 s, the final waits for the engine's chunk)
+  and ``eval``'s old 100 ms source blocks: today's figure;
 - ``old, 20 ms blocks``: the same with the microphone's 20 ms blocks (eval's new default);
-- ``new``: the new defaults (webrtc 3, 100 / 100 / 60 / 150 ms, peek at the VAD end), 20 ms blocks;
+- ``new``: the new defaults (webrtc 3, 100 / 100 / 60 / 150 ms, rule 2 at 0.5 s, peek at the VAD end), 20 ms blocks;
 - ``new, 100 ms blocks``; ``new, silero``.
 
 Part ``segments``: the first ``--files`` held-out LJ Speech files read back to back (each file whole,
@@ -43,13 +43,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from stream.eval import EvalConfig, _load_audio, _pct, evaluate, speech_extent  # noqa: E402
 
 CORPORA = next((p for p in (ROOT.parent / "shared" / "corpora", ROOT.parent.parent / "shared" / "corpora") if p.is_dir()),
                ROOT.parent / "shared" / "corpora")
 OLD = dict(vad_pre_speech_pad_ms=200, vad_hangover_ms=200, vad_min_speech_ms=90, vad_min_silence_ms=400,
-           vad_aggressiveness=2, peek_at_vad_end=False)
+           vad_aggressiveness=2, peek_at_vad_end=False, rule2_min_trailing_silence_ms=1200)
 
 
 def lj_test_manifest(out: Path) -> Path:
@@ -85,7 +86,7 @@ def latency(manifest: Path, utts: int) -> None:
     print("pessimistic; compare the rows (same run, same utterances).")
 
 
-async def _run_pipeline(x: np.ndarray, kw: dict) -> list:
+async def _run_pipeline(x: np.ndarray, kw: dict, rule2_ms: int | None = None) -> list:
     from stream.events import Endpoint, FinalTranscript
     from stream.graph import Graph
     from stream.node import Collect
@@ -95,7 +96,8 @@ async def _run_pipeline(x: np.ndarray, kw: dict) -> list:
     from stream.config import default_model_dir
 
     cfg = EvalConfig(manifest=Path("."), **kw)
-    rcfg = RecognizerConfig(peek_at_vad_end=cfg.peek_at_vad_end, max_utterance_ms=cfg.max_utterance_ms)
+    rcfg = RecognizerConfig(peek_at_vad_end=cfg.peek_at_vad_end, max_utterance_ms=cfg.max_utterance_ms,
+                            rule2_min_trailing_silence_ms=rule2_ms or cfg.rule2_min_trailing_silence_ms)
     collect = Collect(keep_audio=False)
     graph = Graph([ArraySource(x, 16000, stream_id="lj", block=1600)],
                   [Resample(), cfg.vad_node(), Recognizer(str(default_model_dir()), rcfg), collect], bug_policy="raise")
@@ -109,11 +111,19 @@ async def _run_pipeline(x: np.ndarray, kw: dict) -> list:
     return out
 
 
-def segments(manifest: Path, files: int, join_pause_s: float) -> None:
+def segments(manifest: Path, files: int, join_pause_s: float, noise_snr_db: float | None, rule2_ms: int,
+             only: str | None) -> None:
     rows = manifest.read_text().splitlines()[1 : files + 1]
     pause = np.zeros(int(join_pause_s * 16000), np.float32)
     audios = [np.concatenate([_load_audio(Path(r.split("\t")[0])), pause]) for r in rows]
     x = np.concatenate(audios)
+    if noise_snr_db is not None:  # real room tone under everything (see bench_vad_real.py)
+        from bench_vad_real import room_tone
+
+        tone = room_tone()
+        level = np.sqrt(np.mean(x.astype(np.float64) ** 2)) / 10 ** (noise_snr_db / 20)
+        x = (x + np.tile(tone, -(-len(x) // len(tone)))[: len(x)] * level).astype(np.float32)
+        print(f"room tone from speechocean762 added at {noise_snr_db:.0f} dB SNR (against the whole signal)")
     joins, pos = [], 0
     for i, a in enumerate(audios[:-1]):
         s0, e0 = speech_extent(a)
@@ -129,10 +139,14 @@ def segments(manifest: Path, files: int, join_pause_s: float) -> None:
     print("| setting | finals | length P10 / P50 / P90 / max (s) | joins that became boundaries | boundaries inside a file | "
           "max-length cuts | wall s |")
     print("|---|---:|---|---|---:|---:|---:|")
+    if rule2_ms:
+        print(f"CTC rule 2 (trailing silence after speech) at {rule2_ms} ms in every row")
     for name, kw in (("old (webrtc 2, 200/200/90/400 ms)", OLD), ("new defaults (webrtc 3, 100/100/60/150 ms)", {}),
                      ("new defaults, silero", dict(vad="silero"))):
+        if only and only not in name:
+            continue
         t0 = time.perf_counter()
-        finals = asyncio.run(_run_pipeline(x, kw))
+        finals = asyncio.run(_run_pipeline(x, kw, rule2_ms))
         wall = time.perf_counter() - t0
         lens = [(f.end_sample - f.sample) / 16000 for f, _ in finals]
         cuts = [ep.sample for _, ep in finals[:-1]]
@@ -200,6 +214,9 @@ def main() -> None:
     ap.add_argument("--utts", type=int, default=12)
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--join-pause-s", type=float, default=0.0, help="silence added after each file (segments)")
+    ap.add_argument("--noise-snr-db", type=float, default=None, help="real room tone under the audio (segments)")
+    ap.add_argument("--rule2-ms", type=int, default=None, help="CTC rule 2 trailing silence in every row (segments)")
+    ap.add_argument("--only", default=None, help="run only the settings whose name holds this (segments)")
     args = ap.parse_args()
     manifest = lj_test_manifest(Path(os.environ.get("TMPDIR", "/tmp")) / "speechstream_lj_test.tsv")
     t0 = time.perf_counter()
@@ -208,7 +225,7 @@ def main() -> None:
     elif args.part == "profile":
         profile(manifest, args.utts)
     else:
-        segments(manifest, args.files, args.join_pause_s)
+        segments(manifest, args.files, args.join_pause_s, args.noise_snr_db, args.rule2_ms, args.only)
     print(f"run: {time.perf_counter() - t0:.0f} s")
     print("command: .venv/bin/python bench/bench_finals.py " + " ".join(sys.argv[1:]))
 

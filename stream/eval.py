@@ -79,6 +79,7 @@ class EvalConfig:
     vad_threshold: float | None = None
     vad_aggressiveness: int | None = None
     max_utterance_ms: int = 20_000
+    rule2_min_trailing_silence_ms: int | None = 500  # as RecognizerConfig
     peek_at_vad_end: bool = True  # see RecognizerConfig.peek_at_vad_end (False: the final waits for the chunk)
 
     def vad_node(self) -> Any:
@@ -285,6 +286,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
         lm_beta=cfg.lm_beta,
         beam_width=cfg.beam_width,
         max_utterance_ms=cfg.max_utterance_ms,
+        rule2_min_trailing_silence_ms=cfg.rule2_min_trailing_silence_ms,
         peek_at_vad_end=cfg.peek_at_vad_end,
     )
     cfg.vad_node()  # ConfigError for bad VAD settings, before any audio

@@ -83,9 +83,11 @@ class RecognizerConfig:
     chunk_ms: int = 640
     left_context_ms: int = 5120
     lookahead_ms: int = 0
-    # CTC endpoint rules (sherpa-onnx defaults); None disables rules 1/2.
+    # CTC endpoint rules; None disables rules 1/2. Rule 1 is sherpa-onnx's 2.4 s; rule 2 (trailing
+    # blanks after speech) is 0.5 s, not sherpa's 1.2 s: it ends a segment at a pause the VAD calls
+    # speech (noise), see bench/bench_finals.py --noise-snr-db
     rule1_min_trailing_silence_ms: int | None = 2400
-    rule2_min_trailing_silence_ms: int | None = 1200
+    rule2_min_trailing_silence_ms: int | None = 500
     max_utterance_ms: int = 20_000
     vad_endpoints: bool = True  # close segments on SpeechEnded from a VAD node
     # at a VAD end, decode the frames the engine still buffers (a peek: its state is immutable) so

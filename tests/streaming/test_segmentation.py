@@ -80,7 +80,8 @@ class TrackModel:
         return StepOutput(self._frames(st.frames_out, -(-st.samples // SPF)), st.frames_out)
 
 
-def build(pieces: list[tuple[str, float]], lead_s: float = 0.6, tail_s: float = 1.5) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def build(pieces: list[tuple[str, float]], lead_s: float = 0.6, tail_s: float = 1.5,
+          gap_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Phrases spoken by espeak-ng, each trimmed to its speech and followed by its pause (s).
 
     Returns the audio, the CTC track (the phrase's letters spread over its speech frames, a word
@@ -105,7 +106,7 @@ def build(pieces: list[tuple[str, float]], lead_s: float = 0.6, tail_s: float = 
         pos += n
         ends.append(pos)
         gap = int(round(pause_s * 16000 / SPF)) * SPF
-        audio.append(np.zeros(gap, np.float32))
+        audio.append((gap_noise * np.random.default_rng(pos).standard_normal(gap)).astype(np.float32))
         track += [0] * (gap // SPF)
         pos += gap
     audio.append(np.zeros(int(tail_s * 16000), np.float32))
@@ -134,6 +135,18 @@ async def test_a_300_ms_pause_between_sentences_gives_two_finals_a_150_ms_pause_
                          ("OUR TRAIN LEAVES AT SEVEN", 0.15), ("FROM THE NORTH STATION", 1.0)])
     texts = [f.text for f in finals_of(await transcribe(x, track))]
     assert texts == ["THE WEATHER WILL BE COLD AND WINDY TOMORROW", "OUR TRAIN LEAVES AT SEVEN FROM THE NORTH STATION"]
+
+
+async def test_a_pause_the_vad_calls_speech_still_ends_the_segment_on_the_ctc_blank_run() -> None:
+    """Loud noise in a 0.8 s pause: webrtc calls it speech, but the CTC frames are blank there, and
+    500 ms of trailing blanks after a word end the segment (rule 2; it was 1.2 s)."""
+    pieces = [("PLEASE SPEAK SLOWLY AND CLEARLY", 0.8), ("INTO THE MICROPHONE", 1.0)]
+    x, track, _ = build(pieces, gap_noise=0.05, tail_s=0.1)
+    events = await transcribe(x, track)
+    assert [f.text for f in finals_of(events)] == [p for p, _ in pieces]
+    from stream.events import Endpoint
+
+    assert [e.reason for e in events if isinstance(e, Endpoint)][0] == "silence"
 
 
 async def test_the_final_comes_soon_after_the_end_of_speech_not_when_the_chunk_fills() -> None:
