@@ -33,7 +33,16 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream.testing import espeak_ng, trim_extent  # noqa: E402
-from stream.vad import Audio, End, Start, VadConfig, make_segmenter  # noqa: E402
+from stream.vad import (  # noqa: E402
+    DEFAULT_SILERO_THRESHOLD,
+    DEFAULT_VAD_CONFIGS,
+    DEFAULT_WEBRTC_AGGRESSIVENESS,
+    Audio,
+    End,
+    Start,
+    VadConfig,
+    make_segmenter,
+)
 
 RATE = 16_000
 FRAME = 160  # 10 ms scoring frames
@@ -135,8 +144,8 @@ def build(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, labels, kinds
 
 
-def predict(kind: str, x: np.ndarray, **kw: object) -> tuple[np.ndarray, np.ndarray, float]:
-    seg = make_segmenter(kind, VadConfig(), **kw)  # type: ignore[arg-type]
+def predict(kind: str, x: np.ndarray, config: VadConfig | None = None, **kw: object) -> tuple[np.ndarray, np.ndarray, float]:
+    seg = make_segmenter(kind, config, **kw)  # type: ignore[arg-type]  # None: that VAD's defaults
     st = seg.init_state()
     out = []
     t = time.perf_counter()
@@ -165,11 +174,13 @@ def main() -> None:
     x, labels, kinds = build()
     print(f"audio: {x.shape[0] / RATE:.1f} s, {labels.mean() * 100:.1f}% speech frames (reference), "
           f"voices: {', '.join(v for v, _ in voices())}")
-    print(f"segment timing (VadConfig defaults): {VadConfig()}")
+    print(f"segment timing defaults: {DEFAULT_VAD_CONFIGS}")
     print()
-    rows = [("webrtc (aggressiveness 2, 30 ms) [default]", "webrtc", {}),
-            ("silero (threshold 0.5) [default]", "silero", {}),
-            ("webrtc (aggressiveness 3)", "webrtc", {"aggressiveness": 3})]
+    old = VadConfig(200, 200, 90, 400)
+    rows = [(f"webrtc (aggressiveness {DEFAULT_WEBRTC_AGGRESSIVENESS}, 30 ms) [default]", "webrtc", {}),
+            (f"silero (threshold {DEFAULT_SILERO_THRESHOLD}) [default]", "silero", {}),
+            ("webrtc (aggressiveness 2, 200/200/90/400 ms) [old default]", "webrtc", {"aggressiveness": 2, "config": old}),
+            ("silero (threshold 0.5, 200/200/90/400 ms) [old default]", "silero", {"threshold": 0.5, "config": old})]
     print("| VAD | precision | recall | F1 | classifier-only P / R | " + " | ".join(f"FA {f}" for f in FILLERS) + " | compute s |")
     print("|---|---:|---:|---:|---:|" + "---:|" * len(FILLERS) + "---:|")
     for name, kind, kw in rows:

@@ -26,9 +26,16 @@ whose argmax is the blank or the word delimiter:
 - rule 2: ``rule2_min_trailing_silence_ms`` of trailing silence after speech -> final (reason
   ``"silence"``);
 - rule 3: ``max_utterance_ms`` since the segment started -> final (reason ``"max_length"``); the
-  cut falls before the word still open, which moves to the next segment;
+  cut falls in the longest pause between words of the segment's last quarter (at most 5 s), and the
+  words after it start the next segment; while no word is complete the segment waits for the open
+  word to end (a single "word" of more than 1.5x the maximum is cut, to bound the state);
 - ``request_endpoint(state, sample)`` (VAD speech end) closes the segment once the frames up to
-  ``sample`` have been decoded (reason ``"vad"``); ``flush`` closes it with reason ``"eos"``.
+  ``sample`` have been decoded (reason ``"vad"``); with ``lookahead`` (frames the engine still
+  buffers, peeked at) it closes at once. A cut that falls between two letters of one word (no
+  delimiter between them, within 60 ms on either side) waits for the word's end (at most 1 s).
+  ``flush`` closes the segment with reason ``"eos"``.
+
+Text: finals and partials are single-spaced and trimmed (a doubled delimiter is one space).
 
 State is bounded: a segment never outlives ``max_utterance_ms``, so its token spans (and, when a
 re-decoder needs them, its log-probs) are bounded whatever the stream length.
@@ -134,6 +141,9 @@ class DecoderState:
     last_partial:   (text, words) of the last partial, to skip unchanged ones
     log_probs:      (T_seg, V) log-probs of the open segment, kept only when a re-decoder needs them
     pending_cuts:   frames at which requested (VAD) endpoints close the segment
+    replay_from, replay_until: frames in this range were decoded ahead from a peek
+                    (``request_endpoint(lookahead=)``); sent again by the engine, they are skipped
+    cut_wait:       frames a requested cut has waited for the open word to end
     """
 
     frame: int = 0
@@ -147,6 +157,9 @@ class DecoderState:
     last_partial: tuple[str, tuple[TimedWord, ...]] | None = None
     log_probs: tuple[np.ndarray, ...] = field(default=(), repr=False)
     pending_cuts: tuple[int, ...] = ()
+    replay_from: int = 0
+    replay_until: int = 0
+    cut_wait: int = 0
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -160,6 +173,11 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 def greedy_decode(tokenizer: CTCTokenizer, logits: np.ndarray) -> str:
     """Offline greedy text of (T, V) logits (the reference the streaming decoder is tested against)."""
     return tokenizer.decode(np.asarray(logits).argmax(axis=-1).tolist())
+
+
+def _tidy(text: str) -> str:
+    """Single-spaced and trimmed: a doubled word delimiter (``A AS  NOG``) never shows as two spaces."""
+    return " ".join(text.split())
 
 
 def _to_numpy(frames: object) -> np.ndarray:
@@ -200,6 +218,11 @@ class StreamingCTCDecoder:
         self.rule1 = endpoint.frames(endpoint.rule1_min_trailing_silence_ms, samples_per_frame)
         self.rule2 = endpoint.frames(endpoint.rule2_min_trailing_silence_ms, samples_per_frame)
         self.rule3 = endpoint.frames(endpoint.max_utterance_ms, samples_per_frame)
+        # rule 3 looks for its pause in the segment's last quarter (at most 5 s)
+        self.cut_window = min(self.rule3 // 4, endpoint.frames(5000, samples_per_frame) or 1)
+        self.word_guard_frames = endpoint.frames(60, samples_per_frame) or 1  # VAD cut inside a word: letters this close
+        self.max_cut_wait = endpoint.frames(1000, samples_per_frame) or 1  # a VAD cut waits at most 1 s for a word end
+        self.peek_slack = endpoint.frames(80, samples_per_frame) or 1  # a peeked cut may move this far back
         self.keep_log_probs = final_decoder is not None or partial_decoder is not None
 
     # ------------------------------------------------------------------ public API
@@ -217,6 +240,12 @@ class StreamingCTCDecoder:
     def step(self, frames: object, start_frame: int, state: DecoderState) -> tuple[tuple[SegmentUpdate, ...], DecoderState]:
         """Decode (T, V) CTC logits whose first frame is ``start_frame`` (must follow the previous step)."""
         logits = _to_numpy(frames)
+        if state.replay_from <= start_frame < state.frame <= state.replay_until:
+            # frames decoded ahead from a peek come again from the engine: skip those
+            logits = logits[state.frame - start_frame :]
+            start_frame = state.frame
+            if not logits.shape[0]:
+                return (), state
         if start_frame != state.frame:
             raise StreamError(f"CTC frames start at {start_frame}, expected {state.frame} (frames must be contiguous)")
         if logits.shape[0] and logits.shape[1] != self.tokenizer.vocab_size:
@@ -225,16 +254,43 @@ class StreamingCTCDecoder:
             )
         return _Run(self, state).frames(logits).finish()
 
-    def request_endpoint(self, state: DecoderState, sample: int) -> tuple[tuple[SegmentUpdate, ...], DecoderState]:
-        """VAD speech end at ``sample``: close the open segment once frames before it are decoded."""
+    def request_endpoint(
+        self, state: DecoderState, sample: int, lookahead: tuple[object, int] | None = None
+    ) -> tuple[tuple[SegmentUpdate, ...], DecoderState]:
+        """VAD speech end at ``sample``: close the open segment once frames before it are decoded.
+
+        ``lookahead = (frames, start_frame)``: frames the engine has not emitted yet but can be
+        peeked at now (``LoadedModel.flush`` on a copy of its state). They are decoded at once, so
+        the segment closes now instead of when the engine's chunk is complete; when the engine
+        sends the same frames again they are skipped (the peeked ones stand).
+        """
         cut = self.sample_to_frame(sample)
         if cut <= state.seg_start:
             return (), state  # that segment is already closed
-        if cut <= state.frame:
+        if cut <= state.frame and lookahead is None:
             run = _Run(self, state)
             run.close("vad", state.frame)
             return run.finish(partial=False)
-        return (), replace(state, pending_cuts=tuple(sorted({*state.pending_cuts, cut})))
+        st = replace(state, pending_cuts=tuple(sorted({*state.pending_cuts, cut})))
+        if lookahead is None:
+            return (), st
+        frames, start = lookahead
+        arr = _to_numpy(frames)
+        end = start + arr.shape[0]
+        if start == state.frame and end < cut <= end + self.peek_slack:
+            # the engine's last frames need audio past its input (the frontend's window): the cut
+            # moves back onto the last peeked frame, inside the hangover's silence
+            cut = max(end, state.seg_start + 1)
+            st = replace(state, pending_cuts=tuple(sorted({*state.pending_cuts, cut})))
+        if start != state.frame or not arr.shape[0]:
+            if cut <= state.frame:
+                run = _Run(self, state)
+                run.close("vad", state.frame)
+                return run.finish(partial=False)
+            return (), st
+        ups, new = self.step(arr, start, st)
+        active = state.replay_from <= state.frame <= state.replay_until and state.replay_until > state.replay_from
+        return ups, replace(new, replay_from=state.replay_from if active else start, replay_until=new.frame)
 
     def flush(self, state: DecoderState) -> tuple[tuple[SegmentUpdate, ...], DecoderState]:
         """End of stream: close the open segment (reason ``"eos"``)."""
@@ -260,6 +316,8 @@ class _Run:
         self.last_partial = s.last_partial
         self.log_probs: list[np.ndarray] = list(s.log_probs)
         self.pending = list(s.pending_cuts)
+        self.replay = (s.replay_from, s.replay_until)
+        self.cut_wait = s.cut_wait
         self.updates: list[SegmentUpdate] = []
 
     # -- frame loop ----------------------------------------------------------------------
@@ -282,7 +340,11 @@ class _Run:
         for i in range(n):
             f = base + i
             while self.pending and self.pending[0] <= f:
+                if self.cut_wait < d.max_cut_wait and self._inside_word(f, ids, i):
+                    self.cut_wait += 1  # a VAD end between two letters of a word: try again next frame
+                    break
                 cut = self.pending.pop(0)
+                self.cut_wait = 0
                 if cut > self.seg_start:
                     self.close("vad", f)
                     has_text = self._has_text()
@@ -308,8 +370,12 @@ class _Run:
                 self.close("silence", self.frame)
                 has_text = self._has_text()
             elif self.frame - self.seg_start >= r3:
-                self.close("max_length", self._max_length_cut())
-                has_text = self._has_text()
+                cut = self._max_length_cut()
+                if cut is None and self.frame - self.seg_start >= r3 + r3 // 2:
+                    cut = self.frame  # one "word" of more than half the maximum: cut (bounded state)
+                if cut is not None:
+                    self.close("max_length", cut)
+                    has_text = self._has_text()
         # a requested cut at the frame after this chunk closes now, not one chunk later
         while self.pending and self.pending[0] <= self.frame:
             cut = self.pending.pop(0)
@@ -320,13 +386,37 @@ class _Run:
     def _has_text(self) -> bool:
         return any(sp.token_id not in self.d.silence_ids for sp in self.spans)
 
-    def _max_length_cut(self) -> int:
-        """Cut before the open word when an earlier word is complete; else at the current frame."""
-        delim = self.d.delimiter
-        last_delim = max((k for k, sp in enumerate(self.spans) if sp.token_id == delim), default=-1)
-        if 0 <= last_delim < len(self.spans) - 1 and any(sp.token_id != delim for sp in self.spans[:last_delim]):
-            return self.spans[last_delim + 1].start_frame
-        return self.frame
+    def _inside_word(self, f: int, ids: list[int], i: int) -> bool:
+        """A cut at frame ``f`` would split a word: a letter ended just before it and another of
+        the same word (no delimiter in between) starts just after it, in the frames at hand."""
+        d = self.d
+        guard = d.word_guard_frames
+        last = next((sp for sp in reversed(self.spans) if sp.token_id != d.blank), None)
+        if last is None or last.token_id in d.silence_ids or f - last.end_frame > guard:
+            return False
+        for tok in ids[i : i + guard]:
+            if tok == d.blank:
+                continue
+            return tok not in d.silence_ids
+        return False
+
+    def _max_length_cut(self) -> int | None:
+        """Rule 3's cut: at the longest pause between words in the segment's last ``cut_window``
+        frames (the next word starts the next segment), else at the latest word boundary; None
+        when no word is complete yet (wait for the open word to end: never cut inside a word)."""
+        d = self.d
+        words = d.tokenizer.words_of_spans(self.spans)
+        closed_last = bool(self.spans) and self.spans[-1].token_id == d.delimiter
+        # (gap length, cut frame) for each boundary: between words, and after the last one if it is closed
+        gaps = [(b.start_frame - a.end_frame, b.start_frame) for a, b in zip(words, words[1:])]
+        if words and closed_last:
+            gaps.append((self.frame - words[-1].end_frame, self.frame))
+        gaps = [g for g in gaps if g[1] > self.seg_start]
+        if not gaps:
+            return None
+        recent = [g for g in gaps if g[1] >= self.frame - d.cut_window]
+        best = max(recent or gaps[-1:], key=lambda g: (g[0], g[1]))
+        return best[1]
 
     # -- segment boundaries ----------------------------------------------------------------
 
@@ -366,7 +456,7 @@ class _Run:
                     index=self.next_index,
                     revision=self.revision + 1,
                     is_final=True,
-                    text=text,
+                    text=_tidy(text),
                     words=words,
                     start_sample=start,
                     end_sample=end,
@@ -423,6 +513,7 @@ class _Run:
         else:
             text = d.tokenizer.text_of_spans(self.spans)
             words = self._timed(d.tokenizer.words_of_spans(self.spans), 0, self.spans, self.conf)
+        text = _tidy(text)
         if not d.emit_unchanged_partials and self.last_partial == (text, words):
             return
         start, end = self._extent(words, self.seg_start, self.frame)
@@ -448,6 +539,9 @@ class _Run:
             last_partial=self.last_partial,
             log_probs=tuple(lp),
             pending_cuts=tuple(self.pending),
+            replay_from=self.replay[0],
+            replay_until=self.replay[1],
+            cut_wait=self.cut_wait if self.pending else 0,
         )
         return tuple(self.updates), state
 

@@ -8,8 +8,9 @@ that line and is committed on its own line::
 
 Not a terminal (a pipe, a file): plain line mode, finals only, one line each, nothing rewritten.
 ``show_vad=True`` also prints speech segments (``[.. -> ..] (speech)``): useful when no
-recogniser runs. Errors are printed in both modes. With events from more than one stream, each
-line is prefixed with its stream id.
+recogniser runs. Errors (fatal or not) go to ``err`` (stderr by default), never to
+stdout, so a pipe carries finals only. With events from more than one stream, each line is
+prefixed with its stream id.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ class ConsoleSink(Sink):
         width: int | None = None,
         stream_id: str | None = None,
         on_error: SinkErrorHandler | None = None,
+        err: TextIO | None = None,
     ) -> None:
         super().__init__(stream_id=stream_id, on_error=on_error)
         self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
         self.tty = self.out.isatty() if tty is None else tty
         self.show_vad = show_vad
         self.width = width
@@ -99,8 +102,13 @@ class ConsoleSink(Sink):
             self._commit(f"{self._prefix(event)}{span} (speech)")
             return True
         if isinstance(event, ErrorEvent):
+            if self.tty and self._partial_shown:  # stderr may share the terminal: clear the partial first
+                self.out.write(ERASE_LINE)
+                self.out.flush()
+                self._partial_shown = False
             fatal = " (stream stopped)" if event.fatal else ""
-            self._commit(f"{self._prefix(event)}error [{event.code}]: {event.message}{fatal}")
+            self.err.write(f"{self._prefix(event)}error [{event.code}]: {event.message}{fatal}\n")
+            self.err.flush()
             return True
         return False
 

@@ -117,6 +117,13 @@ def transcribe(
     beam_width: int = typer.Option(_DEFAULTS.beam_width, "--beam-width", min=1, help="Beam width of LM finals."),
     hotword: Optional[list[str]] = typer.Option(None, "--hotword", metavar="WORD", help="Boost a word or phrase in finals (repeatable).", show_default="none"),
     vad: Vad = typer.Option(Vad(_DEFAULTS.vad), "--vad", help="Voice activity detector; 'none' treats the whole input as one segment.", case_sensitive=False),
+    vad_pre_speech_pad_ms: Optional[int] = typer.Option(None, "--vad-pre-speech-pad-ms", min=0, max=10000, help="Audio kept before a detected speech onset, ms.", show_default="100"),
+    vad_hangover_ms: Optional[int] = typer.Option(None, "--vad-hangover-ms", min=0, max=10000, help="Audio kept after the last speech frame, ms.", show_default="100"),
+    vad_min_speech_ms: Optional[int] = typer.Option(None, "--vad-min-speech-ms", min=0, max=10000, help="Shorter bursts are not speech, ms.", show_default="60"),
+    vad_min_silence_ms: Optional[int] = typer.Option(None, "--vad-min-silence-ms", min=0, max=10000, help="A pause this long ends a segment (a final), ms.", show_default="webrtc 150, silero 200"),
+    vad_threshold: Optional[float] = typer.Option(None, "--vad-threshold", min=0.0, max=1.0, help="silero speech probability threshold.", show_default="0.7"),
+    vad_aggressiveness: Optional[int] = typer.Option(None, "--vad-aggressiveness", min=0, max=3, help="webrtc aggressiveness (3 filters the most non-speech).", show_default="3"),
+    max_utterance_ms: int = typer.Option(_DEFAULTS.max_utterance_ms, "--max-utterance-ms", min=1000, help="Longest segment; cut at its longest pause between words."),
     mode: Mode = typer.Option(Mode(_DEFAULTS.mode), "--mode", help="Recognition: 'offline' per segment, 'window' re-runs a sliding window, 'cached' streams with KV caches.", case_sensitive=False),
     chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
     left_context_ms: int = typer.Option(_DEFAULTS.left_context_ms, "--left-context-ms", min=0, help="Left context the encoder keeps, ms."),
@@ -148,6 +155,13 @@ def transcribe(
         "beam_width": beam_width,
         "hotwords": tuple(hotword or ()),
         "vad": vad.value,
+        "vad_pre_speech_pad_ms": vad_pre_speech_pad_ms,
+        "vad_hangover_ms": vad_hangover_ms,
+        "vad_min_speech_ms": vad_min_speech_ms,
+        "vad_min_silence_ms": vad_min_silence_ms,
+        "vad_threshold": vad_threshold,
+        "vad_aggressiveness": vad_aggressiveness,
+        "max_utterance_ms": max_utterance_ms,
         "mode": mode.value,
         "diarize": diarize,
         "speakers": tuple(speaker or ()),
@@ -291,6 +305,14 @@ def eval_(
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Utterances streamed at once (separate streams)."),
     realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace audio like a microphone (needed for latencies)."),
     pad_silence_ms: int = typer.Option(2000, "--pad-silence-ms", min=0, help="Silence after each utterance, so endpointing closes it."),
+    block_ms: int = typer.Option(20, "--block-ms", min=1, help="Audio block the paced source delivers, ms (the microphone's is 20)."),
+    vad_pre_speech_pad_ms: Optional[int] = typer.Option(None, "--vad-pre-speech-pad-ms", min=0, max=10000, help="As for transcribe.", show_default="100"),
+    vad_hangover_ms: Optional[int] = typer.Option(None, "--vad-hangover-ms", min=0, max=10000, help="As for transcribe.", show_default="100"),
+    vad_min_speech_ms: Optional[int] = typer.Option(None, "--vad-min-speech-ms", min=0, max=10000, help="As for transcribe.", show_default="60"),
+    vad_min_silence_ms: Optional[int] = typer.Option(None, "--vad-min-silence-ms", min=0, max=10000, help="As for transcribe.", show_default="webrtc 150, silero 200"),
+    vad_threshold: Optional[float] = typer.Option(None, "--vad-threshold", min=0.0, max=1.0, help="As for transcribe (silero).", show_default="0.7"),
+    vad_aggressiveness: Optional[int] = typer.Option(None, "--vad-aggressiveness", min=0, max=3, help="As for transcribe (webrtc).", show_default="3"),
+    max_utterance_ms: int = typer.Option(20_000, "--max-utterance-ms", min=1000, help="Longest segment, ms."),
 ) -> None:
     """Score streaming recognition on a MANIFEST: WER, CER, latencies, RTF, and offline WER."""
     if mode is Mode.offline:
@@ -308,7 +330,9 @@ def eval_(
         manifest=manifest, model=model, mode=mode.value, chunk_ms=chunk_ms, left_context_ms=left_context_ms,
         lookahead_ms=lookahead_ms, vad=vad.value, lm_path=lm, unigrams_path=unigrams, lm_alpha=lm_alpha,
         lm_beta=lm_beta, beam_width=beam_width, limit=limit, concurrency=concurrency, realtime=realtime,
-        pad_silence_ms=pad_silence_ms, language=language,
+        pad_silence_ms=pad_silence_ms, language=language, block_ms=block_ms, vad_pre_speech_pad_ms=vad_pre_speech_pad_ms,
+        vad_hangover_ms=vad_hangover_ms, vad_min_speech_ms=vad_min_speech_ms, vad_min_silence_ms=vad_min_silence_ms,
+        vad_threshold=vad_threshold, vad_aggressiveness=vad_aggressiveness, max_utterance_ms=max_utterance_ms,
     )
     try:
         report = evaluate(cfg)

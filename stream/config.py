@@ -123,8 +123,15 @@ class TranscribeConfig:
     beam_width: int = 32
     hotwords: tuple[str, ...] = ()  # words or phrases to boost in finals (--hotword, repeatable)
 
-    # voice activity detection
+    # voice activity detection; None: that VAD's tuned default (stream.vad.DEFAULT_VAD_CONFIGS)
     vad: VadName = "webrtc"
+    vad_pre_speech_pad_ms: int | None = None  # audio kept before the detected onset
+    vad_hangover_ms: int | None = None  # audio kept after the last speech frame
+    vad_min_speech_ms: int | None = None  # shorter bursts are not speech
+    vad_min_silence_ms: int | None = None  # a pause this long ends a segment (a final)
+    vad_threshold: float | None = None  # silero speech probability threshold (0-1)
+    vad_aggressiveness: int | None = None  # webrtc 0-3
+    max_utterance_ms: int = 20_000  # longest segment: cut at its best pause between words
 
     # speaker diarization (online): None = on when an RTTM output or an enrolled speaker is asked for
     diarize: bool | None = None
@@ -150,6 +157,11 @@ class TranscribeConfig:
     caption_max_duration_ms: int = 7000
 
     # -- derived ------------------------------------------------------------------------------
+
+    def vad_timing(self) -> dict[str, int]:
+        """The VadConfig fields given (others keep the VAD's tuned default)."""
+        names = ("pre_speech_pad_ms", "hangover_ms", "min_speech_ms", "min_silence_ms")
+        return {n: getattr(self, "vad_" + n) for n in names if getattr(self, "vad_" + n) is not None}
 
     @property
     def resolved_stream_id(self) -> str:
@@ -233,6 +245,20 @@ class TranscribeConfig:
         check_language(self.language)
         if self.beam_width < 1:
             raise ConfigError(f"beam_width must be >= 1, not {self.beam_width}")
+        for name in ("vad_pre_speech_pad_ms", "vad_hangover_ms", "vad_min_speech_ms", "vad_min_silence_ms"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 10_000:
+                raise ConfigError(f"{name} must be between 0 and 10000 ms, not {v}")
+        if self.vad_threshold is not None and not 0.0 < self.vad_threshold < 1.0:
+            raise ConfigError(f"vad_threshold must be between 0 and 1 (exclusive), not {self.vad_threshold}")
+        if self.vad_threshold is not None and self.vad != "silero":
+            raise ConfigError(f"vad_threshold is silero's; it does nothing with vad = {self.vad!r}")
+        if self.vad_aggressiveness is not None and self.vad_aggressiveness not in (0, 1, 2, 3):
+            raise ConfigError(f"vad_aggressiveness must be 0, 1, 2 or 3, not {self.vad_aggressiveness}")
+        if self.vad_aggressiveness is not None and self.vad != "webrtc":
+            raise ConfigError(f"vad_aggressiveness is webrtc's; it does nothing with vad = {self.vad!r}")
+        if self.max_utterance_ms < 1000:
+            raise ConfigError(f"max_utterance_ms must be at least 1000, not {self.max_utterance_ms}")
         if any(not h.strip() for h in self.hotwords):
             raise ConfigError("--hotword must not be empty")
         if self.model and self.model != NO_MODEL and not _looks_like_hub_id(self.model) and not Path(self.model).exists():
@@ -333,8 +359,14 @@ _INT_FIELDS = {
     "caption_max_duration_ms",
     "max_speakers",
     "beam_width",
+    "vad_pre_speech_pad_ms",
+    "vad_hangover_ms",
+    "vad_min_speech_ms",
+    "vad_min_silence_ms",
+    "vad_aggressiveness",
+    "max_utterance_ms",
 }
-_FLOAT_FIELDS = {"lm_alpha", "lm_beta"}
+_FLOAT_FIELDS = {"lm_alpha", "lm_beta", "vad_threshold"}
 _STR_LIST_FIELDS = {"speakers": '"NAME=clip.wav" strings', "hotwords": "strings"}  # field -> what the items are
 _BOOL_FIELDS = {"mic", "realtime", "progress", "console", "fsync", "diarize"}
 

@@ -12,6 +12,7 @@ Every utterance runs through the real graph, as a live stream would::
     PacedSource (mic-like: each 100 ms block delivered when it would have been captured)
       -> Resample -> VAD -> Recognizer (engine + streaming CTC decoder [+ LM finals]) -> tail
 
+The source delivers ``block_ms`` (20 ms) blocks, as :class:`~stream.sources.mic.MicSource` does.
 ``--concurrency`` utterances stream at once (separate streams of one graph, one shared model),
 each followed by ``--pad-silence-ms`` of silence so that endpointing (VAD end, CTC rules) has to
 close the segment before the end of the stream.  In the same run, the same model decodes each
@@ -69,8 +70,30 @@ class EvalConfig:
     concurrency: int = 4
     realtime: bool = True
     pad_silence_ms: int = 2000
-    block_ms: int = 100
+    block_ms: int = 20  # as MicSource delivers it (before: 100)
     language: str | None = None  # multilingual checkpoints (MMS): None is the checkpoint as stored
+    # VAD and endpointing; None: the defaults of ``speechstream transcribe``
+    vad_pre_speech_pad_ms: int | None = None
+    vad_hangover_ms: int | None = None
+    vad_min_speech_ms: int | None = None
+    vad_min_silence_ms: int | None = None
+    vad_threshold: float | None = None
+    vad_aggressiveness: int | None = None
+    max_utterance_ms: int = 20_000
+    rule2_min_trailing_silence_ms: int | None = 500  # as RecognizerConfig
+    peek_at_vad_end: bool = True  # see RecognizerConfig.peek_at_vad_end (False: the final waits for the chunk)
+
+    def vad_node(self) -> Any:
+        from .config import TranscribeConfig
+        from .pipeline_builder import build_vad
+
+        names = ("vad_pre_speech_pad_ms", "vad_hangover_ms", "vad_min_speech_ms", "vad_min_silence_ms", "vad_threshold",
+                 "vad_aggressiveness")
+        if self.vad_threshold is not None and self.vad != "silero":
+            raise ConfigError(f"--vad-threshold is silero's; it does nothing with --vad {self.vad}")
+        if self.vad_aggressiveness is not None and self.vad != "webrtc":
+            raise ConfigError(f"--vad-aggressiveness is webrtc's; it does nothing with --vad {self.vad}")
+        return build_vad(TranscribeConfig(vad=self.vad, **{n: getattr(self, n) for n in names}))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -216,7 +239,6 @@ async def _stream_batch(batch: list[tuple[int, np.ndarray]], model: Any, decoder
     from .graph import Graph
     from .recognizer import Recognizer
     from .resample import Resample
-    from .vad_node import VadNode
 
     loop = asyncio.get_running_loop()
     pad = np.zeros(cfg.pad_silence_ms * SAMPLE_RATE_HZ // 1000, np.float32)
@@ -228,7 +250,7 @@ async def _stream_batch(batch: list[tuple[int, np.ndarray]], model: Any, decoder
             timed[e.stream_id].append((loop.time(), e))
 
     rec = Recognizer(model, rcfg, decoder=decoder)
-    graph = Graph(sources=list(sources.values()), nodes=[Resample(), VadNode.create(cfg.vad), rec], on_event=on_event, name="eval")
+    graph = Graph(sources=list(sources.values()), nodes=[Resample(), cfg.vad_node(), rec], on_event=on_event, name="eval")
     await graph.run()
     t0 = {sid: src.t0 for sid, src in sources.items()}
     return timed, t0, rec.stats.compute_s
@@ -279,7 +301,11 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
         lm_alpha=cfg.lm_alpha,
         lm_beta=cfg.lm_beta,
         beam_width=cfg.beam_width,
+        max_utterance_ms=cfg.max_utterance_ms,
+        rule2_min_trailing_silence_ms=cfg.rule2_min_trailing_silence_ms,
+        peek_at_vad_end=cfg.peek_at_vad_end,
     )
+    cfg.vad_node()  # ConfigError for bad VAD settings, before any audio
     decoder = build_decoder(model, rcfg)  # ConfigError for a bad LM / vocabulary, before any audio
     tok = decoder.tokenizer
     audios = [_load_audio(a) for a, _ in items]
@@ -367,6 +393,9 @@ def format_report(r: EvalReport) -> str:
         for x in u.endpoint_reasons:
             reasons[x] = reasons.get(x, 0) + 1
     lines.append(f"| endpoints by reason | {', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or 'none'} |")
+    vc = c.vad_node().segmenter.config
+    lines.append(f"| VAD timing: pad / hangover / min speech / min silence; source blocks | {vc.pre_speech_pad_ms} / {vc.hangover_ms} / "
+                 f"{vc.min_speech_ms} / {vc.min_silence_ms} ms; {c.block_ms} ms |")
     lines.append(f"| RTF (recogniser compute / audio) | {r.rtf:.3f} |")
     lines.append(f"| wall time (streaming pass, {c.concurrency} streams at once, {'real time' if c.realtime else 'unpaced'}) | {r.wall_s:.1f} s |")
     return "\n".join(lines)
@@ -379,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("manifest", type=Path)
     d = EvalConfig(Path("."))
     for f in dataclasses.fields(EvalConfig):
-        if f.name in ("manifest", "realtime"):
+        if f.name in ("manifest", "realtime", "peek_at_vad_end"):
             continue
         kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
         ap.add_argument("--" + f.name.replace("_", "-"), type=kind, default=getattr(d, f.name))

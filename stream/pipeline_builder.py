@@ -66,9 +66,19 @@ def build_source(cfg: TranscribeConfig) -> Source:
 
 
 def build_vad(cfg: TranscribeConfig) -> Node:
+    import dataclasses as dc
+
+    from stream.vad import DEFAULT_VAD_CONFIGS
     from stream.vad_node import VadNode
 
-    return VadNode.create(cfg.vad)
+    if cfg.vad == "none":
+        return VadNode.create("none")
+    kw: dict[str, object] = {}
+    if cfg.vad_threshold is not None:
+        kw["threshold"] = cfg.vad_threshold
+    if cfg.vad_aggressiveness is not None:
+        kw["aggressiveness"] = cfg.vad_aggressiveness
+    return VadNode.create(cfg.vad, dc.replace(DEFAULT_VAD_CONFIGS[cfg.vad], **cfg.vad_timing()), **kw)
 
 
 def build_recognizer(cfg: TranscribeConfig, model: str, *, max_batch: int | None = None) -> Node:
@@ -89,6 +99,7 @@ def build_recognizer(cfg: TranscribeConfig, model: str, *, max_batch: int | None
         lm_beta=cfg.lm_beta,
         beam_width=cfg.beam_width,
         hotwords=cfg.hotwords,
+        max_utterance_ms=cfg.max_utterance_ms,
     )
     if max_batch is not None:
         config = dataclasses.replace(config, max_batch=max_batch)

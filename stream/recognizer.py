@@ -16,12 +16,15 @@ never waits on the model.  The decoder's updates become events:
   final takes the next one.
 
 Segments close on the CTC endpoint rules (``RecognizerConfig.endpoint``), on a
-:class:`SpeechEnded` from an upstream VAD node (cut at its ``sample``), on a ``Flush``
+:class:`SpeechEnded` from an upstream VAD node (cut at its ``sample``; the frames the engine still
+buffers are peeked at so the final comes at once, and a cut that falls inside a word waits for
+the word's end, see :meth:`engines.ctc.StreamingCTCDecoder.request_endpoint`), on a ``Flush``
 control frame (decoder only: the engine keeps its audio), and at end of stream (engine flushed,
 then the decoder; every final precedes the stream's ``EndOfStream``).
 
 ``mode="offline"`` recognises each VAD segment whole when it ends (the model's offline forward
-on the segment; ``speech=False`` audio is skipped), cut at ``max_utterance_ms``: finals only.
+on the segment; ``speech=False`` audio is skipped), cut at ``max_utterance_ms`` (in the quietest
+100 ms of the buffer's last quarter; the rest starts the next segment): finals only.
 
 Cross-stream batching (streaming modes): chunks of several streams that arrive together go
 through one ``LoadedModel.step_batch`` forward, at most ``max_batch`` of them (one per stream) and
@@ -87,11 +90,16 @@ class RecognizerConfig:
     chunk_ms: int = 640
     left_context_ms: int = 5120
     lookahead_ms: int = 0
-    # CTC endpoint rules (sherpa-onnx defaults); None disables rules 1/2.
+    # CTC endpoint rules; None disables rules 1/2. Rule 1 is sherpa-onnx's 2.4 s; rule 2 (trailing
+    # blanks after speech) is 0.5 s, not sherpa's 1.2 s: it ends a segment at a pause the VAD calls
+    # speech (noise), see bench/bench_finals.py --noise-snr-db
     rule1_min_trailing_silence_ms: int | None = 2400
-    rule2_min_trailing_silence_ms: int | None = 1200
+    rule2_min_trailing_silence_ms: int | None = 500
     max_utterance_ms: int = 20_000
     vad_endpoints: bool = True  # close segments on SpeechEnded from a VAD node
+    # at a VAD end, decode the frames the engine still buffers (a peek: its state is immutable) so
+    # the final does not wait for the chunk to fill; those frames are not decoded twice
+    peek_at_vad_end: bool = True
     emit_unchanged_partials: bool = False
     # n-gram LM beam search for finals (engines.lm); partials stay greedy unless partial_beam_width > 0.
     # lm_path "none" (NO_LM): no LM, not even the checkpoint's own language_model/ folder.
@@ -128,6 +136,7 @@ class RecognizerStats:
     steps: int = 0
     batches: int = 0  # step_batch forwards of more than one stream
     largest_batch: int = 1
+    peeks: int = 0  # VAD ends closed at once on the engine's buffered frames
 
     @property
     def rtf(self) -> float:
@@ -226,6 +235,23 @@ def _check_language(model: Any, language: str) -> None:
         from engines.errors import UnknownLanguageError
 
         raise ConfigError(str(UnknownLanguageError(language, model.languages, model.model_dir)))
+
+
+def _quietest_cut(pieces: tuple[np.ndarray, ...], length: int) -> int:
+    """Offline max length: the middle of the quietest 100 ms (20 ms steps) in the buffer's last
+    quarter (at most 5 s), so the cut falls in a pause, not inside a word (no CTC frames yet)."""
+    x = np.concatenate(pieces)
+    step, win = 320, 1600
+    look = min(length // 4, 5 * SAMPLE_RATE_HZ)
+    a = max(0, length - look) // step * step
+    n = (length - a) // step
+    if n * step < win:
+        return length
+    e = np.square(x[a : a + n * step].astype(np.float64)).reshape(n, step).sum(axis=1)
+    k = win // step
+    run = np.convolve(e, np.ones(k), mode="valid")  # energy of each 100 ms window
+    best = len(run) - 1 - int(np.argmin(run[::-1]))  # the latest of equally quiet windows
+    return a + best * step + win // 2
 
 
 class Recognizer(Node):
@@ -502,7 +528,7 @@ class Recognizer(Node):
         seg = dataclasses.replace(seg, pieces=seg.pieces + (x,), length=seg.length + int(x.shape[0]))
         self._segments[sid] = seg
         if seg.length * 1000 >= self.config.max_utterance_ms * SAMPLE_RATE_HZ:
-            await self._offline_close(sid, "max_length")
+            await self._offline_close(sid, "max_length", upto=seg.start + _quietest_cut(seg.pieces, seg.length))
         await self.push(chunk)
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -521,12 +547,28 @@ class Recognizer(Node):
                 await self._audio(event)
                 return
             await self._drain()  # every other event goes after the audio before it
-        if isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
-            st = self._streams[event.stream_id]
-            updates, dec = self._decoder_of(st).request_endpoint(st.decoder, event.sample - st.origin)
-            self._streams[event.stream_id] = dataclasses.replace(st, decoder=dec)
-            await self._emit(event.stream_id, st.origin, updates)
+            if isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
+                st = self._streams[event.stream_id]
+                updates, st = await self._executor.run(self._vad_end, st, event.sample)
+                self._streams[event.stream_id] = st
+                await self._emit(event.stream_id, st.origin, updates)
         await self.push(event)
+
+    def _vad_end(self, st: _Stream, sample: int) -> tuple[tuple[Any, ...], _Stream]:
+        """Close the segment at a VAD speech end. When the engine still buffers audio before the
+        cut (its chunk is not complete), peek at those frames (``flush`` on the immutable engine
+        state, which goes on unchanged) so the final comes now, not when the chunk is complete."""
+        t0 = time.perf_counter()
+        at = sample - st.origin
+        lookahead = None
+        decoder = self._decoder_of(st)
+        if self.config.peek_at_vad_end and decoder.sample_to_frame(at) > st.decoder.frame:
+            peek = self.model.flush(st.engine)
+            lookahead = (peek.frames, peek.start_frame)
+            self.stats.peeks += 1
+        updates, dec = decoder.request_endpoint(st.decoder, at, lookahead=lookahead)
+        self.stats.compute_s += time.perf_counter() - t0
+        return updates, dataclasses.replace(st, decoder=dec)
 
     async def _audio(self, chunk: AudioChunk) -> None:
         sid = chunk.stream_id

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import soxr
 
 from .errors import BadAudioError
-from .events import SAMPLE_RATE_HZ, AudioChunk, EndOfStream, Event
+from .events import SAMPLE_RATE_HZ, AudioChunk, EndOfStream, ErrorEvent, Event
 from .node import Node
 
 __all__ = ["ResampleState", "init_state", "step", "flush", "to_mono_f32", "expected_length", "Resample"]
@@ -122,12 +122,72 @@ def _retime(event: Event, rate_in_hz: int) -> Event:
     return dataclasses.replace(event, **changes)
 
 
+class _BadSamples(NamedTuple):
+    """Per stream: non-finite input samples replaced so far, input samples seen, first bad one (input time)."""
+
+    bad: int = 0
+    seen: int = 0
+    first: int = -1
+
+
+# A stream whose NaN/inf share is above this, once MOSTLY_BAD_MIN_S of it has arrived (or at its end), stops.
+MOSTLY_BAD_SHARE = 0.5
+MOSTLY_BAD_MIN_S = 0.5
+
+
 class Resample(Node):
-    """Node: any rate / channel count in, 16 kHz mono float32 ``AudioChunk`` out."""
+    """Node: any rate / channel count in, 16 kHz mono float32 ``AudioChunk`` out.
+
+    Non-finite samples (NaN, inf) are replaced by silence (0.0) and counted; the count is reported
+    once per stream, as a non-fatal ``ErrorEvent(code="non_finite_samples")`` just before its
+    ``EndOfStream``. A stream that is mostly non-finite (more than half of its samples, judged once
+    0.5 s of it has arrived, or at its end) stops with a fatal ``bad_audio`` error.
+    """
 
     def __init__(self, name: str = "resample"):
         super().__init__(name)
         self._states: dict[str, ResampleState] = {}
+        self._bad: dict[str, _BadSamples] = {}
+
+    def _sanitize(self, event: AudioChunk) -> np.ndarray:
+        """The chunk's samples with NaN/inf replaced by 0 (counted); BadAudioError if mostly non-finite."""
+        x = event.samples
+        counts = self._bad.get(event.stream_id, _BadSamples())
+        frames = int(x.shape[0]) if x.ndim else 1
+        bad = 0
+        if x.dtype.kind == "f":
+            finite = np.isfinite(x)
+            if not finite.all():
+                bad = int(finite.size - np.count_nonzero(finite))
+                first = counts.first if counts.first >= 0 else event.sample + int(np.argmin(finite.reshape(frames, -1).all(axis=-1)))
+                x = np.where(finite, x, np.zeros((), x.dtype))
+                counts = _BadSamples(counts.bad + bad, counts.seen, first)
+        counts = counts._replace(seen=counts.seen + int(np.size(x)))
+        self._bad[event.stream_id] = counts
+        if counts.bad and counts.seen >= MOSTLY_BAD_MIN_S * event.sample_rate_hz:
+            self._check_mostly_bad(counts)
+        return x
+
+    @staticmethod
+    def _check_mostly_bad(counts: _BadSamples) -> None:
+        if counts.bad > MOSTLY_BAD_SHARE * counts.seen:
+            raise BadAudioError(
+                f"the audio is mostly NaN/inf ({counts.bad} of {counts.seen} samples so far): stopping this stream"
+            )
+
+    async def _report_bad(self, sid: str, sample: int) -> None:
+        """Once per stream, before its EndOfStream: how many NaN/inf samples became silence."""
+        counts = self._bad.pop(sid, None)
+        if counts is None or not counts.bad:
+            return
+        mostly = counts.bad > MOSTLY_BAD_SHARE * counts.seen  # a short stream that never reached the check
+        rate = self._states[sid].rate_in_hz if sid in self._states else SAMPLE_RATE_HZ
+        if mostly:
+            msg = f"the audio is mostly NaN/inf ({counts.bad} of {counts.seen} samples)"
+        else:
+            msg = f"{counts.bad} NaN/inf sample(s) replaced by silence (the first at {counts.first / rate:.3f} s)"
+        code = "bad_audio" if mostly else "non_finite_samples"
+        await self.push(ErrorEvent(sid, sample, code=code, fatal=mostly, message=msg))
 
     async def process(self, event: Event) -> None:
         if not isinstance(event, AudioChunk):
@@ -149,7 +209,7 @@ class Resample(Node):
             if gap.shape[0]:
                 await self.push(AudioChunk(sid, start, samples=gap))
             start = state.out_total
-        out, state = step(event.samples, state)
+        out, state = step(self._sanitize(event), state)
         self._states[sid] = state
         if out.shape[0]:
             await self.push(AudioChunk(sid, start, samples=out))
@@ -169,10 +229,12 @@ class Resample(Node):
         self._states[sid] = state
         if out.shape[0]:
             await self.push(AudioChunk(sid, start, samples=out))
+        await self._report_bad(sid, state.out_total)
         await self.push(dataclasses.replace(eos, sample=state.out_total, sample_rate_hz=SAMPLE_RATE_HZ))
 
     def forget(self, stream_id: str) -> None:
         self._states.pop(stream_id, None)
+        self._bad.pop(stream_id, None)
 
     def output_time(self, sample: int, rate_hz: int) -> tuple[int, int]:
         return sample * SAMPLE_RATE_HZ // rate_hz, SAMPLE_RATE_HZ

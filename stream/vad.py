@@ -63,6 +63,9 @@ __all__ = [
     "SegmenterState",
     "Segmenter",
     "make_segmenter",
+    "DEFAULT_VAD_CONFIGS",
+    "DEFAULT_WEBRTC_AGGRESSIVENESS",
+    "DEFAULT_SILERO_THRESHOLD",
 ]
 
 RATE = 16_000
@@ -70,12 +73,18 @@ RATE = 16_000
 
 @dataclass(frozen=True, slots=True)
 class VadConfig:
-    """Segment timing, all in milliseconds (see module docstring)."""
+    """Segment timing, all in milliseconds (see module docstring).
 
-    pre_speech_pad_ms: int = 200  # keep the onset consonant that the classifier misses
-    hangover_ms: int = 200  # keep the word tail that decays under the threshold
-    min_speech_ms: int = 90  # 3 webrtc frames: ignore clicks
-    min_silence_ms: int = 400  # shorter pauses stay inside one segment
+    The class defaults are webrtc's tuned ones; :data:`DEFAULT_VAD_CONFIGS` holds each
+    classifier's (chosen on real recordings with labelled pauses, ``bench/bench_vad_real.py``).
+    """
+
+    pre_speech_pad_ms: int = 100  # keep the onset consonant that the classifier misses
+    hangover_ms: int = 100  # keep the word tail that decays under the threshold
+    min_speech_ms: int = 60  # 2 webrtc frames: ignore clicks
+    # shorter pauses stay inside one segment; webrtc's own decision already runs ~90 ms into a
+    # pause, so 150 ms here ends a segment at pauses of about 250 ms and more
+    min_silence_ms: int = 150
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -85,6 +94,15 @@ class VadConfig:
 
     def samples(self, ms: int) -> int:
         return ms * RATE // 1000
+
+
+# Per-classifier defaults (``make_segmenter`` uses them when no config is given).
+DEFAULT_WEBRTC_AGGRESSIVENESS = 3
+DEFAULT_SILERO_THRESHOLD = 0.7
+DEFAULT_VAD_CONFIGS: dict[str, VadConfig] = {
+    "webrtc": VadConfig(),
+    "silero": VadConfig(min_silence_ms=200),  # silero's own hysteresis does not eat into pauses
+}
 
 
 # --------------------------------------------------------------------------- classifiers
@@ -433,15 +451,17 @@ def make_segmenter(
     kind: Literal["webrtc", "silero", "none"] = "webrtc",
     config: VadConfig | None = None,
     *,
-    aggressiveness: int = 2,
+    aggressiveness: int | None = None,
     frame_ms: int = 30,
-    threshold: float = 0.5,
+    threshold: float | None = None,
 ) -> Segmenter:
-    """The VAD behind ``--vad``: ``webrtc`` | ``silero`` | ``none``."""
+    """The VAD behind ``--vad``: ``webrtc`` | ``silero`` | ``none``; None: that VAD's tuned default."""
     if kind == "webrtc":
-        return Segmenter(WebRtcClassifier(aggressiveness, frame_ms), config or VadConfig())
+        aggr = DEFAULT_WEBRTC_AGGRESSIVENESS if aggressiveness is None else aggressiveness
+        return Segmenter(WebRtcClassifier(aggr, frame_ms), config or DEFAULT_VAD_CONFIGS["webrtc"])
     if kind == "silero":
-        return Segmenter(SileroClassifier(threshold), config or VadConfig())
+        thr = DEFAULT_SILERO_THRESHOLD if threshold is None else threshold
+        return Segmenter(SileroClassifier(thr), config or DEFAULT_VAD_CONFIGS["silero"])
     if kind == "none":
         return Segmenter(AlwaysSpeech(), VadConfig(0, 0, 0, 0))
     raise ConfigError(f"unknown VAD {kind!r}; choose webrtc, silero or none")

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import srt
 import webvtt
@@ -43,6 +44,28 @@ def test_transcribe_example_to_files(tmp_path):
     events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert [e["type"] for e in events].count("speech_started") == 4
     assert list(srt.parse((tmp_path / "c.srt").read_text())) == []
+
+
+def test_nan_samples_warn_on_stderr_and_the_stream_goes_on(tmp_path):
+    """10 NaN samples: replaced by silence, one warning on stderr, stdout keeps only captions (issues 20, 21)."""
+    import soundfile as sf
+
+    x, rate = sf.read(str(EXAMPLE), dtype="float32")
+    x[np.linspace(1000, len(x) - 1000, 10).astype(int)] = np.nan
+    sf.write(str(tmp_path / "nan.wav"), x, rate, subtype="FLOAT")
+    mostly = np.full(rate, np.nan, np.float32)
+    sf.write(str(tmp_path / "mostly.wav"), mostly, rate, subtype="FLOAT")
+    clean = subprocess.run([entry_point(), "transcribe", str(EXAMPLE), "--model", "none", "--no-progress"],
+                           capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([entry_point(), "transcribe", str(tmp_path / "nan.wav"), "--model", "none", "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "error" not in proc.stdout and proc.stdout.count("(speech)") == clean.stdout.count("(speech)") > 0
+    assert proc.stderr.count("non_finite_samples") == 1 and "10 NaN/inf" in proc.stderr
+    proc = subprocess.run([entry_point(), "transcribe", str(tmp_path / "mostly.wav"), "--model", "none", "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "mostly NaN/inf" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path):

@@ -241,3 +241,20 @@ def test_checkpoint_language_model_folder_is_used(model_dir: Path, tmp_path: Pat
     (d / "language_model" / "lm.arpa").unlink()
     with pytest.raises(ConfigError, match="no \\*.bin or \\*.arpa"):
         build_decoder(m, RecognizerConfig())
+
+
+@pytest.mark.parametrize("mode", ["cached", "window"])
+def test_peeking_at_the_engine_leaves_its_stream_unchanged(model, mode: str) -> None:
+    """The recogniser's VAD-end peek is ``flush`` on the current engine state: the stream goes on
+    exactly as without it (same frames), and the peek's frames are where the engine would emit them."""
+    x = torch.from_numpy(audio(3, 2.0))
+    st = model.init_state(mode, 320, 1280, 0)
+    a, st = model.step(x[:9000], st)
+    peek = model.flush(st)
+    assert peek.start_frame == a.start_frame + a.frames.shape[0] and peek.frames.shape[0] > 0
+    b, st_b = model.step(x[9000:], st)
+    ref = model.init_state(mode, 320, 1280, 0)
+    a2, ref = model.step(x[:9000], ref)
+    b2, ref = model.step(x[9000:], ref)
+    assert b.start_frame == b2.start_frame and torch.equal(b.frames, b2.frames)
+    assert torch.equal(model.flush(st_b).frames, model.flush(ref).frames)

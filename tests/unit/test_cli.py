@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello.wav"
 OPTIONS = [
     "--mic", "--device", "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--hotword", "--vad", "--mode", "--diarize", "--speaker", "--max-speakers", "--speaker-model", "--chunk-ms", "--left-context-ms", "--lookahead-ms", "--language",
+    "--vad-pre-speech-pad-ms", "--vad-hangover-ms", "--vad-min-speech-ms", "--vad-min-silence-ms", "--vad-threshold",
+    "--vad-aggressiveness", "--max-utterance-ms",
     "--realtime", "--progress", "--console", "--jsonl", "--srt", "--vtt", "--rttm", "--config",
 ]
 SERVE_OPTIONS = [
@@ -31,6 +33,8 @@ SERVE_OPTIONS = [
 EVAL_OPTIONS = [
     "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--vad", "--mode", "--chunk-ms",
     "--left-context-ms", "--lookahead-ms", "--language", "--limit", "--concurrency", "--realtime", "--pad-silence-ms",
+    "--block-ms", "--vad-pre-speech-pad-ms", "--vad-hangover-ms", "--vad-min-speech-ms", "--vad-min-silence-ms",
+    "--vad-threshold", "--vad-aggressiveness", "--max-utterance-ms",
 ]
 
 
@@ -390,3 +394,40 @@ def test_lm_options_change_the_finals(tmp_path):
     assert len(penalised) == len(greedy) >= 1
     n_greedy, n_penalised = (sum(len(t.split()) for t in x) for x in (greedy, penalised))
     assert n_greedy >= 2 and n_penalised < n_greedy, (greedy, penalised)
+
+
+def test_vad_timing_options_reach_the_vad_from_toml_and_cli(tmp_path):
+    from stream.pipeline_builder import build_recognizer, build_vad
+    from stream.vad import DEFAULT_VAD_CONFIGS, VadConfig
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('vad = "silero"\nvad_min_silence_ms = 300\nvad_threshold = 0.6\nvad_hangover_ms = 40\n')
+    cfg = TranscribeConfig.from_mapping({**load_toml(toml), "vad_pre_speech_pad_ms": 0, "input_path": str(EXAMPLE),
+                                         "max_utterance_ms": 9000}).validate()
+    seg = build_vad(cfg).segmenter
+    assert seg.config == VadConfig(0, 40, DEFAULT_VAD_CONFIGS["silero"].min_speech_ms, 300)
+    assert seg.clf.threshold == 0.6
+    assert build_recognizer(cfg, "m").config.max_utterance_ms == 9000
+    webrtc = build_vad(TranscribeConfig(input_path=EXAMPLE, vad_aggressiveness=1)).segmenter
+    assert webrtc.config == DEFAULT_VAD_CONFIGS["webrtc"] and webrtc.clf.aggressiveness == 1
+    # on the command line: a 2 s minimum silence merges the example's 4 segments into fewer
+    out = tmp_path / "e.jsonl"
+    assert run("transcribe", "--model", "none", "--no-progress", "--jsonl", str(out), str(EXAMPLE)).exit_code == 0
+    n_default = out.read_text().count('"speech_ended"')
+    assert run("transcribe", "--model", "none", "--no-progress", "--jsonl", str(out), "--vad-min-silence-ms", "2000",
+               str(EXAMPLE)).exit_code == 0
+    assert 0 < out.read_text().count('"speech_ended"') < n_default
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--vad-min-silence-ms", "-5"], "--vad-min-silence-ms"),
+        (["--vad-threshold", "1.5"], "--vad-threshold"),
+        (["--vad-threshold", "0.5"], "vad_threshold"),  # webrtc has no threshold
+        (["--vad", "silero", "--vad-aggressiveness", "2"], "vad_aggressiveness"),
+        (["--max-utterance-ms", "10"], "--max-utterance-ms"),
+    ],
+)
+def test_bad_vad_options(args, needle):
+    assert_user_error(run("transcribe", *args, str(EXAMPLE)), needle)

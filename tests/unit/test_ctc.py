@@ -257,3 +257,107 @@ def test_vad_cut_at_a_chunk_boundary_closes_without_waiting_for_the_next_chunk()
     ups, st = dec.step(logits_of([B, B, B, B]), 4, st)
     assert [(u.is_final, u.reason, u.endpoint_sample) for u in ups] == [(True, "vad", 8 * 320)]
     assert st.pending_cuts == () and st.seg_start == 8
+
+
+def test_final_and_partial_text_is_single_spaced_and_trimmed() -> None:
+    """Greedy text with a doubled word delimiter ("A AS  NOG") comes out single-spaced."""
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None))
+    ids = [D, B, ID["A"], D, ID["A"], ID["S"], D, B, D, ID["N"], ID["O"], B, D, B]
+    ups = run(dec, ids, chunk=4)
+    assert ups and all(u.text == " ".join(u.text.split()) for u in ups)
+    assert [u.text for u in ups if u.is_final] == ["A AS NO"]
+
+
+def spell(words_and_gaps: list[tuple[str, int]]) -> list[int]:
+    """Frame ids: each word's letters one frame apart (blank between), a delimiter, then ``gap`` blanks."""
+    out: list[int] = []
+    for word, gap in words_and_gaps:
+        for ch in word:
+            out += [ID[ch], B]
+        out += [D] + [B] * gap
+    return out
+
+
+def test_max_length_cuts_at_the_longest_pause_in_its_last_seconds() -> None:
+    """Rule 3 cuts in the longest word gap of the segment's last second, not just before the open word."""
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None, max_utterance_ms=2000))  # 100 frames
+    ids = spell([("THE", 2), ("RAIN", 2), ("IN", 2), ("THE", 2), ("TREE", 2), ("HE", 2), ("SAT", 2), ("ON", 12),
+                 ("THE", 2), ("STAIR", 2), ("AT", 2), ("NOON", 2), ("TO", 40)])
+    ups = run(dec, ids, chunk=7)
+    check_semantics(ups)
+    finals = [u for u in ups if u.is_final]
+    assert finals[0].reason == "max_length"
+    assert finals[0].text == "THE RAIN IN THE TREE HE SAT ON", finals[0].text  # the 12-frame pause, not before "STAIR"
+    assert " ".join(f.text for f in finals) == "THE RAIN IN THE TREE HE SAT ON THE STAIR AT NOON TO"
+
+
+def test_max_length_never_cuts_inside_a_word() -> None:
+    """A word still open at the maximum length (no earlier word boundary) is waited for, then cut after it."""
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None, max_utterance_ms=1000))  # 50 frames
+    long_word = "TATATATATATATATATATATATATATATA"  # 60 frames with its blanks
+    ids = spell([(long_word, 3), ("NO", 30)])
+    ups = run(dec, ids, chunk=5)
+    check_semantics(ups)
+    finals = [u for u in ups if u.is_final]
+    assert [f.text for f in finals] == [long_word, "NO"]
+    assert finals[0].reason == "max_length"
+
+
+def test_vad_endpoint_with_lookahead_frames_closes_now_and_skips_them_when_they_come_again() -> None:
+    """The recogniser peeks at frames its engine still buffers: the final comes at once, and the same
+    frames sent again later are skipped, so the finals equal those of a decoder that waited."""
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None))
+    ids = spell([("THE", 1), ("RAIN", 8), ("HE", 1), ("SAT", 20)])
+    x = logits_of(ids)
+    cut = 21 * 320  # after "RAIN" and 3 blanks, inside the 8-frame pause
+    # reference: the cut waits for frames in order
+    ref_st = dec.init_state()
+    ref: list[SegmentUpdate] = []
+    u, ref_st = dec.step(x[:16], 0, ref_st)
+    ref += u
+    u, ref_st = dec.request_endpoint(ref_st, cut)
+    ref += u
+    u, ref_st = dec.step(x[16:32], 16, ref_st)
+    ref += u
+    u, ref_st = dec.step(x[32:], 32, ref_st)
+    ref += u
+    ref += dec.flush(ref_st)[0]
+    # peek: frames 16..24 are known now (the engine's buffered audio), sent again later as 16..32
+    st = dec.init_state()
+    ups, st = dec.step(x[:16], 0, st)
+    now, st = dec.request_endpoint(st, cut, lookahead=(x[16:24], 16))
+    assert [(f.text, f.reason, f.endpoint_sample) for f in now if f.is_final] == [("THE RAIN", "vad", cut)]
+    later, st = dec.step(x[16:32], 16, st)
+    assert not [u for u in later if u.is_final]
+    later2, st = dec.step(x[32:], 32, st)
+    fin = dec.flush(st)[0]
+    got = [u for u in (*ups, *now, *later, *later2, *fin) if u.is_final]
+    assert [(f.text, f.endpoint_sample, f.words) for f in got] == [(f.text, f.endpoint_sample, f.words) for f in ref if f.is_final]
+    with pytest.raises(StreamError):  # frames before the peeked ones are still refused
+        dec.step(x[10:20], 10, st)
+
+
+def test_vad_cut_inside_a_word_waits_for_the_word_to_end() -> None:
+    """A VAD end that falls between two letters of one word (a stop closure) closes after the word."""
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None))
+    ids = [ID["S"], B, ID["T"], B, B, B, ID["O"], B, ID["R"], D, B, B, B, B, B, B, ID["N"], ID["O"], D, B, B]
+    st = dec.init_state()
+    ups, st = dec.step(logits_of(ids[:3]), 0, st)
+    ups, st = dec.request_endpoint(st, 4 * 320)  # the VAD thinks speech ended inside "STOR"
+    u2, st = dec.step(logits_of(ids[3:]), 3, st)
+    finals = [u for u in ups + u2 if u.is_final]
+    assert [f.text for f in finals] == ["STOR"] and finals[0].reason == "vad"
+    assert 9 * 320 <= finals[0].endpoint_sample <= 16 * 320
+
+
+def test_peeked_cut_just_past_the_engines_last_frame_closes_on_that_frame() -> None:
+    """The engine's last frame or two need audio beyond its input (the frontend's window): a VAD cut
+    up to 80 ms past the peeked frames closes now, on the last peeked frame; further, it waits."""
+    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None))
+    x = logits_of(spell([("NO", 12)]))
+    st = dec.init_state()
+    _, st = dec.step(x[:4], 0, st)
+    now, st2 = dec.request_endpoint(st, 12 * 320, lookahead=(x[4:10], 4))  # peeked frames end at 10, cut at 12
+    assert [(u.text, u.endpoint_sample) for u in now if u.is_final] == [("NO", 10 * 320)]
+    later, st3 = dec.request_endpoint(st, 16 * 320, lookahead=(x[4:10], 4))  # 120 ms past: pending
+    assert not [u for u in later if u.is_final] and st3.pending_cuts == (16,)

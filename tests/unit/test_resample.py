@@ -108,10 +108,27 @@ async def test_node_offsets_contiguous_and_eos_exact():
     np.testing.assert_allclose(np.concatenate([c.samples for c in chunks]), ref, atol=1e-5)
 
 
-async def test_nan_becomes_error_event_for_that_stream_only():
+async def test_isolated_non_finite_samples_become_silence_with_one_warning_event():
+    """A few NaN/inf samples spread over many chunks: replaced by zeros, one non-fatal event with the count."""
+    x = (np.random.default_rng(3).standard_normal(48000 * 3) * 0.1).astype(np.float32)
+    bad_at = [100, 5000, 30000, 30001, 60000, 90000, 100000, 120000, 130000, 143000]
+    x[bad_at[::2]] = np.nan
+    x[bad_at[1::2]] = np.inf
+    sink = Collect()
+    await Graph([ArraySource(x, 48000, stream_id="s", block=4800)], [Resample(), sink], bug_policy="raise").run()
+    errors = [e for e in sink.events if isinstance(e, ErrorEvent)]
+    assert [(e.code, e.fatal) for e in errors] == [("non_finite_samples", False)]
+    assert "10 NaN/inf" in errors[0].message
+    audio = [e for e in sink.events if isinstance(e, AudioChunk)]
+    y = np.concatenate([c.samples for c in audio])
+    assert np.isfinite(y).all() and y.shape[0] == expected_length(x.shape[0], 48000)  # the stream went on to its end
+    assert isinstance(sink.events[-1], EndOfStream)
+
+
+async def test_mostly_non_finite_stream_stops_with_a_clear_error_for_that_stream_only():
     good = np.zeros(48000, np.float32)
-    bad = np.zeros(48000, np.float32)
-    bad[30000] = np.nan
+    bad = np.full(48000, np.nan, np.float32)
+    bad[:4800] = 0.0
     sink = Collect()
     graph = Graph(
         [ArraySource(good, 48000, stream_id="good", block=4800), ArraySource(bad, 48000, stream_id="bad", block=4800)],
@@ -121,7 +138,8 @@ async def test_nan_becomes_error_event_for_that_stream_only():
     await graph.run()
     errors = [e for e in sink.events if isinstance(e, ErrorEvent)]
     assert [(e.stream_id, e.code, e.fatal) for e in errors] == [("bad", "bad_audio", True)]
-    assert errors[0].sample == 28800 * 16000 // 48000 and errors[0].sample_rate_hz == 16000
+    assert "mostly NaN/inf" in errors[0].message
+    assert errors[0].sample_rate_hz == 16000
     good_audio = [e for e in sink.of("good") if isinstance(e, AudioChunk)]
     assert sum(c.num_samples for c in good_audio) == 16000
     assert [type(e).__name__ for e in sink.of("bad")][-2:] == ["ErrorEvent", "EndOfStream"]

@@ -62,15 +62,18 @@ async def test_console_tty_rewrites_partial_and_commits_final():
 
 
 async def test_console_plain_mode_prints_finals_only():
-    out = io.StringIO()
-    sink = ConsoleSink(out, tty=False)
+    out, err = io.StringIO(), io.StringIO()
+    sink = ConsoleSink(out, tty=False, err=err)
     await sink.consume(partial("a", 1, "hel"))
     await sink.consume(final("a", "hello"))
     await sink.consume(final("b", "  "))
     await sink.consume(SpeechEnded("s0", 32000, start_sample=16000))
     await sink.consume(ErrorEvent("s0", 5, code="decode", message="bad frame"))
+    await sink.consume(ErrorEvent("s0", 9, code="non_finite_samples", message="3 NaN/inf", fatal=False))
     await sink.close()
-    assert out.getvalue() == "[00:00:01.00 -> 00:00:03.00] hello\nerror [decode]: bad frame\n"
+    # stdout (a pipe) carries finals only; errors and warnings go to stderr
+    assert out.getvalue() == "[00:00:01.00 -> 00:00:03.00] hello\n"
+    assert err.getvalue() == "error [decode]: bad frame\nerror [non_finite_samples]: 3 NaN/inf\n"
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
 
 
