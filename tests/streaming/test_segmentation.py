@@ -55,7 +55,7 @@ class TrackModel:
         self.track = track
         self.config = SimpleNamespace(vocab_size=len(LABELS))
 
-    def init_state(self, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int) -> _State:
+    def init_state(self, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int, language: str | None = None) -> _State:
         return _State(chunk=chunk_ms * 16)
 
     def _frames(self, a: int, b: int) -> torch.Tensor:
@@ -182,7 +182,7 @@ class LoudModel(TrackModel):
     """Offline: frame ``f`` of a segment spells "A" while the audio is loud, blank while quiet,
     and a word delimiter at the first quiet frame: each burst is one word."""
 
-    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+    def forward(self, x: torch.Tensor, language: str | None = None) -> SimpleNamespace:
         n = x.shape[0] // SPF
         rms = x[: n * SPF].reshape(n, SPF).pow(2).mean(1).sqrt().numpy()
         ids = np.where(rms > 0.01, ID["A"], 0)
