@@ -24,6 +24,14 @@ once.  A final is held until the turns cover its end, or a ``SpeechEnded`` at or
 went by, or stream time passed its end by ``max_hold_ms``, or on flush / end of stream: a final
 is delayed by at most ``max_hold_ms`` of stream time.  Finals are never revised, so a turn
 relabelled after its final went out does not change that final.
+
+Per-stream speaker settings (the network protocol's ``start``/``set_speakers``):
+``Diarizer.set_speakers(stream_id, num_speakers, names)``.  ``num_speakers`` caps that stream's
+clustering (at most that many speakers from then on; within the node's ``max_speakers``, and
+not below its enrolled count; embedding diarization only); ``names`` are display names given to
+the stream's anonymous speakers in order of first appearance (``S1`` -> ``names[0]``, ...), on
+its ``SpeakerTurn`` events and so on every label downstream.  ``None`` / ``()`` leave a setting as
+it is.  The settings are data of that stream alone, dropped when it ends.
 """
 
 from __future__ import annotations
@@ -53,7 +61,24 @@ from .events import (
 from .executor import Executor
 from .node import Node
 
-__all__ = ["Diarizer", "SpeakerLabeler", "label_words", "diarization_nodes"]
+__all__ = ["Diarizer", "StreamSpeakers", "SpeakerLabeler", "label_words", "diarization_nodes"]
+
+
+@dataclass
+class StreamSpeakers:
+    """One stream's speaker settings in the :class:`Diarizer` (see the module docstring)."""
+
+    config: DiarizerConfig  # the node's config with this stream's speaker cap
+    names: tuple[str, ...] = ()
+    order: list[str] = field(default_factory=list)  # anonymous labels in order of first appearance
+
+    def display(self, label: str) -> str:
+        if not self.names:
+            return label
+        if label not in self.order:
+            self.order.append(label)
+        i = self.order.index(label)
+        return self.names[i] if i < len(self.names) else label
 
 
 class Diarizer(Node):
@@ -89,6 +114,7 @@ class Diarizer(Node):
         self.speaker_clips = dict(speakers or {})
         self.enrolled: dict[str, object] = {}
         self._states: dict[str, DiarizerState] = {}
+        self._speakers: dict[str, StreamSpeakers] = {}  # per-stream settings (set_speakers)
         self._executor = executor
         self._own_executor = executor is None
 
@@ -130,6 +156,39 @@ class Diarizer(Node):
     def forget(self, stream_id: str) -> None:
         self._states.pop(stream_id, None)
         self._frame_states.pop(stream_id, None)
+        self._speakers.pop(stream_id, None)
+
+    def set_speakers(self, stream_id: str, num_speakers: int | None = None, names: tuple[str, ...] = ()) -> None:
+        """This stream's speaker cap and display names (``None`` / ``()``: unchanged); ConfigError
+        for a cap this node cannot keep, leaving the stream's settings as they were."""
+        names = tuple(names)
+        if any(not isinstance(n, str) or not n for n in names):
+            raise ConfigError(f"speaker names must be non-empty strings, got {names!r}")
+        st = self._speakers.get(stream_id) or StreamSpeakers(self.config)
+        config = st.config
+        if num_speakers is not None:
+            if isinstance(num_speakers, bool) or not isinstance(num_speakers, int) or num_speakers < 1:
+                raise ConfigError(f"num_speakers must be an integer >= 1, got {num_speakers!r}")
+            if self.frame_model is not None:
+                raise ConfigError("num_speakers needs embedding diarization; this server's frame-classification "
+                                  "model has a fixed set of speakers")
+            limit = self.config.cluster.max_speakers
+            if limit is not None and num_speakers > limit:
+                raise ConfigError(f"num_speakers {num_speakers} exceeds this server's --max-speakers {limit}")
+            if num_speakers < len(self.speaker_clips):
+                raise ConfigError(f"num_speakers {num_speakers} is below the {len(self.speaker_clips)} enrolled speakers")
+            config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, max_speakers=num_speakers))
+        self._speakers[stream_id] = StreamSpeakers(config, names or st.names, st.order)
+
+    def _config(self, sid: str) -> DiarizerConfig:
+        st = self._speakers.get(sid)
+        return self.config if st is None else st.config
+
+    def _display(self, sid: str, label: str) -> str:
+        st = self._speakers.get(sid)
+        if st is None or label in self.speaker_clips:  # an enrolled voice keeps its name
+            return label
+        return st.display(label)
 
     async def _process_frames(self, event: Event) -> None:
         assert self._executor is not None and self.frames is not None
@@ -151,18 +210,18 @@ class Diarizer(Node):
     def _state(self, sid: str) -> DiarizerState:
         st = self._states.get(sid)
         if st is None:
-            st = online.init_state(self.config, self.enrolled)
+            st = online.init_state(self._config(sid), self.enrolled)
         return st
 
     async def _push_turns(self, sid: str, updates: list[TurnUpdate]) -> None:
         for u in updates:
             await self.push(
-                SpeakerTurn(sid, u.start, turn_id=f"t{u.turn_id}", speaker=u.speaker, end_sample=u.end, revision=u.revision)
+                SpeakerTurn(sid, u.start, turn_id=f"t{u.turn_id}", speaker=self._display(sid, u.speaker), end_sample=u.end, revision=u.revision)
             )
 
-    def _feed(self, st: DiarizerState, samples, start: int) -> tuple[list[TurnUpdate], DiarizerState]:
-        st = online.feed_audio(st, samples, start, self.config)
-        return online.decide(st, self.embedder, self.config)
+    def _feed(self, st: DiarizerState, samples, start: int, config: DiarizerConfig) -> tuple[list[TurnUpdate], DiarizerState]:
+        st = online.feed_audio(st, samples, start, config)
+        return online.decide(st, self.embedder, config)
 
     async def process(self, event: Event) -> None:
         sid = event.stream_id
@@ -174,20 +233,17 @@ class Diarizer(Node):
         if self.frames is not None:
             await self._process_frames(event)
             return
+        config = self._config(sid)
         if isinstance(event, AudioChunk):
-            if event.sample_rate_hz != SAMPLE_RATE_HZ or event.samples.ndim != 1:
-                raise BadAudioError(
-                    f"diarizer needs 16 kHz mono audio, got {event.sample_rate_hz} Hz shape {event.samples.shape}"
-                )
-            updates, st = await self._executor.run(self._feed, self._state(sid), event.samples, event.sample)
+            updates, st = await self._executor.run(self._feed, self._state(sid), event.samples, event.sample, config)
             self._states[sid] = st
             await self._push_turns(sid, updates)
-        elif not self.config.use_vad_events:
+        elif not config.use_vad_events:
             pass  # the diarizer finds speech itself
         elif isinstance(event, SpeechStarted):
             self._states[sid] = online.speech_start(self._state(sid), event.sample)
         elif isinstance(event, SpeechEnded):
-            updates, st = await self._executor.run(online.speech_end, self._state(sid), event.sample, self.embedder, self.config)
+            updates, st = await self._executor.run(online.speech_end, self._state(sid), event.sample, self.embedder, config)
             self._states[sid] = st
             await self._push_turns(sid, updates)
         await self.push(event)
@@ -197,7 +253,7 @@ class Diarizer(Node):
         st = self._states.get(stream_id)
         if st is None or self._executor is None:
             return
-        updates, st = await self._executor.run(online.flush, st, self.embedder, self.config)
+        updates, st = await self._executor.run(online.flush, st, self.embedder, self._config(stream_id))
         self._states[stream_id] = st
         await self._push_turns(stream_id, updates)
 

@@ -78,6 +78,7 @@ from .protocol import (
     valid_stream_id,
 )
 from .push_source import PushSource
+from .speakers import start_speakers
 
 __all__ = [
     "MqttSettings",
@@ -380,7 +381,9 @@ class MqttIngest:
     ``start`` message's ``language`` (None: the worker's default), and raises ProtocolError to
     refuse the stream (:func:`stream.net.languages.start_stream`: ``unknown_language``,
     ``unavailable``); ``on_error`` receives protocol errors as ``ErrorEvent`` (the worker publishes them
-    on ``…/error``); ``on_set_speakers`` receives ``set_speakers`` controls.
+    on ``…/error``); ``on_set_speakers`` receives ``set_speakers`` controls, and the ``start``
+    message's ``num_speakers``/``names`` once the stream has started (a ProtocolError it raises
+    is that stream's non-fatal error: :func:`stream.net.speakers.set_stream_speakers`).
     A stream starts with its ``start`` control or, failing that, its first audio
     frame (with ``default_rate_hz``/``default_format``); it ends on ``end`` or after
     ``idle_timeout_s`` without audio.
@@ -520,6 +523,12 @@ class MqttIngest:
             self._error(sid, ProtocolError("unavailable", f"cannot start stream {sid!r}: {exc}", fatal=True))
             return None
         self.streams[sid] = st
+        speakers = start_speakers(cfg)
+        if speakers is not None and self._on_set_speakers is not None:  # before any audio
+            try:
+                self._on_set_speakers(sid, speakers)
+            except ProtocolError as exc:  # no diarizer, or a setting it cannot keep: the stream runs on
+                self._error(sid, exc)
         return st
 
     async def _on_message(self, topic_: str, payload: Any) -> None:
@@ -539,6 +548,8 @@ class MqttIngest:
                 elif isinstance(msg, EndOfAudio):
                     self._end(sid)
                 elif isinstance(msg, SetSpeakers) and self._on_set_speakers is not None:
+                    if st is None:  # nothing would forget settings of a stream that never starts
+                        raise ProtocolError("bad_control", "'set_speakers' before the stream started; ignored")
                     self._on_set_speakers(sid, msg)
             elif kind == "audio":
                 st = self.streams.get(sid)

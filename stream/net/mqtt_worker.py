@@ -25,6 +25,7 @@ from stream.graph import Graph
 from stream.net.languages import start_stream
 from stream.net.mqtt import MqttIngest, MqttSettings
 from stream.net.protocol import Limits, SampleFormat, SetSpeakers
+from stream.net.speakers import set_stream_speakers
 from stream.node import Node
 
 __all__ = ["MqttWorker"]
@@ -64,10 +65,8 @@ class MqttWorker:
         self.sink.handle(event)  # never waits: the publisher's outbox is in memory
 
     def _set_speakers(self, sid: str, msg: SetSpeakers) -> None:
-        for node in self.graph.nodes():
-            hook = getattr(node, "set_speakers", None)
-            if callable(hook):
-                hook(sid, msg.num_speakers, msg.names)
+        # the diarizer caps and names this stream's speakers; a non-fatal ProtocolError without one
+        set_stream_speakers(self.graph.nodes(), sid, msg)
 
     async def start(self) -> None:
         await self.graph.start()

@@ -131,6 +131,7 @@ class StartConfig:
     offset_header: bool = False
     # multilingual checkpoints (MMS): the language this stream is recognised in (None: the server's)
     language: str | None = None
+    names: tuple[str, ...] = ()  # display names for the stream's speakers, in order of first appearance
 
     @property
     def bytes_per_sample(self) -> int:
@@ -207,19 +208,27 @@ def _parse_start(d: dict[str, Any], limits: Limits) -> StartConfig:
         partials=partials,
         offset_header=offset_header,
         language=language,
+        names=_names_field(d, limits),
     )
 
 
-def _parse_set_speakers(d: dict[str, Any], limits: Limits) -> SetSpeakers:
+def _names_field(d: dict[str, Any], limits: Limits) -> tuple[str, ...]:
     names = d.get("names", [])
+    if names is None:
+        return ()
     if not isinstance(names, list) or len(names) > limits.max_speakers or not all(
         isinstance(n, str) and 0 < len(n) <= 64 for n in names
     ):
         raise ProtocolError("bad_control", f"'names' must be a list of at most {limits.max_speakers} short strings")
+    return tuple(names)
+
+
+def _parse_set_speakers(d: dict[str, Any], limits: Limits) -> SetSpeakers:
+    names = _names_field(d, limits)
     num = _int_field(d, "num_speakers", 1, limits.max_speakers, required=False)
     if num is None and not names:
         raise ProtocolError("bad_control", "set_speakers needs 'num_speakers' or 'names'")
-    return SetSpeakers(num_speakers=num, names=tuple(names))
+    return SetSpeakers(num_speakers=num, names=names)
 
 
 def parse_control(text: str | bytes, limits: Limits = Limits()) -> ControlMessage:

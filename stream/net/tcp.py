@@ -27,8 +27,10 @@ message (:mod:`stream.net.protocol`) on one line, then the PCM::
     (echo '{"type":"start","sample_rate_hz":16000,"format":"s16","language":"fra"}'; \\
      sox talk.wav -t raw -e signed -b 16 -c 1 -r 16000 -) | nc -N 127.0.0.1 9000
 
-It sets that stream's rate, format, id and language (multilingual checkpoints; see
-:mod:`stream.net.languages`); the server answers one JSON line, ``ready`` or a fatal
+It sets that stream's rate, format, id, language (multilingual checkpoints; see
+:mod:`stream.net.languages`) and speaker settings (``num_speakers``/``names``, for a diarizer in the
+graph; otherwise a non-fatal ``speakers_unsupported`` error line after ``ready``:
+:mod:`stream.net.speakers`); the server answers one JSON line, ``ready`` or a fatal
 ``error`` (``bad_json``, ``bad_control``, ``no_start``, ``stream_id_in_use``,
 ``unknown_language``, ``unavailable``) after which it closes that connection only. The stream's
 events go to the graph's sinks, not back over TCP. A connection whose first bytes are ``{``
@@ -52,6 +54,7 @@ from ..events import AudioChunk, ErrorEvent
 from ..graph import Graph
 from ..sources.base import Emit, Source
 from .languages import start_stream
+from .speakers import set_stream_speakers, start_speakers
 from .protocol import Limits, ProtocolError, SampleFormat, StartConfig, decode_audio, parse_control, ready_message
 from .push_source import PushSource
 
@@ -304,6 +307,16 @@ class TcpPcmServer:
             return None
         if cfg is not None:
             writer.write((json.dumps(ready_message(sid, cfg, self.limits)) + "\n").encode())
+            speakers = start_speakers(cfg)
+            if speakers is not None:  # before any audio; never fatal: one more error line, the stream runs on
+                try:
+                    set_stream_speakers(self.graph.nodes(), sid, speakers)
+                except ProtocolError as exc:
+                    self.errors.append((sid, exc.code))
+                    ev = ErrorEvent(sid, 0, code=exc.code, message=exc.message, fatal=False)
+                    if self.on_error is not None:
+                        self.on_error(ev)
+                    writer.write((ev.to_json() + "\n").encode())
         return source, PcmFramer(fmt, rate * self.block_ms // 1000), first
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sid: str,

@@ -45,13 +45,12 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import dataclasses
 import json
 import logging
 import secrets
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -70,10 +69,7 @@ from ..events import (
     EndOfStream,
     ErrorEvent,
     Event,
-    FinalTranscript,
     PartialTranscript,
-    SpeakerTurn,
-    Word,
 )
 from ..graph import Graph
 from ..node import Node
@@ -96,6 +92,7 @@ from .protocol import (
     token_from_request,
 )
 from .push_source import PushSource
+from .speakers import set_stream_speakers, start_speakers
 
 __all__ = ["ServerConfig", "CaptionServer", "WEB_DIR"]
 
@@ -159,8 +156,6 @@ class _Conn:
     cfg: StartConfig
     source: PushSource
     out: Edge
-    speaker_names: tuple[str, ...] = ()
-    speaker_map: dict[str, str] = field(default_factory=dict)
     gone: bool = False  # the socket is closed or abandoned; drop its events
     finishing: bool = False  # "end" (or a fatal error, an idle close): the stream's last events are due
     held: bool = False  # the reader is holding back (rate limit, or a graph that is behind)
@@ -325,8 +320,6 @@ class CaptionServer:
             return
         if isinstance(event, PartialTranscript) and not conn.cfg.partials:
             return
-        if conn.speaker_names:
-            event = self._rename_speakers(conn, event)
         if not conn.out.put_nowait(event):
             # Full of events that must arrive (finals, errors): the client does not read.
             self._slow_consumer(conn, "outbound queue full")
@@ -390,23 +383,6 @@ class CaptionServer:
             self._trimming = False
 
         fut.add_done_callback(done)
-
-    def _rename_speakers(self, conn: _Conn, event: Event) -> Event:
-        """Map engine speaker labels to the client's display names, in order of first appearance."""
-
-        def name(label: str | None) -> str | None:
-            if label is None:
-                return None
-            if label not in conn.speaker_map and len(conn.speaker_map) < len(conn.speaker_names):
-                conn.speaker_map[label] = conn.speaker_names[len(conn.speaker_map)]
-            return conn.speaker_map.get(label, label)
-
-        if isinstance(event, SpeakerTurn):
-            return dataclasses.replace(event, speaker=name(event.speaker) or "")
-        if isinstance(event, (PartialTranscript, FinalTranscript)):
-            words = tuple(dataclasses.replace(w, speaker=name(w.speaker)) if isinstance(w, Word) else w for w in event.words)
-            return dataclasses.replace(event, speaker=name(event.speaker), words=words)
-        return event
 
     # ------------------------------------------------------------------ one connection
 
@@ -491,8 +467,12 @@ class CaptionServer:
             conn.gone = True
             source.end()
             return None
-        if cfg.num_speakers is not None:
-            self._set_speakers(conn, SetSpeakers(cfg.num_speakers))
+        speakers = start_speakers(cfg)
+        if speakers is not None:  # before any audio; a refusal is a non-fatal error, the stream runs on
+            try:
+                self._set_speakers(conn, speakers)
+            except ProtocolError as exc:
+                self._emit_local(conn, exc)
         return conn
 
     async def _serve_stream(self, conn: _Conn) -> None:
@@ -666,13 +646,9 @@ class CaptionServer:
                 conn.held, conn.held_until = False, time.monotonic()
 
     def _set_speakers(self, conn: _Conn, msg: SetSpeakers) -> None:
-        if msg.names:
-            conn.speaker_names = msg.names
-        # Nodes that can take speaker settings expose ``set_speakers(stream_id, num_speakers, names)``.
-        for node in self.graph.nodes():
-            hook = getattr(node, "set_speakers", None)
-            if callable(hook):
-                hook(conn.stream_id, msg.num_speakers, msg.names)
+        # The diarizer (serve --diarize) caps and names this stream's speakers; raises a
+        # non-fatal ProtocolError without one, or for a setting it cannot keep.
+        set_stream_speakers(self.graph.nodes(), conn.stream_id, msg)
 
 
 if sys.version_info >= (3, 11):

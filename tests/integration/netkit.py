@@ -42,10 +42,6 @@ class EnergyCaptioner(Node):
         self.flood_partials = flood_partials
         self.speaker = speaker
         self.state: dict[str, _Seg] = {}
-        self.speaker_settings: dict[str, tuple[Any, ...]] = {}
-
-    def set_speakers(self, stream_id: str, num_speakers: int | None, names: tuple[str, ...]) -> None:
-        self.speaker_settings[stream_id] = (num_speakers, names)
 
     def _text(self, sid: str, seg: _Seg) -> str:
         rms = (seg.energy / max(seg.n, 1)) ** 0.5
@@ -100,6 +96,18 @@ class EnergyCaptioner(Node):
 
     def forget(self, stream_id: str) -> None:
         self.state.pop(stream_id, None)
+
+
+class SpeakerAwareCaptioner(EnergyCaptioner):
+    """An EnergyCaptioner that takes per-stream speaker settings (as the Diarizer does) and records
+    them: ``(num_speakers, names)`` of every ``set_speakers`` call, per stream, in order."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self.speaker_settings: dict[str, list[tuple[Any, ...]]] = {}
+
+    def set_speakers(self, stream_id: str, num_speakers: int | None, names: tuple[str, ...]) -> None:
+        self.speaker_settings.setdefault(stream_id, []).append((num_speakers, names))
 
 
 def sine(seconds: float, rate: int, amp: float = 0.5, freq: float = 440.0) -> np.ndarray:

@@ -18,7 +18,7 @@ from stream.net.mqtt_worker import MqttWorker
 from stream.net.protocol import encode_audio, with_offset_header
 from stream.resample import Resample
 from tests.integration.mqtt_broker import MOSQUITTO, Broker
-from tests.integration.netkit import EnergyCaptioner, sine
+from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, sine
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -147,7 +147,7 @@ async def test_publisher_without_broker_keeps_qos1_until_it_appears(tmp_path):
 
 
 async def _publish_audio(settings: MqttSettings, sid: str, audio, rate: int, *, start: dict | None, realtime: bool,
-                         on_progress=None) -> MqttPublisher:
+                         on_progress=None, controls: dict[int, dict] | None = None) -> MqttPublisher:
     pub = MqttPublisher(settings, name=f"mic:{sid}")
     await pub.start()
     await pub.wait_connected()
@@ -157,6 +157,8 @@ async def _publish_audio(settings: MqttSettings, sid: str, audio, rate: int, *, 
     t0 = time.monotonic()
     framed = bool(start and start.get("offset_header"))
     for k, pos in enumerate(range(0, len(audio), step)):
+        if controls and k in controls:  # in order with the audio: one publisher, QoS 1
+            pub.publish(topic(settings.prefix, sid, "control"), json.dumps(controls[k]), qos=1)
         frame = encode_audio(audio[pos : pos + step])
         pub.publish(topic(settings.prefix, sid, "audio"), with_offset_header(pos, frame) if framed else frame, qos=1)
         if on_progress is not None:
@@ -185,6 +187,29 @@ async def test_worker_end_to_end_with_error_topic(broker):
     err = [d for t, d in consumer.raw if t == "speechstream/garage/error"]
     assert err[0]["code"] == "bad_frame"
     assert not any(t.startswith("speechstream/kitchen/error") for t, _ in consumer.raw)
+
+
+@pytest.mark.parametrize("takes_speakers", [True, False])
+async def test_worker_passes_speaker_settings_on(broker, takes_speakers):
+    """``start``'s num_speakers/names and a later ``set_speakers`` reach the node that takes them
+    (the diarizer), as on the WebSocket; without one they are a non-fatal error on ``…/error``."""
+    settings = MqttSettings(port=broker.port, reconnect_min_s=0.05)
+    cap = SpeakerAwareCaptioner() if takes_speakers else EnergyCaptioner()
+    worker = MqttWorker([Resample(), cap], settings, default_rate_hz=16000)
+    async with Consumer(broker.port, "speechstream/#", client_id="spk-consumer") as consumer, worker:
+        pub = await _publish_audio(settings, "den", sine(2.0, 16000, 0.5), 16000, realtime=False,
+                                   start={"type": "start", "sample_rate_hz": 16000, "num_speakers": 2, "names": ["Al"]},
+                                   controls={10: {"type": "set_speakers", "names": ["Bo"]}})
+        await pub.drain(10)
+        await pub.close()
+        await consumer.wait_for(lambda: any(d["type"] == "end_of_stream" for _, d in consumer.raw), 20)
+    finals = [d for t, d in consumer.raw if t == "speechstream/den/transcript" and d["type"] == "final_transcript"]
+    assert len(finals) == 2  # the stream ran on either way
+    errors = [(d["code"], d["fatal"]) for t, d in consumer.raw if t == "speechstream/den/error"]
+    if takes_speakers:
+        assert errors == [] and cap.speaker_settings["den"] == [(2, ("Al",)), (None, ("Bo",))]
+    else:
+        assert errors == [("speakers_unsupported", False)] * 2
 
 
 async def test_worker_pipeline_survives_broker_restart_mid_stream(broker):

@@ -17,7 +17,7 @@ from stream.net.protocol import encode_audio
 from stream.net.tcp import PcmFramer, TcpPcmServer, TcpPcmSource
 from stream.node import Collect
 from stream.resample import Resample
-from tests.integration.netkit import EnergyCaptioner, sine
+from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, sine
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -145,3 +145,33 @@ async def test_server_bad_stream_gets_an_error_event_and_others_go_on():
     assert [(e.stream_id, e.code, e.fatal) for e in errors] == [("tcp-1", "bad_audio", True)]
     assert [(e.stream_id, e.text) for e in out.events if isinstance(e, FinalTranscript)] == [("tcp-2", "seg0 rms35")]
     assert srv.errors == [("tcp-1", "bad_frame")]
+
+
+@pytest.mark.parametrize("takes_speakers", [True, False])
+async def test_server_start_line_speaker_settings(takes_speakers):
+    """A start line's num_speakers/names reach the node that takes them (the diarizer); without one
+    they are a second, non-fatal error line after ``ready``, and the stream runs on."""
+    import json
+
+    cap = SpeakerAwareCaptioner() if takes_speakers else EnergyCaptioner()
+    out = Collect(keep_audio=False)
+    graph = Graph(nodes=[Resample(), cap, out])
+    await graph.start()
+    try:
+        async with TcpPcmServer(graph, 0, sample_rate_hz=16000) as srv:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.bound_port)
+            start = {"type": "start", "sample_rate_hz": 16000, "stream_id": "den", "num_speakers": 2, "names": ["Al"]}
+            writer.write((json.dumps(start) + "\n").encode() + encode_audio(sine(1.0, 16000), "s16"))
+            writer.write_eof()
+            answer = [json.loads(line) for line in (await asyncio.wait_for(reader.read(), 10)).decode().splitlines()]
+            writer.close()
+            await asyncio.wait_for(graph.wait_streams(), 10)
+    finally:
+        await graph.stop()
+    assert [e.stream_id for e in out.events if isinstance(e, FinalTranscript)] == ["den"]  # it ran either way
+    if takes_speakers:
+        assert [a["type"] for a in answer] == ["ready"] and cap.speaker_settings == {"den": [(2, ("Al",))]}
+    else:
+        assert [(a["type"], a.get("code"), a.get("fatal")) for a in answer] == [
+            ("ready", None, None), ("error", "speakers_unsupported", False)]
+        assert srv.errors == [("den", "speakers_unsupported")]

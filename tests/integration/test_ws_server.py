@@ -16,7 +16,7 @@ from stream.events import json_schema
 from stream.net.protocol import Limits, encode_audio
 from stream.net.ws_server import CaptionServer, ServerConfig
 from stream.resample import Resample
-from tests.integration.netkit import EnergyCaptioner, assert_stream_well_formed, sine, stream_audio
+from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, assert_stream_well_formed, sine, stream_audio
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -201,15 +201,23 @@ async def test_client_stream_id_and_duplicate_refused():
                 assert events[0]["code"] == "stream_id_in_use" and ws2.close_code == 1008
 
 
-async def test_set_speakers_reaches_nodes_and_renames_labels():
-    cap = EnergyCaptioner(speaker="spk_0")
+async def test_speaker_settings_reach_nodes():
+    cap = SpeakerAwareCaptioner(speaker="spk_0")
     async with _server(nodes=[Resample(), cap]) as srv:
+        s = await stream_audio(srv.url, sine(2.0, 16000), 16000, start_extra={"num_speakers": 2, "names": ["Ann"]},
+                               controls={10: {"type": "set_speakers", "names": ["Alice"]}})
+    assert s.close_code == 1000 and not s.of("error")
+    assert cap.speaker_settings[s.ready["stream_id"]] == [(2, ("Ann",)), (None, ("Alice",))]
+
+
+async def test_speaker_settings_without_a_diarizer_are_a_non_fatal_error():
+    async with _server() as srv:  # no node takes speaker settings (serve without --diarize)
         s = await stream_audio(srv.url, sine(2.0, 16000), 16000, start_extra={"num_speakers": 2},
                                controls={10: {"type": "set_speakers", "names": ["Alice"]}})
-    assert s.close_code == 1000
-    assert {f["speaker"] for f in s.finals} == {"Alice"}
-    assert {t["speaker"] for t in s.of("speaker_turn")} == {"Alice"}
-    assert cap.speaker_settings[s.ready["stream_id"]] == (None, ("Alice",))
+    errors = s.of("error")
+    assert [(e["code"], e["fatal"]) for e in errors] == [("speakers_unsupported", False)] * 2
+    assert "--diarize" in errors[0]["message"]
+    assert s.close_code == 1000 and len(s.finals) == 2 and s.events[-1]["type"] == "end_of_stream"
 
 
 async def test_partials_can_be_turned_off():

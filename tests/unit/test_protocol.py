@@ -42,10 +42,10 @@ def test_start_full():
     cfg = parse_control(
         json.dumps(
             {"type": "start", "sample_rate_hz": 16000.0, "format": "float32", "stream_id": "room-1.a",
-             "num_speakers": 3, "partials": False}
+             "num_speakers": 3, "partials": False, "names": ["Ann", "Bob"]}
         )
     )
-    assert cfg == StartConfig(16000, "f32", "room-1.a", 3, False)
+    assert cfg == StartConfig(16000, "f32", "room-1.a", 3, False, names=("Ann", "Bob"))
     assert cfg.bytes_per_sample == 4
 
 
@@ -64,6 +64,8 @@ def test_start_full():
         ('{"type": "start", "sample_rate_hz": 16000, "stream_id": "a/b"}', "bad_control"),
         ('{"type": "start", "sample_rate_hz": 16000, "num_speakers": 0}', "bad_control"),
         ('{"type": "start", "sample_rate_hz": 16000, "partials": "yes"}', "bad_control"),
+        ('{"type": "start", "sample_rate_hz": 16000, "names": "Ann"}', "bad_control"),
+        ('{"type": "start", "sample_rate_hz": 16000, "names": [""]}', "bad_control"),
         ('{"type": "set_speakers"}', "bad_control"),
         ('{"type": "set_speakers", "names": [1, 2]}', "bad_control"),
         ('{"type": "dance"}', "bad_control"),
