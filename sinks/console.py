@@ -9,7 +9,8 @@ that line and is committed on its own line::
 Not a terminal (a pipe, a file): plain line mode, finals only, one line each, nothing rewritten.
 ``show_vad=True`` also prints speech segments (``[.. -> ..] (speech)``): useful when no
 recogniser runs. Errors (fatal or not) go to ``err`` (stderr by default), never to
-stdout, so a pipe carries finals only. With events from more than one stream, each line is
+stdout, so a pipe carries finals only; ``show_fatal=False`` leaves fatal ones to the caller (the
+CLI prints them once, as its end-of-run error line). With events from more than one stream, each line is
 prefixed with its stream id.
 """
 
@@ -49,12 +50,14 @@ class ConsoleSink(Sink):
         stream_id: str | None = None,
         on_error: SinkErrorHandler | None = None,
         err: TextIO | None = None,
+        show_fatal: bool = True,
     ) -> None:
         super().__init__(stream_id=stream_id, on_error=on_error)
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.tty = self.out.isatty() if tty is None else tty
         self.show_vad = show_vad
+        self.show_fatal = show_fatal
         self.width = width
         self._partial_shown = False
         self._streams: set[str] = set()
@@ -102,6 +105,8 @@ class ConsoleSink(Sink):
             self._commit(f"{self._prefix(event)}{span} (speech)")
             return True
         if isinstance(event, ErrorEvent):
+            if event.fatal and not self.show_fatal:
+                return False
             if self.tty and self._partial_shown:  # stderr may share the terminal: clear the partial first
                 self.out.write(ERASE_LINE)
                 self.out.flush()

@@ -362,11 +362,22 @@ def serve(
     language: Optional[str] = typer.Option(None, "--language", metavar="LANG", help="Default language of a multilingual checkpoint (MMS); a client's 'start' message may pick another per stream.", show_default="the checkpoint's own"),
     idle_timeout: float = typer.Option(30.0, "--idle-timeout", min=0.0, help="Close a stream that sends no audio for this many seconds (0: never)."),
     allow_origin: Optional[List[str]] = typer.Option(None, "--allow-origin", help="Browser origin (scheme://host[:port]) allowed to use the WebSocket besides the page's own; repeatable; '*' allows any.", show_default="same origin only"),
+    vad_pre_speech_pad_ms: Optional[int] = typer.Option(None, "--vad-pre-speech-pad-ms", min=0, max=10000, help="As for transcribe.", show_default="100"),
+    vad_hangover_ms: Optional[int] = typer.Option(None, "--vad-hangover-ms", min=0, max=10000, help="As for transcribe.", show_default="100"),
+    vad_min_speech_ms: Optional[int] = typer.Option(None, "--vad-min-speech-ms", min=0, max=10000, help="As for transcribe.", show_default="60"),
+    vad_min_silence_ms: Optional[int] = typer.Option(None, "--vad-min-silence-ms", min=0, max=10000, help="As for transcribe.", show_default="webrtc 150, silero 200"),
+    vad_threshold: Optional[float] = typer.Option(None, "--vad-threshold", min=0.0, max=1.0, help="As for transcribe (silero).", show_default="0.7"),
+    vad_aggressiveness: Optional[int] = typer.Option(None, "--vad-aggressiveness", min=0, max=3, help="As for transcribe (webrtc).", show_default="3"),
+    max_utterance_ms: int = typer.Option(_DEFAULTS.max_utterance_ms, "--max-utterance-ms", min=1000, help="Longest segment, ms."),
 ) -> None:
     """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
+    vad_options = dict(vad_pre_speech_pad_ms=vad_pre_speech_pad_ms, vad_hangover_ms=vad_hangover_ms,
+                       vad_min_speech_ms=vad_min_speech_ms, vad_min_silence_ms=vad_min_silence_ms,
+                       vad_threshold=vad_threshold, vad_aggressiveness=vad_aggressiveness, max_utterance_ms=max_utterance_ms)
     try:
         check_lookahead_ms(lookahead_ms)
         check_language(language)
+        TranscribeConfig(vad=vad.value, **vad_options).check_vad()  # type: ignore[arg-type]  # transcribe's checks
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE)
@@ -375,7 +386,7 @@ def serve(
     opts = ServeOptions(host=host, port=port, token=token, model=model, vad=vad.value, mode=mode.value,
                         chunk_ms=chunk_ms, lookahead_ms=lookahead_ms, max_connections=max_connections,
                         max_frame_bytes=max_frame_bytes, web=web, diarize=diarize, max_speakers=max_speakers, max_batch=max_batch, language=language,
-                        idle_timeout_s=idle_timeout or None, allow_origins=tuple(allow_origin or ()))
+                        idle_timeout_s=idle_timeout or None, allow_origins=tuple(allow_origin or ()), **vad_options)
     try:
         serve_main(opts)
     except ConfigError as exc:

@@ -208,6 +208,26 @@ class TranscribeConfig:
 
     # -- validation ---------------------------------------------------------------------------
 
+    def check_vad(self) -> "TranscribeConfig":
+        """The VAD and endpointing checks (transcribe, eval and serve share them); raises ConfigError."""
+        if self.vad not in VAD_NAMES:
+            raise ConfigError(f"vad must be one of {', '.join(VAD_NAMES)}, not {self.vad!r}")
+        for name in ("vad_pre_speech_pad_ms", "vad_hangover_ms", "vad_min_speech_ms", "vad_min_silence_ms"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 10_000:
+                raise ConfigError(f"{name} must be between 0 and 10000 ms, not {v}")
+        if self.vad_threshold is not None and not 0.0 < self.vad_threshold < 1.0:
+            raise ConfigError(f"vad_threshold must be between 0 and 1 (exclusive), not {self.vad_threshold}")
+        if self.vad_threshold is not None and self.vad != "silero":
+            raise ConfigError(f"vad_threshold is silero's; it does nothing with vad = {self.vad!r}")
+        if self.vad_aggressiveness is not None and self.vad_aggressiveness not in (0, 1, 2, 3):
+            raise ConfigError(f"vad_aggressiveness must be 0, 1, 2 or 3, not {self.vad_aggressiveness}")
+        if self.vad_aggressiveness is not None and self.vad != "webrtc":
+            raise ConfigError(f"vad_aggressiveness is webrtc's; it does nothing with vad = {self.vad!r}")
+        if self.max_utterance_ms < 1000:
+            raise ConfigError(f"max_utterance_ms must be at least 1000, not {self.max_utterance_ms}")
+        return self
+
     def validate(self) -> "TranscribeConfig":
         """Cheap checks that need no heavy import; raises ConfigError. Returns self."""
         if self.mic and self.input_path is not None:
@@ -221,8 +241,7 @@ class TranscribeConfig:
                 raise ConfigError(f"input file not found: {self.input_path}")
             if self.input_path.is_dir():
                 raise ConfigError(f"input is a directory, not an audio file: {self.input_path}")
-        if self.vad not in VAD_NAMES:
-            raise ConfigError(f"vad must be one of {', '.join(VAD_NAMES)}, not {self.vad!r}")
+        self.check_vad()
         if self.mode not in MODE_NAMES:
             raise ConfigError(f"mode must be one of {', '.join(MODE_NAMES)}, not {self.mode!r}")
         if self.chunk_ms < 20:
@@ -245,20 +264,6 @@ class TranscribeConfig:
         check_language(self.language)
         if self.beam_width < 1:
             raise ConfigError(f"beam_width must be >= 1, not {self.beam_width}")
-        for name in ("vad_pre_speech_pad_ms", "vad_hangover_ms", "vad_min_speech_ms", "vad_min_silence_ms"):
-            v = getattr(self, name)
-            if v is not None and not 0 <= v <= 10_000:
-                raise ConfigError(f"{name} must be between 0 and 10000 ms, not {v}")
-        if self.vad_threshold is not None and not 0.0 < self.vad_threshold < 1.0:
-            raise ConfigError(f"vad_threshold must be between 0 and 1 (exclusive), not {self.vad_threshold}")
-        if self.vad_threshold is not None and self.vad != "silero":
-            raise ConfigError(f"vad_threshold is silero's; it does nothing with vad = {self.vad!r}")
-        if self.vad_aggressiveness is not None and self.vad_aggressiveness not in (0, 1, 2, 3):
-            raise ConfigError(f"vad_aggressiveness must be 0, 1, 2 or 3, not {self.vad_aggressiveness}")
-        if self.vad_aggressiveness is not None and self.vad != "webrtc":
-            raise ConfigError(f"vad_aggressiveness is webrtc's; it does nothing with vad = {self.vad!r}")
-        if self.max_utterance_ms < 1000:
-            raise ConfigError(f"max_utterance_ms must be at least 1000, not {self.max_utterance_ms}")
         if any(not h.strip() for h in self.hotwords):
             raise ConfigError("--hotword must not be empty")
         if self.model and self.model != NO_MODEL and not _looks_like_hub_id(self.model) and not Path(self.model).exists():

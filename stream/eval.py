@@ -88,12 +88,9 @@ class EvalConfig:
         from .pipeline_builder import build_vad
 
         names = ("vad_pre_speech_pad_ms", "vad_hangover_ms", "vad_min_speech_ms", "vad_min_silence_ms", "vad_threshold",
-                 "vad_aggressiveness")
-        if self.vad_threshold is not None and self.vad != "silero":
-            raise ConfigError(f"--vad-threshold is silero's; it does nothing with --vad {self.vad}")
-        if self.vad_aggressiveness is not None and self.vad != "webrtc":
-            raise ConfigError(f"--vad-aggressiveness is webrtc's; it does nothing with --vad {self.vad}")
-        return build_vad(TranscribeConfig(vad=self.vad, **{n: getattr(self, n) for n in names}))  # type: ignore[arg-type]
+                 "vad_aggressiveness", "max_utterance_ms")
+        cfg = TranscribeConfig(vad=self.vad, **{n: getattr(self, n) for n in names})  # type: ignore[arg-type]
+        return build_vad(cfg.check_vad())  # the checks transcribe and serve use: ConfigError for bad values
 
 
 @dataclass

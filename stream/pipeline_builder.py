@@ -123,7 +123,8 @@ def build_sinks(cfg: TranscribeConfig, *, recognizing: bool) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         if cfg.console_enabled:
-            sinks.append(ConsoleSink(show_vad=not recognizing))
+            # fatal errors: the CLI's end-of-run line says them once (stream.cli._run_async)
+            sinks.append(ConsoleSink(show_vad=not recognizing, show_fatal=False))
         if cfg.jsonl is not None:
             sinks.append(open_jsonl(cfg.jsonl, fsync=cfg.fsync))
         if cfg.srt is not None:

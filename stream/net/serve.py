@@ -47,6 +47,24 @@ class ServeOptions:
     # multilingual checkpoints: the default language of every stream; a client's "start" message
     # may name another ("language"), switching that stream's adapter weights and vocabulary only
     language: str | None = None
+    # VAD and endpointing, as for transcribe (stream.config.TranscribeConfig); None: that VAD's tuned default
+    vad_pre_speech_pad_ms: int | None = None
+    vad_hangover_ms: int | None = None
+    vad_min_speech_ms: int | None = None
+    vad_min_silence_ms: int | None = None
+    vad_threshold: float | None = None  # silero only
+    vad_aggressiveness: int | None = None  # webrtc only
+    max_utterance_ms: int = 20_000
+
+    def transcribe_config(self) -> TranscribeConfig:
+        """The recognition and VAD settings as the CLI's config, checked as transcribe checks them (ConfigError)."""
+        cfg = TranscribeConfig(model=self.model, vad=self.vad, mode=self.mode, chunk_ms=self.chunk_ms,  # type: ignore[arg-type]
+                               left_context_ms=self.left_context_ms, lookahead_ms=self.lookahead_ms,
+                               language=self.language, vad_pre_speech_pad_ms=self.vad_pre_speech_pad_ms,
+                               vad_hangover_ms=self.vad_hangover_ms, vad_min_speech_ms=self.vad_min_speech_ms,
+                               vad_min_silence_ms=self.vad_min_silence_ms, vad_threshold=self.vad_threshold,
+                               vad_aggressiveness=self.vad_aggressiveness, max_utterance_ms=self.max_utterance_ms)
+        return cfg.check_vad()
 
 
 def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
@@ -54,9 +72,7 @@ def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
     Raises ConfigError for a bad model, VAD or speaker limit."""
     from ..pipeline_builder import build_recognizer, build_vad
 
-    cfg = TranscribeConfig(model=opts.model, vad=opts.vad, mode=opts.mode, chunk_ms=opts.chunk_ms,  # type: ignore[arg-type]
-                           left_context_ms=opts.left_context_ms, lookahead_ms=opts.lookahead_ms,
-                           language=opts.language)
+    cfg = opts.transcribe_config()
     model = cfg.resolved_model()
     nodes: list[Node] = [Resample(), build_vad(cfg)]
     labeler = None

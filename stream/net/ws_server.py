@@ -61,7 +61,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from ..errors import ConfigError, GraphError
 from ..events import (
     SAMPLE_RATE_HZ,
     SCHEMA_PATH,
@@ -91,6 +90,7 @@ from .protocol import (
     split_offset_header,
     token_from_request,
 )
+from .languages import start_stream
 from .push_source import PushSource
 from .speakers import set_stream_speakers, start_speakers
 
@@ -441,11 +441,6 @@ class CaptionServer:
         if sid in self._conns:
             await self._close_with_error(ws, sid, ProtocolError("stream_id_in_use", f"stream {sid!r} is live", fatal=True))
             return None
-        try:  # a language the model does not have fails this stream only, before any audio
-            self._set_language(sid, cfg.language)
-        except ConfigError as exc:
-            await self._close_with_error(ws, sid, ProtocolError("unknown_language", str(exc), fatal=True))
-            return None
         # A ``block`` capture edge: when the shared graph falls behind, feed() waits, this
         # connection's reader stops reading its socket and TCP slows the client down. A
         # WebSocket client can be slowed, so its audio is delayed, never dropped.
@@ -453,13 +448,11 @@ class CaptionServer:
         out = Edge(f"ws:{sid}", EdgeSpec(self.config.outbound_queue, "drop_oldest"))
         conn = _Conn(sid, ws, cfg, source, out)
         self._conns[sid] = conn
-        try:
-            await self.graph.start_source(source)
-        except GraphError as exc:  # the server is stopping, or the graph refused this stream
+        try:  # unknown_language (this stream only, before any audio) or unavailable (stopping, refused)
+            await start_stream(self.graph, source, cfg.language)
+        except ProtocolError as exc:
             self._conns.pop(sid, None)
-            if cfg.language is not None:
-                self._set_language(sid, None, clear=True)
-            await self._close_with_error(ws, sid, ProtocolError("unavailable", f"cannot start stream {sid!r}: {exc}", fatal=True))
+            await self._close_with_error(ws, sid, exc)
             return None
         try:
             await ws.send(json.dumps(ready_message(sid, cfg, self.config.limits)))
@@ -624,17 +617,6 @@ class CaptionServer:
             if not ended:
                 self._discard(conn)  # the client closed or vanished without "end": nobody reads the rest
         conn.source.end()
-
-    def _set_language(self, stream_id: str, language: str | None, clear: bool = False) -> None:
-        # Nodes that recognise per-stream languages expose ``set_language(stream_id, language)``
-        # (None forgets a stream's language).
-        if language is None and not clear:
-            return
-        hooks = [h for h in (getattr(n, "set_language", None) for n in self.graph.nodes()) if callable(h)]
-        if not hooks and language is not None:
-            raise ConfigError(f"language {language!r} asked for, but this server runs no recogniser")
-        for hook in hooks:
-            hook(stream_id, language)
 
     async def _throttle(self, conn: _Conn, wait: float) -> None:
         if wait > 0:

@@ -68,6 +68,21 @@ def test_nan_samples_warn_on_stderr_and_the_stream_goes_on(tmp_path):
     assert "mostly NaN/inf" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_fatal_stream_error_is_printed_once(tmp_path):
+    """A stream that stops on bad audio: exit 1, its message once on stderr, console on or off."""
+    import soundfile as sf
+
+    sf.write(str(tmp_path / "mostly.wav"), np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    for extra in ([], ["--jsonl", str(tmp_path / "e.jsonl")], ["--jsonl", "-"]):
+        proc = subprocess.run([entry_point(), "transcribe", str(tmp_path / "mostly.wav"), "--model", "none",
+                               "--no-progress", *extra], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, (extra, proc.stderr)
+        said = [line for line in proc.stderr.splitlines() if "mostly NaN/inf" in line]
+        assert len(said) == 1, (extra, proc.stderr)
+        assert said[0].startswith("speechstream: error: stream mostly: ") and "Traceback" not in proc.stderr
+        assert proc.stdout == "" or extra[-1:] == ["-"], proc.stdout  # '--jsonl -': the error event, as JSON
+
+
 def test_user_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run(
         [entry_point(), "transcribe", str(tmp_path / "missing.flac")], capture_output=True, text=True, timeout=60

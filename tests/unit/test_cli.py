@@ -29,6 +29,8 @@ OPTIONS = [
 SERVE_OPTIONS = [
     "--host", "--port", "--token", "--model", "--vad", "--mode", "--chunk-ms", "--lookahead-ms", "--max-connections",
     "--max-frame-bytes", "--web", "--diarize", "--max-speakers", "--max-batch", "--language", "--idle-timeout", "--allow-origin",
+    "--vad-pre-speech-pad-ms", "--vad-hangover-ms", "--vad-min-speech-ms", "--vad-min-silence-ms", "--vad-threshold",
+    "--vad-aggressiveness", "--max-utterance-ms",
 ]
 EVAL_OPTIONS = [
     "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--vad", "--mode", "--chunk-ms",
@@ -90,6 +92,11 @@ def test_serve_and_eval_help_list_every_option_with_a_default(command, options):
     (["serve", "--lookahead-ms", "30"], "multiple of the 20 ms frame stride"),
     (["serve", "--lookahead-ms", "10020"], "at most 10000"),
     (["serve", "--language", "en us"], "--language must be a language code"),
+    (["serve", "--vad-threshold", "0.5"], "vad_threshold is silero's"),  # webrtc has no threshold
+    (["serve", "--vad", "silero", "--vad-threshold", "1.0"], "between 0 and 1"),
+    (["serve", "--vad", "silero", "--vad-aggressiveness", "2"], "vad_aggressiveness is webrtc's"),
+    (["serve", "--vad-min-silence-ms", "-5"], "--vad-min-silence-ms"),
+    (["serve", "--max-utterance-ms", "10"], "--max-utterance-ms"),
     (["eval", "never-read.tsv", "--language", " "], "--language must be a language code"),
 ])
 def test_serve_and_eval_refuse_bad_values_before_loading(args, needle, monkeypatch):
@@ -114,6 +121,33 @@ def test_serve_lookahead_and_language_reach_the_recognizer(monkeypatch, tmp_path
     assert (rec.config.lookahead_ms, rec.config.language) == (320, "fra")
     run("serve", "--model", str(tmp_path))
     assert (seen[-1].lookahead_ms, seen[-1].language) == (0, None)
+
+
+def test_serve_vad_options_reach_the_vad_and_the_recognizer(monkeypatch, tmp_path):
+    import stream.net.serve
+    from stream.net.serve import build_nodes
+    from stream.recognizer import Recognizer
+    from stream.vad import DEFAULT_VAD_CONFIGS, VadConfig
+    from stream.vad_node import VadNode
+
+    seen = []
+    monkeypatch.setattr(stream.net.serve, "serve_main", seen.append)  # what serve would run, not run
+    result = run("serve", "--model", str(tmp_path), "--vad", "silero", "--vad-pre-speech-pad-ms", "0",
+                 "--vad-hangover-ms", "40", "--vad-min-speech-ms", "80", "--vad-min-silence-ms", "300",
+                 "--vad-threshold", "0.6", "--max-utterance-ms", "9000")
+    assert result.exit_code == 0, result.output
+    nodes = build_nodes(seen[-1])[0]
+    (vad,) = [n for n in nodes if isinstance(n, VadNode)]
+    assert vad.segmenter.config == VadConfig(0, 40, 80, 300)
+    assert vad.segmenter.clf.threshold == 0.6
+    (rec,) = [n for n in nodes if isinstance(n, Recognizer)]
+    assert rec.config.max_utterance_ms == 9000
+    assert run("serve", "--model", "none", "--vad-aggressiveness", "1").exit_code == 0
+    (vad,) = [n for n in build_nodes(seen[-1])[0] if isinstance(n, VadNode)]
+    assert vad.segmenter.config == DEFAULT_VAD_CONFIGS["webrtc"] and vad.segmenter.clf.aggressiveness == 1
+    assert run("serve", "--model", "none").exit_code == 0  # no option given: the tuned defaults
+    (vad,) = [n for n in build_nodes(seen[-1])[0] if isinstance(n, VadNode)]
+    assert vad.segmenter.config == DEFAULT_VAD_CONFIGS["webrtc"] and vad.segmenter.clf.aggressiveness == 3
 
 
 def test_help_imports_no_heavy_module():

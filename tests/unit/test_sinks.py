@@ -77,6 +77,16 @@ async def test_console_plain_mode_prints_finals_only():
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
 
 
+async def test_console_can_leave_fatal_errors_to_the_caller():
+    for show_fatal, expected in ((True, "error [x]: gone (stream stopped)\nerror [w]: hm\n"), (False, "error [w]: hm\n")):
+        err = io.StringIO()
+        sink = ConsoleSink(io.StringIO(), tty=False, err=err, show_fatal=show_fatal)
+        await sink.consume(ErrorEvent("s0", 5, code="x", message="gone", fatal=True))
+        await sink.consume(ErrorEvent("s0", 9, code="w", message="hm", fatal=False))
+        await sink.close()
+        assert err.getvalue() == expected
+
+
 async def test_console_vad_lines_and_stream_prefix():
     out = io.StringIO()
     sink = ConsoleSink(out, tty=False, show_vad=True)
