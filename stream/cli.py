@@ -103,6 +103,15 @@ class Mode(str, enum.Enum):
 _DEFAULTS = TranscribeConfig()
 
 
+# The VAD and endpointing options of transcribe, eval and serve: declared once, shared by the three.
+_VAD_PRE_SPEECH_PAD_MS = typer.Option(None, "--vad-pre-speech-pad-ms", min=0, max=10000, help="Audio kept before a detected speech onset, ms.", show_default="100")
+_VAD_HANGOVER_MS = typer.Option(None, "--vad-hangover-ms", min=0, max=10000, help="Audio kept after the last speech frame, ms.", show_default="100")
+_VAD_MIN_SPEECH_MS = typer.Option(None, "--vad-min-speech-ms", min=0, max=10000, help="Shorter bursts are not speech, ms.", show_default="60")
+_VAD_MIN_SILENCE_MS = typer.Option(None, "--vad-min-silence-ms", min=0, max=10000, help="A pause this long ends a segment (a final), ms.", show_default="webrtc 150, silero 200")
+_VAD_THRESHOLD = typer.Option(None, "--vad-threshold", min=0.0, max=1.0, help="silero speech probability threshold.", show_default="0.7")
+_VAD_AGGRESSIVENESS = typer.Option(None, "--vad-aggressiveness", min=0, max=3, help="webrtc aggressiveness (3 filters the most non-speech).", show_default="3")
+_MAX_UTTERANCE_MS = typer.Option(_DEFAULTS.max_utterance_ms, "--max-utterance-ms", min=1000, help="Longest segment; cut at its longest pause between words.")
+
 @app.command()
 def transcribe(
     ctx: typer.Context,
@@ -117,13 +126,13 @@ def transcribe(
     beam_width: int = typer.Option(_DEFAULTS.beam_width, "--beam-width", min=1, help="Beam width of LM finals."),
     hotword: Optional[list[str]] = typer.Option(None, "--hotword", metavar="WORD", help="Boost a word or phrase in finals (repeatable).", show_default="none"),
     vad: Vad = typer.Option(Vad(_DEFAULTS.vad), "--vad", help="Voice activity detector; 'none' treats the whole input as one segment.", case_sensitive=False),
-    vad_pre_speech_pad_ms: Optional[int] = typer.Option(None, "--vad-pre-speech-pad-ms", min=0, max=10000, help="Audio kept before a detected speech onset, ms.", show_default="100"),
-    vad_hangover_ms: Optional[int] = typer.Option(None, "--vad-hangover-ms", min=0, max=10000, help="Audio kept after the last speech frame, ms.", show_default="100"),
-    vad_min_speech_ms: Optional[int] = typer.Option(None, "--vad-min-speech-ms", min=0, max=10000, help="Shorter bursts are not speech, ms.", show_default="60"),
-    vad_min_silence_ms: Optional[int] = typer.Option(None, "--vad-min-silence-ms", min=0, max=10000, help="A pause this long ends a segment (a final), ms.", show_default="webrtc 150, silero 200"),
-    vad_threshold: Optional[float] = typer.Option(None, "--vad-threshold", min=0.0, max=1.0, help="silero speech probability threshold.", show_default="0.7"),
-    vad_aggressiveness: Optional[int] = typer.Option(None, "--vad-aggressiveness", min=0, max=3, help="webrtc aggressiveness (3 filters the most non-speech).", show_default="3"),
-    max_utterance_ms: int = typer.Option(_DEFAULTS.max_utterance_ms, "--max-utterance-ms", min=1000, help="Longest segment; cut at its longest pause between words."),
+    vad_pre_speech_pad_ms: Optional[int] = _VAD_PRE_SPEECH_PAD_MS,
+    vad_hangover_ms: Optional[int] = _VAD_HANGOVER_MS,
+    vad_min_speech_ms: Optional[int] = _VAD_MIN_SPEECH_MS,
+    vad_min_silence_ms: Optional[int] = _VAD_MIN_SILENCE_MS,
+    vad_threshold: Optional[float] = _VAD_THRESHOLD,
+    vad_aggressiveness: Optional[int] = _VAD_AGGRESSIVENESS,
+    max_utterance_ms: int = _MAX_UTTERANCE_MS,
     mode: Mode = typer.Option(Mode(_DEFAULTS.mode), "--mode", help="Recognition: 'offline' per segment, 'window' re-runs a sliding window, 'cached' streams with KV caches.", case_sensitive=False),
     chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
     left_context_ms: int = typer.Option(_DEFAULTS.left_context_ms, "--left-context-ms", min=0, help="Left context the encoder keeps, ms."),
@@ -306,13 +315,13 @@ def eval_(
     realtime: bool = typer.Option(True, "--realtime/--no-realtime", help="Pace audio like a microphone (needed for latencies)."),
     pad_silence_ms: int = typer.Option(2000, "--pad-silence-ms", min=0, help="Silence after each utterance, so endpointing closes it."),
     block_ms: int = typer.Option(20, "--block-ms", min=1, help="Audio block the paced source delivers, ms (the microphone's is 20)."),
-    vad_pre_speech_pad_ms: Optional[int] = typer.Option(None, "--vad-pre-speech-pad-ms", min=0, max=10000, help="As for transcribe.", show_default="100"),
-    vad_hangover_ms: Optional[int] = typer.Option(None, "--vad-hangover-ms", min=0, max=10000, help="As for transcribe.", show_default="100"),
-    vad_min_speech_ms: Optional[int] = typer.Option(None, "--vad-min-speech-ms", min=0, max=10000, help="As for transcribe.", show_default="60"),
-    vad_min_silence_ms: Optional[int] = typer.Option(None, "--vad-min-silence-ms", min=0, max=10000, help="As for transcribe.", show_default="webrtc 150, silero 200"),
-    vad_threshold: Optional[float] = typer.Option(None, "--vad-threshold", min=0.0, max=1.0, help="As for transcribe (silero).", show_default="0.7"),
-    vad_aggressiveness: Optional[int] = typer.Option(None, "--vad-aggressiveness", min=0, max=3, help="As for transcribe (webrtc).", show_default="3"),
-    max_utterance_ms: int = typer.Option(20_000, "--max-utterance-ms", min=1000, help="Longest segment, ms."),
+    vad_pre_speech_pad_ms: Optional[int] = _VAD_PRE_SPEECH_PAD_MS,
+    vad_hangover_ms: Optional[int] = _VAD_HANGOVER_MS,
+    vad_min_speech_ms: Optional[int] = _VAD_MIN_SPEECH_MS,
+    vad_min_silence_ms: Optional[int] = _VAD_MIN_SILENCE_MS,
+    vad_threshold: Optional[float] = _VAD_THRESHOLD,
+    vad_aggressiveness: Optional[int] = _VAD_AGGRESSIVENESS,
+    max_utterance_ms: int = _MAX_UTTERANCE_MS,
 ) -> None:
     """Score streaming recognition on a MANIFEST: WER, CER, latencies, RTF, and offline WER."""
     if mode is Mode.offline:
@@ -362,13 +371,13 @@ def serve(
     language: Optional[str] = typer.Option(None, "--language", metavar="LANG", help="Default language of a multilingual checkpoint (MMS); a client's 'start' message may pick another per stream.", show_default="the checkpoint's own"),
     idle_timeout: float = typer.Option(30.0, "--idle-timeout", min=0.0, help="Close a stream that sends no audio for this many seconds (0: never)."),
     allow_origin: Optional[List[str]] = typer.Option(None, "--allow-origin", help="Browser origin (scheme://host[:port]) allowed to use the WebSocket besides the page's own; repeatable; '*' allows any.", show_default="same origin only"),
-    vad_pre_speech_pad_ms: Optional[int] = typer.Option(None, "--vad-pre-speech-pad-ms", min=0, max=10000, help="As for transcribe.", show_default="100"),
-    vad_hangover_ms: Optional[int] = typer.Option(None, "--vad-hangover-ms", min=0, max=10000, help="As for transcribe.", show_default="100"),
-    vad_min_speech_ms: Optional[int] = typer.Option(None, "--vad-min-speech-ms", min=0, max=10000, help="As for transcribe.", show_default="60"),
-    vad_min_silence_ms: Optional[int] = typer.Option(None, "--vad-min-silence-ms", min=0, max=10000, help="As for transcribe.", show_default="webrtc 150, silero 200"),
-    vad_threshold: Optional[float] = typer.Option(None, "--vad-threshold", min=0.0, max=1.0, help="As for transcribe (silero).", show_default="0.7"),
-    vad_aggressiveness: Optional[int] = typer.Option(None, "--vad-aggressiveness", min=0, max=3, help="As for transcribe (webrtc).", show_default="3"),
-    max_utterance_ms: int = typer.Option(_DEFAULTS.max_utterance_ms, "--max-utterance-ms", min=1000, help="Longest segment, ms."),
+    vad_pre_speech_pad_ms: Optional[int] = _VAD_PRE_SPEECH_PAD_MS,
+    vad_hangover_ms: Optional[int] = _VAD_HANGOVER_MS,
+    vad_min_speech_ms: Optional[int] = _VAD_MIN_SPEECH_MS,
+    vad_min_silence_ms: Optional[int] = _VAD_MIN_SILENCE_MS,
+    vad_threshold: Optional[float] = _VAD_THRESHOLD,
+    vad_aggressiveness: Optional[int] = _VAD_AGGRESSIVENESS,
+    max_utterance_ms: int = _MAX_UTTERANCE_MS,
 ) -> None:
     """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
     vad_options = dict(vad_pre_speech_pad_ms=vad_pre_speech_pad_ms, vad_hangover_ms=vad_hangover_ms,

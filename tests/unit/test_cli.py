@@ -465,3 +465,19 @@ def test_vad_timing_options_reach_the_vad_from_toml_and_cli(tmp_path):
 )
 def test_bad_vad_options(args, needle):
     assert_user_error(run("transcribe", *args, str(EXAMPLE)), needle)
+
+
+def test_vad_option_defaults_shown_in_help_are_the_vads_own():
+    """The CLI shows the VAD defaults without importing the VAD (``--help`` stays light); they must
+    be the values stream.vad really uses."""
+    from stream import cli
+    from stream.vad import DEFAULT_SILERO_THRESHOLD, DEFAULT_VAD_CONFIGS, DEFAULT_WEBRTC_AGGRESSIVENESS
+
+    web, sil = DEFAULT_VAD_CONFIGS["webrtc"], DEFAULT_VAD_CONFIGS["silero"]
+    assert web.pre_speech_pad_ms == sil.pre_speech_pad_ms and web.hangover_ms == sil.hangover_ms
+    assert cli._VAD_PRE_SPEECH_PAD_MS.show_default == str(web.pre_speech_pad_ms)
+    assert cli._VAD_HANGOVER_MS.show_default == str(web.hangover_ms)
+    assert cli._VAD_MIN_SPEECH_MS.show_default == str(web.min_speech_ms) == str(sil.min_speech_ms)
+    assert cli._VAD_MIN_SILENCE_MS.show_default == f"webrtc {web.min_silence_ms}, silero {sil.min_silence_ms}"
+    assert cli._VAD_THRESHOLD.show_default == str(DEFAULT_SILERO_THRESHOLD)
+    assert cli._VAD_AGGRESSIVENESS.show_default == str(DEFAULT_WEBRTC_AGGRESSIVENESS)
