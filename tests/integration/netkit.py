@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import websockets
 from websockets.asyncio.client import connect
 
 from stream.events import AudioChunk, Event, FinalTranscript, PartialTranscript, SpeakerTurn
@@ -192,3 +193,20 @@ def assert_stream_well_formed(s: Session) -> None:
     assert len(seg_ids) == len(set(seg_ids))
     sids = {e["stream_id"] for e in s.events}
     assert len(sids) == 1, sids
+
+
+async def send_start(ws: Any, **extra: Any) -> dict[str, Any]:
+    """Send a 16 kHz ``start`` (plus ``extra`` fields) and return the server's first answer."""
+    await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, **extra}))
+    return json.loads(await ws.recv())
+
+
+async def read_until_closed(ws: Any) -> list[dict[str, Any]]:
+    """Every message until the server closes, whatever the close code."""
+    out = []
+    try:
+        async for msg in ws:
+            out.append(json.loads(msg))
+    except websockets.ConnectionClosed:
+        pass
+    return out

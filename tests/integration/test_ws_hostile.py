@@ -27,7 +27,7 @@ from stream.net.protocol import Limits, encode_audio
 from stream.net.ws_server import CaptionServer, ServerConfig
 from stream.node import Node
 from stream.resample import Resample
-from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, assert_stream_well_formed, sine, stream_audio
+from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, assert_stream_well_formed, read_until_closed, send_start, sine, stream_audio
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)
@@ -36,21 +36,6 @@ pytestmark = pytest.mark.timeout(60)
 def _server(**cfg) -> CaptionServer:
     nodes = cfg.pop("nodes", None) or [Resample(), EnergyCaptioner()]
     return CaptionServer(nodes, ServerConfig(port=0, **cfg))
-
-
-async def _start(ws, **extra) -> dict:
-    await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, **extra}))
-    return json.loads(await ws.recv())
-
-
-async def _drain(ws) -> list[dict]:
-    out = []
-    try:
-        async for msg in ws:
-            out.append(json.loads(msg))
-    except websockets.ConnectionClosed:
-        pass
-    return out
 
 
 async def _until(pred, timeout_s: float = 10.0) -> None:
@@ -133,11 +118,11 @@ async def test_idle_connections_are_closed_with_code_and_reason_and_free_their_s
         holders = []
         for _ in range(2):
             ws = await connect(srv.url)
-            await _start(ws)
+            await send_start(ws)
             holders.append(ws)
         await holders[1].send(encode_audio(sine(0.1, 16000)))  # a little audio, then nothing
         for ws in holders:
-            events = await asyncio.wait_for(_drain(ws), 5)
+            events = await asyncio.wait_for(read_until_closed(ws), 5)
             assert (ws.close_code, ws.close_reason) == (1008, "idle: no audio for 0.5 s")
             errors = [e for e in events if e["type"] == "error"]
             assert [(e["code"], e["fatal"]) for e in errors] == [("idle_timeout", True)]
@@ -218,7 +203,7 @@ async def test_vanished_clients_audio_is_not_processed_and_nothing_is_left_behin
     async with _server(nodes=[Resample(), slow]) as srv:
         for _ in range(5):
             ws = await connect(srv.url)
-            await _start(ws)
+            await send_start(ws)
             for _ in range(100):
                 await ws.send(encode_audio(sine(0.02, 16000)))
             await asyncio.sleep(0.1)
@@ -244,7 +229,7 @@ async def test_client_that_never_reads_gets_the_slow_consumer_close_not_a_keepal
         # max_queue=1: once one message waits unread, the client library stops reading its
         # socket: no pong, no events read, as a client that never reads.
         ws = await connect(srv.url, max_queue=1, ping_interval=None)
-        await _start(ws)
+        await send_start(ws)
         t0 = time.monotonic()
         with pytest.raises(websockets.ConnectionClosed):
             for _ in range(150):  # 3 s at real-time pace, at most

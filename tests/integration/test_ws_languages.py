@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from stream.errors import ConfigError
 from stream.net.ws_server import CaptionServer, ServerConfig
 from stream.resample import Resample
-from tests.integration.netkit import EnergyCaptioner
+from tests.integration.netkit import EnergyCaptioner, read_until_closed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,22 +30,12 @@ class _LanguageNode(EnergyCaptioner):
         self.calls.append((stream_id, language))
 
 
-async def _events(ws) -> list[dict]:
-    out = []
-    try:
-        async for msg in ws:
-            out.append(json.loads(msg))
-    except websockets.ConnectionClosed:
-        pass
-    return out
-
-
 async def test_a_language_one_node_refuses_is_forgotten_by_the_others():
     takes, refuses = _LanguageNode({"fra", "deu"}), _LanguageNode({"deu"})
     async with CaptionServer([Resample(), takes, refuses], ServerConfig(port=0)) as srv:
         async with connect(srv.url) as ws:
             await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "stream_id": "a", "language": "fra"}))
-            events = await _events(ws)
+            events = await read_until_closed(ws)
         assert [(e["type"], e["code"]) for e in events] == [("error", "unknown_language")]
         assert "available: deu" in events[0]["message"] and ws.close_code == 1008
         assert takes.calls == [("a", "fra"), ("a", None)]  # the node that took it forgot it again
@@ -54,7 +44,7 @@ async def test_a_language_one_node_refuses_is_forgotten_by_the_others():
             await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "stream_id": "a", "language": "deu"}))
             assert json.loads(await ws.recv())["type"] == "ready"
             await ws.send(json.dumps({"type": "end"}))
-            assert (await _events(ws))[-1]["type"] == "end_of_stream"
+            assert (await read_until_closed(ws))[-1]["type"] == "end_of_stream"
         assert takes.calls[-1] == ("a", "deu") and refuses.calls[-1] == ("a", "deu")
 
 
@@ -62,6 +52,6 @@ async def test_a_language_without_a_recogniser_is_refused():
     async with CaptionServer([Resample(), EnergyCaptioner()], ServerConfig(port=0)) as srv:
         async with connect(srv.url) as ws:
             await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "language": "fra"}))
-            events = await _events(ws)
+            events = await read_until_closed(ws)
         assert events[0]["code"] == "unknown_language" and "no recogniser" in events[0]["message"]
         assert ws.close_code == 1008

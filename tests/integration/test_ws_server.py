@@ -16,7 +16,7 @@ from stream.events import json_schema
 from stream.net.protocol import Limits, encode_audio
 from stream.net.ws_server import CaptionServer, ServerConfig
 from stream.resample import Resample
-from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, assert_stream_well_formed, sine, stream_audio
+from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, assert_stream_well_formed, read_until_closed, send_start, sine, stream_audio
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,25 +104,10 @@ async def test_max_connections():
             assert err.value.response.status_code == 503
 
 
-async def _start(ws, **extra) -> dict:
-    await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000, **extra}))
-    return json.loads(await ws.recv())
-
-
-async def _drain(ws) -> list[dict]:
-    out = []
-    try:
-        async for msg in ws:
-            out.append(json.loads(msg))
-    except websockets.ConnectionClosedError:  # a close code other than 1000/1001
-        pass
-    return out
-
-
 async def test_malformed_frames_are_skipped_with_error_events():
     async with _server(limits=Limits(max_frame_bytes=8192)) as srv:
         async with connect(srv.url, max_size=None) as ws:
-            await _start(ws, format="f32")
+            await send_start(ws, format="f32")
             good = encode_audio(sine(0.1, 16000, 0.5), "f32")  # 6400 bytes
             await ws.send(good)
             await ws.send(b"\x00\x01\x02")  # not a whole float32
@@ -134,7 +119,7 @@ async def test_malformed_frames_are_skipped_with_error_events():
             await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000}))  # twice
             await ws.send(good)
             await ws.send(json.dumps({"type": "end"}))
-            events = await _drain(ws)
+            events = await read_until_closed(ws)
             assert ws.close_code == 1000
         errors = [e for e in events if e["type"] == "error"]
         assert [e["code"] for e in errors] == ["bad_frame", "bad_frame", "bad_frame", "oversize", "bad_json", "bad_control",
@@ -148,7 +133,7 @@ async def test_malformed_frames_are_skipped_with_error_events():
 async def test_frame_beyond_transport_limit_closes_cleanly():
     async with _server(limits=Limits(max_frame_bytes=1024)) as srv:
         async with connect(srv.url, max_size=None) as ws:
-            await _start(ws)
+            await send_start(ws)
             await ws.send(b"\x00" * 20_000)  # above 4 x max_frame_bytes: the WebSocket layer refuses it
             with pytest.raises(websockets.ConnectionClosed):
                 for _ in range(10):
@@ -167,7 +152,7 @@ async def test_bad_first_message_is_fatal_for_that_connection_only(first, code):
     async with _server() as srv:
         async with connect(srv.url) as ws:
             await ws.send(first)
-            events = await _drain(ws)
+            events = await read_until_closed(ws)
             assert ws.close_code == 1008
         assert events[0]["type"] == "error" and events[0]["code"] == code and events[0]["fatal"]
         s = await stream_audio(srv.url, sine(0.5, 16000), 16000)
@@ -177,7 +162,7 @@ async def test_bad_first_message_is_fatal_for_that_connection_only(first, code):
 async def test_start_timeout():
     async with _server(start_timeout_s=0.3) as srv:
         async with connect(srv.url) as ws:
-            events = await _drain(ws)
+            events = await read_until_closed(ws)
             assert ws.close_code == 1008 and events[0]["code"] == "no_start"
 
 
@@ -193,11 +178,11 @@ async def test_rate_limit_is_back_pressure_nothing_is_dropped():
 async def test_client_stream_id_and_duplicate_refused():
     async with _server() as srv:
         async with connect(srv.url) as ws1:
-            ready = await _start(ws1, stream_id="kitchen")
+            ready = await send_start(ws1, stream_id="kitchen")
             assert ready["stream_id"] == "kitchen"
             async with connect(srv.url) as ws2:
                 await ws2.send(json.dumps({"type": "start", "sample_rate_hz": 16000, "stream_id": "kitchen"}))
-                events = await _drain(ws2)
+                events = await read_until_closed(ws2)
                 assert events[0]["code"] == "stream_id_in_use" and ws2.close_code == 1008
 
 
@@ -244,11 +229,11 @@ async def test_server_stop_ends_live_streams_with_their_finals():
     srv = _server()
     await srv.start()
     async with connect(srv.url) as ws:
-        await _start(ws)
+        await send_start(ws)
         await ws.send(encode_audio(sine(0.5, 16000)))
         await asyncio.sleep(0.2)
         await srv.stop()
-        events = await _drain(ws)
+        events = await read_until_closed(ws)
         assert ws.close_code == 1001
     assert events[-1]["type"] == "end_of_stream"
     assert any(e["type"] == "final_transcript" for e in events)
@@ -260,7 +245,7 @@ async def test_offset_header_drops_repeated_frames_and_fills_lost_ones():
     x = sine(1.0, 16000, 0.5)
     async with _server() as srv:
         async with connect(srv.url) as ws:
-            await _start(ws, offset_header=True)
+            await send_start(ws, offset_header=True)
             for k, pos in enumerate(range(0, 16000, 320)):
                 frame = with_offset_header(pos, encode_audio(x[pos : pos + 320]))
                 if k == 10:
@@ -269,7 +254,7 @@ async def test_offset_header_drops_repeated_frames_and_fills_lost_ones():
                 if k % 7 == 0:
                     await ws.send(frame)  # redelivered: dropped
             await ws.send(json.dumps({"type": "end"}))
-            events = await _drain(ws)
+            events = await read_until_closed(ws)
     finals = [e for e in events if e["type"] == "final_transcript"]
     assert [(f["sample"], f["end_sample"]) for f in finals] == [(0, 16000)]
     assert not [e for e in events if e["type"] == "error"]
