@@ -9,7 +9,6 @@ leaves nothing behind; only GET answers on the HTTP side; ``examples/ws_client.p
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import socket
 import sys
