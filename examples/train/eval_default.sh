@@ -9,7 +9,8 @@
 #    speakers (adults and children apart) come from ../shared/corpora;
 # 2. offline against cached streaming at 320 ms and 640 ms chunks (examples.train.evaluate), greedy and with the
 #    LM; BASELINE=DIR also scores that checkpoint (e.g. the model shipped before) on the same utterances at 320 ms
-#    and prints the before/after table; LIMIT=N scores the first N utterances of each set only (say so when quoting);
+#    and prints the before/after table; LIMIT=N scores the first N utterances of each set only, EVERY=K every K-th
+#    (a subset spread over the speakers; say so when quoting);
 # 3. the n-gram LM: rebuilds it from the training text if missing (held-out sentences excluded), scores
 #    the alpha/beta grid on the LJ Speech dev third, and runs `speechstream eval` (the streaming
 #    pipeline) on the test part without (`--lm none`) and with the LM bundled in the model.
@@ -22,6 +23,7 @@ mkdir -p "$OUT"
 $PY -m examples.train.build_data --stages texts,eval
 LIMIT_ARGS=()
 [ -n "${LIMIT:-}" ] && LIMIT_ARGS=(--limit "$LIMIT")
+[ -n "${EVERY:-}" ] && LIMIT_ARGS+=(--every "$EVERY")
 BASE_ARGS=()
 [ -n "${BASELINE:-}" ] && BASE_ARGS=(--baseline-model "$BASELINE")
 $PY -m examples.train.evaluate --model "$MODEL" --chunk-ms 320 "${LIMIT_ARGS[@]}" "${BASE_ARGS[@]}" --json "$OUT/sets_320.json" | tee "$OUT/sets_320.md"

@@ -41,9 +41,12 @@ COMPARE_KEYS = {"offline_wer": "offline WER", "offline_cer": "offline CER", "str
                 "stream_lm_wer": "streaming +LM WER", "stream_lm_cer": "streaming +LM CER"}
 
 
-def read_set(path: Path, limit: int | None) -> list[tuple[str, str]]:
+def read_set(path: Path, limit: int | None, every: int = 1) -> list[tuple[str, str]]:
+    """The set's (audio, text) rows: every ``every``-th row (a subset spread over all speakers of a set sorted by
+    speaker), then the first ``limit`` of those."""
     with open(path, newline="") as f:
         rows = [(r["audio"], r["text"]) for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    rows = rows[::every]
     return rows[:limit] if limit else rows
 
 
@@ -66,7 +69,7 @@ def beam(dec: BeamDecoder, logits: torch.Tensor) -> str:
 
 
 def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit: int | None, sets: list[str],
-             lm: str = "auto") -> dict:
+             lm: str = "auto", every: int = 1) -> dict:
     """``lm``: "auto" also decodes with the checkpoint's LM when it has one; "none" only greedily."""
     if lm not in ("auto", "none"):
         raise ValueError(f"lm must be 'auto' or 'none', not {lm!r}")
@@ -85,7 +88,7 @@ def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit
             continue
         refs, off, stm, off_lm, stm_lm = [], [], [], [], []
         audio_s = t_off = t_stm = 0.0
-        for wav, text in read_set(path, limit):
+        for wav, text in read_set(path, limit, every):
             audio, rate = sf.read(wav, dtype="float32")
             assert rate == 16000, wav
             x = torch.from_numpy(audio)
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk-ms", type=int, default=320)
     ap.add_argument("--left-context-ms", type=int, default=10240)
     ap.add_argument("--limit", type=int, default=None, help="utterances per set (default: all)")
+    ap.add_argument("--every", type=int, default=1, help="score every N-th utterance of each set only (a subset spread "
+                                                          "over the speakers; applied before --limit)")
     ap.add_argument("--json", type=Path, default=Path("runs/eval.json"))
     ap.add_argument("--lm", choices=["auto", "none"], default="auto",
                     help="auto: also decode with the checkpoint's language_model/ when it has one")
@@ -181,13 +186,17 @@ def main(argv: list[str] | None = None) -> None:
                          "before/after table; the JSON then holds {'model': ..., 'baseline': ...}")
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
-    results = evaluate(args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm)
+    if args.every < 1:
+        ap.error("--every must be at least 1")
+    results = evaluate(args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm,
+                       every=args.every)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     if args.baseline_model is None:
         args.json.write_text(json.dumps(results, indent=1))
         print(table(results, args.chunk_ms, args.left_context_ms))
         return
-    base = evaluate(args.baseline_model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm)
+    base = evaluate(args.baseline_model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm,
+                    every=args.every)
     args.json.write_text(json.dumps({"model": results, "baseline": base, "model_dir": str(args.model),
                                      "baseline_dir": str(args.baseline_model)}, indent=1))
     print(f"## {args.model}\n\n" + table(results, args.chunk_ms, args.left_context_ms))

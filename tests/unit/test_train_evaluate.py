@@ -134,3 +134,11 @@ def test_baseline_model_adds_a_before_after_table(sets_dir, tmp_path, capsys):
     cell = f"{100 * base['offline_cer']:.1f} → {100 * new['offline_cer']:.1f} ({100 * (new['offline_cer'] - base['offline_cer']):+.1f})"
     assert cell in row
     assert "+LM" not in md
+
+
+def test_read_set_every_spreads_the_subset(tmp_path):
+    p = tmp_path / "s.tsv"
+    p.write_text("audio\ttext\n" + "".join(f"a{i}.wav\tT{i}\n" for i in range(10)))
+    assert [t for _, t in ev.read_set(p, None, 4)] == ["T0", "T4", "T8"]
+    assert [t for _, t in ev.read_set(p, 2, 3)] == ["T0", "T3"]
+    assert len(ev.read_set(p, None)) == 10
