@@ -155,17 +155,19 @@ def score_agreement(jobs: list[tuple[str, str, str, str]], hyps: dict[str, tuple
     return summary, per
 
 
-def agree(root: Path, n: int, seed: int, threads: int) -> dict:
+def agree(root: Path, n: int, seed: int, threads: int, run: bool = True) -> dict:
+    """``run=False`` scores what the teacher has transcribed so far (e.g. of a run stopped to keep to a CPU budget)."""
     model = root / "whisper-base"
     if not (model / "model.bin").exists():
         raise SystemExit(f"teacher: {model} missing; run: python -m examples.train.teacher install")
     jobs = agree_jobs(n, seed)
     jobs_path, hyp_path = root / "agree_jobs.tsv", root / "agree_hyp.tsv"
     jobs_path.write_text("".join(f"{uid}\t{path}\n" for uid, path, _, _ in jobs))
-    subprocess.run([str(teacher_python(root)), str(Path(__file__).with_name("teacher_worker.py")), str(model), str(jobs_path),
-                    str(hyp_path), "--threads", str(threads)], check=True)
+    if run:
+        subprocess.run([str(teacher_python(root)), str(Path(__file__).with_name("teacher_worker.py")), str(model),
+                        str(jobs_path), str(hyp_path), "--threads", str(threads)], check=True)
     hyps = {}
-    for line in hyp_path.read_text().splitlines():
+    for line in (hyp_path.read_text().splitlines() if hyp_path.exists() else []):
         uid, audio_s, dec_s, text = (line.split("\t") + [""])[:4]
         hyps[uid] = (float(audio_s), float(dec_s), text)
     summary, per = score_agreement(jobs, hyps)
@@ -186,11 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--utts", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--score-only", action="store_true", help="agree: score the transcriptions made so far, run nothing")
     args = ap.parse_args(argv)
     if args.command == "install":
         install(args.dir)
     else:
-        agree(args.dir, args.utts, args.seed, args.threads)
+        agree(args.dir, args.utts, args.seed, args.threads, run=not args.score_only)
 
 
 if __name__ == "__main__":
