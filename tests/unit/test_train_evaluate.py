@@ -106,3 +106,39 @@ def test_lm_tune_grids_the_unknown_word_offset_and_writes_the_winner(sets_dir, t
     attrs = json.loads((model / "language_model" / "attrs.json").read_text())
     assert attrs == {"alpha": 0.5, "beta": float(best[2]), "unk_score_offset": float(best[3])}
     assert (model / "language_model" / "lm.arpa").is_file()
+
+
+def test_baseline_model_adds_a_before_after_table(sets_dir, tmp_path, capsys):
+    """--baseline-model scores both checkpoints on the same utterances in one run; the before/after table
+    shows each one's score and the change. A copy of the model with its head's bias for 'E' raised stands in
+    for a second checkpoint, so the two score differently."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other"
+    shutil.copytree(MODEL, other, ignore=shutil.ignore_patterns("language_model"))
+    sd = load_file(str(other / "model.safetensors"))
+    vocab = json.loads((other / "vocab.json").read_text())
+    sd["lm_head.bias"][vocab["E"]] += 6.0
+    save_file(sd, str(other / "model.safetensors"))
+    out = tmp_path / "cmp.json"
+    ev.main(["--model", str(other), "--baseline-model", str(MODEL), "--sets-dir", str(sets_dir), "--sets", "hello",
+             "--lm", "none", "--limit", "1", "--json", str(out)])
+    md = capsys.readouterr().out
+    got = json.loads(out.read_text())
+    new, base = got["model"]["hello"], got["baseline"]["hello"]
+    assert new["offline_cer"] > base["offline_cer"]
+    row = next(line for line in md.splitlines() if line.startswith("| hello | 1 |") and "→" in line)
+    cell = f"{100 * base['offline_cer']:.1f} → {100 * new['offline_cer']:.1f} ({100 * (new['offline_cer'] - base['offline_cer']):+.1f})"
+    assert cell in row
+    assert "+LM" not in md
+
+
+def test_read_set_every_spreads_the_subset(tmp_path):
+    p = tmp_path / "s.tsv"
+    p.write_text("audio\ttext\n" + "".join(f"a{i}.wav\tT{i}\n" for i in range(10)))
+    assert [t for _, t in ev.read_set(p, None, 4)] == ["T0", "T4", "T8"]
+    assert [t for _, t in ev.read_set(p, 2, 3)] == ["T0", "T3"]
+    assert len(ev.read_set(p, None)) == 10
