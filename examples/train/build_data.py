@@ -124,6 +124,9 @@ def stage_texts(work: Path, seed: int) -> dict:
         return json.loads(out.read_text())
     lj_texts = {r["text"] for r in read_manifest("ljspeech_subset")}
     fortunes = [s for s in textlib.fortune_sentences() if s not in lj_texts]
+    if not fortunes:  # the held-out sentences are drawn from this pool: never build it empty
+        raise SystemExit(f"build_data: no fortune sentences in {textlib.FORTUNE_DIR}; install Debian's fortunes and "
+                         "fortunes-min (apt-get install fortunes fortunes-min)")
     fortune_train, fortune_eval = textlib.split_eval(fortunes, N_EVAL_SENTENCES, seed)
     arctic = sorted({r["text"] for r in read_manifest("rhasspy_kathleen")})
     ljprompts = sorted({r["text"] for r in read_manifest("dctts_philipp_ljprompts")} - lj_texts)

@@ -314,3 +314,13 @@ def test_wordnet_sentences_from_glosses_and_examples(tmp_path):
     if real:  # Debian's wordnet-base
         texts = {"eval": real[:3], "lj_excluded": [real[3]]}
         assert build_data.wordnet_pool(texts) == real[4:]
+
+
+def test_text_stage_refuses_an_empty_fortune_pool(tmp_path, monkeypatch):
+    """Without Debian's fortune files the held-out sentences would silently be drawn from nothing."""
+    from examples.train import build_data
+
+    monkeypatch.setattr(build_data.textlib, "fortune_sentences", lambda *a, **k: [])
+    with pytest.raises(SystemExit, match="fortunes-min"):
+        build_data.stage_texts(tmp_path / "work", seed=0)
+    assert not (tmp_path / "work" / "texts.json").exists()
