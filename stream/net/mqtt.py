@@ -71,7 +71,6 @@ from .protocol import (
     SampleFormat,
     SetSpeakers,
     StartConfig,
-    align_to_offset,
     decode_audio,
     parse_control,
     split_offset_header,
@@ -371,7 +370,6 @@ class _Stream:
     source: PushSource
     cfg: StartConfig
     last_audio: float
-    expected: int = 0  # next sample offset (offset-header streams)
 
 
 class MqttIngest:
@@ -472,16 +470,6 @@ class MqttIngest:
                     log.info("mqtt ingest: stream %s idle for %.0f s; ending it", sid, self.idle_timeout_s)
                     self._end(sid)
 
-    async def _report_lost(self, sid: str, st: _Stream, start: int, end: int) -> None:
-        """Audio ``start``..``end`` (offsets at the stream's rate) never came: say so, in the stream."""
-        rate = st.cfg.sample_rate_hz
-        self.stats["lost_samples"] += end - start
-        self.stats["lost_spans"] += 1
-        message = (f"audio lost on the way in: offsets {start} to {end} at {rate} Hz ({(end - start) / rate:.3f} s, "
-                   f"from {start / rate:.3f} s to {end / rate:.3f} s) never arrived; filled with silence")
-        log.warning("mqtt ingest: stream %s: %s", sid, message)
-        await st.source.report(AudioLost(sid, start, end_sample=end, sample_rate_hz=rate, message=message))
-
     async def _interrupted(self, down_s: float) -> None:
         """The subscription was down: streams without offsets cannot tell what they lost, so tell them."""
         for sid, st in list(self.streams.items()):
@@ -564,15 +552,18 @@ class MqttIngest:
                     offset, pcm = split_offset_header(data)
                     x = decode_audio(pcm, st.cfg.sample_format, self.limits)
                     max_gap = int(self.limits.max_gap_s * st.cfg.sample_rate_hz)
-                    before = st.expected
-                    x, st.expected, gap = align_to_offset(x, offset, st.expected, max_gap)
-                    if gap:
-                        await self._report_lost(sid, st, before, before + gap)
+                    st.last_audio = time.monotonic()
+                    self.stats["frames"] += 1
+                    lost = await st.source.feed_at(x, offset, max_gap)
+                    if lost is not None:
+                        self.stats["lost_samples"] += lost.lost_samples
+                        self.stats["lost_spans"] += 1
+                        log.warning("mqtt ingest: stream %s: %s", sid, lost.message)
                 else:
                     x = decode_audio(bytes(data), st.cfg.sample_format, self.limits)
-                st.last_audio = time.monotonic()
-                self.stats["frames"] += 1
-                await st.source.feed(x)
+                    st.last_audio = time.monotonic()
+                    self.stats["frames"] += 1
+                    await st.source.feed(x)
         except ProtocolError as exc:
             self._error(sid, exc)
             if exc.fatal:

@@ -9,8 +9,10 @@ resampler brings it to 16 kHz).  ``source.end()`` finishes the stream: the graph
 then sends its ``EndOfStream`` behind the audio, so every pending final is
 produced.
 
-A transport that finds audio missing (an offset header that jumps ahead) reports it in order
-with ``await source.report(AudioLost(...))`` before feeding the silence that stands in for it.
+A transport whose frames carry an offset header feeds them with ``await source.feed_at(samples,
+offset, max_gap)``: repeats are dropped, and a jump ahead is reported in order as an
+``AudioLost`` event (its span at the sender's rate) just before the silence that stands in for it.
+Every transport (WebSocket, MQTT) goes through this one path.
 
 Backpressure: the inbox between the transport and ``run`` holds at most
 ``inbox_blocks`` blocks; ``feed`` waits while it is full, which stops the
@@ -26,9 +28,10 @@ import asyncio
 import numpy as np
 
 from ..errors import StreamError
-from ..events import AudioChunk, Event
+from ..events import AudioChunk, AudioLost, Event
 from ..queues import EdgeSpec
 from ..sources.base import Emit, Source
+from .protocol import align_to_offset
 
 __all__ = ["PushSource"]
 
@@ -54,6 +57,9 @@ class PushSource(Source):
         self._ended = False
         self._error: StreamError | None = None
         self.samples_fed = 0  # at the client's rate
+        self.expected = 0  # next sender offset (offset-header streams)
+        self.lost_samples = 0  # filled with silence by ``feed_at``
+        self.lost_spans = 0
 
     @property
     def sample_rate_hz(self) -> int:
@@ -76,6 +82,27 @@ class PushSource(Source):
             return
         self.samples_fed += int(samples.shape[0])
         await self._inbox.put(samples)
+
+    async def feed_at(self, samples: np.ndarray, offset: int, max_gap: int) -> AudioLost | None:
+        """Feed a block whose first sample is at sender offset ``offset``: a repeated block (or head)
+        is dropped; a jump ahead (up to ``max_gap`` samples, else ``ProtocolError("gap")``) is filled
+        with silence and reported first as an ``AudioLost`` with its span. Returns that report."""
+        if self._ended:
+            return None
+        before = self.expected
+        x, self.expected, gap = align_to_offset(samples, offset, before, max_gap)
+        lost = None
+        if gap:
+            rate = self._rate
+            end = before + gap
+            self.lost_samples += gap
+            self.lost_spans += 1
+            message = (f"audio lost on the way in: offsets {before} to {end} at {rate} Hz ({gap / rate:.3f} s, "
+                       f"from {before / rate:.3f} s to {end / rate:.3f} s) never arrived; filled with silence")
+            lost = AudioLost(self.stream_id, before, end_sample=end, sample_rate_hz=rate, message=message)
+            await self.report(lost)
+        await self.feed(x)
+        return lost
 
     async def report(self, event: Event) -> None:
         """Queue a report of this stream (e.g. ``AudioLost``): the graph gets it between the blocks

@@ -80,7 +80,6 @@ from .protocol import (
     SetSpeakers,
     StartConfig,
     TokenBucket,
-    align_to_offset,
     bucket_debit,
     check_token,
     decode_audio,
@@ -181,7 +180,8 @@ class CaptionServer:
         self._server: Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self.stats: dict[str, Any] = {"connections": 0, "rejected": 0, "protocol_errors": 0, "slow_consumers": 0,
-                                      "idle_closed": 0, "throttled_s": 0.0, "discarded_s": 0.0, "memory_trims": 0}
+                                      "idle_closed": 0, "throttled_s": 0.0, "discarded_s": 0.0, "memory_trims": 0,
+                                      "lost_samples": 0, "lost_spans": 0}
         self._trim_handle: asyncio.TimerHandle | None = None
         self._trimming = False
 
@@ -549,7 +549,6 @@ class CaptionServer:
         msg_bucket = TokenBucket.full(float(lim.burst_messages), lim.max_messages_per_s, now)
         last_audio = now
         ended = False
-        expected = 0  # next sample offset, for offset-header streams
         try:
             while True:
                 timeout = None if ended or idle is None else max(0.0, last_audio + idle - time.monotonic())
@@ -583,17 +582,21 @@ class CaptionServer:
                         wait = max(wait, audio_wait)
                         await self._throttle(conn, wait)
                         wait = 0.0
-                        if offset is not None:
-                            max_gap = int(lim.max_gap_s * conn.cfg.sample_rate_hz)
-                            x, expected, _ = align_to_offset(x, offset, expected, max_gap)
+                        max_gap = int(lim.max_gap_s * conn.cfg.sample_rate_hz)
+                        # A jump in the offsets is silence and an audio_lost event before it (PushSource.feed_at).
+                        feed = conn.source.feed(x) if offset is None else conn.source.feed_at(x, offset, max_gap)
                         if conn.source.inbox_full:  # the graph is behind: wait, not reading the socket
                             conn.held = True
                             try:
-                                await conn.source.feed(x)
+                                lost = await feed
                             finally:
                                 conn.held, conn.held_until = False, time.monotonic()
                         else:
-                            await conn.source.feed(x)
+                            lost = await feed
+                        if lost is not None:
+                            self.stats["lost_samples"] += lost.lost_samples
+                            self.stats["lost_spans"] += 1
+                            log.warning("ws stream %s: %s", conn.stream_id, lost.message)
                         last_audio = time.monotonic()  # idle time counts from here, not during a hold
                     else:
                         await self._throttle(conn, wait)

@@ -260,6 +260,32 @@ async def test_offset_header_drops_repeated_frames_and_fills_lost_ones():
     assert not [e for e in events if e["type"] == "error"]
 
 
+async def test_offset_jump_is_reported_to_the_client_as_audio_lost_with_its_span():
+    """Issue 21: a jump in the offset header reaches the client as one ``audio_lost`` event with the
+    exact span of the hole, in order: after the audio before it, before the final that covers it."""
+    from stream.net.protocol import with_offset_header
+
+    x = sine(1.0, 16000, 0.5)
+    lost = range(5 * 320, 8 * 320)  # frames 5, 6, 7 never sent
+    async with _server() as srv:
+        async with connect(srv.url) as ws:
+            await send_start(ws, offset_header=True)
+            for pos in range(0, 16000, 320):
+                if pos not in lost:
+                    await ws.send(with_offset_header(pos, encode_audio(x[pos : pos + 320])))
+            await ws.send(json.dumps({"type": "end"}))
+            events = await read_until_closed(ws)
+        assert srv.stats["lost_samples"] == 960 and srv.stats["lost_spans"] == 1
+    gaps = [e for e in events if e["type"] == "audio_lost"]
+    assert [(e["sample"], e["end_sample"]) for e in gaps] == [(1600, 2560)], [e["type"] for e in events]
+    assert gaps[0]["time_s"] == pytest.approx(0.1) and gaps[0]["end_s"] == pytest.approx(0.16)
+    assert "offsets 1600 to 2560 at 16000 Hz" in gaps[0]["message"]
+    types = [e["type"] for e in events]
+    assert types.index("audio_lost") < types.index("final_transcript")
+    assert [(f["sample"], f["end_sample"]) for f in events if f["type"] == "final_transcript"] == [(0, 16000)]
+    assert not [e for e in events if e["type"] == "error"]
+
+
 async def test_real_recognizer_behind_the_server(tmp_path):
     """The server with the project's Recognizer (tiny random-init wav2vec2 CTC model): two concurrent
     clients each get a well-formed, schema-valid event stream of their own."""
