@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,18 +18,10 @@ import soundfile as sf
 import torch
 
 from tests.hf_tiny import build_tiny
+from tests.integration.test_cli_entrypoint import entry_point
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hello.wav"
-
-
-def _speechstream() -> list[str]:
-    exe = Path(sys.executable).with_name("speechstream")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("speechstream")
-    assert found, "the speechstream entry point is not installed"
-    return [found]
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
@@ -50,7 +40,7 @@ def test_offline_greedy_transcript_equals_transformers(tmp_path: Path, family: s
 
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     run = subprocess.run(
-        [*_speechstream(), "transcribe", str(EXAMPLE), "--model", str(model_dir),
+        [entry_point(), "transcribe", str(EXAMPLE), "--model", str(model_dir),
          "--mode", "offline", "--vad", "none", "--jsonl", "-", "--no-progress"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env,
     )

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import pytest
 import soundfile as sf
 
 from tests.hf_zoo import VARIANTS, Layout, build_zoo, reference_transcript
+from tests.integration.test_cli_entrypoint import entry_point
 
 transformers = pytest.importorskip("transformers")
 
@@ -100,21 +99,12 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     return path, audio
 
 
-def _speechstream() -> list[str]:
-    exe = Path(sys.executable).with_name("speechstream")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("speechstream")
-    assert found, "the speechstream entry point is not installed"
-    return [found]
-
-
 def transcribe(clip: Path, model_dir: Path, how: str, *extra: str) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of ``speechstream transcribe`` on ``clip`` in offline greedy mode."""
     args = ["transcribe", str(clip), "--model", str(model_dir), "--mode", "offline", "--vad", "none",
             "--jsonl", "-", "--no-progress", *extra]
     if how == SCRIPT:
-        run = subprocess.run([*_speechstream(), *args], capture_output=True, text=True, timeout=120,
+        run = subprocess.run([entry_point(), *args], capture_output=True, text=True, timeout=120,
                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
         return run.returncode, run.stdout, run.stderr
     from typer.testing import CliRunner

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from engines.errors import CheckpointError, ConfigFieldError, EngineError
 from engines.wav2vec2 import Wav2Vec2Config
 from engines.wav2vec2_bert import Wav2Vec2BertConfig
 from tests.hf_tiny import FAMILIES, build_tiny
+from tests.integration.test_cli_entrypoint import entry_point
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hello.wav"
@@ -159,21 +159,12 @@ def test_cli_in_process_gives_one_line_for_a_negative_vocab_size(tmp_path: Path)
     )
 
 
-def _speechstream() -> list[str]:
-    exe = Path(sys.executable).with_name("speechstream")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("speechstream")
-    assert found, "the speechstream entry point is not installed"
-    return [found]
-
-
 def test_installed_cli_gives_one_line_and_exit_2_for_the_probe_config(tmp_path: Path) -> None:
     """The probe of issue 21: "hidden_size": "big", "vocab_size": -3 (the first field read is reported)."""
     d = build_tiny("wav2vec2", "ctc", tmp_path / "m")
     _edit(d / "config.json", hidden_size="big", vocab_size=-3)
     run = subprocess.run(
-        [*_speechstream(), "transcribe", str(EXAMPLE), "--model", str(d), "--no-progress"],
+        [entry_point(), "transcribe", str(EXAMPLE), "--model", str(d), "--no-progress"],
         capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONWARNINGS="ignore"),
     )
     assert run.returncode == 2, run.stderr
