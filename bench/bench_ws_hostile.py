@@ -34,7 +34,6 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -47,35 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ws_load import CLIP, FRAME, REPO, SEGMENTS, SR, Server, client, pct, resolve_model  # noqa: E402
 
 IDLE_TIMEOUT_S = 5.0
-
-
-class CheckoutServer(Server):
-    """``Server`` of bench_ws_load, started in ``cwd`` (``python -m`` imports from its directory),
-    so ``PYTHONPATH=/path/to/checkout`` runs that checkout's server."""
-
-    def __init__(self, model: str, extra: list[str], cwd: Path):
-        super().__init__(model, extra)
-        self.cwd = cwd
-
-    def __enter__(self) -> "CheckoutServer":
-        import re
-        import subprocess
-
-        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        lines = []
-        while True:
-            line = self.proc.stderr.readline()
-            if not line:
-                raise RuntimeError("serve exited: " + "".join(lines))
-            lines.append(line)
-            m = re.search(r"WebSocket (ws://\S+)", line)
-            if m:
-                self.url = m.group(1)
-                break
-        self.log: list[str] = []  # the server's stderr from here on (read, so the pipe never fills)
-        threading.Thread(target=lambda: self.log.extend(iter(self.proc.stderr.readline, "")), daemon=True).start()
-        return self
 
 
 def proc_stats(pid: int) -> tuple[float, int]:
@@ -307,7 +277,7 @@ def main() -> None:
         model, desc = resolve_model(args.model, Path(tmp))
         checkout = Path(os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or REPO).resolve()
         extra = [] if args.only_drops else ["--idle-timeout", str(IDLE_TIMEOUT_S)]
-        with CheckoutServer(model, extra, checkout) as server:
+        with Server(model, extra, cwd=checkout) as server:
             assert server.proc is not None
             asyncio.run(run(args, server.url, server.proc.pid, pcm, segments))
             slow = [line.strip() for line in server.log if "slow consumer" in line]

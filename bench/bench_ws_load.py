@@ -37,6 +37,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -105,15 +106,20 @@ def resolve_model(name: str, tmp: Path) -> tuple[str, str]:
 
 
 class Server:
-    def __init__(self, model: str, extra: list[str]):
+    """``speechstream serve`` in a subprocess, started in ``cwd`` (``python -m`` imports from its
+    directory, so ``PYTHONPATH=/path/to/checkout`` with that ``cwd`` runs another checkout's server).
+    Its stderr is read to the end after start-up (``log``), so a chatty server never fills the pipe."""
+
+    def __init__(self, model: str, extra: list[str], cwd: Path = REPO):
+        self.cwd = cwd
         self.cmd = [sys.executable, "-m", "stream.cli", "serve", "--port", "0", "--model", model,
                     "--max-connections", "512", *extra]
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
     def __enter__(self) -> "Server":
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         lines = []
         while True:
             line = self.proc.stderr.readline()
@@ -123,7 +129,11 @@ class Server:
             m = re.search(r"WebSocket (ws://\S+)", line)
             if m:
                 self.url = m.group(1)
-                return self
+                break
+        self.log: list[str] = []  # the server's stderr from here on
+        stderr = self.proc.stderr
+        threading.Thread(target=lambda: self.log.extend(iter(stderr.readline, "")), daemon=True).start()
+        return self
 
     def __exit__(self, *exc) -> None:
         assert self.proc is not None
