@@ -25,17 +25,24 @@ PYTEST_ARGS ?= --durations=15
 # Debian packages the tests drive (TTS for test audio, ALSA file device, MQTT broker, browser).
 APT_PACKAGES := espeak-ng flite festival festvox-kdlpc16k festvox-kallpc16k festvox-us-slt-hts sox mosquitto libportaudio2 alsa-utils chromium chromium-driver ffmpeg
 
-.PHONY: help demo test install apt-deps clean-venv
+.PHONY: help demo test lint install apt-deps clean-venv
 
 help:
 	@echo "make demo   - install, then: speechstream transcribe $(EXAMPLE)"
 	@echo "make test   - install (+ apt packages), then: pytest"
+	@echo "make lint   - ruff check, ruff format --check, mypy (configured in pyproject.toml)"
 
 demo: install
 	$(VENV)/bin/speechstream transcribe $(EXAMPLE)
 
 test: install apt-deps
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# Lint and types, as CI runs them before the tests (.ci/run).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 install: $(STAMP)
 

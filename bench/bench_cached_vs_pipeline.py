@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_engines import CORPORA, SR, timed  # noqa: E402  (timed: median wall and CPU seconds)
 from engines.api import load_model  # noqa: E402
 from engines.tokenizer import CTCTokenizer  # noqa: E402
-from stream.eval import normalize_text  # noqa: E402
+from speechstream.eval import normalize_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     def ours(mode, chunk_ms, left_ms, look_ms=0):
         def run():
             with torch.inference_mode():
-                return [tok.decode(model.stream(torch.from_numpy(x), mode, chunk_ms, left_ms, look_ms).argmax(-1).tolist()) for x, _ in utts]
+                return [
+                    tok.decode(model.stream(torch.from_numpy(x), mode, chunk_ms, left_ms, look_ms).argmax(-1).tolist())
+                    for x, _ in utts
+                ]
+
         return run
 
     def theirs(chunk_s=None, stride=None):
@@ -93,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return [pipe(x.copy(), **kw)["text"] for x, _ in utts]
+
         return run
 
     def offline():
@@ -106,33 +111,70 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     _, c_off, t_off = timed(offline, args.runs)
     rows.append(("engine offline (whole utterance)", "-", c_off, "", *score(t_off), "", "", ""))
-    for (cl, sl, sr), chunk_ms, splits in (((3, 1, 1), 2000, ((1000, 1000), (1500, 500))),
-                                           ((2, 0.5, 0.5), 1500, ((1000, 500), (500, 1000)))):
+    for (cl, sl, sr), chunk_ms, splits in (
+        ((3, 1, 1), 2000, ((1000, 1000), (1500, 500))),
+        ((2, 0.5, 0.5), 1500, ((1000, 500), (500, 1000))),
+    ):
         latency = f"{cl - sl:g} s"
         _, c_p, t_p = timed(theirs(cl, (sl, sr)), args.runs)
         d_off = jiwer.wer([normalize_text(x) or "-" for x in t_off], [normalize_text(x) or "-" for x in t_p])
-        rows.append((f"pipeline chunk {cl} s, stride ({sl}, {sr})", latency, c_p, "1.00x", *score(t_p), "", "", f"{100 * d_off:.1f} %"))
+        rows.append(
+            (
+                f"pipeline chunk {cl} s, stride ({sl}, {sr})",
+                latency,
+                c_p,
+                "1.00x",
+                *score(t_p),
+                "",
+                "",
+                f"{100 * d_off:.1f} %",
+            )
+        )
         settings = [(f"cached {chunk_ms} ms chunk, 5120 ms left", ours("cached", chunk_ms, 5120))]
         # cached with lookahead: a frame waits at most chunk + lookahead, the same worst case
-        settings += [(f"cached {c} ms chunk + {r} ms lookahead, 5120 ms left", ours("cached", c, 5120, r)) for c, r in splits]
-        settings.append((f"window {int(sl * 1000)}/{int((cl - sl - sr) * 1000)}/{int(sr * 1000)} ms (pipeline geometry)",
-                         ours("window", int((cl - sl - sr) * 1000), int(sl * 1000), int(sr * 1000))))
+        settings += [
+            (f"cached {c} ms chunk + {r} ms lookahead, 5120 ms left", ours("cached", c, 5120, r)) for c, r in splits
+        ]
+        settings.append(
+            (
+                f"window {int(sl * 1000)}/{int((cl - sl - sr) * 1000)}/{int(sr * 1000)} ms (pipeline geometry)",
+                ours("window", int((cl - sl - sr) * 1000), int(sl * 1000), int(sr * 1000)),
+            )
+        )
         for label, fn in settings:
             _, c, t = timed(fn, args.runs)
             diff = jiwer.wer([normalize_text(x) or "-" for x in t_p], [normalize_text(x) or "-" for x in t])
             same = sum(normalize_text(a) == normalize_text(b) for a, b in zip(t, t_p))
             d_off = jiwer.wer([normalize_text(x) or "-" for x in t_off], [normalize_text(x) or "-" for x in t])
-            rows.append((label, latency, c, f"{c_p / c:.2f}x", *score(t), f"{100 * diff:.1f} %", f"{same}/{len(utts)}",
-                         f"{100 * d_off:.1f} %"))
+            rows.append(
+                (
+                    label,
+                    latency,
+                    c,
+                    f"{c_p / c:.2f}x",
+                    *score(t),
+                    f"{100 * diff:.1f} %",
+                    f"{same}/{len(utts)}",
+                    f"{100 * d_off:.1f} %",
+                )
+            )
 
-    print(f"\n{len(utts)} LJ Speech utterances, {audio_s:.0f} s, model {args.model}, {args.threads} threads, "
-          f"CPU-time medians of {args.runs} runs, greedy CTC\n")
-    print("| setting | worst-case latency | RTF (CPU) | speed vs pipeline | WER | CER | words differing from the pipeline "
-          "| identical transcripts | words differing from offline |")
+    print(
+        f"\n{len(utts)} LJ Speech utterances, {audio_s:.0f} s, model {args.model}, {args.threads} threads, "
+        f"CPU-time medians of {args.runs} runs, greedy CTC\n"
+    )
+    print(
+        "| setting | worst-case latency | RTF (CPU) | speed vs pipeline | WER | CER | words differing from the pipeline "
+        "| identical transcripts | words differing from offline |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for label, lat, c, ratio, w, ce, diff, same, d_off in rows:
-        print(f"| {label} | {lat} | {c / audio_s:.3f} | {ratio} | {100 * w:.1f} % | {100 * ce:.1f} % | {diff} | {same} | {d_off} |")
-    print(f"\ncommand: nice .venv/bin/python bench/bench_cached_vs_pipeline.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+        print(
+            f"| {label} | {lat} | {c / audio_s:.3f} | {ratio} | {100 * w:.1f} % | {100 * ce:.1f} % | {diff} | {same} | {d_off} |"
+        )
+    print(
+        f"\ncommand: nice .venv/bin/python bench/bench_cached_vs_pipeline.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+    )
     return 0
 
 

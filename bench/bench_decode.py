@@ -12,7 +12,7 @@ Logits are speech-like: LJ Speech sentences spelled into peaky CTC posteriors (1
 character, the character's probability log-uniform in 1 - [1e-3, 0.45], the rest mostly on one or two
 competitors; 0-2 confident blanks between characters; 20 ms frames), as a trained model emits; beam search
 cost depends on how peaky the posteriors are (flat random logits are 30-100x slower, see
-ENVIRONMENT.md). The LM is a 3-gram built with engines.lm_build from the training-corpus
+ENVIRONMENT.md). The LM is a 3-gram built with examples.lm.lm_build from the training-corpus
 transcripts (kathleen + philipp prompts, never LJ Speech). Single thread, CPU-time medians over
 repeats (process time, so other processes on a shared machine do not inflate them).
 """
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.ctc import EndpointConfig, StreamingCTCDecoder, log_softmax  # noqa: E402
 from engines.lm import BeamDecoder, LMConfig  # noqa: E402
-from engines.lm_build import build_arpa, write_arpa  # noqa: E402
 from engines.tokenizer import CTCTokenizer  # noqa: E402
+from examples.lm.lm_build import build_arpa, write_arpa  # noqa: E402
 
 CORPORA = Path(os.environ.get("SPEECHSTREAM_CORPORA", Path(__file__).resolve().parents[2] / "shared" / "corpora"))
 LABELS = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
@@ -139,10 +139,13 @@ def main() -> None:
         f"{100 * last['beam 8 + LM'] / budget:.1f}% of the {budget} ms chunk budget per stream)"
     )
     total_beam = sum(
-        median_ms(lambda: beams["beam 8 + LM"].decode_segment(lp[: k * chunk]), 1) for k in range(1, 20 * 50 // chunk + 1)
+        median_ms(lambda: beams["beam 8 + LM"].decode_segment(lp[: k * chunk]), 1)
+        for k in range(1, 20 * 50 // chunk + 1)
     )
-    print(f"re-decoding every chunk of one 20 s segment with beam 8 + LM: {total_beam:.0f} ms in all (O(n^2));"
-          f" the beam 32 + LM final once: {last['beam 32 + LM (final)']:.1f} ms")
+    print(
+        f"re-decoding every chunk of one 20 s segment with beam 8 + LM: {total_beam:.0f} ms in all (O(n^2));"
+        f" the beam 32 + LM final once: {last['beam 32 + LM (final)']:.1f} ms"
+    )
     print("command: .venv/bin/python bench/bench_decode.py " + " ".join(sys.argv[1:]))
 
 

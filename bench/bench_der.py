@@ -161,7 +161,7 @@ def word_accuracy(conv: Conversation, texts: list[str], hyp_final, mapping) -> t
     n = len(conv.audio)
     lab = np.full(n, "", dtype=object)
     for s, e, spk in hyp_final:
-        lab[s:min(e, n)] = mapping.get(spk, spk)
+        lab[s : min(e, n)] = mapping.get(spk, spk)
     right = total = 0
     for turn, text in zip(conv.turns, texts):
         words = text.split()
@@ -230,10 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=None)
     ap.add_argument("--change-threshold", type=float, default=None)
     ap.add_argument("--max-speakers", type=int, default=None)
-    ap.add_argument("--vad", default="webrtc", help="upstream VAD: webrtc | silero | own (diarizer's own voiced-frame gate only)")
+    ap.add_argument(
+        "--vad", default="webrtc", help="upstream VAD: webrtc | silero | own (diarizer's own voiced-frame gate only)"
+    )
     ap.add_argument("--write-dir", type=Path, default=None)
-    ap.add_argument("--enroll", action="store_true", help="enroll every voice from one utterance that is not in the conversation")
-    ap.add_argument("--asr", default=None, metavar="MODEL", help="also run the recogniser (this model) and score the speaker of every recognised word")
+    ap.add_argument(
+        "--enroll", action="store_true", help="enroll every voice from one utterance that is not in the conversation"
+    )
+    ap.add_argument(
+        "--asr",
+        default=None,
+        metavar="MODEL",
+        help="also run the recogniser (this model) and score the speaker of every recognised word",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     with warnings.catch_warnings():
@@ -243,11 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     base = online.DiarizerConfig()
     cluster = base.cluster
     if args.threshold is not None:
-        cluster = ClusterConfig(**{**{f: getattr(cluster, f) for f in cluster.__dataclass_fields__}, "threshold": args.threshold})
+        cluster = ClusterConfig(
+            **{**{f: getattr(cluster, f) for f in cluster.__dataclass_fields__}, "threshold": args.threshold}
+        )
     if args.max_speakers is not None:
-        cluster = ClusterConfig(**{**{f: getattr(cluster, f) for f in cluster.__dataclass_fields__}, "max_speakers": args.max_speakers})
+        cluster = ClusterConfig(
+            **{**{f: getattr(cluster, f) for f in cluster.__dataclass_fields__}, "max_speakers": args.max_speakers}
+        )
     config = online.DiarizerConfig(
-        hop_ms=args.hop_ms, left_ms=args.left_ms, right_ms=args.right_ms, cluster=cluster,
+        hop_ms=args.hop_ms,
+        left_ms=args.left_ms,
+        right_ms=args.right_ms,
+        cluster=cluster,
         change_threshold=args.change_threshold if args.change_threshold is not None else base.change_threshold,
     )
     embedder = _Timed(VoiceEncoderEmbedder.load())
@@ -267,15 +283,22 @@ def main(argv: list[str] | None = None) -> int:
             from engines.speakers.enrollment import speech_only
 
             rng = np.random.default_rng(1234)
-            enrolled = {v: embedder.inner.embed(speech_only(utterance(VOICES[v], rng)[0]))
-                        for v in sorted({t.speaker for t in conv.turns})}
+            enrolled = {
+                v: embedder.inner.embed(speech_only(utterance(VOICES[v], rng)[0]))
+                for v in sorted({t.speaker for t in conv.turns})
+            }
         updates = run_online(conv, embedder, config, args.vad, enrolled)
         wall = time.perf_counter() - t0
         on, fi, delays = hypotheses(updates, len(conv.audio), online._ms(config.hop_ms))
         ref = annotation([(t.start, t.end, t.speaker) for t in conv.turns], name)
         h_on, h_fi = annotation(on, name), annotation(fi, name)
-        row = {"name": name, "dur": conv.duration_s, "spk": len({t.speaker for t in conv.turns}),
-               "ovl": 100 * conv.overlap_fraction(), "nhyp": len({s for *_, s in fi})}
+        row = {
+            "name": name,
+            "dur": conv.duration_s,
+            "spk": len({t.speaker for t in conv.turns}),
+            "ovl": 100 * conv.overlap_fraction(),
+            "nhyp": len({s for *_, s in fi}),
+        }
         for tag, hyp in (("on", h_on), ("fi", h_fi)):
             for c, ck in ((0.0, "0"), (0.25, "25"), (0.5, "50")):
                 m = DiarizationErrorRate(collar=c, skip_overlap=False)
@@ -296,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         compute_s += wall
         if args.write_dir:
             args.write_dir.mkdir(parents=True, exist_ok=True)
-            (args.write_dir / f"{name}.ref.rttm").write_text("\n".join(rttm_lines(name, [(t.start, t.end, t.speaker) for t in conv.turns])) + "\n")
+            (args.write_dir / f"{name}.ref.rttm").write_text(
+                "\n".join(rttm_lines(name, [(t.start, t.end, t.speaker) for t in conv.turns])) + "\n"
+            )
             (args.write_dir / f"{name}.hyp.rttm").write_text("\n".join(rttm_lines(name, fi)) + "\n")
             (args.write_dir / f"{name}.online.rttm").write_text("\n".join(rttm_lines(name, on)) + "\n")
 
@@ -306,33 +331,49 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.scenarios.split(","):
             r, n, nref = asr_word_attribution(scenario(name), args.asr)
             asr_rows.append((name, r, n, nref))
-    hdr = (f"{'scenario':<9} {'dur_s':>6} {'spk':>3} {'hyp':>3} {'ovl%':>5} | {'online DER% c0':>14} {'c.25':>6} {'c.5':>6} | "
-           f"{'final DER% c0':>13} {'c.25':>6} {'c.5':>6} | {'words%':>6} {'revs':>4} {'RTF':>6}")
+    hdr = (
+        f"{'scenario':<9} {'dur_s':>6} {'spk':>3} {'hyp':>3} {'ovl%':>5} | {'online DER% c0':>14} {'c.25':>6} {'c.5':>6} | "
+        f"{'final DER% c0':>13} {'c.25':>6} {'c.5':>6} | {'words%':>6} {'revs':>4} {'RTF':>6}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['name']:<9} {r['dur']:6.1f} {r['spk']:3d} {r['nhyp']:3d} {r['ovl']:5.1f} | {r['on0']:14.1f} {r['on25']:6.1f} {r['on50']:6.1f} | "
-              f"{r['fi0']:13.1f} {r['fi25']:6.1f} {r['fi50']:6.1f} | {r['words']:6.1f} {r['revs']:4d} {r['rtf']:6.3f}")
+        print(
+            f"{r['name']:<9} {r['dur']:6.1f} {r['spk']:3d} {r['nhyp']:3d} {r['ovl']:5.1f} | {r['on0']:14.1f} {r['on25']:6.1f} {r['on50']:6.1f} | "
+            f"{r['fi0']:13.1f} {r['fi25']:6.1f} {r['fi50']:6.1f} | {r['words']:6.1f} {r['revs']:4d} {r['rtf']:6.3f}"
+        )
     agg = {k: 100 * v[0] / v[1] for k, v in totals.items()}
     print("-" * len(hdr))
-    print(f"{'ALL':<9} {audio_s:6.1f} {'':3} {'':3} {'':5} | {agg['on0']:14.1f} {agg['on25']:6.1f} {agg['on50']:6.1f} | "
-          f"{agg['fi0']:13.1f} {agg['fi25']:6.1f} {agg['fi50']:6.1f} | {100 * words_right / max(words_total, 1):6.1f} {'':4} {compute_s / audio_s:6.3f}")
+    print(
+        f"{'ALL':<9} {audio_s:6.1f} {'':3} {'':3} {'':5} | {agg['on0']:14.1f} {agg['on25']:6.1f} {agg['on50']:6.1f} | "
+        f"{agg['fi0']:13.1f} {agg['fi25']:6.1f} {agg['fi50']:6.1f} | {100 * words_right / max(words_total, 1):6.1f} {'':4} {compute_s / audio_s:6.3f}"
+    )
     lat = online.latency_samples(config) / SR
     print()
-    print(f"latency: algorithmic worst case {lat:.3f} s (right {config.right_ms} ms + hop/2 {config.hop_ms // 2} ms + 10 ms frame); "
-          f"measured first-label delay median {np.median(delays):.3f} s, p95 {np.percentile(delays, 95):.3f} s, max {delays.max():.3f} s "
-          f"(input stream time); compute on top: RTF {compute_s / audio_s:.3f} (VAD + diarizer), "
-          f"about {compute_s / audio_s * config.hop_ms:.0f} ms per {config.hop_ms} ms hop")
+    print(
+        f"latency: algorithmic worst case {lat:.3f} s (right {config.right_ms} ms + hop/2 {config.hop_ms // 2} ms + 10 ms frame); "
+        f"measured first-label delay median {np.median(delays):.3f} s, p95 {np.percentile(delays, 95):.3f} s, max {delays.max():.3f} s "
+        f"(input stream time); compute on top: RTF {compute_s / audio_s:.3f} (VAD + diarizer), "
+        f"about {compute_s / audio_s * config.hop_ms:.0f} ms per {config.hop_ms} ms hop"
+    )
     print(f"words: {words_right}/{words_total} labelled with the right speaker (final labels; see docstring)")
     if asr_rows:
         r = sum(x[1] for x in asr_rows)
         n = sum(x[2] for x in asr_rows)
-        print(f"recognised words ({args.asr}): " + ", ".join(f"{a} {b}/{c}" for a, b, c, _ in asr_rows)
-              + f"; all {r}/{n} = {100 * r / max(n, 1):.1f}% with the right speaker "
-              f"(reference has {sum(x[3] for x in asr_rows)} words)")
-    print("DER = (confusion + missed + false alarm) / total reference speech, overlap scored; pyannote.metrics collar = total width")
+        print(
+            f"recognised words ({args.asr}): "
+            + ", ".join(f"{a} {b}/{c}" for a, b, c, _ in asr_rows)
+            + f"; all {r}/{n} = {100 * r / max(n, 1):.1f}% with the right speaker "
+            f"(reference has {sum(x[3] for x in asr_rows)} words)"
+        )
+    print(
+        "DER = (confusion + missed + false alarm) / total reference speech, overlap scored; pyannote.metrics collar = total width"
+    )
     print("diart (published, real meetings): AMI 27.5 / DIHARD III 25.0 at 5 s latency; 30.4 / 27.6 at 1 s")
-    print("command: .venv/bin/python -m bench.bench_der " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
+    print(
+        "command: .venv/bin/python -m bench.bench_der "
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    )
     return 0
 
 

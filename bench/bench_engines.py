@@ -89,7 +89,9 @@ def build(name: str, out: Path) -> Path:
     model = getattr(transformers, _CTC_CLASS[model_type])(cfg).eval()
     model.save_pretrained(out)
     (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
-    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|"}))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|"})
+    )
     if model_type == "wav2vec2-bert":
         from transformers import SeamlessM4TFeatureExtractor
 
@@ -97,7 +99,9 @@ def build(name: str, out: Path) -> Path:
     else:
         from transformers import Wav2Vec2FeatureExtractor
 
-        Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=cfg.feat_extract_norm == "layer").save_pretrained(out)
+        Wav2Vec2FeatureExtractor(
+            do_normalize=True, return_attention_mask=cfg.feat_extract_norm == "layer"
+        ).save_pretrained(out)
     return out
 
 
@@ -130,7 +134,9 @@ def timed(fn, runs: int):
     return statistics.median(walls), statistics.median(cpus), result
 
 
-def stream(model, audio: torch.Tensor, mode: str, chunk_ms: int, left_ms: int, look_ms: int, normalize="stream", feed_ms=None):
+def stream(
+    model, audio: torch.Tensor, mode: str, chunk_ms: int, left_ms: int, look_ms: int, normalize="stream", feed_ms=None
+):
     return model.stream(audio, mode, chunk_ms, left_ms, look_ms, normalize=normalize, feed_ms=feed_ms)
 
 
@@ -201,7 +207,9 @@ def main() -> None:
                 center_ms = int(round((cl - sl - sr) * 1000))
                 try:
                     w_p, c_p, p_text = timed(
-                        lambda: pipe({"raw": audio_np, "sampling_rate": SR}, chunk_length_s=cl, stride_length_s=(sl, sr))["text"],
+                        lambda: pipe(
+                            {"raw": audio_np, "sampling_rate": SR}, chunk_length_s=cl, stride_length_s=(sl, sr)
+                        )["text"],
                         args.runs,
                     )
                     row(name, f"pipeline {label}", w_p, c_p, f"{c_p / c_p0:.2f}x pipeline unchunked")
@@ -212,7 +220,9 @@ def main() -> None:
                 if center_ms <= 0:
                     # a one-frame centre between full contexts: every frame its own window
                     short = audio[: 5 * SR]
-                    w, c, _ = timed(lambda: stream(model, short, "window", 20, int(sl * 1000), int(sr * 1000), feed_ms=1000), 1)
+                    w, c, _ = timed(
+                        lambda: stream(model, short, "window", 20, int(sl * 1000), int(sr * 1000), feed_ms=1000), 1
+                    )
                     rows.append(
                         f"| {name} | window {int(sl * 1000)}/20/{int(sr * 1000)} ms (accepted; on 5 s) | "
                         f"{w / 5:.3f} | {c / 5:.3f} | | |"
@@ -223,7 +233,9 @@ def main() -> None:
                     modes.insert(0, ("stream", "CNN reuse, stream norm"))
                 for normalize, desc in modes:
                     w, c, logits = timed(
-                        lambda: stream(model, audio, "window", center_ms, int(sl * 1000), int(sr * 1000), normalize=normalize),
+                        lambda: stream(
+                            model, audio, "window", center_ms, int(sl * 1000), int(sr * 1000), normalize=normalize
+                        ),
                         args.runs,
                     )
                     ratio = f"{c_p / c:.2f}x faster than pipeline" if c_p else ""
@@ -262,10 +274,11 @@ def main() -> None:
                 f"| {name} | {n} cached streams, step_batch | {w2 / (n * seg_s):.3f} | {c2 / (n * seg_s):.3f} | "
                 f"{n * seg_s / w2:.1f} real-time streams (wall), {c1 / c2:.2f}x less CPU | |"
             )
-        del model
 
     cmd = "nice .venv/bin/python bench/bench_engines.py " + " ".join(sys.argv[1:])
-    print(f"\n{dur:.0f} s of audio, {args.threads} threads, medians of {args.runs} runs; RTF = seconds per audio second\n")
+    print(
+        f"\n{dur:.0f} s of audio, {args.threads} threads, medians of {args.runs} runs; RTF = seconds per audio second\n"
+    )
     print("| model | mode | RTF wall | RTF CPU | ratio (CPU time) | greedy transcript vs pipeline |")
     print("|---|---|---|---|---|---|")
     for r in rows:

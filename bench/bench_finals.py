@@ -1,6 +1,6 @@
 """Captions on time: finalisation latency, segment lengths and sentence joins, old settings beside new.
 
-Part ``latency``: ``stream.eval.evaluate`` (the ``speechstream eval`` pipeline: paced source ->
+Part ``latency``: ``speechstream.eval.evaluate`` (the ``speechstream eval`` pipeline: paced source ->
 Resample -> VAD -> Recognizer, 4 streams at once, the bundled model, beam 32 + its 3-gram LM on the
 finals) on the first ``--utts`` utterances of held-out LJ Speech (``ljspeech_test``: rows i % 3 != 0
 of ``../shared/corpora/ljspeech_subset``), each paced in real time and followed by 2 s of silence.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import dataclasses
 import os
 import sys
 import time
@@ -45,19 +44,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stream.eval import EvalConfig, _load_audio, _pct, evaluate, speech_extent  # noqa: E402
+from speechstream.eval import EvalConfig, _load_audio, _pct, evaluate, speech_extent  # noqa: E402
 
-CORPORA = next((p for p in (ROOT.parent / "shared" / "corpora", ROOT.parent.parent / "shared" / "corpora") if p.is_dir()),
-               ROOT.parent / "shared" / "corpora")
-OLD = dict(vad_pre_speech_pad_ms=200, vad_hangover_ms=200, vad_min_speech_ms=90, vad_min_silence_ms=400,
-           vad_aggressiveness=2, peek_at_vad_end=False, rule2_min_trailing_silence_ms=1200)
+CORPORA = next(
+    (p for p in (ROOT.parent / "shared" / "corpora", ROOT.parent.parent / "shared" / "corpora") if p.is_dir()),
+    ROOT.parent / "shared" / "corpora",
+)
+OLD = dict(
+    vad_pre_speech_pad_ms=200,
+    vad_hangover_ms=200,
+    vad_min_speech_ms=90,
+    vad_min_silence_ms=400,
+    vad_aggressiveness=2,
+    peek_at_vad_end=False,
+    rule2_min_trailing_silence_ms=1200,
+)
 
 
 def lj_test_manifest(out: Path) -> Path:
     with open(CORPORA / "ljspeech_subset" / "manifest.tsv", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     test = [r for i, r in enumerate(rows) if i % 3]
-    out.write_text("audio\ttext\n" + "".join(f"{CORPORA / 'ljspeech_subset' / r['audio']}\t{r['text']}\n" for r in test))
+    out.write_text(
+        "audio\ttext\n" + "".join(f"{CORPORA / 'ljspeech_subset' / r['audio']}\t{r['text']}\n" for r in test)
+    )
     return out
 
 
@@ -69,8 +79,10 @@ def latency(manifest: Path, utts: int) -> None:
         ("new defaults, 100 ms blocks", dict(block_ms=100)),
         ("new defaults, silero (0.7, 100/100/60/200 ms), 20 ms blocks", dict(vad="silero")),
     ]
-    print(f"held-out LJ Speech, first {utts} utterances of ljspeech_test; 4 streams at once, real time; bundled model, "
-          f"cached 640 ms chunks, beam 32 + bundled LM finals; load average at start {os.getloadavg()[0]:.1f}")
+    print(
+        f"held-out LJ Speech, first {utts} utterances of ljspeech_test; 4 streams at once, real time; bundled model, "
+        f"cached 640 ms chunks, beam 32 + bundled LM finals; load average at start {os.getloadavg()[0]:.1f}"
+    )
     print()
     print("| setting | final latency P50 / P95 | first partial P50 | streaming WER | finals | RTF |")
     print("|---|---|---|---|---:|---:|")
@@ -79,28 +91,37 @@ def latency(manifest: Path, utts: int) -> None:
         fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
         fps = [u.first_partial_latency_s for u in r.utterances if u.first_partial_latency_s is not None]
         n = sum(len(u.endpoint_reasons) for u in r.utterances)
-        print(f"| {name} | {1000 * _pct(fls, .5):.0f} / {1000 * _pct(fls, .95):.0f} ms | {1000 * _pct(fps, .5):.0f} ms | "
-              f"{100 * r.streaming[0]:.1f} % | {n} | {r.rtf:.3f} |", flush=True)
+        print(
+            f"| {name} | {1000 * _pct(fls, 0.5):.0f} / {1000 * _pct(fls, 0.95):.0f} ms | {1000 * _pct(fps, 0.5):.0f} ms | "
+            f"{100 * r.streaming[0]:.1f} % | {n} | {r.rtf:.3f} |",
+            flush=True,
+        )
     print()
     print("CPU: the shared 2-core box with other work running (see the load average): wall-clock latencies are")
     print("pessimistic; compare the rows (same run, same utterances).")
 
 
 async def _run_pipeline(x: np.ndarray, kw: dict, rule2_ms: int | None = None) -> list:
+    from stream.config import default_model_dir
     from stream.events import Endpoint, FinalTranscript
     from stream.graph import Graph
     from stream.node import Collect
     from stream.recognizer import Recognizer, RecognizerConfig
     from stream.resample import Resample
     from stream.sources.array import ArraySource
-    from stream.config import default_model_dir
 
     cfg = EvalConfig(manifest=Path("."), **kw)
-    rcfg = RecognizerConfig(peek_at_vad_end=cfg.peek_at_vad_end, max_utterance_ms=cfg.max_utterance_ms,
-                            rule2_min_trailing_silence_ms=rule2_ms or cfg.rule2_min_trailing_silence_ms)
+    rcfg = RecognizerConfig(
+        peek_at_vad_end=cfg.peek_at_vad_end,
+        max_utterance_ms=cfg.max_utterance_ms,
+        rule2_min_trailing_silence_ms=rule2_ms or cfg.rule2_min_trailing_silence_ms,
+    )
     collect = Collect(keep_audio=False)
-    graph = Graph([ArraySource(x, 16000, stream_id="lj", block=1600)],
-                  [Resample(), cfg.vad_node(), Recognizer(str(default_model_dir()), rcfg), collect], bug_policy="raise")
+    graph = Graph(
+        [ArraySource(x, 16000, stream_id="lj", block=1600)],
+        [Resample(), cfg.vad_node(), Recognizer(str(default_model_dir()), rcfg), collect],
+        bug_policy="raise",
+    )
     await graph.run(timeout_s=900)
     out = []
     events = collect.events
@@ -111,8 +132,9 @@ async def _run_pipeline(x: np.ndarray, kw: dict, rule2_ms: int | None = None) ->
     return out
 
 
-def segments(manifest: Path, files: int, join_pause_s: float, noise_snr_db: float | None, rule2_ms: int,
-             only: str | None) -> None:
+def segments(
+    manifest: Path, files: int, join_pause_s: float, noise_snr_db: float | None, rule2_ms: int, only: str | None
+) -> None:
     rows = manifest.read_text().splitlines()[1 : files + 1]
     pause = np.zeros(int(join_pause_s * 16000), np.float32)
     audios = [np.concatenate([_load_audio(Path(r.split("\t")[0])), pause]) for r in rows]
@@ -132,17 +154,24 @@ def segments(manifest: Path, files: int, join_pause_s: float, noise_snr_db: floa
         pos += len(a)
     gaps = [(b - a) / 16000 for a, b in joins]
     extra = f" with {join_pause_s:.2f} s of silence added after each" if join_pause_s else ""
-    print(f"{files} held-out LJ Speech files back to back{extra}: {len(x) / 16000:.0f} s, {len(joins)} joins; silence at the joins "
-          f"(speech end to next speech start) P10 / P50 / P90 {np.percentile(gaps, 10):.2f} / {np.percentile(gaps, 50):.2f} / "
-          f"{np.percentile(gaps, 90):.2f} s")
+    print(
+        f"{files} held-out LJ Speech files back to back{extra}: {len(x) / 16000:.0f} s, {len(joins)} joins; silence at the joins "
+        f"(speech end to next speech start) P10 / P50 / P90 {np.percentile(gaps, 10):.2f} / {np.percentile(gaps, 50):.2f} / "
+        f"{np.percentile(gaps, 90):.2f} s"
+    )
     print()
-    print("| setting | finals | length P10 / P50 / P90 / max (s) | joins that became boundaries | boundaries inside a file | "
-          "max-length cuts | wall s |")
+    print(
+        "| setting | finals | length P10 / P50 / P90 / max (s) | joins that became boundaries | boundaries inside a file | "
+        "max-length cuts | wall s |"
+    )
     print("|---|---:|---|---|---:|---:|---:|")
     if rule2_ms:
         print(f"CTC rule 2 (trailing silence after speech) at {rule2_ms} ms in every row")
-    for name, kw in (("old (webrtc 2, 200/200/90/400 ms)", OLD), ("new defaults (webrtc 3, 100/100/60/150 ms)", {}),
-                     ("new defaults, silero", dict(vad="silero"))):
+    for name, kw in (
+        ("old (webrtc 2, 200/200/90/400 ms)", OLD),
+        ("new defaults (webrtc 3, 100/100/60/150 ms)", {}),
+        ("new defaults, silero", dict(vad="silero")),
+    ):
         if only and only not in name:
             continue
         t0 = time.perf_counter()
@@ -153,8 +182,11 @@ def segments(manifest: Path, files: int, join_pause_s: float, noise_snr_db: floa
         hit = sum(any(a - 1600 <= c <= b + 1600 for c in cuts) for a, b in joins)
         inside = sum(not any(a - 1600 <= c <= b + 1600 for a, b in joins) for c in cuts)
         maxlen = sum(ep.reason == "max_length" for _, ep in finals)
-        print(f"| {name} | {len(finals)} | {np.percentile(lens, 10):.1f} / {np.percentile(lens, 50):.1f} / "
-              f"{np.percentile(lens, 90):.1f} / {max(lens):.1f} | {hit} of {len(joins)} | {inside} | {maxlen} | {wall:.0f} |", flush=True)
+        print(
+            f"| {name} | {len(finals)} | {np.percentile(lens, 10):.1f} / {np.percentile(lens, 50):.1f} / "
+            f"{np.percentile(lens, 90):.1f} / {max(lens):.1f} | {hit} of {len(joins)} | {inside} | {maxlen} | {wall:.0f} |",
+            flush=True,
+        )
     print()
     print("length = first word start to last word end of each final with text; a boundary is a final's endpoint.")
 
@@ -164,8 +196,11 @@ def profile(manifest: Path, utts: int) -> None:
     import stream.recognizer as rec_mod
     from engines.lm import BeamDecoder
 
-    times: dict[str, list[float]] = {"peek forward (LoadedModel.flush)": [], "LM beam decode of a segment": [],
-                                     "whole VAD-end step (peek + decode + final)": []}
+    times: dict[str, list[float]] = {
+        "peek forward (LoadedModel.flush)": [],
+        "LM beam decode of a segment": [],
+        "whole VAD-end step (peek + decode + final)": [],
+    }
     lm_orig, vad_orig = BeamDecoder.decode_segment, rec_mod.Recognizer._vad_end
 
     def lm(self, lp):  # type: ignore[no-untyped-def]
@@ -197,14 +232,16 @@ def profile(manifest: Path, utts: int) -> None:
     finally:
         BeamDecoder.decode_segment, rec_mod.Recognizer._vad_end = lm_orig, vad_orig
     fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
-    print(f"new defaults, first {utts} of ljspeech_test, real time, 4 at once; load average {os.getloadavg()[0]:.1f}; "
-          f"finalisation P50 {1000 * _pct(fls, .5):.0f} ms")
+    print(
+        f"new defaults, first {utts} of ljspeech_test, real time, 4 at once; load average {os.getloadavg()[0]:.1f}; "
+        f"finalisation P50 {1000 * _pct(fls, 0.5):.0f} ms"
+    )
     print()
     print("| recogniser work at a VAD end | n | P50 | P95 |")
     print("|---|---:|---:|---:|")
     for k, v in times.items():
         if v:
-            print(f"| {k} | {len(v)} | {1000 * _pct(v, .5):.0f} ms | {1000 * _pct(v, .95):.0f} ms |")
+            print(f"| {k} | {len(v)} | {1000 * _pct(v, 0.5):.0f} ms | {1000 * _pct(v, 0.95):.0f} ms |")
     print("(the LM row also holds eval's offline pass, one decode per utterance)")
 
 

@@ -88,11 +88,17 @@ def main() -> None:
     greedy = [TOK.decode(lps[i].argmax(-1).tolist()) for i in test]
     nolm = BeamDecoder(TOK, LMConfig(beam_width=args.beam_width)).decode_many([lps[i] for i in test])
     with_lm = best.decode_many([lps[i] for i in test])
-    print(f"# simulated acoustic model, {100 * args.error_rate:.0f}% of letters confused; LJ Speech test "
-          f"({len(test)} held-out sentences); alpha {alpha:g}, beta {beta:g} chosen on dev ({len(dev)}, WER {100 * dev_wer:.2f}%)")
+    print(
+        f"# simulated acoustic model, {100 * args.error_rate:.0f}% of letters confused; LJ Speech test "
+        f"({len(test)} held-out sentences); alpha {alpha:g}, beta {beta:g} chosen on dev ({len(dev)}, WER {100 * dev_wer:.2f}%)"
+    )
     print("| decoder | WER | CER |\n|---|---|---|")
     refs = [texts[i] for i in test]
-    for name, hyps in (("greedy", greedy), (f"beam {args.beam_width}, no LM", nolm), (f"beam {args.beam_width} + 3-gram LM", with_lm)):
+    for name, hyps in (
+        ("greedy", greedy),
+        (f"beam {args.beam_width}, no LM", nolm),
+        (f"beam {args.beam_width} + 3-gram LM", with_lm),
+    ):
         print(f"| {name} | {100 * jiwer.wer(refs, hyps):.2f}% | {100 * jiwer.cer(refs, hyps):.2f}% |")
     print("command: .venv/bin/python bench/bench_lm_wer.py " + " ".join(sys.argv[1:]))
 

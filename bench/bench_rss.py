@@ -36,8 +36,8 @@ from stream.node import FanOut  # noqa: E402
 from stream.queues import EdgeSpec  # noqa: E402
 from stream.resample import Resample  # noqa: E402
 from stream.sources.file import FileSource  # noqa: E402
-from stream.testing import espeak_ng, have_espeak  # noqa: E402
 from stream.vad_node import VadNode  # noqa: E402
+from tests.support.tts import espeak_ng, have_espeak  # noqa: E402
 
 RATE = 48_000
 SENTENCES = [
@@ -69,7 +69,9 @@ def pattern() -> np.ndarray:
     rng = np.random.default_rng(0)
     parts = []
     for i, text in enumerate(SENTENCES):
-        speech = espeak_ng(text, speed_wpm=150) if have_espeak() else 0.3 * np.sin(np.arange(48000) / 7).astype(np.float32)
+        speech = (
+            espeak_ng(text, speed_wpm=150) if have_espeak() else 0.3 * np.sin(np.arange(48000) / 7).astype(np.float32)
+        )
         parts.append(soxr.resample(speech, 16000, RATE, "HQ").astype(np.float32) * 0.8)
         parts.append(np.zeros(int(1.5 * RATE), np.float32))
         parts.append((rng.standard_normal(2 * RATE) * 0.01 * (i + 1)).astype(np.float32))
@@ -96,7 +98,7 @@ async def run(path: Path, out: Path, marks_min: list[int]) -> tuple[list[tuple[i
         sink_node = SinkNode(JsonlSink(out))
         sink_kind = "sinks.jsonl.JsonlSink"
     except ImportError:  # pragma: no cover - only before sinks/ exists
-        raise SystemExit("sinks.jsonl is missing")
+        raise SystemExit("sinks.jsonl is missing") from None
     rows: list[tuple[int, float, float, float]] = []
     pending = list(marks_min)
     stats = {"segments": 0, "chunks": 0, "sink": sink_kind}
@@ -107,7 +109,9 @@ async def run(path: Path, out: Path, marks_min: list[int]) -> tuple[list[tuple[i
             stats["chunks"] += 1
             minute = e.end_sample / 16000 / 60
             while pending and minute >= pending[0]:
-                rows.append((pending.pop(0), proc_status_mb("VmHWM"), proc_status_mb("VmRSS"), time.perf_counter() - t0))
+                rows.append(
+                    (pending.pop(0), proc_status_mb("VmHWM"), proc_status_mb("VmRSS"), time.perf_counter() - t0)
+                )
         elif isinstance(e, SpeechEnded):
             stats["segments"] += 1
         elif isinstance(e, EndOfStream):
@@ -143,9 +147,11 @@ def main() -> None:
             os.rename(wav, f"/tmp/long_{args.minutes}min.wav")
     print(f"input: {args.minutes} min synthetic, 48 kHz mono PCM16 WAV (written blockwise in {gen_s:.1f} s)")
     print(f"graph: FileSource -> Resample -> VadNode(webrtc) -> FanOut[JSONL sink ({stats['sink']})], full speed")
-    print(f"RSS before the run: {rss_before:.1f} MB; {stats['segments']} speech segments; {lines} JSONL lines; "
-          f"{stats['chunks']} audio chunks; wall {stats['wall_s']:.1f} s "
-          f"(x{args.minutes * 60 / stats['wall_s']:.0f} real time)")
+    print(
+        f"RSS before the run: {rss_before:.1f} MB; {stats['segments']} speech segments; {lines} JSONL lines; "
+        f"{stats['chunks']} audio chunks; wall {stats['wall_s']:.1f} s "
+        f"(x{args.minutes * 60 / stats['wall_s']:.0f} real time)"
+    )
     print()
     print("| stream minute | peak RSS (VmHWM) MB | RSS MB | wall s |")
     print("|---:|---:|---:|---:|")

@@ -7,7 +7,7 @@ levels), brown noise, a melody of harmonic notes, or sustained chords (the "musi
 
 Reference labels: a sentence's speech region is its energy-trimmed extent in the clean TTS
 output (10 ms frames within 35 dB of that sentence's loudest frame, first to last; see
-``stream.testing.trim_extent``). Pauses between words inside a sentence count as speech.
+``tests.support.tts.trim_extent``). Pauses between words inside a sentence count as speech.
 
 Scoring: 10 ms frames; a frame is predicted speech when it lies inside a VAD segment
 (``SpeechStarted``..``SpeechEnded``, i.e. including pre-speech padding and hangover, exactly
@@ -32,7 +32,6 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stream.testing import espeak_ng, trim_extent  # noqa: E402
 from stream.vad import (  # noqa: E402
     DEFAULT_SILERO_THRESHOLD,
     DEFAULT_VAD_CONFIGS,
@@ -43,6 +42,7 @@ from stream.vad import (  # noqa: E402
     VadConfig,
     make_segmenter,
 )
+from tests.support.tts import espeak_ng, trim_extent  # noqa: E402
 
 RATE = 16_000
 FRAME = 160  # 10 ms scoring frames
@@ -64,7 +64,9 @@ FILLERS = ["silence", "white_low", "white_high", "brown", "melody", "chords"]
 
 
 def flite(text: str, voice: str) -> np.ndarray:
-    wav = subprocess.run(["flite", "-voice", voice, "-t", text, "-o", "/dev/stdout"], check=True, capture_output=True).stdout
+    wav = subprocess.run(
+        ["flite", "-voice", voice, "-t", text, "-o", "/dev/stdout"], check=True, capture_output=True
+    ).stdout
     x, rate = sf.read(io.BytesIO(wav), dtype="float32")
     return soxr.resample(x, rate, RATE, "HQ").astype(np.float32)
 
@@ -144,7 +146,9 @@ def build(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, labels, kinds
 
 
-def predict(kind: str, x: np.ndarray, config: VadConfig | None = None, **kw: object) -> tuple[np.ndarray, np.ndarray, float]:
+def predict(
+    kind: str, x: np.ndarray, config: VadConfig | None = None, **kw: object
+) -> tuple[np.ndarray, np.ndarray, float]:
     seg = make_segmenter(kind, config, **kw)  # type: ignore[arg-type]  # None: that VAD's defaults
     st = seg.init_state()
     out = []
@@ -172,16 +176,24 @@ def predict(kind: str, x: np.ndarray, config: VadConfig | None = None, **kw: obj
 
 def main() -> None:
     x, labels, kinds = build()
-    print(f"audio: {x.shape[0] / RATE:.1f} s, {labels.mean() * 100:.1f}% speech frames (reference), "
-          f"voices: {', '.join(v for v, _ in voices())}")
+    print(
+        f"audio: {x.shape[0] / RATE:.1f} s, {labels.mean() * 100:.1f}% speech frames (reference), "
+        f"voices: {', '.join(v for v, _ in voices())}"
+    )
     print(f"segment timing defaults: {DEFAULT_VAD_CONFIGS}")
     print()
     old = VadConfig(200, 200, 90, 400)
-    rows = [(f"webrtc (aggressiveness {DEFAULT_WEBRTC_AGGRESSIVENESS}, 30 ms) [default]", "webrtc", {}),
-            (f"silero (threshold {DEFAULT_SILERO_THRESHOLD}) [default]", "silero", {}),
-            ("webrtc (aggressiveness 2, 200/200/90/400 ms) [old default]", "webrtc", {"aggressiveness": 2, "config": old}),
-            ("silero (threshold 0.5, 200/200/90/400 ms) [old default]", "silero", {"threshold": 0.5, "config": old})]
-    print("| VAD | precision | recall | F1 | classifier-only P / R | " + " | ".join(f"FA {f}" for f in FILLERS) + " | compute s |")
+    rows = [
+        (f"webrtc (aggressiveness {DEFAULT_WEBRTC_AGGRESSIVENESS}, 30 ms) [default]", "webrtc", {}),
+        (f"silero (threshold {DEFAULT_SILERO_THRESHOLD}) [default]", "silero", {}),
+        ("webrtc (aggressiveness 2, 200/200/90/400 ms) [old default]", "webrtc", {"aggressiveness": 2, "config": old}),
+        ("silero (threshold 0.5, 200/200/90/400 ms) [old default]", "silero", {"threshold": 0.5, "config": old}),
+    ]
+    print(
+        "| VAD | precision | recall | F1 | classifier-only P / R | "
+        + " | ".join(f"FA {f}" for f in FILLERS)
+        + " | compute s |"
+    )
     print("|---|---:|---:|---:|---:|" + "---:|" * len(FILLERS) + "---:|")
     for name, kind, kw in rows:
         pred, raw, wall = predict(kind, x, **kw)
@@ -192,8 +204,11 @@ def main() -> None:
         rp = int(np.sum(raw & labels)) / max(1, int(raw.sum()))
         rr = int(np.sum(raw & labels)) / max(1, int(labels.sum()))
         fa = [pred[kinds == k].mean() * 100 for k in range(len(FILLERS))]
-        print(f"| {name} | {p:.3f} | {r:.3f} | {f1:.3f} | {rp:.3f} / {rr:.3f} | " + " | ".join(f"{v:.0f}%" for v in fa)
-              + f" | {wall:.2f} |")
+        print(
+            f"| {name} | {p:.3f} | {r:.3f} | {f1:.3f} | {rp:.3f} / {rr:.3f} | "
+            + " | ".join(f"{v:.0f}%" for v in fa)
+            + f" | {wall:.2f} |"
+        )
     print()
     print("precision/recall/F1/FA: frames inside VAD segments (with pre-speech pad and hangover, what the")
     print("recogniser gets); classifier-only: the raw per-frame labels before the timing rules.")

@@ -58,8 +58,10 @@ FRAME = 160  # 10 ms scoring frames
 PAUSE_MS = 200
 MARGIN_FRAMES = 3
 # ../shared/corpora beside the checkout (a worktree under wt/ looks one level higher)
-CORPORA = next((p for p in (ROOT.parent / "shared" / "corpora", ROOT.parent.parent / "shared" / "corpora") if p.is_dir()),
-               ROOT.parent / "shared" / "corpora")
+CORPORA = next(
+    (p for p in (ROOT.parent / "shared" / "corpora", ROOT.parent.parent / "shared" / "corpora") if p.is_dir()),
+    ROOT.parent / "shared" / "corpora",
+)
 OLD_DEFAULTS = VadConfig(200, 200, 90, 400)  # VadConfig() before this retune (webrtc and silero alike)
 
 
@@ -221,7 +223,11 @@ def prf(pred: np.ndarray, s: Set) -> tuple[float, float, float]:
 def search(s: Set, kind: str, raw: dict) -> list[tuple[float, VadConfig, dict]]:
     grid = itertools.product((0, 50, 100, 200), (0, 50, 100, 200), (30, 60, 90), (100, 150, 200, 250, 300, 400))
     results = []
-    variants = [{"aggressiveness": a} for a in (1, 2, 3)] if kind == "webrtc" else [{"threshold": t} for t in (0.3, 0.4, 0.5, 0.6, 0.7)]
+    variants = (
+        [{"aggressiveness": a} for a in (1, 2, 3)]
+        if kind == "webrtc"
+        else [{"threshold": t} for t in (0.3, 0.4, 0.5, 0.6, 0.7)]
+    )
     for pad, hang, ms, sil in grid:
         cfg = VadConfig(pad, hang, ms, sil)
         for v in variants:
@@ -274,16 +280,22 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     kath = rows("rhasspy_kathleen")
-    tune_items = [("rhasspy_kathleen", r["audio"]) for r in kath[:: max(1, len(kath) // args.tune_utts)][: args.tune_utts]]
+    tune_items = [
+        ("rhasspy_kathleen", r["audio"]) for r in kath[:: max(1, len(kath) // args.tune_utts)][: args.tune_utts]
+    ]
     lj = [r for i, r in enumerate(rows("ljspeech_subset")) if i % 3]
     ph = rows("dctts_philipp_ljprompts")
     half = args.test_utts // 2
-    test_items = [("ljspeech_subset", r["audio"]) for r in lj[:half]] + [("dctts_philipp_ljprompts", r["audio"]) for r in ph[:half]]
+    test_items = [("ljspeech_subset", r["audio"]) for r in lj[:half]] + [
+        ("dctts_philipp_ljprompts", r["audio"]) for r in ph[:half]
+    ]
     tone = room_tone()
     tune = build_set("tune (kathleen)", tune_items, 1)
     test = build_set("test (LJ + philipp)", test_items, 2)
-    print(f"tune: {len(tune_items)} kathleen utterances, {len(tune.audio) / RATE:.0f} s, {tune.labels.mean():.1%} speech frames; "
-          f"test: {half} LJ Speech (ljspeech_test rows) + {half} philipp, {len(test.audio) / RATE:.0f} s, {test.labels.mean():.1%} speech")
+    print(
+        f"tune: {len(tune_items)} kathleen utterances, {len(tune.audio) / RATE:.0f} s, {tune.labels.mean():.1%} speech frames; "
+        f"test: {half} LJ Speech (ljspeech_test rows) + {half} philipp, {len(test.audio) / RATE:.0f} s, {test.labels.mean():.1%} speech"
+    )
     print(f"room tone for noise: {len(tone) / RATE:.1f} s from speechocean762 non-speech stretches")
     print()
     if not args.no_search:
@@ -298,24 +310,39 @@ def main() -> None:
             merged = sorted((((f + b[(str(c), str(v))]) / 2, c, v) for f, c, v in a), key=lambda r: -r[0])
             # the recogniser wants some pad and hangover (an onset consonant, a decaying word tail), and
             # a pause of 150 ms must not end a sentence: best overall, then best within those bounds
-            fit = [m for m in merged if m[1].pre_speech_pad_ms >= 100 and m[1].hangover_ms >= 100 and m[1].min_silence_ms >= 150]
+            fit = [
+                m
+                for m in merged
+                if m[1].pre_speech_pad_ms >= 100 and m[1].hangover_ms >= 100 and m[1].min_silence_ms >= 150
+            ]
             for tag, rows_ in (("any", merged[:3]), ("pad, hangover >= 100, min silence >= 150", fit[:5])):
                 for f, c, v in rows_:
-                    print(f"| {kind} ({tag}) | {c.pre_speech_pad_ms} | {c.hangover_ms} | {c.min_speech_ms} | {c.min_silence_ms} | {v} | {f:.3f} |")
+                    print(
+                        f"| {kind} ({tag}) | {c.pre_speech_pad_ms} | {c.hangover_ms} | {c.min_speech_ms} | {c.min_silence_ms} | {v} | {f:.3f} |"
+                    )
         print()
     print("held-out test set: frame P / R / F1 (10 ms frames, 30 ms margin around label changes not scored)")
     print("| VAD (settings) | clean P / R / F1 | +noise 20 dB P / R / F1 | +noise 10 dB P / R / F1 |")
     print("|---|---|---|---|")
     sets = [test, with_noise(test, tone, 20.0), with_noise(test, tone, 10.0)]
-    cells = [f"{s.labels[s.scored].mean():.3f} / 1.000 / {2 * s.labels[s.scored].mean() / (1 + s.labels[s.scored].mean()):.3f}" for s in sets]
+    cells = [
+        f"{s.labels[s.scored].mean():.3f} / 1.000 / {2 * s.labels[s.scored].mean() / (1 + s.labels[s.scored].mean()):.3f}"
+        for s in sets
+    ]
     print("| all-speech baseline | " + " | ".join(cells) + " |")
     for kind in ("webrtc", "silero"):
         new = DEFAULT_VAD_CONFIGS[kind]
         outs = [classifier_outputs(s, kind) for s in sets]
         old_v = str({"aggressiveness": 2}) if kind == "webrtc" else str({"threshold": 0.5})
-        new_v = str({"aggressiveness": DEFAULT_WEBRTC_AGGRESSIVENESS} if kind == "webrtc" else {"threshold": DEFAULT_SILERO_THRESHOLD})
-        for label, cfg, variant in ((f"{kind} old defaults {_ms(OLD_DEFAULTS)} {old_v}", OLD_DEFAULTS, old_v),
-                                    (f"{kind} new defaults {_ms(new)} {new_v}", new, new_v)):
+        new_v = str(
+            {"aggressiveness": DEFAULT_WEBRTC_AGGRESSIVENESS}
+            if kind == "webrtc"
+            else {"threshold": DEFAULT_SILERO_THRESHOLD}
+        )
+        for label, cfg, variant in (
+            (f"{kind} old defaults {_ms(OLD_DEFAULTS)} {old_v}", OLD_DEFAULTS, old_v),
+            (f"{kind} new defaults {_ms(new)} {new_v}", new, new_v),
+        ):
             row = []
             for s, o in zip(sets, outs):
                 F, lab = o[variant]
@@ -327,11 +354,17 @@ def main() -> None:
     print("segment's End (audio fed in 10 ms pieces); 'found': pauses that ended a segment within 1 s")
     print("| VAD (settings) | delay P50 / P90 | found |")
     print("|---|---|---|")
-    for kind, cfg, kw in (("webrtc", OLD_DEFAULTS, {"aggressiveness": 2}), ("webrtc", DEFAULT_VAD_CONFIGS["webrtc"], {}),
-                          ("silero", OLD_DEFAULTS, {"threshold": 0.5}), ("silero", DEFAULT_VAD_CONFIGS["silero"], {})):
+    for kind, cfg, kw in (
+        ("webrtc", OLD_DEFAULTS, {"aggressiveness": 2}),
+        ("webrtc", DEFAULT_VAD_CONFIGS["webrtc"], {}),
+        ("silero", OLD_DEFAULTS, {"threshold": 0.5}),
+        ("silero", DEFAULT_VAD_CONFIGS["silero"], {}),
+    ):
         d, n, total = decision_delays(test, kind, cfg, **kw)
         tag = "old" if cfg is OLD_DEFAULTS else "new"
-        print(f"| {kind} {tag} {_ms(cfg)} {kw or ''} | {np.percentile(d, 50):.0f} / {np.percentile(d, 90):.0f} ms | {n} of {total} |")
+        print(
+            f"| {kind} {tag} {_ms(cfg)} {kw or ''} | {np.percentile(d, 50):.0f} / {np.percentile(d, 90):.0f} ms | {n} of {total} |"
+        )
     print()
     print("settings = (pre-speech pad, hangover, min speech, min silence) ms; webrtc 30 ms frames.")
     print("The whole run: %.0f s on the shared box." % (time.perf_counter() - t0))

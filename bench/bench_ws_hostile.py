@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_ws_hostile.py [--model default|small-random|DIR] [--clients 2] [--drops 300]
 
-The server runs as its own process (``python -m stream.cli serve --port 0 --idle-timeout 5``),
+The server runs as its own process (``python -m speechstream.cli serve --port 0 --idle-timeout 5``),
 exactly as a user starts it. Here, on loopback:
 
 1. warm-up (model load, first chunks), then a **quiet run**: ``--clients`` well-behaved clients
@@ -68,7 +68,7 @@ class Sampler:
             self.peak_rss, self.peak_fds = max(self.peak_rss, rss), max(self.peak_fds, fds)
             await asyncio.sleep(0.25)
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -91,8 +91,15 @@ async def fuzzer(url: str, seed: int, n: int = 500) -> str:
     r = random.Random(seed)
     try:
         async with connect(url, max_size=None, compression=None) as ws:
-            await ws.send(json.dumps({"type": "start", "sample_rate_hz": r.choice([8000, 16000, 48000]),
-                                      "format": r.choice(["s16", "f32"])}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "start",
+                        "sample_rate_hz": r.choice([8000, 16000, 48000]),
+                        "format": r.choice(["s16", "f32"]),
+                    }
+                )
+            )
             drain = asyncio.create_task(_drain(ws))
             for _ in range(n):
                 k = r.random()
@@ -101,8 +108,17 @@ async def fuzzer(url: str, seed: int, n: int = 500) -> str:
                 elif k < 0.7:
                     frame = np.array([r.choice([np.nan, np.inf, 1e9, 0.5])] * 8, dtype="<f4").tobytes()
                 elif k < 0.9:
-                    frame = r.choice(['{"type":', "null", "[]", '{"type":"start"}', '{"type":"set_speakers"}',
-                                      json.dumps({"type": r.random()}), "x" * 5000])
+                    frame = r.choice(
+                        [
+                            '{"type":',
+                            "null",
+                            "[]",
+                            '{"type":"start"}',
+                            '{"type":"set_speakers"}',
+                            json.dumps({"type": r.random()}),
+                            "x" * 5000,
+                        ]
+                    )
                 else:
                     frame = r.randbytes(r.randint(0, 300)).decode("latin-1")
                 await ws.send(frame)
@@ -159,10 +175,13 @@ async def bulk_uploader(url: str, pcm: bytes) -> dict:
             await ws.send(pcm[k : k + 2 * FRAME])
         await ws.send(json.dumps({"type": "end"}))
         events = await asyncio.wait_for(drain, 120)
-    return {"finals": sum(e["type"] == "final_transcript" for e in events),
-            "eos": bool(events) and events[-1]["type"] == "end_of_stream",
-            "errors": sum(e["type"] == "error" for e in events), "s": time.monotonic() - t0,
-            "audio_s": len(pcm) / 2 / SR}
+    return {
+        "finals": sum(e["type"] == "final_transcript" for e in events),
+        "eos": bool(events) and events[-1]["type"] == "end_of_stream",
+        "errors": sum(e["type"] == "error" for e in events),
+        "s": time.monotonic() - t0,
+        "audio_s": len(pcm) / 2 / SR,
+    }
 
 
 async def never_reader(url: str, pcm: bytes, hold_s: float) -> str:
@@ -194,9 +213,17 @@ async def well_behaved(url: str, n: int, pcm: bytes, segments, seed: int) -> lis
 def summary(results: list[dict], n_segments: int) -> dict:
     fl = [x for r in results for x in r["final"]]
     fp = [x for r in results for x in r["first_partial"]]
-    return {"finals": len(fl), "expected": n_segments * len(results), "missing": sum(r["missing_finals"] for r in results),
-            "fl50": pct(fl, 0.5), "fl95": pct(fl, 0.95), "fp50": pct(fp, 0.5), "fp95": pct(fp, 0.95),
-            "errors": sum(len(r["errors"]) for r in results), "overflow": sum(r["overflow"] for r in results)}
+    return {
+        "finals": len(fl),
+        "expected": n_segments * len(results),
+        "missing": sum(r["missing_finals"] for r in results),
+        "fl50": pct(fl, 0.5),
+        "fl95": pct(fl, 0.95),
+        "fp50": pct(fp, 0.5),
+        "fp95": pct(fp, 0.95),
+        "errors": sum(len(r["errors"]) for r in results),
+        "overflow": sum(r["overflow"] for r in results),
+    }
 
 
 async def run(args, url: str, pid: int, pcm: bytes, segments) -> None:
@@ -230,21 +257,29 @@ async def run(args, url: str, pid: int, pcm: bytes, segments) -> None:
     fuzz, idle, drops, bulk, never = abuse
 
     print(f"\nwell-behaved clients: {args.clients} x {CLIP.name} ({len(segments)} sentences each), real-time pace")
-    print("| run | finals received / sentences | missing | errors | drops | first partial P50 / P95 (s) | finalisation P50 / P95 (s) |")
+    print(
+        "| run | finals received / sentences | missing | errors | drops | first partial P50 / P95 (s) | finalisation P50 / P95 (s) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, r in (("quiet", quiet), ("hostile", hostile)):
-        print(f"| {name} | {r['finals']} / {r['expected']} | {r['missing']} | {r['errors']} | {r['overflow']} | "
-              f"{r['fp50']:.2f} / {r['fp95']:.2f} | {r['fl50']:.2f} / {r['fl95']:.2f} |")
-    print(f"finalisation P50 hostile / quiet: x{hostile['fl50'] / quiet['fl50']:.2f}; "
-          f"P95: x{hostile['fl95'] / quiet['fl95']:.2f}")
+        print(
+            f"| {name} | {r['finals']} / {r['expected']} | {r['missing']} | {r['errors']} | {r['overflow']} | "
+            f"{r['fp50']:.2f} / {r['fp95']:.2f} | {r['fl50']:.2f} / {r['fl95']:.2f} |"
+        )
+    print(
+        f"finalisation P50 hostile / quiet: x{hostile['fl50'] / quiet['fl50']:.2f}; "
+        f"P95: x{hostile['fl95'] / quiet['fl95']:.2f}"
+    )
     if args.only_drops:
         print(f"\nabusers ({hostile_s:.0f} s): {drops} abrupt drops only")
     else:
-        print(f"\nabusers ({hostile_s:.0f} s): {args.fuzzers} fuzzers x 500 frames -> {sorted(set(fuzz))}; "
-              f"{args.idle} idle holders -> {sorted(set(idle))}; {drops} abrupt drops; "
-              f"bulk uploader {bulk['audio_s']:.1f} s of audio unpaced -> {bulk['finals']} finals, "
-              f"end_of_stream {'yes' if bulk['eos'] else 'NO'}, {bulk['errors']} errors, {bulk['s']:.1f} s; "
-              f"never-reading client -> {never}")
+        print(
+            f"\nabusers ({hostile_s:.0f} s): {args.fuzzers} fuzzers x 500 frames -> {sorted(set(fuzz))}; "
+            f"{args.idle} idle holders -> {sorted(set(idle))}; {drops} abrupt drops; "
+            f"bulk uploader {bulk['audio_s']:.1f} s of audio unpaced -> {bulk['finals']} finals, "
+            f"end_of_stream {'yes' if bulk['eos'] else 'NO'}, {bulk['errors']} errors, {bulk['s']:.1f} s; "
+            f"never-reading client -> {never}"
+        )
     print("\n| server | before | during (peak) | after | after / before |")
     print("|---|---|---|---|---|")
     print(f"| RSS MB | {before[0]:.0f} | {sampler.peak_rss:.0f} | {after[0]:.0f} | {after[0] / before[0]:.2f} |")
@@ -258,9 +293,12 @@ def main() -> None:
     ap.add_argument("--drops", type=int, default=300, help="abruptly dropped streams")
     ap.add_argument("--fuzzers", type=int, default=2, help="fuzzing connections, 500 malformed frames each")
     ap.add_argument("--idle", type=int, default=8, help="idle holders")
-    ap.add_argument("--only-drops", action="store_true",
-                    help="abrupt drops only, server started without --idle-timeout: runs against an older "
-                         "checkout too (PYTHONPATH=/path/to/it), as the peer of a fixed server")
+    ap.add_argument(
+        "--only-drops",
+        action="store_true",
+        help="abrupt drops only, server started without --idle-timeout: runs against an older "
+        "checkout too (PYTHONPATH=/path/to/it), as the peer of a fixed server",
+    )
     args = ap.parse_args()
     if not (1 <= args.clients <= 16 and 0 <= args.drops <= 2000 and 0 <= args.fuzzers <= 32 and 0 <= args.idle <= 64):
         ap.error("bounded soak: clients 1-16, drops 0-2000, fuzzers 0-32, idle 0-64")
@@ -283,10 +321,11 @@ def main() -> None:
             slow = [line.strip() for line in server.log if "slow consumer" in line]
             print(f"server log, slow consumers: {slow or 'none'}")
     serve = "" if args.only_drops else f" --idle-timeout {IDLE_TIMEOUT_S:g}"
-    print(f"\nmodel: {desc}; server: speechstream serve{serve} (other settings default), "
-          f"code from {checkout}")
-    print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load:.1f} before / {os.getloadavg()[0]:.1f} after "
-          f"(other processes share the CPUs)")
+    print(f"\nmodel: {desc}; server: speechstream serve{serve} (other settings default), code from {checkout}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, 1-min load average {load:.1f} before / {os.getloadavg()[0]:.1f} after "
+        f"(other processes share the CPUs)"
+    )
     print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_ws_load.py [--model DIR|default|base-random] [--ns 1,2,4,8] [--seconds 17]
 
-The server runs as its own process (``python -m stream.cli serve --port 0``), exactly as a
+The server runs as its own process (``python -m speechstream.cli serve --port 0``), exactly as a
 user starts it; the clients run here, each streaming ``examples/hello.wav`` (four spoken
 sentences with known speech onsets/ends, ``hello.segments.tsv``) in 20 ms PCM16 frames at
 real-time pace, then 1.5 s of silence and ``end``. Client starts are staggered over 1 s.
@@ -63,7 +63,9 @@ def build_base_random(out: Path) -> Path:
     model = transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(vocab_size=len(vocab))).eval()
     model.save_pretrained(out)
     (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|"}))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|"})
+    )
     Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(out)
     return out
 
@@ -77,12 +79,20 @@ def build_small_random(out: Path) -> Path:
     transformers.utils.logging.set_verbosity_error()
     vocab = "<pad> <s> </s> <unk> | E T A O N I H S R D L U M W C F G Y P B V K ' X J Q Z".split()
     torch.manual_seed(0)
-    cfg = transformers.Wav2Vec2BertConfig(vocab_size=len(vocab), hidden_size=144, num_hidden_layers=6,
-                                          num_attention_heads=4, intermediate_size=576, output_hidden_size=144,
-                                          conv_depthwise_kernel_size=15)
+    cfg = transformers.Wav2Vec2BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=144,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=576,
+        output_hidden_size=144,
+        conv_depthwise_kernel_size=15,
+    )
     transformers.Wav2Vec2BertForCTC(cfg).eval().save_pretrained(out)
     (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|"}))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|"})
+    )
     SeamlessM4TFeatureExtractor().save_pretrained(out)
     return out
 
@@ -99,7 +109,9 @@ def resolve_model(name: str, tmp: Path) -> tuple[str, str]:
         name = "small-random"
         print("no bundled default model installed: falling back to small-random", file=sys.stderr)
     if name == "small-random":
-        return str(build_small_random(tmp / "w2v-bert-small-random")), "W2V-BERT 144x6 random-init (default-model size class)"
+        return str(
+            build_small_random(tmp / "w2v-bert-small-random")
+        ), "W2V-BERT 144x6 random-init (default-model size class)"
     if name == "base-random":
         return str(build_base_random(tmp / "w2v2-base-random")), "wav2vec2-base random-init (95M params)"
     return name, name
@@ -112,14 +124,31 @@ class Server:
 
     def __init__(self, model: str, extra: list[str], cwd: Path = REPO):
         self.cwd = cwd
-        self.cmd = [sys.executable, "-m", "stream.cli", "serve", "--port", "0", "--model", model,
-                    "--max-connections", "512", *extra]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "speechstream.cli",
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            model,
+            "--max-connections",
+            "512",
+            *extra,
+        ]
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
-    def __enter__(self) -> "Server":
-        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=self.cwd,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         lines = []
         while True:
             line = self.proc.stderr.readline()
@@ -173,9 +202,17 @@ async def client(url: str, pcm: bytes, delay_s: float, segments: list[tuple[int,
 
     first_partial, final = [], []
     for start, end in segments:
-        fp = next((t for t, e in events if e["type"] in ("partial_transcript", "final_transcript")
-                   and e["end_sample"] > start), None)
-        fl = next((t for t, e in events if e["type"] == "final_transcript" and e["end_sample"] >= end - int(0.3 * SR)), None)
+        fp = next(
+            (
+                t
+                for t, e in events
+                if e["type"] in ("partial_transcript", "final_transcript") and e["end_sample"] > start
+            ),
+            None,
+        )
+        fl = next(
+            (t for t, e in events if e["type"] == "final_transcript" and e["end_sample"] >= end - int(0.3 * SR)), None
+        )
         if fp is not None:
             first_partial.append(fp - sent(start))
         if fl is not None:
@@ -205,8 +242,10 @@ async def level(url: str, n: int, pcm: bytes, segments, seed: int) -> dict:
     fl = [x for r in results for x in r["final"]]
     return {
         "n": n,
-        "fp50": pct(fp, 0.5), "fp95": pct(fp, 0.95),
-        "fl50": pct(fl, 0.5), "fl95": pct(fl, 0.95),
+        "fp50": pct(fp, 0.5),
+        "fp95": pct(fp, 0.95),
+        "fl50": pct(fl, 0.5),
+        "fl95": pct(fl, 0.95),
         "eos_max": max(r["eos_delay"] for r in results),
         "overflow": sum(r["overflow"] for r in results),
         "missing": sum(r["missing_finals"] for r in results),
@@ -217,7 +256,9 @@ async def level(url: str, n: int, pcm: bytes, segments, seed: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default", help="model dir, 'default', 'small-random' or 'base-random'")
-    ap.add_argument("--ns", default="1,2,4,8,16", help="client counts to try, ascending (stops after the first failure)")
+    ap.add_argument(
+        "--ns", default="1,2,4,8,16", help="client counts to try, ascending (stops after the first failure)"
+    )
     ap.add_argument("--seconds", type=float, default=17.0, help="seconds of the clip each client streams")
     ap.add_argument("--max-final-p95-s", type=float, default=2.0)
     ap.add_argument("--max-eos-delay-s", type=float, default=3.0)
@@ -242,23 +283,38 @@ def main() -> None:
             asyncio.run(level(server.url, 1, pcm[: SR * 2 * 3], [], 0))  # warm-up: model load, first chunks
             for n in (int(v) for v in args.ns.split(",")):
                 r = asyncio.run(level(server.url, n, pcm, segments, n))
-                r["realtime"] = (r["overflow"] == 0 and r["eos_max"] <= args.max_eos_delay_s
-                                 and r["fl95"] <= args.max_final_p95_s and r["missing"] == 0)
+                r["realtime"] = (
+                    r["overflow"] == 0
+                    and r["eos_max"] <= args.max_eos_delay_s
+                    and r["fl95"] <= args.max_final_p95_s
+                    and r["missing"] == 0
+                )
                 rows.append(r)
-                print(f"N={n}: {'real time' if r['realtime'] else 'NOT real time'} "
-                      f"(final P95 {r['fl95']:.2f} s, EOS delay max {r['eos_max']:.2f} s, drops {r['overflow']})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"N={n}: {'real time' if r['realtime'] else 'NOT real time'} "
+                    f"(final P95 {r['fl95']:.2f} s, EOS delay max {r['eos_max']:.2f} s, drops {r['overflow']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if not r["realtime"]:
                     break
 
-    print(f"\nmodel: {desc}; clip: {CLIP.name}, {args.seconds:.0f} s + 1.5 s silence per client, {len(segments)} sentences")
-    print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after "
-          f"(other processes share the CPUs); server: speechstream serve {args.serve_args}".rstrip())
-    print("\n| clients | real time | first partial P50 / P95 (s) | finalisation P50 / P95 (s) | EOS delay max (s) | drops | missing finals |")
+    print(
+        f"\nmodel: {desc}; clip: {CLIP.name}, {args.seconds:.0f} s + 1.5 s silence per client, {len(segments)} sentences"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after "
+        f"(other processes share the CPUs); server: speechstream serve {args.serve_args}".rstrip()
+    )
+    print(
+        "\n| clients | real time | first partial P50 / P95 (s) | finalisation P50 / P95 (s) | EOS delay max (s) | drops | missing finals |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {'yes' if r['realtime'] else 'no'} | {r['fp50']:.2f} / {r['fp95']:.2f} | "
-              f"{r['fl50']:.2f} / {r['fl95']:.2f} | {r['eos_max']:.2f} | {r['overflow']} | {r['missing']} |")
+        print(
+            f"| {r['n']} | {'yes' if r['realtime'] else 'no'} | {r['fp50']:.2f} / {r['fp95']:.2f} | "
+            f"{r['fl50']:.2f} / {r['fl95']:.2f} | {r['eos_max']:.2f} | {r['overflow']} | {r['missing']} |"
+        )
     ok = [r["n"] for r in rows if r["realtime"]]
     print(f"\nlargest N staying real time: {max(ok) if ok else 0}")
     print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +115,7 @@ def tts(kind: str, voice: str, text: str) -> np.ndarray:
     return audio
 
 
-@lru_cache(maxsize=None)
+@cache
 def _manifest(folder: str) -> list[dict[str, str]]:
     with open(CORPORA / folder / "manifest.tsv", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))

@@ -17,7 +17,7 @@ def stream(model, audio, **kw):
     st = model.init_state("cached", **kw)
     outs = []
     for i in range(0, audio.numel(), 3000):
-        o, st = model.step(audio[i:i + 3000], st)
+        o, st = model.step(audio[i : i + 3000], st)
         outs.append(o.frames.cpu())
     outs.append(model.flush(st).frames.cpu())
     return torch.cat(outs)

@@ -67,9 +67,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -147,10 +148,7 @@ class StreamSpec:
             if not isinstance(v, int) or v < 0:
                 raise StreamError(f"{name} must be a non-negative int, got {v!r}")
         if self.chunk_frames < 1:
-            raise StreamError(
-                f"chunk_ms={self.chunk_ms} is shorter than one frame "
-                f"({self.frame_ms} ms)"
-            )
+            raise StreamError(f"chunk_ms={self.chunk_ms} is shorter than one frame ({self.frame_ms} ms)")
 
     @property
     def frame_ms(self) -> float:
@@ -201,7 +199,7 @@ class StreamState:
     frontend: Any = None
     delay_frames: int = 0
 
-    def replace(self, **changes: Any) -> "StreamState":
+    def replace(self, **changes: Any) -> StreamState:
         return dataclasses.replace(self, **changes)
 
 
@@ -300,7 +298,9 @@ class EngineModule(nn.Module):
         """Named tuple of tensors, each with a leading batch dim of 1, fixed shapes."""
         raise NotImplementedError
 
-    def cached_step(self, samples: Tensor, cache: Any, spec: StreamSpec, end_sample: Tensor | None) -> tuple[Tensor, Any]:
+    def cached_step(
+        self, samples: Tensor, cache: Any, spec: StreamSpec, end_sample: Tensor | None
+    ) -> tuple[Tensor, Any]:
         """One chunk: (B, C * samples_per_frame) new normalised samples -> (B, C, D) frames
         for absolute frames ``[k*C - delay, (k+1)*C - delay)`` (k = chunks done before this
         call, delay = ``delay_frames(spec)``), and the new cache. Frames with a negative index
@@ -387,7 +387,7 @@ class LoadedModel:
     # multilingual checkpoints (engines.common.languages): a view made by ``for_language`` names its
     # language here and shares every base weight with the model it came from (``_root``)
     language: str | None = None
-    _root: "LoadedModel | None" = None
+    _root: LoadedModel | None = None
 
     family = property(lambda self: self.module.family)
     head = property(lambda self: self.module.head)
@@ -424,7 +424,7 @@ class LoadedModel:
         has = any(isinstance(m, AttnAdapterLayer) for m in self.module.modules())
         return AttnAdapterLayer if has else None
 
-    def for_language(self, language: str | None) -> "LoadedModel":
+    def for_language(self, language: str | None) -> LoadedModel:
         """The model for one language: its adapter weights and vocabulary on the shared base weights.
 
         ``None`` is the checkpoint as stored. A view is built on first use (the adapter file is read
@@ -453,8 +453,15 @@ class LoadedModel:
                 vocab = root.vocab
                 if isinstance(vocab, dict) and vocab and all(isinstance(v, dict) for v in vocab.values()):
                     vocab = vocab.get(language)
-                view = LoadedModel(module, root.frontend, root.model_dir, str(file or root.checkpoint),
-                                   vocab=vocab, id2label=root.id2label, device=root.device)
+                view = LoadedModel(
+                    module,
+                    root.frontend,
+                    root.model_dir,
+                    str(file or root.checkpoint),
+                    vocab=vocab,
+                    id2label=root.id2label,
+                    device=root.device,
+                )
                 view.language, view._root = language, root
                 views[language] = view
             return views[language]
@@ -531,12 +538,14 @@ class LoadedModel:
         if len(chunks) != len(states):
             raise StreamError(f"{len(chunks)} chunks for {len(states)} states")
         for lang, idx in groups.items():
-            o, s = streaming.step_batch(self._for_state_language(lang), [chunks[i] for i in idx], [states[i] for i in idx])
+            o, s = streaming.step_batch(
+                self._for_state_language(lang), [chunks[i] for i in idx], [states[i] for i in idx]
+            )
             for j, i in enumerate(idx):
                 outs[i], new[i] = o[j], s[j]
         return outs, new
 
-    def _for_state_language(self, language: str | None) -> "LoadedModel":
+    def _for_state_language(self, language: str | None) -> LoadedModel:
         # a state without a language belongs to the checkpoint as stored (the root model)
         return self.for_language(language) if language is not None else (self._root or self)
 

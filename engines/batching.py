@@ -16,8 +16,9 @@ chunk of a stream already queued waits for the next batch.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Hashable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from engines.api import StepOutput, StreamState
 from engines.errors import StreamError
@@ -52,7 +53,7 @@ class _Queued(NamedTuple):
 class BatchQueue:
     items: tuple[_Queued, ...] = ()
 
-    def add(self, request: Request, now_ms: int) -> "BatchQueue":
+    def add(self, request: Request, now_ms: int) -> BatchQueue:
         return BatchQueue(self.items + (_Queued(request, now_ms),))
 
     def __len__(self) -> int:
@@ -81,7 +82,7 @@ class BatchQueue:
             return None
         return max(0, self.items[0].arrived_ms + policy.max_wait_ms - now_ms)
 
-    def take(self, policy: BatchPolicy) -> tuple[list[Request], "BatchQueue"]:
+    def take(self, policy: BatchPolicy) -> tuple[list[Request], BatchQueue]:
         idx = self._eligible(policy)
         chosen = set(idx)
         batch = [self.items[i].request for i in idx]

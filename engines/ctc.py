@@ -47,8 +47,9 @@ waveform families and for W2V-BERT's fbank: 10 ms hop x stride-2 stacking); a wo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -220,7 +221,9 @@ class StreamingCTCDecoder:
         self.rule3 = endpoint.frames(endpoint.max_utterance_ms, samples_per_frame)
         # rule 3 looks for its pause in the segment's last quarter (at most 5 s)
         self.cut_window = min(self.rule3 // 4, endpoint.frames(5000, samples_per_frame) or 1)
-        self.word_guard_frames = endpoint.frames(60, samples_per_frame) or 1  # VAD cut inside a word: letters this close
+        self.word_guard_frames = (
+            endpoint.frames(60, samples_per_frame) or 1
+        )  # VAD cut inside a word: letters this close
         self.max_cut_wait = endpoint.frames(1000, samples_per_frame) or 1  # a VAD cut waits at most 1 s for a word end
         self.peek_slack = endpoint.frames(80, samples_per_frame) or 1  # a peeked cut may move this far back
         self.keep_log_probs = final_decoder is not None or partial_decoder is not None
@@ -237,7 +240,9 @@ class StreamingCTCDecoder:
         """First frame starting at or after ``sample`` (frames before it start before ``sample``)."""
         return -(-(sample - self.sample_offset) // self.samples_per_frame)
 
-    def step(self, frames: object, start_frame: int, state: DecoderState) -> tuple[tuple[SegmentUpdate, ...], DecoderState]:
+    def step(
+        self, frames: object, start_frame: int, state: DecoderState
+    ) -> tuple[tuple[SegmentUpdate, ...], DecoderState]:
         """Decode (T, V) CTC logits whose first frame is ``start_frame`` (must follow the previous step)."""
         logits = _to_numpy(frames)
         if state.replay_from <= start_frame < state.frame <= state.replay_until:
@@ -322,7 +327,7 @@ class _Run:
 
     # -- frame loop ----------------------------------------------------------------------
 
-    def frames(self, logits: np.ndarray) -> "_Run":
+    def frames(self, logits: np.ndarray) -> _Run:
         d = self.d
         n = logits.shape[0]
         if n == 0:
@@ -544,4 +549,3 @@ class _Run:
             cut_wait=self.cut_wait if self.pending else 0,
         )
         return tuple(self.updates), state
-

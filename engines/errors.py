@@ -78,7 +78,7 @@ class ConfigFieldError(CheckpointError):
 class UnsupportedConfigError(EngineError):
     """A config value the engines do not implement. Never silently approximated."""
 
-    def __init__(self, key: str, value: object, supported: "list[object] | tuple[object, ...] | str", source: str = ""):
+    def __init__(self, key: str, value: object, supported: list[object] | tuple[object, ...] | str, source: str = ""):
         self.key = key
         self.value = value
         self.supported = supported
@@ -95,10 +95,12 @@ class StreamError(EngineError):
 class UnknownLanguageError(EngineError):
     """A language code the checkpoint has no adapter / vocabulary for. ``available`` lists the ones it has."""
 
-    def __init__(self, language: str, available: "list[str] | tuple[str, ...]", model_dir: object = ""):
+    def __init__(self, language: str, available: list[str] | tuple[str, ...], model_dir: object = ""):
         self.language = language
         self.available = tuple(available)
-        shown = ", ".join(self.available[:40]) + (f", ... ({len(self.available)} in all)" if len(self.available) > 40 else "")
+        shown = ", ".join(self.available[:40]) + (
+            f", ... ({len(self.available)} in all)" if len(self.available) > 40 else ""
+        )
         where = f" in {model_dir}" if model_dir else ""
         if self.available:
             msg = f"unknown language {language!r}{where}; available: {shown}"

@@ -120,7 +120,9 @@ def log_mel_frames(waveform: torch.Tensor) -> torch.Tensor:
         return torch.zeros(*x.shape[:-1], 0, NUM_MEL_BINS, dtype=torch.float32, device=x.device)
     frames = x.unfold(-1, FRAME_LENGTH, HOP_LENGTH)  # (..., T, 400)
     frames = frames - frames.mean(dim=-1, keepdim=True)
-    frames = torch.cat([frames[..., :1] * (1.0 - PREEMPHASIS), frames[..., 1:] - PREEMPHASIS * frames[..., :-1]], dim=-1)
+    frames = torch.cat(
+        [frames[..., :1] * (1.0 - PREEMPHASIS), frames[..., 1:] - PREEMPHASIS * frames[..., :-1]], dim=-1
+    )
     frames = frames * _WINDOW.to(frames.device)
     spectrum = torch.fft.rfft(frames, n=FFT_LENGTH, dim=-1).to(torch.complex64)  # HF stores complex64
     power = spectrum.abs().to(torch.float64) ** 2  # (..., T, 257)
@@ -161,15 +163,19 @@ class FbankPrior(NamedTuple):
     frames: float
 
     @classmethod
-    def from_json(cls, obj: dict, source: str = "fbank prior") -> "FbankPrior":
+    def from_json(cls, obj: dict, source: str = "fbank prior") -> FbankPrior:
         try:
             mean = torch.as_tensor(obj["mean"], dtype=torch.float64).reshape(-1)
             std = torch.as_tensor(obj["std"], dtype=torch.float64).reshape(-1)
             frames = float(obj["frames"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{source}: needs 'mean' and 'std' ({NUM_MEL_BINS} numbers each) and 'frames': {exc}") from None
+            raise ValueError(
+                f"{source}: needs 'mean' and 'std' ({NUM_MEL_BINS} numbers each) and 'frames': {exc}"
+            ) from None
         if mean.numel() != NUM_MEL_BINS or std.numel() != NUM_MEL_BINS:
-            raise ValueError(f"{source}: 'mean' and 'std' need {NUM_MEL_BINS} numbers, got {mean.numel()} and {std.numel()}")
+            raise ValueError(
+                f"{source}: 'mean' and 'std' need {NUM_MEL_BINS} numbers, got {mean.numel()} and {std.numel()}"
+            )
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
             raise ValueError(f"{source}: 'mean' must be finite and 'std' finite and positive")
         if not (frames > 1.0 and frames < 1e9):
@@ -177,8 +183,11 @@ class FbankPrior(NamedTuple):
         return cls(mean, std, frames)
 
     def to_json(self) -> dict:
-        return {"frames": self.frames, "mean": [round(float(v), 6) for v in self.mean],
-                "std": [round(float(v), 6) for v in self.std]}
+        return {
+            "frames": self.frames,
+            "mean": [round(float(v), 6) for v in self.mean],
+            "std": [round(float(v), 6) for v in self.std],
+        }
 
     def initial_sums(self) -> tuple[Tensor, Tensor, Tensor]:
         """(count () , total (M,), total_sq (M,)) float64 sums whose ddof=1 statistics are the prior's."""
@@ -263,8 +272,13 @@ class FbankStream:
     Holds only constants (mode and fixed statistics); all per-stream data lives in `FbankState`.
     """
 
-    def __init__(self, norm: str = "cumulative", mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
-                 prior: FbankPrior | None = None):
+    def __init__(
+        self,
+        norm: str = "cumulative",
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        prior: FbankPrior | None = None,
+    ):
         if norm not in NORM_MODES:
             raise ValueError(f"unsupported fbank stream normalisation {norm!r}; supported: {', '.join(NORM_MODES)}")
         if norm == "fixed" and (mean is None or std is None):
@@ -299,8 +313,11 @@ class FbankStream:
         if frames.shape[0] == 0:
             return frames, state
         normed, count, total, total_sq = cumulative_normalize(
-            frames[None], torch.ones(1, frames.shape[0], dtype=torch.bool),
-            state.count[None], state.total[None], state.total_sq[None],
+            frames[None],
+            torch.ones(1, frames.shape[0], dtype=torch.bool),
+            state.count[None],
+            state.total[None],
+            state.total_sq[None],
         )
         return normed[0], state._replace(count=count[0], total=total[0], total_sq=total_sq[0])
 
@@ -334,4 +351,3 @@ def frames_for_samples(num_samples: int) -> int:
 def stacked_frames_for_samples(num_samples: int) -> int:
     """Number of stacked (model input) frames for ``num_samples`` samples, ignoring the masked odd tail."""
     return frames_for_samples(num_samples) // STRIDE
-

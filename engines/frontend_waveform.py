@@ -56,7 +56,7 @@ class WaveformFrontend(Frontend):
         self.return_attention_mask = bool(return_attention_mask)
 
     @classmethod
-    def from_preprocessor(cls, prep: dict | None, source: str = "") -> "WaveformFrontend":
+    def from_preprocessor(cls, prep: dict | None, source: str = "") -> WaveformFrontend:
         if prep is None:
             return cls()
         sr = prep.get("sampling_rate", 16000)

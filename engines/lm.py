@@ -33,9 +33,10 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,11 @@ def _filtered_c_stderr():
             os.dup2(saved, fd)
             os.close(saved)
             tmp.seek(0)
-            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines() if not _KENLM_CHATTER.match(line.strip())]
+            kept = [
+                line
+                for line in tmp.read().decode("utf-8", "replace").splitlines()
+                if not _KENLM_CHATTER.match(line.strip())
+            ]
             if kept:
                 os.write(fd, ("\n".join(kept) + "\n").encode())
 
@@ -215,7 +220,7 @@ class BeamDecoder:
         self.lm = lm
         self._decoder = BeamSearchDecoderCTC(Alphabet(labels, is_bpe=False), lm)
 
-    def reweighted(self, alpha: float, beta: float, unk_score_offset: float | None = None) -> "BeamDecoder":
+    def reweighted(self, alpha: float, beta: float, unk_score_offset: float | None = None) -> BeamDecoder:
         """The same LM (KenLM model shared, not reloaded) with other alpha / beta and, when given,
         another unknown-word offset (for tuning)."""
         from dataclasses import replace

@@ -21,10 +21,11 @@ Nested multilingual vocabularies (MMS: ``{"eng": {...}, "fra": {...}}``) need
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from engines.errors import CheckpointError
 
@@ -119,7 +120,7 @@ class CTCTokenizer:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_dir(cls, path: str | Path, target_lang: str | None = None) -> "CTCTokenizer":
+    def from_dir(cls, path: str | Path, target_lang: str | None = None) -> CTCTokenizer:
         """Read ``vocab.json`` (+ ``tokenizer_config.json``, ``special_tokens_map.json``) from a model directory."""
         path = Path(path)
         vocab_file = path / "vocab.json"
@@ -180,7 +181,7 @@ class CTCTokenizer:
         )
 
     @classmethod
-    def from_vocab(cls, vocab: dict[str, int] | dict[int, str], **kwargs: Any) -> "CTCTokenizer":
+    def from_vocab(cls, vocab: dict[str, int] | dict[int, str], **kwargs: Any) -> CTCTokenizer:
         """Build from ``{token: id}`` or ``{id: token}``. Special tokens missing from it are appended, as HF does."""
         if vocab and isinstance(next(iter(vocab)), str):
             id_to_token = {int(i): t for t, i in vocab.items()}  # type: ignore[union-attr]
@@ -202,7 +203,7 @@ class CTCTokenizer:
         labels = tuple(id_to_token.get(i, unk) for i in range(size))
         return cls(labels=labels, base_size=base_size, **kwargs)
 
-    def for_model(self, n_outputs: int) -> "CTCTokenizer":
+    def for_model(self, n_outputs: int) -> CTCTokenizer:
         """This vocabulary cut to a CTC head of ``n_outputs`` labels.
 
         Allowed when only tokens appended after vocab.json's ids fall outside (``<s>``, ``</s>``

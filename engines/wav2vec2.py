@@ -88,7 +88,9 @@ def check_waveform_config(cfg, raw: dict, source: str) -> None:
     if cfg.add_adapter and (cfg.num_adapter_layers < 1 or cfg.adapter_stride < 1 or cfg.adapter_kernel_size < 1):
         raise UnsupportedConfigError(
             "num_adapter_layers/adapter_stride/adapter_kernel_size",
-            (cfg.num_adapter_layers, cfg.adapter_stride, cfg.adapter_kernel_size), "positive ints", source
+            (cfg.num_adapter_layers, cfg.adapter_stride, cfg.adapter_kernel_size),
+            "positive ints",
+            source,
         )
     if "num_labels" not in raw and "id2label" in raw:
         object.__setattr__(cfg, "num_labels", len(raw["id2label"]))

@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engines import frontend_fbank as fbank
 from engines.api import EngineModule, FamilySpec, ForwardOutput, Frontend, StreamSpec, register_family
 from engines.common.config import ACTIVATIONS, check_choice, config_from_dict
 from engines.common.conformer import (
@@ -84,7 +85,6 @@ from engines.common.conformer import (
 )
 from engines.common.waveform import TDNNLayer
 from engines.errors import StreamError, UnsupportedConfigError
-from engines import frontend_fbank as fbank
 
 __all__ = [
     "Wav2Vec2BertConfig",
@@ -221,7 +221,13 @@ class EncoderLayer(nn.Module):
         return self.final_layer_norm(x)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor, central: int | None = None
+        self,
+        x: Tensor,
+        positions: Tensor,
+        cache: LayerCache,
+        key_valid: Tensor,
+        keep: Tensor,
+        central: int | None = None,
     ) -> tuple[Tensor, LayerCache]:
         """x (B, T, D) one chunk (+ lookahead); key_valid (B, L + T) real cached + new frames; keep (B, T)
         real new frames; ``central``: only the first ``central`` frames enter the caches (default all)."""
@@ -284,7 +290,13 @@ class AdapterLayer(nn.Module):
         return max(0, self.kernel_size - self.padding - self.stride)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, conv_in: Tensor, attn: AttentionCache, in_keep: Tensor, key_valid: Tensor,
+        self,
+        x: Tensor,
+        positions: Tensor,
+        conv_in: Tensor,
+        attn: AttentionCache,
+        in_keep: Tensor,
+        key_valid: Tensor,
         central: int | None = None,
     ) -> tuple[Tensor, Tensor, AttentionCache]:
         """x (B, T, D): a stride-aligned block of input frames (T a multiple of the stride);
@@ -329,7 +341,9 @@ class Wav2Vec2BertModel(nn.Module):
         self.feature_projection = FeatureProjection(cfg)
         self.encoder = Encoder(cfg)
         self.intermediate_ffn = (
-            FeedForward(cfg.hidden_size, cfg.intermediate_size, "relu") if cfg.use_intermediate_ffn_before_adapter else None
+            FeedForward(cfg.hidden_size, cfg.intermediate_size, "relu")
+            if cfg.use_intermediate_ffn_before_adapter
+            else None
         )
         self.adapter = Adapter(cfg) if cfg.add_adapter else None
 
@@ -338,7 +352,12 @@ class Wav2Vec2BertModel(nn.Module):
         if self.adapter is None:
             return lengths
         for layer in self.adapter.layers:
-            lengths = torch.div(lengths + 2 * (layer.kernel_size // 2) - layer.kernel_size, layer.stride, rounding_mode="floor") + 1
+            lengths = (
+                torch.div(
+                    lengths + 2 * (layer.kernel_size // 2) - layer.kernel_size, layer.stride, rounding_mode="floor"
+                )
+                + 1
+            )
         return lengths
 
     def forward(
@@ -386,7 +405,14 @@ class Wav2Vec2BertModel(nn.Module):
                 n = layer.output_length(x.shape[1])
                 sub_keep = None
                 if lengths is not None:
-                    lengths = torch.div(lengths + 2 * (layer.kernel_size // 2) - layer.kernel_size, layer.stride, rounding_mode="floor") + 1
+                    lengths = (
+                        torch.div(
+                            lengths + 2 * (layer.kernel_size // 2) - layer.kernel_size,
+                            layer.stride,
+                            rounding_mode="floor",
+                        )
+                        + 1
+                    )
                     sub_keep = torch.arange(n, device=x.device)[None, :] < lengths[:, None]
                 sub_chunk = None
                 if chunk_frames and attn_mask is None:
@@ -397,7 +423,9 @@ class Wav2Vec2BertModel(nn.Module):
                         _adapter_rate(chunk_offset, scale),
                     )
                 sub_chunk = None if sub_chunk is None else sub_chunk.to(x.device)
-                sub_mask = combine_masks(None if sub_keep is None else sub_keep[:, None, None, :], sub_chunk, dtype=x.dtype)
+                sub_mask = combine_masks(
+                    None if sub_keep is None else sub_keep[:, None, None, :], sub_chunk, dtype=x.dtype
+                )
                 x = layer(x, sub_mask)
         hidden.append(x)
         return hidden
@@ -443,9 +471,13 @@ class Wav2Vec2BertEngine(EngineModule):
         if head in ("frame", "xvector", "sequence"):
             if cfg.add_adapter and head != "xvector":
                 # transformers' Wav2Vec2BertFor{AudioFrame,Sequence}Classification raise on it: no such checkpoint
-                raise UnsupportedConfigError("add_adapter", True, [False], f"Wav2Vec2Bert {head} head (transformers refuses it too)")
+                raise UnsupportedConfigError(
+                    "add_adapter", True, [False], f"Wav2Vec2Bert {head} head (transformers refuses it too)"
+                )
             if cfg.use_weighted_layer_sum:
-                self.layer_weights = nn.Parameter(torch.full((cfg.num_hidden_layers + 1,), 1.0 / (cfg.num_hidden_layers + 1)))
+                self.layer_weights = nn.Parameter(
+                    torch.full((cfg.num_hidden_layers + 1,), 1.0 / (cfg.num_hidden_layers + 1))
+                )
         if head == "ctc":
             if cfg.vocab_size is None:
                 raise UnsupportedConfigError("vocab_size", None, "an int for a CTC head")
@@ -459,7 +491,8 @@ class Wav2Vec2BertEngine(EngineModule):
             self.projector = nn.Linear(cfg.hidden_size, cfg.tdnn_dim[0])
             dims = (cfg.tdnn_dim[0],) + tuple(cfg.tdnn_dim)
             self.tdnn = nn.ModuleList(
-                TDNNLayer(dims[i], dims[i + 1], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i]) for i in range(len(cfg.tdnn_dim))
+                TDNNLayer(dims[i], dims[i + 1], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
+                for i in range(len(cfg.tdnn_dim))
             )
             self.feature_extractor = nn.Linear(cfg.tdnn_dim[-1] * 2, cfg.xvector_output_dim)
             self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
@@ -526,7 +559,6 @@ class Wav2Vec2BertEngine(EngineModule):
             return embeddings, self.classifier(embeddings)
         return None, None
 
-
     # -- streaming --------------------------------------------------------------------------------
 
     def num_frames(self, num_samples: int) -> int:
@@ -553,14 +585,21 @@ class Wav2Vec2BertEngine(EngineModule):
         mode then starts its running normalisation from them (``frontend_fbank.FbankPrior``)."""
         self.fbank_prior = fbank.prior_from_preprocessor(preprocessor, source)
 
-    def init_cache(self, spec: StreamSpec) -> "Wav2Vec2BertCache":
+    def init_cache(self, spec: StreamSpec) -> Wav2Vec2BertCache:
         cfg, bb = self.config, self.backbone
         if spec.normalize not in ("stream", "none"):
-            raise StreamError(f"wav2vec2-bert cached mode normalises the fbank causally ('stream') or not at all ('none'), got {spec.normalize!r}")
+            raise StreamError(
+                f"wav2vec2-bert cached mode normalises the fbank causally ('stream') or not at all ('none'), got {spec.normalize!r}"
+            )
         scale = cfg.frame_stride
         L = spec.left_frames * scale
         layer0 = bb.encoder.layers[0]
-        H, Dh, D, K = layer0.self_attn.num_heads, layer0.self_attn.head_size, cfg.hidden_size, cfg.conv_depthwise_kernel_size
+        H, Dh, D, K = (
+            layer0.self_attn.num_heads,
+            layer0.self_attn.head_size,
+            cfg.hidden_size,
+            cfg.conv_depthwise_kernel_size,
+        )
         N = cfg.num_hidden_layers
         ad_L, n_ad = 0, 0
         ad_H, ad_Dh, Da, pad = H, 1, cfg.adapter_size, 0
@@ -569,7 +608,7 @@ class Wav2Vec2BertEngine(EngineModule):
             first = bb.adapter.layers[0]
             if first.lookahead:
                 raise UnsupportedConfigError(
-                    "adapter_kernel_size", first.kernel_size, f"kernels up to stride + stride // 2 in cached mode"
+                    "adapter_kernel_size", first.kernel_size, "kernels up to stride + stride // 2 in cached mode"
                 )
             ad_H, ad_Dh, pad = first.self_attn.num_heads, first.self_attn.head_size, first.padding
             ad_L = sum(L // cfg.adapter_stride ** (i + 1) for i in range(n_ad))
@@ -593,8 +632,8 @@ class Wav2Vec2BertEngine(EngineModule):
         )
 
     def cached_step(
-        self, samples: Tensor, cache: "Wav2Vec2BertCache", spec: StreamSpec, end_sample: Tensor | None
-    ) -> tuple[Tensor, "Wav2Vec2BertCache"]:
+        self, samples: Tensor, cache: Wav2Vec2BertCache, spec: StreamSpec, end_sample: Tensor | None
+    ) -> tuple[Tensor, Wav2Vec2BertCache]:
         """(B, C * hop) new samples -> (B, C, D) frames [k*C - 1, (k+1)*C - 1) and the new cache.
 
         The encoder block of this call is the stacked frames [next_frame, next_frame + C') with
@@ -613,7 +652,9 @@ class Wav2Vec2BertEngine(EngineModule):
         if end_sample is None:
             fb_real, s_real = f_idx >= 0, s_idx >= 0
         else:
-            n_fb = torch.where(end_sample >= fbank.FRAME_LENGTH, 1 + (end_sample - fbank.FRAME_LENGTH) // fbank.HOP_LENGTH, 0)
+            n_fb = torch.where(
+                end_sample >= fbank.FRAME_LENGTH, 1 + (end_sample - fbank.FRAME_LENGTH) // fbank.HOP_LENGTH, 0
+            )
             fb_real = (f_idx >= 0) & (f_idx < n_fb[:, None])
             s_real = (s_idx >= 0) & (s_idx < (n_fb // fbank.STRIDE)[:, None])
         count, total, total_sq = cache.fb_count, cache.fb_sum, cache.fb_sumsq
@@ -651,7 +692,9 @@ class Wav2Vec2BertEngine(EngineModule):
             keep, idx, off = s_real, s_idx, 0
             for i, layer in enumerate(bb.adapter.layers):
                 idx = torch.div(idx[:, :: layer.stride], layer.stride, rounding_mode="floor")  # output indices
-                out_real = idx >= 0 if end_sample is None else (idx >= 0) & (idx < self._adapter_len(end_sample, i)[:, None])
+                out_real = (
+                    idx >= 0 if end_sample is None else (idx >= 0) & (idx < self._adapter_len(end_sample, i)[:, None])
+                )
                 Li = L // cfg.adapter_stride ** (i + 1)
                 kv_valid = torch.cat([cache.ad_valid[:, off : off + Li], out_real], dim=1)
                 attn = AttentionCache(cache.ad_keys[:, :, off : off + Li], cache.ad_values[:, :, off : off + Li])
@@ -667,7 +710,7 @@ class Wav2Vec2BertEngine(EngineModule):
         frames_out = self.frames_from_head_input(self.head_input(hidden))
         new = Wav2Vec2BertCache(
             ahead=ahead,
-            tail=samples[:, samples.shape[1] - hop:],
+            tail=samples[:, samples.shape[1] - hop :],
             next_frame=cache.next_frame + Cs,
             fb_count=count,
             fb_sum=total,
@@ -685,7 +728,9 @@ class Wav2Vec2BertEngine(EngineModule):
 
     def _adapter_len(self, end_sample: Tensor, upto: int) -> Tensor:
         """(B,) real outputs of adapter layer ``upto`` for streams of ``end_sample`` samples."""
-        n_fb = torch.where(end_sample >= fbank.FRAME_LENGTH, 1 + (end_sample - fbank.FRAME_LENGTH) // fbank.HOP_LENGTH, 0)
+        n_fb = torch.where(
+            end_sample >= fbank.FRAME_LENGTH, 1 + (end_sample - fbank.FRAME_LENGTH) // fbank.HOP_LENGTH, 0
+        )
         n = n_fb // fbank.STRIDE
         for layer in self.backbone.adapter.layers[: upto + 1]:
             k, s = layer.kernel_size, layer.stride
@@ -806,8 +851,16 @@ def hf_config_dict(cfg: Wav2Vec2BertConfig, head: str) -> dict[str, Any]:
         d["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
         d["label2id"] = {f"LABEL_{i}": i for i in range(n)}
     # inference-only checkpoint: no SpecAugment, no dropout, no layerdrop
-    d.update(mask_time_prob=0.0, layerdrop=0.0, hidden_dropout=0.0, activation_dropout=0.0,
-             attention_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0, conformer_conv_dropout=0.0)
+    d.update(
+        mask_time_prob=0.0,
+        layerdrop=0.0,
+        hidden_dropout=0.0,
+        activation_dropout=0.0,
+        attention_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+        conformer_conv_dropout=0.0,
+    )
     return d
 
 

@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from engines.api import EngineModule, FamilySpec, StreamSpec, register_family
 from engines.common.blocks import FeatureEncoder, FeatureProjection, PositionalConvEmbedding, mask_value
 from engines.common.config import config_from_dict
-from engines.common.conv_adapter import with_conv_adapter
 from engines.common.conformer import (
     AttentionCache,
     ConformerSelfAttention,
@@ -47,6 +46,7 @@ from engines.common.conformer import (
     chunk_attention_mask,
     chunk_block_ids,
 )
+from engines.common.conv_adapter import with_conv_adapter
 from engines.common.waveform import TDNNLayer, WaveformModel, x_tail
 from engines.errors import StreamError, UnsupportedConfigError
 from engines.frontend_waveform import WaveformFrontend
@@ -151,7 +151,13 @@ class ConformerLayer(nn.Module):
         return self._after_conv(x)
 
     def cached_forward(
-        self, x: Tensor, positions: Tensor, cache: LayerCache, key_valid: Tensor, keep: Tensor, central: int | None = None
+        self,
+        x: Tensor,
+        positions: Tensor,
+        cache: LayerCache,
+        key_valid: Tensor,
+        keep: Tensor,
+        central: int | None = None,
     ) -> tuple[Tensor, LayerCache]:
         """x (B, T, D) input frames [s, s+T) at ``positions`` (B, T); key_valid (B, L + T); keep (B, T)
         real frames. Returns outputs for frames [s - r, s + T - r) and the new cache. ``central``:
@@ -194,7 +200,12 @@ class ConformerBackbone(nn.Module):
     def __init__(self, cfg: Wav2Vec2ConformerConfig):
         super().__init__()
         self.feature_extractor = FeatureEncoder(
-            cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride, cfg.conv_bias, cfg.feat_extract_norm, cfg.feat_extract_activation
+            cfg.conv_dim,
+            cfg.conv_kernel,
+            cfg.conv_stride,
+            cfg.conv_bias,
+            cfg.feat_extract_norm,
+            cfg.feat_extract_activation,
         )
         self.feature_projection = FeatureProjection(cfg.conv_dim[-1], cfg.hidden_size, cfg.layer_norm_eps)
         self.encoder = ConformerEncoder(cfg)
@@ -202,9 +213,7 @@ class ConformerBackbone(nn.Module):
 
 def layer_chunk_masks(T: int, num_layers: int, chunk: int, left: int, delay_cnn: int, lookahead: int) -> list[Tensor]:
     """The offline equivalent of cached mode: layer l's blocks start at ``k*C - delay_cnn - l*lookahead``."""
-    return [
-        chunk_attention_mask(chunk_block_ids(T, chunk, delay_cnn + l * lookahead), left) for l in range(num_layers)
-    ]
+    return [chunk_attention_mask(chunk_block_ids(T, chunk, delay_cnn + l * lookahead), left) for l in range(num_layers)]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -302,8 +311,11 @@ class Wav2Vec2Conformer(WaveformModel):
                 m = (m if m.dim() == 3 else m[None])[:, None].to(h.device)  # (B|1, 1, T, T)
                 allowed = m if allowed is None else allowed & m
             masks.append(
-                None if allowed is None
-                else torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill(~allowed, mask_value(h.dtype))
+                None
+                if allowed is None
+                else torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill(
+                    ~allowed, mask_value(h.dtype)
+                )
             )
         last, states = self.backbone.encoder(h, masks)
         if self.weighted:
@@ -314,7 +326,11 @@ class Wav2Vec2Conformer(WaveformModel):
     # -- cached mode ------------------------------------------------------------------------------
 
     def delay_frames(self, spec: StreamSpec) -> int:
-        return self._tail_len() // self.samples_per_frame + self.config.num_hidden_layers * self.lookahead + spec.lookahead_frames
+        return (
+            self._tail_len() // self.samples_per_frame
+            + self.config.num_hidden_layers * self.lookahead
+            + spec.lookahead_frames
+        )
 
     # extra_lookahead_frames: inherited from WaveformModel (it returns this delay_frames)
 
@@ -329,7 +345,9 @@ class Wav2Vec2Conformer(WaveformModel):
             tail=torch.zeros(1, self._tail_len(), **z),
             gn_sum=torch.zeros(1, 2, c0, dtype=torch.float64, device=p.device),
             gn_count=torch.zeros(1, dtype=torch.float64, device=p.device),
-            next_frame=torch.full((1,), -(self._tail_len() // self.samples_per_frame) - R, dtype=torch.long, device=p.device),
+            next_frame=torch.full(
+                (1,), -(self._tail_len() // self.samples_per_frame) - R, dtype=torch.long, device=p.device
+            ),
             key_valid=torch.zeros(1, N, L, dtype=torch.bool, device=p.device),
             keys=torch.zeros(1, N, H, L, Dh, **z),
             values=torch.zeros(1, N, H, L, Dh, **z),
@@ -395,9 +413,9 @@ class Wav2Vec2Conformer(WaveformModel):
             N, aligned, kept, off = len(states) - 1, [], [], 0
             for l, st in enumerate(states):
                 n_l = (N - l) * r
-                buf = torch.cat([cache.hist[:, off:off + n_l], st], dim=1)
+                buf = torch.cat([cache.hist[:, off : off + n_l], st], dim=1)
                 aligned.append(buf[:, :C])
-                kept.append(buf[:, buf.shape[1] - n_l:])
+                kept.append(buf[:, buf.shape[1] - n_l :])
                 off += n_l
             hist = torch.cat(kept, dim=1)
             w = torch.softmax(self.layer_weights, dim=-1)

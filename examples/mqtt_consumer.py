@@ -18,12 +18,20 @@ import sys
 
 import aiomqtt
 
-from stream.net.mqtt import FinalDeduper, MqttSettings
+from speechstream.net.mqtt import FinalDeduper, MqttSettings
 
 
 async def main(args: argparse.Namespace) -> None:
-    settings = MqttSettings(host=args.host, port=args.port, username=args.username, password=args.password,
-                            tls=args.tls, ca_certs=args.ca_certs, client_id=args.client_id, clean_session=False)
+    settings = MqttSettings(
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        password=args.password,
+        tls=args.tls,
+        ca_certs=args.ca_certs,
+        client_id=args.client_id,
+        clean_session=False,
+    )
     dedupe = FinalDeduper()
     ended = 0
     while True:
@@ -34,8 +42,11 @@ async def main(args: argparse.Namespace) -> None:
                 async for message in client.messages:
                     ev = json.loads(message.payload)
                     if ev["type"] == "audio_lost":
-                        print(f"\n[{ev['stream_id']}] audio lost from {ev['time_s']:.2f} s to {ev['end_s']:.2f} s",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"\n[{ev['stream_id']}] audio lost from {ev['time_s']:.2f} s to {ev['end_s']:.2f} s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     elif ev["type"] == "error":
                         print(f"\n[{ev['stream_id']}] error {ev['code']}: {ev['message']}", file=sys.stderr, flush=True)
                     elif ev["type"] == "partial_transcript":

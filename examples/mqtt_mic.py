@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from stream.net.mqtt import MqttPublisher, MqttSettings, topic
-from stream.net.protocol import encode_audio, with_offset_header
+from speechstream.net.mqtt import MqttPublisher, MqttSettings, topic
+from speechstream.net.protocol import encode_audio, with_offset_header
 
 RATE = 16_000
 BLOCK = RATE // 50  # 20 ms
@@ -29,7 +29,6 @@ BLOCK = RATE // 50  # 20 ms
 
 async def blocks_from_file(path: str):
     import soundfile as sf
-
     import soxr
 
     x, rate = sf.read(path, dtype="float32", always_2d=True)
@@ -49,25 +48,40 @@ async def blocks_from_mic(device: str | None):
     def callback(indata, frames, t, status) -> None:  # PortAudio thread: only enqueue
         loop.call_soon_threadsafe(lambda b=indata[:, 0].copy(): queue.full() or queue.put_nowait(b))
 
-    with sd.InputStream(samplerate=RATE, channels=1, dtype="float32", blocksize=BLOCK, device=device, callback=callback):
+    with sd.InputStream(
+        samplerate=RATE, channels=1, dtype="float32", blocksize=BLOCK, device=device, callback=callback
+    ):
         while True:
             yield await queue.get()
 
 
 async def main(args: argparse.Namespace) -> None:
-    settings = MqttSettings(host=args.host, port=args.port, username=args.username, password=args.password,
-                            tls=args.tls, ca_certs=args.ca_certs)
+    settings = MqttSettings(
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        password=args.password,
+        tls=args.tls,
+        ca_certs=args.ca_certs,
+    )
     pub = MqttPublisher(settings, name=f"mic:{args.stream}")
     await pub.start()
     await pub.wait_connected()
-    pub.publish(topic(settings.prefix, args.stream, "control"),
-                json.dumps({"type": "start", "sample_rate_hz": RATE, "format": "s16", "offset_header": True}
-                           | ({"language": args.language} if args.language else {})), qos=1)
+    pub.publish(
+        topic(settings.prefix, args.stream, "control"),
+        json.dumps(
+            {"type": "start", "sample_rate_hz": RATE, "format": "s16", "offset_header": True}
+            | ({"language": args.language} if args.language else {})
+        ),
+        qos=1,
+    )
     offset = 0
     source = blocks_from_file(args.file) if args.file else blocks_from_mic(args.device)
     try:
         async for block in source:
-            pub.publish(topic(settings.prefix, args.stream, "audio"), with_offset_header(offset, encode_audio(block)), qos=1)
+            pub.publish(
+                topic(settings.prefix, args.stream, "audio"), with_offset_header(offset, encode_audio(block)), qos=1
+            )
             offset += len(block)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass

@@ -13,22 +13,32 @@ import argparse
 import asyncio
 import signal
 
-from stream.net.mqtt import MqttSettings
-from stream.net.mqtt_worker import MqttWorker
-from stream.net.serve import ServeOptions, build_nodes
+from speechstream.net.mqtt import MqttSettings
+from speechstream.net.mqtt_worker import MqttWorker
+from speechstream.net.serve import ServeOptions, build_nodes
 
 
 async def main(args: argparse.Namespace) -> None:
     nodes, model = build_nodes(ServeOptions(model=args.model, vad=args.vad, language=args.language))
-    settings = MqttSettings(host=args.host, port=args.port, username=args.username, password=args.password,
-                            tls=args.tls, ca_certs=args.ca_certs, client_id=args.client_id)
+    settings = MqttSettings(
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        password=args.password,
+        tls=args.tls,
+        ca_certs=args.ca_certs,
+        client_id=args.client_id,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with MqttWorker(nodes, settings, idle_timeout_s=args.idle_timeout_s):
-        print(f"worker up ({'model ' + model if model else 'no model: VAD only'}); "
-              f"listening on {settings.prefix}/+/audio at {settings.host}:{settings.port}", flush=True)
+        print(
+            f"worker up ({'model ' + model if model else 'no model: VAD only'}); "
+            f"listening on {settings.prefix}/+/audio at {settings.host}:{settings.port}",
+            flush=True,
+        )
         await stop.wait()
 
 
@@ -36,7 +46,9 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model dir, or 'none'; default: the bundled model if installed")
     p.add_argument("--vad", default="webrtc")
-    p.add_argument("--language", help="default language of a multilingual model (MMS); a stream's start may pick another")
+    p.add_argument(
+        "--language", help="default language of a multilingual model (MMS); a stream's start may pick another"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--username")

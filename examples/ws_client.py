@@ -64,8 +64,12 @@ if __name__ == "__main__":
     p.add_argument("wav")
     p.add_argument("--url", default="ws://127.0.0.1:8765/ws")
     p.add_argument("--token", default=None)
-    p.add_argument("--speed", type=float, default=1.0,
-                   help="1 = like a live microphone; the server reads at most 4x real time; 0 = unpaced")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="1 = like a live microphone; the server reads at most 4x real time; 0 = unpaced",
+    )
     a = p.parse_args()
     if not a.speed >= 0:
         p.error(f"--speed must be >= 0, got {a.speed}")

@@ -20,8 +20,9 @@ import logging
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 from stream.events import ErrorEvent, Event
 
@@ -32,7 +33,7 @@ log = logging.getLogger("speechstream.sinks")
 SinkErrorHandler = Callable[["Sink", OSError], None]
 
 
-def _log_failure(sink: "Sink", exc: OSError) -> None:
+def _log_failure(sink: Sink, exc: OSError) -> None:
     log.error("%s failed and is disabled, other outputs continue: %s", sink.describe(), exc)
 
 
@@ -143,8 +144,11 @@ class FileSink(Sink):
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         except OSError as exc:  # e.g. a read-only directory: refuse rather than truncate the file in place
-            raise OSError(exc.errno, f"{exc.strerror} (replacing an existing file safely needs a new file beside it "
-                                     f"in {target.parent})", str(self.path)) from exc
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror} (replacing an existing file safely needs a new file beside it in {target.parent})",
+                str(self.path),
+            ) from exc
         self._tmp = Path(tmp)
         try:
             os.fchmod(fd, mode)  # the replacement keeps the old file's permission bits

@@ -11,8 +11,8 @@ Times stay integer samples until they are formatted (:func:`format_timestamp`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from stream.events import FinalTranscript, Word
 
@@ -112,7 +112,9 @@ def _timed_words(final: FinalTranscript) -> list[Word]:
     return out
 
 
-def _split_points(words: list[Word], limits: CaptionLimits, indent: Callable[[str | None], int], rate: int) -> list[int]:
+def _split_points(
+    words: list[Word], limits: CaptionLimits, indent: Callable[[str | None], int], rate: int
+) -> list[int]:
     """Where to cut ``words`` into cues: fewest cues, then the most even fill (least squared slack).
 
     A cue ``words[i:j]`` is allowed when it wraps into ``max_lines`` lines, lasts at most

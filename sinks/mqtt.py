@@ -1,4 +1,4 @@
-"""Events to MQTT: JSON on ``<prefix>/<stream>/{transcript,speaker,vad,error}`` (topic scheme in :mod:`stream.net.mqtt`).
+"""Events to MQTT: JSON on ``<prefix>/<stream>/{transcript,speaker,vad,error}`` (topic scheme in :mod:`speechstream.net.mqtt`).
 
 Finals, speaker turns, errors and end-of-stream are published at QoS 1 through the
 publisher's outbox, so they survive a broker restart; partials and VAD events at QoS 0.
@@ -12,8 +12,8 @@ is queued, up to ``close_timeout_s``::
 from __future__ import annotations
 
 from sinks.base import Sink, SinkErrorHandler
+from speechstream.net.mqtt import MqttPublisher, MqttSettings, route, topic
 from stream.events import Event
-from stream.net.mqtt import MqttPublisher, MqttSettings, route, topic
 
 __all__ = ["MqttSink"]
 

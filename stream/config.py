@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+import tomllib
 
 from stream.errors import ConfigError
 
@@ -208,7 +209,7 @@ class TranscribeConfig:
 
     # -- validation ---------------------------------------------------------------------------
 
-    def check_vad(self) -> "TranscribeConfig":
+    def check_vad(self) -> TranscribeConfig:
         """The VAD and endpointing checks (transcribe, eval and serve share them); raises ConfigError."""
         if self.vad not in VAD_NAMES:
             raise ConfigError(f"vad must be one of {', '.join(VAD_NAMES)}, not {self.vad!r}")
@@ -228,7 +229,7 @@ class TranscribeConfig:
             raise ConfigError(f"max_utterance_ms must be at least 1000, not {self.max_utterance_ms}")
         return self
 
-    def validate(self) -> "TranscribeConfig":
+    def validate(self) -> TranscribeConfig:
         """Cheap checks that need no heavy import; raises ConfigError. Returns self."""
         if self.mic and self.input_path is not None:
             raise ConfigError(f"give either FILE ({self.input_path}) or --mic, not both")
@@ -266,7 +267,12 @@ class TranscribeConfig:
             raise ConfigError(f"beam_width must be >= 1, not {self.beam_width}")
         if any(not h.strip() for h in self.hotwords):
             raise ConfigError("--hotword must not be empty")
-        if self.model and self.model != NO_MODEL and not _looks_like_hub_id(self.model) and not Path(self.model).exists():
+        if (
+            self.model
+            and self.model != NO_MODEL
+            and not _looks_like_hub_id(self.model)
+            and not Path(self.model).exists()
+        ):
             raise ConfigError(f"model path does not exist: {self.model}")
         for name in ("srt", "vtt", "rttm"):
             path = getattr(self, name)
@@ -292,8 +298,12 @@ class TranscribeConfig:
 
     def outputs(self) -> dict[str, Path]:
         """The output files, by option name (``--jsonl -`` is standard output, not a file)."""
-        named = {"--jsonl": None if self.jsonl in (None, "-") else Path(self.jsonl), "--srt": self.srt,
-                 "--vtt": self.vtt, "--rttm": self.rttm}
+        named = {
+            "--jsonl": None if self.jsonl in (None, "-") else Path(self.jsonl),
+            "--srt": self.srt,
+            "--vtt": self.vtt,
+            "--rttm": self.rttm,
+        }
         return {k: Path(v) for k, v in named.items() if v is not None}
 
     def refuse_output_at(self, path: Path, what: str) -> None:
@@ -329,7 +339,9 @@ class TranscribeConfig:
                     raise ConfigError(f"{option} {path} is {what} ({other}): refusing to overwrite what this run reads")
             for prev_option, prev in seen:
                 if _same_file(path, prev):
-                    raise ConfigError(f"{option} {path} and {prev_option} {prev} are the same file: give each output its own path")
+                    raise ConfigError(
+                        f"{option} {path} and {prev_option} {prev} are the same file: give each output its own path"
+                    )
             seen.append((option, path))
 
     # -- building -----------------------------------------------------------------------------
@@ -339,7 +351,7 @@ class TranscribeConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], *, source: str = "config") -> "TranscribeConfig":
+    def from_mapping(cls, values: dict[str, Any], *, source: str = "config") -> TranscribeConfig:
         """Build from plain values (TOML, CLI); unknown keys and wrong types raise ConfigError."""
         names = set(cls.field_names())
         unknown = sorted(set(values) - names)
@@ -350,7 +362,7 @@ class TranscribeConfig:
             kwargs[key] = _coerce(key, value, source)
         return cls(**kwargs)
 
-    def merged(self, **overrides: Any) -> "TranscribeConfig":
+    def merged(self, **overrides: Any) -> TranscribeConfig:
         return dataclasses.replace(self, **overrides)
 
 

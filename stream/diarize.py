@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from engines.speakers import online
 from engines.speakers.online import DiarizerConfig, DiarizerState, TurnUpdate
@@ -170,13 +170,17 @@ class Diarizer(Node):
             if isinstance(num_speakers, bool) or not isinstance(num_speakers, int) or num_speakers < 1:
                 raise ConfigError(f"num_speakers must be an integer >= 1, got {num_speakers!r}")
             if self.frame_model is not None:
-                raise ConfigError("num_speakers needs embedding diarization; this server's frame-classification "
-                                  "model has a fixed set of speakers")
+                raise ConfigError(
+                    "num_speakers needs embedding diarization; this server's frame-classification "
+                    "model has a fixed set of speakers"
+                )
             limit = self.config.cluster.max_speakers
             if limit is not None and num_speakers > limit:
                 raise ConfigError(f"num_speakers {num_speakers} exceeds this server's --max-speakers {limit}")
             if num_speakers < len(self.speaker_clips):
-                raise ConfigError(f"num_speakers {num_speakers} is below the {len(self.speaker_clips)} enrolled speakers")
+                raise ConfigError(
+                    f"num_speakers {num_speakers} is below the {len(self.speaker_clips)} enrolled speakers"
+                )
             config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, max_speakers=num_speakers))
         self._speakers[stream_id] = StreamSpeakers(config, names or st.names, st.order)
 
@@ -216,10 +220,19 @@ class Diarizer(Node):
     async def _push_turns(self, sid: str, updates: list[TurnUpdate]) -> None:
         for u in updates:
             await self.push(
-                SpeakerTurn(sid, u.start, turn_id=f"t{u.turn_id}", speaker=self._display(sid, u.speaker), end_sample=u.end, revision=u.revision)
+                SpeakerTurn(
+                    sid,
+                    u.start,
+                    turn_id=f"t{u.turn_id}",
+                    speaker=self._display(sid, u.speaker),
+                    end_sample=u.end,
+                    revision=u.revision,
+                )
             )
 
-    def _feed(self, st: DiarizerState, samples, start: int, config: DiarizerConfig) -> tuple[list[TurnUpdate], DiarizerState]:
+    def _feed(
+        self, st: DiarizerState, samples, start: int, config: DiarizerConfig
+    ) -> tuple[list[TurnUpdate], DiarizerState]:
         st = online.feed_audio(st, samples, start, config)
         return online.decide(st, self.embedder, config)
 
@@ -243,7 +256,9 @@ class Diarizer(Node):
         elif isinstance(event, SpeechStarted):
             self._states[sid] = online.speech_start(self._state(sid), event.sample)
         elif isinstance(event, SpeechEnded):
-            updates, st = await self._executor.run(online.speech_end, self._state(sid), event.sample, self.embedder, config)
+            updates, st = await self._executor.run(
+                online.speech_end, self._state(sid), event.sample, self.embedder, config
+            )
             self._states[sid] = st
             await self._push_turns(sid, updates)
         await self.push(event)
@@ -286,7 +301,12 @@ def label_words(words: tuple[Word, ...], turns: list[SpeakerTurn]) -> tuple[tupl
                 break
         if best is None:  # in a pause: the nearest turn in time
             mid = (w.start_sample + w.end_sample) // 2
-            best = min(turns, key=lambda t: 0 if t.sample <= mid <= t.end_sample else min(abs(t.sample - mid), abs(t.end_sample - mid)))
+            best = min(
+                turns,
+                key=lambda t: (
+                    0 if t.sample <= mid <= t.end_sample else min(abs(t.sample - mid), abs(t.end_sample - mid))
+                ),
+            )
         out.append(dataclasses.replace(w, speaker=best.speaker))
         time_by[best.speaker] = time_by.get(best.speaker, 0) + max(w.end_sample - w.start_sample, 1)
     seg = max(time_by, key=time_by.get) if time_by else None
@@ -340,7 +360,9 @@ class SpeakerLabeler(Node):
     async def process(self, event: Event) -> None:
         st = self._streams.setdefault(event.stream_id, _Labels())
         end = getattr(event, "end_sample", event.sample)
-        st.now = max(st.now, event.sample, end if isinstance(event, (SpeakerTurn, SpeechEnded, AudioChunk)) else event.sample)
+        st.now = max(
+            st.now, event.sample, end if isinstance(event, (SpeakerTurn, SpeechEnded, AudioChunk)) else event.sample
+        )
         if isinstance(event, SpeakerTurn):
             known = st.turns.get(event.turn_id)
             if known is None or event.revision > known.revision:

@@ -44,6 +44,7 @@ __all__ = [
     "GraphError",
     "GraphStateError",
     "GraphTimeoutError",
+    "ProtocolError",
 ]
 
 
@@ -106,3 +107,17 @@ class GraphStateError(GraphError):
 
 class GraphTimeoutError(GraphError, TimeoutError):
     """start / stop / flush did not finish within its timeout."""
+
+
+class ProtocolError(ValueError):
+    """A frame or control message that breaks the protocol.
+
+    ``code`` is the machine-readable ``error`` event code; ``fatal`` says the
+    transport should close the stream (otherwise it skips the offending frame).
+    """
+
+    def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal

@@ -29,7 +29,8 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
-from typing import Callable, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 __all__ = ["Executor"]
 

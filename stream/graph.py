@@ -58,7 +58,8 @@ import asyncio
 import collections
 import itertools
 import logging
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 from .errors import GraphStateError, GraphTimeoutError, StreamError
 from .events import AudioChunk, EndOfStream, ErrorEvent, Event
@@ -74,7 +75,7 @@ KEEP_CAPTURE_EDGES = 256
 
 
 class _GraphTail(_Tail):
-    def __init__(self, graph: "Graph", on_event: Callable[[Event], None] | None):
+    def __init__(self, graph: Graph, on_event: Callable[[Event], None] | None):
         super().__init__(None, swallow_stop=False)
         self.graph = graph
         self.on_event = on_event
@@ -184,6 +185,7 @@ class Graph:
         self.pipeline.bind(self._tail, ctx)
         started: list[Source] = []
         try:
+
             async def open_all() -> None:
                 for src in self.sources:
                     await src.start()
@@ -261,9 +263,11 @@ class Graph:
         if abort_error is not None:
             raise abort_error
         if timed_out:
-            raise GraphTimeoutError(f"graph {self.name!r}: stop did not finish within {timeout_s} s; tasks were cancelled")
+            raise GraphTimeoutError(
+                f"graph {self.name!r}: stop did not finish within {timeout_s} s; tasks were cancelled"
+            )
 
-    async def __aenter__(self) -> "Graph":
+    async def __aenter__(self) -> Graph:
         await self.start()
         return self
 
@@ -365,7 +369,9 @@ class Graph:
                 await edge.put(chunk)
                 return
             if chunk.sample < pos["sample"]:  # gaps are allowed (a mic dropped blocks), overlaps are not
-                raise StreamError(f"source {sid!r}: chunk at sample {chunk.sample} overlaps audio up to {pos['sample']}")
+                raise StreamError(
+                    f"source {sid!r}: chunk at sample {chunk.sample} overlaps audio up to {pos['sample']}"
+                )
             pos["sample"] = chunk.end_sample
             pos["rate"] = chunk.sample_rate_hz
             await edge.put(chunk)
@@ -388,14 +394,25 @@ class Graph:
         try:
             await src.run(emit)
         except StreamError as exc:
-            await edge.put(ErrorEvent(sid, pos["sample"], sample_rate_hz=rate(), code=exc.code,
-                                      message=f"source {sid}: {exc}", fatal=True))
+            await edge.put(
+                ErrorEvent(
+                    sid, pos["sample"], sample_rate_hz=rate(), code=exc.code, message=f"source {sid}: {exc}", fatal=True
+                )
+            )
         except Exception as exc:
             log.error("graph %r: source %r failed (bug)", self.name, sid, exc_info=exc)
             if self.bug_policy == "raise":
                 raise
-            await edge.put(ErrorEvent(sid, pos["sample"], sample_rate_hz=rate(), code="internal_error",
-                                      message=f"source {sid}: internal error {type(exc).__name__}: {exc}", fatal=True))
+            await edge.put(
+                ErrorEvent(
+                    sid,
+                    pos["sample"],
+                    sample_rate_hz=rate(),
+                    code="internal_error",
+                    message=f"source {sid}: internal error {type(exc).__name__}: {exc}",
+                    fatal=True,
+                )
+            )
         await edge.put(EndOfStream(sid, pos["sample"], sample_rate_hz=rate()))
 
     async def _forward(self, sid: str, edge: Edge) -> None:

@@ -66,8 +66,9 @@ import asyncio
 import collections
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 from .errors import GraphStateError, StreamError
 from .events import AudioChunk, EndOfStream, ErrorEvent, Event
@@ -213,13 +214,17 @@ class Node:
         except Exception:  # a bug in forget must not take other streams down
             log.exception("node %r: forget(%r) raised", self.name, sid)
 
-    async def _guarded(self, sid: str, sample: int, rate: int, hook: Callable[[Any], Awaitable[None]], arg: Any) -> None:
+    async def _guarded(
+        self, sid: str, sample: int, rate: int, hook: Callable[[Any], Awaitable[None]], arg: Any
+    ) -> None:
         try:
             await hook(arg)
         except StreamError as exc:
             sample, rate = self.output_time(sample, rate)
             await self.push(
-                ErrorEvent(sid, sample, sample_rate_hz=rate, code=exc.code, message=f"{self.name}: {exc}", fatal=exc.fatal)
+                ErrorEvent(
+                    sid, sample, sample_rate_hz=rate, code=exc.code, message=f"{self.name}: {exc}", fatal=exc.fatal
+                )
             )
             if exc.fatal:
                 self._fail(sid)
@@ -230,14 +235,16 @@ class Node:
                 raise
             sample, rate = self.output_time(sample, rate)
             msg = f"{self.name}: internal error {type(exc).__name__}: {exc}"
-            await self.push(ErrorEvent(sid, sample, sample_rate_hz=rate, code="internal_error", message=msg, fatal=True))
+            await self.push(
+                ErrorEvent(sid, sample, sample_rate_hz=rate, code="internal_error", message=msg, fatal=True)
+            )
             self._fail(sid)
 
     def _fail(self, sid: str) -> None:
         self._failed.add(sid)
         self._safe_forget(sid)
 
-    def iter_nodes(self) -> Iterable["Node"]:
+    def iter_nodes(self) -> Iterable[Node]:
         """This node and, for containers, every node inside (depth first)."""
         yield self
 
@@ -338,7 +345,9 @@ class Pipeline(_Container):
     child; pass a list to give each edge its own spec.
     """
 
-    def __init__(self, nodes: Sequence[Node], *, name: str = "pipeline", edge: EdgeSpec | Sequence[EdgeSpec] = EdgeSpec()):
+    def __init__(
+        self, nodes: Sequence[Node], *, name: str = "pipeline", edge: EdgeSpec | Sequence[EdgeSpec] = EdgeSpec()
+    ):
         if not nodes:
             raise ValueError("Pipeline needs at least one node")
         super().__init__(name, edge if isinstance(edge, EdgeSpec) else EdgeSpec())
@@ -380,7 +389,9 @@ class FanOut(_Container):
     branch a ``drop_oldest`` edge so a slow sink never stalls the others.
     """
 
-    def __init__(self, branches: Sequence[Node], *, name: str = "fanout", edge: EdgeSpec | Sequence[EdgeSpec] = EdgeSpec(256)):
+    def __init__(
+        self, branches: Sequence[Node], *, name: str = "fanout", edge: EdgeSpec | Sequence[EdgeSpec] = EdgeSpec(256)
+    ):
         if not branches:
             raise ValueError("FanOut needs at least one branch")
         super().__init__(name, edge if isinstance(edge, EdgeSpec) else EdgeSpec())

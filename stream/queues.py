@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Union
+from typing import Literal
 
 from .events import AudioChunk, Event, PartialTranscript, QueueOverflow
 
@@ -59,7 +60,7 @@ class Stop(ControlFrame):
     every stream has ended (graceful stop); never used for per-stream ends."""
 
 
-Item = Union[Event, ControlFrame]
+Item = Event | ControlFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +167,7 @@ class Edge:
             if self._unreported:
                 sid = next(iter(self._unreported))
                 sample, rate = self._unreported.pop(sid)
-                return QueueOverflow(
-                    sid, sample, sample_rate_hz=rate, edge=self.name, dropped_total=self._dropped[sid]
-                )
+                return QueueOverflow(sid, sample, sample_rate_hz=rate, edge=self.name, dropped_total=self._dropped[sid])
             if self._items:
                 item = self._items.popleft()
                 if len(self._items) < self.spec.maxsize:

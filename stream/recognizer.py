@@ -180,7 +180,9 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
         raise ConfigError(f"the recogniser needs a CTC model; {model.model_dir} has a {model.head!r} head")
     try:
         tok = CTCTokenizer.from_dir(model.vocab_dir, target_lang=getattr(model, "language", None))
-        endpoint = EndpointConfig(cfg.rule1_min_trailing_silence_ms, cfg.rule2_min_trailing_silence_ms, cfg.max_utterance_ms)
+        endpoint = EndpointConfig(
+            cfg.rule1_min_trailing_silence_ms, cfg.rule2_min_trailing_silence_ms, cfg.max_utterance_ms
+        )
     except EngineError as exc:
         raise ConfigError(str(exc)) from exc
     n_logits = getattr(model.config, "vocab_size", None)
@@ -203,7 +205,11 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
         from engines.lm import BeamDecoder, LMConfig
 
         try:
-            lm_kwargs = {"lm_path": lm_path, "unigrams_path": cfg.unigrams_path, **(own or {})}  # else LMConfig's defaults
+            lm_kwargs = {
+                "lm_path": lm_path,
+                "unigrams_path": cfg.unigrams_path,
+                **(own or {}),
+            }  # else LMConfig's defaults
             if cfg.lm_alpha is not None:
                 lm_kwargs["alpha"] = cfg.lm_alpha
             if cfg.lm_beta is not None:
@@ -216,7 +222,9 @@ def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
             )
             final_dec = BeamDecoder(tok, lmcfg)
             if cfg.partial_beam_width > 0:
-                partial_dec = BeamDecoder(tok, dataclasses.replace(lmcfg, beam_width=cfg.partial_beam_width), lm=final_dec.lm)
+                partial_dec = BeamDecoder(
+                    tok, dataclasses.replace(lmcfg, beam_width=cfg.partial_beam_width), lm=final_dec.lm
+                )
         except EngineError as exc:
             raise ConfigError(str(exc)) from exc
     return StreamingCTCDecoder(
@@ -310,7 +318,9 @@ class Recognizer(Node):
                 model = load_model(model)
             except EngineError as exc:
                 text = str(exc)  # most name the file already (DIR/config.json: field ...)
-                raise ConfigError(text if str(self.model_arg) in text else f"cannot load model {self.model_arg}: {text}") from exc
+                raise ConfigError(
+                    text if str(self.model_arg) in text else f"cannot load model {self.model_arg}: {text}"
+                ) from exc
         lang = self.config.language
         if lang is not None:
             try:  # an unknown code is a configuration error: one line listing the available ones
@@ -378,7 +388,7 @@ class Recognizer(Node):
         except (EngineError, ConfigError) as exc:
             raise StreamError(f"language {language!r}: {exc}", code="language_unavailable") from exc
 
-    def _decoder_of(self, st: "_Stream") -> Any:
+    def _decoder_of(self, st: _Stream) -> Any:
         return self._decoders.get(st.language, self.decoder)
 
     # ------------------------------------------------------------------ sync work (executor)
@@ -410,7 +420,9 @@ class Recognizer(Node):
         self.stats.compute_s += time.perf_counter() - t0
         self.stats.audio_samples += int(samples.shape[0])
         self.stats.steps += 1
-        return updates, dataclasses.replace(st, engine=engine, decoder=dec, next_sample=st.next_sample + samples.shape[0])
+        return updates, dataclasses.replace(
+            st, engine=engine, decoder=dec, next_sample=st.next_sample + samples.shape[0]
+        )
 
     def _step_many(self, batch: tuple[_Pending, ...]) -> list[tuple[tuple[Any, ...], _Stream]]:
         """One ``step_batch`` forward for chunks of distinct streams, then each stream's decoder."""
@@ -473,7 +485,9 @@ class Recognizer(Node):
 
     # -- offline mode: whole segments --------------------------------------------------------
 
-    def _decode_segment(self, seg: _Segment, reason: str, language: str | None = None) -> tuple[tuple[Any, ...], _Segment]:
+    def _decode_segment(
+        self, seg: _Segment, reason: str, language: str | None = None
+    ) -> tuple[tuple[Any, ...], _Segment]:
         """Forward the buffered segment, greedy/LM decode it with the endpoint rules; finals only."""
         import torch
 
@@ -648,8 +662,15 @@ class Recognizer(Node):
             words = tuple(Word(w.text, w.start_sample + o, w.end_sample + o, w.confidence) for w in u.words)
             cls = FinalTranscript if u.is_final else PartialTranscript
             await self.push(
-                cls(sid, u.start_sample + o, segment_id=seg, revision=u.revision, text=u.text,
-                    end_sample=u.end_sample + o, words=words)
+                cls(
+                    sid,
+                    u.start_sample + o,
+                    segment_id=seg,
+                    revision=u.revision,
+                    text=u.text,
+                    end_sample=u.end_sample + o,
+                    words=words,
+                )
             )
             if u.is_final:
                 at = u.endpoint_sample + o

@@ -159,7 +159,11 @@ class Resample(Node):
             finite = np.isfinite(x)
             if not finite.all():
                 bad = int(finite.size - np.count_nonzero(finite))
-                first = counts.first if counts.first >= 0 else event.sample + int(np.argmin(finite.reshape(frames, -1).all(axis=-1)))
+                first = (
+                    counts.first
+                    if counts.first >= 0
+                    else event.sample + int(np.argmin(finite.reshape(frames, -1).all(axis=-1)))
+                )
                 x = np.where(finite, x, np.zeros((), x.dtype))
                 counts = _BadSamples(counts.bad + bad, counts.seen, first)
         counts = counts._replace(seen=counts.seen + int(np.size(x)))

@@ -44,7 +44,7 @@ import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol, Union
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -239,7 +239,9 @@ class SileroClassifier:
             c = f_g * c + i_g * np.tanh(g[256:384])
             h = o_g * np.tanh(c)
             hs[t] = h
-        probs = _sigmoid(np.einsum("ki,i->k", np.maximum(hs, 0.0), w_out) + b_out).astype(np.float32)  # ReLU, 1x1 conv, sigmoid
+        probs = _sigmoid(np.einsum("ki,i->k", np.maximum(hs, 0.0), w_out) + b_out).astype(
+            np.float32
+        )  # ReLU, 1x1 conv, sigmoid
         context = frames[-1, -self.context_samples :].copy()
         return probs, state._replace(context=context, lstm=np.stack([h, c]).astype(np.float32))
 
@@ -266,8 +268,12 @@ class SileroClassifier:
         for w, b, stride in convs:  # w: (C_out, C_in * 3)
             hp = np.pad(h, ((0, 0), (0, 0), (1, 1)))
             t_out = (hp.shape[2] - 3) // stride + 1
-            cols = np.stack([hp[:, :, i * stride : i * stride + 3] for i in range(t_out)], axis=1)  # (k, t_out, C_in, 3)
-            h = np.maximum(np.einsum("kti,oi->kto", cols.reshape(k, t_out, -1), w) + b, 0.0).transpose(0, 2, 1)  # (k, C_out, t_out)
+            cols = np.stack(
+                [hp[:, :, i * stride : i * stride + 3] for i in range(t_out)], axis=1
+            )  # (k, t_out, C_in, 3)
+            h = np.maximum(np.einsum("kti,oi->kto", cols.reshape(k, t_out, -1), w) + b, 0.0).transpose(
+                0, 2, 1
+            )  # (k, C_out, t_out)
         return np.ascontiguousarray(h[:, :, -1], dtype=np.float32)
 
     def reference_probabilities(self, frames: np.ndarray, state: SileroState) -> tuple[np.ndarray, SileroState]:
@@ -327,7 +333,7 @@ class End(NamedTuple):
     start_sample: int
 
 
-Output = Union[Audio, Start, End]
+Output = Audio | Start | End
 
 _EMPTY = np.zeros(0, np.float32)
 

@@ -37,12 +37,14 @@ class VadNode(Node):
         self._own_executor = executor is None
 
     @classmethod
-    def create(cls, kind: Literal["webrtc", "silero", "none"] = "webrtc", config: VadConfig | None = None, **kw: object) -> "VadNode":
+    def create(
+        cls, kind: Literal["webrtc", "silero", "none"] = "webrtc", config: VadConfig | None = None, **kw: object
+    ) -> VadNode:
         """``VadNode.create("webrtc", VadConfig(min_silence_ms=300), aggressiveness=3)``."""
         return cls(make_segmenter(kind, config, **kw))  # type: ignore[arg-type]
 
     @classmethod
-    def webrtc(cls, config: VadConfig | None = None, **kw: object) -> "VadNode":
+    def webrtc(cls, config: VadConfig | None = None, **kw: object) -> VadNode:
         return cls.create("webrtc", config, **kw)
 
     async def start(self) -> None:

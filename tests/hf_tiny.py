@@ -220,11 +220,19 @@ MMS_VOCABS = {
     "aaa": ["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b", "c", "d", "e", "f", "g"],
     "bbb": ["<pad>", "<s>", "</s>", "<unk>", "|", "x", "y", "z", "w", "v", "u", "t", "s", "r", "q"],
 }
-MMS_CONFIG: dict[str, Any] = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, adapter_attn_dim=8)
+MMS_CONFIG: dict[str, Any] = dict(
+    feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, adapter_attn_dim=8
+)
 
 
 def build_tiny_mms(
-    out_dir: str | Path, *, seed: int = 0, perturb: float = 0.1, bin_langs: tuple[str, ...] = (), do_normalize: bool = True, **overrides: Any
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    perturb: float = 0.1,
+    bin_langs: tuple[str, ...] = (),
+    do_normalize: bool = True,
+    **overrides: Any,
 ) -> Path:
     """A tiny ``Wav2Vec2ForCTC`` with MMS attention adapters, laid out as ``facebook/mms-1b-all``: base
     weights (with the first language's adapters and lm_head in them) saved by ``save_pretrained``, then
@@ -245,9 +253,11 @@ def build_tiny_mms(
         if i == 0:
             base = model
         else:  # the same base weights, another language's adapters and head
-            model.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("lm_head.")}, strict=False)
+            model.load_state_dict(
+                {k: v for k, v in base.state_dict().items() if not k.startswith("lm_head.")}, strict=False
+            )
         with torch.no_grad():
-            for name, p in model._get_adapters().items():
+            for _name, p in model._get_adapters().items():
                 p.add_(torch.randn(p.shape, generator=g) * perturb * 3)
         if i == 0:
             _perturb(base, seed, perturb)
@@ -260,7 +270,9 @@ def build_tiny_mms(
         else:
             save_file(sd, str(out_dir / f"adapter.{lang}.safetensors"))
     _write_processor_files("wav2vec2", out_dir, do_normalize=do_normalize)
-    (out_dir / "vocab.json").write_text(json.dumps({lang: {t: i for i, t in enumerate(v)} for lang, v in MMS_VOCABS.items()}))
+    (out_dir / "vocab.json").write_text(
+        json.dumps({lang: {t: i for i, t in enumerate(v)} for lang, v in MMS_VOCABS.items()})
+    )
     cfg = json.loads((out_dir / "tokenizer_config.json").read_text())
     cfg["target_lang"] = langs[0]
     (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg))

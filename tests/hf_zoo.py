@@ -260,7 +260,9 @@ def build_zoo(layout: Layout, out_dir: str | Path) -> Path:
     if layout.tokenizer != "current":
         _write_legacy_tokenizer(layout, d)
         if layout.processor != "preprocessor":
-            raise ValueError("hand-written tokenizer layouts predate processor_config.json; use processor='preprocessor'")
+            raise ValueError(
+                "hand-written tokenizer layouts predate processor_config.json; use processor='preprocessor'"
+            )
         fe.save_pretrained(d)
         return d
     if layout.processor == "preprocessor":  # transformers < 4.40: feature extractor and tokenizer files

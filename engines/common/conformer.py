@@ -251,7 +251,9 @@ class ConformerSelfAttention(nn.Module):
             return q, _gather_last(scores, dist) * self.scaling
         return q, None
 
-    def attend(self, x: Tensor, positions: Tensor, kv: AttentionCache, attn_mask: Tensor | None, q_offset: int = 0) -> Tensor:
+    def attend(
+        self, x: Tensor, positions: Tensor, kv: AttentionCache, attn_mask: Tensor | None, q_offset: int = 0
+    ) -> Tensor:
         """Queries from x (B, Tq, D) at ``positions`` against keys/values kv (B, H, Tk, Dh), the
         first query being key ``q_offset``; attn_mask additive, broadcastable to (B, H, Tq, Tk)."""
         qk_in = self._rotate(x, positions) if self.position_embeddings_type == "rotary" else x

@@ -120,11 +120,15 @@ class ConvAdapted(EngineModule):
     def __init__(self, inner: Any, cfg: Any, head: str):
         super().__init__(cfg, head)
         if head not in ADAPTER_HEADS:
-            raise UnsupportedConfigError("add_adapter", True, [False], f"{inner.family} {head} head (transformers refuses it too)")
+            raise UnsupportedConfigError(
+                "add_adapter", True, [False], f"{inner.family} {head} head (transformers refuses it too)"
+            )
         self.family, self.prefix = inner.family, inner.prefix
         backbone = inner.backbone
         out = cfg.output_hidden_size or cfg.hidden_size
-        backbone.adapter = ConvAdapter(cfg.hidden_size, out, cfg.adapter_kernel_size, cfg.adapter_stride, cfg.num_adapter_layers)
+        backbone.adapter = ConvAdapter(
+            cfg.hidden_size, out, cfg.adapter_kernel_size, cfg.adapter_stride, cfg.num_adapter_layers
+        )
         setattr(self, self.prefix, backbone)  # HF paths: <prefix>.feature_extractor ..., <prefix>.adapter ...
         self.__dict__["inner"] = inner  # the same modules; not registered twice
         self.ignored_checkpoint_keys = inner.ignored_checkpoint_keys
@@ -136,9 +140,13 @@ class ConvAdapted(EngineModule):
             self.lm_head = nn.Linear(out, cfg.vocab_size)
         elif head == "xvector":
             if cfg.use_weighted_layer_sum:
-                raise UnsupportedConfigError("use_weighted_layer_sum", True, [False], "an x-vector head with add_adapter")
+                raise UnsupportedConfigError(
+                    "use_weighted_layer_sum", True, [False], "an x-vector head with add_adapter"
+                )
             if out != cfg.hidden_size:  # transformers' projector reads hidden_size inputs
-                raise UnsupportedConfigError("output_hidden_size", out, [cfg.hidden_size], "an x-vector head with add_adapter")
+                raise UnsupportedConfigError(
+                    "output_hidden_size", out, [cfg.hidden_size], "an x-vector head with add_adapter"
+                )
             from engines.common.waveform import TDNNLayer
 
             dims = cfg.tdnn_dim
@@ -174,7 +182,11 @@ class ConvAdapted(EngineModule):
 
     def num_frames(self, num_samples: int) -> int:
         inner = self.inner
-        n = 0 if num_samples < inner.receptive_field_samples else (num_samples - inner.receptive_field_samples) // inner.samples_per_frame + 1
+        n = (
+            0
+            if num_samples < inner.receptive_field_samples
+            else (num_samples - inner.receptive_field_samples) // inner.samples_per_frame + 1
+        )
         for layer in self.adapter.layers:
             n = layer.output_length(n)
         return n
@@ -208,8 +220,14 @@ class ConvAdapted(EngineModule):
     def encoder_spec(self, spec: StreamSpec) -> StreamSpec:
         """The encoder's geometry for ``spec``: chunks of C * s**n encoder frames."""
         hop = self.inner.samples_per_frame
-        return StreamSpec(spec.mode, spec.chunk_frames * self.scale * hop * 1000 // 16000, spec.left_context_ms,
-                          spec.lookahead_ms, hop, spec.normalize)
+        return StreamSpec(
+            spec.mode,
+            spec.chunk_frames * self.scale * hop * 1000 // 16000,
+            spec.left_context_ms,
+            spec.lookahead_ms,
+            hop,
+            spec.normalize,
+        )
 
     def _delays(self, spec: StreamSpec) -> list[int]:
         """D_0 (the encoder's delay, encoder frames) .. D_n (model frames)."""
@@ -222,7 +240,9 @@ class ConvAdapted(EngineModule):
         d = self._delays(spec)
         m = [layer.stride * d[i + 1] + PADDING - d[i] for i, layer in enumerate(self.adapter.layers)]
         if min(m) < 0:
-            raise UnsupportedConfigError("adapter_kernel_size", self.config.adapter_kernel_size, "kernels >= adapter_stride in cached mode")
+            raise UnsupportedConfigError(
+                "adapter_kernel_size", self.config.adapter_kernel_size, "kernels >= adapter_stride in cached mode"
+            )
         return m
 
     def delay_frames(self, spec: StreamSpec) -> int:
@@ -242,7 +262,9 @@ class ConvAdapted(EngineModule):
         nxt = torch.full((1,), -self._delays(spec)[0], dtype=torch.long, device=p.device)
         return _cache_type(type(enc))(*enc, buf, nxt)
 
-    def cached_step(self, samples: Tensor, cache: Any, spec: StreamSpec, end_sample: Tensor | None) -> tuple[Tensor, Any]:
+    def cached_step(
+        self, samples: Tensor, cache: Any, spec: StreamSpec, end_sample: Tensor | None
+    ) -> tuple[Tensor, Any]:
         """(B, C * samples_per_frame) samples -> (B, C, D) frames [k*C - D_n, (k+1)*C - D_n)."""
         inner = self.inner
         es = self.encoder_spec(spec)
@@ -279,5 +301,7 @@ def with_conv_adapter(cls: type, cfg: Any, head: str) -> EngineModule:
     if not getattr(cfg, "add_adapter", False):
         return cls(cfg, head)
     if head not in ADAPTER_HEADS:
-        raise UnsupportedConfigError("add_adapter", True, [False], f"{cls.__name__} {head} head (transformers refuses it too)")
+        raise UnsupportedConfigError(
+            "add_adapter", True, [False], f"{cls.__name__} {head} head (transformers refuses it too)"
+        )
     return ConvAdapted(cls(cfg, "base"), cfg, head)

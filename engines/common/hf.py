@@ -47,7 +47,12 @@ __all__ = [
     "load_model",
 ]
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def _hub_cache_dir() -> Path:
@@ -76,9 +81,7 @@ def resolve_model_dir(model: str | Path) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        snap = snapshot_download(
-            repo_id, revision=revision or None, cache_dir=cache_dir, local_files_only=True
-        )
+        snap = snapshot_download(repo_id, revision=revision or None, cache_dir=cache_dir, local_files_only=True)
     except Exception as exc:  # huggingface_hub raises several types for "not cached"
         raise ModelNotFoundError(
             f"model {repo_id!r} is not a directory and is not in the local HF cache {cache_dir} "
@@ -246,6 +249,7 @@ def check_raw_config(raw: Any, source: str) -> None:
         raise ConfigFieldError(source, "architectures", "a list of class names", archs)
     id2label = raw.get("id2label")
     if id2label is not None:
+
         def _id(k: Any) -> bool:
             return isinstance(k, str) and k.isdigit()
 

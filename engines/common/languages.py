@@ -168,7 +168,9 @@ def language_view(module: nn.Module, path: Path, adapter_type: type) -> nn.Modul
         for k, v in expected.items()
         if not k.startswith("lm_head.") and tuple(sd[k].shape) != tuple(v.shape)
     ]
-    if vocab_size is not None and (sd["lm_head.weight"].shape[1:] != module.lm_head.weight.shape[1:] or sd["lm_head.bias"].shape != (vocab_size,)):
+    if vocab_size is not None and (
+        sd["lm_head.weight"].shape[1:] != module.lm_head.weight.shape[1:] or sd["lm_head.bias"].shape != (vocab_size,)
+    ):
         bad.append(f"lm_head: file {tuple(sd['lm_head.weight'].shape)} vs model (V, {module.lm_head.in_features})")
     if bad:
         raise CheckpointError(f"adapter weights {path}: shape mismatch: " + "; ".join(bad[:8]))
@@ -180,12 +182,16 @@ def language_view(module: nn.Module, path: Path, adapter_type: type) -> nn.Modul
         else:
             m = copy.deepcopy(module.get_submodule(n))  # same class and shapes, own tensors
         prefix = n + "."
-        m.load_state_dict({k[len(prefix):]: v.to(torch.float32) for k, v in sd.items() if k.startswith(prefix)}, strict=True)
+        m.load_state_dict(
+            {k[len(prefix) :]: v.to(torch.float32) for k, v in sd.items() if k.startswith(prefix)}, strict=True
+        )
         new[n] = m.to(device=p.device, dtype=p.dtype).eval()
     view = replace_submodules(module, new)
     inner = module.__dict__.get("inner")  # a wrapper that runs another module's copy of the tree (add_adapter)
     if inner is not None:
-        view.__dict__["inner"] = replace_submodules(inner, {k: v for k, v in new.items() if k.split(".")[0] in inner._modules})
+        view.__dict__["inner"] = replace_submodules(
+            inner, {k: v for k, v in new.items() if k.split(".")[0] in inner._modules}
+        )
     if vocab_size is not None:
         view.config = dataclasses.replace(module.config, vocab_size=vocab_size)
     return view

@@ -53,7 +53,8 @@ no-lookahead cached cost for the layers (front end unchanged); caches grow by R 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -106,11 +107,15 @@ def init_state(model, mode: str, chunk_ms: int, left_context_ms: int, lookahead_
         raise StreamError("normalize='window' needs mode='window'")
     spec = StreamSpec(mode, chunk_ms, left_context_ms, lookahead_ms, model.samples_per_frame, normalize)
     if mode == "cached" and spec.lookahead_frames * spec.samples_per_frame * 1000 != lookahead_ms * 16000:
-        raise StreamError(f"lookahead_ms={lookahead_ms} is not a whole number of the model's {spec.frame_ms:g} ms frames")
+        raise StreamError(
+            f"lookahead_ms={lookahead_ms} is not a whole number of the model's {spec.frame_ms:g} ms frames"
+        )
     module = model.module
     fstate = model.frontend.init_state(spec)
     if mode == "cached":
-        return StreamState(spec=spec, cache=module.init_cache(spec), frontend=fstate, delay_frames=module.delay_frames(spec))
+        return StreamState(
+            spec=spec, cache=module.init_cache(spec), frontend=fstate, delay_frames=module.delay_frames(spec)
+        )
     return StreamState(spec=spec, cache=WindowCache(0, None, 0), frontend=fstate, delay_frames=spec.lookahead_frames)
 
 
@@ -163,7 +168,11 @@ def _cached_round(model, items: list[tuple[int, Tensor, StreamState, int | None]
     samples = torch.stack([s for _, s, _, _ in items]).to(model.device)
     cache = _stack_caches([st.cache for _, _, st, _ in items])
     ends = [e for _, _, _, e in items]
-    end = None if all(e is None for e in ends) else torch.tensor([e if e is not None else 2**62 for e in ends], device=model.device)
+    end = (
+        None
+        if all(e is None for e in ends)
+        else torch.tensor([e if e is not None else 2**62 for e in ends], device=model.device)
+    )
     spec = items[0][2].spec
     frames, cache = module.cached_step(samples, cache, spec, end)
     return frames, _split_cache(cache, len(items))
@@ -332,4 +341,3 @@ def flush(model, state: StreamState) -> StepOutput:
     else:
         outs, _ = _window_step_batch(model, [state], [True])
     return outs[0]
-

@@ -164,7 +164,12 @@ class WaveformBackbone(nn.Module):
     def __init__(self, cfg: Any, make_attention):
         super().__init__()
         self.feature_extractor = FeatureEncoder(
-            cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride, cfg.conv_bias, cfg.feat_extract_norm, cfg.feat_extract_activation
+            cfg.conv_dim,
+            cfg.conv_kernel,
+            cfg.conv_stride,
+            cfg.conv_bias,
+            cfg.feat_extract_norm,
+            cfg.feat_extract_activation,
         )
         self.feature_projection = FeatureProjection(cfg.conv_dim[-1], cfg.hidden_size, cfg.layer_norm_eps)
         self.encoder = Encoder(cfg, make_attention)
@@ -340,7 +345,9 @@ class WaveformModel(EngineModule):
             return emb, self.classifier(emb)
         return None, None
 
-    def forward(self, inputs: Tensor, attention_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> ForwardOutput:
+    def forward(
+        self, inputs: Tensor, attention_mask: Tensor | None = None, attn_mask: Tensor | None = None
+    ) -> ForwardOutput:
         """inputs (B, S) normalised samples; attention_mask (B, S) 1 on real samples;
         attn_mask (T, T) bool: an extra restriction (e.g. ``chunk_attention_mask``)."""
         h = self.features(inputs)  # (B, T, D)
@@ -503,4 +510,3 @@ def x_tail(samples: Tensor, tail: Tensor, P: int) -> Tensor:
     if samples.shape[1] >= P:
         return samples[:, samples.shape[1] - P :]
     return torch.cat([tail, samples], dim=1)[:, -P:]
-

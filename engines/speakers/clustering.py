@@ -31,8 +31,8 @@ reused, so a label always means the same voice.  Enrolled speakers are never for
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Hashable, Mapping
 
 import numpy as np
 
@@ -126,7 +126,7 @@ class ClusterState:
     def labels(self) -> tuple[str, ...]:
         return tuple(s.label for s in self.speakers)
 
-    def matches(self, label: str, similarity: float, config: "ClusterConfig") -> bool:
+    def matches(self, label: str, similarity: float, config: ClusterConfig) -> bool:
         """Whether ``similarity`` to speaker ``label`` is enough to join it."""
         thr = config.threshold
         if config.enrolled_threshold is not None and any(s.enrolled and s.label == label for s in self.speakers):
@@ -165,15 +165,11 @@ def init_state(config: ClusterConfig, enrolled: Mapping[str, np.ndarray] | None 
     for name, vec in (enrolled or {}).items():
         if not name:
             raise ValueError("an enrolled speaker needs a non-empty name")
-        speakers.append(
-            Speaker(name, _frozen(_unit(vec) * config.enrolled_weight), config.enrolled_weight, 0, True)
-        )
+        speakers.append(Speaker(name, _frozen(_unit(vec) * config.enrolled_weight), config.enrolled_weight, 0, True))
     if len({s.label for s in speakers}) != len(speakers):
         raise ValueError("enrolled speaker names must be distinct")
     if config.max_speakers is not None and len(speakers) > config.max_speakers:
-        raise ValueError(
-            f"{len(speakers)} enrolled speakers exceed max_speakers={config.max_speakers}"
-        )
+        raise ValueError(f"{len(speakers)} enrolled speakers exceed max_speakers={config.max_speakers}")
     return ClusterState(speakers=tuple(speakers))
 
 

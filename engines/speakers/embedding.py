@@ -185,8 +185,7 @@ def voice_encoder_weights_path() -> Path:
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
-            "the default speaker encoder needs resemblyzer's bundled weights: "
-            "pip install --no-deps resemblyzer==0.1.4"
+            "the default speaker encoder needs resemblyzer's bundled weights: pip install --no-deps resemblyzer==0.1.4"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / "pretrained.pt"
     if not path.is_file():
@@ -206,7 +205,7 @@ class VoiceEncoderEmbedder:
     partial_hop_frames: int = 80
 
     @classmethod
-    def load(cls, weights: str | Path | None = None) -> "VoiceEncoderEmbedder":
+    def load(cls, weights: str | Path | None = None) -> VoiceEncoderEmbedder:
         path = Path(weights) if weights is not None else voice_encoder_weights_path()
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -276,7 +275,7 @@ class XVectorEmbedder:
     min_samples: int = 8_000  # 0.5 s: the TDNN stack's receptive field plus a few frames
 
     @classmethod
-    def load(cls, model: str | Path) -> "XVectorEmbedder":
+    def load(cls, model: str | Path) -> XVectorEmbedder:
         from engines.api import load_model  # imported late: pulls in the model families
 
         loaded = load_model(model)

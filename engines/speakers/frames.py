@@ -69,7 +69,7 @@ class FrameDiarizer:
     update_ms: int = 250
 
     @classmethod
-    def load(cls, model: str | Path, threshold: float = 0.5) -> "FrameDiarizer":
+    def load(cls, model: str | Path, threshold: float = 0.5) -> FrameDiarizer:
         from engines.api import load_model
 
         loaded = load_model(model)
@@ -101,11 +101,17 @@ class FrameDiarizer:
 
     # -- streaming ---------------------------------------------------------------------------
 
-    def init_state(self, mode: str = "window", chunk_ms: int = 320, left_context_ms: int = 2000, lookahead_ms: int = 0) -> FrameState:
-        engine = self.model.init_state(mode, chunk_ms=chunk_ms, left_context_ms=left_context_ms, lookahead_ms=lookahead_ms)
+    def init_state(
+        self, mode: str = "window", chunk_ms: int = 320, left_context_ms: int = 2000, lookahead_ms: int = 0
+    ) -> FrameState:
+        engine = self.model.init_state(
+            mode, chunk_ms=chunk_ms, left_context_ms=left_context_ms, lookahead_ms=lookahead_ms
+        )
         return FrameState(engine, (None,) * len(self.labels))
 
-    def _advance(self, st: FrameState, frames: torch.Tensor, start_frame: int, final: bool) -> tuple[list[TurnUpdate], FrameState]:
+    def _advance(
+        self, st: FrameState, frames: torch.Tensor, start_frame: int, final: bool
+    ) -> tuple[list[TurnUpdate], FrameState]:
         out: list[TurnUpdate] = []
         spf = self.samples_per_frame
         upd = self.update_ms * 16
@@ -139,7 +145,9 @@ class FrameDiarizer:
 
     def step(self, chunk: np.ndarray, st: FrameState) -> tuple[list[TurnUpdate], FrameState]:
         with torch.inference_mode():
-            o, engine = self.model.step(torch.from_numpy(np.array(chunk, dtype=np.float32)), st.engine)  # copy: frames are read-only
+            o, engine = self.model.step(
+                torch.from_numpy(np.array(chunk, dtype=np.float32)), st.engine
+            )  # copy: frames are read-only
         return self._advance(replace(st, engine=engine), o.frames, o.start_frame, final=False)
 
     def flush(self, st: FrameState) -> tuple[list[TurnUpdate], FrameState]:

@@ -29,16 +29,29 @@ the current truth; the first one is what a live viewer saw within the latency bo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import webrtcvad
 
-from engines.speakers.clustering import ClusterConfig, ClusterState, assign, init_state as init_clusters, merge_close
+from engines.speakers.clustering import ClusterConfig, ClusterState, assign, merge_close
+from engines.speakers.clustering import init_state as init_clusters
 from engines.speakers.embedding import SpeakerEmbedder
 
-__all__ = ["DiarizerConfig", "DiarizerState", "TurnUpdate", "init_state", "feed_audio", "speech_start", "speech_end", "decide", "flush", "latency_samples"]
+__all__ = [
+    "DiarizerConfig",
+    "DiarizerState",
+    "TurnUpdate",
+    "init_state",
+    "feed_audio",
+    "speech_start",
+    "speech_end",
+    "decide",
+    "flush",
+    "latency_samples",
+]
 
 SR = 16_000
 
@@ -64,7 +77,9 @@ class DiarizerConfig:
     # True: only audio inside upstream VAD segments (speech_start/speech_end) is diarized;
     # False: no VAD upstream, the voiced-frame detector alone finds the speech.
     use_vad_events: bool = True
-    cluster: ClusterConfig = field(default_factory=lambda: ClusterConfig(threshold=0.75, confirm=1, merge_threshold=0.88))
+    cluster: ClusterConfig = field(
+        default_factory=lambda: ClusterConfig(threshold=0.75, confirm=1, merge_threshold=0.88)
+    )
 
     def __post_init__(self) -> None:
         for name in ("hop_ms", "left_ms", "right_ms", "new_speaker_ms", "update_ms"):
@@ -222,7 +237,10 @@ def _close_turn(state: DiarizerState, config: DiarizerConfig, out: list[TurnUpda
     secs = (t.end - t.start) / SR
     if secs - t.committed > 0:
         a, cl = assign(
-            cl, _unit(t.vsum), config.cluster, weight=secs - t.committed,
+            cl,
+            _unit(t.vsum),
+            config.cluster,
+            weight=secs - t.committed,
             allow_new=t.end - t.start >= _ms(config.new_speaker_ms),
         )
         if not t.own_speaker:
@@ -242,8 +260,15 @@ def _close_turn(state: DiarizerState, config: DiarizerConfig, out: list[TurnUpda
     return replace(state, turn=None, cluster=cl, closed=closed[-config.history_turns :])
 
 
-def _hop(state: DiarizerState, h: int, h_end: int, seg_end: int, embedder: SpeakerEmbedder,
-         config: DiarizerConfig, out: list[TurnUpdate]) -> DiarizerState:
+def _hop(
+    state: DiarizerState,
+    h: int,
+    h_end: int,
+    seg_end: int,
+    embedder: SpeakerEmbedder,
+    config: DiarizerConfig,
+    out: list[TurnUpdate],
+) -> DiarizerState:
     c = (h + h_end) // 2
     a = max(state.seg_start or 0, c - _ms(config.left_ms))
     b = min(seg_end, c + _ms(config.right_ms))
@@ -288,7 +313,9 @@ def _hop(state: DiarizerState, h: int, h_end: int, seg_end: int, embedder: Speak
     return _after_hop(replace(state, next_turn=state.next_turn + 1), new, config, out)
 
 
-def _decide_hops(state: DiarizerState, embedder: SpeakerEmbedder, config: DiarizerConfig, out: list[TurnUpdate]) -> DiarizerState:
+def _decide_hops(
+    state: DiarizerState, embedder: SpeakerEmbedder, config: DiarizerConfig, out: list[TurnUpdate]
+) -> DiarizerState:
     hop = _ms(config.hop_ms)
     while state.seg_start is not None:
         h = state.next_hop
@@ -299,7 +326,9 @@ def _decide_hops(state: DiarizerState, embedder: SpeakerEmbedder, config: Diariz
     return state
 
 
-def _end_sub(state: DiarizerState, end: int, embedder: SpeakerEmbedder, config: DiarizerConfig, out: list[TurnUpdate]) -> DiarizerState:
+def _end_sub(
+    state: DiarizerState, end: int, embedder: SpeakerEmbedder, config: DiarizerConfig, out: list[TurnUpdate]
+) -> DiarizerState:
     """Close the open sub-segment at ``end``: decide its last hops, close its turn."""
     if state.seg_start is None:
         return state
@@ -312,7 +341,9 @@ def _end_sub(state: DiarizerState, end: int, embedder: SpeakerEmbedder, config: 
     return replace(state, seg_start=None)
 
 
-def decide(state: DiarizerState, embedder: SpeakerEmbedder, config: DiarizerConfig) -> tuple[list[TurnUpdate], DiarizerState]:
+def decide(
+    state: DiarizerState, embedder: SpeakerEmbedder, config: DiarizerConfig
+) -> tuple[list[TurnUpdate], DiarizerState]:
     """Classify the new 10 ms frames, open / close sub-segments at voiced runs and pauses, and
     label every hop whose lookahead has arrived."""
     out: list[TurnUpdate] = []
@@ -336,7 +367,9 @@ def decide(state: DiarizerState, embedder: SpeakerEmbedder, config: DiarizerConf
     return out, state
 
 
-def speech_end(state: DiarizerState, sample: int, embedder: SpeakerEmbedder, config: DiarizerConfig) -> tuple[list[TurnUpdate], DiarizerState]:
+def speech_end(
+    state: DiarizerState, sample: int, embedder: SpeakerEmbedder, config: DiarizerConfig
+) -> tuple[list[TurnUpdate], DiarizerState]:
     """The upstream VAD closed its segment at ``sample``: close the open turn there."""
     out, state = decide(state, embedder, config)
     if state.seg_start is not None:
@@ -345,6 +378,8 @@ def speech_end(state: DiarizerState, sample: int, embedder: SpeakerEmbedder, con
     return out, replace(state, vad_open=False)
 
 
-def flush(state: DiarizerState, embedder: SpeakerEmbedder, config: DiarizerConfig) -> tuple[list[TurnUpdate], DiarizerState]:
+def flush(
+    state: DiarizerState, embedder: SpeakerEmbedder, config: DiarizerConfig
+) -> tuple[list[TurnUpdate], DiarizerState]:
     """End of input: close an open segment at the last sample received."""
     return speech_end(state, state.audio_end, embedder, config)

@@ -8,7 +8,7 @@ read by philipp, with the held-out fortune sentences and every LJ Speech subset 
 removed. This script checks again that no evaluation sentence is in the LM text, so a WER
 measured on the held-out sets is not helped by an LM that saw the test sentences.
 
-Writes ``OUT/lm.arpa`` (interpolated modified Kneser-Ney, engines.lm_build), ``OUT/unigrams.txt``
+Writes ``OUT/lm.arpa`` (interpolated modified Kneser-Ney, examples.lm.lm_build), ``OUT/unigrams.txt``
 and ``OUT/lm_text.txt``. With KenLM's tools on PATH (``examples/lm/build_kenlm_tools.sh``),
 ``build_binary OUT/lm.arpa OUT/lm.bin`` makes a binary that loads faster.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engines.lm_build import BOS, EOS, UNK, build_arpa, write_arpa  # noqa: E402
+from examples.lm.lm_build import BOS, EOS, UNK, build_arpa, write_arpa  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("data/lm"))
     args = ap.parse_args(argv)
     if not args.texts.is_file():
-        print(f"error: {args.texts} not found; run: python -m examples.train.build_data --stages texts", file=sys.stderr)
+        print(
+            f"error: {args.texts} not found; run: python -m examples.train.build_data --stages texts", file=sys.stderr
+        )
         return 2
     texts = json.loads(args.texts.read_text())
     train, held = texts["train"], set(texts["eval"]) | set(texts.get("lj_excluded", []))
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     words = sorted(g[0] for g in probs[1] if g[0] not in (BOS, EOS, UNK))
     (args.out / "unigrams.txt").write_text("\n".join(words) + "\n")
     sizes = ", ".join(f"{len(probs[n])} {n}-grams" for n in range(1, args.order + 1))
-    print(f"wrote {args.out / 'lm.arpa'} from {len(train)} sentences ({sizes}); held-out sentences excluded: {len(held)}")
+    print(
+        f"wrote {args.out / 'lm.arpa'} from {len(train)} sentences ({sizes}); held-out sentences excluded: {len(held)}"
+    )
     return 0
 
 

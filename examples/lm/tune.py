@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.ctc import log_softmax
     from engines.lm import BeamDecoder, LMConfig
     from engines.tokenizer import CTCTokenizer
-    from stream.eval import _load_audio, normalize_text, read_manifest
+    from speechstream.eval import _load_audio, normalize_text, read_manifest
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("manifest", type=Path)
@@ -35,14 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--alphas", default="0.2,0.35,0.5,0.7,1.0")
     ap.add_argument("--betas", default="0,0.5,1,2")
-    ap.add_argument("--unk-offsets", default=None,
-                    help="comma-separated unk_score_offset values to grid over as well (pyctcdecode's "
-                         "log10 penalty for a word the LM does not know), written with '=' as the values are "
-                         "negative: --unk-offsets=-7,-10,-15; default: only LMConfig's, -10")
+    ap.add_argument(
+        "--unk-offsets",
+        default=None,
+        help="comma-separated unk_score_offset values to grid over as well (pyctcdecode's "
+        "log10 penalty for a word the LM does not know), written with '=' as the values are "
+        "negative: --unk-offsets=-7,-10,-15; default: only LMConfig's, -10",
+    )
     ap.add_argument("--beam-width", type=int, default=32)
-    ap.add_argument("--write-model-lm", action="store_true",
-                    help="copy the LM into MODEL/language_model/ with the best alpha, beta and offset in attrs.json "
-                         "(the checkpoint then uses it by default; `--lm none` turns it off)")
+    ap.add_argument(
+        "--write-model-lm",
+        action="store_true",
+        help="copy the LM into MODEL/language_model/ with the best alpha, beta and offset in attrs.json "
+        "(the checkpoint then uses it by default; `--lm none` turns it off)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -64,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     nolm = BeamDecoder(tok, LMConfig(beam_width=args.beam_width))
     rows.append(("beam, no LM", "-", "-", "-", *score(nolm.decode_many(lps))))
     base = BeamDecoder(tok, LMConfig(lm_path=args.lm, beam_width=args.beam_width))  # loads the LM once
-    unks = ([float(x) for x in args.unk_offsets.split(",")] if args.unk_offsets
-            else [LMConfig().unk_score_offset])
+    unks = [float(x) for x in args.unk_offsets.split(",")] if args.unk_offsets else [LMConfig().unk_score_offset]
     for u in unks:
         for a in [float(x) for x in args.alphas.split(",")]:
             for b in [float(x) for x in args.betas.split(",")]:
@@ -76,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, a, b, u, w, c in rows:
         print(f"| {name} | {a} | {b} | {u} | {100 * w:.2f}% | {100 * c:.2f}% |")
     best = min(rows[2:], key=lambda r: (r[4], r[5]))
-    print(f"\nbest on this dev set: alpha {best[1]}, beta {best[2]}, unk offset {best[3]}: WER {100 * best[4]:.2f}% "
-          f"(greedy {100 * rows[0][4]:.2f}%)")
+    print(
+        f"\nbest on this dev set: alpha {best[1]}, beta {best[2]}, unk offset {best[3]}: WER {100 * best[4]:.2f}% "
+        f"(greedy {100 * rows[0][4]:.2f}%)"
+    )
     print("command: .venv/bin/python -m examples.lm.tune " + " ".join(sys.argv[1:]))
     if args.write_model_lm:
         import json

@@ -40,8 +40,18 @@ class AugmentConfig:
     time_mask_frames: int = 20
 
 
-LIGHT = AugmentConfig(p_speed=0.5, p_reverb=0.2, p_noise=0.35, snr_db=(5.0, 30.0), p_telephone=0.08, p_lowpass=0.08,
-                      p_clip=0.02, freq_masks=2, freq_mask_bins=10, time_mask_ratio=0.04)
+LIGHT = AugmentConfig(
+    p_speed=0.5,
+    p_reverb=0.2,
+    p_noise=0.35,
+    snr_db=(5.0, 30.0),
+    p_telephone=0.08,
+    p_lowpass=0.08,
+    p_clip=0.02,
+    freq_masks=2,
+    freq_mask_bins=10,
+    time_mask_ratio=0.04,
+)
 
 
 def speed(wave: Tensor, factor: float) -> Tensor:

@@ -47,8 +47,12 @@ CORPORA = Path(os.environ.get("SPEECHSTREAM_CORPORA", Path(__file__).resolve().p
 # speechocean762's held-out speakers are drawn from its manifest (so762_heldout_speakers), so its set is filled lazily
 SO762 = "speechocean762"
 TRAIN_CORPORA = {"rhasspy_kathleen": set(), "dctts_philipp_ljprompts": set(), "fsdd": {"theo"}, SO762: None}
-HELDOUT_REAL = {"fsdd_theo": ("fsdd", "theo"), "ljspeech": ("ljspeech_subset", None),
-                "so762_adults": (SO762, "adults"), "so762_children": (SO762, "children")}
+HELDOUT_REAL = {
+    "fsdd_theo": ("fsdd", "theo"),
+    "ljspeech": ("ljspeech_subset", None),
+    "so762_adults": (SO762, "adults"),
+    "so762_children": (SO762, "children"),
+}
 # speechocean762 hold-out (session 9): from the corpus's own test split, per age group (child: age < 18; the corpus
 # has ages 6-15 and 19-43, nothing between) and gender, the first SO762_PER_GROUP speakers of a fixed shuffle of
 # the sorted speaker ids (random.Random(SO762_HOLDOUT_SEED), independent of --seed so the hold-out never moves):
@@ -82,7 +86,7 @@ def read_manifest(folder: str, corpora: Path | None = None) -> list[dict]:
 
 
 def so762_group(row: dict) -> str:
-    """"children" or "adults" from a speechocean762 manifest row's ``age``."""
+    """ "children" or "adults" from a speechocean762 manifest row's ``age``."""
     return "children" if int(row["age"]) <= SO762_CHILD_MAX_AGE else "adults"
 
 
@@ -125,8 +129,10 @@ def stage_texts(work: Path, seed: int) -> dict:
     lj_texts = {r["text"] for r in read_manifest("ljspeech_subset")}
     fortunes = [s for s in textlib.fortune_sentences() if s not in lj_texts]
     if not fortunes:  # the held-out sentences are drawn from this pool: never build it empty
-        raise SystemExit(f"build_data: no fortune sentences in {textlib.FORTUNE_DIR}; install Debian's fortunes and "
-                         "fortunes-min (apt-get install fortunes fortunes-min)")
+        raise SystemExit(
+            f"build_data: no fortune sentences in {textlib.FORTUNE_DIR}; install Debian's fortunes and "
+            "fortunes-min (apt-get install fortunes fortunes-min)"
+        )
     fortune_train, fortune_eval = textlib.split_eval(fortunes, N_EVAL_SENTENCES, seed)
     arctic = sorted({r["text"] for r in read_manifest("rhasspy_kathleen")})
     ljprompts = sorted({r["text"] for r in read_manifest("dctts_philipp_ljprompts")} - lj_texts)
@@ -135,8 +141,10 @@ def stage_texts(work: Path, seed: int) -> dict:
     texts = {"train": train, "eval": fortune_eval, "lj_excluded": sorted(lj_texts)}
     work.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(texts, indent=0))
-    log(f"texts: {len(train)} training sentences ({len(fortune_train)} fortunes, {len(arctic)} arctic, "
-        f"{len(ljprompts)} lj prompts), {len(fortune_eval)} eval sentences")
+    log(
+        f"texts: {len(train)} training sentences ({len(fortune_train)} fortunes, {len(arctic)} arctic, "
+        f"{len(ljprompts)} lj prompts), {len(fortune_eval)} eval sentences"
+    )
     return texts
 
 
@@ -211,7 +219,9 @@ def draw_sentences(sentences: Iterable[str], hours: float) -> list[str]:
 def synth_engine(engine: str, texts: dict, seed: int, workers: int) -> list[tuple[np.ndarray, str, str]]:
     cycle = SentenceCycle(texts["train"], random.Random(seed + {"espeak": 11, "flite": 12, "festival": 13}[engine]))
     sentences = draw_sentences(iter(cycle, None), SYNTH_HOURS[engine])
-    return _synth_batches([(engine, sentences[i:i + 64], seed * 1000 + i) for i in range(0, len(sentences), 64)], workers)
+    return _synth_batches(
+        [(engine, sentences[i : i + 64], seed * 1000 + i) for i in range(0, len(sentences), 64)], workers
+    )
 
 
 def _synth_batches(batches: list[tuple[str, list[str], int]], workers: int) -> list[tuple[np.ndarray, str, str]]:
@@ -236,8 +246,13 @@ def synth_wordnet(texts: dict, seed: int, workers: int) -> list[tuple[np.ndarray
         raise RuntimeError(f"no WordNet text in {textlib.WORDNET_DIR}: apt-get install wordnet-base")
     random.Random(seed + 14).shuffle(pool)
     sentences = draw_sentences(pool, SYNTH_HOURS["wordnet"])
-    return _synth_batches([(("espeak", "flite")[k % 2], sentences[i:i + 64], seed * 1000 + 7 * 10**5 + i)
-                           for k, i in enumerate(range(0, len(sentences), 64))], workers)
+    return _synth_batches(
+        [
+            (("espeak", "flite")[k % 2], sentences[i : i + 64], seed * 1000 + 7 * 10**5 + i)
+            for k, i in enumerate(range(0, len(sentences), 64))
+        ],
+        workers,
+    )
 
 
 def real_train_utts(corpora: Path | None = None, folders: Iterable[str] | None = None) -> list[tuple[Path, str, str]]:
@@ -247,7 +262,12 @@ def real_train_utts(corpora: Path | None = None, folders: Iterable[str] | None =
     corpora = corpora or CORPORA
     lj_texts = {r["text"] for r in read_manifest("ljspeech_subset", corpora)}
     if (corpora / SO762 / "manifest.tsv").is_file():  # the held-out speakers' sentences train in no one's voice
-        lj_texts |= {t for name, (folder, _) in HELDOUT_REAL.items() if folder == SO762 for _, t in heldout_real_rows(name, corpora)}
+        lj_texts |= {
+            t
+            for name, (folder, _) in HELDOUT_REAL.items()
+            if folder == SO762
+            for _, t in heldout_real_rows(name, corpora)
+        }
     out = []
     for folder in TRAIN_CORPORA if folders is None else folders:
         if not (corpora / folder / "manifest.tsv").is_file():
@@ -278,9 +298,32 @@ def heldout_real_rows(name: str, corpora: Path | None = None) -> list[tuple[str,
 def encode_opus(pcm: np.ndarray, path: Path) -> None:
     tmp = path.with_suffix(".tmp.ogg")
     proc = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "s16le", "-ar", str(SR), "-ac", "1", "-i", "pipe:0",
-         "-c:a", "libopus", "-b:a", f"{OPUS_KBPS}k", "-application", "audio", "-compression_level", "1", str(tmp)],
-        input=(np.clip(pcm, -1, 1) * 32767).astype(np.int16).tobytes(), capture_output=True,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "s16le",
+            "-ar",
+            str(SR),
+            "-ac",
+            "1",
+            "-i",
+            "pipe:0",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            f"{OPUS_KBPS}k",
+            "-application",
+            "audio",
+            "-compression_level",
+            "1",
+            str(tmp),
+        ],
+        input=(np.clip(pcm, -1, 1) * 32767).astype(np.int16).tobytes(),
+        capture_output=True,
     )
     if proc.returncode:
         raise RuntimeError(proc.stderr.decode())
@@ -323,7 +366,9 @@ def _hours(utts) -> float:
     return sum(len(a) for a, _, _ in utts) / SR / 3600
 
 
-def pack_source(name: str, work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed: int, workers: int) -> dict | None:
+def pack_source(
+    name: str, work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed: int, workers: int
+) -> dict | None:
     """Synthesise or read one source and write its shards and ``index_<name>.tsv``; resumable per source."""
     t0 = time.time()
     if name in ("real", "so762"):
@@ -348,14 +393,21 @@ def pack_source(name: str, work: Path, pack: Path, texts: dict, piper_dir: Path 
     t1 = time.time()
     rows = write_shards(name, utts, pack)
     _write_rows(pack / f"index_{name}.tsv", rows)
-    stat = {"utts": len(utts), "hours": round(_hours(utts), 3), "seconds_make": round(t1 - t0, 1),
-            "seconds_encode": round(time.time() - t1, 1), "bytes": sum(p.stat().st_size for p in pack.glob(f"{name}_*.ogg"))}
+    stat = {
+        "utts": len(utts),
+        "hours": round(_hours(utts), 3),
+        "seconds_make": round(t1 - t0, 1),
+        "seconds_encode": round(time.time() - t1, 1),
+        "bytes": sum(p.stat().st_size for p in pack.glob(f"{name}_*.ogg")),
+    }
     (pack / f"stats_{name}.json").write_text(json.dumps(stat))
     log(f"pack {name}", stat)
     return stat
 
 
-def stage_pack(work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed: int, workers: int, sources: list[str]) -> None:
+def stage_pack(
+    work: Path, pack: Path, texts: dict, piper_dir: Path | None, seed: int, workers: int, sources: list[str]
+) -> None:
     pack.mkdir(parents=True, exist_ok=True)
     for name in sources:
         if not (pack / f"index_{name}.tsv").exists():
@@ -409,8 +461,10 @@ def stage_eval(eval_dir: Path, texts: dict, seed: int) -> None:
         return
     sets = {}
     sentences = texts["eval"][:N_EVAL_TTS]
-    for name, fn in (("tts_espeak_" + voices.HELDOUT_ESPEAK.replace("+", "_"), lambda t: voices.espeak(t, voices.HELDOUT_ESPEAK)),
-                     ("tts_flite_" + voices.HELDOUT_FLITE, lambda t: voices.flite(t, voices.HELDOUT_FLITE))):
+    for name, fn in (
+        ("tts_espeak_" + voices.HELDOUT_ESPEAK.replace("+", "_"), lambda t: voices.espeak(t, voices.HELDOUT_ESPEAK)),
+        ("tts_flite_" + voices.HELDOUT_FLITE, lambda t: voices.flite(t, voices.HELDOUT_FLITE)),
+    ):
         folder = eval_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
@@ -436,9 +490,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--stages", default="texts,piper,pack,eval")
-    ap.add_argument("--sources", default=",".join(s for s in SOURCES if s != "wordnet"),
-                    help="pack sources to build (default: all but wordnet, which no shipped stage trains on; "
-                         "--sources wordnet adds it to a pack, from Debian's wordnet-base)")
+    ap.add_argument(
+        "--sources",
+        default=",".join(s for s in SOURCES if s != "wordnet"),
+        help="pack sources to build (default: all but wordnet, which no shipped stage trains on; "
+        "--sources wordnet adds it to a pack, from Debian's wordnet-base)",
+    )
     args = ap.parse_args(argv)
     stages = set(args.stages.split(","))
     texts = stage_texts(args.work, args.seed)

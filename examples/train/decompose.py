@@ -43,7 +43,9 @@ def columns(model, chunk: int) -> list[tuple[str, str, int | None]]:
     norms = [("utterance", "utterance"), ("running", "cumulative")]
     if model.module.fbank_prior is not None:
         norms.append(("prior", "prior"))
-    return [(f"{name}, full", mode, None) for name, mode in norms] + [(f"{name}, {chunk * 20} ms", mode, chunk) for name, mode in norms]
+    return [(f"{name}, full", mode, None) for name, mode in norms] + [
+        (f"{name}, {chunk * 20} ms", mode, chunk) for name, mode in norms
+    ]
 
 
 def decompose(model, rows, chunk: int) -> dict[str, float]:

@@ -36,9 +36,16 @@ from engines.tokenizer import CTCTokenizer
 
 SETS = ["tts_espeak_en-us_f4", "tts_flite_rms", "fsdd_theo", "ljspeech", "so762_adults", "so762_children"]
 # the columns of the before/after table (compare()): key -> heading
-COMPARE_KEYS = {"offline_wer": "offline WER", "offline_cer": "offline CER", "stream_wer": "streaming WER",
-                "stream_cer": "streaming CER", "offline_lm_wer": "offline +LM WER", "offline_lm_cer": "offline +LM CER",
-                "stream_lm_wer": "streaming +LM WER", "stream_lm_cer": "streaming +LM CER"}
+COMPARE_KEYS = {
+    "offline_wer": "offline WER",
+    "offline_cer": "offline CER",
+    "stream_wer": "streaming WER",
+    "stream_cer": "streaming CER",
+    "offline_lm_wer": "offline +LM WER",
+    "offline_lm_cer": "offline +LM CER",
+    "stream_lm_wer": "streaming +LM WER",
+    "stream_lm_cer": "streaming +LM CER",
+}
 
 
 def read_set(path: Path, limit: int | None, every: int = 1) -> list[tuple[str, str]]:
@@ -68,8 +75,16 @@ def beam(dec: BeamDecoder, logits: torch.Tensor) -> str:
     return dec.decode_segment(torch.log_softmax(logits.float(), -1).numpy())[0]
 
 
-def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit: int | None, sets: list[str],
-             lm: str = "auto", every: int = 1) -> dict:
+def evaluate(
+    model_dir: Path,
+    sets_dir: Path,
+    chunk_ms: int,
+    left_ms: int,
+    limit: int | None,
+    sets: list[str],
+    lm: str = "auto",
+    every: int = 1,
+) -> dict:
     """``lm``: "auto" also decodes with the checkpoint's LM when it has one; "none" only greedily."""
     if lm not in ("auto", "none"):
         raise ValueError(f"lm must be 'auto' or 'none', not {lm!r}")
@@ -107,22 +122,38 @@ def evaluate(model_dir: Path, sets_dir: Path, chunk_ms: int, left_ms: int, limit
                 stm_lm.append(beam(dec, ls))
             refs.append(text)
         results[name] = {
-            "utterances": len(refs), "audio_s": round(audio_s, 1),
-            "offline_wer": jiwer.wer(refs, off), "offline_cer": jiwer.cer(refs, off),
-            "stream_wer": jiwer.wer(refs, stm), "stream_cer": jiwer.cer(refs, stm),
-            "offline_rtf": t_off / audio_s, "stream_rtf": t_stm / audio_s,
+            "utterances": len(refs),
+            "audio_s": round(audio_s, 1),
+            "offline_wer": jiwer.wer(refs, off),
+            "offline_cer": jiwer.cer(refs, off),
+            "stream_wer": jiwer.wer(refs, stm),
+            "stream_cer": jiwer.cer(refs, stm),
+            "offline_rtf": t_off / audio_s,
+            "stream_rtf": t_stm / audio_s,
             "examples": [{"ref": r, "offline": o, "stream": s} for r, o, s in list(zip(refs, off, stm))[:3]],
         }
         r = results[name]
         if dec is not None:
-            r.update({"offline_lm_wer": jiwer.wer(refs, off_lm), "offline_lm_cer": jiwer.cer(refs, off_lm),
-                      "stream_lm_wer": jiwer.wer(refs, stm_lm), "stream_lm_cer": jiwer.cer(refs, stm_lm),
-                      "lm": {"path": str(dec.config.lm_path), "alpha": dec.config.alpha, "beta": dec.config.beta,
-                             "beam_width": dec.config.beam_width}})
+            r.update(
+                {
+                    "offline_lm_wer": jiwer.wer(refs, off_lm),
+                    "offline_lm_cer": jiwer.cer(refs, off_lm),
+                    "stream_lm_wer": jiwer.wer(refs, stm_lm),
+                    "stream_lm_cer": jiwer.cer(refs, stm_lm),
+                    "lm": {
+                        "path": str(dec.config.lm_path),
+                        "alpha": dec.config.alpha,
+                        "beta": dec.config.beta,
+                        "beam_width": dec.config.beam_width,
+                    },
+                }
+            )
             for ex, o, s_ in zip(r["examples"], off_lm, stm_lm):
                 ex.update({"offline_lm": o, "stream_lm": s_})
-        msg = (f"{name}: offline WER {r['offline_wer']:.3f} CER {r['offline_cer']:.3f} | stream WER {r['stream_wer']:.3f} "
-               f"CER {r['stream_cer']:.3f}")
+        msg = (
+            f"{name}: offline WER {r['offline_wer']:.3f} CER {r['offline_cer']:.3f} | stream WER {r['stream_wer']:.3f} "
+            f"CER {r['stream_cer']:.3f}"
+        )
         if dec is not None:
             msg += f" | +LM offline CER {r['offline_lm_cer']:.3f} stream CER {r['stream_lm_cer']:.3f}"
         print(f"{msg} ({r['utterances']} utts, {audio_s:.0f} s)", file=sys.stderr, flush=True)
@@ -142,9 +173,13 @@ def table(results: dict, chunk_ms: int, left_ms: int) -> str:
     if with_lm:
         keys += ["offline_lm_wer", "offline_lm_cer", "stream_lm_wer", "stream_lm_cer"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['utterances']} | {r['audio_s']:.0f} | " + " | ".join(pct(r, k) for k in keys) + " |")
-    lines.append(f"\nStreaming: cached mode, {chunk_ms} ms chunks, {left_ms} ms left context, no lookahead. Greedy CTC"
-                 + ("; +LM: beam search with the checkpoint's n-gram LM (the streaming pipeline's finals)." if with_lm else "."))
+        lines.append(
+            f"| {name} | {r['utterances']} | {r['audio_s']:.0f} | " + " | ".join(pct(r, k) for k in keys) + " |"
+        )
+    lines.append(
+        f"\nStreaming: cached mode, {chunk_ms} ms chunks, {left_ms} ms left context, no lookahead. Greedy CTC"
+        + ("; +LM: beam search with the checkpoint's n-gram LM (the streaming pipeline's finals)." if with_lm else ".")
+    )
     return "\n".join(lines)
 
 
@@ -176,29 +211,59 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk-ms", type=int, default=320)
     ap.add_argument("--left-context-ms", type=int, default=10240)
     ap.add_argument("--limit", type=int, default=None, help="utterances per set (default: all)")
-    ap.add_argument("--every", type=int, default=1, help="score every N-th utterance of each set only (a subset spread "
-                                                          "over the speakers; applied before --limit)")
+    ap.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="score every N-th utterance of each set only (a subset spread over the speakers; applied before --limit)",
+    )
     ap.add_argument("--json", type=Path, default=Path("runs/eval.json"))
-    ap.add_argument("--lm", choices=["auto", "none"], default="auto",
-                    help="auto: also decode with the checkpoint's language_model/ when it has one")
-    ap.add_argument("--baseline-model", type=Path, default=None,
-                    help="also score this checkpoint (e.g. the shipped model) on the same sets and print the "
-                         "before/after table; the JSON then holds {'model': ..., 'baseline': ...}")
+    ap.add_argument(
+        "--lm",
+        choices=["auto", "none"],
+        default="auto",
+        help="auto: also decode with the checkpoint's language_model/ when it has one",
+    )
+    ap.add_argument(
+        "--baseline-model",
+        type=Path,
+        default=None,
+        help="also score this checkpoint (e.g. the shipped model) on the same sets and print the "
+        "before/after table; the JSON then holds {'model': ..., 'baseline': ...}",
+    )
     args = ap.parse_args(argv)
     sets = args.sets.split(",")
     if args.every < 1:
         ap.error("--every must be at least 1")
-    results = evaluate(args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm,
-                       every=args.every)
+    results = evaluate(
+        args.model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm, every=args.every
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     if args.baseline_model is None:
         args.json.write_text(json.dumps(results, indent=1))
         print(table(results, args.chunk_ms, args.left_context_ms))
         return
-    base = evaluate(args.baseline_model, args.sets_dir, args.chunk_ms, args.left_context_ms, args.limit, sets, lm=args.lm,
-                    every=args.every)
-    args.json.write_text(json.dumps({"model": results, "baseline": base, "model_dir": str(args.model),
-                                     "baseline_dir": str(args.baseline_model)}, indent=1))
+    base = evaluate(
+        args.baseline_model,
+        args.sets_dir,
+        args.chunk_ms,
+        args.left_context_ms,
+        args.limit,
+        sets,
+        lm=args.lm,
+        every=args.every,
+    )
+    args.json.write_text(
+        json.dumps(
+            {
+                "model": results,
+                "baseline": base,
+                "model_dir": str(args.model),
+                "baseline_dir": str(args.baseline_model),
+            },
+            indent=1,
+        )
+    )
     print(f"## {args.model}\n\n" + table(results, args.chunk_ms, args.left_context_ms))
     print(f"\n## {args.baseline_model} (baseline)\n\n" + table(base, args.chunk_ms, args.left_context_ms))
     print(f"\n## before/after: {args.baseline_model} → {args.model}\n\n" + compare(base, results))

@@ -35,8 +35,14 @@ TOKENIZER_CONFIG = {
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>"}
 
 
-def write_prior_from_pack(run: Path, pack: Path, prior_frames: float, seed: int = 1234, dev_utts: int = 300,
-                          skip_sources: tuple[str, ...] = ("festival",)) -> Path:
+def write_prior_from_pack(
+    run: Path,
+    pack: Path,
+    prior_frames: float,
+    seed: int = 1234,
+    dev_utts: int = 300,
+    skip_sources: tuple[str, ...] = ("festival",),
+) -> Path:
     """``fbank_prior.json`` for a run trained before runs recorded one: the statistics train.py
     computes over its training split of the pack (``train.dev_split``; train.py's default 300 dev
     utterances held back; the bundled model's prior was made so, before the pack had ``skip_sources``)."""
@@ -69,8 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=Path("runs/default"))
     ap.add_argument("--out", type=Path, default=Path("engines/default_model"))
-    ap.add_argument("--prior-from-pack", type=Path, default=None,
-                    help="compute the run's fbank_prior.json from this pack first, if the run has none")
+    ap.add_argument(
+        "--prior-from-pack",
+        type=Path,
+        default=None,
+        help="compute the run's fbank_prior.json from this pack first, if the run has none",
+    )
     ap.add_argument("--prior-frames", type=float, default=200.0)
     args = ap.parse_args(argv)
     if args.prior_from_pack is not None and not (args.run / "fbank_prior.json").is_file():

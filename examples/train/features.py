@@ -20,8 +20,10 @@ _CACHE: dict = {}
 def _constants(device: torch.device) -> tuple[Tensor, Tensor]:
     key = str(device)
     if key not in _CACHE:
-        _CACHE[key] = (torch.from_numpy(fb.mel_filter_bank()).float().to(device),
-                       torch.from_numpy(fb.povey_window()).float().to(device))
+        _CACHE[key] = (
+            torch.from_numpy(fb.mel_filter_bank()).float().to(device),
+            torch.from_numpy(fb.povey_window()).float().to(device),
+        )
     return _CACHE[key]
 
 
@@ -38,7 +40,9 @@ def log_mel(wave: Tensor, warp: Tensor | None = None) -> Tensor:
     x = wave.float() * 32768.0
     frames = x.unfold(1, fb.FRAME_LENGTH, fb.HOP_LENGTH)  # (B, T, 400)
     frames = frames - frames.mean(dim=2, keepdim=True)
-    frames = torch.cat([frames[..., :1] * (1.0 - fb.PREEMPHASIS), frames[..., 1:] - fb.PREEMPHASIS * frames[..., :-1]], dim=2)
+    frames = torch.cat(
+        [frames[..., :1] * (1.0 - fb.PREEMPHASIS), frames[..., 1:] - fb.PREEMPHASIS * frames[..., :-1]], dim=2
+    )
     power = torch.fft.rfft(frames * window, n=fb.FFT_LENGTH, dim=2).abs().pow(2)  # (B, T, 257)
     if warp is None:
         return torch.clamp(power @ mel, min=fb.MEL_FLOOR).log()
@@ -78,8 +82,13 @@ def normalize(feats: Tensor, frames: Tensor, mode: str, prior: fb.FbankPrior | N
         if mode == "prior" and prior is None:
             raise ValueError("normalisation 'prior' needs a prior")
         k, s0, q0 = fb.initial_sums(prior if mode == "prior" else None)
-        normed, *_ = fb.cumulative_normalize(feats, valid[..., 0], k.to(feats.device).expand(B),
-                                             s0.to(feats.device).expand(B, M), q0.to(feats.device).expand(B, M))
+        normed, *_ = fb.cumulative_normalize(
+            feats,
+            valid[..., 0],
+            k.to(feats.device).expand(B),
+            s0.to(feats.device).expand(B, M),
+            q0.to(feats.device).expand(B, M),
+        )
         return normed * valid
     if mode != "utterance":
         raise ValueError(mode)
@@ -97,16 +106,28 @@ def stack(feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
     return feats[:, :T2].reshape(B, T2 // fb.STRIDE, M * fb.STRIDE), frames // fb.STRIDE
 
 
-def features(wave: Tensor, num_samples: Tensor, norm: str = "none", prior: fb.FbankPrior | None = None,
-             warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def features(
+    wave: Tensor,
+    num_samples: Tensor,
+    norm: str = "none",
+    prior: fb.FbankPrior | None = None,
+    warp: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """(B, N) padded waveforms and (B,) lengths -> model inputs (B, S, 160) and (B,) valid stacked frames;
     ``warp`` as in ``log_mel``."""
     frames = frame_counts(num_samples)
     return stack(normalize(log_mel(wave, warp), frames, norm, prior), frames)
 
 
-def global_prior(audio: Tensor, utts: list[dict], idx: list[int], device: torch.device, prior_frames: float,
-                 max_utts: int = 3000, batch: int = 32) -> fb.FbankPrior:
+def global_prior(
+    audio: Tensor,
+    utts: list[dict],
+    idx: list[int],
+    device: torch.device,
+    prior_frames: float,
+    max_utts: int = 3000,
+    batch: int = 32,
+) -> fb.FbankPrior:
     """Per-bin mean and std of the unnormalised log-mel over (up to ``max_utts``, evenly spread) training
     utterances: the streaming normalisation prior a checkpoint ships (``frontend_fbank.FbankPrior``)."""
     step = max(1, len(idx) // max_utts)
@@ -114,7 +135,7 @@ def global_prior(audio: Tensor, utts: list[dict], idx: list[int], device: torch.
     total = torch.zeros(fb.NUM_MEL_BINS, dtype=torch.float64, device=device)
     total_sq, count = total.clone(), 0
     for i in range(0, len(pick), batch):
-        clips = [audio[utts[u]["start"]: utts[u]["start"] + utts[u]["n"]] for u in pick[i:i + batch]]
+        clips = [audio[utts[u]["start"] : utts[u]["start"] + utts[u]["n"]] for u in pick[i : i + batch]]
         n = torch.tensor([len(c) for c in clips], device=device)
         wave = torch.zeros(len(clips), int(n.max()), device=device)
         for j, c in enumerate(clips):

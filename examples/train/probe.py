@@ -41,8 +41,10 @@ def by_voice(run: Path, pack: Path) -> list[tuple[str, int, float]]:
     for i in dev:
         groups[voice_group(utts[i])].append(i)
     cpu = torch.device("cpu")
-    return [(name, len(idx), T.greedy_cer(model, audio, utts, idx, cpu, "utterance", None, None))
-            for name, idx in sorted(groups.items())]
+    return [
+        (name, len(idx), T.greedy_cer(model, audio, utts, idx, cpu, "utterance", None, None))
+        for name, idx in sorted(groups.items())
+    ]
 
 
 def manifest_as_pack(rows: list[tuple[str, str]]) -> tuple[torch.Tensor, list[dict]]:
@@ -82,11 +84,22 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_set(args.manifest, args.limit)
         audio, utts = manifest_as_pack(rows)
         model = T.load_run(args.run)[0].eval()
-        print(f"# {args.manifest} ({len(rows)} utts), {args.run}: greedy CER, full context, spectrum warped at test time")
+        print(
+            f"# {args.manifest} ({len(rows)} utts), {args.run}: greedy CER, full context, spectrum warped at test time"
+        )
         print("| warp | CER |\n|---:|---:|")
         for factor in (float(x) for x in args.factors.split(",")):
-            cer = T.greedy_cer(model, audio, utts, list(range(len(utts))), torch.device("cpu"), "utterance", None, None,
-                               warp=None if factor == 1.0 else factor)
+            cer = T.greedy_cer(
+                model,
+                audio,
+                utts,
+                list(range(len(utts))),
+                torch.device("cpu"),
+                "utterance",
+                None,
+                None,
+                warp=None if factor == 1.0 else factor,
+            )
             print(f"| {factor:g} | {100 * cer:.1f} % |", flush=True)
     return 0
 

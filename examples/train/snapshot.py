@@ -43,18 +43,30 @@ def run_from_model(model_dir: Path, out: Path, seed: int = 1234, dev_utts: int =
     save_weights_dict(load_file(str(model_dir / "model.safetensors")), out)
     prior = json.loads((model_dir / "preprocessor_config.json").read_text())["speechstream_fbank_prior"]
     (out / "fbank_prior.json").write_text(json.dumps(prior))
-    (out / "train_config.json").write_text(json.dumps({"model": model, "vocab": VOCAB, "from_model": str(model_dir),
-                                                       "args": {"seed": str(seed), "dev_utts": str(dev_utts)}}, indent=1))
+    (out / "train_config.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "vocab": VOCAB,
+                "from_model": str(model_dir),
+                "args": {"seed": str(seed), "dev_utts": str(dev_utts)},
+            },
+            indent=1,
+        )
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     from safetensors.torch import save_file
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--as-run", action="store_true", help="write the one run as a resumable folder OUT")
-    ap.add_argument("--from-model", action="store_true", help="the one argument is an exported checkpoint: write it as a run OUT")
+    ap.add_argument(
+        "--from-model", action="store_true", help="the one argument is an exported checkpoint: write it as a run OUT"
+    )
     args = ap.parse_args(argv)
     if args.from_model:
         if len(args.runs) != 1:
@@ -88,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                 for name in META:
                     if (run / name).is_file():
                         tar.add(run / name, arcname=name)
-        print(f"{run} -> {args.out}: {len(sd)} tensors, {sum(v.numel() for v in sd.values()) / 1e6:.2f} M params (fp16)")
+        print(
+            f"{run} -> {args.out}: {len(sd)} tensors, {sum(v.numel() for v in sd.values()) / 1e6:.2f} M params (fp16)"
+        )
 
 
 if __name__ == "__main__":

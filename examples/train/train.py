@@ -43,15 +43,29 @@ from examples.train import augment, features
 
 VOCAB = {"<pad>": 0, "<unk>": 1, "|": 2, "'": 3, **{chr(ord("A") + i): 4 + i for i in range(26)}}
 MODEL_CONFIG = dict(
-    hidden_size=192, num_hidden_layers=6, num_attention_heads=4, intermediate_size=768,
-    conv_depthwise_kernel_size=15, position_embeddings_type="relative_key",
-    left_max_position_embeddings=64, right_max_position_embeddings=8,
-    vocab_size=len(VOCAB), pad_token_id=0, hidden_act="swish", layer_norm_eps=1e-5,
+    hidden_size=192,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    intermediate_size=768,
+    conv_depthwise_kernel_size=15,
+    position_embeddings_type="relative_key",
+    left_max_position_embeddings=64,
+    right_max_position_embeddings=8,
+    vocab_size=len(VOCAB),
+    pad_token_id=0,
+    hidden_act="swish",
+    layer_norm_eps=1e-5,
 )
 # for a CPU-only run: same family, ~2.9M parameters (ENVIRONMENT.md: ~63 audio-s/s on 2 free cores)
 CPU_CONFIG = {**MODEL_CONFIG, "hidden_size": 144, "intermediate_size": 576}
 SMALL_CONFIG = {**MODEL_CONFIG, "hidden_size": 96, "num_hidden_layers": 4, "intermediate_size": 384}
-SMOKE_CONFIG = {**MODEL_CONFIG, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+SMOKE_CONFIG = {
+    **MODEL_CONFIG,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 SR = 16000
 
 
@@ -96,6 +110,7 @@ def decode_ids(ids: list[int]) -> str:
 # ------------------------------------------------------------------------------------------ data
 def _decode(path: str) -> np.ndarray:
     import soundfile as sf
+
     audio, rate = sf.read(path, dtype="int16")
     assert rate == SR, path
     return audio
@@ -106,7 +121,9 @@ def load_pack(pack: Path, max_shards_per_source: int | None, workers: int, skip_
     with open(pack / "index.tsv", newline="") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r["source"] not in skip_sources]
     if not rows:
-        raise ValueError(f"{pack}: no utterances" + (f" left after leaving out {', '.join(skip_sources)}" if skip_sources else ""))
+        raise ValueError(
+            f"{pack}: no utterances" + (f" left after leaving out {', '.join(skip_sources)}" if skip_sources else "")
+        )
     shards = sorted({r["shard"] for r in rows})
     if max_shards_per_source is not None:
         keep, seen = [], {}
@@ -123,15 +140,22 @@ def load_pack(pack: Path, max_shards_per_source: int | None, workers: int, skip_
         if r["shard"] not in decoded:
             continue
         off, n = int(r["offset"]), int(r["samples"])
-        clip = decoded[r["shard"]][off:off + n]
+        clip = decoded[r["shard"]][off : off + n]
         pieces.append(clip)
         utts.append({"start": pos, "n": len(clip), "text": r["text"], "voice": r["voice"], "source": r["source"]})
         pos += len(clip)
     return torch.from_numpy(np.concatenate(pieces)), utts
 
 
-def plan_epoch(utts: list[dict], idx: list[int], rng: random.Random, batch_s: float, max_s: float, p_concat: float,
-               sorted_order: bool = False) -> list[list[list[int]]]:
+def plan_epoch(
+    utts: list[dict],
+    idx: list[int],
+    rng: random.Random,
+    batch_s: float,
+    max_s: float,
+    p_concat: float,
+    sorted_order: bool = False,
+) -> list[list[list[int]]]:
     """Batches of samples; a sample is 1-3 utterances joined (probability ``p_concat`` of joining).
     ``sorted_order``: batches from shortest to longest (SortaGrad, DeepSpeech 2), for the first epochs."""
     order = idx[:]
@@ -139,7 +163,7 @@ def plan_epoch(utts: list[dict], idx: list[int], rng: random.Random, batch_s: fl
     samples, i = [], 0
     while i < len(order):
         k = 1 if rng.random() >= p_concat else rng.choice([2, 3])
-        group = order[i:i + k]
+        group = order[i : i + k]
         while len(group) > 1 and sum(utts[u]["n"] for u in group) > max_s * SR * 0.85:
             group.pop()
         samples.append(group)
@@ -177,23 +201,38 @@ def dev_split(utts: list[dict], seed: int, dev_utts: int) -> tuple[list[int], li
     return sorted(order[:n_dev]), order[n_dev:] + list(range(pool, len(utts)))
 
 
-def make_batch(audio: torch.Tensor, utts: list[dict], batch: list[list[int]], rng: random.Random, aug: augment.AugmentConfig | None,
-               device: torch.device, max_s: float):
+def make_batch(
+    audio: torch.Tensor,
+    utts: list[dict],
+    batch: list[list[int]],
+    rng: random.Random,
+    aug: augment.AugmentConfig | None,
+    device: torch.device,
+    max_s: float,
+):
     waves, texts = [], []
     for group in batch:
         parts, words = [], []
         for j, u in enumerate(group):
             if j:
                 parts.append(torch.zeros(int(rng.uniform(0.05, 0.6) * SR), device=device))
-            clip = audio[utts[u]["start"]: utts[u]["start"] + utts[u]["n"]].to(device, non_blocking=True).float() / 32768.0
+            clip = (
+                audio[utts[u]["start"] : utts[u]["start"] + utts[u]["n"]].to(device, non_blocking=True).float()
+                / 32768.0
+            )
             parts.append(clip)
             words.append(utts[u]["text"])
         wave = torch.cat(parts)
         if aug is not None and rng.random() < aug.p_speed:
             wave = augment.speed(wave, rng.uniform(*aug.speed_range))
         if aug is not None:  # random leading/trailing silence so utterance edges vary
-            wave = torch.cat([torch.zeros(int(rng.uniform(0, 0.3) * SR), device=device), wave,
-                              torch.zeros(int(rng.uniform(0, 0.3) * SR), device=device)])
+            wave = torch.cat(
+                [
+                    torch.zeros(int(rng.uniform(0, 0.3) * SR), device=device),
+                    wave,
+                    torch.zeros(int(rng.uniform(0, 0.3) * SR), device=device),
+                ]
+            )
         waves.append(wave[: int(max_s * SR)])
         texts.append(" ".join(words))
     n = torch.tensor([len(w) for w in waves], device=device)
@@ -212,11 +251,15 @@ def resumed_dev_warning(resume: Path | None, seed: int, dev_utts: int) -> str | 
     prev = json.loads(cfg.read_text()).get("args", {})
     prev_seed, prev_dev = prev.get("seed"), prev.get("dev_utts")
     if prev_seed is not None and int(prev_seed) != seed:
-        return (f"{resume} was trained with --seed {prev_seed}, this run uses {seed}: its dev split differs, "
-                f"so part of this run's dev set was trained on (dev CER flatters); use --seed {prev_seed}")
+        return (
+            f"{resume} was trained with --seed {prev_seed}, this run uses {seed}: its dev split differs, "
+            f"so part of this run's dev set was trained on (dev CER flatters); use --seed {prev_seed}"
+        )
     if prev_dev is not None and int(prev_dev) < dev_utts:
-        return (f"{resume} held out {prev_dev} dev utterances, this run {dev_utts}: the other "
-                f"{dev_utts - int(prev_dev)} were trained on (dev CER flatters)")
+        return (
+            f"{resume} held out {prev_dev} dev utterances, this run {dev_utts}: the other "
+            f"{dev_utts - int(prev_dev)} were trained on (dev CER flatters)"
+        )
     return None
 
 
@@ -233,8 +276,9 @@ def targets(texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
 CACHED_CHUNK_OFFSET = 1
 
 
-def chunk_mask(T: int, chunk: int | None, left_chunks: int | None, keep: torch.Tensor,
-               offset: int = CACHED_CHUNK_OFFSET) -> torch.Tensor:
+def chunk_mask(
+    T: int, chunk: int | None, left_chunks: int | None, keep: torch.Tensor, offset: int = CACHED_CHUNK_OFFSET
+) -> torch.Tensor:
     """(B, T, T) bool: the engine's chunk mask (``conformer.chunk_attention_mask``) AND real keys, with
     the blocks where cached streaming puts them (``offset``)."""
     if chunk is None:
@@ -271,8 +315,14 @@ def shrink_residual_branches(model, num_layers: int) -> None:
     scale = (2 * num_layers) ** -0.5
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("ffn1.output_dense.weight", "ffn2.output_dense.weight", "self_attn.linear_out.weight",
-                              "conv_module.pointwise_conv2.weight")):
+            if name.endswith(
+                (
+                    "ffn1.output_dense.weight",
+                    "ffn2.output_dense.weight",
+                    "self_attn.linear_out.weight",
+                    "conv_module.pointwise_conv2.weight",
+                )
+            ):
                 p.mul_(scale)
 
 
@@ -283,6 +333,7 @@ def save_weights(model, out: Path, max_bytes: int = 15 * 2**20) -> list[str]:
 def save_weights_dict(state: dict, out: Path, max_bytes: int = 15 * 2**20) -> list[str]:
     """``out/weights_{i}.safetensors``, fp32, split at ``max_bytes`` (the device returns files <= 16 MiB)."""
     from safetensors.torch import save_file
+
     sd = {k: v.detach().float().contiguous().cpu() for k, v in state.items()}
     parts, cur, size = [], {}, 0
     for k, v in sd.items():
@@ -308,6 +359,7 @@ def save_weights_dict(state: dict, out: Path, max_bytes: int = 15 * 2**20) -> li
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """A run folder's state dict, joined from its ``weights_*.safetensors`` parts (``save_weights_dict``)."""
     from safetensors.torch import load_file
+
     sd: dict[str, torch.Tensor] = {}
     for p in sorted(folder.glob("weights_*.safetensors")):
         sd.update(load_file(str(p)))
@@ -329,8 +381,11 @@ def dev_scores(model, audio, utts, dev_idx, device, norm: str, stream_norm: str,
     """The dev CERs a finished run records in dev.json: full context, and 320 ms chunks with all and with
     16 chunks of left context, streaming-normalised (``norm`` other than "mix" overrides both)."""
     out = {}
-    for name, (nm, chunk, left) in {"full_utterance": ("utterance", None, None), f"chunk16_{stream_norm}": (stream_norm, 16, None),
-                                    f"chunk16_left16_{stream_norm}": (stream_norm, 16, 16)}.items():
+    for name, (nm, chunk, left) in {
+        "full_utterance": ("utterance", None, None),
+        f"chunk16_{stream_norm}": (stream_norm, 16, None),
+        f"chunk16_left16_{stream_norm}": (stream_norm, 16, 16),
+    }.items():
         if norm != "mix":
             nm = norm
         out[f"dev_cer_{name}"] = greedy_cer(model, audio, utts, dev_idx, device, nm, chunk, left, prior=prior)
@@ -357,7 +412,9 @@ def score_dev(run: Path, pack: Path, seed: int, dev_utts: int, device: str = "cp
     if dev.type == "cuda":
         audio = audio.to(dev)
     dev_idx, _ = dev_split(utts, seed, dev_utts)
-    return dev_scores(model, audio, utts, dev_idx, dev, run_args.get("norm", "mix"), run_args.get("stream_norm", "prior"), prior)
+    return dev_scores(
+        model, audio, utts, dev_idx, dev, run_args.get("norm", "mix"), run_args.get("stream_norm", "prior"), prior
+    )
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -369,14 +426,16 @@ def edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
-def greedy_cer(model, audio, utts, idx, device, norm, chunk, left, batch: int = 32, prior=None, warp: float | None = None) -> float:
+def greedy_cer(
+    model, audio, utts, idx, device, norm, chunk, left, batch: int = 32, prior=None, warp: float | None = None
+) -> float:
     """Greedy-decoding CER over ``idx`` (jiwer's definition; jiwer is not on the training machine);
     ``warp``: a test-time vocal-tract-length warp of every utterance (``features.vtlp_matrix``), as probe.py uses."""
     refs, hyps = [], []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(idx), batch):
-            b = [[u] for u in idx[i:i + batch]]
+            b = [[u] for u in idx[i : i + batch]]
             wave, n, texts = make_batch(audio, utts, b, random.Random(0), None, device, 30.0)
             factors = None if warp is None else torch.full((len(b),), warp, device=device)
             feats, frames = features.features(wave, n, norm, prior, factors)
@@ -403,14 +462,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=float, default=0.2, help="fraction of the budget")
     ap.add_argument("--sortagrad-epochs", type=int, default=2, help="first epochs in ascending length, no joining")
     ap.add_argument("--p-full", type=float, default=0.35, help="probability of a full-context batch")
-    ap.add_argument("--curriculum", type=float, default=0.0,
-                    help="fraction of the budget trained plainly first: full context, per-utterance norm, no augmentation")
+    ap.add_argument(
+        "--curriculum",
+        type=float,
+        default=0.0,
+        help="fraction of the budget trained plainly first: full context, per-utterance norm, no augmentation",
+    )
     ap.add_argument("--p-concat", type=float, default=0.3)
-    ap.add_argument("--norm", default="mix", choices=["mix", "none", "utterance", "cumulative", "prior"],
-                    help="mix: per batch, per-utterance (engine offline) or --stream-norm (engine streaming)")
-    ap.add_argument("--stream-norm", default="prior", choices=["cumulative", "prior"],
-                    help="the engine's streaming normalisation to train for: running statistics from zero, or "
-                         "started from the training-set prior the exported checkpoint carries (fbank_prior.json)")
+    ap.add_argument(
+        "--norm",
+        default="mix",
+        choices=["mix", "none", "utterance", "cumulative", "prior"],
+        help="mix: per batch, per-utterance (engine offline) or --stream-norm (engine streaming)",
+    )
+    ap.add_argument(
+        "--stream-norm",
+        default="prior",
+        choices=["cumulative", "prior"],
+        help="the engine's streaming normalisation to train for: running statistics from zero, or "
+        "started from the training-set prior the exported checkpoint carries (fbank_prior.json)",
+    )
     ap.add_argument("--prior-frames", type=float, default=200.0, help="weight of the prior, in 10 ms frames")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
@@ -420,15 +491,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-sources", default="", help="comma-separated pack sources to leave out (e.g. festival)")
     ap.add_argument("--dev-utts", type=int, default=300)
     ap.add_argument("--no-augment", action="store_true")
-    ap.add_argument("--vtlp", type=float, default=0.0, help="probability of a vocal-tract-length warp (0.9-1.1) per utterance")
+    ap.add_argument(
+        "--vtlp", type=float, default=0.0, help="probability of a vocal-tract-length warp (0.9-1.1) per utterance"
+    )
     ap.add_argument("--aug", default="full", choices=["full", "light"], help="augmentation strength (augment.LIGHT)")
     ap.add_argument("--save-every-s", type=float, default=60.0)
-    ap.add_argument("--dev-every-s", type=float, default=None, help="log a 64-utterance dev CER this often (default: 90 s on a GPU, never on a CPU)")
+    ap.add_argument(
+        "--dev-every-s",
+        type=float,
+        default=None,
+        help="log a 64-utterance dev CER this often (default: 90 s on a GPU, never on a CPU)",
+    )
     ap.add_argument("--tiny", action="store_true", help="tiny model (hidden 32, 2 layers)")
-    ap.add_argument("--size", default="base", choices=["base", "cpu", "small"],
-                    help="base: 5.2M (hidden 192); cpu: 2.9M (hidden 144); small: 0.9M (hidden 96, 4 layers)")
+    ap.add_argument(
+        "--size",
+        default="base",
+        choices=["base", "cpu", "small"],
+        help="base: 5.2M (hidden 192); cpu: 2.9M (hidden 144); small: 0.9M (hidden 96, 4 layers)",
+    )
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--smoke", action="store_true", help="CPU check: tiny model, 1 shard per source, 3 steps, small batches")
+    ap.add_argument(
+        "--smoke", action="store_true", help="CPU check: tiny model, 1 shard per source, 3 steps, small batches"
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         args.device, args.max_shards_per_source, args.max_steps = "cpu", 1, 3
@@ -436,7 +520,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(1)
     elif args.device == "cpu":
         torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
-    model_config = SMOKE_CONFIG if args.smoke or args.tiny else {"base": MODEL_CONFIG, "cpu": CPU_CONFIG, "small": SMALL_CONFIG}[args.size]
+    model_config = (
+        SMOKE_CONFIG
+        if args.smoke or args.tiny
+        else {"base": MODEL_CONFIG, "cpu": CPU_CONFIG, "small": SMALL_CONFIG}[args.size]
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     fh = open(args.out / "log.txt", "a")
     device = torch.device(args.device)
@@ -481,9 +569,20 @@ def main(argv: list[str] | None = None) -> None:
         aug = dataclasses.replace(aug, p_vtlp=args.vtlp)
     budget_s = args.minutes * 60
     warmup = args.warmup if args.resume is None else args.warmup / 3
-    (args.out / "train_config.json").write_text(json.dumps(
-        {"model": model_config, "vocab": VOCAB, "args": {k: str(v) for k, v in vars(args).items()}, "augment": str(aug),
-         "params": n_params, "pack_hours": hours, "utterances": len(utts)}, indent=1))
+    (args.out / "train_config.json").write_text(
+        json.dumps(
+            {
+                "model": model_config,
+                "vocab": VOCAB,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "augment": str(aug),
+                "params": n_params,
+                "pack_hours": hours,
+                "utterances": len(utts),
+            },
+            indent=1,
+        )
+    )
 
     dev_every = args.dev_every_s if args.dev_every_s is not None else (90.0 if device.type == "cuda" else 0.0)
     step, seen_s, t_start, last_save, epoch = 0, 0.0, time.time(), time.time(), 0
@@ -492,7 +591,9 @@ def main(argv: list[str] | None = None) -> None:
     done = False
     while not done:
         sortagrad = epoch < args.sortagrad_epochs
-        batches = plan_epoch(utts, train_idx, rng, args.batch_seconds, args.max_seconds, 0.0 if sortagrad else args.p_concat, sortagrad)
+        batches = plan_epoch(
+            utts, train_idx, rng, args.batch_seconds, args.max_seconds, 0.0 if sortagrad else args.p_concat, sortagrad
+        )
         if not batches:
             raise SystemExit("no training batches: the pack is empty")
         for batch in batches:
@@ -500,7 +601,11 @@ def main(argv: list[str] | None = None) -> None:
             if progress >= 1.0 or (args.max_steps is not None and step >= args.max_steps):
                 done = True
                 break
-            lr = args.lr * (progress / warmup if progress < warmup else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))))
+            lr = args.lr * (
+                progress / warmup
+                if progress < warmup
+                else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
+            )
             for g in opt.param_groups:
                 g["lr"] = lr
             plain = progress < args.curriculum
@@ -514,7 +619,11 @@ def main(argv: list[str] | None = None) -> None:
                 mel = augment.spec_augment(features.log_mel(wave, warp), frames10, batch_aug, gen)
             else:
                 mel = features.log_mel(wave)
-            norm = "utterance" if plain else (args.norm if args.norm != "mix" else rng.choice(["utterance", args.stream_norm]))
+            norm = (
+                "utterance"
+                if plain
+                else (args.norm if args.norm != "mix" else rng.choice(["utterance", args.stream_norm]))
+            )
             feats, frames = features.stack(features.normalize(mel, frames10, norm, prior), frames10)
             tgt, tgt_len = targets(texts, device)
             chunk, left = (None, None) if plain else sample_chunking(rng, args.p_full)
@@ -531,8 +640,11 @@ def main(argv: list[str] | None = None) -> None:
             if step % args.log_every == 0 or step <= 3:
                 loss_avg, loss_sum = float(loss_sum) / (args.log_every if step % args.log_every == 0 else 1), None
                 el = time.time() - t_start
-                log(fh, f"step {step} epoch {epoch} loss {loss_avg:.2f} gnorm {float(gnorm):.1f} lr {lr:.2e} "
-                        f"audio {seen_s / 3600:.1f} h  {seen_s / el:.0f} audio-s/s  elapsed {el:.0f} s")
+                log(
+                    fh,
+                    f"step {step} epoch {epoch} loss {loss_avg:.2f} gnorm {float(gnorm):.1f} lr {lr:.2e} "
+                    f"audio {seen_s / 3600:.1f} h  {seen_s / el:.0f} audio-s/s  elapsed {el:.0f} s",
+                )
             if dev_every and time.time() - last_dev > dev_every:
                 cer = greedy_cer(model, audio, utts, dev_idx[:64], device, "utterance", None, None)
                 cer_s = greedy_cer(model, audio, utts, dev_idx[:64], device, args.stream_norm, 16, None, prior=prior)
@@ -544,9 +656,17 @@ def main(argv: list[str] | None = None) -> None:
         epoch += 1
     train_s = time.time() - t_start
     names = save_weights(model, args.out)
-    log(fh, f"trained {step} steps, {seen_s / 3600:.1f} h of (augmented) audio in {train_s:.0f} s "
-            f"({seen_s / max(train_s, 1e-9):.0f} audio-s/s); saved {names}")
-    dev = {"steps": step, "train_seconds": train_s, "audio_hours_seen": seen_s / 3600, "audio_s_per_s": seen_s / max(train_s, 1e-9)}
+    log(
+        fh,
+        f"trained {step} steps, {seen_s / 3600:.1f} h of (augmented) audio in {train_s:.0f} s "
+        f"({seen_s / max(train_s, 1e-9):.0f} audio-s/s); saved {names}",
+    )
+    dev = {
+        "steps": step,
+        "train_seconds": train_s,
+        "audio_hours_seen": seen_s / 3600,
+        "audio_s_per_s": seen_s / max(train_s, 1e-9),
+    }
     dev.update(dev_scores(model, audio, utts, dev_idx, device, args.norm, args.stream_norm, prior))
     log(fh, "dev (voices seen in training, utterances not):", json.dumps(dev))
     (args.out / "dev.json").write_text(json.dumps(dev, indent=1))

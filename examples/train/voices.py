@@ -20,11 +20,61 @@ import soxr
 
 SAMPLE_RATE_HZ = 16000
 
-ESPEAK_BASES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
-ESPEAK_VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f5",
-                   "klatt", "klatt2", "klatt3", "Andy", "Annie", "Alex", "Alicia", "aunty", "boris", "david",
-                   "ed", "edward", "Gene", "iven", "john", "linda", "max", "Mike", "norbert", "paul", "quincy",
-                   "rob", "robert", "steph", "travis", "victor", "zac", "belinda", "benjamin", "caleb", "grandpa"]
+ESPEAK_BASES = [
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+]
+ESPEAK_VARIANTS = [
+    "",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "Andy",
+    "Annie",
+    "Alex",
+    "Alicia",
+    "aunty",
+    "boris",
+    "david",
+    "ed",
+    "edward",
+    "Gene",
+    "iven",
+    "john",
+    "linda",
+    "max",
+    "Mike",
+    "norbert",
+    "paul",
+    "quincy",
+    "rob",
+    "robert",
+    "steph",
+    "travis",
+    "victor",
+    "zac",
+    "belinda",
+    "benjamin",
+    "caleb",
+    "grandpa",
+]
 FLITE_TRAIN = ["kal", "kal16", "awb", "slt"]
 # Debian festival voices (festvox-kdlpc16k, festvox-kallpc16k, festvox-us-slt-hts): a second US male diphone
 # speaker (ked), kal through festival's own diphone engine, and slt through an HTS vocoder (flite's slt is clustergen)
@@ -55,14 +105,37 @@ def _patch_wav_lengths(out: bytes) -> bytes:
 
 def espeak(text: str, voice: str, speed_wpm: int = 160, pitch: int = 50, gap_10ms: int = 0) -> np.ndarray:
     out = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-g", str(gap_10ms), "--stdout", text.lower()],
-        check=True, capture_output=True,
+        [
+            "espeak-ng",
+            "-v",
+            voice,
+            "-s",
+            str(speed_wpm),
+            "-p",
+            str(pitch),
+            "-g",
+            str(gap_10ms),
+            "--stdout",
+            text.lower(),
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
     return _wav_bytes_to_16k(_patch_wav_lengths(out))
 
 
 def flite(text: str, voice: str, stretch: float = 1.0, f0_mean: float | None = None) -> np.ndarray:
-    cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch:.3f}", "-t", text.lower(), "-o", "/dev/stdout"]
+    cmd = [
+        "flite",
+        "-voice",
+        voice,
+        "--setf",
+        f"duration_stretch={stretch:.3f}",
+        "-t",
+        text.lower(),
+        "-o",
+        "/dev/stdout",
+    ]
     if f0_mean is not None:
         cmd[5:5] = ["--setf", f"int_f0_target_mean={f0_mean:.0f}"]
     return _wav_bytes_to_16k(subprocess.run(cmd, check=True, capture_output=True).stdout)
@@ -78,8 +151,10 @@ def festival(text: str, voice: str, stretch: float = 1.0, f0_mean: float | None 
     else:
         evals.append(f"(Parameter.set 'Duration_Stretch {stretch:.3f})")
         if f0_mean is not None:
-            evals.append(f"(set! int_lr_params '((target_f0_mean {f0_mean:.0f}) (target_f0_std {0.14 * f0_mean:.0f}) "
-                         "(model_f0_mean 170) (model_f0_std 34)))")
+            evals.append(
+                f"(set! int_lr_params '((target_f0_mean {f0_mean:.0f}) (target_f0_std {0.14 * f0_mean:.0f}) "
+                "(model_f0_mean 170) (model_f0_std 34)))"
+            )
     cmd = ["text2wave", *[a for e in evals for a in ("-eval", e)], "-o", "/dev/stdout"]
     out = subprocess.run(cmd, input=text.lower().encode(), check=True, capture_output=True).stdout
     return _wav_bytes_to_16k(_patch_wav_lengths(out))
@@ -95,7 +170,13 @@ def synth_train(engine: str, text: str, rng: random.Random) -> tuple[np.ndarray,
     """One training utterance from a random training voice of ``engine`` with random prosody."""
     if engine == "espeak":
         voice = random_espeak_voice(rng)
-        audio = espeak(text, voice, speed_wpm=rng.randint(125, 210), pitch=rng.randint(20, 80), gap_10ms=rng.choice([0, 0, 0, 1, 2]))
+        audio = espeak(
+            text,
+            voice,
+            speed_wpm=rng.randint(125, 210),
+            pitch=rng.randint(20, 80),
+            gap_10ms=rng.choice([0, 0, 0, 1, 2]),
+        )
         return audio, f"espeak:{voice}"
     if engine == "flite":
         voice = rng.choice(FLITE_TRAIN)
@@ -114,4 +195,4 @@ def trim_silence(audio: np.ndarray, keep_s: float = 0.15, threshold: float = 1e-
     if loud.size == 0:
         return audio
     keep = int(keep_s * SAMPLE_RATE_HZ)
-    return audio[max(0, loud[0] - keep): loud[-1] + keep]
+    return audio[max(0, loud[0] - keep) : loud[-1] + keep]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -54,9 +54,16 @@ class ArraySource(Source):
             if pos >= n or self.stop_requested:
                 return
             block = np.array(self.samples[pos : pos + size])  # a copy: frames never alias caller memory
-            await emit(AudioChunk(self.stream_id, pos, samples=block, sample_rate_hz=self._rate,
-                                  channels=1 if block.ndim == 1 else block.shape[1],
-                                  sample_format="s16" if block.dtype == np.int16 else "f32"))
+            await emit(
+                AudioChunk(
+                    self.stream_id,
+                    pos,
+                    samples=block,
+                    sample_rate_hz=self._rate,
+                    channels=1 if block.ndim == 1 else block.shape[1],
+                    sample_format="s16" if block.dtype == np.int16 else "f32",
+                )
+            )
             pos += block.shape[0]
             if self.realtime:
                 await asyncio.sleep(max(0.0, t0 + pos / self._rate - loop.time()))

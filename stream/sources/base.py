@@ -20,7 +20,7 @@ simply waits for the graph (no drops).
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from ..events import Event
 from ..queues import EdgeSpec

@@ -26,8 +26,8 @@ import re
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import soundfile as sf
 
@@ -148,9 +148,15 @@ class FileSource(Source):
             from tqdm import tqdm
 
             total = f.frames / rate if f.frames > 0 else None
-            bar = tqdm(total=total, unit="s", unit_scale=False, desc=self.path.name, file=sys.stderr,
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
-                       leave=False)
+            bar = tqdm(
+                total=total,
+                unit="s",
+                unit_scale=False,
+                desc=self.path.name,
+                file=sys.stderr,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
+                leave=False,
+            )
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         pos = 0
@@ -164,7 +170,9 @@ class FileSource(Source):
                 if n == 0:
                     return
                 samples = data[:, 0].copy() if data.shape[1] == 1 else data
-                await emit(AudioChunk(self.stream_id, pos, samples=samples, sample_rate_hz=rate, channels=data.shape[1]))
+                await emit(
+                    AudioChunk(self.stream_id, pos, samples=samples, sample_rate_hz=rate, channels=data.shape[1])
+                )
                 pos += n
                 if bar is not None:
                     bar.update(n / rate)

@@ -178,13 +178,17 @@ class MicSource(Source):
         dev = resolve_device(self.device)
         self.device_info = dev
         if self.channels > dev.max_input_channels:
-            raise ConfigError(f"device {dev.name!r} has {dev.max_input_channels} input channel(s), asked for {self.channels}")
+            raise ConfigError(
+                f"device {dev.name!r} has {dev.max_input_channels} input channel(s), asked for {self.channels}"
+            )
         rate = self.requested_rate_hz or 16_000
         try:
             sd.check_input_settings(device=dev.index, channels=self.channels, dtype=self.dtype, samplerate=rate)
         except (sd.PortAudioError, ValueError) as exc:
             if self.requested_rate_hz is not None:
-                raise ConfigError(f"device {dev.name!r} refuses {rate} Hz / {self.channels} ch / {self.dtype}: {exc}") from exc
+                raise ConfigError(
+                    f"device {dev.name!r} refuses {rate} Hz / {self.channels} ch / {self.dtype}: {exc}"
+                ) from exc
             rate = dev.default_samplerate_hz
         self._rate = rate
         block = max(1, rate * self.block_ms // 1000)
@@ -193,8 +197,12 @@ class MicSource(Source):
         self._wake = asyncio.Event()
         try:
             self._stream = sd.InputStream(
-                device=dev.index, channels=self.channels, samplerate=rate, dtype=self.dtype,
-                blocksize=block, callback=self._callback,
+                device=dev.index,
+                channels=self.channels,
+                samplerate=rate,
+                dtype=self.dtype,
+                blocksize=block,
+                callback=self._callback,
             )
             self._stream.start()
         except sd.PortAudioError as exc:
@@ -246,14 +254,24 @@ class MicSource(Source):
                     block = block[: max(0, limit - offset)]
                 if block.shape[0]:
                     samples = block[:, 0] if block.shape[1] == 1 else block
-                    await emit(AudioChunk(self.stream_id, offset, samples=samples, sample_rate_hz=self._rate,
-                                          sample_format=fmt, channels=self.channels))
+                    await emit(
+                        AudioChunk(
+                            self.stream_id,
+                            offset,
+                            samples=samples,
+                            sample_rate_hz=self._rate,
+                            sample_format=fmt,
+                            channels=self.channels,
+                        )
+                    )
                 if limit is not None and offset + block.shape[0] >= limit:
                     return
             if self.stop_requested:
                 return
             if self._stream is not None and not self._stream.active:
-                raise SourceError(f"input device {self.device_info.name if self.device_info else self.device!r} stopped")
+                raise SourceError(
+                    f"input device {self.device_info.name if self.device_info else self.device!r} stopped"
+                )
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), 1.0)
@@ -266,18 +284,38 @@ class MicSource(Source):
         at = self._queue[0][0] if self._queue else self._captured
         rate = self.sample_rate_hz
         if self.dropped_blocks != reported[0]:
-            await emit(QueueOverflow(self.stream_id, at, sample_rate_hz=rate, edge=f"mic:{self.stream_id}",
-                                     dropped_total=self.dropped_blocks))
+            await emit(
+                QueueOverflow(
+                    self.stream_id,
+                    at,
+                    sample_rate_hz=rate,
+                    edge=f"mic:{self.stream_id}",
+                    dropped_total=self.dropped_blocks,
+                )
+            )
         if self.input_overflows != reported[1]:
-            await emit(ErrorEvent(self.stream_id, at, sample_rate_hz=rate, code="input_overflow", fatal=False,
-                                  message=f"input device overflowed: samples lost ({self.input_overflows} time(s) so far)"))
+            await emit(
+                ErrorEvent(
+                    self.stream_id,
+                    at,
+                    sample_rate_hz=rate,
+                    code="input_overflow",
+                    fatal=False,
+                    message=f"input device overflowed: samples lost ({self.input_overflows} time(s) so far)",
+                )
+            )
 
     async def stop(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
             await asyncio.to_thread(_close_stream, stream)
             if self.input_overflows or self.dropped_blocks:
-                log.warning("mic %r: %d input overflow(s), %d block(s) dropped", self.stream_id, self.input_overflows, self.dropped_blocks)
+                log.warning(
+                    "mic %r: %d input overflow(s), %d block(s) dropped",
+                    self.stream_id,
+                    self.input_overflows,
+                    self.dropped_blocks,
+                )
 
 
 def _close_stream(stream: Any) -> None:

@@ -34,18 +34,41 @@ def event_sequence():
     return [
         SpeechStarted("s0", 9_600),
         PartialTranscript("s0", 9_600, segment_id="seg-0", revision=1, text="hello and", end_sample=20_000),
-        FinalTranscript("s0", 9_600, segment_id="seg-0", revision=2, text="hello and welcome to the stream",
-                        end_sample=w0[-1].end_sample, words=w0),
+        FinalTranscript(
+            "s0",
+            9_600,
+            segment_id="seg-0",
+            revision=2,
+            text="hello and welcome to the stream",
+            end_sample=w0[-1].end_sample,
+            words=w0,
+        ),
         SpeechEnded("s0", 40_000, start_sample=9_600),
         SpeechStarted("s0", 120_000),
-        FinalTranscript("s0", 120_000, segment_id="seg-1", revision=5, text=long_text,
-                        end_sample=w1[-1].end_sample, words=w1, speaker="Alice"),
+        FinalTranscript(
+            "s0",
+            120_000,
+            segment_id="seg-1",
+            revision=5,
+            text=long_text,
+            end_sample=w1[-1].end_sample,
+            words=w1,
+            speaker="Alice",
+        ),
         # no word timestamps, reserved characters, a speaker name with spaces
-        FinalTranscript("s0", 400_000, segment_id="seg-2", revision=1, text="x < y & y > z -- right?",
-                        end_sample=440_000, speaker="Bob & Co"),
+        FinalTranscript(
+            "s0",
+            400_000,
+            segment_id="seg-2",
+            revision=1,
+            text="x < y & y > z -- right?",
+            end_sample=440_000,
+            speaker="Bob & Co",
+        ),
         # past one hour: stream time in samples, no drift
-        FinalTranscript("s0", 3_725 * RATE + 8, segment_id="seg-3", revision=1, text="still here",
-                        end_sample=3_726 * RATE + 12_345),
+        FinalTranscript(
+            "s0", 3_725 * RATE + 8, segment_id="seg-3", revision=1, text="still here", end_sample=3_726 * RATE + 12_345
+        ),
         EndOfStream("s0", 3_727 * RATE),
     ]
 

@@ -21,7 +21,12 @@ def tone(rate, seconds, channels):
 
 @pytest.mark.parametrize(
     "fmt,subtype,rate,channels",
-    [("WAV", "PCM_16", 44100, 2), ("FLAC", "PCM_24", 48000, 1), ("OGG", "VORBIS", 22050, 2), ("WAV", "FLOAT", 16000, 3)],
+    [
+        ("WAV", "PCM_16", 44100, 2),
+        ("FLAC", "PCM_24", 48000, 1),
+        ("OGG", "VORBIS", 22050, 2),
+        ("WAV", "FLOAT", 16000, 3),
+    ],
 )
 async def test_formats_rates_channels(tmp_path, fmt, subtype, rate, channels, capsys):
     x = tone(rate, 1.3, channels)

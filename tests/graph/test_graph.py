@@ -53,8 +53,15 @@ class Accumulate(Node):
     async def flush(self, stream_id):
         if self.counts.get(stream_id):
             self.finals += 1
-            await self.push(FinalTranscript(stream_id, 0, segment_id=f"{stream_id}-{self.finals}", text=str(self.counts[stream_id]),
-                                            end_sample=self.counts[stream_id]))
+            await self.push(
+                FinalTranscript(
+                    stream_id,
+                    0,
+                    segment_id=f"{stream_id}-{self.finals}",
+                    text=str(self.counts[stream_id]),
+                    end_sample=self.counts[stream_id],
+                )
+            )
             self.counts[stream_id] = 0
 
     def forget(self, stream_id):
@@ -132,8 +139,10 @@ async def test_ordering_through_nested_pipelines_and_fanout():
     sink = Collect()
     inner = Pipeline([Tag("b", log), Pipeline([Tag("c", log)], name="innermost")], name="inner", edge=EdgeSpec(2))
     graph = Graph(
-        [ArraySource(audio(0.5), 16000, stream_id="x", block=[100, 7, 333]),
-         ArraySource(audio(0.3), 16000, stream_id="y", block=50)],
+        [
+            ArraySource(audio(0.5), 16000, stream_id="x", block=[100, 7, 333]),
+            ArraySource(audio(0.3), 16000, stream_id="y", block=50),
+        ],
         [Tag("a", log), inner, FanOut([Pipeline([Tag("d", log), branch], name="br")]), sink],
         edge=EdgeSpec(3),
         bug_policy="raise",
@@ -153,7 +162,9 @@ async def test_ordering_through_nested_pipelines_and_fanout():
 async def test_flush_at_end_of_stream_reaches_sinks_before_run_returns():
     acc = Accumulate()
     slow_sink = Pipeline([Slow(0.005), Collect("slow_sink")], name="slow")
-    graph = Graph([ArraySource(audio(0.2), 16000, stream_id="a", block=320)], [acc, FanOut([slow_sink])], bug_policy="raise")
+    graph = Graph(
+        [ArraySource(audio(0.2), 16000, stream_id="a", block=320)], [acc, FanOut([slow_sink])], bug_policy="raise"
+    )
     await graph.run()
     written = slow_sink.nodes[-1].events
     assert [type(e).__name__ for e in written[-2:]] == ["FinalTranscript", "EndOfStream"]
@@ -193,8 +204,14 @@ async def test_backpressure_slow_sink_does_not_stall_capture():
 
             await super().run(tracking)
 
-    src = Paced(audio(n_chunks * 0.01), 16000, stream_id="mic", block=160, realtime=True,
-                capture_edge=EdgeSpec(4, "drop_oldest"))
+    src = Paced(
+        audio(n_chunks * 0.01),
+        16000,
+        stream_id="mic",
+        block=160,
+        realtime=True,
+        capture_edge=EdgeSpec(4, "drop_oldest"),
+    )
     graph = Graph([src], [slow, sink], edge=EdgeSpec(2), bug_policy="raise")
     await graph.run(timeout_s=30)
     # Capture produced every chunk while the slow node was far behind (it never waited for it) ...
@@ -231,8 +248,10 @@ class FailOn(Node):
 
 
 def two_streams():
-    return [ArraySource(audio(0.5), 16000, stream_id="good", block=800),
-            ArraySource(audio(0.5), 16000, stream_id="bad", block=800)]
+    return [
+        ArraySource(audio(0.5), 16000, stream_id="good", block=800),
+        ArraySource(audio(0.5), 16000, stream_id="bad", block=800),
+    ]
 
 
 @pytest.mark.parametrize("fatal", [True, False])
@@ -446,7 +465,7 @@ async def test_sources_added_while_running_are_released_when_they_end():
 async def test_cancel_stream_drops_its_audio_skips_its_work_and_still_ends_it():
     """``Graph.cancel_stream`` (a network client vanished): nodes drop the stream's audio, the
     stream still ends (EOS at the tail, nodes forget it), other streams are untouched."""
-    from stream.net.push_source import PushSource
+    from stream.sources.push import PushSource
 
     class Slow(Node):
         def __init__(self):

@@ -34,12 +34,14 @@ class Broker:
             "max_queued_messages 100000\n"
             # Started as root, mosquitto drops to user "mosquitto", which cannot write into pytest's
             # 0700 tmp dirs: its persistence file (and log) would silently go missing.
-            + ("user root\n" if os.geteuid() == 0 else "")
+             + ("user root\n" if os.geteuid() == 0 else "")
         )
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 10.0) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

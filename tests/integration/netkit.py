@@ -18,8 +18,8 @@ import numpy as np
 import websockets
 from websockets.asyncio.client import connect
 
+from speechstream.net.protocol import encode_audio
 from stream.events import AudioChunk, Event, FinalTranscript, PartialTranscript, SpeakerTurn
-from stream.net.protocol import encode_audio
 from stream.node import Node
 
 
@@ -35,8 +35,15 @@ class _Seg:
 class EnergyCaptioner(Node):
     """Per stream: a partial every ``partial_samples``, a final every ``segment_samples``."""
 
-    def __init__(self, segment_samples: int = 16000, partial_samples: int = 4000, *, flood_partials: int = 1,
-                 speaker: str | tuple[str, ...] | None = None, name: str = "energy-captioner"):
+    def __init__(
+        self,
+        segment_samples: int = 16000,
+        partial_samples: int = 4000,
+        *,
+        flood_partials: int = 1,
+        speaker: str | tuple[str, ...] | None = None,
+        name: str = "energy-captioner",
+    ):
         super().__init__(name)
         self.segment_samples = segment_samples
         self.partial_samples = partial_samples
@@ -56,12 +63,29 @@ class EnergyCaptioner(Node):
 
     async def _final(self, sid: str, seg: _Seg, rate: int) -> None:
         speaker = self._speaker(seg)
-        await self.push(FinalTranscript(sid, seg.start, sample_rate_hz=rate, segment_id=f"{sid}-{seg.index}",
-                                        revision=seg.partials, text=self._text(sid, seg), end_sample=seg.start + seg.n,
-                                        speaker=speaker))
+        await self.push(
+            FinalTranscript(
+                sid,
+                seg.start,
+                sample_rate_hz=rate,
+                segment_id=f"{sid}-{seg.index}",
+                revision=seg.partials,
+                text=self._text(sid, seg),
+                end_sample=seg.start + seg.n,
+                speaker=speaker,
+            )
+        )
         if speaker is not None:
-            await self.push(SpeakerTurn(sid, seg.start, sample_rate_hz=rate, turn_id=f"{sid}-t{seg.index}",
-                                        speaker=speaker, end_sample=seg.start + seg.n))
+            await self.push(
+                SpeakerTurn(
+                    sid,
+                    seg.start,
+                    sample_rate_hz=rate,
+                    turn_id=f"{sid}-t{seg.index}",
+                    speaker=speaker,
+                    end_sample=seg.start + seg.n,
+                )
+            )
 
     async def process(self, event: Event) -> None:
         if not isinstance(event, AudioChunk):
@@ -80,9 +104,18 @@ class EnergyCaptioner(Node):
             if seg.n // self.partial_samples > before and seg.n < self.segment_samples:
                 for _ in range(self.flood_partials):
                     seg = replace(seg, partials=seg.partials + 1)
-                    await self.push(PartialTranscript(sid, seg.start, sample_rate_hz=rate, segment_id=f"{sid}-{seg.index}",
-                                                      revision=seg.partials - 1, text=self._text(sid, seg),
-                                                      end_sample=seg.start + seg.n, speaker=self._speaker(seg)))
+                    await self.push(
+                        PartialTranscript(
+                            sid,
+                            seg.start,
+                            sample_rate_hz=rate,
+                            segment_id=f"{sid}-{seg.index}",
+                            revision=seg.partials - 1,
+                            text=self._text(sid, seg),
+                            end_sample=seg.start + seg.n,
+                            speaker=self._speaker(seg),
+                        )
+                    )
             if seg.n == self.segment_samples:
                 await self._final(sid, seg, rate)
                 seg = _Seg(seg.index + 1, seg.start + seg.n, 0, 0.0, 0)

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speechstream.net.ws_server import CaptionServer, ServerConfig
 from stream.config import default_model_dir
-from stream.net.ws_server import CaptionServer, ServerConfig
 from stream.resample import Resample
 from stream.vad_node import VadNode
 from tests.integration.netkit import EnergyCaptioner
@@ -48,8 +48,10 @@ MIN_WORD_HITS = 4
 
 pytestmark = [
     pytest.mark.timeout(120),
-    pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                       reason="needs Debian chromium + chromium-driver"),
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+        reason="needs Debian chromium + chromium-driver",
+    ),
 ]
 
 selenium = pytest.importorskip("selenium")
@@ -73,24 +75,38 @@ def fake_mic_wav(tmp: Path) -> tuple[Path, np.ndarray]:
     return path.resolve(), y
 
 
-def chrome(tmp: Path, wav: Path) -> "webdriver.Chrome":
+def chrome(tmp: Path, wav: Path) -> webdriver.Chrome:
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager reach for a download
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp / 'profile'}", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}%noloop", "--autoplay-policy=no-user-gesture-required",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
         "--window-size=1100,760",
     ]:
         opts.add_argument(flag)
     downloads = tmp / "downloads"
     downloads.mkdir(exist_ok=True)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False,
-                                           # two downloads from one page: allowed without asking
-                                           "profile.default_content_setting_values.automatic_downloads": 1})
+    opts.add_experimental_option(
+        "prefs",
+        {
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False,
+            # two downloads from one page: allowed without asking
+            "profile.default_content_setting_values.automatic_downloads": 1,
+        },
+    )
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
 
 
@@ -130,8 +146,11 @@ async def test_live_captions_in_headless_chromium(tmp_path, capture):
 
             await wait_for("window.speechstream.state === 'live'", 15)
             # Mid-stream: a partial on screen (lighter, replaced as it changes) after some finals.
-            mid_cond = ("window.speechstream.partial && window.speechstream.partial.text" if real_model
-                        else "window.speechstream.finals.length >= 2 && window.speechstream.partial")
+            mid_cond = (
+                "window.speechstream.partial && window.speechstream.partial.text"
+                if real_model
+                else "window.speechstream.finals.length >= 2 && window.speechstream.partial"
+            )
             await wait_for(mid_cond, seconds + 15)
             mid = artifacts_dir() / f"browser_live_captions_{capture}_mid.png"
             await asyncio.to_thread(driver.save_screenshot, str(mid))

@@ -35,9 +35,21 @@ def test_help_of_the_installed_script():
 
 def test_transcribe_example_to_files(tmp_path):
     proc = subprocess.run(
-        [entry_point(), "transcribe", str(EXAMPLE), "--model", "none", "--no-progress",
-         "--jsonl", str(tmp_path / "e.jsonl"), "--srt", str(tmp_path / "c.srt")],
-        capture_output=True, text=True, timeout=120,
+        [
+            entry_point(),
+            "transcribe",
+            str(EXAMPLE),
+            "--model",
+            "none",
+            "--no-progress",
+            "--jsonl",
+            str(tmp_path / "e.jsonl"),
+            "--srt",
+            str(tmp_path / "c.srt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("(speech)") == 4
@@ -55,15 +67,27 @@ def test_nan_samples_warn_on_stderr_and_the_stream_goes_on(tmp_path):
     sf.write(str(tmp_path / "nan.wav"), x, rate, subtype="FLOAT")
     mostly = np.full(rate, np.nan, np.float32)
     sf.write(str(tmp_path / "mostly.wav"), mostly, rate, subtype="FLOAT")
-    clean = subprocess.run([entry_point(), "transcribe", str(EXAMPLE), "--model", "none", "--no-progress"],
-                           capture_output=True, text=True, timeout=120)
-    proc = subprocess.run([entry_point(), "transcribe", str(tmp_path / "nan.wav"), "--model", "none", "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+    clean = subprocess.run(
+        [entry_point(), "transcribe", str(EXAMPLE), "--model", "none", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    proc = subprocess.run(
+        [entry_point(), "transcribe", str(tmp_path / "nan.wav"), "--model", "none", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "error" not in proc.stdout and proc.stdout.count("(speech)") == clean.stdout.count("(speech)") > 0
     assert proc.stderr.count("non_finite_samples") == 1 and "10 NaN/inf" in proc.stderr
-    proc = subprocess.run([entry_point(), "transcribe", str(tmp_path / "mostly.wav"), "--model", "none", "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [entry_point(), "transcribe", str(tmp_path / "mostly.wav"), "--model", "none", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and proc.stdout == ""
     assert "mostly NaN/inf" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -74,8 +98,12 @@ def test_fatal_stream_error_is_printed_once(tmp_path):
 
     sf.write(str(tmp_path / "mostly.wav"), np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
     for extra in ([], ["--jsonl", str(tmp_path / "e.jsonl")], ["--jsonl", "-"]):
-        proc = subprocess.run([entry_point(), "transcribe", str(tmp_path / "mostly.wav"), "--model", "none",
-                               "--no-progress", *extra], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [entry_point(), "transcribe", str(tmp_path / "mostly.wav"), "--model", "none", "--no-progress", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 1, (extra, proc.stderr)
         said = [line for line in proc.stderr.splitlines() if "mostly NaN/inf" in line]
         assert len(said) == 1, (extra, proc.stderr)
@@ -88,15 +116,29 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
         [entry_point(), "transcribe", str(tmp_path / "missing.flac")], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"speechstream: error: input file not found: {tmp_path / 'missing.flac'}"]
+    assert proc.stderr.strip().splitlines() == [
+        f"speechstream: error: input file not found: {tmp_path / 'missing.flac'}"
+    ]
 
 
 def test_sigint_mid_stream_stops_gracefully(tmp_path):
     """Ctrl-C while a real-time run is going: the stream ends, files are closed and valid."""
     proc = subprocess.Popen(
-        [entry_point(), "transcribe", str(EXAMPLE), "--model", "none", "--realtime",
-         "--jsonl", str(tmp_path / "e.jsonl"), "--vtt", str(tmp_path / "c.vtt")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            entry_point(),
+            "transcribe",
+            str(EXAMPLE),
+            "--model",
+            "none",
+            "--realtime",
+            "--jsonl",
+            str(tmp_path / "e.jsonl"),
+            "--vtt",
+            str(tmp_path / "c.vtt"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

@@ -47,16 +47,18 @@ def test_an_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path, opt
     talk = tmp_path / "talk.wav"
     shutil.copy(EXAMPLE, talk)
     before = _digest(talk)
-    _one_error_line(_run("transcribe", str(talk), "--model", "none", "--no-progress", option, str(talk)),
-                    option, "the input FILE")
+    _one_error_line(
+        _run("transcribe", str(talk), "--model", "none", "--no-progress", option, str(talk)), option, "the input FILE"
+    )
     assert _digest(talk) == before
     # The same file under another name: a symlink, and a relative path with '..'.
     link = tmp_path / "link.wav"
     link.symlink_to(talk)
     _one_error_line(_run("transcribe", str(talk), "--model", "none", option, str(link)), "the input FILE")
     (tmp_path / "sub").mkdir()
-    _one_error_line(_run("transcribe", "talk.wav", "--model", "none", option, "sub/../talk.wav", cwd=tmp_path),
-                    "the input FILE")
+    _one_error_line(
+        _run("transcribe", "talk.wav", "--model", "none", option, "sub/../talk.wav", cwd=tmp_path), "the input FILE"
+    )
     assert _digest(talk) == before and sorted(p.name for p in tmp_path.iterdir()) == ["link.wav", "sub", "talk.wav"]
 
 
@@ -65,11 +67,16 @@ def test_a_hard_link_to_the_input_and_an_enrollment_clip_are_refused(tmp_path):
     shutil.copy(EXAMPLE, talk)
     os.link(talk, tmp_path / "same.srt")
     before = _digest(talk)
-    _one_error_line(_run("transcribe", str(talk), "--model", "none", "--srt", str(tmp_path / "same.srt")), "the input FILE")
+    _one_error_line(
+        _run("transcribe", str(talk), "--model", "none", "--srt", str(tmp_path / "same.srt")), "the input FILE"
+    )
     clip = tmp_path / "ann.wav"
     shutil.copy(EXAMPLE, clip)
-    _one_error_line(_run("transcribe", str(talk), "--model", "none", "--speaker", f"ann={clip}", "--rttm", str(clip)),
-                    "--rttm", "--speaker ann=")
+    _one_error_line(
+        _run("transcribe", str(talk), "--model", "none", "--speaker", f"ann={clip}", "--rttm", str(clip)),
+        "--rttm",
+        "--speaker ann=",
+    )
     assert _digest(talk) == before and _digest(clip) == _digest(EXAMPLE)
 
 
@@ -84,11 +91,17 @@ def test_an_output_that_is_the_config_file_is_refused(tmp_path):
 def test_two_outputs_on_one_path_are_refused(tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("notes\n")
-    _one_error_line(_run("transcribe", str(EXAMPLE), "--model", "none", "--srt", str(out), "--vtt", str(out)),
-                    "--vtt", "--srt", "same file")
+    _one_error_line(
+        _run("transcribe", str(EXAMPLE), "--model", "none", "--srt", str(out), "--vtt", str(out)),
+        "--vtt",
+        "--srt",
+        "same file",
+    )
     assert out.read_text() == "notes\n"
     # Devices are not files: /dev/null may take several outputs.
-    proc = _run("transcribe", str(EXAMPLE), "--model", "none", "--no-progress", "--srt", "/dev/null", "--jsonl", "/dev/null")
+    proc = _run(
+        "transcribe", str(EXAMPLE), "--model", "none", "--no-progress", "--srt", "/dev/null", "--jsonl", "/dev/null"
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -108,8 +121,10 @@ def test_existing_outputs_survive_a_run_that_fails_at_start(tmp_path):
     bad.write_text("not audio\n")
     outs = _old_outputs(tmp_path)
     args = [a for opt, path in outs.items() for a in (opt, str(path))]
-    _one_error_line(_run("transcribe", str(bad), "--model", "none", "--no-progress", "--no-diarize", *args),
-                    "cannot read audio file")
+    _one_error_line(
+        _run("transcribe", str(bad), "--model", "none", "--no-progress", "--no-diarize", *args),
+        "cannot read audio file",
+    )
     for opt, path in outs.items():
         assert path.read_text() == f"precious {opt} from an earlier run\n", opt
     assert not list(tmp_path.glob(".*.part")), list(tmp_path.glob(".*"))  # no temporary file left behind
@@ -118,7 +133,9 @@ def test_existing_outputs_survive_a_run_that_fails_at_start(tmp_path):
 def test_existing_outputs_are_replaced_whole_by_a_complete_run(tmp_path):
     outs = _old_outputs(tmp_path)
     args = [a for opt, path in outs.items() for a in (opt, str(path))]
-    proc = _run("transcribe", str(EXAMPLE), "--model", "none", "--no-progress", "--no-diarize", *args)  # diarization is slow
+    proc = _run(
+        "transcribe", str(EXAMPLE), "--model", "none", "--no-progress", "--no-diarize", *args
+    )  # diarization is slow
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in outs["--jsonl"].read_text().splitlines()]
     assert [e["type"] for e in events].count("speech_ended") == 4
@@ -137,8 +154,22 @@ def test_sigkill_leaves_each_output_either_old_or_valid(tmp_path):
     jsonl.write_text("old log\n")
     vtt.write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nold caption\n\n")
     old_vtt = vtt.read_text()
-    proc = subprocess.Popen([entry_point(), "transcribe", str(EXAMPLE), "--model", "none", "--realtime",
-                             "--jsonl", str(jsonl), "--vtt", str(vtt)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            entry_point(),
+            "transcribe",
+            str(EXAMPLE),
+            "--model",
+            "none",
+            "--realtime",
+            "--jsonl",
+            str(jsonl),
+            "--vtt",
+            str(vtt),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "speech_ended" not in jsonl.read_text():
@@ -180,8 +211,8 @@ def test_eval_names_the_right_line_of_a_headerless_manifest(tmp_path):
 
 
 def test_manifest_line_numbers_with_a_header_and_blank_lines(tmp_path):
+    from speechstream.eval import read_manifest
     from stream.errors import ConfigError
-    from stream.eval import read_manifest
 
     with pytest.raises(ConfigError, match="m.tsv line 3:"):
         read_manifest(_manifest(tmp_path, "audio\ttext", "a.wav\tHELLO", "a.wav"))
@@ -192,7 +223,20 @@ def test_manifest_line_numbers_with_a_header_and_blank_lines(tmp_path):
 
 def _make_mp3(dst: Path) -> None:
     if shutil.which("ffmpeg"):
-        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(EXAMPLE), "-codec:a", "libmp3lame", "-b:a", "64k", str(dst)]
+        cmd = [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(EXAMPLE),
+            "-codec:a",
+            "libmp3lame",
+            "-b:a",
+            "64k",
+            str(dst),
+        ]
     elif shutil.which("lame"):
         cmd = ["lame", "--quiet", "-b", "64", str(EXAMPLE), str(dst)]
     else:
@@ -229,5 +273,9 @@ def test_an_unknown_format_names_the_formats_read(tmp_path):
     if not shutil.which("ffmpeg"):
         pytest.skip("needs ffmpeg")
     m4a = tmp_path / "x.m4a"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(EXAMPLE), "-t", "1", str(m4a)], check=True, timeout=60)
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(EXAMPLE), "-t", "1", str(m4a)],
+        check=True,
+        timeout=60,
+    )
     _one_error_line(_run("transcribe", str(m4a), "--model", "none"), "formats read: wav, flac", "mp3")

@@ -14,15 +14,19 @@ from pathlib import Path
 
 import jiwer
 
-from stream.eval import normalize_text
+from speechstream.eval import normalize_text
 from tests.integration.test_cli_entrypoint import entry_point
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _finals(*extra: str) -> list[dict]:
-    proc = subprocess.run([entry_point(), "transcribe", str(REPO / "examples" / "hello.wav"), "--jsonl", "-", "--no-progress", *extra],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [entry_point(), "transcribe", str(REPO / "examples" / "hello.wav"), "--jsonl", "-", "--no-progress", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Loading the LM" not in proc.stderr and "****" not in proc.stderr, proc.stderr  # KenLM chatter filtered
     return [e for e in map(json.loads, proc.stdout.splitlines()) if e["type"] == "final_transcript"]
@@ -39,4 +43,6 @@ def test_default_transcribe_reads_like_the_reference():
     assert jiwer.wer(ref, hyp_lm) <= 0.45, hyp_lm
     assert jiwer.wer(ref, hyp_lm) < jiwer.wer(ref, hyp_greedy), (hyp_lm, hyp_greedy)  # the bundled LM helps here
     for f in with_lm:  # word timestamps inside the final's span
-        assert f["words"] and all(f["sample"] <= w["start_sample"] <= w["end_sample"] <= f["end_sample"] for w in f["words"])
+        assert f["words"] and all(
+            f["sample"] <= w["start_sample"] <= w["end_sample"] <= f["end_sample"] for w in f["words"]
+        )

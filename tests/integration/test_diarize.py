@@ -154,7 +154,10 @@ async def test_two_streams_in_one_graph_are_diarized_independently(conversation)
     audio, ref, _ = conversation
     collect = Collect(keep_audio=False)
     graph = Graph(
-        sources=[ArraySource(audio, SR, stream_id="a", block=1600), ArraySource(audio[::-1].copy(), SR, stream_id="b", block=800)],
+        sources=[
+            ArraySource(audio, SR, stream_id="a", block=1600),
+            ArraySource(audio[::-1].copy(), SR, stream_id="b", block=800),
+        ],
         nodes=[VadNode.webrtc(), Diarizer(), collect],
     )
     await graph.run(timeout_s=240)

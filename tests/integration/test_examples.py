@@ -39,9 +39,19 @@ def test_recipe_regenerates_the_recording(tmp_path):
 
 def test_api_transcribe_example(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(EX / "api_transcribe.py"), str(EX / "hello.wav"), "--model", "none",
-         "--srt", str(tmp_path / "x.srt")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(EX / "api_transcribe.py"),
+            str(EX / "hello.wav"),
+            "--model",
+            "none",
+            "--srt",
+            str(tmp_path / "x.srt"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("(speech)") == 4
@@ -51,7 +61,10 @@ def test_api_transcribe_example(tmp_path):
 def test_api_custom_sink_example():
     proc = subprocess.run(
         [sys.executable, str(EX / "api_custom_sink.py"), str(EX / "hello.wav")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     lines = sorted(proc.stdout.splitlines())

@@ -24,14 +24,18 @@ from stream.graph import Graph
 from stream.node import Collect
 from stream.resample import Resample
 from stream.sources.file import FileSource
-from stream.testing import espeak_ng, have_espeak, speech_with_pauses, write_raw_s16
 from stream.vad_node import VadNode
+from tests.support.tts import espeak_ng, have_espeak, speech_with_pauses, write_raw_s16
 
 # Only a missing TTS binary skips; a missing PortAudio/ALSA fails (CI installs libportaudio2).
 pytestmark = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not installed (apt install espeak-ng)")
 
 ROOT = Path(__file__).resolve().parents[2]
-SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Please call me back when you get this.", "See you tomorrow."]
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call me back when you get this.",
+    "See you tomorrow.",
+]
 
 MIC_SCRIPT = textwrap.dedent(
     """
@@ -92,8 +96,14 @@ def alsa_setup(tmp_path_factory):
 
 
 def run_mic(env, device, duration_ms):
-    proc = subprocess.run([sys.executable, "-W", "error", "-c", MIC_SCRIPT, device, str(duration_ms)],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", MIC_SCRIPT, device, str(duration_ms)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     return proc
 
 
@@ -129,15 +139,27 @@ def test_unknown_device_lists_available(alsa_setup):
         asyncio.run(main())
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    ).stdout
     assert "no input device matching 'no-such-mic'" in out and "filemic" in out and "default" in out
 
 
 def test_device_by_index(alsa_setup):
     _, _, env = alsa_setup
-    listing = subprocess.run([sys.executable, "-c", "from stream.sources.mic import list_devices; "
-                              "print([d.index for d in list_devices() if d.name == 'filemic'][0])"],
-                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    listing = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from stream.sources.mic import list_devices; "
+            "print([d.index for d in list_devices() if d.name == 'filemic'][0])",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     index = listing.stdout.strip()
     proc = run_mic(env, index, 500)
     assert proc.returncode == 0, proc.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+
 import pytest
 import soundfile as sf
 import torch
@@ -57,11 +58,27 @@ def test_cli_language_offline_streamed_and_toml(mms, clips, tmp_path):
     # Typer's CliRunner: the CLI in process (the installed entry point is tested elsewhere)
     from typer.testing import CliRunner
 
-    from stream.cli import app
+    from speechstream.cli import app
 
     # offline, with --language
-    r = CliRunner().invoke(app, ["transcribe", str(wav), "--model", str(mms), "--language", "bbb", "--mode", "offline",
-                                 "--vad", "none", "--jsonl", "-", "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "transcribe",
+            str(wav),
+            "--model",
+            str(mms),
+            "--language",
+            "bbb",
+            "--mode",
+            "offline",
+            "--vad",
+            "none",
+            "--jsonl",
+            "-",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert _finals(r.stdout) == [want["bbb"]]
     # streamed (window mode, one window over the clip), the language from a TOML file
@@ -94,8 +111,8 @@ async def _refused(url: str, start: dict) -> tuple[list[dict], int | None]:
 
 
 async def test_serve_two_languages_at_once_on_one_model(mms, clips):
-    from stream.net.serve import ServeOptions, build_nodes
-    from stream.net.ws_server import CaptionServer, ServerConfig
+    from speechstream.net.serve import ServeOptions, build_nodes
+    from speechstream.net.ws_server import CaptionServer, ServerConfig
 
     nodes, _ = build_nodes(ServeOptions(model=str(mms), vad="none", mode="window", chunk_ms=4000, language="aaa"))
     rec = nodes[-1]
@@ -120,9 +137,9 @@ async def test_serve_two_languages_at_once_on_one_model(mms, clips):
 
 
 async def test_serve_with_an_unknown_default_language_fails_at_start(mms):
+    from speechstream.net.serve import ServeOptions, build_nodes
+    from speechstream.net.ws_server import CaptionServer
     from stream.errors import ConfigError
-    from stream.net.serve import ServeOptions, build_nodes
-    from stream.net.ws_server import CaptionServer
 
     nodes, _ = build_nodes(ServeOptions(model=str(mms), vad="none", language="zzz"))
     server = CaptionServer(nodes)
@@ -134,8 +151,8 @@ async def test_serve_with_an_unknown_default_language_fails_at_start(mms):
 async def test_serve_unreadable_adapter_fails_its_stream_only(mms, clips, tmp_path):
     import shutil
 
-    from stream.net.serve import ServeOptions, build_nodes
-    from stream.net.ws_server import CaptionServer, ServerConfig
+    from speechstream.net.serve import ServeOptions, build_nodes
+    from speechstream.net.ws_server import CaptionServer, ServerConfig
 
     broken = tmp_path / "broken"
     shutil.copytree(mms, broken)

@@ -12,16 +12,16 @@ import os
 import numpy as np
 import pytest
 
+from speechstream.net.languages import set_stream_language, start_stream
+from speechstream.net.mqtt import MqttPublisher, MqttSettings, topic
+from speechstream.net.mqtt_worker import MqttWorker
+from speechstream.net.protocol import ProtocolError, encode_audio
+from speechstream.net.serve import ServeOptions, build_nodes
+from speechstream.net.tcp import TcpPcmServer
 from stream.events import EndOfStream, ErrorEvent, FinalTranscript
 from stream.graph import Graph
-from stream.net.languages import set_stream_language, start_stream
-from stream.net.mqtt import MqttPublisher, MqttSettings, topic
-from stream.net.mqtt_worker import MqttWorker
-from stream.net.protocol import ProtocolError, encode_audio
-from stream.net.push_source import PushSource
-from stream.net.serve import ServeOptions, build_nodes
-from stream.net.tcp import TcpPcmServer
 from stream.node import Collect
+from stream.sources.push import PushSource
 from tests.integration.mqtt_broker import MOSQUITTO, Broker
 from tests.integration.test_mms_languages import clips, mms  # noqa: F401  (module fixtures)
 from tests.integration.test_mqtt import Consumer
@@ -87,7 +87,9 @@ async def test_mqtt_two_languages_at_once_and_an_unknown_one_refused_alone(mms, 
             await pub.start()
             await pub.wait_connected()
             for sid, (_, lang, _) in plan.items():
-                start = {"type": "start", "sample_rate_hz": 16000, "format": "s16"} | ({"language": lang} if lang else {})
+                start = {"type": "start", "sample_rate_hz": 16000, "format": "s16"} | (
+                    {"language": lang} if lang else {}
+                )
                 pub.publish(topic("speechstream", sid, "control"), json.dumps(start), qos=1)
             step = 320  # 20 ms frames, interleaved: the four streams are live at once
             for pos in range(0, len(clips[0][0]), step):
@@ -100,8 +102,12 @@ async def test_mqtt_two_languages_at_once_and_an_unknown_one_refused_alone(mms, 
             await pub.close()
             ends = {f"speechstream/{sid}/transcript" for sid, (_, _, want) in plan.items() if want is not None}
             await consumer.wait_for(
-                lambda: ends <= {t for t, d in consumer.raw if d["type"] == "end_of_stream"}
-                and any(t == "speechstream/s-zzz/error" for t, _ in consumer.raw), 60)
+                lambda: (
+                    ends <= {t for t, d in consumer.raw if d["type"] == "end_of_stream"}
+                    and any(t == "speechstream/s-zzz/error" for t, _ in consumer.raw)
+                ),
+                60,
+            )
             await asyncio.sleep(0.3)  # anything the refused stream's audio could still have caused
             late = worker.ingest.stats["late_frames"]
     finally:
@@ -152,8 +158,12 @@ async def test_tcp_two_languages_at_once_and_an_unknown_one_refused_alone(mms, c
             s16 = {"type": "start", "sample_rate_hz": 16000}
             answers = await asyncio.gather(
                 _tcp_client(srv.bound_port, {**s16, "stream_id": "t-bbb", "language": "bbb"}, clips[0][0]),
-                _tcp_client(srv.bound_port, {**s16, "stream_id": "t-aaa", "format": "f32", "language": "aaa"},
-                            clips[1][0], "f32"),
+                _tcp_client(
+                    srv.bound_port,
+                    {**s16, "stream_id": "t-aaa", "format": "f32", "language": "aaa"},
+                    clips[1][0],
+                    "f32",
+                ),
                 _tcp_client(srv.bound_port, None, clips[1][0]),  # raw PCM, as before: the default language
                 _tcp_client(srv.bound_port, {**s16, "stream_id": "t-zzz", "language": "zzz"}, clips[0][0]),
             )
@@ -178,13 +188,16 @@ async def test_tcp_two_languages_at_once_and_an_unknown_one_refused_alone(mms, c
     assert srv.errors == [("t-zzz", "unknown_language")]
 
 
-@pytest.mark.parametrize("line,code", [
-    (b'{"type": "start", "sample_rate_hz": 16000, "language": 7}\n', "bad_control"),
-    (b'{"type": "start", "sample_rate_hz": 16000\n', "bad_json"),
-    (b'{"type": "end"}\n', "no_start"),
-    (b'{"type": "start", "sample_rate_hz": 16000, "offset_header": true}\n', "bad_control"),
-    (b'{"type": "start", "sample_rate_hz": 16000, "stream_id": "' + b"x" * 5000 + b'"}\n', "oversize"),
-])
+@pytest.mark.parametrize(
+    "line,code",
+    [
+        (b'{"type": "start", "sample_rate_hz": 16000, "language": 7}\n', "bad_control"),
+        (b'{"type": "start", "sample_rate_hz": 16000\n', "bad_json"),
+        (b'{"type": "end"}\n', "no_start"),
+        (b'{"type": "start", "sample_rate_hz": 16000, "offset_header": true}\n', "bad_control"),
+        (b'{"type": "start", "sample_rate_hz": 16000, "stream_id": "' + b"x" * 5000 + b'"}\n', "oversize"),
+    ],
+)
 async def test_tcp_bad_start_line_is_one_error_line(line, code):
     graph = Graph(nodes=[Collect(keep_audio=False)])
     await graph.start()
@@ -201,7 +214,6 @@ async def test_tcp_bad_start_line_is_one_error_line(line, code):
     err = json.loads(answer[0])
     assert err["type"] == "error" and err["code"] == code and err["fatal"], err
     assert srv.errors == [(err["stream_id"], code)]
-
 
 
 async def test_tcp_pcm_that_begins_with_a_brace_byte_is_still_pcm():
@@ -228,8 +240,8 @@ def test_eval_language_streams_and_scores_in_that_language(mms, clips, tmp_path)
     import soundfile as sf
     from typer.testing import CliRunner
 
-    from stream.cli import app
-    from stream.eval import EvalConfig, evaluate
+    from speechstream.cli import app
+    from speechstream.eval import EvalConfig, evaluate
 
     x, want = clips[0]
     sf.write(tmp_path / "a.wav", x, 16000, subtype="FLOAT")
@@ -240,8 +252,21 @@ def test_eval_language_streams_and_scores_in_that_language(mms, clips, tmp_path)
     for lang in ("bbb", "aaa"):
         (u,) = evaluate(EvalConfig(manifest, language=lang, **common), log=lambda m: None).utterances
         assert (u.stream_hyp, u.offline_greedy) == (want[lang], want[lang]), lang
-    args = ["eval", str(manifest), "--model", str(mms), "--mode", "window", "--chunk-ms", "4000", "--vad", "none",
-            "--no-realtime", "--pad-silence-ms", "0"]
+    args = [
+        "eval",
+        str(manifest),
+        "--model",
+        str(mms),
+        "--mode",
+        "window",
+        "--chunk-ms",
+        "4000",
+        "--vad",
+        "none",
+        "--no-realtime",
+        "--pad-silence-ms",
+        "0",
+    ]
     r = CliRunner().invoke(app, [*args, "--language", "bbb"])
     assert r.exit_code == 0, r.output
     (line,) = [l for l in r.stdout.splitlines() if "streaming WER" in l]

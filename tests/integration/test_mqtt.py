@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from sinks.mqtt import MqttSink
+from speechstream.net.mqtt import FinalDeduper, MqttPublisher, MqttSettings, parse_topic, route, topic
+from speechstream.net.mqtt_worker import MqttWorker
+from speechstream.net.protocol import encode_audio, with_offset_header
 from stream.events import EndOfStream, FinalTranscript, PartialTranscript, SpeechStarted
-from stream.net.mqtt import FinalDeduper, MqttPublisher, MqttSettings, parse_topic, route, topic
-from stream.net.mqtt_worker import MqttWorker
-from stream.net.protocol import encode_audio, with_offset_header
 from stream.resample import Resample
 from tests.integration.mqtt_broker import MOSQUITTO, Broker
 from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, sine
@@ -45,7 +45,7 @@ class Consumer:
         self.connects = 0
         self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "Consumer":
+    async def __aenter__(self) -> Consumer:
         self._task = asyncio.create_task(self._run())
         await asyncio.wait_for(self.subscribed.wait(), 10)
         return self
@@ -102,8 +102,9 @@ async def test_sink_outbox_loses_no_final_across_a_broker_restart(broker):
         restarted = False
         for i in range(n):
             await sink.consume(PartialTranscript("room", i * 1600, segment_id=f"room-{i}", text=f"partial {i}"))
-            await sink.consume(FinalTranscript("room", i * 1600, segment_id=f"room-{i}", text=f"final {i}",
-                                               end_sample=(i + 1) * 1600))
+            await sink.consume(
+                FinalTranscript("room", i * 1600, segment_id=f"room-{i}", text=f"final {i}", end_sample=(i + 1) * 1600)
+            )
             if i == n // 3:
                 broker.stop()  # mid-stream; the sink keeps accepting events
             if i == n // 2 and not restarted:
@@ -146,8 +147,17 @@ async def test_publisher_without_broker_keeps_qos1_until_it_appears(tmp_path):
         b.stop()
 
 
-async def _publish_audio(settings: MqttSettings, sid: str, audio, rate: int, *, start: dict | None, realtime: bool,
-                         on_progress=None, controls: dict[int, dict] | None = None) -> MqttPublisher:
+async def _publish_audio(
+    settings: MqttSettings,
+    sid: str,
+    audio,
+    rate: int,
+    *,
+    start: dict | None,
+    realtime: bool,
+    on_progress=None,
+    controls: dict[int, dict] | None = None,
+) -> MqttPublisher:
     pub = MqttPublisher(settings, name=f"mic:{sid}")
     await pub.start()
     await pub.wait_connected()
@@ -173,15 +183,25 @@ async def test_worker_end_to_end_with_error_topic(broker):
     settings = MqttSettings(port=broker.port, reconnect_min_s=0.05)
     worker = MqttWorker([Resample(), EnergyCaptioner()], settings, default_rate_hz=16000)
     async with Consumer(broker.port, "speechstream/#", client_id="e2e-consumer") as consumer, worker:
-        pub = await _publish_audio(settings, "kitchen", sine(2.0, 48000, 0.5), 48000,
-                                   start={"type": "start", "sample_rate_hz": 48000, "format": "s16"}, realtime=False)
+        pub = await _publish_audio(
+            settings,
+            "kitchen",
+            sine(2.0, 48000, 0.5),
+            48000,
+            start={"type": "start", "sample_rate_hz": 48000, "format": "s16"},
+            realtime=False,
+        )
         # A bad frame on another stream: odd byte count -> error event on its error topic; kitchen unaffected.
         pub.publish("speechstream/garage/audio", b"\x00\x01\x02", qos=1)
         await pub.drain(10)
         await pub.close()
         await consumer.wait_for(
-            lambda: any(t == "speechstream/kitchen/transcript" and d["type"] == "end_of_stream" for t, d in consumer.raw)
-            and any(t == "speechstream/garage/error" for t, _ in consumer.raw), 20)
+            lambda: (
+                any(t == "speechstream/kitchen/transcript" and d["type"] == "end_of_stream" for t, d in consumer.raw)
+                and any(t == "speechstream/garage/error" for t, _ in consumer.raw)
+            ),
+            20,
+        )
     kitchen = [d for t, d in consumer.raw if t == "speechstream/kitchen/transcript" and d["type"] == "final_transcript"]
     assert [f["text"] for f in kitchen] == ["seg0 rms35", "seg1 rms35"]
     err = [d for t, d in consumer.raw if t == "speechstream/garage/error"]
@@ -197,9 +217,15 @@ async def test_worker_passes_speaker_settings_on(broker, takes_speakers):
     cap = SpeakerAwareCaptioner() if takes_speakers else EnergyCaptioner()
     worker = MqttWorker([Resample(), cap], settings, default_rate_hz=16000)
     async with Consumer(broker.port, "speechstream/#", client_id="spk-consumer") as consumer, worker:
-        pub = await _publish_audio(settings, "den", sine(2.0, 16000, 0.5), 16000, realtime=False,
-                                   start={"type": "start", "sample_rate_hz": 16000, "num_speakers": 2, "names": ["Al"]},
-                                   controls={10: {"type": "set_speakers", "names": ["Bo"]}})
+        pub = await _publish_audio(
+            settings,
+            "den",
+            sine(2.0, 16000, 0.5),
+            16000,
+            realtime=False,
+            start={"type": "start", "sample_rate_hz": 16000, "num_speakers": 2, "names": ["Al"]},
+            controls={10: {"type": "set_speakers", "names": ["Bo"]}},
+        )
         await pub.drain(10)
         await pub.close()
         await consumer.wait_for(lambda: any(d["type"] == "end_of_stream" for _, d in consumer.raw), 20)
@@ -215,8 +241,10 @@ async def test_worker_passes_speaker_settings_on(broker, takes_speakers):
 async def test_worker_pipeline_survives_broker_restart_mid_stream(broker):
     """mic -> MQTT -> worker -> MQTT -> consumer, with the broker restarted in the middle of the stream."""
     settings = MqttSettings(port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.2)
-    worker = MqttWorker([Resample(), EnergyCaptioner(segment_samples=8000, partial_samples=2000)],
-                        MqttSettings(port=broker.port, client_id="worker", reconnect_min_s=0.05, reconnect_max_s=0.2))
+    worker = MqttWorker(
+        [Resample(), EnergyCaptioner(segment_samples=8000, partial_samples=2000)],
+        MqttSettings(port=broker.port, client_id="worker", reconnect_min_s=0.05, reconnect_max_s=0.2),
+    )
     async with Consumer(broker.port, "speechstream/+/transcript", client_id="restart-consumer") as consumer, worker:
 
         async def restart_at(k: int) -> None:
@@ -226,8 +254,15 @@ async def test_worker_pipeline_survives_broker_restart_mid_stream(broker):
                 await asyncio.to_thread(broker.start)
 
         # QoS 1 may deliver an audio frame twice across the restart: the offset header lets the worker drop it.
-        pub = await _publish_audio(settings, "lab", sine(3.0, 16000, 0.4), 16000, realtime=True, on_progress=restart_at,
-                                   start={"type": "start", "sample_rate_hz": 16000, "offset_header": True})
+        pub = await _publish_audio(
+            settings,
+            "lab",
+            sine(3.0, 16000, 0.4),
+            16000,
+            realtime=True,
+            on_progress=restart_at,
+            start={"type": "start", "sample_rate_hz": 16000, "offset_header": True},
+        )
         await pub.drain(15)
         await pub.close()
         await consumer.wait_for(lambda: any(d["type"] == "end_of_stream" for _, d in consumer.raw), 30)
@@ -254,19 +289,41 @@ async def test_worker_fuzz_then_a_good_stream(broker):
         for _ in range(1000):
             sid = rng.choice(["a", "b", "c", "d"])
             if rng.random() < 0.6:
-                payload = rng.choice([rng.randbytes(rng.choice([1, 3, 5, 8, 999])),
-                                      np.full(16, rng.choice([np.nan, np.inf, 1e20]), dtype="<f4").tobytes()])
+                payload = rng.choice(
+                    [
+                        rng.randbytes(rng.choice([1, 3, 5, 8, 999])),
+                        np.full(16, rng.choice([np.nan, np.inf, 1e20]), dtype="<f4").tobytes(),
+                    ]
+                )
                 junk.publish(f"speechstream/{sid}/audio", payload, qos=0)
             else:
-                junk.publish(f"speechstream/{sid}/control", rng.choice(
-                    [b"{", b"[]", b'{"type":"start"}', b'{"type":"start","sample_rate_hz":7}', b"\xff\xfe",
-                     b'{"type":"set_speakers"}', b'{"type":"bogus"}']), qos=0)
+                junk.publish(
+                    f"speechstream/{sid}/control",
+                    rng.choice(
+                        [
+                            b"{",
+                            b"[]",
+                            b'{"type":"start"}',
+                            b'{"type":"start","sample_rate_hz":7}',
+                            b"\xff\xfe",
+                            b'{"type":"set_speakers"}',
+                            b'{"type":"bogus"}',
+                        ]
+                    ),
+                    qos=0,
+                )
         with pytest.raises(ValueError):
             junk.publish("speechstream/bad+topic/audio", b"\x00\x00", qos=0)  # refused at once, not in the pump
         await junk.drain(10)
         await junk.close()
-        pub = await _publish_audio(settings, "good", sine(1.0, 16000, 0.5), 16000,
-                                   start={"type": "start", "sample_rate_hz": 16000, "format": "s16"}, realtime=False)
+        pub = await _publish_audio(
+            settings,
+            "good",
+            sine(1.0, 16000, 0.5),
+            16000,
+            start={"type": "start", "sample_rate_hz": 16000, "format": "s16"},
+            realtime=False,
+        )
         await pub.drain(10)
         await pub.close()
         await consumer.wait_for(lambda: any(d["type"] == "end_of_stream" for _, d in consumer.raw), 20)

@@ -19,8 +19,14 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(not os.path.exists(MO
 
 def _spawn(script: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, str(REPO / "examples" / script), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / script), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_line(proc: subprocess.Popen, needle: str, timeout_s: float = 60) -> list[str]:

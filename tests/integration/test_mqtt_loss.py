@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
+from speechstream.net.mqtt import MqttPublisher, MqttSettings, topic
+from speechstream.net.mqtt_worker import MqttWorker
+from speechstream.net.protocol import encode_audio, with_offset_header
 from stream.events import AudioChunk, EndOfStream, Event
-from stream.net.mqtt import MqttPublisher, MqttSettings, topic
-from stream.net.mqtt_worker import MqttWorker
-from stream.net.protocol import encode_audio, with_offset_header
 from stream.node import Node
 from stream.resample import Resample
 from tests.integration.mqtt_broker import MOSQUITTO, Broker
@@ -65,8 +65,10 @@ async def test_audio_swallowed_by_a_sigkilled_broker_is_reported_with_its_span(t
     recorder = Recorder()
     # The worker comes back 1 s after the broker died; the microphone within ~0.1 s of the restart,
     # and re-sends its outbox at once: those frames reach a broker where nobody has subscribed.
-    worker = MqttWorker([Resample(), recorder], MqttSettings(port=broker.port, client_id="loss-worker",
-                                                             reconnect_min_s=1.0, reconnect_max_s=1.0))
+    worker = MqttWorker(
+        [Resample(), recorder],
+        MqttSettings(port=broker.port, client_id="loss-worker", reconnect_min_s=1.0, reconnect_max_s=1.0),
+    )
     mic = MqttPublisher(MqttSettings(port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.1), name="mic")
     seconds = 3.0
     n = int(seconds * RATE)
@@ -76,10 +78,15 @@ async def test_audio_swallowed_by_a_sigkilled_broker_is_reported_with_its_span(t
         async with Consumer(broker.port, "speechstream/#", client_id="loss-consumer") as consumer, worker:
             await mic.start()
             await mic.wait_connected()
-            mic.publish(topic("speechstream", "lab", "control"),
-                        json.dumps({"type": "start", "sample_rate_hz": RATE, "offset_header": True}), qos=1)
+            mic.publish(
+                topic("speechstream", "lab", "control"),
+                json.dumps({"type": "start", "sample_rate_hz": RATE, "offset_header": True}),
+                qos=1,
+            )
             # Beside it, a stream without offsets: its loss cannot be measured, only announced.
-            mic.publish(topic("speechstream", "plain", "control"), json.dumps({"type": "start", "sample_rate_hz": RATE}), qos=1)
+            mic.publish(
+                topic("speechstream", "plain", "control"), json.dumps({"type": "start", "sample_rate_hz": RATE}), qos=1
+            )
             t0 = time.monotonic()
             for k, pos in enumerate(range(0, n, FRAME)):
                 if k == 50:  # 1 s in
@@ -104,7 +111,8 @@ async def test_audio_swallowed_by_a_sigkilled_broker_is_reported_with_its_span(t
     assert got.shape[0] == n  # stream time is exact: every sample there, lost ones as silence
     holes = zero_runs(got)
     assert holes and sum(b - a for a, b in holes) >= FRAME * 5, (
-        f"the SIGKILL lost no audio ({holes}): the test did not reproduce the loss it is about")
+        f"the SIGKILL lost no audio ({holes}): the test did not reproduce the loss it is about"
+    )
     # In the stream: one audio_lost per hole, with exactly its span, before the audio that follows it.
     lost = [e for e in recorder.events if e.type == "audio_lost"]
     assert [(e.sample, e.to_dict()["end_sample"]) for e in lost] == holes, (lost, holes)
@@ -114,8 +122,11 @@ async def test_audio_swallowed_by_a_sigkilled_broker_is_reported_with_its_span(t
         assert "never arrived" in d["message"] and f"{d['sample']} to {d['end_sample']} at {RATE} Hz" in d["message"]
     assert worker.ingest.stats["lost_samples"] == sum(b - a for a, b in holes)
     # On the error topic, the same reports (QoS 1: repeats allowed, none missing).
-    published = {(d["sample"], d["end_sample"]) for tp, d in consumer.raw
-                 if tp == "speechstream/lab/error" and d["type"] == "audio_lost"}
+    published = {
+        (d["sample"], d["end_sample"])
+        for tp, d in consumer.raw
+        if tp == "speechstream/lab/error" and d["type"] == "audio_lost"
+    }
     assert published == set(holes), (published, holes, [d["type"] for _, d in consumer.raw])
     eos = [d for tp, d in consumer.raw if tp == "speechstream/lab/transcript" and d["type"] == "end_of_stream"]
     assert eos[0]["sample"] == n

@@ -12,8 +12,8 @@ import aiomqtt
 import pytest
 
 from sinks.mqtt import MqttSink
+from speechstream.net.mqtt import MqttPublisher, MqttSettings
 from stream.events import FinalTranscript
-from stream.net.mqtt import MqttPublisher, MqttSettings
 from tests.integration.mqtt_broker import MOSQUITTO, Broker
 
 pytestmark = [
@@ -64,9 +64,28 @@ async def test_username_password(tmp_path):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_tls_with_a_self_made_ca(tmp_path):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     os.chmod(key, 0o644)
     broker = Broker(tmp_path / "b", listener_extra=f"cafile {cert}\ncertfile {cert}\nkeyfile {key}\n")
     broker.start()

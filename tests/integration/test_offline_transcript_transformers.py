@@ -40,9 +40,25 @@ def test_offline_greedy_transcript_equals_transformers(tmp_path: Path, family: s
 
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     run = subprocess.run(
-        [entry_point(), "transcribe", str(EXAMPLE), "--model", str(model_dir),
-         "--mode", "offline", "--vad", "none", "--jsonl", "-", "--no-progress"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env,
+        [
+            entry_point(),
+            "transcribe",
+            str(EXAMPLE),
+            "--model",
+            str(model_dir),
+            "--mode",
+            "offline",
+            "--vad",
+            "none",
+            "--jsonl",
+            "-",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env=env,
     )
     assert run.returncode == 0, run.stderr
     finals = [json.loads(line) for line in run.stdout.splitlines() if '"final_transcript"' in line]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speechstream.net.protocol import encode_audio
+from speechstream.net.tcp import PcmFramer, TcpPcmServer, TcpPcmSource
 from stream.errors import ConfigError
 from stream.events import EndOfStream, ErrorEvent, FinalTranscript
 from stream.graph import Graph
-from stream.net.protocol import encode_audio
-from stream.net.tcp import PcmFramer, TcpPcmServer, TcpPcmSource
 from stream.node import Collect
 from stream.resample import Resample
 from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, sine
@@ -122,8 +122,21 @@ async def test_ffmpeg_pipes_into_the_source(tmp_path):
     out = Collect(keep_audio=False)
     graph = Graph(sources=[src], nodes=[Resample(), EnergyCaptioner(), out])
     await graph.start()
-    cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(wav), "-f", "s16le", "-ac", "1", "-ar", "16000",
-           f"tcp://127.0.0.1:{src.bound_port}"]
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        str(wav),
+        "-f",
+        "s16le",
+        "-ac",
+        "1",
+        "-ar",
+        "16000",
+        f"tcp://127.0.0.1:{src.bound_port}",
+    ]
     proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     await graph.run(timeout_s=20)
@@ -173,5 +186,7 @@ async def test_server_start_line_speaker_settings(takes_speakers):
         assert [a["type"] for a in answer] == ["ready"] and cap.speaker_settings == {"den": [(2, ("Al",))]}
     else:
         assert [(a["type"], a.get("code"), a.get("fatal")) for a in answer] == [
-            ("ready", None, None), ("error", "speakers_unsupported", False)]
+            ("ready", None, None),
+            ("error", "speakers_unsupported", False),
+        ]
         assert srv.errors == [("den", "speakers_unsupported")]

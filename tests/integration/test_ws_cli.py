@@ -42,13 +42,29 @@ async def _stop(proc: subprocess.Popen) -> tuple[int, str]:
 
 
 def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", *args], cwd=REPO, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "speechstream.cli", "serve", *args],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 async def test_serve_process_streams_vad_events_and_stops_on_sigterm():
-    proc = _spawn("--port", "0", "--model", "none", "--token", "t0k", "--allow-origin", "https://app.example",
-                  "--idle-timeout", "5")
+    proc = _spawn(
+        "--port",
+        "0",
+        "--model",
+        "none",
+        "--token",
+        "t0k",
+        "--allow-origin",
+        "https://app.example",
+        "--idle-timeout",
+        "5",
+    )
     try:
         url = None
         lines = []
@@ -61,8 +77,14 @@ async def test_serve_process_streams_vad_events_and_stops_on_sigterm():
         assert url.startswith("ws://127.0.0.1:")
         assert "t0k" not in "".join(lines)  # the token is never printed in clear
         x, rate = sf.read(REPO / "examples" / "hello.wav", dtype="float32", frames=16000 * 4)
-        s = await stream_audio(url + "?token=t0k", x, rate, chunk_ms=100, origin="https://app.example",
-                               controls={1: {"type": "set_speakers", "names": ["Ann"]}})
+        s = await stream_audio(
+            url + "?token=t0k",
+            x,
+            rate,
+            chunk_ms=100,
+            origin="https://app.example",
+            controls={1: {"type": "set_speakers", "names": ["Ann"]}},
+        )
         assert s.close_code == 1000
         kinds = [e["type"] for e in s.events]
         assert "speech_started" in kinds and "speech_ended" in kinds and kinds[-1] == "end_of_stream"
@@ -91,8 +113,14 @@ async def test_serve_diarize_honours_each_streams_speaker_settings():
         x, rate = sf.read(REPO / "examples" / "hello.wav", dtype="float32", frames=16000 * 9)
         capped, named = await asyncio.gather(
             stream_audio(url, x, rate, chunk_ms=100, timeout_s=60, start_extra={"num_speakers": 1, "names": ["Solo"]}),
-            stream_audio(url, x, rate, chunk_ms=100, timeout_s=60,
-                         controls={2: {"type": "set_speakers", "names": ["Ann", "Bob"]}}),
+            stream_audio(
+                url,
+                x,
+                rate,
+                chunk_ms=100,
+                timeout_s=60,
+                controls={2: {"type": "set_speakers", "names": ["Ann", "Bob"]}},
+            ),
         )
     finally:
         rc, rest = await _stop(proc)

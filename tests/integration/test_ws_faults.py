@@ -12,8 +12,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
-from stream.net.protocol import Limits, encode_audio
-from stream.net.ws_server import CaptionServer, ServerConfig
+from speechstream.net.protocol import Limits, encode_audio
+from speechstream.net.ws_server import CaptionServer, ServerConfig
 from stream.resample import Resample
 from tests.integration.netkit import EnergyCaptioner, assert_stream_well_formed, sine, stream_audio
 
@@ -43,7 +43,7 @@ async def test_client_vanishing_mid_stream_frees_everything():
             ws = await connect(srv.url)
             await ws.send(json.dumps({"type": "start", "sample_rate_hz": 16000}))
             sid = json.loads(await ws.recv())["stream_id"]
-            for i in range(20):
+            for _i in range(20):
                 await ws.send(encode_audio(sine(0.02, 16000)))
             await asyncio.sleep(0.1)
             assert sid in srv.active_streams and sid in cap.state
@@ -53,7 +53,7 @@ async def test_client_vanishing_mid_stream_frees_everything():
             try:
                 await _until(lambda: {t.get_name() for t in _server_tasks()} <= baseline)
             except TimeoutError:
-                raise AssertionError([repr(t) for t in _server_tasks() if t.get_name() not in baseline])
+                raise AssertionError([repr(t) for t in _server_tasks() if t.get_name() not in baseline]) from None
         # Still serving.
         s = await stream_audio(srv.url, sine(1.0, 16000), 16000)
         assert s.close_code == 1000 and len(s.finals) == 1
@@ -120,8 +120,9 @@ async def test_client_that_never_reads_is_closed_and_others_unaffected():
 
 async def test_fuzz_thousands_of_malformed_frames_then_a_good_client_is_served_correctly():
     rng = random.Random(20261122)
-    lim = Limits(max_frame_bytes=2048, max_messages_per_s=1e6, burst_messages=10**6, max_realtime_factor=1e3,
-                 burst_audio_s=1e3)
+    lim = Limits(
+        max_frame_bytes=2048, max_messages_per_s=1e6, burst_messages=10**6, max_realtime_factor=1e3, burst_audio_s=1e3
+    )
     async with CaptionServer([Resample(), EnergyCaptioner()], ServerConfig(port=0, limits=lim)) as srv:
         good_during = asyncio.create_task(stream_audio(srv.url, sine(2.0, 16000, 0.3), 16000, realtime=True))
 
@@ -130,8 +131,15 @@ async def test_fuzz_thousands_of_malformed_frames_then_a_good_client_is_served_c
             try:
                 async with connect(srv.url, max_size=None) as ws:
                     if r.random() < 0.8:
-                        await ws.send(json.dumps({"type": "start", "sample_rate_hz": r.choice([8000, 16000, 48000]),
-                                                  "format": r.choice(["s16", "f32"])}))
+                        await ws.send(
+                            json.dumps(
+                                {
+                                    "type": "start",
+                                    "sample_rate_hz": r.choice([8000, 16000, 48000]),
+                                    "format": r.choice(["s16", "f32"]),
+                                }
+                            )
+                        )
                     drain = asyncio.create_task(_drain(ws))
                     for _ in range(n):
                         kind = r.random()
@@ -140,9 +148,19 @@ async def test_fuzz_thousands_of_malformed_frames_then_a_good_client_is_served_c
                         elif kind < 0.7:
                             frame = np.array([r.choice([np.nan, np.inf, 1e9, 0.5])] * 8, dtype="<f4").tobytes()
                         elif kind < 0.9:
-                            frame = r.choice(['{"type":', "null", "[]", '{"type":"start"}', '{"type":"set_speakers"}',
-                                              '{"type":"start","sample_rate_hz":1e99}', "\u0000" * 50,
-                                              json.dumps({"type": r.random()}), "x" * 5000])
+                            frame = r.choice(
+                                [
+                                    '{"type":',
+                                    "null",
+                                    "[]",
+                                    '{"type":"start"}',
+                                    '{"type":"set_speakers"}',
+                                    '{"type":"start","sample_rate_hz":1e99}',
+                                    "\u0000" * 50,
+                                    json.dumps({"type": r.random()}),
+                                    "x" * 5000,
+                                ]
+                            )
                         else:
                             frame = r.randbytes(r.randint(0, 300)).decode("latin-1")
                         await ws.send(frame)

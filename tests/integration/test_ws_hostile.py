@@ -21,12 +21,20 @@ import soundfile as sf
 import websockets
 from websockets.asyncio.client import connect
 
+from speechstream.net.protocol import Limits, encode_audio
+from speechstream.net.ws_server import CaptionServer, ServerConfig
 from stream.events import AudioChunk, Event
-from stream.net.protocol import Limits, encode_audio
-from stream.net.ws_server import CaptionServer, ServerConfig
 from stream.node import Node
 from stream.resample import Resample
-from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, assert_stream_well_formed, read_until_closed, send_start, sine, stream_audio
+from tests.integration.netkit import (
+    EnergyCaptioner,
+    SpeakerAwareCaptioner,
+    assert_stream_well_formed,
+    read_until_closed,
+    send_start,
+    sine,
+    stream_audio,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)
@@ -81,8 +89,14 @@ async def test_control_messages_are_never_rate_limited_away():
     cap = SpeakerAwareCaptioner(speaker="spk_0")
     lim = Limits(max_messages_per_s=150.0, burst_messages=10)
     async with _server(nodes=[Resample(), cap], limits=lim) as srv:
-        s = await stream_audio(srv.url, sine(1.5, 16000), 16000, chunk_ms=10, timeout_s=15,
-                               controls={75: {"type": "set_speakers", "names": ["Ann"]}})
+        s = await stream_audio(
+            srv.url,
+            sine(1.5, 16000),
+            16000,
+            chunk_ms=10,
+            timeout_s=15,
+            controls={75: {"type": "set_speakers", "names": ["Ann"]}},
+        )
     assert s.close_code == 1000 and not s.of("error")
     assert s.events[-1]["sample"] == 24000
     assert cap.speaker_settings[s.ready["stream_id"]] == [(None, ("Ann",))]
@@ -142,8 +156,14 @@ async def _raw_upgrade(port: int, host: str, origin: str | None) -> int:
 
     def go() -> int:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            lines = [f"GET /ws HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+            lines = [
+                "GET /ws HTTP/1.1",
+                f"Host: {host}",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version: 13",
+            ]
             if origin is not None:
                 lines.append(f"Origin: {origin}")
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -279,9 +299,17 @@ async def test_ws_client_example_speed_0_sends_unpaced_and_prints_every_final():
     frames = sf.info(str(REPO / "examples" / "hello.wav")).frames
     async with _server() as srv:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(REPO / "examples" / "ws_client.py"), str(REPO / "examples" / "hello.wav"),
-            "--url", srv.url, "--speed", "0", cwd=REPO,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            str(REPO / "examples" / "ws_client.py"),
+            str(REPO / "examples" / "hello.wav"),
+            "--url",
+            srv.url,
+            "--speed",
+            "0",
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), 30)
         finally:
@@ -296,6 +324,11 @@ async def test_ws_client_example_speed_0_sends_unpaced_and_prints_every_final():
 def test_ws_client_example_rejects_a_negative_speed():
     import subprocess
 
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / "ws_client.py"), "x.wav", "--speed", "-1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "ws_client.py"), "x.wav", "--speed", "-1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2 and "--speed" in proc.stderr.splitlines()[-1]

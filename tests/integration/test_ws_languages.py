@@ -1,4 +1,4 @@
-"""Per-stream languages on the WebSocket server go through the shared helper (stream.net.languages),
+"""Per-stream languages on the WebSocket server go through the shared helper (speechstream.net.languages),
 as on MQTT and TCP: a refused language leaves nothing behind in any node, other streams run on."""
 
 from __future__ import annotations
@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import websockets
 from websockets.asyncio.client import connect
 
+from speechstream.net.ws_server import CaptionServer, ServerConfig
 from stream.errors import ConfigError
-from stream.net.ws_server import CaptionServer, ServerConfig
 from stream.resample import Resample
 from tests.integration.netkit import EnergyCaptioner, read_until_closed
 

@@ -12,11 +12,19 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from speechstream.net.protocol import Limits, encode_audio
+from speechstream.net.ws_server import CaptionServer, ServerConfig
 from stream.events import json_schema
-from stream.net.protocol import Limits, encode_audio
-from stream.net.ws_server import CaptionServer, ServerConfig
 from stream.resample import Resample
-from tests.integration.netkit import EnergyCaptioner, SpeakerAwareCaptioner, assert_stream_well_formed, read_until_closed, send_start, sine, stream_audio
+from tests.integration.netkit import (
+    EnergyCaptioner,
+    SpeakerAwareCaptioner,
+    assert_stream_well_formed,
+    read_until_closed,
+    send_start,
+    sine,
+    stream_audio,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,8 +68,12 @@ async def test_page_and_static_files_are_served():
         status, headers, body = await _get(srv.http_url)
         assert status == 200 and headers["Content-Type"].startswith("text/html")
         assert b"app.js" in body and b"Download SRT" in body
-        for name, ctype in [("app.js", "text/javascript"), ("capture-worklet.js", "text/javascript"),
-                            ("resampler.js", "text/javascript"), ("style.css", "text/css")]:
+        for name, ctype in [
+            ("app.js", "text/javascript"),
+            ("capture-worklet.js", "text/javascript"),
+            ("resampler.js", "text/javascript"),
+            ("style.css", "text/css"),
+        ]:
             status, headers, _ = await _get(srv.http_url + name)
             assert status == 200 and headers["Content-Type"].startswith(ctype), name
         status, _, body = await _get(srv.http_url + "events.schema.json")
@@ -122,8 +134,15 @@ async def test_malformed_frames_are_skipped_with_error_events():
             events = await read_until_closed(ws)
             assert ws.close_code == 1000
         errors = [e for e in events if e["type"] == "error"]
-        assert [e["code"] for e in errors] == ["bad_frame", "bad_frame", "bad_frame", "oversize", "bad_json", "bad_control",
-                                              "bad_control"]
+        assert [e["code"] for e in errors] == [
+            "bad_frame",
+            "bad_frame",
+            "bad_frame",
+            "oversize",
+            "bad_json",
+            "bad_control",
+            "bad_control",
+        ]
         assert not any(e["fatal"] for e in errors)
         finals = [e for e in events if e["type"] == "final_transcript"]
         assert finals[-1]["end_sample"] == 3200  # both good frames, nothing else, reached the pipeline
@@ -145,8 +164,12 @@ async def test_frame_beyond_transport_limit_closes_cleanly():
 
 @pytest.mark.parametrize(
     "first, code",
-    [(b"\x00\x00", "no_start"), ("{oops", "bad_json"), ('{"type": "end"}', "no_start"),
-     ('{"type": "start", "sample_rate_hz": 5}', "bad_control")],
+    [
+        (b"\x00\x00", "no_start"),
+        ("{oops", "bad_json"),
+        ('{"type": "end"}', "no_start"),
+        ('{"type": "start", "sample_rate_hz": 5}', "bad_control"),
+    ],
 )
 async def test_bad_first_message_is_fatal_for_that_connection_only(first, code):
     async with _server() as srv:
@@ -189,16 +212,26 @@ async def test_client_stream_id_and_duplicate_refused():
 async def test_speaker_settings_reach_nodes():
     cap = SpeakerAwareCaptioner(speaker="spk_0")
     async with _server(nodes=[Resample(), cap]) as srv:
-        s = await stream_audio(srv.url, sine(2.0, 16000), 16000, start_extra={"num_speakers": 2, "names": ["Ann"]},
-                               controls={10: {"type": "set_speakers", "names": ["Alice"]}})
+        s = await stream_audio(
+            srv.url,
+            sine(2.0, 16000),
+            16000,
+            start_extra={"num_speakers": 2, "names": ["Ann"]},
+            controls={10: {"type": "set_speakers", "names": ["Alice"]}},
+        )
     assert s.close_code == 1000 and not s.of("error")
     assert cap.speaker_settings[s.ready["stream_id"]] == [(2, ("Ann",)), (None, ("Alice",))]
 
 
 async def test_speaker_settings_without_a_diarizer_are_a_non_fatal_error():
     async with _server() as srv:  # no node takes speaker settings (serve without --diarize)
-        s = await stream_audio(srv.url, sine(2.0, 16000), 16000, start_extra={"num_speakers": 2},
-                               controls={10: {"type": "set_speakers", "names": ["Alice"]}})
+        s = await stream_audio(
+            srv.url,
+            sine(2.0, 16000),
+            16000,
+            start_extra={"num_speakers": 2},
+            controls={10: {"type": "set_speakers", "names": ["Alice"]}},
+        )
     errors = s.of("error")
     assert [(e["code"], e["fatal"]) for e in errors] == [("speakers_unsupported", False)] * 2
     assert "--diarize" in errors[0]["message"]
@@ -240,7 +273,7 @@ async def test_server_stop_ends_live_streams_with_their_finals():
 
 
 async def test_offset_header_drops_repeated_frames_and_fills_lost_ones():
-    from stream.net.protocol import with_offset_header
+    from speechstream.net.protocol import with_offset_header
 
     x = sine(1.0, 16000, 0.5)
     async with _server() as srv:
@@ -263,7 +296,7 @@ async def test_offset_header_drops_repeated_frames_and_fills_lost_ones():
 async def test_offset_jump_is_reported_to_the_client_as_audio_lost_with_its_span():
     """Issue 21: a jump in the offset header reaches the client as one ``audio_lost`` event with the
     exact span of the hole, in order: after the audio before it, before the final that covers it."""
-    from stream.net.protocol import with_offset_header
+    from speechstream.net.protocol import with_offset_header
 
     x = sine(1.0, 16000, 0.5)
     lost = range(5 * 320, 8 * 320)  # frames 5, 6, 7 never sent
@@ -314,7 +347,7 @@ async def test_diarization_through_the_server():
     """``serve --diarize`` nodes (no model): two voices of examples/hello.wav give two speakers' turns."""
     import soundfile as sf
 
-    from stream.net.serve import ServeOptions, build_nodes
+    from speechstream.net.serve import ServeOptions, build_nodes
 
     nodes, _ = build_nodes(ServeOptions(model="none", diarize=True))
     x, rate = sf.read("examples/hello.wav", dtype="float32", frames=16000 * 9)  # en-us, then en-us+f3
@@ -329,7 +362,7 @@ async def test_diarization_through_the_server():
 
 def test_serve_max_batch_reaches_the_recognizer(tmp_path):
     """``serve --max-batch N``: the recogniser's cross-stream batch limit (1 turns batching off)."""
-    from stream.net.serve import ServeOptions, build_nodes
+    from speechstream.net.serve import ServeOptions, build_nodes
     from stream.recognizer import Recognizer
     from tests import hf_tiny
 

@@ -12,7 +12,7 @@ from websockets.asyncio.server import serve
 from sinks.node import SinkNode
 from sinks.websocket import WebSocketSink
 from stream.graph import Graph
-from stream.node import FanOut, Collect
+from stream.node import Collect, FanOut
 from stream.resample import Resample
 from stream.sources.array import ArraySource
 from tests.integration.netkit import EnergyCaptioner, sine
@@ -34,7 +34,9 @@ async def test_events_reach_the_peer_as_json():
     async with serve(handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         sink = WebSocketSink(f"ws://127.0.0.1:{port}/events")
-        await Graph(sources=[_source()], nodes=[Resample(), EnergyCaptioner(), FanOut([SinkNode(sink)])]).run(timeout_s=20)
+        await Graph(sources=[_source()], nodes=[Resample(), EnergyCaptioner(), FanOut([SinkNode(sink)])]).run(
+            timeout_s=20
+        )
         for _ in range(100):
             if got and got[-1]["type"] == "end_of_stream":
                 break
@@ -51,6 +53,8 @@ async def test_unreachable_peer_disables_only_that_sink():
     errors = []
     sink = WebSocketSink(f"ws://127.0.0.1:{port}/", on_error=lambda sk, exc: errors.append(exc))
     out = Collect(keep_audio=False)
-    await Graph(sources=[_source()], nodes=[Resample(), EnergyCaptioner(), FanOut([SinkNode(sink)]), out]).run(timeout_s=20)
+    await Graph(sources=[_source()], nodes=[Resample(), EnergyCaptioner(), FanOut([SinkNode(sink)]), out]).run(
+        timeout_s=20
+    )
     assert isinstance(sink.failed, OSError) and len(errors) == 1
     assert [e.text for e in out.events if e.type == "final_transcript"] == ["seg0 rms35", "seg1 rms35"]

@@ -48,15 +48,22 @@ CASES: dict[str, tuple[Layout, str]] = {
     # tokenizer files
     "tok-current-head32": (Layout(head="tokenizer"), RUNNER),
     "tok-legacy-960h": (  # facebook/wav2vec2-base-960h, file for file
-        Layout(vocab="base960h", tokenizer="legacy-960h", processor="preprocessor", weights="bin",
-               return_attention_mask=False),
+        Layout(
+            vocab="base960h",
+            tokenizer="legacy-960h",
+            processor="preprocessor",
+            weights="bin",
+            return_attention_mask=False,
+        ),
         SCRIPT,
     ),
     "tok-legacy-added-tokens-json-head30": (
-        Layout(variant="w2v2-layer", tokenizer="legacy-added", processor="preprocessor"), RUNNER
+        Layout(variant="w2v2-layer", tokenizer="legacy-added", processor="preprocessor"),
+        RUNNER,
     ),
     "tok-legacy-added-tokens-json-head32": (
-        Layout(tokenizer="legacy-added", processor="preprocessor", head="tokenizer"), RUNNER
+        Layout(tokenizer="legacy-added", processor="preprocessor", head="tokenizer"),
+        RUNNER,
     ),
     # vocabularies
     "vocab-bracket-lower-tutorial-head32": (Layout(vocab="bracket", head="tokenizer"), SCRIPT),
@@ -83,7 +90,10 @@ CASES: dict[str, tuple[Layout, str]] = {
     "fe-normalize0-preprocessor": (Layout(variant="w2v2-layer", do_normalize=False, processor="preprocessor"), RUNNER),
     # config.json fields: training-only ones next to non-default ones the engines must honour
     "config-training-fields": (Layout(training_fields=True, bookkeeping=True, seed=2), SCRIPT),
-    "config-training-fields-conformer": (Layout(variant="conformer-rel", training_fields=True, bookkeeping=True), RUNNER),
+    "config-training-fields-conformer": (
+        Layout(variant="conformer-rel", training_fields=True, bookkeeping=True),
+        RUNNER,
+    ),
     "config-training-fields-w2v-bert": (Layout(variant="w2v-bert", training_fields=True, bookkeeping=True), RUNNER),
     "config-honoured-fields": (Layout(training_fields=True, config=HONOURED), RUNNER),
 }
@@ -101,15 +111,32 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
 
 def transcribe(clip: Path, model_dir: Path, how: str, *extra: str) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of ``speechstream transcribe`` on ``clip`` in offline greedy mode."""
-    args = ["transcribe", str(clip), "--model", str(model_dir), "--mode", "offline", "--vad", "none",
-            "--jsonl", "-", "--no-progress", *extra]
+    args = [
+        "transcribe",
+        str(clip),
+        "--model",
+        str(model_dir),
+        "--mode",
+        "offline",
+        "--vad",
+        "none",
+        "--jsonl",
+        "-",
+        "--no-progress",
+        *extra,
+    ]
     if how == SCRIPT:
-        run = subprocess.run([entry_point(), *args], capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        run = subprocess.run(
+            [entry_point(), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        )
         return run.returncode, run.stdout, run.stderr
     from typer.testing import CliRunner
 
-    from stream.cli import app
+    from speechstream.cli import app
 
     result = CliRunner().invoke(app, args)
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -21,8 +21,14 @@ VARIANTS = {
 HEADS = ("ctc", "frame", "xvector", "sequence", "base")
 # every head once on the default variant; each other variant on the heads its change touches
 CASES = [("relative", h) for h in HEADS] + [
-    ("rotary", "ctc"), ("rotary", "xvector"), ("none", "ctc"), ("layer_cnn", "ctc"), ("layer_cnn", "base"),
-    ("weighted", "frame"), ("weighted", "sequence"), ("weighted", "xvector"),
+    ("rotary", "ctc"),
+    ("rotary", "xvector"),
+    ("none", "ctc"),
+    ("layer_cnn", "ctc"),
+    ("layer_cnn", "base"),
+    ("weighted", "frame"),
+    ("weighted", "sequence"),
+    ("weighted", "xvector"),
 ]
 
 
@@ -45,8 +51,9 @@ def _close(ours, ref, mask=None):
 @pytest.mark.parametrize("variant,head", CASES)
 @torch.no_grad()
 def test_matches_transformers(tmp_path_factory, audio, variant, head):
-    path = hf_tiny.build_tiny("wav2vec2-conformer", head, tmp_path_factory.mktemp(f"{variant}-{head}"),
-                              **VARIANTS[variant])
+    path = hf_tiny.build_tiny(
+        "wav2vec2-conformer", head, tmp_path_factory.mktemp(f"{variant}-{head}"), **VARIANTS[variant]
+    )
     model, ref = load_model(path), hf_tiny.reference(path)
     ours = model.module
     ref_base = ref if head == "base" else ref.wav2vec2_conformer

@@ -31,7 +31,7 @@ def test_matches_transformers(family, variant, head, tmp_path):
     path = hf_tiny.build_tiny(family, head, tmp_path / "m", **overrides)
     ref, model = hf_tiny.reference(path), load_model(path)
     cfg = model.config
-    scale = cfg.adapter_stride ** cfg.num_adapter_layers
+    scale = cfg.adapter_stride**cfg.num_adapter_layers
     assert model.samples_per_frame == 320 * scale
     audio, amask = audio_batch((8000, 5600))
     x, xmask = model.frontend(audio, amask.sum(-1))
@@ -49,8 +49,9 @@ def test_matches_transformers(family, variant, head, tmp_path):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_xvector_head_matches_transformers(family, tmp_path):
-    path = hf_tiny.build_tiny(family, "xvector", tmp_path / "m", feat_extract_norm="layer", add_adapter=True,
-                              num_adapter_layers=1)
+    path = hf_tiny.build_tiny(
+        family, "xvector", tmp_path / "m", feat_extract_norm="layer", add_adapter=True, num_adapter_layers=1
+    )
     ref, model = hf_tiny.reference(path), load_model(path)
     audio, amask = audio_batch((16000, 12000))
     x, xmask = model.frontend(audio, amask.sum(-1))

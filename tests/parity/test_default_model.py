@@ -17,8 +17,15 @@ MODEL_DIR = Path(__file__).resolve().parents[2] / "engines" / "default_model"
 
 def test_default_model_is_bundled_within_25_mb():
     """The repo ships the model (weights, tokenizer, LM, card); the product card caps it at 25 MB."""
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "vocab.json", "tokenizer_config.json",
-                 "README.md", "language_model/attrs.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "vocab.json",
+        "tokenizer_config.json",
+        "README.md",
+        "language_model/attrs.json",
+    ):
         assert (MODEL_DIR / name).is_file(), name
     assert list((MODEL_DIR / "language_model").glob("*.arpa")) or list((MODEL_DIR / "language_model").glob("*.bin"))
     total = sum(f.stat().st_size for f in MODEL_DIR.rglob("*") if f.is_file())
@@ -67,7 +74,10 @@ def test_default_model_streams_from_its_training_set_prior():
     prior = model.module.fbank_prior
     assert prior is not None and prior.frames == 200.0
     # log-mel of 16-bit-scaled speech: bin means of a few units to ~20, spreads of a few units
-    assert 0 < float(prior.mean.min()) < float(prior.mean.max()) < 25 and 1 < float(prior.std.min()) < float(prior.std.max()) < 8
+    assert (
+        0 < float(prior.mean.min()) < float(prior.mean.max()) < 25
+        and 1 < float(prior.std.min()) < float(prior.std.max()) < 8
+    )
     x = _audio(1.5)
     got = model.stream(x, "cached", chunk_ms=320, left_context_ms=10240, lookahead_ms=0)
     feats = fb.stream_features(x, prior=prior)

@@ -27,8 +27,14 @@ def test_mel_filters_match_hf():
     from transformers.audio_utils import mel_filter_bank
 
     ref = mel_filter_bank(
-        num_frequency_bins=257, num_mel_filters=80, min_frequency=20, max_frequency=8000,
-        sampling_rate=16000, norm=None, mel_scale="kaldi", triangularize_in_mel_space=True,
+        num_frequency_bins=257,
+        num_mel_filters=80,
+        min_frequency=20,
+        max_frequency=8000,
+        sampling_rate=16000,
+        norm=None,
+        mel_scale="kaldi",
+        triangularize_in_mel_space=True,
     )
     np.testing.assert_allclose(fb.mel_filter_bank(), ref, atol=1e-12)
 
@@ -61,15 +67,16 @@ def test_batch_padding_matches_hf(reference):
 
 def test_unnormalised_log_mel_matches_hf(reference):
     audio = _audio(7777)
-    np.testing.assert_allclose(fb.log_mel_frames(torch.from_numpy(audio)).numpy(),
-                               reference._extract_fbank_features(audio), atol=ATOL)
+    np.testing.assert_allclose(
+        fb.log_mel_frames(torch.from_numpy(audio)).numpy(), reference._extract_fbank_features(audio), atol=ATOL
+    )
 
 
 def _run_stream(stream, audio, chunk):
     state = stream.init_state()
     outs = []
     for start in range(0, audio.numel(), chunk):
-        out, state = stream.step(audio[start:start + chunk], state)
+        out, state = stream.step(audio[start : start + chunk], state)
         outs.append(out)
     tail, _ = stream.flush(state)
     return torch.cat(outs + [tail])
@@ -123,7 +130,7 @@ def test_stream_cumulative_with_prior_is_the_map_running_normalisation(chunk):
         seen = raw[: t + 1]
         n = k + t + 1
         mean = (k * mu + seen.sum(0)) / n
-        var = ((k - 1) * sd ** 2 + k * mu ** 2 + (seen ** 2).sum(0) - n * mean ** 2) / (n - 1)
+        var = ((k - 1) * sd**2 + k * mu**2 + (seen**2).sum(0) - n * mean**2) / (n - 1)
         expected[t] = (raw[t] - mean) / torch.sqrt(var + fb.NORM_EPS)
     streamed = _run_stream(fb.FbankStream(norm="cumulative", prior=prior), audio, chunk)
     torch.testing.assert_close(streamed, fb.stack_frames(expected.float()), atol=1e-4, rtol=0)

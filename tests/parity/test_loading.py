@@ -52,7 +52,10 @@ def test_fold_weight_norm_matches_torch():
     folded = fold_weight_norm(sd)
     assert "c.weight" in folded and not any("parametrizations" in k for k in folded)
     torch.testing.assert_close(folded["c.weight"], wn.weight.detach())
-    legacy = {"c.weight_g": sd["c.parametrizations.weight.original0"], "c.weight_v": sd["c.parametrizations.weight.original1"]}
+    legacy = {
+        "c.weight_g": sd["c.parametrizations.weight.original0"],
+        "c.weight_v": sd["c.parametrizations.weight.original1"],
+    }
     torch.testing.assert_close(fold_weight_norm(legacy)["c.weight"], wn.weight.detach())
 
 

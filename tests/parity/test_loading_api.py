@@ -16,9 +16,21 @@ torch.set_num_threads(1)
 
 def test_exported_names():
     assert set(api.__all__) == {
-        "SAMPLE_RATE_HZ", "HEADS", "MODES", "ForwardOutput", "StepOutput", "StreamSpec", "StreamState",
-        "Frontend", "EngineModule", "FamilySpec", "register_family", "get_family", "supported_model_types",
-        "LoadedModel", "load_model",
+        "SAMPLE_RATE_HZ",
+        "HEADS",
+        "MODES",
+        "ForwardOutput",
+        "StepOutput",
+        "StreamSpec",
+        "StreamState",
+        "Frontend",
+        "EngineModule",
+        "FamilySpec",
+        "register_family",
+        "get_family",
+        "supported_model_types",
+        "LoadedModel",
+        "load_model",
     }
     for name in api.__all__ + errors.__all__:
         assert hasattr(api, name) or hasattr(errors, name), name

@@ -24,9 +24,18 @@ VARIANTS = {
 # every head on the default variant; each other variant on the heads its change touches (transformers
 # refuses adapters with frame / sequence heads, and its x-vector projector needs hidden_size inputs)
 CASES = [("relative_key", h) for h in ("ctc", "frame", "xvector", "sequence", "base")] + [
-    ("relative", "ctc"), ("relative", "frame"), ("rotary", "ctc"), ("rotary", "xvector"), ("none", "ctc"),
-    ("adapter", "ctc"), ("adapter", "base"), ("adapter_ffn", "ctc"), ("adapter_ffn", "xvector"),
-    ("weighted", "frame"), ("weighted", "sequence"), ("weighted", "xvector"),
+    ("relative", "ctc"),
+    ("relative", "frame"),
+    ("rotary", "ctc"),
+    ("rotary", "xvector"),
+    ("none", "ctc"),
+    ("adapter", "ctc"),
+    ("adapter", "base"),
+    ("adapter_ffn", "ctc"),
+    ("adapter_ffn", "xvector"),
+    ("weighted", "frame"),
+    ("weighted", "sequence"),
+    ("weighted", "xvector"),
 ]
 
 
@@ -67,7 +76,7 @@ def test_matches_transformers(tmp_path_factory, features, variant, head):
     # every layer and the backbone output, with padding
     hidden = ours.backbone(x, keep)
     ref_out = ref_base(x, attention_mask=attention_mask, output_hidden_states=True)
-    for i, (a, b) in enumerate(zip(hidden[:-1], ref_out.hidden_states)):
+    for _i, (a, b) in enumerate(zip(hidden[:-1], ref_out.hidden_states)):
         _close(a, b, keep)
     out_keep = torch.arange(hidden[-1].shape[1])[None] < ours.backbone.output_lengths(keep.sum(1))[:, None]
     _close(hidden[-1], ref_out.last_hidden_state, out_keep)
@@ -117,9 +126,16 @@ def test_unsupported_position_type_is_refused(tmp_path):
 
 
 TRAIN_CONFIG = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    conv_depthwise_kernel_size=5, position_embeddings_type="relative_key",
-    left_max_position_embeddings=16, right_max_position_embeddings=0, vocab_size=10, pad_token_id=0,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    conv_depthwise_kernel_size=5,
+    position_embeddings_type="relative_key",
+    left_max_position_embeddings=16,
+    right_max_position_embeddings=0,
+    vocab_size=10,
+    pad_token_id=0,
 )
 
 
@@ -134,8 +150,11 @@ def test_training_entry_points_save_a_checkpoint_transformers_loads(tmp_path, fe
     out = engine(x, attention_mask, chunk_frames=4, left_chunks=2)
     lengths = out.frame_mask.sum(1)
     loss = torch.nn.functional.ctc_loss(
-        out.frames.log_softmax(-1).transpose(0, 1), torch.tensor([[1, 2, 3], [4, 5, 6]]), lengths,
-        torch.tensor([3, 3]), blank=0,
+        out.frames.log_softmax(-1).transpose(0, 1),
+        torch.tensor([[1, 2, 3], [4, 5, 6]]),
+        lengths,
+        torch.tensor([3, 3]),
+        blank=0,
     )
     loss.backward()
     assert all(p.grad is not None for p in engine.parameters())
@@ -144,9 +163,12 @@ def test_training_entry_points_save_a_checkpoint_transformers_loads(tmp_path, fe
     ref, info = transformers.Wav2Vec2BertForCTC.from_pretrained(str(path), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     with torch.no_grad():
-        torch.testing.assert_close(engine.eval()(x, attention_mask).frames[out.frame_mask],
-                                   ref.eval()(x, attention_mask=attention_mask).logits[out.frame_mask],
-                                   atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            engine.eval()(x, attention_mask).frames[out.frame_mask],
+            ref.eval()(x, attention_mask=attention_mask).logits[out.frame_mask],
+            atol=ATOL,
+            rtol=0,
+        )
     assert load_model(path).module.head == "ctc"
 
 

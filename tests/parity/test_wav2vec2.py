@@ -28,7 +28,10 @@ def test_waveform_frontend_matches_feature_extractor(do_normalize, padding_value
     rng = np.random.default_rng(0)
     waves = [(0.3 * rng.standard_normal(n) + 0.05).astype(np.float32) for n in (7000, 4321)]
     fe = Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=padding_value, do_normalize=do_normalize,
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=padding_value,
+        do_normalize=do_normalize,
         return_attention_mask=True,
     )
     ref = fe(waves, sampling_rate=16000, padding=True, return_tensors="pt")

@@ -72,7 +72,9 @@ def check_family(family: str, variant: str, head: str, tmp_path, overrides: dict
         h = mine.features(x).masked_fill(~fmask[..., None], 0.0)
         from engines.common.blocks import mask_value
 
-        bias = torch.zeros(fmask.shape[0], 1, 1, fmask.shape[1]).masked_fill(~fmask[:, None, None, :], mask_value(torch.float32))
+        bias = torch.zeros(fmask.shape[0], 1, 1, fmask.shape[1]).masked_fill(
+            ~fmask[:, None, None, :], mask_value(torch.float32)
+        )
         last, states = mine.backbone.encoder(h, bias, keep_all=True)
         assert len(states) == len(out_ref.hidden_states)
         for i, (a, b) in enumerate(zip(states, out_ref.hidden_states)):

@@ -27,7 +27,6 @@ import torch
 from engines import frontend_fbank as fb
 from engines.api import load_model
 from engines.common.blocks import mask_value
-from engines.common.conformer import AttentionCache
 from tests import hf_tiny
 from tests.streamkit import step_through
 
@@ -43,8 +42,10 @@ SIZES = [999, 5, 4321, 0, 1600]  # irregular feeding, as a capture callback
 def _audio(num_samples, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(num_samples) / 16000
-    return (0.2 * torch.sin(2 * torch.pi * 250 * t) * torch.sin(2 * torch.pi * 1.5 * t)
-            + 0.05 * torch.randn(num_samples, generator=g)).float()
+    return (
+        0.2 * torch.sin(2 * torch.pi * 250 * t) * torch.sin(2 * torch.pi * 1.5 * t)
+        + 0.05 * torch.randn(num_samples, generator=g)
+    ).float()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,9 @@ def models(tmp_path_factory):
         key = (family, head, tuple(sorted(overrides.items())))
         if key not in built:
             # perturb 0.1: sharper attention than HF's init, so a wrong mask shows
-            path = hf_tiny.build_tiny(family, head, tmp_path_factory.mktemp("m"), perturb=0.1, do_normalize=False, **overrides)
+            path = hf_tiny.build_tiny(
+                family, head, tmp_path_factory.mktemp("m"), perturb=0.1, do_normalize=False, **overrides
+            )
             built[key] = load_model(path)
         return built[key]
 
@@ -133,8 +136,10 @@ def _stream_capturing_features(model, audio, state):
 WAVEFORM_VARIANTS = {
     "w2v-layer-postln": ("wav2vec2", dict(feat_extract_norm="layer")),
     "w2v-group-postln": ("wav2vec2", dict(feat_extract_norm="group")),
-    "w2v-layer-preln-weighted": ("wav2vec2", dict(feat_extract_norm="layer", do_stable_layer_norm=True,
-                                                  use_weighted_layer_sum=True)),
+    "w2v-layer-preln-weighted": (
+        "wav2vec2",
+        dict(feat_extract_norm="layer", do_stable_layer_norm=True, use_weighted_layer_sum=True),
+    ),
     "wavlm-layer": ("wavlm", dict(feat_extract_norm="layer")),
     "wavlm-group-preln": ("wavlm", dict(feat_extract_norm="group", do_stable_layer_norm=True)),
 }
@@ -148,8 +153,13 @@ def test_waveform_cached_lookahead_equals_augmented_offline(models, variant, chu
     model = models(family, head, **overrides)
     audio = _audio(16000 + 16000 // 2 + 123)
     T = model.num_frames(audio.numel())
-    state = model.init_state("cached", chunk_ms=chunk * FRAME_MS, left_context_ms=left * FRAME_MS,
-                             lookahead_ms=right * FRAME_MS, normalize="none")
+    state = model.init_state(
+        "cached",
+        chunk_ms=chunk * FRAME_MS,
+        left_context_ms=left * FRAME_MS,
+        lookahead_ms=right * FRAME_MS,
+        normalize="none",
+    )
     k = model.config.num_conv_pos_embeddings
     assert state.delay_frames == 1 + (k - 1 - k // 2) + right  # CNN overhang + positional conv + lookahead
     y, state, feats = _stream_capturing_features(model, audio, state)
@@ -162,7 +172,9 @@ def test_waveform_cached_lookahead_equals_augmented_offline(models, variant, chu
             torch.testing.assert_close(h, model.module.features(audio[None]), atol=ATOL, rtol=0)
     else:  # the lookahead changes nothing in front of the encoder: same running statistics as without
         plain = model.init_state("cached", chunk_ms=chunk * FRAME_MS, left_context_ms=left * FRAME_MS, normalize="none")
-        torch.testing.assert_close(h, _stream_capturing_features(model, audio, plain)[2][1 : 1 + T][None], atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            h, _stream_capturing_features(model, audio, plain)[2][1 : 1 + T][None], atol=1e-6, rtol=0
+        )
     want = _waveform_reference(model, h, chunk, left, right, state.delay_frames)
     torch.testing.assert_close(y, want, atol=ATOL, rtol=0)
     # the lookahead matters, so the comparison can fail
@@ -265,8 +277,13 @@ def test_conformer_cached_lookahead_equals_augmented_offline(models, variant, ch
     m = model.module
     audio = _audio(16000 + 16000 // 2 + 123, seed=1)
     T = model.num_frames(audio.numel())
-    state = model.init_state("cached", chunk_ms=chunk * FRAME_MS, left_context_ms=left * FRAME_MS,
-                             lookahead_ms=right * FRAME_MS, normalize="none")
+    state = model.init_state(
+        "cached",
+        chunk_ms=chunk * FRAME_MS,
+        left_context_ms=left * FRAME_MS,
+        lookahead_ms=right * FRAME_MS,
+        normalize="none",
+    )
     N, r = m.config.num_hidden_layers, m.lookahead
     assert state.delay_frames == 1 + N * r + right  # CNN overhang + per-layer conv lag + lookahead
     y, state = step_through(model, audio, state, SIZES)
@@ -274,8 +291,14 @@ def test_conformer_cached_lookahead_equals_augmented_offline(models, variant, ch
     with torch.no_grad():
         h = m.features(audio[None])
         layers = m.backbone.encoder.layers
-        want = m.head_frames(m.backbone.encoder.layer_norm(_conformer_reference(layers, h, chunk, left, right, -1 - right, r, False)[0][-1]))[0]
-        without = m.head_frames(m.backbone.encoder.layer_norm(_conformer_reference(layers, h, chunk, left, 0, -1 - right, r, False)[0][-1]))[0]
+        want = m.head_frames(
+            m.backbone.encoder.layer_norm(
+                _conformer_reference(layers, h, chunk, left, right, -1 - right, r, False)[0][-1]
+            )
+        )[0]
+        without = m.head_frames(
+            m.backbone.encoder.layer_norm(_conformer_reference(layers, h, chunk, left, 0, -1 - right, r, False)[0][-1])
+        )[0]
     torch.testing.assert_close(y, want, atol=ATOL, rtol=0)
     assert (want - without).abs().max().item() > 10 * ATOL
 
@@ -293,8 +316,9 @@ def test_w2v_bert_cached_lookahead_equals_augmented_offline(models, variant, chu
     m = model.module
     audio = _audio(16000 + 16000 // 2 + 555, seed=2)
     T = model.num_frames(audio.numel())
-    state = model.init_state("cached", chunk_ms=chunk * FRAME_MS, left_context_ms=left * FRAME_MS,
-                             lookahead_ms=right * FRAME_MS)
+    state = model.init_state(
+        "cached", chunk_ms=chunk * FRAME_MS, left_context_ms=left * FRAME_MS, lookahead_ms=right * FRAME_MS
+    )
     assert state.delay_frames == 1 + right
     y, state = step_through(model, audio, state, SIZES)
     assert T // chunk >= 10 and y.shape[0] == T
@@ -314,9 +338,14 @@ def test_w2v_bert_cached_lookahead_equals_augmented_offline(models, variant, chu
     assert (want - without).abs().max().item() > 10 * ATOL
 
 
-@pytest.mark.parametrize("family,overrides", [("wavlm", dict(feat_extract_norm="layer")),
-                                              ("wav2vec2-conformer", dict(feat_extract_norm="layer")),
-                                              ("wav2vec2-bert", {})])
+@pytest.mark.parametrize(
+    "family,overrides",
+    [
+        ("wavlm", dict(feat_extract_norm="layer")),
+        ("wav2vec2-conformer", dict(feat_extract_norm="layer")),
+        ("wav2vec2-bert", {}),
+    ],
+)
 def test_lookahead_step_batch_equals_unbatched_and_state_is_bounded(models, family, overrides):
     model = models(family, "ctc", **overrides)
     audios = [_audio(12000 + 517 * i, seed=6 + i) for i in range(3)]
@@ -325,7 +354,7 @@ def test_lookahead_step_batch_equals_unbatched_and_state_is_bounded(models, fami
     states = [model.init_state(**kw) for _ in audios]
     outs, sizes = [[] for _ in audios], []
     for pos in range(0, max(a.numel() for a in audios), 900):
-        res, states = model.step_batch([a[pos:pos + 900] for a in audios], states)
+        res, states = model.step_batch([a[pos : pos + 900] for a in audios], states)
         for i, r in enumerate(res):
             outs[i].append(r.frames)
         sizes.append(sum(t.numel() for t in states[0].cache))
@@ -350,8 +379,14 @@ def _adapter_reference(layer, X, copies, C, L, R, first):
             conv_copies[s // st] = (torch.zeros(1, 0, D), torch.zeros(1, 0, D))
             continue
         e, ny = s + C, layer._normed(y)
-        z = [nx[:, q : q + 1] if 0 <= q < min(e, T) else ny[:, q - e : q - e + 1] if e <= q < T else torch.zeros(1, 1, 2 * D)
-             for q in range(e - p, e + R)]
+        z = [
+            nx[:, q : q + 1]
+            if 0 <= q < min(e, T)
+            else ny[:, q - e : q - e + 1]
+            if e <= q < T
+            else torch.zeros(1, 1, 2 * D)
+            for q in range(e - p, e + R)
+        ]
         conv_copies[s // st] = layer._convs(torch.cat(z, dim=1), (0, k - p - st))  # outputs at [(s + C) / st, ...)
     Co, Lo, Ro, fo = C // st, L // st, R // st, first // st
     pos, owner, copy, allowed = _augmented(n, Co, Lo, Ro, fo)
@@ -373,8 +408,15 @@ def _adapter_reference(layer, X, copies, C, L, R, first):
 
 def test_w2v_bert_adapter_cached_lookahead_equals_augmented_offline(models):
     """The adapter (stride 2: 40 ms output frames) streams its lookahead too, at its own rate."""
-    model = models("wav2vec2-bert", "ctc", add_adapter=True, num_adapter_layers=1, adapter_stride=2,
-                   adapter_kernel_size=3, position_embeddings_type="relative_key")
+    model = models(
+        "wav2vec2-bert",
+        "ctc",
+        add_adapter=True,
+        num_adapter_layers=1,
+        adapter_stride=2,
+        adapter_kernel_size=3,
+        position_embeddings_type="relative_key",
+    )
     m, bb = model.module, model.module.backbone
     chunk, left, right = 3, 4, 2  # output frames (40 ms); the encoder sees twice as many
     audio = _audio(16000 * 2 + 555, seed=4)
@@ -403,8 +445,15 @@ def test_w2v_bert_adapter_cached_lookahead_equals_augmented_offline(models):
 def test_lookahead_of_a_fraction_of_a_frame_is_refused(models):
     from engines.errors import StreamError
 
-    model = models("wav2vec2-bert", "ctc", add_adapter=True, num_adapter_layers=1, adapter_stride=2,
-                   adapter_kernel_size=3, position_embeddings_type="relative_key")
+    model = models(
+        "wav2vec2-bert",
+        "ctc",
+        add_adapter=True,
+        num_adapter_layers=1,
+        adapter_stride=2,
+        adapter_kernel_size=3,
+        position_embeddings_type="relative_key",
+    )
     with pytest.raises(StreamError, match="whole number of the model's 40 ms frames"):
         model.init_state("cached", chunk_ms=120, left_context_ms=160, lookahead_ms=60)
 
@@ -418,8 +467,13 @@ def test_conformers_weighted_layer_sum_with_lookahead(models, family):
     chunk, left, right = 4, 6, 3
     audio = _audio(16000 + 4000, seed=5)
     T = model.num_frames(audio.numel())
-    state = model.init_state("cached", chunk_ms=chunk * FRAME_MS, left_context_ms=left * FRAME_MS,
-                             lookahead_ms=right * FRAME_MS, normalize="none" if extra else "stream")
+    state = model.init_state(
+        "cached",
+        chunk_ms=chunk * FRAME_MS,
+        left_context_ms=left * FRAME_MS,
+        lookahead_ms=right * FRAME_MS,
+        normalize="none" if extra else "stream",
+    )
     y, _ = step_through(model, audio, state, SIZES)
     assert T // chunk >= 10 and y.shape[0] == T
     with torch.no_grad():

@@ -53,8 +53,15 @@ def test_cached_equals_offline_per_layer_chunk_masks(models, position, chunk):
     model = models(f"pos-{position}", position_embeddings_type=position)
     audio = _audio(16000 * 2 + 300)
     left = 2 * chunk + 1
-    got, state = _stream(model, audio, [999, 5, 4321], mode="cached", chunk_ms=chunk * FRAME_MS,
-                         left_context_ms=left * FRAME_MS, normalize="none")
+    got, state = _stream(
+        model,
+        audio,
+        [999, 5, 4321],
+        mode="cached",
+        chunk_ms=chunk * FRAME_MS,
+        left_context_ms=left * FRAME_MS,
+        normalize="none",
+    )
     want = _offline(model, audio, chunk, left)
     assert got.shape[0] == want.shape[0] == model.num_frames(audio.numel())
     assert want.shape[0] // chunk >= 10
@@ -84,8 +91,16 @@ def test_window_equals_transformers_on_each_window(models):
     ref = hf_tiny.reference(model.model_dir)
     audio = _audio(16000 + 999, seed=4)
     C, L, R = 8, 5, 3
-    got, _ = _stream(model, audio, [1500], mode="window", chunk_ms=C * FRAME_MS, left_context_ms=L * FRAME_MS,
-                     lookahead_ms=R * FRAME_MS, normalize="none")
+    got, _ = _stream(
+        model,
+        audio,
+        [1500],
+        mode="window",
+        chunk_ms=C * FRAME_MS,
+        left_context_ms=L * FRAME_MS,
+        lookahead_ms=R * FRAME_MS,
+        normalize="none",
+    )
     total = model.num_frames(audio.numel())
     assert got.shape[0] == total
     plan = window_plan(audio.numel(), C, L, R, model.samples_per_frame, model.receptive_field_samples, T=total)
@@ -94,7 +109,7 @@ def test_window_equals_transformers_on_each_window(models):
         with torch.no_grad():
             logits = ref(audio[None, s0:s1]).logits[0]
         a = s0 // model.samples_per_frame
-        torch.testing.assert_close(got[f:f + n], logits[f - a:f - a + n], atol=ATOL, rtol=0)
+        torch.testing.assert_close(got[f : f + n], logits[f - a : f - a + n], atol=ATOL, rtol=0)
 
 
 def test_state_is_bounded(models):
@@ -116,7 +131,7 @@ def test_step_batch_equals_unbatched(models):
     states = [model.init_state(**kw) for _ in audios]
     outs = [[] for _ in audios]
     for pos in range(0, max(a.numel() for a in audios), 900):
-        res, states = model.step_batch([a[pos:pos + 900] for a in audios], states)
+        res, states = model.step_batch([a[pos : pos + 900] for a in audios], states)
         for i, r in enumerate(res):
             outs[i].append(r.frames)
     for i, st in enumerate(states):

@@ -27,9 +27,17 @@ def models(tmp_path_factory):
     def get(family, layers=2):
         key = (family, layers)
         if key not in built:
-            path = hf_tiny.build_tiny(family, "ctc", tmp_path_factory.mktemp("m"), perturb=0.1, do_normalize=False,
-                                      feat_extract_norm="layer", add_adapter=True, num_adapter_layers=layers,
-                                      output_hidden_size=24)
+            path = hf_tiny.build_tiny(
+                family,
+                "ctc",
+                tmp_path_factory.mktemp("m"),
+                perturb=0.1,
+                do_normalize=False,
+                feat_extract_norm="layer",
+                add_adapter=True,
+                num_adapter_layers=layers,
+                output_hidden_size=24,
+            )
             built[key] = load_model(path)
         return built[key]
 
@@ -44,7 +52,9 @@ def _audio(seconds, seed=0):
 def _encoder_mask(model, T_enc, chunk_enc, left_enc, delay_enc):
     inner = model.module.inner
     if model.family == "wav2vec2-conformer":
-        return layer_chunk_masks(T_enc, model.config.num_hidden_layers, chunk_enc, left_enc, delay_cnn=1, lookahead=inner.lookahead)
+        return layer_chunk_masks(
+            T_enc, model.config.num_hidden_layers, chunk_enc, left_enc, delay_cnn=1, lookahead=inner.lookahead
+        )
     return chunk_attention_mask(T_enc, chunk_enc, left_enc, offset=-delay_enc)
 
 

@@ -1,4 +1,4 @@
-"""stream.eval: the manifest scorer runs the real streaming graph and reports its table."""
+"""speechstream.eval: the manifest scorer runs the real streaming graph and reports its table."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from engines.lm_build import build_arpa, write_arpa
+from examples.lm.lm_build import build_arpa, write_arpa
+from speechstream.eval import EvalConfig, evaluate, format_report, normalize_text, read_manifest, speech_extent
 from stream.errors import ConfigError
-from stream.eval import EvalConfig, evaluate, format_report, normalize_text, read_manifest, speech_extent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_tiny import build_tiny  # noqa: E402
@@ -61,8 +61,17 @@ def test_helpers(manifest: Path, tmp_path: Path) -> None:
 def test_eval_streams_the_manifest_and_scores_it(manifest: Path, model_dir: Path, tmp_path: Path) -> None:
     arpa = tmp_path / "lm.arpa"
     write_arpa(*build_arpa([["THE", "TONE"], ["ANOTHER", "TONE"], ["TEN", "TONES"]], order=2), arpa)
-    cfg = EvalConfig(manifest, model=str(model_dir), chunk_ms=320, left_context_ms=1280, lm_path=str(arpa),
-                     concurrency=2, realtime=True, pad_silence_ms=300, block_ms=100)
+    cfg = EvalConfig(
+        manifest,
+        model=str(model_dir),
+        chunk_ms=320,
+        left_context_ms=1280,
+        lm_path=str(arpa),
+        concurrency=2,
+        realtime=True,
+        pad_silence_ms=300,
+        block_ms=100,
+    )
     report = evaluate(cfg, log=lambda msg: None)
     assert len(report.utterances) == 2
     for u in report.utterances:
@@ -73,15 +82,21 @@ def test_eval_streams_the_manifest_and_scores_it(manifest: Path, model_dir: Path
         assert u.endpoint_reasons
     assert report.rtf > 0 and report.audio_s == pytest.approx(2.3, abs=0.01)
     table = format_report(report)
-    for needle in ("streaming WER / CER", "offline WER / CER (same model, greedy)", "beam 32 + LM",
-                   "first-partial latency P50 / P95", "finalisation latency P50 / P95", "RTF"):
+    for needle in (
+        "streaming WER / CER",
+        "offline WER / CER (same model, greedy)",
+        "beam 32 + LM",
+        "first-partial latency P50 / P95",
+        "finalisation latency P50 / P95",
+        "RTF",
+    ):
         assert needle in table
 
 
 def test_cli_eval_runs_and_refuses_bad_input(manifest: Path, model_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from stream.cli import app
+    from speechstream.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["eval", str(manifest), "--model", str(model_dir), "--no-realtime", "--chunk-ms", "320"])

@@ -3,7 +3,6 @@ computation it stands for, in every language: cached mode == the language's offl
 chunk mask (atol 1e-4, >= 10 chunk boundaries); window mode == transformers after
 ``load_adapter(lang)`` on each window; streams of different languages batched together == each alone."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -36,7 +35,9 @@ def _audio(seconds=2.0, seed=0):
 def test_cached_equals_offline_under_chunk_mask_per_language(mms, language, chunk, left):
     x = _audio()
     T = mms.num_frames(x.numel())
-    state = mms.init_state("cached", chunk_ms=chunk * 20, left_context_ms=left * 20, normalize="none", language=language)
+    state = mms.init_state(
+        "cached", chunk_ms=chunk * 20, left_context_ms=left * 20, normalize="none", language=language
+    )
     assert state.spec.language == language and T // chunk >= 10
     y, state = step_through(mms, x, state, [1234, 0, 3001])
     view = mms.for_language(language)
@@ -106,19 +107,29 @@ async def test_recognizer_batches_streams_of_two_languages_like_each_alone(mms):
         for sid, (lang, _) in streams.items():
             if languages and (only is None or sid in only):
                 rec.set_language(sid, lang)
-        sources = [ArraySource(x, 16000, stream_id=sid, block=(1000, 2300, 517))
-                   for sid, (_, x) in streams.items() if only is None or sid in only]
+        sources = [
+            ArraySource(x, 16000, stream_id=sid, block=(1000, 2300, 517))
+            for sid, (_, x) in streams.items()
+            if only is None or sid in only
+        ]
         await Graph(sources=sources, nodes=[rec, collect]).run(timeout_s=120)
-        return rec, {sid: [(type(e).__name__, e.segment_id, e.revision, e.text, e.sample, e.end_sample)
-                           for e in collect.of(sid) if isinstance(e, (PartialTranscript, FinalTranscript))]
-                     for sid in streams}
+        return rec, {
+            sid: [
+                (type(e).__name__, e.segment_id, e.revision, e.text, e.sample, e.end_sample)
+                for e in collect.of(sid)
+                if isinstance(e, (PartialTranscript, FinalTranscript))
+            ]
+            for sid in streams
+        }
 
     rec1, one = await run(replace(cfg, max_batch=1))
     rec3, batched = await run(replace(cfg, max_batch=3, max_wait_ms=50))
     assert rec3.stats.largest_batch > 1 and rec1.stats.batches == 0
     assert batched == one
     for lang in ("aaa", "bbb"):  # a recogniser whose default language is that one
-        _, own = await run(replace(cfg, language=lang), languages=False, only=[s for s, (l, _) in streams.items() if l == lang])
+        _, own = await run(
+            replace(cfg, language=lang), languages=False, only=[s for s, (l, _) in streams.items() if l == lang]
+        )
         for sid, (l, _) in streams.items():
             if l == lang:
                 assert own[sid] == one[sid] and any(k == "FinalTranscript" and t for k, _, _, t, _, _ in own[sid])

@@ -30,6 +30,7 @@ from stream.sources.array import ArraySource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_tiny import build_tiny  # noqa: E402
+
 from tests.streamkit import gated_tones as audio
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -138,8 +139,13 @@ async def test_two_interleaved_streams_keep_separate_state(model, model_dir: Pat
 
 
 async def test_final_flushed_at_eos_and_vad_end_closes_segment(model) -> None:
-    cfg = RecognizerConfig(chunk_ms=320, left_context_ms=1280, max_utterance_ms=20_000,
-                           rule1_min_trailing_silence_ms=None, rule2_min_trailing_silence_ms=None)
+    cfg = RecognizerConfig(
+        chunk_ms=320,
+        left_context_ms=1280,
+        max_utterance_ms=20_000,
+        rule1_min_trailing_silence_ms=None,
+        rule2_min_trailing_silence_ms=None,
+    )
     x = audio(2, 2.0)
     plain = (await run_graph(model, {"s": x}, cfg)).of("s")
     finals = check_stream(plain, "s")
@@ -219,7 +225,7 @@ async def test_bad_audio_is_an_error_event_for_that_stream_only(model) -> None:
 def test_checkpoint_language_model_folder_is_used(model_dir: Path, tmp_path: Path) -> None:
     import json
 
-    from engines.lm_build import build_arpa, write_arpa
+    from examples.lm.lm_build import build_arpa, write_arpa
     from stream.recognizer import build_decoder
 
     d = tmp_path / "with_lm"

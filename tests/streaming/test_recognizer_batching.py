@@ -21,6 +21,7 @@ from stream.sources.array import ArraySource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_tiny import build_tiny  # noqa: E402
+
 from tests.streamkit import gated_tones as audio
 
 CFG = RecognizerConfig(chunk_ms=320, left_context_ms=1280, max_utterance_ms=600)
@@ -41,8 +42,15 @@ async def run(model, streams: dict[str, np.ndarray], cfg: RecognizerConfig, poli
 
 def transcript(events) -> list[tuple]:
     return [
-        (type(e).__name__, e.segment_id, e.revision, e.text, e.sample, e.end_sample,
-         tuple((w.text, w.start_sample, w.end_sample) for w in e.words))
+        (
+            type(e).__name__,
+            e.segment_id,
+            e.revision,
+            e.text,
+            e.sample,
+            e.end_sample,
+            tuple((w.text, w.start_sample, w.end_sample) for w in e.words),
+        )
         for e in events
         if isinstance(e, (PartialTranscript, FinalTranscript))
     ]

@@ -26,8 +26,8 @@ from stream.node import Collect
 from stream.recognizer import Recognizer, RecognizerConfig
 from stream.resample import Resample
 from stream.sources.array import ArraySource
-from stream.testing import espeak_ng, have_espeak, trim_extent
 from stream.vad_node import VadNode
+from tests.support.tts import espeak_ng, have_espeak, trim_extent
 
 pytestmark = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not installed (apt install espeak-ng)")
 
@@ -55,7 +55,9 @@ class TrackModel:
         self.track = track
         self.config = SimpleNamespace(vocab_size=len(LABELS))
 
-    def init_state(self, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int, language: str | None = None) -> _State:
+    def init_state(
+        self, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int, language: str | None = None
+    ) -> _State:
         return _State(chunk=chunk_ms * 16)
 
     def _frames(self, a: int, b: int) -> torch.Tensor:
@@ -80,8 +82,9 @@ class TrackModel:
         return StepOutput(self._frames(st.frames_out, -(-st.samples // SPF)), st.frames_out)
 
 
-def build(pieces: list[tuple[str, float]], lead_s: float = 0.6, tail_s: float = 1.5,
-          gap_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def build(
+    pieces: list[tuple[str, float]], lead_s: float = 0.6, tail_s: float = 1.5, gap_noise: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Phrases spoken by espeak-ng, each trimmed to its speech and followed by its pause (s).
 
     Returns the audio, the CTC track (the phrase's letters spread over its speech frames, a word
@@ -116,12 +119,17 @@ def build(pieces: list[tuple[str, float]], lead_s: float = 0.6, tail_s: float = 
 async def transcribe(x: np.ndarray, track: np.ndarray, **rcfg) -> list[tuple[int, FinalTranscript]]:
     """(index in the event order, final) for each final with text; audio events kept for timing."""
     cfg = RecognizerConfig(chunk_ms=640, **rcfg)
-    dec = StreamingCTCDecoder(TOK, SPF, EndpointConfig(cfg.rule1_min_trailing_silence_ms,
-                                                       cfg.rule2_min_trailing_silence_ms, cfg.max_utterance_ms))
+    dec = StreamingCTCDecoder(
+        TOK,
+        SPF,
+        EndpointConfig(cfg.rule1_min_trailing_silence_ms, cfg.rule2_min_trailing_silence_ms, cfg.max_utterance_ms),
+    )
     collect = Collect(keep_audio=True)
-    graph = Graph([ArraySource(x, 16000, stream_id="s", block=1600)],
-                  [Resample(), VadNode.create("webrtc"), Recognizer(TrackModel(track), cfg, decoder=dec), collect],
-                  bug_policy="raise")
+    graph = Graph(
+        [ArraySource(x, 16000, stream_id="s", block=1600)],
+        [Resample(), VadNode.create("webrtc"), Recognizer(TrackModel(track), cfg, decoder=dec), collect],
+        bug_policy="raise",
+    )
     await graph.run(timeout_s=120)
     return collect.events
 
@@ -131,8 +139,14 @@ def finals_of(events) -> list[FinalTranscript]:
 
 
 async def test_a_300_ms_pause_between_sentences_gives_two_finals_a_150_ms_pause_inside_one_gives_one() -> None:
-    x, track, _ = build([("THE WEATHER WILL BE COLD", 0.15), ("AND WINDY TOMORROW", 0.30),
-                         ("OUR TRAIN LEAVES AT SEVEN", 0.15), ("FROM THE NORTH STATION", 1.0)])
+    x, track, _ = build(
+        [
+            ("THE WEATHER WILL BE COLD", 0.15),
+            ("AND WINDY TOMORROW", 0.30),
+            ("OUR TRAIN LEAVES AT SEVEN", 0.15),
+            ("FROM THE NORTH STATION", 1.0),
+        ]
+    )
     texts = [f.text for f in finals_of(await transcribe(x, track))]
     assert texts == ["THE WEATHER WILL BE COLD AND WINDY TOMORROW", "OUR TRAIN LEAVES AT SEVEN FROM THE NORTH STATION"]
 
@@ -153,8 +167,12 @@ async def test_the_final_comes_soon_after_the_end_of_speech_not_when_the_chunk_f
     """In stream time: no more than ~0.4 s of audio passes the recogniser between a sentence's end
     and its final (150 ms of silence to decide, a 30 ms VAD frame, a 100 ms source block), whatever
     the 640 ms chunk's phase; waiting for the chunk would take up to 640 ms more."""
-    pieces = [("PLEASE SPEAK SLOWLY", 0.5), ("AND CLEARLY INTO THE MICROPHONE", 0.5),
-              ("TURN LEFT AT THE SECOND LIGHT", 0.5), ("THE LIBRARY CLOSES EARLY", 1.0)]
+    pieces = [
+        ("PLEASE SPEAK SLOWLY", 0.5),
+        ("AND CLEARLY INTO THE MICROPHONE", 0.5),
+        ("TURN LEFT AT THE SECOND LIGHT", 0.5),
+        ("THE LIBRARY CLOSES EARLY", 1.0),
+    ]
     x, track, ends = build(pieces)
     events = await transcribe(x, track)
     finals = finals_of(events)
@@ -168,8 +186,12 @@ async def test_the_final_comes_soon_after_the_end_of_speech_not_when_the_chunk_f
 async def test_max_length_cuts_a_run_on_reading_at_a_pause_between_words() -> None:
     """No pause long enough for the VAD: the maximum length, reached 0.3 s after the 0.2 s pause,
     cuts in that pause (the longest in its last quarter), not before the word then open."""
-    pieces = [("ONE LONG SENTENCE WITH MANY WORDS", 0.05), ("THAT GOES ON AND ON", 0.2),
-              ("WITHOUT ANY PAUSE AT ALL", 0.05), ("UNTIL THE VERY END", 1.0)]
+    pieces = [
+        ("ONE LONG SENTENCE WITH MANY WORDS", 0.05),
+        ("THAT GOES ON AND ON", 0.2),
+        ("WITHOUT ANY PAUSE AT ALL", 0.05),
+        ("UNTIL THE VERY END", 1.0),
+    ]
     x, track, ends = build(pieces)
     max_ms = (ends[1] + int(0.5 * 16000)) // 16
     finals = finals_of(await transcribe(x, track, max_utterance_ms=max_ms))
@@ -203,14 +225,20 @@ async def test_offline_max_length_cuts_in_the_quietest_stretch_not_inside_a_word
     rng = np.random.default_rng(0)
 
     def burst(s: float) -> np.ndarray:
-        return (0.3 * np.sin(2 * np.pi * 180 * np.arange(int(s * 16000)) / 16000) + 0.01 * rng.standard_normal(int(s * 16000))).astype(np.float32)
+        return (
+            0.3 * np.sin(2 * np.pi * 180 * np.arange(int(s * 16000)) / 16000)
+            + 0.01 * rng.standard_normal(int(s * 16000))
+        ).astype(np.float32)
 
     gap = np.zeros(4000, np.float32)  # 0.25 s
     short = np.zeros(800, np.float32)  # 0.05 s: inside a "word"
     x = np.concatenate([burst(1.0), short, burst(1.0), short, burst(1.0), gap, burst(0.6), short, burst(1.0)])
     collect = Collect(keep_audio=False)
-    rec = Recognizer(LoudModel(np.zeros(0, int)), RecognizerConfig(mode="offline", max_utterance_ms=4000),
-                     decoder=StreamingCTCDecoder(TOK, SPF))
+    rec = Recognizer(
+        LoudModel(np.zeros(0, int)),
+        RecognizerConfig(mode="offline", max_utterance_ms=4000),
+        decoder=StreamingCTCDecoder(TOK, SPF),
+    )
     graph = Graph([ArraySource(x, 16000, stream_id="s", block=1600)], [rec, collect], bug_policy="raise")
     await graph.run(timeout_s=60)
     from stream.events import Endpoint

@@ -18,8 +18,10 @@ FRAME_MS = 20
 def _audio(num_samples, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(num_samples) / 16000
-    return (0.2 * torch.sin(2 * torch.pi * 300 * t) * torch.sin(2 * torch.pi * 2 * t)
-            + 0.05 * torch.randn(num_samples, generator=g)).float()
+    return (
+        0.2 * torch.sin(2 * torch.pi * 300 * t) * torch.sin(2 * torch.pi * 2 * t)
+        + 0.05 * torch.randn(num_samples, generator=g)
+    ).float()
 
 
 def _stream(model, audio, sizes, **kw):
@@ -33,8 +35,9 @@ def _offline_under_chunk_mask(model, audio, chunk_frames, left_frames, normalize
     feats = fb.stream_features(audio, "cumulative" if normalize == "stream" else "none", prior=model.module.fbank_prior)
     scale = model.module.config.frame_stride
     with torch.no_grad():
-        return model.module(feats[None], chunk_frames=chunk_frames * scale, left_frames=left_frames * scale,
-                            chunk_offset=scale).frames[0]
+        return model.module(
+            feats[None], chunk_frames=chunk_frames * scale, left_frames=left_frames * scale, chunk_offset=scale
+        ).frames[0]
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +53,22 @@ def models(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("position,chunk_frames", [("relative_key", 2), ("relative_key", 5), ("relative_key", 8),
-                                                   ("relative", 5), ("rotary", 3), (None, 4)])
+@pytest.mark.parametrize(
+    "position,chunk_frames",
+    [("relative_key", 2), ("relative_key", 5), ("relative_key", 8), ("relative", 5), ("rotary", 3), (None, 4)],
+)
 def test_cached_equals_offline_chunk_mask(models, position, chunk_frames):
     model = models(f"pos-{position}", position_embeddings_type=position)
     audio = _audio(16000 * 2 + 555)  # 101 frames: >= 12 chunk boundaries for every chunk size here
     left = 3 * chunk_frames + 1
-    got, _ = _stream(model, audio, [1000, 7, 3333, 640], mode="cached", chunk_ms=chunk_frames * FRAME_MS,
-                     left_context_ms=left * FRAME_MS)
+    got, _ = _stream(
+        model,
+        audio,
+        [1000, 7, 3333, 640],
+        mode="cached",
+        chunk_ms=chunk_frames * FRAME_MS,
+        left_context_ms=left * FRAME_MS,
+    )
     want = _offline_under_chunk_mask(model, audio, chunk_frames, left)
     assert got.shape[0] == model.num_frames(audio.numel()) == want.shape[0]
     assert want.shape[0] // chunk_frames >= 10
@@ -79,8 +90,11 @@ def _with_prior(src, dst, frames=50.0, mean_shift=0.0):
 
     shutil.copytree(src, dst)
     prep = json.loads((dst / "preprocessor_config.json").read_text())
-    prior = fb.FbankPrior(torch.linspace(2.0, 9.0, fb.NUM_MEL_BINS, dtype=torch.float64) + mean_shift,
-                          torch.linspace(1.5, 3.0, fb.NUM_MEL_BINS, dtype=torch.float64), frames)
+    prior = fb.FbankPrior(
+        torch.linspace(2.0, 9.0, fb.NUM_MEL_BINS, dtype=torch.float64) + mean_shift,
+        torch.linspace(1.5, 3.0, fb.NUM_MEL_BINS, dtype=torch.float64),
+        frames,
+    )
     prep[fb.PRIOR_KEY] = prior.to_json()
     (dst / "preprocessor_config.json").write_text(json.dumps(prep))
     return dst
@@ -121,11 +135,16 @@ def test_checkpoint_prior_survives_save_and_transformers_ignores_it(models, tmp_
     torch.testing.assert_close(hf, fb.extract(torch.from_numpy(audio))[0], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("bad,match", [({"mean": [1.0] * 80, "std": [1.0] * 80}, "frames"),
-                                       ({"mean": [1.0] * 79, "std": [1.0] * 80, "frames": 10}, "80 numbers"),
-                                       ({"mean": [1.0] * 80, "std": [0.0] * 80, "frames": 10}, "positive"),
-                                       ({"mean": [float("nan")] * 80, "std": [1.0] * 80, "frames": 10}, "finite"),
-                                       ({"mean": [1.0] * 80, "std": [1.0] * 80, "frames": 0.5}, "above 1")])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"mean": [1.0] * 80, "std": [1.0] * 80}, "frames"),
+        ({"mean": [1.0] * 79, "std": [1.0] * 80, "frames": 10}, "80 numbers"),
+        ({"mean": [1.0] * 80, "std": [0.0] * 80, "frames": 10}, "positive"),
+        ({"mean": [float("nan")] * 80, "std": [1.0] * 80, "frames": 10}, "finite"),
+        ({"mean": [1.0] * 80, "std": [1.0] * 80, "frames": 0.5}, "above 1"),
+    ],
+)
 def test_bad_checkpoint_prior_is_a_clear_error(models, tmp_path, bad, match):
     import json
 
@@ -179,8 +198,16 @@ def test_window_equals_transformers_on_each_window(models):
     extractor = SeamlessM4TFeatureExtractor()
     audio = _audio(16000 * 2 + 100, seed=6)
     C, L, R = 10, 6, 4
-    got, _ = _stream(model, audio, [1234], mode="window", chunk_ms=C * FRAME_MS, left_context_ms=L * FRAME_MS,
-                     lookahead_ms=R * FRAME_MS, normalize="none")
+    got, _ = _stream(
+        model,
+        audio,
+        [1234],
+        mode="window",
+        chunk_ms=C * FRAME_MS,
+        left_context_ms=L * FRAME_MS,
+        lookahead_ms=R * FRAME_MS,
+        normalize="none",
+    )
     total = model.num_frames(audio.numel())
     assert got.shape[0] == total
     plan = window_plan(audio.numel(), C, L, R, model.samples_per_frame, model.receptive_field_samples, T=total)
@@ -190,7 +217,7 @@ def test_window_equals_transformers_on_each_window(models):
         with torch.no_grad():
             logits = ref(**inputs).logits[0]
         a = s0 // model.samples_per_frame
-        torch.testing.assert_close(got[f:f + n], logits[f - a:f - a + n], atol=ATOL, rtol=0)
+        torch.testing.assert_close(got[f : f + n], logits[f - a : f - a + n], atol=ATOL, rtol=0)
 
 
 def test_state_is_bounded(models):
@@ -216,7 +243,7 @@ def test_step_batch_equals_unbatched(models):
     states = [model.init_state(**kw) for _ in audios]
     outs = [[] for _ in audios]
     for pos in range(0, max(a.numel() for a in audios), 700):
-        chunks = [a[pos:pos + 700] for a in audios]
+        chunks = [a[pos : pos + 700] for a in audios]
         res, states = model.step_batch(chunks, states)
         for i, r in enumerate(res):
             outs[i].append(r.frames)
@@ -231,16 +258,25 @@ def test_window_with_adapter_equals_transformers_on_each_window(tmp_path, head, 
     """add_adapter: a model frame is 2**layers stacked frames; each window is transformers' forward."""
     from transformers import SeamlessM4TFeatureExtractor
 
-    path = hf_tiny.build_tiny("wav2vec2-bert", head, tmp_path / "m", add_adapter=True, num_adapter_layers=layers,
-                              output_hidden_size=24)
+    path = hf_tiny.build_tiny(
+        "wav2vec2-bert", head, tmp_path / "m", add_adapter=True, num_adapter_layers=layers, output_hidden_size=24
+    )
     model, ref, extractor = load_model(path), hf_tiny.reference(path), SeamlessM4TFeatureExtractor()
     hop = model.samples_per_frame
     assert hop == 320 * 2**layers
     audio = _audio(16000 * 2 + 100, seed=7)
     C, L, R = 3, 2, 1
     fr = hop * 1000 // 16000
-    got, _ = _stream(model, audio, [1234], mode="window", chunk_ms=C * fr, left_context_ms=L * fr, lookahead_ms=R * fr,
-                     normalize="none")
+    got, _ = _stream(
+        model,
+        audio,
+        [1234],
+        mode="window",
+        chunk_ms=C * fr,
+        left_context_ms=L * fr,
+        lookahead_ms=R * fr,
+        normalize="none",
+    )
     total = model.num_frames(audio.numel())
     plan = window_plan(audio.numel(), C, L, R, hop, model.receptive_field_samples, T=total)
     assert got.shape[0] == total == sum(n for _, n, _, _ in plan) and len(plan) >= 5
@@ -250,4 +286,4 @@ def test_window_with_adapter_equals_transformers_on_each_window(tmp_path, head, 
         want = (out.logits if head == "ctc" else out.last_hidden_state)[0]
         a = s0 // hop
         assert want.shape[0] >= f - a + n
-        torch.testing.assert_close(got[f:f + n], want[f - a:f - a + n], atol=ATOL, rtol=0)
+        torch.testing.assert_close(got[f : f + n], want[f - a : f - a + n], atol=ATOL, rtol=0)

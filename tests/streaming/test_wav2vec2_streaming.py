@@ -14,7 +14,6 @@ import torch
 
 from engines.api import load_model
 from engines.common.waveform import chunk_attention_mask
-from engines.frontend_waveform import normalize
 from tests import hf_tiny
 from tests.streamkit import step_through, window_plan
 
@@ -60,7 +59,9 @@ def models(tmp_path_factory):
 
 LAYER_VARIANTS = {
     "postln": dict(feat_extract_norm="layer"),
-    "preln_weighted": dict(feat_extract_norm="layer", do_stable_layer_norm=True, use_weighted_layer_sum=True, conv_bias=True),
+    "preln_weighted": dict(
+        feat_extract_norm="layer", do_stable_layer_norm=True, use_weighted_layer_sum=True, conv_bias=True
+    ),
 }
 
 
@@ -117,7 +118,9 @@ def test_cached_groupnorm_running_statistics_settle(models):
 @pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
 @pytest.mark.parametrize("norm", ["group", "layer"])
 @pytest.mark.parametrize("chunk_ms,left_ms,right_ms", [(1000, 1000, 1000), (80, 160, 60), (200, 0, 0)])
-def test_window_per_window_normalisation_equals_transformers_on_each_window(models, family, norm, chunk_ms, left_ms, right_ms):
+def test_window_per_window_normalisation_equals_transformers_on_each_window(
+    models, family, norm, chunk_ms, left_ms, right_ms
+):
     """normalize="window" normalises each window as the transformers feature extractor does."""
     model = models(family, do_normalize=True, feat_extract_norm=norm)
     ref_model = hf_tiny.reference(model.model_dir)
@@ -126,7 +129,9 @@ def test_window_per_window_normalisation_equals_transformers_on_each_window(mode
     fe = Wav2Vec2FeatureExtractor.from_pretrained(model.model_dir)
     x = _audio(seconds=5.5)
     T = model.num_frames(x.numel())
-    state = model.init_state("window", chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=right_ms, normalize="window")
+    state = model.init_state(
+        "window", chunk_ms=chunk_ms, left_context_ms=left_ms, lookahead_ms=right_ms, normalize="window"
+    )
     y, _ = step_through(model, x, state, _sizes(x.numel()))
     assert y.shape[0] == T
     C, L, R = state.spec.chunk_frames, state.spec.left_frames, state.spec.lookahead_frames
@@ -163,8 +168,11 @@ def test_window_equals_the_transformers_pipeline_logits(models, norm, chunk_s, s
         pieces.append(logits[0, l_n : token_n - r_n])
     expected = torch.cat(pieces)
     state = model.init_state(
-        "window", chunk_ms=int((chunk_s - stride[0] - stride[1]) * 1000), left_context_ms=int(stride[0] * 1000),
-        lookahead_ms=int(stride[1] * 1000), normalize="window",
+        "window",
+        chunk_ms=int((chunk_s - stride[0] - stride[1]) * 1000),
+        left_context_ms=int(stride[0] * 1000),
+        lookahead_ms=int(stride[1] * 1000),
+        normalize="window",
     )
     y, _ = step_through(model, x, state, _sizes(x.numel(), hi=6000))
     assert y.shape == expected.shape
@@ -230,16 +238,25 @@ def _shapes(state):
 def test_state_stays_bounded_over_an_hour(tmp_path, mode):
     """An hour of audio through a (very) tiny model in 20 s chunks: every state tensor keeps
     its size, pending audio stays below a chunk + context, frame count is exact."""
-    path = hf_tiny.build_tiny("wav2vec2", "frame", tmp_path, conv_dim=(4,) * 7, hidden_size=8, num_attention_heads=2,
-                              intermediate_size=8, num_hidden_layers=1, num_conv_pos_embeddings=4,
-                              num_conv_pos_embedding_groups=2)
+    path = hf_tiny.build_tiny(
+        "wav2vec2",
+        "frame",
+        tmp_path,
+        conv_dim=(4,) * 7,
+        hidden_size=8,
+        num_attention_heads=2,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2,
+    )
     model = load_model(path)
     state = model.init_state(mode, chunk_ms=2000, left_context_ms=2000, lookahead_ms=0 if mode == "cached" else 400)
     step_s = 20
     g = torch.Generator().manual_seed(0)
     chunk = 0.1 * torch.randn(step_s * SR, generator=g)
     frames, first_shapes = 0, None
-    for i in range(3600 // step_s):
+    for _i in range(3600 // step_s):
         out, state = model.step(chunk, state)
         assert out.start_frame == frames
         frames += out.frames.shape[0]
@@ -249,8 +266,14 @@ def test_state_stays_bounded_over_an_hour(tmp_path, mode):
             assert shapes == first_shapes
         else:
             feats = state.cache.feats
-            assert feats is None or feats.shape[0] <= state.spec.left_frames + state.spec.lookahead_frames + state.spec.chunk_frames
-        assert state.pending.numel() <= (state.spec.chunk_frames + state.spec.left_frames + state.spec.lookahead_frames + 2) * 320
+            assert (
+                feats is None
+                or feats.shape[0] <= state.spec.left_frames + state.spec.lookahead_frames + state.spec.chunk_frames
+            )
+        assert (
+            state.pending.numel()
+            <= (state.spec.chunk_frames + state.spec.left_frames + state.spec.lookahead_frames + 2) * 320
+        )
     frames += model.flush(state).frames.shape[0]
     assert state.samples_in == 3600 * SR
     assert frames == model.num_frames(3600 * SR)

@@ -14,29 +14,99 @@ import srt
 import webvtt
 from typer.testing import CliRunner
 
-from stream.cli import app
+from speechstream.cli import app
 from stream.config import TranscribeConfig, default_model_dir, load_toml
 from stream.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "hello.wav"
 OPTIONS = [
-    "--mic", "--device", "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--hotword", "--vad", "--mode", "--diarize", "--speaker", "--max-speakers", "--speaker-model", "--chunk-ms", "--left-context-ms", "--lookahead-ms", "--language",
-    "--vad-pre-speech-pad-ms", "--vad-hangover-ms", "--vad-min-speech-ms", "--vad-min-silence-ms", "--vad-threshold",
-    "--vad-aggressiveness", "--max-utterance-ms",
-    "--realtime", "--progress", "--console", "--jsonl", "--srt", "--vtt", "--rttm", "--config",
+    "--mic",
+    "--device",
+    "--model",
+    "--lm",
+    "--unigrams",
+    "--lm-alpha",
+    "--lm-beta",
+    "--beam-width",
+    "--hotword",
+    "--vad",
+    "--mode",
+    "--diarize",
+    "--speaker",
+    "--max-speakers",
+    "--speaker-model",
+    "--chunk-ms",
+    "--left-context-ms",
+    "--lookahead-ms",
+    "--language",
+    "--vad-pre-speech-pad-ms",
+    "--vad-hangover-ms",
+    "--vad-min-speech-ms",
+    "--vad-min-silence-ms",
+    "--vad-threshold",
+    "--vad-aggressiveness",
+    "--max-utterance-ms",
+    "--realtime",
+    "--progress",
+    "--console",
+    "--jsonl",
+    "--srt",
+    "--vtt",
+    "--rttm",
+    "--config",
 ]
 SERVE_OPTIONS = [
-    "--host", "--port", "--token", "--model", "--vad", "--mode", "--chunk-ms", "--lookahead-ms", "--max-connections",
-    "--max-frame-bytes", "--web", "--diarize", "--max-speakers", "--max-batch", "--language", "--idle-timeout", "--allow-origin",
-    "--vad-pre-speech-pad-ms", "--vad-hangover-ms", "--vad-min-speech-ms", "--vad-min-silence-ms", "--vad-threshold",
-    "--vad-aggressiveness", "--max-utterance-ms",
+    "--host",
+    "--port",
+    "--token",
+    "--model",
+    "--vad",
+    "--mode",
+    "--chunk-ms",
+    "--lookahead-ms",
+    "--max-connections",
+    "--max-frame-bytes",
+    "--web",
+    "--diarize",
+    "--max-speakers",
+    "--max-batch",
+    "--language",
+    "--idle-timeout",
+    "--allow-origin",
+    "--vad-pre-speech-pad-ms",
+    "--vad-hangover-ms",
+    "--vad-min-speech-ms",
+    "--vad-min-silence-ms",
+    "--vad-threshold",
+    "--vad-aggressiveness",
+    "--max-utterance-ms",
 ]
 EVAL_OPTIONS = [
-    "--model", "--lm", "--unigrams", "--lm-alpha", "--lm-beta", "--beam-width", "--vad", "--mode", "--chunk-ms",
-    "--left-context-ms", "--lookahead-ms", "--language", "--limit", "--concurrency", "--realtime", "--pad-silence-ms",
-    "--block-ms", "--vad-pre-speech-pad-ms", "--vad-hangover-ms", "--vad-min-speech-ms", "--vad-min-silence-ms",
-    "--vad-threshold", "--vad-aggressiveness", "--max-utterance-ms",
+    "--model",
+    "--lm",
+    "--unigrams",
+    "--lm-alpha",
+    "--lm-beta",
+    "--beam-width",
+    "--vad",
+    "--mode",
+    "--chunk-ms",
+    "--left-context-ms",
+    "--lookahead-ms",
+    "--language",
+    "--limit",
+    "--concurrency",
+    "--realtime",
+    "--pad-silence-ms",
+    "--block-ms",
+    "--vad-pre-speech-pad-ms",
+    "--vad-hangover-ms",
+    "--vad-min-speech-ms",
+    "--vad-min-silence-ms",
+    "--vad-threshold",
+    "--vad-aggressiveness",
+    "--max-utterance-ms",
 ]
 
 
@@ -88,31 +158,34 @@ def test_serve_and_eval_help_list_every_option_with_a_default(command, options):
         assert entry.startswith(("-help", "h, --help")) or "default:" in entry, f"-{entry.split()[0]} shows no default"
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["serve", "--lookahead-ms", "30"], "multiple of the 20 ms frame stride"),
-    (["serve", "--lookahead-ms", "10020"], "at most 10000"),
-    (["serve", "--language", "en us"], "--language must be a language code"),
-    (["serve", "--vad-threshold", "0.5"], "vad_threshold is silero's"),  # webrtc has no threshold
-    (["serve", "--vad", "silero", "--vad-threshold", "1.0"], "between 0 and 1"),
-    (["serve", "--vad", "silero", "--vad-aggressiveness", "2"], "vad_aggressiveness is webrtc's"),
-    (["serve", "--vad-min-silence-ms", "-5"], "--vad-min-silence-ms"),
-    (["serve", "--max-utterance-ms", "10"], "--max-utterance-ms"),
-    (["eval", "never-read.tsv", "--language", " "], "--language must be a language code"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["serve", "--lookahead-ms", "30"], "multiple of the 20 ms frame stride"),
+        (["serve", "--lookahead-ms", "10020"], "at most 10000"),
+        (["serve", "--language", "en us"], "--language must be a language code"),
+        (["serve", "--vad-threshold", "0.5"], "vad_threshold is silero's"),  # webrtc has no threshold
+        (["serve", "--vad", "silero", "--vad-threshold", "1.0"], "between 0 and 1"),
+        (["serve", "--vad", "silero", "--vad-aggressiveness", "2"], "vad_aggressiveness is webrtc's"),
+        (["serve", "--vad-min-silence-ms", "-5"], "--vad-min-silence-ms"),
+        (["serve", "--max-utterance-ms", "10"], "--max-utterance-ms"),
+        (["eval", "never-read.tsv", "--language", " "], "--language must be a language code"),
+    ],
+)
 def test_serve_and_eval_refuse_bad_values_before_loading(args, needle, monkeypatch):
-    import stream.net.serve
+    import speechstream.net.serve
 
-    monkeypatch.setattr(stream.net.serve, "serve_main", lambda opts: pytest.fail("serve started"))
+    monkeypatch.setattr(speechstream.net.serve, "serve_main", lambda opts: pytest.fail("serve started"))
     assert_user_error(run(*args), needle)
 
 
 def test_serve_lookahead_and_language_reach_the_recognizer(monkeypatch, tmp_path):
-    import stream.net.serve
-    from stream.net.serve import build_nodes
+    import speechstream.net.serve
+    from speechstream.net.serve import build_nodes
     from stream.recognizer import Recognizer
 
     seen = []
-    monkeypatch.setattr(stream.net.serve, "serve_main", seen.append)  # what serve would run, not run
+    monkeypatch.setattr(speechstream.net.serve, "serve_main", seen.append)  # what serve would run, not run
     result = run("serve", "--model", str(tmp_path), "--mode", "cached", "--lookahead-ms", "320", "--language", "fra")
     assert result.exit_code == 0, result.output
     (opts,) = seen
@@ -124,17 +197,33 @@ def test_serve_lookahead_and_language_reach_the_recognizer(monkeypatch, tmp_path
 
 
 def test_serve_vad_options_reach_the_vad_and_the_recognizer(monkeypatch, tmp_path):
-    import stream.net.serve
-    from stream.net.serve import build_nodes
+    import speechstream.net.serve
+    from speechstream.net.serve import build_nodes
     from stream.recognizer import Recognizer
     from stream.vad import DEFAULT_VAD_CONFIGS, VadConfig
     from stream.vad_node import VadNode
 
     seen = []
-    monkeypatch.setattr(stream.net.serve, "serve_main", seen.append)  # what serve would run, not run
-    result = run("serve", "--model", str(tmp_path), "--vad", "silero", "--vad-pre-speech-pad-ms", "0",
-                 "--vad-hangover-ms", "40", "--vad-min-speech-ms", "80", "--vad-min-silence-ms", "300",
-                 "--vad-threshold", "0.6", "--max-utterance-ms", "9000")
+    monkeypatch.setattr(speechstream.net.serve, "serve_main", seen.append)  # what serve would run, not run
+    result = run(
+        "serve",
+        "--model",
+        str(tmp_path),
+        "--vad",
+        "silero",
+        "--vad-pre-speech-pad-ms",
+        "0",
+        "--vad-hangover-ms",
+        "40",
+        "--vad-min-speech-ms",
+        "80",
+        "--vad-min-silence-ms",
+        "300",
+        "--vad-threshold",
+        "0.6",
+        "--max-utterance-ms",
+        "9000",
+    )
     assert result.exit_code == 0, result.output
     nodes = build_nodes(seen[-1])[0]
     (vad,) = [n for n in nodes if isinstance(n, VadNode)]
@@ -153,7 +242,7 @@ def test_serve_vad_options_reach_the_vad_and_the_recognizer(monkeypatch, tmp_pat
 def test_help_imports_no_heavy_module():
     code = (
         "import sys\n"
-        "from stream.cli import main\n"
+        "from speechstream.cli import main\n"
         "try:\n    main(['transcribe', '--help'])\n"
         "except SystemExit as e:\n    assert e.code == 0, e.code\n"
         "heavy = sorted(m for m in ('torch', 'numpy', 'soundfile', 'sounddevice', 'engines', 'sinks') if m in sys.modules)\n"
@@ -219,10 +308,10 @@ def test_output_in_missing_directory(tmp_path):
 def test_unknown_device(monkeypatch, tmp_path):
     # An ALSA configuration with no capture device at all: any name is unknown.
     conf = tmp_path / "asound.conf"
-    conf.write_text('pcm.!default { type null }\n')
+    conf.write_text("pcm.!default { type null }\n")
     monkeypatch.setenv("ALSA_CONFIG_PATH", f"/usr/share/alsa/alsa.conf:{conf}")
     code = (
-        "from stream.cli import main\n"
+        "from speechstream.cli import main\n"
         "main(['transcribe', '--mic', '--model', 'none', '--device', 'no-such-device-xyz'])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -246,9 +335,19 @@ def test_bad_toml(tmp_path):
 def test_vad_only_run_writes_every_output(tmp_path):
     out = tmp_path
     result = run(
-        "transcribe", str(EXAMPLE), "--model", "none", "--no-progress",
-        "--jsonl", str(out / "e.jsonl"), "--srt", str(out / "c.srt"), "--vtt", str(out / "c.vtt"),
-        "--rttm", str(out / "s.rttm"),
+        "transcribe",
+        str(EXAMPLE),
+        "--model",
+        "none",
+        "--no-progress",
+        "--jsonl",
+        str(out / "e.jsonl"),
+        "--srt",
+        str(out / "c.srt"),
+        "--vtt",
+        str(out / "c.vtt"),
+        "--rttm",
+        str(out / "s.rttm"),
     )
     assert result.exit_code == 0, result.output
     assert "VAD only" in result.stderr
@@ -293,9 +392,21 @@ def test_recognizer_run_with_tiny_model_writes_captions(tmp_path):
     clip = tmp_path / "first.flac"  # the first sentence, as FLAC: keeps the test short
     sf.write(str(clip), audio[: int(4.5 * rate)], rate)
     result = run(
-        "transcribe", str(clip), "--model", str(model), "--no-progress", "--chunk-ms", "320",
-        "--left-context-ms", "1280", "--srt", str(tmp_path / "c.srt"), "--vtt", str(tmp_path / "c.vtt"),
-        "--jsonl", str(tmp_path / "e.jsonl"),
+        "transcribe",
+        str(clip),
+        "--model",
+        str(model),
+        "--no-progress",
+        "--chunk-ms",
+        "320",
+        "--left-context-ms",
+        "1280",
+        "--srt",
+        str(tmp_path / "c.srt"),
+        "--vtt",
+        str(tmp_path / "c.vtt"),
+        "--jsonl",
+        str(tmp_path / "e.jsonl"),
     )
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
@@ -350,7 +461,9 @@ def test_rttm_turns_on_diarization(tmp_path):
     ann = load_rttm(str(tmp_path / "s.rttm"))["two"]
     assert len(ann.labels()) >= 2
     assert all(0 <= seg.start < seg.end <= 9.4 for seg in ann.itersegments())
-    no = run("transcribe", str(clip), "--model", "none", "--no-progress", "--no-diarize", "--rttm", str(tmp_path / "n.rttm"))
+    no = run(
+        "transcribe", str(clip), "--model", "none", "--no-progress", "--no-diarize", "--rttm", str(tmp_path / "n.rttm")
+    )
     assert no.exit_code == 0 and (tmp_path / "n.rttm").read_text() == "" and "diarization is off" in no.stderr
 
 
@@ -358,8 +471,8 @@ def test_rttm_turns_on_diarization(tmp_path):
 
 
 def test_lm_options_reach_the_recognizer(tmp_path):
-    from engines.lm_build import build_arpa, write_arpa
-    from stream.pipeline_builder import build_recognizer
+    from examples.lm.lm_build import build_arpa, write_arpa
+    from speechstream.builder import build_recognizer
 
     arpa = tmp_path / "lm.arpa"
     write_arpa(*build_arpa([["THE", "HEAT"], ["NO", "TEA"]], order=2), arpa)
@@ -405,8 +518,9 @@ def test_lm_that_is_not_an_lm_fails_at_start(tmp_path):
 def test_lm_options_change_the_finals(tmp_path):
     """Finals go through the LM beam search: a huge word penalty (--lm-beta) leaves fewer words than greedy."""
     sys.path.insert(0, str(REPO / "tests"))
-    from engines.lm_build import build_arpa, write_arpa
     from hf_tiny import build_tiny
+
+    from examples.lm.lm_build import build_arpa, write_arpa
 
     model = build_tiny("wav2vec2", "ctc", tmp_path / "tiny")
     audio, rate = sf.read(str(EXAMPLE), dtype="int16")
@@ -417,8 +531,21 @@ def test_lm_options_change_the_finals(tmp_path):
 
     def finals(*extra: str) -> list[str]:
         out = tmp_path / f"e{len(extra)}.jsonl"
-        result = run("transcribe", str(clip), "--model", str(model), "--no-progress", "--no-console", "--chunk-ms", "320",
-                     "--left-context-ms", "1280", "--jsonl", str(out), *extra)
+        result = run(
+            "transcribe",
+            str(clip),
+            "--model",
+            str(model),
+            "--no-progress",
+            "--no-console",
+            "--chunk-ms",
+            "320",
+            "--left-context-ms",
+            "1280",
+            "--jsonl",
+            str(out),
+            *extra,
+        )
         assert result.exit_code == 0, result.output
         events = [json.loads(line) for line in out.read_text().splitlines()]
         return [e["text"] for e in events if e["type"] == "final_transcript"]
@@ -431,13 +558,14 @@ def test_lm_options_change_the_finals(tmp_path):
 
 
 def test_vad_timing_options_reach_the_vad_from_toml_and_cli(tmp_path):
-    from stream.pipeline_builder import build_recognizer, build_vad
+    from speechstream.builder import build_recognizer, build_vad
     from stream.vad import DEFAULT_VAD_CONFIGS, VadConfig
 
     toml = tmp_path / "c.toml"
     toml.write_text('vad = "silero"\nvad_min_silence_ms = 300\nvad_threshold = 0.6\nvad_hangover_ms = 40\n')
-    cfg = TranscribeConfig.from_mapping({**load_toml(toml), "vad_pre_speech_pad_ms": 0, "input_path": str(EXAMPLE),
-                                         "max_utterance_ms": 9000}).validate()
+    cfg = TranscribeConfig.from_mapping(
+        {**load_toml(toml), "vad_pre_speech_pad_ms": 0, "input_path": str(EXAMPLE), "max_utterance_ms": 9000}
+    ).validate()
     seg = build_vad(cfg).segmenter
     assert seg.config == VadConfig(0, 40, DEFAULT_VAD_CONFIGS["silero"].min_speech_ms, 300)
     assert seg.clf.threshold == 0.6
@@ -448,8 +576,20 @@ def test_vad_timing_options_reach_the_vad_from_toml_and_cli(tmp_path):
     out = tmp_path / "e.jsonl"
     assert run("transcribe", "--model", "none", "--no-progress", "--jsonl", str(out), str(EXAMPLE)).exit_code == 0
     n_default = out.read_text().count('"speech_ended"')
-    assert run("transcribe", "--model", "none", "--no-progress", "--jsonl", str(out), "--vad-min-silence-ms", "2000",
-               str(EXAMPLE)).exit_code == 0
+    assert (
+        run(
+            "transcribe",
+            "--model",
+            "none",
+            "--no-progress",
+            "--jsonl",
+            str(out),
+            "--vad-min-silence-ms",
+            "2000",
+            str(EXAMPLE),
+        ).exit_code
+        == 0
+    )
     assert 0 < out.read_text().count('"speech_ended"') < n_default
 
 
@@ -470,7 +610,7 @@ def test_bad_vad_options(args, needle):
 def test_vad_option_defaults_shown_in_help_are_the_vads_own():
     """The CLI shows the VAD defaults without importing the VAD (``--help`` stays light); they must
     be the values stream.vad really uses."""
-    from stream import cli
+    from speechstream import cli
     from stream.vad import DEFAULT_SILERO_THRESHOLD, DEFAULT_VAD_CONFIGS, DEFAULT_WEBRTC_AGGRESSIVENESS
 
     web, sil = DEFAULT_VAD_CONFIGS["webrtc"], DEFAULT_VAD_CONFIGS["silero"]

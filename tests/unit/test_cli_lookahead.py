@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from stream.cli import app
+from speechstream.cli import app
 from stream.config import MAX_LOOKAHEAD_MS, TranscribeConfig
 from stream.errors import ConfigError
 from stream.recognizer import RecognizerConfig
@@ -39,12 +39,19 @@ def assert_user_error(result, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("value,needle", [("30", "multiple of the 20 ms frame stride"),
-                                          ("-20", "--lookahead-ms"),
-                                          (str(MAX_LOOKAHEAD_MS + 20), f"at most {MAX_LOOKAHEAD_MS}")])
+@pytest.mark.parametrize(
+    "value,needle",
+    [
+        ("30", "multiple of the 20 ms frame stride"),
+        ("-20", "--lookahead-ms"),
+        (str(MAX_LOOKAHEAD_MS + 20), f"at most {MAX_LOOKAHEAD_MS}"),
+    ],
+)
 @pytest.mark.parametrize("mode", ["cached", "window"])
 def test_transcribe_refuses_bad_lookahead_in_one_line(value, needle, mode):
-    assert_user_error(run("transcribe", "--mode", mode, "--lookahead-ms", value, "--model", "none", str(EXAMPLE)), needle)
+    assert_user_error(
+        run("transcribe", "--mode", mode, "--lookahead-ms", value, "--model", "none", str(EXAMPLE)), needle
+    )
 
 
 def test_toml_lookahead_is_validated_at_parse_time(tmp_path):
@@ -81,8 +88,23 @@ def test_cached_lookahead_runs_through_the_cli(tmp_path):
     clip = tmp_path / "tones.wav"
     sf.write(str(clip), x, 16000, subtype="FLOAT")
     out = tmp_path / "e.jsonl"
-    result = run("transcribe", str(clip), "--model", str(model_dir), "--no-progress", "--vad", "none",
-                 "--chunk-ms", "320", "--left-context-ms", "1280", "--lookahead-ms", "200", "--jsonl", str(out))
+    result = run(
+        "transcribe",
+        str(clip),
+        "--model",
+        str(model_dir),
+        "--no-progress",
+        "--vad",
+        "none",
+        "--chunk-ms",
+        "320",
+        "--left-context-ms",
+        "1280",
+        "--lookahead-ms",
+        "200",
+        "--jsonl",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     finals = [e for e in map(json.loads, out.read_text().splitlines()) if e["type"] == "final_transcript"]
     model = load_model(model_dir)

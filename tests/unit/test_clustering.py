@@ -127,7 +127,9 @@ def test_public_names():
     import engines.speakers as sp
 
     assert sorted(sp.__all__) == sorted(n for n in sp.__all__ if hasattr(sp, n))
-    assert {"SpeakerEmbedder", "ClusterConfig", "assign", "enroll", "DiarizerConfig", "load_embedder"} <= set(sp.__all__)
+    assert {"SpeakerEmbedder", "ClusterConfig", "assign", "enroll", "DiarizerConfig", "load_embedder"} <= set(
+        sp.__all__
+    )
 
 
 def test_enrolled_voices_match_at_a_lower_bar():

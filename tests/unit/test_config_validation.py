@@ -134,8 +134,12 @@ def test_fields_that_belong_together_and_raw_fields(changes, field, tmp_path: Pa
 
 @pytest.mark.parametrize(
     "key, value, what",
-    [("do_normalize", "yes", "true or false"), ("sampling_rate", "16k", "a positive integer"),
-     ("padding_value", None, "a number"), ("return_attention_mask", 1, "true or false")],
+    [
+        ("do_normalize", "yes", "true or false"),
+        ("sampling_rate", "16k", "a positive integer"),
+        ("padding_value", None, "a number"),
+        ("return_attention_mask", 1, "true or false"),
+    ],
 )
 def test_preprocessor_fields_are_checked(key, value, what, tmp_path: Path) -> None:
     d = build_tiny("wav2vec2", "ctc", tmp_path)
@@ -148,7 +152,7 @@ def test_preprocessor_fields_are_checked(key, value, what, tmp_path: Path) -> No
 def test_cli_in_process_gives_one_line_for_a_negative_vocab_size(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from stream.cli import app
+    from speechstream.cli import app
 
     d = build_tiny("wav2vec2", "ctc", tmp_path)
     _edit(d / "config.json", vocab_size=-3)
@@ -165,7 +169,10 @@ def test_installed_cli_gives_one_line_and_exit_2_for_the_probe_config(tmp_path: 
     _edit(d / "config.json", hidden_size="big", vocab_size=-3)
     run = subprocess.run(
         [entry_point(), "transcribe", str(EXAMPLE), "--model", str(d), "--no-progress"],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
     )
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines() == [

@@ -66,7 +66,9 @@ def check_semantics(ups: list[SegmentUpdate]) -> None:
 
 def test_partials_then_final_with_revisions_and_frame_exact_timestamps() -> None:
     dec = StreamingCTCDecoder(TOK, samples_per_frame=320, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=200))
-    ids = [B] * 3 + [ID["H"], ID["H"], B, ID["I"], D, D, B, ID["T"], ID["H"], B, ID["E"]] + [B] * 10 + [ID["O"]] + [B] * 3
+    ids = (
+        [B] * 3 + [ID["H"], ID["H"], B, ID["I"], D, D, B, ID["T"], ID["H"], B, ID["E"]] + [B] * 10 + [ID["O"]] + [B] * 3
+    )
     ups = run(dec, ids, chunk=4)
     check_semantics(ups)
     seg0 = [u for u in ups if u.index == 0]
@@ -75,7 +77,10 @@ def test_partials_then_final_with_revisions_and_frame_exact_timestamps() -> None
     assert final.text == "HI THE" and final.reason == "silence"
     assert final.revision == seg0[-2].revision + 1
     # H: frames 3-4, I: frame 6 -> "HI" = [3, 7); T frame 10, H 11, E 13 -> "THE" = [10, 14)
-    assert [(w.text, w.start_sample, w.end_sample) for w in final.words] == [("HI", 3 * 320, 7 * 320), ("THE", 10 * 320, 14 * 320)]
+    assert [(w.text, w.start_sample, w.end_sample) for w in final.words] == [
+        ("HI", 3 * 320, 7 * 320),
+        ("THE", 10 * 320, 14 * 320),
+    ]
     assert (final.start_sample, final.end_sample) == (3 * 320, 14 * 320)
     # rule 2 at 200 ms = 10 frames of trailing silence after frame 13 -> closed at frame 24
     assert final.endpoint_sample == 24 * 320
@@ -280,9 +285,26 @@ def spell(words_and_gaps: list[tuple[str, int]]) -> list[int]:
 
 def test_max_length_cuts_at_the_longest_pause_in_its_last_seconds() -> None:
     """Rule 3 cuts in the longest word gap of the segment's last second, not just before the open word."""
-    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None, max_utterance_ms=2000))  # 100 frames
-    ids = spell([("THE", 2), ("RAIN", 2), ("IN", 2), ("THE", 2), ("TREE", 2), ("HE", 2), ("SAT", 2), ("ON", 12),
-                 ("THE", 2), ("STAIR", 2), ("AT", 2), ("NOON", 2), ("TO", 40)])
+    dec = StreamingCTCDecoder(
+        TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None, max_utterance_ms=2000)
+    )  # 100 frames
+    ids = spell(
+        [
+            ("THE", 2),
+            ("RAIN", 2),
+            ("IN", 2),
+            ("THE", 2),
+            ("TREE", 2),
+            ("HE", 2),
+            ("SAT", 2),
+            ("ON", 12),
+            ("THE", 2),
+            ("STAIR", 2),
+            ("AT", 2),
+            ("NOON", 2),
+            ("TO", 40),
+        ]
+    )
     ups = run(dec, ids, chunk=7)
     check_semantics(ups)
     finals = [u for u in ups if u.is_final]
@@ -293,7 +315,9 @@ def test_max_length_cuts_at_the_longest_pause_in_its_last_seconds() -> None:
 
 def test_max_length_never_cuts_inside_a_word() -> None:
     """A word still open at the maximum length (no earlier word boundary) is waited for, then cut after it."""
-    dec = StreamingCTCDecoder(TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None, max_utterance_ms=1000))  # 50 frames
+    dec = StreamingCTCDecoder(
+        TOK, endpoint=EndpointConfig(rule2_min_trailing_silence_ms=None, max_utterance_ms=1000)
+    )  # 50 frames
     long_word = "TATATATATATATATATATATATATATATA"  # 60 frames with its blanks
     ids = spell([(long_word, 3), ("NO", 30)])
     ups = run(dec, ids, chunk=5)
@@ -332,7 +356,9 @@ def test_vad_endpoint_with_lookahead_frames_closes_now_and_skips_them_when_they_
     later2, st = dec.step(x[32:], 32, st)
     fin = dec.flush(st)[0]
     got = [u for u in (*ups, *now, *later, *later2, *fin) if u.is_final]
-    assert [(f.text, f.endpoint_sample, f.words) for f in got] == [(f.text, f.endpoint_sample, f.words) for f in ref if f.is_final]
+    assert [(f.text, f.endpoint_sample, f.words) for f in got] == [
+        (f.text, f.endpoint_sample, f.words) for f in ref if f.is_final
+    ]
     with pytest.raises(StreamError):  # frames before the peeked ones are still refused
         dec.step(x[10:20], 10, st)
 

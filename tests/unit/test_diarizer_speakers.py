@@ -51,8 +51,11 @@ async def test_cap_and_names_are_per_stream():
 
 
 def test_bad_settings_are_refused_and_change_nothing(tmp_path):
-    node = Diarizer(CFG.__class__(cluster=ClusterConfig(max_speakers=3)), embedder=PitchEmbedder(),
-                    speakers={"alice": tmp_path / "a.wav", "bob": tmp_path / "b.wav"})
+    node = Diarizer(
+        CFG.__class__(cluster=ClusterConfig(max_speakers=3)),
+        embedder=PitchEmbedder(),
+        speakers={"alice": tmp_path / "a.wav", "bob": tmp_path / "b.wav"},
+    )
     node.set_speakers("s", 2, ("Ann",))
     for bad in (0, 4, 1, True):  # below 1, above the node's max, below the enrolled count, not an int
         with pytest.raises(ConfigError):

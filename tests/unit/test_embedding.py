@@ -26,7 +26,9 @@ def test_network_matches_resemblyzer(encoder):
         warnings.simplefilter("ignore")  # resemblyzer imports scipy.ndimage.morphology (deprecated)
         resemblyzer = pytest.importorskip("resemblyzer")
         ref = resemblyzer.VoiceEncoder("cpu", verbose=False)
-    mels = torch.from_numpy(mel_spectrogram(np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.05))[None]
+    mels = torch.from_numpy(mel_spectrogram(np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.05))[
+        None
+    ]
     with torch.no_grad():
         torch.testing.assert_close(encoder.model(mels), ref(mels), atol=1e-5, rtol=1e-5)
 
@@ -50,9 +52,8 @@ def test_embedding_contract(encoder):
 def test_xvector_backend_matches_transformers(family, tmp_path):
     """The HF backend: a tiny *ForXVector checkpoint through engines.api equals transformers."""
     pytest.importorskip("transformers")
-    from tests.hf_tiny import build_tiny, reference
-
     from engines.speakers.embedding import XVectorEmbedder, load_embedder
+    from tests.hf_tiny import build_tiny, reference
 
     path = build_tiny(family, "xvector", tmp_path / family)
     emb = load_embedder(str(path))
@@ -73,10 +74,9 @@ def test_xvector_backend_matches_transformers(family, tmp_path):
 
 def test_xvector_backend_rejects_other_heads(tmp_path):
     pytest.importorskip("transformers")
-    from tests.hf_tiny import build_tiny
-
     from engines.errors import CheckpointError
     from engines.speakers.embedding import XVectorEmbedder
+    from tests.hf_tiny import build_tiny
 
     path = build_tiny("wav2vec2", "ctc", tmp_path / "ctc")
     with pytest.raises(CheckpointError, match="ForXVector"):

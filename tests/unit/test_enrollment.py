@@ -87,10 +87,13 @@ def test_enrolled_voices_get_their_names_and_others_stay_anonymous(tmp_path):
     from engines.speakers.enrollment import load_clip
 
     emb = VoiceEncoderEmbedder.load()
-    voices = enroll(emb, {
-        "sally": _say(tmp_path, "slt", "The museum will be closed on Monday for repairs."),
-        "rob": _say(tmp_path, "rms", "They decided to leave early to avoid the heavy traffic."),
-    })
+    voices = enroll(
+        emb,
+        {
+            "sally": _say(tmp_path, "slt", "The museum will be closed on Monday for repairs."),
+            "rob": _say(tmp_path, "rms", "They decided to leave early to avoid the heavy traffic."),
+        },
+    )
     cfg = ClusterConfig(threshold=0.75, confirm=1)
     state = init_state(cfg, voices)
     labels = []
@@ -107,7 +110,7 @@ def test_enrolled_voices_get_their_names_and_others_stay_anonymous(tmp_path):
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from stream.cli import app
+    from speechstream.cli import app
 
     return CliRunner().invoke(app, list(args))
 
@@ -155,7 +158,9 @@ def test_config_speakers_from_toml(tmp_path):
 
 def test_cli_speaker_model_must_exist(tmp_path):
     clip = _example(tmp_path)
-    result = _cli("transcribe", str(clip), "--model", "none", "--no-progress", "--speaker-model", str(tmp_path / "nope"))
+    result = _cli(
+        "transcribe", str(clip), "--model", "none", "--no-progress", "--speaker-model", str(tmp_path / "nope")
+    )
     assert result.exit_code == 2 and "--speaker-model path does not exist" in result.stderr
 
 
@@ -165,7 +170,17 @@ def test_cli_speaker_model_with_a_ctc_checkpoint_is_a_user_error(tmp_path):
 
     clip = _example(tmp_path)
     ctc = build_tiny("wav2vec2", "ctc", tmp_path / "ctc")
-    result = _cli("transcribe", str(clip), "--model", "none", "--no-progress", "--speaker-model", str(ctc), "--rttm", str(tmp_path / "o.rttm"))
+    result = _cli(
+        "transcribe",
+        str(clip),
+        "--model",
+        "none",
+        "--no-progress",
+        "--speaker-model",
+        str(ctc),
+        "--rttm",
+        str(tmp_path / "o.rttm"),
+    )
     assert result.exit_code == 2, result.output
     assert "ForXVector" in result.stderr
 
@@ -176,6 +191,16 @@ def test_cli_speaker_model_xvector_runs(tmp_path):
 
     clip = _example(tmp_path)
     xv = build_tiny("wavlm", "xvector", tmp_path / "xv")
-    result = _cli("transcribe", str(clip), "--model", "none", "--no-progress", "--speaker-model", str(xv), "--rttm", str(tmp_path / "o.rttm"))
+    result = _cli(
+        "transcribe",
+        str(clip),
+        "--model",
+        "none",
+        "--no-progress",
+        "--speaker-model",
+        str(xv),
+        "--rttm",
+        str(tmp_path / "o.rttm"),
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o.rttm").exists()

@@ -24,8 +24,8 @@ from stream.node import Node
 from stream.queues import EdgeSpec
 from stream.resample import Resample
 from stream.sources.array import ArraySource
-from stream.testing import espeak_ng, have_espeak, speech_with_pauses
 from stream.vad_node import VadNode
+from tests.support.tts import espeak_ng, have_espeak, speech_with_pauses
 
 
 def test_committed_schema_is_the_generated_one():
@@ -43,7 +43,9 @@ class Transcribe(Node):
             words = (Word("hello", s, (s + e) // 2, 0.9), Word("world", (s + e) // 2, e, speaker="S1"))
             await self.push(PartialTranscript(sid, s, segment_id=seg, revision=0, text="hello", end_sample=e))
             await self.push(Endpoint(sid, e, segment_id=seg, reason="vad"))
-            await self.push(FinalTranscript(sid, s, segment_id=seg, revision=1, text="hello world", end_sample=e, words=words))
+            await self.push(
+                FinalTranscript(sid, s, segment_id=seg, revision=1, text="hello world", end_sample=e, words=words)
+            )
             await self.push(SpeakerTurn(sid, s, turn_id="t1", speaker="S1", end_sample=e))
 
 
@@ -64,8 +66,14 @@ async def test_emitted_events_validate():
         [
             ArraySource((x * 32767).astype(np.int16), 16000, stream_id="talk", block=1600),
             ArraySource(np.zeros((4410, 2), np.float32), 44100, stream_id="broken", block=441),
-            ArraySource(np.zeros(16000, np.float32), 16000, stream_id="mic", block=160, realtime=True,
-                        capture_edge=EdgeSpec(2, "drop_oldest")),
+            ArraySource(
+                np.zeros(16000, np.float32),
+                16000,
+                stream_id="mic",
+                block=160,
+                realtime=True,
+                capture_edge=EdgeSpec(2, "drop_oldest"),
+            ),
         ],
         [Explode("explode"), Resample(), VadNode.create("webrtc"), Transcribe("asr")],
         on_event=seen.append,
@@ -83,7 +91,14 @@ async def test_emitted_events_validate():
             assert event_from_json(event.to_json()) == event
     expected = {"audio_chunk", "error", "end_of_stream"}
     if have_espeak():
-        expected |= {"speech_started", "speech_ended", "partial_transcript", "final_transcript", "endpoint", "speaker_turn"}
+        expected |= {
+            "speech_started",
+            "speech_ended",
+            "partial_transcript",
+            "final_transcript",
+            "endpoint",
+            "speaker_turn",
+        }
     assert expected <= kinds
 
 

@@ -22,14 +22,16 @@ def tiny(tmp_path_factory):
 
 
 def test_offline_segments_match_transformers(tiny):
-    from tests.hf_tiny import reference
-
     import transformers
+
+    from tests.hf_tiny import reference
 
     fd = FrameDiarizer.load(str(tiny))
     assert fd.labels == ("S1", "S2", "S3")
     audio = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
-    inputs = transformers.AutoFeatureExtractor.from_pretrained(str(tiny))(audio, sampling_rate=16000, return_tensors="pt")
+    inputs = transformers.AutoFeatureExtractor.from_pretrained(str(tiny))(
+        audio, sampling_rate=16000, return_tensors="pt"
+    )
     with torch.no_grad():
         logits = reference(tiny)(**inputs).logits[0].numpy()  # (T, K)
     np.testing.assert_allclose(fd.activity(audio), 1 / (1 + np.exp(-logits)), atol=1e-4)
@@ -40,7 +42,7 @@ def test_streaming_turns_follow_streamed_frames(tiny):
     fd = FrameDiarizer.load(str(tiny))
     audio = (np.random.default_rng(1).standard_normal(24000) * 0.1).astype(np.float32)
     st = fd.init_state(chunk_ms=320, left_context_ms=2000)
-    ups, frames, start = [], [], None
+    ups, frames, _start = [], [], None
     for i in range(0, len(audio), 5120):
         u, st = fd.step(audio[i : i + 5120], st)
         ups += u
@@ -63,9 +65,8 @@ def test_streaming_turns_follow_streamed_frames(tiny):
 
 
 def test_other_heads_are_refused(tmp_path):
-    from tests.hf_tiny import build_tiny
-
     from engines.errors import CheckpointError
+    from tests.hf_tiny import build_tiny
 
     with pytest.raises(CheckpointError, match="AudioFrameClassification"):
         FrameDiarizer.load(str(build_tiny("wav2vec2", "xvector", tmp_path / "x")))
@@ -80,7 +81,9 @@ async def test_diarizer_node_in_frame_mode(tiny):
 
     audio = (np.random.default_rng(2).standard_normal(24000) * 0.1).astype(np.float32)
     collect = Collect(keep_audio=False)
-    graph = Graph(sources=[ArraySource(audio, 16000, stream_id="f", block=1600)], nodes=[Diarizer(frame_model=str(tiny)), collect])
+    graph = Graph(
+        sources=[ArraySource(audio, 16000, stream_id="f", block=1600)], nodes=[Diarizer(frame_model=str(tiny)), collect]
+    )
     await graph.run(timeout_s=60)
     turns = [e for e in collect.events if isinstance(e, SpeakerTurn)]
     assert turns, collect.events

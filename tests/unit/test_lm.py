@@ -1,4 +1,4 @@
-"""engines.lm (pyctcdecode + KenLM beam search) and engines.lm_build (Kneser-Ney ARPA writer)."""
+"""engines.lm (pyctcdecode + KenLM beam search) and examples.lm.lm_build (Kneser-Ney ARPA writer)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from engines.ctc import EndpointConfig, StreamingCTCDecoder
 from engines.errors import CheckpointError
 from engines.lm import BeamDecoder, LMConfig, read_arpa_unigrams
-from engines.lm_build import build_arpa, main as lm_build_main, write_arpa
 from engines.tokenizer import CTCTokenizer
+from examples.lm.lm_build import build_arpa, write_arpa
+from examples.lm.lm_build import main as lm_build_main
 
 kenlm = pytest.importorskip("kenlm")
 
@@ -86,7 +87,10 @@ def test_lm_changes_the_beam_result_where_it_should(arpa: Path) -> None:
     text, words = with_lm.decode_segment(lp)
     assert text == "I SAW TEN CATS"
     # alpha = 0 switches the LM off again
-    assert BeamDecoder(TOK, LMConfig(lm_path=str(arpa), alpha=0.0, beta=0.0, beam_width=16)).decode_segment(lp)[0] == greedy
+    assert (
+        BeamDecoder(TOK, LMConfig(lm_path=str(arpa), alpha=0.0, beta=0.0, beam_width=16)).decode_segment(lp)[0]
+        == greedy
+    )
     # and a clear acoustic signal is not overridden: "TAN" at p=0.9 stays
     clear = frames(spell(["I", "|", "S", "A", "W", "|", "T", "A", "N"]))
     assert with_lm.decode_segment(clear)[0] == "I SAW TAN"
@@ -163,7 +167,7 @@ def test_binary_lm_with_unigram_list(tmp_path: Path, arpa: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("lmplz") is None, reason="KenLM lmplz not on PATH (see examples/lm)")
 def test_kneser_ney_matches_lmplz(tmp_path: Path) -> None:
-    """engines.lm_build and KenLM's lmplz give the same ARPA probabilities and backoffs."""
+    """examples.lm.lm_build and KenLM's lmplz give the same ARPA probabilities and backoffs."""
     rng = np.random.default_rng(0)
     vocab = [f"W{i}" for i in range(3000)]
     zipf = 1.0 / np.arange(1, len(vocab) + 1)
@@ -172,8 +176,14 @@ def test_kneser_ney_matches_lmplz(tmp_path: Path) -> None:
     text.write_text("\n".join(" ".join(s) for s in sents) + "\n")
     ref = tmp_path / "ref.arpa"
     with open(text) as fin, open(ref, "w") as fout:
-        subprocess.run(["lmplz", "-o", "3", "--discount_fallback", "-S", "100M", "-T", str(tmp_path)], stdin=fin, stdout=fout, check=True,
-                       capture_output=False, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["lmplz", "-o", "3", "--discount_fallback", "-S", "100M", "-T", str(tmp_path)],
+            stdin=fin,
+            stdout=fout,
+            check=True,
+            capture_output=False,
+            stderr=subprocess.DEVNULL,
+        )
     ours = write_arpa(*build_arpa(sents, order=3), tmp_path / "ours.arpa")
 
     def entries(path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""stream.net.protocol: parsing and validation of control messages and binary frames (no network)."""
+"""speechstream.net.protocol: parsing and validation of control messages and binary frames (no network)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from stream.net.protocol import (
+from speechstream.net.protocol import (
     EndOfAudio,
     Limits,
     ProtocolError,
@@ -28,7 +28,6 @@ from stream.net.protocol import (
     valid_stream_id,
 )
 
-
 # --------------------------------------------------------------------------- control
 
 
@@ -41,8 +40,15 @@ def test_start_minimal_defaults():
 def test_start_full():
     cfg = parse_control(
         json.dumps(
-            {"type": "start", "sample_rate_hz": 16000.0, "format": "float32", "stream_id": "room-1.a",
-             "num_speakers": 3, "partials": False, "names": ["Ann", "Bob"]}
+            {
+                "type": "start",
+                "sample_rate_hz": 16000.0,
+                "format": "float32",
+                "stream_id": "room-1.a",
+                "num_speakers": 3,
+                "partials": False,
+                "names": ["Ann", "Bob"],
+            }
         )
     )
     assert cfg == StartConfig(16000, "f32", "room-1.a", 3, False, names=("Ann", "Bob"))
@@ -97,8 +103,19 @@ def test_end_and_set_speakers():
     assert parse_control('{"type": "set_speakers", "names": ["Ann", "Bob"]}') == SetSpeakers(None, ("Ann", "Bob"))
 
 
-@pytest.mark.parametrize("sid, ok", [("a", True), ("mic-1_x.y", True), ("-a", False), ("", False), ("a" * 65, False),
-                                     ("a+b", False), ("a#", False), ("é", False)])
+@pytest.mark.parametrize(
+    "sid, ok",
+    [
+        ("a", True),
+        ("mic-1_x.y", True),
+        ("-a", False),
+        ("", False),
+        ("a" * 65, False),
+        ("a+b", False),
+        ("a#", False),
+        ("é", False),
+    ],
+)
 def test_stream_id_alphabet(sid, ok):
     assert valid_stream_id(sid) is ok
 
@@ -208,21 +225,24 @@ def test_bucket_debit_waits_instead_of_refusing():
     assert waits[:2] == [0.0, 0.0] and waits[-1] == pytest.approx(98 / 4)
 
 
-@pytest.mark.parametrize("origin, host, allowed, loopback, ok", [
-    (None, "127.0.0.1:8765", (), True, True),  # not a browser
-    ("http://127.0.0.1:8765", "127.0.0.1:8765", (), True, True),  # the page itself
-    ("http://LOCALHOST:8765/", "localhost:8765", (), True, True),
-    ("http://[::1]:8765", "[::1]:8765", (), True, True),
-    ("http://127.0.0.1:9999", "127.0.0.1:8765", (), True, False),  # another local port is another origin
-    ("http://evil.example", "127.0.0.1:8765", (), True, False),
-    ("http://evil.example:8765", "evil.example:8765", (), True, False),  # DNS rebinding
-    ("http://box.lan:8765", "box.lan:8765", (), False, True),  # --host 0.0.0.0: the LAN name is the page's
-    ("null", "127.0.0.1:8765", (), True, False),
-    ("https://app.example", "127.0.0.1:8765", ("https://app.example",), True, True),
-    ("https://app.example", "127.0.0.1:8765", ("https://other.example",), True, False),
-    ("https://anything.example", "127.0.0.1:8765", ("*",), True, True),
-    ("http://127.0.0.1:8765", None, (), True, False),
-])
+@pytest.mark.parametrize(
+    "origin, host, allowed, loopback, ok",
+    [
+        (None, "127.0.0.1:8765", (), True, True),  # not a browser
+        ("http://127.0.0.1:8765", "127.0.0.1:8765", (), True, True),  # the page itself
+        ("http://LOCALHOST:8765/", "localhost:8765", (), True, True),
+        ("http://[::1]:8765", "[::1]:8765", (), True, True),
+        ("http://127.0.0.1:9999", "127.0.0.1:8765", (), True, False),  # another local port is another origin
+        ("http://evil.example", "127.0.0.1:8765", (), True, False),
+        ("http://evil.example:8765", "evil.example:8765", (), True, False),  # DNS rebinding
+        ("http://box.lan:8765", "box.lan:8765", (), False, True),  # --host 0.0.0.0: the LAN name is the page's
+        ("null", "127.0.0.1:8765", (), True, False),
+        ("https://app.example", "127.0.0.1:8765", ("https://app.example",), True, True),
+        ("https://app.example", "127.0.0.1:8765", ("https://other.example",), True, False),
+        ("https://anything.example", "127.0.0.1:8765", ("*",), True, True),
+        ("http://127.0.0.1:8765", None, (), True, False),
+    ],
+)
 def test_origin_allowed(origin, host, allowed, loopback, ok):
     assert origin_allowed(origin, host, allowed, loopback_only=loopback) is ok
 
@@ -259,7 +279,7 @@ def test_ready_message_is_json():
 
 
 def test_offset_header_roundtrip_and_short_frame():
-    from stream.net.protocol import split_offset_header, with_offset_header
+    from speechstream.net.protocol import split_offset_header, with_offset_header
 
     assert split_offset_header(with_offset_header(123456789, b"\x01\x02")) == (123456789, b"\x01\x02")
     with pytest.raises(ProtocolError) as err:
@@ -271,7 +291,7 @@ def test_offset_header_roundtrip_and_short_frame():
 
 
 def test_align_to_offset_drops_repeats_and_fills_gaps():
-    from stream.net.protocol import align_to_offset
+    from speechstream.net.protocol import align_to_offset
 
     x = np.arange(1, 5, dtype=np.float32)  # 4 samples
     y, exp, gap = align_to_offset(x, 0, 0, 100)

@@ -95,7 +95,9 @@ async def test_node_offsets_contiguous_and_eos_exact():
     rate = 44100
     x = np.random.default_rng(1).standard_normal((rate * 2 + 3, 2)).astype(np.float32) * 0.1
     sink = Collect()
-    await Graph([ArraySource(x, rate, stream_id="s", block=[511, 4097, 3])], [Resample(), sink], bug_policy="raise").run()
+    await Graph(
+        [ArraySource(x, rate, stream_id="s", block=[511, 4097, 3])], [Resample(), sink], bug_policy="raise"
+    ).run()
     chunks = [e for e in sink.events if isinstance(e, AudioChunk)]
     assert all(c.sample_rate_hz == 16000 and c.samples.dtype == np.float32 and c.samples.ndim == 1 for c in chunks)
     pos = 0

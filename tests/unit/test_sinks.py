@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -78,7 +77,10 @@ async def test_console_plain_mode_prints_finals_only():
 
 
 async def test_console_can_leave_fatal_errors_to_the_caller():
-    for show_fatal, expected in ((True, "error [x]: gone (stream stopped)\nerror [w]: hm\n"), (False, "error [w]: hm\n")):
+    for show_fatal, expected in (
+        (True, "error [x]: gone (stream stopped)\nerror [w]: hm\n"),
+        (False, "error [w]: hm\n"),
+    ):
         err = io.StringIO()
         sink = ConsoleSink(io.StringIO(), tty=False, err=err, show_fatal=show_fatal)
         await sink.consume(ErrorEvent("s0", 5, code="x", message="gone", fatal=True))
@@ -111,8 +113,15 @@ def all_events():
         chunk,
         SpeechStarted("s0", 3200),
         partial("seg-0", 1, "hel"),
-        FinalTranscript("s0", 16000, segment_id="seg-0", revision=2, text="hello",
-                        end_sample=24000, words=(Word("hello", 16000, 24000, 0.9),)),
+        FinalTranscript(
+            "s0",
+            16000,
+            segment_id="seg-0",
+            revision=2,
+            text="hello",
+            end_sample=24000,
+            words=(Word("hello", 16000, 24000, 0.9),),
+        ),
         SpeechEnded("s0", 32000, start_sample=3200),
         SpeakerTurn("s0", 3200, turn_id="t0", speaker="S1", end_sample=32000),
         ErrorEvent("s0", 32000, code="x", message="y"),
@@ -168,7 +177,9 @@ async def test_fsync_option_writes(tmp_path):
 
 
 def turn(tid, speaker, start_s, end_s, rev=0, stream="s0"):
-    return SpeakerTurn(stream, int(start_s * RATE), turn_id=tid, speaker=speaker, end_sample=int(end_s * RATE), revision=rev)
+    return SpeakerTurn(
+        stream, int(start_s * RATE), turn_id=tid, speaker=speaker, end_sample=int(end_s * RATE), revision=rev
+    )
 
 
 @pytest.mark.parametrize("mode", ["rewrite", "append"])

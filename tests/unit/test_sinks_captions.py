@@ -34,8 +34,14 @@ def final(seg: int, text: str, start_s: float, *, speaker=None, with_words=True,
     words = words_from(text, start_s, per_word_s) if with_words else ()
     end = words[-1].end_sample if words else int((start_s + per_word_s * len(text.split())) * RATE)
     return FinalTranscript(
-        stream, int(start_s * RATE), segment_id=f"seg-{seg}", revision=1, text=text,
-        end_sample=end, words=words, speaker=speaker,
+        stream,
+        int(start_s * RATE),
+        segment_id=f"seg-{seg}",
+        revision=1,
+        text=text,
+        end_sample=end,
+        words=words,
+        speaker=speaker,
     )
 
 
@@ -90,7 +96,9 @@ def test_final_without_words_shares_span_by_length():
 
 def test_speaker_change_inside_a_final_starts_a_new_cue():
     words = words_from("hello there", 0.0, speaker="A") + words_from("general kenobi", 1.0, speaker="B")
-    f = FinalTranscript("s", 0, segment_id="x", text="hello there general kenobi", end_sample=words[-1].end_sample, words=words)
+    f = FinalTranscript(
+        "s", 0, segment_id="x", text="hello there general kenobi", end_sample=words[-1].end_sample, words=words
+    )
     cues = cues_for_final(f)
     assert [(c.speaker, c.lines) for c in cues] == [("A", ("hello there",)), ("B", ("general kenobi",))]
 
@@ -195,7 +203,9 @@ def test_files_are_valid_after_sigkill_mid_stream(tmp_path):
 
     proc = subprocess.Popen(
         [sys.executable, "-c", KILL_SCRIPT, str(tmp_path)],
-        stdout=subprocess.PIPE, cwd=REPO, text=True,
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        text=True,
     )
     try:
         assert proc.stdout.readline().strip() == "ready"

@@ -15,7 +15,11 @@ from engines.tokenizer import CTCTokenizer, TokenSpan
 transformers = pytest.importorskip("transformers")
 
 BASE_960H = {
-    "<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4,
+    "<pad>": 0,
+    "<s>": 1,
+    "</s>": 2,
+    "<unk>": 3,
+    "|": 4,
     **{c: i + 5 for i, c in enumerate("ETAONIHSRDLUMWCFGYPBVK'XJQZ")},
 }
 FINETUNE_LOWER = {"[PAD]": 0, "[UNK]": 1, "|": 2, **{c: i + 3 for i, c in enumerate(string.ascii_lowercase + "'")}}

@@ -79,8 +79,14 @@ def test_decompose_ends_are_the_engines_offline_and_cached_streaming(sets_dir, s
     model = load_model(MODEL)
     rows = ev.read_set(sets_dir / "hello.tsv", None)
     cols = decompose.decompose(model, rows, 16)
-    assert list(cols) == ["utterance, full", "running, full", "prior, full",
-                          "utterance, 320 ms", "running, 320 ms", "prior, 320 ms"]
+    assert list(cols) == [
+        "utterance, full",
+        "running, full",
+        "prior, full",
+        "utterance, 320 ms",
+        "running, 320 ms",
+        "prior, 320 ms",
+    ]
     res = scored_320
     assert cols["utterance, full"] == pytest.approx(res["offline_cer"])
     assert cols["prior, 320 ms"] == pytest.approx(res["stream_cer"])
@@ -90,15 +96,31 @@ def test_lm_tune_grids_the_unknown_word_offset_and_writes_the_winner(sets_dir, t
     import json
     import shutil
 
-    from engines.lm_build import build_arpa, write_arpa
     from examples.lm import tune
+    from examples.lm.lm_build import build_arpa, write_arpa
 
     model = tmp_path / "model"
     shutil.copytree(MODEL, model, ignore=shutil.ignore_patterns("language_model"))
     sents = [line.upper().rstrip(".").split() for line in (ROOT / "examples" / "hello.txt").read_text().splitlines()]
     arpa = write_arpa(*build_arpa(sents * 3, order=3), tmp_path / "lm.arpa")
-    assert tune.main([str(sets_dir / "hello.tsv"), "--model", str(model), "--lm", str(arpa), "--alphas", "0.5",
-                      "--betas", "0,1", "--unk-offsets=-3,-12", "--write-model-lm"]) == 0
+    assert (
+        tune.main(
+            [
+                str(sets_dir / "hello.tsv"),
+                "--model",
+                str(model),
+                "--lm",
+                str(arpa),
+                "--alphas",
+                "0.5",
+                "--betas",
+                "0,1",
+                "--unk-offsets=-3,-12",
+                "--write-model-lm",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     rows = [r.split("|")[1:-1] for r in out.splitlines() if r.startswith("| beam + LM")]
     assert sorted((r[2].strip(), r[3].strip()) for r in rows) == [("0", "-12"), ("0", "-3"), ("1", "-12"), ("1", "-3")]
@@ -124,8 +146,24 @@ def test_baseline_model_adds_a_before_after_table(sets_dir, tmp_path, capsys):
     sd["lm_head.bias"][vocab["E"]] += 6.0
     save_file(sd, str(other / "model.safetensors"))
     out = tmp_path / "cmp.json"
-    ev.main(["--model", str(other), "--baseline-model", str(MODEL), "--sets-dir", str(sets_dir), "--sets", "hello",
-             "--lm", "none", "--limit", "1", "--json", str(out)])
+    ev.main(
+        [
+            "--model",
+            str(other),
+            "--baseline-model",
+            str(MODEL),
+            "--sets-dir",
+            str(sets_dir),
+            "--sets",
+            "hello",
+            "--lm",
+            "none",
+            "--limit",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     md = capsys.readouterr().out
     got = json.loads(out.read_text())
     new, base = got["model"]["hello"], got["baseline"]["hello"]

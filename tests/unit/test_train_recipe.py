@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_normalize_spells_numbers_and_keeps_apostrophes():
     assert number_words(1984) == "NINETEEN EIGHTY FOUR"
     assert number_words(3500) == "THREE THOUSAND FIVE HUNDRED"
-    assert normalize("In 1984, I paid 2 cats & a dog -- 'isn't' it?") == "IN NINETEEN EIGHTY FOUR I PAID TWO CATS AND A DOG ISN'T IT"
+    assert (
+        normalize("In 1984, I paid 2 cats & a dog -- 'isn't' it?")
+        == "IN NINETEEN EIGHTY FOUR I PAID TWO CATS AND A DOG ISN'T IT"
+    )
 
 
 def test_fortune_pool_reads_only_the_named_files(tmp_path):
@@ -43,7 +46,9 @@ def test_batched_fbank_equals_engine_frontend(mode):
     waves = [torch.randn(16000) * 0.1, torch.randn(12345) * 0.01]
     padded = torch.zeros(2, 16000)
     padded[0], padded[1, :12345] = waves[0], waves[1]
-    prior = fb.FbankPrior(torch.linspace(4.0, 9.0, 80, dtype=torch.float64), torch.linspace(2.0, 3.0, 80, dtype=torch.float64), 60.0)
+    prior = fb.FbankPrior(
+        torch.linspace(4.0, 9.0, 80, dtype=torch.float64), torch.linspace(2.0, 3.0, 80, dtype=torch.float64), 60.0
+    )
     got, frames = features.features(padded, torch.tensor([16000, 12345]), mode, prior)
     for i, w in enumerate(waves):
         if mode in ("cumulative", "prior"):
@@ -71,8 +76,9 @@ def test_augmentation_keeps_shapes_padding_and_range():
     assert masked.shape == mel.shape and (masked != mel).any()
 
 
-needs_tts = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
-                               reason="needs espeak-ng and ffmpeg")
+needs_tts = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None, reason="needs espeak-ng and ffmpeg"
+)
 
 
 def _tiny_pack(pack: Path) -> list:
@@ -208,7 +214,9 @@ def test_vtlp_warp_moves_formants_and_keeps_the_band():
     assert torch.equal(R[:, -1].argmax(1), torch.full((3,), 256))
     cfg = augment.AugmentConfig(p_vtlp=1.0)
     f = augment.vtlp_factors(64, cfg, "cpu", torch.Generator().manual_seed(0))
-    assert ((f >= 0.9) & (f <= 1.1)).all() and augment.vtlp_factors(4, augment.AugmentConfig(), "cpu", torch.Generator()) is None
+    assert ((f >= 0.9) & (f <= 1.1)).all() and augment.vtlp_factors(
+        4, augment.AugmentConfig(), "cpu", torch.Generator()
+    ) is None
 
 
 def test_dev_split_draws_only_from_the_first_sources_and_ignores_later_ones():
@@ -229,7 +237,7 @@ def test_dev_split_draws_only_from_the_first_sources_and_ignores_later_ones():
 def _median_f0(audio: np.ndarray, sr: int = 16000) -> float:
     f0 = []
     for i in range(0, len(audio) - 640, 800):
-        x = audio[i:i + 640]
+        x = audio[i : i + 640]
         if np.abs(x).max() < 0.05:
             continue
         c = np.correlate(x, x, "full")[639:]
@@ -272,15 +280,19 @@ def test_probe_reads_a_manifest_like_the_pack_and_warps_it(tmp_path, capsys):
     audio, utts = train.load_pack(pack, None, 1)
     rows = []
     for i, u in enumerate(utts):
-        sf.write(tmp_path / f"{i}.wav", audio[u["start"]: u["start"] + u["n"]].numpy(), 16000, subtype="PCM_16")
+        sf.write(tmp_path / f"{i}.wav", audio[u["start"] : u["start"] + u["n"]].numpy(), 16000, subtype="PCM_16")
         rows.append((str(tmp_path / f"{i}.wav"), u["text"]))
     m_audio, m_utts = probe.manifest_as_pack(rows)
-    assert torch.equal(m_audio, audio) and [(u["start"], u["n"], u["text"]) for u in m_utts] == [(u["start"], u["n"], u["text"]) for u in utts]
+    assert torch.equal(m_audio, audio) and [(u["start"], u["n"], u["text"]) for u in m_utts] == [
+        (u["start"], u["n"], u["text"]) for u in utts
+    ]
 
     model = train.load_run(run)[0].eval()
     cpu = torch.device("cpu")
     plain = train.greedy_cer(model, audio, utts, [0, 1, 2], cpu, "utterance", None, None)
-    assert train.greedy_cer(model, audio, utts, [0, 1, 2], cpu, "utterance", None, None, warp=1.0) == pytest.approx(plain)
+    assert train.greedy_cer(model, audio, utts, [0, 1, 2], cpu, "utterance", None, None, warp=1.0) == pytest.approx(
+        plain
+    )
     wave = audio[: utts[0]["n"]].float()[None] / 32768.0
     assert not torch.allclose(features.log_mel(wave), features.log_mel(wave, torch.tensor([1.1])))
 
@@ -304,11 +316,17 @@ def test_wordnet_sentences_from_glosses_and_examples(tmp_path):
         "  1 This software and database is being provided to you, the LICENSEE, by Princeton University\n"
         '00603822 31 v 01 retrain 1 002 @ 00603298 v 0000 | teach new skills; "We must retrain the 2 linguists"  \n'
         "00603981 31 v 01 drill 3 001 @ 00603298 v 0000 | train in the military, e.g., in the use of weapons  \n"
-        "00604225 31 v 02 housebreak 0 001 @ 00603298 v 0000 | train (a pet) to live cleanly in a house  \n")
-    (tmp_path / "data.noun").write_text('00001740 03 n 01 entity 0 | that which is perceived or known or inferred to have its own distinct existence  \n')
+        "00604225 31 v 02 housebreak 0 001 @ 00603298 v 0000 | train (a pet) to live cleanly in a house  \n"
+    )
+    (tmp_path / "data.noun").write_text(
+        "00001740 03 n 01 entity 0 | that which is perceived or known or inferred to have its own distinct existence  \n"
+    )
     got = wordnet_sentences(tmp_path, min_words=2)
-    assert got == ["TEACH NEW SKILLS", "THAT WHICH IS PERCEIVED OR KNOWN OR INFERRED TO HAVE ITS OWN DISTINCT EXISTENCE",
-                   "WE MUST RETRAIN THE TWO LINGUISTS"]
+    assert got == [
+        "TEACH NEW SKILLS",
+        "THAT WHICH IS PERCEIVED OR KNOWN OR INFERRED TO HAVE ITS OWN DISTINCT EXISTENCE",
+        "WE MUST RETRAIN THE TWO LINGUISTS",
+    ]
     assert wordnet_sentences(tmp_path / "missing") == []
     real = wordnet_sentences()
     if real:  # Debian's wordnet-base

@@ -12,8 +12,20 @@ import pytest
 
 from examples.train import build_data
 
-COLUMNS = ["audio", "text", "text_original", "duration_s", "speaker", "source_repo", "source_path", "source_commit",
-           "licence", "split", "age", "gender"]
+COLUMNS = [
+    "audio",
+    "text",
+    "text_original",
+    "duration_s",
+    "speaker",
+    "source_repo",
+    "source_path",
+    "source_commit",
+    "licence",
+    "split",
+    "age",
+    "gender",
+]
 
 
 def _write(folder: Path, rows: list[dict]) -> None:
@@ -31,14 +43,27 @@ def _stand_in(root: Path) -> Path:
     for split in ("train", "test"):
         for age in ("8", "30"):
             for gender in ("f", "m"):
-                for i in range(6):
+                for _i in range(6):
                     spk = f"so762-{k:04d}"
                     k += 1
-                    rows += [{"audio": f"audio/{spk}/{j}.ogg", "text": f"WORD {spk[-4:]} {j}", "speaker": spk,
-                              "split": split, "age": age, "gender": gender} for j in range(3)]
+                    rows += [
+                        {
+                            "audio": f"audio/{spk}/{j}.ogg",
+                            "text": f"WORD {spk[-4:]} {j}",
+                            "speaker": spk,
+                            "split": split,
+                            "age": age,
+                            "gender": gender,
+                        }
+                        for j in range(3)
+                    ]
     _write(root / build_data.SO762, rows)
-    for folder, spk in (("ljspeech_subset", "LJ"), ("rhasspy_kathleen", "kathleen"), ("dctts_philipp_ljprompts", "philipp"),
-                        ("fsdd", "theo")):
+    for folder, spk in (
+        ("ljspeech_subset", "LJ"),
+        ("rhasspy_kathleen", "kathleen"),
+        ("dctts_philipp_ljprompts", "philipp"),
+        ("fsdd", "theo"),
+    ):
         _write(root / folder, [{"audio": "a.flac", "text": f"{spk} SAYS HI", "speaker": spk}])
     return root
 

@@ -9,7 +9,6 @@ from stream.graph import Graph
 from stream.node import Collect
 from stream.resample import Resample
 from stream.sources.array import ArraySource
-from stream.testing import espeak_ng, have_espeak, speech_with_pauses
 from stream.vad import (
     Audio,
     End,
@@ -21,6 +20,7 @@ from stream.vad import (
     make_segmenter,
 )
 from stream.vad_node import VadNode
+from tests.support.tts import espeak_ng, have_espeak, speech_with_pauses
 
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng not installed (apt install espeak-ng)")
 
@@ -106,7 +106,9 @@ def test_timing_rules_exact():
 
 def test_pad_never_reaches_into_previous_segment():
     labels = [1] * 10 + [0] * 5 + [1] * 10
-    seg = Segmenter(Scripted(labels), VadConfig(pre_speech_pad_ms=200, hangover_ms=0, min_speech_ms=10, min_silence_ms=50))
+    seg = Segmenter(
+        Scripted(labels), VadConfig(pre_speech_pad_ms=200, hangover_ms=0, min_speech_ms=10, min_silence_ms=50)
+    )
     out = run_segmenter(seg, np.zeros(len(labels) * 160, np.float32))
     check_timeline(out, len(labels) * 160)
     assert marks(out) == [Start(0), End(1600, 0), Start(1600), End(4000, 1600)]  # pad clamped at 1600
@@ -220,7 +222,10 @@ async def test_vad_node_in_graph(speech):
     x, regions = speech
     sink = Collect()
     graph = Graph(
-        [ArraySource(x, 16000, stream_id="a", block=1600), ArraySource(x[: 16000 * 4], 16000, stream_id="b", block=999)],
+        [
+            ArraySource(x, 16000, stream_id="a", block=1600),
+            ArraySource(x[: 16000 * 4], 16000, stream_id="b", block=999),
+        ],
         [Resample(), VadNode.create("webrtc"), sink],
         bug_policy="raise",
     )

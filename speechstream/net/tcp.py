@@ -22,15 +22,15 @@ Bytes are cut into blocks of ``block_ms`` on sample boundaries, whatever the
 socket's read sizes.
 
 Start line (:class:`TcpPcmServer`). A connection may begin with the protocol's JSON ``start``
-message (:mod:`stream.net.protocol`) on one line, then the PCM::
+message (:mod:`speechstream.net.protocol`) on one line, then the PCM::
 
     (echo '{"type":"start","sample_rate_hz":16000,"format":"s16","language":"fra"}'; \\
      sox talk.wav -t raw -e signed -b 16 -c 1 -r 16000 -) | nc -N 127.0.0.1 9000
 
 It sets that stream's rate, format, id, language (multilingual checkpoints; see
-:mod:`stream.net.languages`) and speaker settings (``num_speakers``/``names``, for a diarizer in the
+:mod:`speechstream.net.languages`) and speaker settings (``num_speakers``/``names``, for a diarizer in the
 graph; otherwise a non-fatal ``speakers_unsupported`` error line after ``ready``:
-:mod:`stream.net.speakers`); the server answers one JSON line, ``ready`` or a fatal
+:mod:`speechstream.net.speakers`); the server answers one JSON line, ``ready`` or a fatal
 ``error`` (``bad_json``, ``bad_control``, ``no_start``, ``stream_id_in_use``,
 ``unknown_language``, ``unavailable``) after which it closes that connection only. The stream's
 events go to the graph's sinks, not back over TCP. A connection whose first bytes are ``{``
@@ -47,20 +47,22 @@ import asyncio
 import itertools
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..errors import BadAudioError, ConfigError
-from ..events import AudioChunk, ErrorEvent
-from ..graph import Graph
-from ..sources.base import Emit, Source
+from stream.errors import BadAudioError, ConfigError
+from stream.events import AudioChunk, ErrorEvent
+from stream.graph import Graph
+from stream.sources.base import Emit, Source
+from stream.sources.push import PushSource
+
 from .languages import start_stream
-from .speakers import set_stream_speakers, start_speakers
 from .protocol import Limits, ProtocolError, SampleFormat, StartConfig, decode_audio, parse_control, ready_message
-from .push_source import PushSource
+from .speakers import set_stream_speakers, start_speakers
 
 __all__ = ["TcpPcmSource", "TcpPcmServer", "PcmFramer"]
 
-log = logging.getLogger("stream.net.tcp")
+log = logging.getLogger("speechstream.net.tcp")
 
 _WIDTH = {"s16": 2, "f32": 4}
 
@@ -238,7 +240,7 @@ class TcpPcmServer:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> "TcpPcmServer":
+    async def __aenter__(self) -> TcpPcmServer:
         await self.start()
         return self
 
@@ -277,8 +279,9 @@ class TcpPcmServer:
             self.live.pop(sid, None)
             writer.close()
 
-    async def _open(self, sid: str, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> tuple[PushSource, PcmFramer, bytes] | None:
+    async def _open(
+        self, sid: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[PushSource, PcmFramer, bytes] | None:
         """Read the optional start line and start the stream: (source, framer, first PCM bytes), or
         None when the client left before sending anything or the stream was refused (an error line)."""
         first = await reader.read(65536)
@@ -289,7 +292,9 @@ class TcpPcmServer:
                 if cfg is not None:
                     sid = cfg.stream_id or sid
                     if cfg.offset_header:
-                        raise ProtocolError("bad_control", "'offset_header' is for framed transports; TCP keeps every byte")
+                        raise ProtocolError(
+                            "bad_control", "'offset_header' is for framed transports; TCP keeps every byte"
+                        )
                     if sid in self.live:
                         raise ProtocolError("stream_id_in_use", f"stream {sid!r} is live", fatal=True)
             except ProtocolError as exc:
@@ -319,8 +324,9 @@ class TcpPcmServer:
                     writer.write((ev.to_json() + "\n").encode())
         return source, PcmFramer(fmt, rate * self.block_ms // 1000), first
 
-    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sid: str,
-                      exc: ProtocolError) -> None:
+    async def _refuse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sid: str, exc: ProtocolError
+    ) -> None:
         """A refused stream: a fatal error event as one JSON line to the client (and ``on_error``)."""
         self.errors.append((sid, exc.code))
         log.warning("tcp: stream %s refused: %s", sid, exc.message)
@@ -343,8 +349,9 @@ class TcpPcmServer:
 _JSON_SECOND = (b'"', b" ", b"\t", b"\r", b"\n")  # what follows the "{" of a JSON object's first key
 
 
-async def _read_start_line(reader: asyncio.StreamReader, data: bytes, limits: Limits,
-                           timeout_s: float) -> tuple[StartConfig | None, bytes]:
+async def _read_start_line(
+    reader: asyncio.StreamReader, data: bytes, limits: Limits, timeout_s: float
+) -> tuple[StartConfig | None, bytes]:
     """(the start message, the PCM bytes after its line), or (None, data) for a raw PCM connection.
     Raises ProtocolError (fatal) for a start line that is malformed, too long, not 'start' or late."""
     if data[:1] != b"{":
@@ -373,7 +380,9 @@ async def _read_start_line(reader: asyncio.StreamReader, data: bytes, limits: Li
     try:
         end = await asyncio.wait_for(line_end(), timeout_s)
     except asyncio.TimeoutError:
-        raise ProtocolError("no_start", f"the start line did not end (newline) within {timeout_s:g} s", fatal=True) from None
+        raise ProtocolError(
+            "no_start", f"the start line did not end (newline) within {timeout_s:g} s", fatal=True
+        ) from None
     if end < 0:
         return None, bytes(buf)
     try:

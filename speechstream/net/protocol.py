@@ -34,10 +34,13 @@ import json
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Union
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+
+from stream.errors import ProtocolError
+from stream.sources.push import align_to_offset
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -69,8 +72,15 @@ PROTOCOL_VERSION = 1
 
 SampleFormat = Literal["s16", "f32"]
 _BYTES_PER_SAMPLE: dict[str, int] = {"s16": 2, "f32": 4}
-_FORMAT_ALIASES = {"s16": "s16", "pcm16": "s16", "s16le": "s16", "int16": "s16",
-                   "f32": "f32", "float32": "f32", "f32le": "f32"}
+_FORMAT_ALIASES = {
+    "s16": "s16",
+    "pcm16": "s16",
+    "s16le": "s16",
+    "int16": "s16",
+    "f32": "f32",
+    "float32": "f32",
+    "f32le": "f32",
+}
 
 _STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _LANGUAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,31}$")  # "eng", "cmn-script_simplified"
@@ -78,20 +88,6 @@ _LANGUAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,31}$")  # "eng", "cmn-s
 # Largest magnitude accepted for float32 frames.  Slightly clipped audio
 # (|x| a bit above 1) is real; 1e30 is a bug or an attack.
 _F32_MAX_ABS = 16.0
-
-
-class ProtocolError(ValueError):
-    """A frame or control message that breaks the protocol.
-
-    ``code`` is the machine-readable ``error`` event code; ``fatal`` says the
-    transport should close the stream (otherwise it skips the offending frame).
-    """
-
-    def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.fatal = fatal
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +147,7 @@ class SetSpeakers:
     names: tuple[str, ...] = ()
 
 
-ControlMessage = Union[StartConfig, EndOfAudio, SetSpeakers]
+ControlMessage = StartConfig | EndOfAudio | SetSpeakers
 
 
 # --------------------------------------------------------------------------- control messages
@@ -216,8 +212,10 @@ def _names_field(d: dict[str, Any], limits: Limits) -> tuple[str, ...]:
     names = d.get("names", [])
     if names is None:
         return ()
-    if not isinstance(names, list) or len(names) > limits.max_speakers or not all(
-        isinstance(n, str) and 0 < len(n) <= 64 for n in names
+    if (
+        not isinstance(names, list)
+        or len(names) > limits.max_speakers
+        or not all(isinstance(n, str) and 0 < len(n) <= 64 for n in names)
     ):
         raise ProtocolError("bad_control", f"'names' must be a list of at most {limits.max_speakers} short strings")
     return tuple(names)
@@ -291,26 +289,6 @@ def with_offset_header(offset: int, frame: bytes) -> bytes:
     return int(offset).to_bytes(OFFSET_HEADER_BYTES, "little") + frame
 
 
-def align_to_offset(x: np.ndarray, offset: int, expected: int, max_gap: int) -> tuple[np.ndarray, int, int]:
-    """Place a block that starts at ``offset`` into a stream that expects ``expected`` next.
-
-    Returns (samples to feed, new expected offset, samples of silence inserted): a repeated
-    block (or its repeated head) is dropped, a gap up to ``max_gap`` samples is filled with
-    silence; a larger gap raises ``ProtocolError("gap")``.
-    """
-    if offset + x.shape[0] <= expected:
-        return x[:0], expected, 0  # entirely seen before: a redelivery
-    if offset < expected:
-        x = x[expected - offset :]
-        offset = expected
-    gap = offset - expected
-    if gap > max_gap:
-        raise ProtocolError("gap", f"audio jumps ahead by {gap} samples (at most {max_gap} are filled)", fatal=True)
-    if gap:
-        x = np.concatenate([np.zeros(gap, np.float32), x])
-    return x, expected + x.shape[0], gap
-
-
 def encode_audio(samples: np.ndarray, fmt: SampleFormat = "s16") -> bytes:
     """float32 mono in [-1, 1] -> one binary frame (what a client sends)."""
     x = np.asarray(samples, dtype=np.float32)
@@ -332,7 +310,7 @@ class TokenBucket:
     t: float  # monotonic seconds of the last update
 
     @classmethod
-    def full(cls, capacity: float, rate: float, now: float) -> "TokenBucket":
+    def full(cls, capacity: float, rate: float, now: float) -> TokenBucket:
         return cls(capacity=capacity, rate=rate, tokens=capacity, t=now)
 
 
@@ -366,8 +344,9 @@ def _is_loopback_name(host: str) -> bool:
     return host in _LOOPBACK_HOSTS or host.endswith(".localhost") or host.startswith("127.")
 
 
-def origin_allowed(origin: str | None, host_header: str | None, allowed: tuple[str, ...] = (),
-                   *, loopback_only: bool = True) -> bool:
+def origin_allowed(
+    origin: str | None, host_header: str | None, allowed: tuple[str, ...] = (), *, loopback_only: bool = True
+) -> bool:
     """May a WebSocket upgrade with this ``Origin`` proceed?  (Cross-site WebSocket hijacking guard.)
 
     - no ``Origin`` header: not a browser (browsers always send one), allowed;
@@ -387,8 +366,6 @@ def origin_allowed(origin: str | None, host_header: str | None, allowed: tuple[s
     if parts.netloc != host_header.strip().lower():
         return False
     return not loopback_only or _is_loopback_name(parts.hostname or "")
-
-
 
 
 def token_from_request(path: str, headers: Any) -> str | None:

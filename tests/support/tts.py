@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -64,7 +64,11 @@ def speech_with_pauses(
 
     ``filler(n, index)`` makes the signal of the ``index``-th gap (default: zeros).
     """
-    gaps = [lead_s] + ([pauses_s] * (len(sentences) - 1) if isinstance(pauses_s, (int, float)) else list(pauses_s)) + [tail_s]
+    gaps = (
+        [lead_s]
+        + ([pauses_s] * (len(sentences) - 1) if isinstance(pauses_s, (int, float)) else list(pauses_s))
+        + [tail_s]
+    )
     parts: list[np.ndarray] = []
     regions: list[tuple[int, int]] = []
     pos = 0

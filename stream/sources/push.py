@@ -2,7 +2,7 @@
 
 Every network transport (WebSocket connection, MQTT stream, TCP connection) owns
 one :class:`PushSource`.  The transport decodes frames with
-:mod:`stream.net.protocol` and calls ``await source.feed(samples)``; the graph
+:mod:`speechstream.net.protocol` and calls ``await source.feed(samples)``; the graph
 runs ``source.run(emit)``, which turns each block into an
 :class:`~stream.events.AudioChunk` at the client's declared rate (the pipeline's
 resampler brings it to 16 kHz).  ``source.end()`` finishes the stream: the graph
@@ -27,13 +27,12 @@ import asyncio
 
 import numpy as np
 
-from ..errors import StreamError
+from ..errors import ProtocolError, StreamError
 from ..events import AudioChunk, AudioLost, Event
 from ..queues import EdgeSpec
-from ..sources.base import Emit, Source
-from .protocol import align_to_offset
+from .base import Emit, Source
 
-__all__ = ["PushSource"]
+__all__ = ["PushSource", "align_to_offset"]
 
 _END = None
 
@@ -97,8 +96,10 @@ class PushSource(Source):
             end = before + gap
             self.lost_samples += gap
             self.lost_spans += 1
-            message = (f"audio lost on the way in: offsets {before} to {end} at {rate} Hz ({gap / rate:.3f} s, "
-                       f"from {before / rate:.3f} s to {end / rate:.3f} s) never arrived; filled with silence")
+            message = (
+                f"audio lost on the way in: offsets {before} to {end} at {rate} Hz ({gap / rate:.3f} s, "
+                f"from {before / rate:.3f} s to {end / rate:.3f} s) never arrived; filled with silence"
+            )
             lost = AudioLost(self.stream_id, before, end_sample=end, sample_rate_hz=rate, message=message)
             await self.report(lost)
         await self.feed(x)
@@ -160,3 +161,23 @@ class PushSource(Source):
             await emit(chunk)
         if self._error is not None:
             raise self._error
+
+
+def align_to_offset(x: np.ndarray, offset: int, expected: int, max_gap: int) -> tuple[np.ndarray, int, int]:
+    """Place a block that starts at ``offset`` into a stream that expects ``expected`` next.
+
+    Returns (samples to feed, new expected offset, samples of silence inserted): a repeated
+    block (or its repeated head) is dropped, a gap up to ``max_gap`` samples is filled with
+    silence; a larger gap raises ``ProtocolError("gap")``.
+    """
+    if offset + x.shape[0] <= expected:
+        return x[:0], expected, 0  # entirely seen before: a redelivery
+    if offset < expected:
+        x = x[expected - offset :]
+        offset = expected
+    gap = offset - expected
+    if gap > max_gap:
+        raise ProtocolError("gap", f"audio jumps ahead by {gap} samples (at most {max_gap} are filled)", fatal=True)
+    if gap:
+        x = np.concatenate([np.zeros(gap, np.float32), x])
+    return x, expected + x.shape[0], gap

@@ -2,15 +2,15 @@
 
 Each WebSocket connection is one stream of ONE shared :class:`~stream.graph.Graph`
 (so model work can be batched across streams).  A connection speaks the protocol
-of :mod:`stream.net.protocol`; its audio goes into a
-:class:`~stream.net.push_source.PushSource`; the graph's tail hands every event to
+of :mod:`speechstream.net.protocol`; its audio goes into a
+:class:`~stream.sources.push.PushSource`; the graph's tail hands every event to
 a router that puts it on that connection's outbound edge; a sender task writes
 the events to the socket as JSON (``stream/events.py``).
 
-The same port serves the live-caption page (``/``, files of ``stream/web``) and
+The same port serves the live-caption page (``/``, files of ``speechstream/web``) and
 the event schema (``/events.schema.json``); the WebSocket endpoint is ``/ws``.
 
-Safety (defaults in :class:`ServerConfig` and :class:`~stream.net.protocol.Limits`):
+Safety (defaults in :class:`ServerConfig` and :class:`~speechstream.net.protocol.Limits`):
 
 - binds 127.0.0.1 unless told otherwise; optional token (``?token=`` or
   ``Authorization: Bearer``), refused with HTTP 401 before the upgrade;
@@ -50,10 +50,11 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
@@ -61,7 +62,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from ..events import (
+from stream.events import (
     SAMPLE_RATE_HZ,
     SCHEMA_PATH,
     AudioChunk,
@@ -70,9 +71,12 @@ from ..events import (
     Event,
     PartialTranscript,
 )
-from ..graph import Graph
-from ..node import Node
-from ..queues import ControlFrame, Edge, EdgeSpec
+from stream.graph import Graph
+from stream.node import Node
+from stream.queues import ControlFrame, Edge, EdgeSpec
+from stream.sources.push import PushSource
+
+from .languages import start_stream
 from .protocol import (
     EndOfAudio,
     Limits,
@@ -89,13 +93,11 @@ from .protocol import (
     split_offset_header,
     token_from_request,
 )
-from .languages import start_stream
-from .push_source import PushSource
 from .speakers import set_stream_speakers, start_speakers
 
 __all__ = ["ServerConfig", "CaptionServer", "WEB_DIR"]
 
-log = logging.getLogger("stream.net.ws_server")
+log = logging.getLogger("speechstream.net.ws_server")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 _CONTENT_TYPES = {
@@ -179,9 +181,18 @@ class CaptionServer:
         self._conns: dict[str, _Conn] = {}
         self._server: Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
-        self.stats: dict[str, Any] = {"connections": 0, "rejected": 0, "protocol_errors": 0, "slow_consumers": 0,
-                                      "idle_closed": 0, "throttled_s": 0.0, "discarded_s": 0.0, "memory_trims": 0,
-                                      "lost_samples": 0, "lost_spans": 0}
+        self.stats: dict[str, Any] = {
+            "connections": 0,
+            "rejected": 0,
+            "protocol_errors": 0,
+            "slow_consumers": 0,
+            "idle_closed": 0,
+            "throttled_s": 0.0,
+            "discarded_s": 0.0,
+            "memory_trims": 0,
+            "lost_samples": 0,
+            "lost_spans": 0,
+        }
         self._trim_handle: asyncio.TimerHandle | None = None
         self._trimming = False
 
@@ -241,7 +252,7 @@ class CaptionServer:
             self._trim_handle = None
         await self.graph.stop(timeout_s)
 
-    async def __aenter__(self) -> "CaptionServer":
+    async def __aenter__(self) -> CaptionServer:
         await self.start()
         return self
 
@@ -266,8 +277,12 @@ class CaptionServer:
         if path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
         loopback = self.config.host in ("127.0.0.1", "localhost", "::1")
-        if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), self.config.allow_origins,
-                              loopback_only=loopback):
+        if not origin_allowed(
+            request.headers.get("Origin"),
+            request.headers.get("Host"),
+            self.config.allow_origins,
+            loopback_only=loopback,
+        ):
             self.stats["rejected"] += 1
             return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed (see --allow-origin)\n")
         if not check_token(self.config.token, token_from_request(request.path, request.headers)):
@@ -287,7 +302,7 @@ class CaptionServer:
         if name == "events.schema.json":
             file = SCHEMA_PATH
         else:
-            # Only plain files directly inside stream/web with a known type: no traversal.
+            # Only plain files directly inside speechstream/web with a known type: no traversal.
             file = WEB_DIR / name
             if "/" in name or name.startswith((".", "_")) or file.suffix not in _CONTENT_TYPES or not file.is_file():
                 return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
@@ -439,7 +454,9 @@ class CaptionServer:
     async def _open_stream(self, ws: ServerConnection, cfg: StartConfig) -> _Conn | None:
         sid = cfg.stream_id or f"ws-{secrets.token_hex(4)}"
         if sid in self._conns:
-            await self._close_with_error(ws, sid, ProtocolError("stream_id_in_use", f"stream {sid!r} is live", fatal=True))
+            await self._close_with_error(
+                ws, sid, ProtocolError("stream_id_in_use", f"stream {sid!r} is live", fatal=True)
+            )
             return None
         # A ``block`` capture edge: when the shared graph falls behind, feed() waits, this
         # connection's reader stops reading its socket and TCP slows the client down. A
@@ -487,7 +504,9 @@ class CaptionServer:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                await asyncio.wait_for(conn.ws.close(conn.close_code, conn.close_reason), self.config.close_timeout_s * 2)
+                await asyncio.wait_for(
+                    conn.ws.close(conn.close_code, conn.close_reason), self.config.close_timeout_s * 2
+                )
             except (asyncio.TimeoutError, websockets.ConnectionClosed):
                 pass
 

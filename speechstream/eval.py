@@ -1,7 +1,7 @@
 """Score the streaming pipeline on a manifest: WER, CER, latencies, RTF, and offline WER.
 
     speechstream eval MANIFEST [--model DIR] [--lm LM.arpa] [--limit 50] [--concurrency 4]
-    python -m stream.eval MANIFEST ...
+    python -m speechstream.eval MANIFEST ...
 
 ``MANIFEST`` is a TSV with a header holding ``audio`` and ``text`` columns (the corpora layout;
 extra columns are ignored), or two columns without a header. Audio paths are relative to the
@@ -36,18 +36,18 @@ import asyncio
 import csv
 import dataclasses
 import re
-import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .events import SAMPLE_RATE_HZ, AudioChunk, Event, FinalTranscript, PartialTranscript
-from .sources.base import Emit, Source
+from stream.errors import ConfigError
+from stream.events import SAMPLE_RATE_HZ, AudioChunk, Event, FinalTranscript, PartialTranscript
+from stream.sources.base import Emit, Source
 
 __all__ = ["EvalConfig", "EvalReport", "evaluate", "format_report", "read_manifest", "normalize_text", "speech_extent"]
 
@@ -84,11 +84,18 @@ class EvalConfig:
     peek_at_vad_end: bool = True  # see RecognizerConfig.peek_at_vad_end (False: the final waits for the chunk)
 
     def vad_node(self) -> Any:
-        from .config import TranscribeConfig
-        from .pipeline_builder import build_vad
+        from speechstream.builder import build_vad
+        from stream.config import TranscribeConfig
 
-        names = ("vad_pre_speech_pad_ms", "vad_hangover_ms", "vad_min_speech_ms", "vad_min_silence_ms", "vad_threshold",
-                 "vad_aggressiveness", "max_utterance_ms")
+        names = (
+            "vad_pre_speech_pad_ms",
+            "vad_hangover_ms",
+            "vad_min_speech_ms",
+            "vad_min_silence_ms",
+            "vad_threshold",
+            "vad_aggressiveness",
+            "max_utterance_ms",
+        )
         cfg = TranscribeConfig(vad=self.vad, **{n: getattr(self, n) for n in names})  # type: ignore[arg-type]
         return build_vad(cfg.check_vad())  # the checks transcribe and serve use: ConfigError for bad values
 
@@ -217,7 +224,7 @@ class PacedSource(Source):
 def _load_audio(path: Path) -> np.ndarray:
     import soundfile as sf
 
-    from .sources.file import quiet_decoder
+    from stream.sources.file import quiet_decoder
 
     try:
         with quiet_decoder(path.suffix.lower() in (".mp3", ".mp2", ".mpga")):  # mpg123 noise off stderr
@@ -232,14 +239,18 @@ def _load_audio(path: Path) -> np.ndarray:
     return x
 
 
-async def _stream_batch(batch: list[tuple[int, np.ndarray]], model: Any, decoder: Any, cfg: EvalConfig, rcfg: Any) -> tuple[dict, dict, float]:
-    from .graph import Graph
-    from .recognizer import Recognizer
-    from .resample import Resample
+async def _stream_batch(
+    batch: list[tuple[int, np.ndarray]], model: Any, decoder: Any, cfg: EvalConfig, rcfg: Any
+) -> tuple[dict, dict, float]:
+    from stream.graph import Graph
+    from stream.recognizer import Recognizer
+    from stream.resample import Resample
 
     loop = asyncio.get_running_loop()
     pad = np.zeros(cfg.pad_silence_ms * SAMPLE_RATE_HZ // 1000, np.float32)
-    sources = {f"u{i}": PacedSource(np.concatenate([x, pad]), f"u{i}", cfg.block_ms * 16, cfg.realtime) for i, x in batch}
+    sources = {
+        f"u{i}": PacedSource(np.concatenate([x, pad]), f"u{i}", cfg.block_ms * 16, cfg.realtime) for i, x in batch
+    }
     timed: dict[str, list[tuple[float, Event]]] = {sid: [] for sid in sources}
 
     def on_event(e: Event) -> None:
@@ -247,13 +258,17 @@ async def _stream_batch(batch: list[tuple[int, np.ndarray]], model: Any, decoder
             timed[e.stream_id].append((loop.time(), e))
 
     rec = Recognizer(model, rcfg, decoder=decoder)
-    graph = Graph(sources=list(sources.values()), nodes=[Resample(), cfg.vad_node(), rec], on_event=on_event, name="eval")
+    graph = Graph(
+        sources=list(sources.values()), nodes=[Resample(), cfg.vad_node(), rec], on_event=on_event, name="eval"
+    )
     await graph.run()
     t0 = {sid: src.t0 for sid, src in sources.items()}
     return timed, t0, rec.stats.compute_s
 
 
-def _latencies(events: list[tuple[float, Event]], t0: float, extent: tuple[int, int]) -> tuple[float | None, float | None]:
+def _latencies(
+    events: list[tuple[float, Event]], t0: float, extent: tuple[int, int]
+) -> tuple[float | None, float | None]:
     start, end = extent
     first = next((t for t, e in events if isinstance(e, (PartialTranscript, FinalTranscript)) and e.text), None)
     finals = [(t, e) for t, e in events if isinstance(e, FinalTranscript) and e.text]
@@ -270,9 +285,8 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     from engines.api import load_model
     from engines.ctc import log_softmax
     from engines.errors import EngineError
-
-    from .config import default_model_dir
-    from .recognizer import RecognizerConfig, build_decoder
+    from stream.config import default_model_dir
+    from stream.recognizer import RecognizerConfig, build_decoder
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     items = read_manifest(cfg.manifest, cfg.limit)
@@ -373,7 +387,9 @@ def format_report(r: EvalReport) -> str:
     w, ce = r.streaming
     lm = f"beam {c.beam_width} + LM finals" if r.lm_path else "greedy finals"
     lang = f", language {c.language}" if c.language else ""
-    lines.append(f"| streaming WER / CER ({c.mode}, chunk {c.chunk_ms} ms, {lm}, VAD {c.vad}{lang}) | {100 * w:.2f}% / {100 * ce:.2f}% |")
+    lines.append(
+        f"| streaming WER / CER ({c.mode}, chunk {c.chunk_ms} ms, {lm}, VAD {c.vad}{lang}) | {100 * w:.2f}% / {100 * ce:.2f}% |"
+    )
     w, ce = r.offline_greedy
     lines.append(f"| offline WER / CER (same model, greedy) | {100 * w:.2f}% / {100 * ce:.2f}% |")
     if r.offline_lm is not None:
@@ -382,26 +398,34 @@ def format_report(r: EvalReport) -> str:
     fps = [u.first_partial_latency_s for u in r.utterances if u.first_partial_latency_s is not None]
     fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
     if fps:
-        lines.append(f"| first-partial latency P50 / P95 (from speech onset) | {_pct(fps, .5):.2f} s / {_pct(fps, .95):.2f} s |")
+        lines.append(
+            f"| first-partial latency P50 / P95 (from speech onset) | {_pct(fps, 0.5):.2f} s / {_pct(fps, 0.95):.2f} s |"
+        )
     if fls:
-        lines.append(f"| finalisation latency P50 / P95 (from end of speech) | {_pct(fls, .5):.2f} s / {_pct(fls, .95):.2f} s |")
+        lines.append(
+            f"| finalisation latency P50 / P95 (from end of speech) | {_pct(fls, 0.5):.2f} s / {_pct(fls, 0.95):.2f} s |"
+        )
     reasons: dict[str, int] = {}
     for u in r.utterances:
         for x in u.endpoint_reasons:
             reasons[x] = reasons.get(x, 0) + 1
     lines.append(f"| endpoints by reason | {', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or 'none'} |")
     vc = c.vad_node().segmenter.config
-    lines.append(f"| VAD timing: pad / hangover / min speech / min silence; source blocks | {vc.pre_speech_pad_ms} / {vc.hangover_ms} / "
-                 f"{vc.min_speech_ms} / {vc.min_silence_ms} ms; {c.block_ms} ms |")
+    lines.append(
+        f"| VAD timing: pad / hangover / min speech / min silence; source blocks | {vc.pre_speech_pad_ms} / {vc.hangover_ms} / "
+        f"{vc.min_speech_ms} / {vc.min_silence_ms} ms; {c.block_ms} ms |"
+    )
     lines.append(f"| RTF (recogniser compute / audio) | {r.rtf:.3f} |")
-    lines.append(f"| wall time (streaming pass, {c.concurrency} streams at once, {'real time' if c.realtime else 'unpaced'}) | {r.wall_s:.1f} s |")
+    lines.append(
+        f"| wall time (streaming pass, {c.concurrency} streams at once, {'real time' if c.realtime else 'unpaced'}) | {r.wall_s:.1f} s |"
+    )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m stream.eval", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m speechstream.eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("manifest", type=Path)
     d = EvalConfig(Path("."))
     for f in dataclasses.fields(EvalConfig):

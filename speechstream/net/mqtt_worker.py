@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sinks.mqtt import MqttSink
+from speechstream.net.languages import start_stream
+from speechstream.net.mqtt import MqttIngest, MqttSettings
+from speechstream.net.protocol import Limits, SampleFormat, SetSpeakers
+from speechstream.net.speakers import set_stream_speakers
 from stream.events import Event
 from stream.graph import Graph
-from stream.net.languages import start_stream
-from stream.net.mqtt import MqttIngest, MqttSettings
-from stream.net.protocol import Limits, SampleFormat, SetSpeakers
-from stream.net.speakers import set_stream_speakers
 from stream.node import Node
 
 __all__ = ["MqttWorker"]
@@ -79,7 +80,7 @@ class MqttWorker:
         await self.graph.stop(timeout_s)
         await self.sink.close()
 
-    async def __aenter__(self) -> "MqttWorker":
+    async def __aenter__(self) -> MqttWorker:
         await self.start()
         return self
 

@@ -30,7 +30,15 @@ from stream.queues import EdgeSpec
 from stream.resample import Resample
 from stream.sources.base import Source
 
-__all__ = ["BuiltGraph", "build_graph", "build_sinks", "build_source", "build_vad", "build_recognizer", "build_diarization"]
+__all__ = [
+    "BuiltGraph",
+    "build_graph",
+    "build_sinks",
+    "build_source",
+    "build_vad",
+    "build_recognizer",
+    "build_diarization",
+]
 
 
 @dataclass
@@ -123,7 +131,7 @@ def build_sinks(cfg: TranscribeConfig, *, recognizing: bool) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         if cfg.console_enabled:
-            # fatal errors: the CLI's end-of-run line says them once (stream.cli._run_async)
+            # fatal errors: the CLI's end-of-run line says them once (speechstream.cli._run_async)
             sinks.append(ConsoleSink(show_vad=not recognizing, show_fatal=False))
         if cfg.jsonl is not None:
             sinks.append(open_jsonl(cfg.jsonl, fsync=cfg.fsync))

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m engines.lm_build corpus.txt lm.arpa --order 3 [--upper] [--unigrams unigrams.txt]
+    python -m examples.lm.lm_build corpus.txt lm.arpa --order 3 [--upper] [--unigrams unigrams.txt]
 
 Debian has no ``lmplz``, so this writes the ARPA file itself, with the smoothing ``lmplz`` uses
 (Chen & Goodman's modified Kneser-Ney, interpolated, three discounts per order, no pruning):
@@ -30,8 +30,8 @@ import argparse
 import math
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 __all__ = ["build_arpa", "write_arpa", "main"]
 
@@ -164,7 +164,7 @@ def read_sentences(path: str | Path, case: str | None = None) -> list[list[str]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engines.lm_build", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m examples.lm.lm_build", description=__doc__.split("\n\n")[0])
     ap.add_argument("text", help="training text, one sentence per line")
     ap.add_argument("arpa", help="output ARPA file")
     ap.add_argument("--order", type=int, default=3)
@@ -182,7 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.unigrams:
         words = sorted(g[0] for g in probs[1] if g[0] not in (BOS, EOS, UNK))
         Path(args.unigrams).write_text("\n".join(words) + "\n", encoding="utf-8")
-    print(f"wrote {args.arpa}: order {args.order}, " + ", ".join(f"{len(probs[n])} {n}-grams" for n in range(1, args.order + 1)))
+    print(
+        f"wrote {args.arpa}: order {args.order}, "
+        + ", ".join(f"{len(probs[n])} {n}-grams" for n in range(1, args.order + 1))
+    )
     return 0
 
 

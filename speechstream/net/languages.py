@@ -17,12 +17,14 @@ codes; the transport sends it as that stream's ``error`` event and the other str
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from ..errors import ConfigError, GraphError
-from ..graph import Graph
+from stream.errors import ConfigError, GraphError
+from stream.graph import Graph
+from stream.sources.push import PushSource
+
 from .protocol import ProtocolError
-from .push_source import PushSource
 
 __all__ = ["set_stream_language", "forget_stream_language", "start_stream"]
 
@@ -39,8 +41,9 @@ def set_stream_language(nodes: Iterable[Any], stream_id: str, language: str | No
         return
     hooks = _hooks(nodes)
     if not hooks:
-        raise ProtocolError("unknown_language", f"language {language!r} asked for, but this server runs no recogniser",
-                            fatal=True)
+        raise ProtocolError(
+            "unknown_language", f"language {language!r} asked for, but this server runs no recogniser", fatal=True
+        )
     try:
         for hook in hooks:
             hook(stream_id, language)

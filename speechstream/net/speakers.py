@@ -7,14 +7,16 @@ speaker settings (a callable ``set_speakers(stream_id, num_speakers, names)``, i
 leave a setting as it is. Speaker settings never refuse a stream: a server without a diarizer, or
 a setting the diarizer cannot keep, is a non-fatal ``ProtocolError`` (``speakers_unsupported``,
 ``bad_speakers``) that the transport sends as that stream's ``error`` event; the stream runs on
-with the settings it had. (Per-stream languages: :mod:`stream.net.languages`, the same pattern.)
+with the settings it had. (Per-stream languages: :mod:`speechstream.net.languages`, the same pattern.)
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from ..errors import ConfigError
+from stream.errors import ConfigError
+
 from .protocol import ProtocolError, SetSpeakers, StartConfig
 
 __all__ = ["set_stream_speakers", "start_speakers"]
@@ -36,8 +38,11 @@ def set_stream_speakers(nodes: Iterable[Any], stream_id: str, msg: SetSpeakers) 
     ProtocolError when no node takes them (no diarizer) or one refuses them (ConfigError)."""
     hooks = _hooks(nodes)
     if not hooks:
-        raise ProtocolError("speakers_unsupported", "speaker settings (num_speakers, names) need a diarizer: "
-                            "this server runs none (start it with --diarize); ignored")
+        raise ProtocolError(
+            "speakers_unsupported",
+            "speaker settings (num_speakers, names) need a diarizer: "
+            "this server runs none (start it with --diarize); ignored",
+        )
     try:
         for hook in hooks:
             hook(stream_id, msg.num_speakers, msg.names)

@@ -1,6 +1,6 @@
 """``speechstream serve``: build the server's pipeline from options and run until Ctrl-C / SIGTERM.
 
-The pipeline is the CLI's standard one (``stream.pipeline_builder``): Resample -> VAD ->
+The pipeline is the CLI's standard one (``speechstream.builder``): Resample -> VAD ->
 recogniser (when a model is configured or the bundled default is installed). Without a
 model the server still streams VAD events, so the page shows speech activity.
 """
@@ -13,10 +13,11 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from ..config import NO_MODEL, TranscribeConfig
-from ..errors import ConfigError
-from ..node import Node
-from ..resample import Resample
+from stream.config import NO_MODEL, TranscribeConfig
+from stream.errors import ConfigError
+from stream.node import Node
+from stream.resample import Resample
+
 from .protocol import Limits
 from .ws_server import CaptionServer, ServerConfig
 
@@ -58,26 +59,36 @@ class ServeOptions:
 
     def transcribe_config(self) -> TranscribeConfig:
         """The recognition and VAD settings as the CLI's config, checked as transcribe checks them (ConfigError)."""
-        cfg = TranscribeConfig(model=self.model, vad=self.vad, mode=self.mode, chunk_ms=self.chunk_ms,  # type: ignore[arg-type]
-                               left_context_ms=self.left_context_ms, lookahead_ms=self.lookahead_ms,
-                               language=self.language, vad_pre_speech_pad_ms=self.vad_pre_speech_pad_ms,
-                               vad_hangover_ms=self.vad_hangover_ms, vad_min_speech_ms=self.vad_min_speech_ms,
-                               vad_min_silence_ms=self.vad_min_silence_ms, vad_threshold=self.vad_threshold,
-                               vad_aggressiveness=self.vad_aggressiveness, max_utterance_ms=self.max_utterance_ms)
+        cfg = TranscribeConfig(
+            model=self.model,
+            vad=self.vad,
+            mode=self.mode,
+            chunk_ms=self.chunk_ms,  # type: ignore[arg-type]
+            left_context_ms=self.left_context_ms,
+            lookahead_ms=self.lookahead_ms,
+            language=self.language,
+            vad_pre_speech_pad_ms=self.vad_pre_speech_pad_ms,
+            vad_hangover_ms=self.vad_hangover_ms,
+            vad_min_speech_ms=self.vad_min_speech_ms,
+            vad_min_silence_ms=self.vad_min_silence_ms,
+            vad_threshold=self.vad_threshold,
+            vad_aggressiveness=self.vad_aggressiveness,
+            max_utterance_ms=self.max_utterance_ms,
+        )
         return cfg.check_vad()
 
 
 def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
     """(nodes, model path or None): Resample -> VAD -> [diarizer] -> [recogniser -> [speaker labeler]].
     Raises ConfigError for a bad model, VAD or speaker limit."""
-    from ..pipeline_builder import build_recognizer, build_vad
+    from speechstream.builder import build_recognizer, build_vad
 
     cfg = opts.transcribe_config()
     model = cfg.resolved_model()
     nodes: list[Node] = [Resample(), build_vad(cfg)]
     labeler = None
     if opts.diarize:
-        from ..diarize import diarization_nodes
+        from stream.diarize import diarization_nodes
 
         diarizer, labeler = diarization_nodes(max_speakers=opts.max_speakers)
         nodes.append(diarizer)  # turns go out before the audio that decided them
@@ -92,9 +103,16 @@ async def _serve(opts: ServeOptions) -> None:
     nodes, model = build_nodes(opts)
     limits = Limits(max_frame_bytes=opts.max_frame_bytes, max_realtime_factor=opts.max_realtime_factor)
     try:
-        cfg = ServerConfig(host=opts.host, port=opts.port, token=opts.token, limits=limits,
-                           max_connections=opts.max_connections, serve_web=opts.web,
-                           idle_timeout_s=opts.idle_timeout_s, allow_origins=opts.allow_origins)
+        cfg = ServerConfig(
+            host=opts.host,
+            port=opts.port,
+            token=opts.token,
+            limits=limits,
+            max_connections=opts.max_connections,
+            serve_web=opts.web,
+            idle_timeout_s=opts.idle_timeout_s,
+            allow_origins=opts.allow_origins,
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     server = CaptionServer(nodes, cfg)

@@ -5,7 +5,7 @@ Topic scheme (``prefix`` defaults to ``speechstream``; ``<stream>`` is a stream 
 
     <prefix>/<stream>/audio       in   binary PCM frames (format from "start", else the worker's default)
     <prefix>/<stream>/control     in   JSON control: {"type":"start","sample_rate_hz":..,"format":..,"language":..},
-                                       {"type":"end"}, {"type":"set_speakers",...}  (stream.net.protocol)
+                                       {"type":"end"}, {"type":"set_speakers",...}  (speechstream.net.protocol)
     <prefix>/<stream>/transcript  out  partial_transcript (QoS 0), final_transcript (QoS 1), end_of_stream (QoS 1)
     <prefix>/<stream>/speaker     out  speaker_turn (QoS 1)
     <prefix>/<stream>/vad         out  speech_started, speech_ended, endpoint (QoS 0)
@@ -43,18 +43,19 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 
-from ..errors import GraphError
-from ..events import (
+from stream.errors import GraphError
+from stream.events import (
     SAMPLE_RATE_HZ,
     AudioChunk,
     AudioLost,
-    Endpoint,
     EndOfStream,
+    Endpoint,
     ErrorEvent,
     Event,
     FinalTranscript,
@@ -64,6 +65,8 @@ from ..events import (
     SpeechEnded,
     SpeechStarted,
 )
+from stream.sources.push import PushSource
+
 from .protocol import (
     EndOfAudio,
     Limits,
@@ -76,7 +79,6 @@ from .protocol import (
     split_offset_header,
     valid_stream_id,
 )
-from .push_source import PushSource
 from .speakers import start_speakers
 
 __all__ = [
@@ -91,7 +93,7 @@ __all__ = [
     "FinalDeduper",
 ]
 
-log = logging.getLogger("stream.net.mqtt")
+log = logging.getLogger("speechstream.net.mqtt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,11 +379,11 @@ class MqttIngest:
 
     ``start_stream(source, language)`` adds a source to the running graph, recognised in the
     ``start`` message's ``language`` (None: the worker's default), and raises ProtocolError to
-    refuse the stream (:func:`stream.net.languages.start_stream`: ``unknown_language``,
+    refuse the stream (:func:`speechstream.net.languages.start_stream`: ``unknown_language``,
     ``unavailable``); ``on_error`` receives protocol errors as ``ErrorEvent`` (the worker publishes them
     on ``…/error``); ``on_set_speakers`` receives ``set_speakers`` controls, and the ``start``
     message's ``num_speakers``/``names`` once the stream has started (a ProtocolError it raises
-    is that stream's non-fatal error: :func:`stream.net.speakers.set_stream_speakers`).
+    is that stream's non-fatal error: :func:`speechstream.net.speakers.set_stream_speakers`).
     A stream starts with its ``start`` control or, failing that, its first audio
     frame (with ``default_rate_hz``/``default_format``); it ends on ``end`` or after
     ``idle_timeout_s`` without audio.
@@ -410,7 +412,14 @@ class MqttIngest:
         self.max_streams = max_streams
         self.streams: dict[str, _Stream] = {}
         self.used: set[str] = set()  # stream ids are not reused within one worker run
-        self.stats = {"frames": 0, "late_frames": 0, "protocol_errors": 0, "connects": 0, "lost_samples": 0, "lost_spans": 0}
+        self.stats = {
+            "frames": 0,
+            "late_frames": 0,
+            "protocol_errors": 0,
+            "connects": 0,
+            "lost_samples": 0,
+            "lost_spans": 0,
+        }
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
@@ -475,10 +484,17 @@ class MqttIngest:
         for sid, st in list(self.streams.items()):
             if st.cfg.offset_header:
                 continue  # a loss shows as a jump in the offsets, and is reported exactly
-            await st.source.report(ErrorEvent(
-                sid, st.source.samples_fed, sample_rate_hz=st.cfg.sample_rate_hz, code="input_interrupted", fatal=False,
-                message=f"the worker's broker connection was down for {down_s:.2f} s; audio published meanwhile may "
-                        "be lost (send with \"offset_header\": true to have losses measured)"))
+            await st.source.report(
+                ErrorEvent(
+                    sid,
+                    st.source.samples_fed,
+                    sample_rate_hz=st.cfg.sample_rate_hz,
+                    code="input_interrupted",
+                    fatal=False,
+                    message=f"the worker's broker connection was down for {down_s:.2f} s; audio published meanwhile may "
+                    'be lost (send with "offset_header": true to have losses measured)',
+                )
+            )
 
     def _end(self, sid: str) -> None:
         st = self.streams.pop(sid, None)
@@ -498,7 +514,9 @@ class MqttIngest:
             self._error(sid, ProtocolError("stream_id_in_use", f"stream id {sid!r} was already used", fatal=True))
             return None
         if len(self.streams) >= self.max_streams:
-            self._error(sid, ProtocolError("too_many_streams", f"more than {self.max_streams} live streams", fatal=True))
+            self._error(
+                sid, ProtocolError("too_many_streams", f"more than {self.max_streams} live streams", fatal=True)
+            )
             return None
         self.used.add(sid)
         st = _Stream(PushSource(sid, cfg.sample_rate_hz), cfg, time.monotonic())
@@ -524,7 +542,9 @@ class MqttIngest:
         if parsed is None:
             return
         sid, kind = parsed
-        data = payload if isinstance(payload, (bytes, bytearray)) else (b"" if payload is None else str(payload).encode())
+        data = (
+            payload if isinstance(payload, (bytes, bytearray)) else (b"" if payload is None else str(payload).encode())
+        )
         try:
             if kind == "control":
                 msg = parse_control(bytes(data), self.limits)
