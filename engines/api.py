@@ -75,7 +75,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from engines.errors import StreamError, UnsupportedConfigError
+from engines.errors import StreamUsageError, UnsupportedConfigError
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -146,9 +146,9 @@ class StreamSpec:
         for name in ("chunk_ms", "left_context_ms", "lookahead_ms"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
-                raise StreamError(f"{name} must be a non-negative int, got {v!r}")
+                raise StreamUsageError(f"{name} must be a non-negative int, got {v!r}")
         if self.chunk_frames < 1:
-            raise StreamError(f"chunk_ms={self.chunk_ms} is shorter than one frame ({self.frame_ms} ms)")
+            raise StreamUsageError(f"chunk_ms={self.chunk_ms} is shorter than one frame ({self.frame_ms} ms)")
 
     @property
     def frame_ms(self) -> float:
@@ -536,7 +536,7 @@ class LoadedModel:
         outs: list[Any] = [None] * len(states)
         new: list[Any] = [None] * len(states)
         if len(chunks) != len(states):
-            raise StreamError(f"{len(chunks)} chunks for {len(states)} states")
+            raise StreamUsageError(f"{len(chunks)} chunks for {len(states)} states")
         for lang, idx in groups.items():
             o, s = streaming.step_batch(
                 self._for_state_language(lang), [chunks[i] for i in idx], [states[i] for i in idx]

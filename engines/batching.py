@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from engines.api import StepOutput, StreamState
-from engines.errors import StreamError
+from engines.errors import StreamUsageError
 
 __all__ = ["BatchPolicy", "Request", "BatchQueue", "run_batch"]
 
@@ -33,9 +33,9 @@ class BatchPolicy:
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
-            raise StreamError(f"max_batch must be >= 1, got {self.max_batch}")
+            raise StreamUsageError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.max_wait_ms < 0:
-            raise StreamError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+            raise StreamUsageError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
 
 
 class Request(NamedTuple):
@@ -94,6 +94,6 @@ def run_batch(model, batch: Sequence[Request]) -> list[tuple[Hashable, StepOutpu
     """One ``step_batch`` call for the batch; results in batch order."""
     ids = [r.stream_id for r in batch]
     if len(set(ids)) != len(ids):
-        raise StreamError("a stream may appear once per batch")
+        raise StreamUsageError("a stream may appear once per batch")
     outs, states = model.step_batch([r.chunk for r in batch], [r.state for r in batch])
     return list(zip(ids, outs, states))

@@ -53,7 +53,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from engines.errors import StreamError, UnsupportedConfigError
+from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.tokenizer import CTCTokenizer, TokenSpan, WordSpan
 
 __all__ = [
@@ -186,7 +186,7 @@ def _to_numpy(frames: object) -> np.ndarray:
         frames = frames.detach().to("cpu").float().numpy()  # type: ignore[attr-defined]
     arr = np.asarray(frames, dtype=np.float32)
     if arr.ndim != 2:
-        raise StreamError(f"CTC frames must be (T, V), got shape {arr.shape}")
+        raise StreamUsageError(f"CTC frames must be (T, V), got shape {arr.shape}")
     return arr
 
 
@@ -252,9 +252,11 @@ class StreamingCTCDecoder:
             if not logits.shape[0]:
                 return (), state
         if start_frame != state.frame:
-            raise StreamError(f"CTC frames start at {start_frame}, expected {state.frame} (frames must be contiguous)")
+            raise StreamUsageError(
+                f"CTC frames start at {start_frame}, expected {state.frame} (frames must be contiguous)"
+            )
         if logits.shape[0] and logits.shape[1] != self.tokenizer.vocab_size:
-            raise StreamError(
+            raise StreamUsageError(
                 f"CTC frames have {logits.shape[1]} labels but the vocabulary has {self.tokenizer.vocab_size}"
             )
         return _Run(self, state).frames(logits).finish()

@@ -1,44 +1,58 @@
-"""Exceptions raised by the engines.
+"""The root of speechstream's errors, and the exceptions raised by the engines.
 
-Every error an engine raises on purpose derives from ``EngineError``; foreign exceptions
-(safetensors, torch.load, huggingface_hub, json) are translated at the boundary with
-``raise CheckpointError(msg) from exc``.
+Every error any layer raises on purpose derives from ``SpeechStreamError``, defined here because
+``engines`` is the lowest layer; ``stream.errors`` adds the runtime's subtree under the same root
+(and re-exports the root and ``ConfigError``). A checkpoint or model argument that cannot be used
+is a ``ConfigError`` as well as an ``EngineError``, so the edges (CLI, servers, the facade) catch
+``ConfigError`` once and need not translate. Foreign exceptions (safetensors, torch.load,
+huggingface_hub, json) are translated where they occur, ``raise CheckpointError(msg) from exc``.
 
-    EngineError
-    ├── ModelNotFoundError        a path or hub id that resolves to nothing (names the id / path)
-    ├── CheckpointError           a checkpoint that cannot be read or does not match the model
-    │   ├── KeyMismatchError      strict key check failed (lists missing / unexpected keys, names the file)
-    │   └── ConfigFieldError      a config field of the wrong type or out of range (names file, field, value)
-    ├── UnsupportedConfigError    a config value the engines do not implement (names value and supported ones)
-    ├── StreamError               misuse of the streaming API (bad chunk sizes, mixing states of
-    │                             different modes in one batch, a chunk that is not 1-D float audio)
-    └── UnknownLanguageError      a language code the checkpoint has no adapter / vocabulary for
-                                  (lists the available ones)
+    SpeechStreamError                 (root; stream.errors adds StreamError, GraphError, ProtocolError)
+    ├── ConfigError                   a bad option, argument or checkpoint: raised before or at start
+    └── EngineError
+        ├── ModelNotFoundError        (also ConfigError) a path or hub id that resolves to nothing
+        ├── CheckpointError           (also ConfigError) a checkpoint that cannot be read or does not fit
+        │   ├── KeyMismatchError      strict key check failed (lists missing / unexpected keys, names the file)
+        │   └── ConfigFieldError      a config field of the wrong type or out of range (names file, field, value)
+        ├── UnsupportedConfigError    (also ConfigError) a config value the engines do not implement
+        ├── UnknownLanguageError      (also ConfigError) a language the checkpoint has no adapter / vocabulary for
+        └── StreamUsageError          misuse of the streaming API (bad chunk sizes, mixing states of
+                                      different modes in one batch, a chunk that is not 1-D float audio)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "SpeechStreamError",
+    "ConfigError",
     "EngineError",
     "ModelNotFoundError",
     "CheckpointError",
     "KeyMismatchError",
     "ConfigFieldError",
     "UnsupportedConfigError",
-    "StreamError",
+    "StreamUsageError",
     "UnknownLanguageError",
 ]
 
 
-class EngineError(Exception):
+class SpeechStreamError(Exception):
+    """Root of every error raised on purpose by speechstream (engines, stream, sinks, the facade)."""
+
+
+class ConfigError(SpeechStreamError, ValueError):
+    """A bad option, argument or checkpoint. The message names the offending value."""
+
+
+class EngineError(SpeechStreamError):
     """Base class of every error raised on purpose by ``engines``."""
 
 
-class ModelNotFoundError(EngineError):
+class ModelNotFoundError(EngineError, ConfigError):
     """A model argument that is neither a model directory nor a cached hub id."""
 
 
-class CheckpointError(EngineError):
+class CheckpointError(EngineError, ConfigError):
     """A checkpoint file that cannot be read, or whose tensors do not fit the model."""
 
 
@@ -75,7 +89,7 @@ class ConfigFieldError(CheckpointError):
         super().__init__(f"{where}field {key!r} must be {expected}, got {value!r}")
 
 
-class UnsupportedConfigError(EngineError):
+class UnsupportedConfigError(EngineError, ConfigError):
     """A config value the engines do not implement. Never silently approximated."""
 
     def __init__(self, key: str, value: object, supported: list[object] | tuple[object, ...] | str, source: str = ""):
@@ -88,11 +102,11 @@ class UnsupportedConfigError(EngineError):
         super().__init__(f"unsupported {key}={value!r}{where}; supported: {sup}")
 
 
-class StreamError(EngineError):
+class StreamUsageError(EngineError):
     """Misuse of the streaming API."""
 
 
-class UnknownLanguageError(EngineError):
+class UnknownLanguageError(EngineError, ConfigError):
     """A language code the checkpoint has no adapter / vocabulary for. ``available`` lists the ones it has."""
 
     def __init__(self, language: str, available: list[str] | tuple[str, ...], model_dir: object = ""):

@@ -84,7 +84,7 @@ from engines.common.conformer import (
     combine_masks,
 )
 from engines.common.waveform import TDNNLayer
-from engines.errors import StreamError, UnsupportedConfigError
+from engines.errors import StreamUsageError, UnsupportedConfigError
 
 __all__ = [
     "Wav2Vec2BertConfig",
@@ -439,7 +439,7 @@ def _chunk_mask(T: int, chunk_frames: int | None, left_frames: int | None, offse
 
 def _adapter_rate(frames: int, scale: int) -> int:
     if frames % scale:
-        raise StreamError(f"{frames} frames is not a multiple of the adapter stride {scale}")
+        raise StreamUsageError(f"{frames} frames is not a multiple of the adapter stride {scale}")
     return frames // scale
 
 
@@ -588,7 +588,7 @@ class Wav2Vec2BertEngine(EngineModule):
     def init_cache(self, spec: StreamSpec) -> Wav2Vec2BertCache:
         cfg, bb = self.config, self.backbone
         if spec.normalize not in ("stream", "none"):
-            raise StreamError(
+            raise StreamUsageError(
                 f"wav2vec2-bert cached mode normalises the fbank causally ('stream') or not at all ('none'), got {spec.normalize!r}"
             )
         scale = cfg.frame_stride

@@ -48,7 +48,7 @@ from engines.common.conformer import (
 )
 from engines.common.conv_adapter import with_conv_adapter
 from engines.common.waveform import TDNNLayer, WaveformModel, x_tail
-from engines.errors import StreamError, UnsupportedConfigError
+from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.frontend_waveform import WaveformFrontend
 from engines.wav2vec2 import check_waveform_config
 
@@ -370,7 +370,7 @@ class Wav2Vec2Conformer(WaveformModel):
         B, n = samples.shape
         C, hop, r, R = spec.chunk_frames, self.samples_per_frame, self.lookahead, spec.lookahead_frames
         if n != C * hop:
-            raise StreamError(f"cached_step expects {C * hop} samples, got {n}")
+            raise StreamUsageError(f"cached_step expects {C * hop} samples, got {n}")
         P = self._tail_len()
         f0 = cache.next_frame  # (B,) first central frame of layer 0's block
         x = torch.cat([cache.tail, samples], dim=1)

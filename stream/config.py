@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args
 
 import tomllib
 
+from engines.online.config import NO_LM, check_language, check_lookahead_ms
 from stream.errors import ConfigError
 
 __all__ = [
@@ -44,32 +45,8 @@ __all__ = [
 VadName = Literal["webrtc", "silero", "none"]
 ModeName = Literal["offline", "window", "cached"]
 NO_MODEL = "none"  # --model none: VAD only
-NO_LM = "none"  # --lm none: greedy finals, even for a checkpoint with its own language_model/
 VAD_NAMES: tuple[str, ...] = get_args(VadName)
 MODE_NAMES: tuple[str, ...] = get_args(ModeName)
-FRAME_MS = 20  # the encoders' frame stride (every family's output frame is 20 ms)
-MAX_LOOKAHEAD_MS = 10_000  # window mode: the pipeline's right stride; cached mode recomputes (C + R) / C
-
-
-def check_lookahead_ms(lookahead_ms: int) -> None:
-    """``lookahead_ms`` (``--lookahead-ms``, TOML ``lookahead_ms``, ``RecognizerConfig.lookahead_ms``) at
-    parse time: a whole number of 20 ms frames from 0 to MAX_LOOKAHEAD_MS; ConfigError otherwise."""
-    v = lookahead_ms
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"--lookahead-ms must be a whole number of ms, not {v!r}")
-    if v < 0:
-        raise ConfigError(f"--lookahead-ms must be >= 0, not {v}")
-    if v % FRAME_MS:
-        raise ConfigError(f"--lookahead-ms must be a multiple of the {FRAME_MS} ms frame stride, not {v}")
-    if v > MAX_LOOKAHEAD_MS:
-        raise ConfigError(f"--lookahead-ms must be at most {MAX_LOOKAHEAD_MS}, not {v}")
-
-
-def check_language(language: str | None) -> None:
-    """``language`` (``--language``, TOML ``language``) at parse time: None or a code without spaces;
-    ConfigError otherwise. Whether the model has it is checked when the model loads."""
-    if language is not None and (not language.strip() or any(c.isspace() for c in language)):
-        raise ConfigError(f"--language must be a language code such as 'eng', not {language!r}")
 
 
 def default_model_dir() -> Path | None:

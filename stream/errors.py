@@ -6,14 +6,16 @@ message; trouble on one stream while the graph runs raises a :class:`StreamError
 inside a node, which the graph turns into an :class:`stream.events.ErrorEvent`
 for that stream while the other streams keep running.
 
-    SpeechStreamError
-    ├── ConfigError               a bad option or argument, raised before or at start
+    SpeechStreamError             the one root, defined in engines.errors (the lowest layer), re-exported here
+    ├── ConfigError               a bad option or argument, raised before or at start (engines.errors; the
+    │   │                         engines' load-time errors, bad model / checkpoint / language, are ConfigErrors too)
     │   ├── SourceNotFoundError   a file path that does not exist
     │   ├── UnreadableAudioError  a file soundfile cannot open (names the file and the reason)
     │   └── DeviceNotFoundError   an unknown capture device (lists the available ones)
     ├── StreamError               run-time trouble on ONE stream -> ErrorEvent(code, fatal)
     │   ├── BadAudioError         NaN/inf samples, wrong dtype or shape (code "bad_audio")
-    │   └── SourceError           a source failed mid-stream: read error, device lost ("source_error")
+    │   ├── SourceError           a source failed mid-stream: read error, device lost ("source_error")
+    │   └── ProtocolError         a network frame or control message that breaks the wire protocol
     └── GraphError                misuse or failure of the graph machinery itself
         ├── GraphStateError       wrong order of calls (start twice, a node placed twice)
         └── GraphTimeoutError     start / stop / flush did not finish within its timeout
@@ -32,6 +34,8 @@ KeyboardInterrupt) is never caught.
 
 from __future__ import annotations
 
+from engines.errors import ConfigError, SpeechStreamError
+
 __all__ = [
     "SpeechStreamError",
     "ConfigError",
@@ -46,14 +50,6 @@ __all__ = [
     "GraphTimeoutError",
     "ProtocolError",
 ]
-
-
-class SpeechStreamError(Exception):
-    """Base class of every error raised on purpose by ``stream``."""
-
-
-class ConfigError(SpeechStreamError, ValueError):
-    """A bad option or argument. The message names the offending value."""
 
 
 class SourceNotFoundError(ConfigError, FileNotFoundError):
@@ -109,7 +105,7 @@ class GraphTimeoutError(GraphError, TimeoutError):
     """start / stop / flush did not finish within its timeout."""
 
 
-class ProtocolError(ValueError):
+class ProtocolError(StreamError, ValueError):
     """A frame or control message that breaks the protocol.
 
     ``code`` is the machine-readable ``error`` event code; ``fatal`` says the
@@ -117,7 +113,5 @@ class ProtocolError(ValueError):
     """
 
     def __init__(self, code: str, message: str, *, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, fatal=fatal, code=code)
         self.message = message
-        self.fatal = fatal

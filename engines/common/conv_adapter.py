@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engines.api import EngineModule, ForwardOutput, StreamSpec
-from engines.errors import StreamError, UnsupportedConfigError
+from engines.errors import StreamUsageError, UnsupportedConfigError
 
 __all__ = ["ConvAdapterLayer", "ConvAdapter", "ConvAdapted", "with_conv_adapter", "ADAPTER_HEADS"]
 
@@ -253,7 +253,9 @@ class ConvAdapted(EngineModule):
 
     def init_cache(self, spec: StreamSpec) -> Any:
         if spec.samples_per_frame != self.samples_per_frame:
-            raise StreamError(f"spec has {spec.samples_per_frame} samples per frame, model {self.samples_per_frame}")
+            raise StreamUsageError(
+                f"spec has {spec.samples_per_frame} samples per frame, model {self.samples_per_frame}"
+            )
         es = self.encoder_spec(spec)
         enc = self.inner.init_cache(es)
         p = next(self.parameters())

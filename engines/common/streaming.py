@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from engines.api import StepOutput, StreamSpec, StreamState
-from engines.errors import StreamError
+from engines.errors import StreamUsageError
 from engines.frontend_waveform import normalize as normalize_window
 
 __all__ = ["init_state", "step_batch", "flush", "WindowCache", "as_chunk"]
@@ -92,22 +92,22 @@ def as_chunk(chunk: Any) -> Tensor:
             chunk = chunk.astype(np.float32) / 32768.0
         chunk = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
     if not isinstance(chunk, Tensor):
-        raise StreamError(f"a chunk must be a 1-D float tensor or array, got {type(chunk).__name__}")
+        raise StreamUsageError(f"a chunk must be a 1-D float tensor or array, got {type(chunk).__name__}")
     if chunk.dtype == torch.int16:
         chunk = chunk.to(torch.float32) / 32768.0
     if chunk.dim() != 1 or not chunk.is_floating_point():
-        raise StreamError(f"a chunk must be 1-D float audio, got shape {tuple(chunk.shape)} {chunk.dtype}")
+        raise StreamUsageError(f"a chunk must be 1-D float audio, got shape {tuple(chunk.shape)} {chunk.dtype}")
     return chunk.to(torch.float32)
 
 
 def init_state(model, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int, normalize: str) -> StreamState:
     if normalize not in ("stream", "window", "none"):
-        raise StreamError(f"normalize={normalize!r}; supported: 'stream', 'window', 'none'")
+        raise StreamUsageError(f"normalize={normalize!r}; supported: 'stream', 'window', 'none'")
     if normalize == "window" and mode != "window":
-        raise StreamError("normalize='window' needs mode='window'")
+        raise StreamUsageError("normalize='window' needs mode='window'")
     spec = StreamSpec(mode, chunk_ms, left_context_ms, lookahead_ms, model.samples_per_frame, normalize)
     if mode == "cached" and spec.lookahead_frames * spec.samples_per_frame * 1000 != lookahead_ms * 16000:
-        raise StreamError(
+        raise StreamUsageError(
             f"lookahead_ms={lookahead_ms} is not a whole number of the model's {spec.frame_ms:g} ms frames"
         )
     module = model.module
@@ -317,7 +317,7 @@ def _window_step_batch(model, states: list[StreamState], final: list[bool]):
 
 def step_batch(model, chunks: Sequence[Any], states: Sequence[StreamState]):
     if len(chunks) != len(states):
-        raise StreamError(f"{len(chunks)} chunks for {len(states)} states")
+        raise StreamUsageError(f"{len(chunks)} chunks for {len(states)} states")
     states = [_receive(model, c, s) for c, s in zip(chunks, states)]
     final = [False] * len(states)
     modes = {s.spec.mode for s in states}

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from engines.api import EngineModule, ForwardOutput, StreamSpec
 from engines.common.blocks import FeatureEncoder, FeatureProjection, FeedForward, PositionalConvEmbedding, mask_value
-from engines.errors import StreamError
+from engines.errors import StreamUsageError
 
 __all__ = [
     "EncoderLayer",
@@ -386,7 +386,9 @@ class WaveformModel(EngineModule):
 
     def init_cache(self, spec: StreamSpec) -> WaveformCache:
         if spec.samples_per_frame != self.samples_per_frame:
-            raise StreamError(f"spec has {spec.samples_per_frame} samples per frame, model {self.samples_per_frame}")
+            raise StreamUsageError(
+                f"spec has {spec.samples_per_frame} samples per frame, model {self.samples_per_frame}"
+            )
         cfg = self.config
         p = next(self.parameters())
         N, H = cfg.num_hidden_layers, cfg.num_attention_heads
@@ -446,7 +448,7 @@ class WaveformModel(EngineModule):
         B, n = samples.shape
         C, L, R, hop = spec.chunk_frames, spec.left_frames, spec.lookahead_frames, self.samples_per_frame
         if n != C * hop:
-            raise StreamError(f"cached_step expects {C * hop} samples, got {n}")
+            raise StreamUsageError(f"cached_step expects {C * hop} samples, got {n}")
         P = self._tail_len()
         pos0 = cache.next_frame  # (B,) first central transformer frame of this chunk
         delay = self.delay_frames(spec)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.errors import ConfigError
 from engines.speakers.embedding import SAMPLE_RATE_HZ, SpeakerEmbedder
 
 __all__ = ["EnrollmentError", "enroll", "load_clip", "speech_only", "parse_speaker_arg", "MIN_SPEECH_S"]
@@ -27,7 +28,7 @@ _SILENT_DBFS = -60.0
 _REL_DB = -40.0
 
 
-class EnrollmentError(ValueError):
+class EnrollmentError(ConfigError):
     """An enrollment clip that cannot serve as a voice print; the message names it."""
 
 

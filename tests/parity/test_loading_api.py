@@ -38,10 +38,23 @@ def test_exported_names():
 
 
 def test_error_tree():
+    import stream.errors as S
+    from engines.speakers.enrollment import EnrollmentError
+
     E = errors
-    for cls in (E.ModelNotFoundError, E.CheckpointError, E.UnsupportedConfigError, E.StreamError):
+    for cls in (E.ModelNotFoundError, E.CheckpointError, E.UnsupportedConfigError, E.StreamUsageError):
         assert issubclass(cls, E.EngineError)
     assert issubclass(E.KeyMismatchError, E.CheckpointError)
+    # one root; what a bad --model / checkpoint / language raises is a ConfigError, caught once at the edges
+    for cls in (E.ModelNotFoundError, E.CheckpointError, E.UnsupportedConfigError, E.UnknownLanguageError):
+        assert issubclass(cls, E.ConfigError)
+    assert not issubclass(E.StreamUsageError, E.ConfigError)  # a programming error, not a user's
+    assert S.SpeechStreamError is E.SpeechStreamError and S.ConfigError is E.ConfigError
+    for cls in (E.EngineError, S.StreamError, S.GraphError, S.ProtocolError, EnrollmentError):
+        assert issubclass(cls, E.SpeechStreamError)
+    assert issubclass(S.ProtocolError, S.StreamError) and issubclass(EnrollmentError, E.ConfigError)
+    err = S.ProtocolError("gap", "audio jumps", fatal=True)
+    assert (err.code, err.fatal, str(err)) == ("gap", True, "audio jumps")
 
 
 def test_state_is_immutable_and_not_on_the_module(tmp_path):
@@ -66,10 +79,10 @@ def test_stream_spec_refuses_bad_values(tmp_path):
     model = load_model(hf_tiny.build_tiny("wav2vec2", "ctc", tmp_path))
     with pytest.raises(errors.UnsupportedConfigError, match="mode"):
         model.init_state("chunky")
-    with pytest.raises(errors.StreamError, match="chunk_ms"):
+    with pytest.raises(errors.StreamUsageError, match="chunk_ms"):
         model.init_state("window", chunk_ms=5)
-    with pytest.raises(errors.StreamError, match="normalize"):
+    with pytest.raises(errors.StreamUsageError, match="normalize"):
         model.init_state("cached", normalize="window")
     state = model.init_state("window")
-    with pytest.raises(errors.StreamError, match="1-D"):
+    with pytest.raises(errors.StreamUsageError, match="1-D"):
         model.step(torch.zeros(2, 100), state)

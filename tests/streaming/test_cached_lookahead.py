@@ -443,7 +443,7 @@ def test_w2v_bert_adapter_cached_lookahead_equals_augmented_offline(models):
 
 
 def test_lookahead_of_a_fraction_of_a_frame_is_refused(models):
-    from engines.errors import StreamError
+    from engines.errors import StreamUsageError
 
     model = models(
         "wav2vec2-bert",
@@ -454,7 +454,7 @@ def test_lookahead_of_a_fraction_of_a_frame_is_refused(models):
         adapter_kernel_size=3,
         position_embeddings_type="relative_key",
     )
-    with pytest.raises(StreamError, match="whole number of the model's 40 ms frames"):
+    with pytest.raises(StreamUsageError, match="whole number of the model's 40 ms frames"):
         model.init_state("cached", chunk_ms=120, left_context_ms=160, lookahead_ms=60)
 
 

@@ -5,7 +5,7 @@ import torch
 
 from engines.api import load_model
 from engines.batching import BatchPolicy, BatchQueue, Request, run_batch
-from engines.errors import StreamError
+from engines.errors import StreamUsageError
 from tests import hf_tiny
 
 pytest.importorskip("transformers")
@@ -34,7 +34,7 @@ def test_a_stream_appears_once_per_batch():
     batch, rest = q.take(p)
     assert [r.stream_id for r in batch] == ["a", "b", "c"]
     assert [q.request.stream_id for q in rest.items] == ["a", "a"]
-    with pytest.raises(StreamError):
+    with pytest.raises(StreamUsageError):
         BatchPolicy(max_batch=0)
 
 

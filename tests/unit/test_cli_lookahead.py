@@ -17,8 +17,9 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
+from engines.online.config import MAX_LOOKAHEAD_MS
 from speechstream.cli import app
-from stream.config import MAX_LOOKAHEAD_MS, TranscribeConfig
+from stream.config import TranscribeConfig
 from stream.errors import ConfigError
 from stream.recognizer import RecognizerConfig
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engines.ctc import EndpointConfig, SegmentUpdate, StreamingCTCDecoder, greedy_decode
-from engines.errors import StreamError, UnsupportedConfigError
+from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.tokenizer import CTCTokenizer, WordSpan
 
 LABELS = ["<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "R", "S"]
@@ -244,9 +244,9 @@ def test_final_decoder_words_are_placed_in_stream_frames() -> None:
 def test_misuse_is_refused() -> None:
     dec = StreamingCTCDecoder(TOK)
     st = dec.init_state()
-    with pytest.raises(StreamError, match="contiguous"):
+    with pytest.raises(StreamUsageError, match="contiguous"):
         dec.step(logits_of([B]), 3, st)
-    with pytest.raises(StreamError, match="labels"):
+    with pytest.raises(StreamUsageError, match="labels"):
         dec.step(np.zeros((2, 5), np.float32), 0, st)
     with pytest.raises(UnsupportedConfigError, match="max_utterance_ms"):
         EndpointConfig(max_utterance_ms=0)
@@ -359,7 +359,7 @@ def test_vad_endpoint_with_lookahead_frames_closes_now_and_skips_them_when_they_
     assert [(f.text, f.endpoint_sample, f.words) for f in got] == [
         (f.text, f.endpoint_sample, f.words) for f in ref if f.is_final
     ]
-    with pytest.raises(StreamError):  # frames before the peeked ones are still refused
+    with pytest.raises(StreamUsageError):  # frames before the peeked ones are still refused
         dec.step(x[10:20], 10, st)
 
 
