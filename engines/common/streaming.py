@@ -162,10 +162,11 @@ def _split_cache(cache: Any, n: int) -> list[Any]:
     return [type(cache)(*[p[i] for p in parts]) for i in range(n)]
 
 
-def _input_dtype(model) -> torch.dtype:
+def _input_dtype(model: Any) -> torch.dtype:
     """The dtype chunks cross to the device in: the weights' dtype, or float32 for a module that
     computes features (an fbank) from the raw samples itself (``samples_in_float32``)."""
-    return torch.float32 if getattr(model.module, "samples_in_float32", False) else model.dtype
+    weights: torch.dtype = model.dtype
+    return torch.float32 if getattr(model.module, "samples_in_float32", False) else weights
 
 
 @torch.inference_mode()
