@@ -36,7 +36,7 @@ def main() -> None:
     ]
     for i, (family, kw) in enumerate(cases):
         path = hf_tiny.build_tiny(family, "ctc", tmp / str(i), **kw)
-        cpu, gpu = load_model(path), load_model(path, device="cuda")
+        cpu, gpu = load_model(path), load_model(path, device="cuda", dtype=torch.float32)
         off = (cpu.forward(audio).frames - gpu.forward(audio).frames.cpu()).abs().max().item()
         skw = dict(chunk_ms=160, left_context_ms=640)
         cached = (stream(cpu, audio, **skw) - stream(gpu, audio, **skw)).abs().max().item()

@@ -75,6 +75,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from engines.device import resolve_device, resolve_dtype, to_cpu, to_device
 from engines.errors import StreamUsageError, UnsupportedConfigError
 
 __all__ = [
@@ -375,6 +376,7 @@ class LoadedModel:
         vocab: dict[str, int] | None = None,
         id2label: dict[int, str] | None = None,
         device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
     ):
         self.module = module.eval()
         self.frontend = frontend
@@ -382,7 +384,10 @@ class LoadedModel:
         self.checkpoint = checkpoint
         self.vocab = vocab
         self.id2label = id2label
+        # where the weights and the per-stream caches live, and their dtype (engines.device);
+        # inputs and outputs are CPU float32 whatever these are
         self.device = torch.device(device)
+        self.dtype = dtype if dtype is not None else next(module.parameters()).dtype
 
     # multilingual checkpoints (engines.common.languages): a view made by ``for_language`` names its
     # language here and shares every base weight with the model it came from (``_root``)
@@ -461,6 +466,7 @@ class LoadedModel:
                     vocab=vocab,
                     id2label=root.id2label,
                     device=root.device,
+                    dtype=root.dtype,
                 )
                 view.language, view._root = language, root
                 views[language] = view
@@ -477,16 +483,23 @@ class LoadedModel:
         if audio.dim() == 1:
             audio = audio[None]
         inputs, mask = self.frontend(audio, lengths)
-        inputs = inputs.to(self.device)
-        mask = None if mask is None else mask.to(self.device)
-        return self.module(inputs, mask)
+        inputs = to_device(inputs, self.device, self.dtype)
+        mask = None if mask is None else to_device(mask, self.device, self.dtype)
+        out = self.module(inputs, mask)
+        return ForwardOutput(
+            to_cpu(out.frames),
+            None if out.utterance is None else to_cpu(out.utterance),
+            None if out.utterance_logits is None else to_cpu(out.utterance_logits),
+            None if out.frame_mask is None else to_cpu(out.frame_mask),
+        )
 
     @torch.inference_mode()
     def pool(self, frames: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Utterance heads on streamed frames: (T, D) or (B, T, D) -> (utterance, logits)."""
         if frames.dim() == 2:
             frames = frames[None]
-        return self.module.pool(frames)
+        utt, logits = self.module.pool(to_device(frames, self.device, self.dtype))
+        return (None if utt is None else to_cpu(utt)), (None if logits is None else to_cpu(logits))
 
     # -- streaming ------------------------------------------------------------------------
     def init_state(
@@ -578,8 +591,15 @@ class LoadedModel:
         return torch.cat(outs)
 
 
-def load_model(model: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """A local HF-layout directory, or a hub id resolved offline from the local HF cache."""
+def load_model(
+    model: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
+) -> LoadedModel:
+    """A local HF-layout directory, or a hub id resolved offline from the local HF cache.
+
+    ``device``: "auto", "cpu", "cuda" or "cuda:N" (engines.device.resolve_device); ``dtype``: the
+    weights' and caches' dtype, None for ``default_dtype(device)`` (float16 on CUDA, float32 on
+    CPU). Inputs and outputs stay CPU float32 either way."""
     from engines.common.hf import load_model as _load
 
-    return _load(model, device)
+    dev = resolve_device(device)
+    return _load(model, dev, resolve_dtype(dtype, dev))

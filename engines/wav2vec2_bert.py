@@ -452,6 +452,9 @@ class Wav2Vec2BertEngine(EngineModule):
     """Backbone + one head, with transformers' parameter paths."""
 
     family = "wav2vec2-bert"
+    # the fbank runs on the raw streamed samples inside the module: the driver gives them in float32
+    # whatever the weights' dtype (log-mel of float16-rounded samples is visibly off; engines.device)
+    samples_in_float32 = True
     ignored_checkpoint_keys = (r"masked_spec_embed$", r"^objective\.weight$")
 
     def __init__(self, config: Wav2Vec2BertConfig, head: str):
@@ -573,7 +576,8 @@ class Wav2Vec2BertEngine(EngineModule):
         """(B, S) samples of one window -> (B, T, D) frames, exactly as the offline model on those
         samples (fbank normalised over the window, as SeamlessM4TFeatureExtractor does)."""
         features, mask = fbank.extract(list(samples))  # an odd fbank frame count ends in a masked frame
-        hidden = self.backbone(features.to(samples.device), mask.bool().to(samples.device))
+        p = next(self.parameters())
+        hidden = self.backbone(features.to(p.device, p.dtype), mask.bool().to(p.device))
         return self.frames_from_head_input(self.head_input(hidden))
 
     def delay_frames(self, spec: StreamSpec) -> int:
@@ -612,23 +616,24 @@ class Wav2Vec2BertEngine(EngineModule):
                 )
             ad_H, ad_Dh, pad = first.self_attn.num_heads, first.self_attn.head_size, first.padding
             ad_L = sum(L // cfg.adapter_stride ** (i + 1) for i in range(n_ad))
-        dev = next(self.parameters()).device
+        p = next(self.parameters())
+        dev, dt = p.device, p.dtype  # the samples tail stays float32 (samples_in_float32)
         fb_count, fb_sum, fb_sumsq = fbank.initial_sums(self.fbank_prior if spec.normalize == "stream" else None)
         return Wav2Vec2BertCache(
-            ahead=torch.zeros(1, spec.lookahead_frames * scale, D, device=dev),
+            ahead=torch.zeros(1, spec.lookahead_frames * scale, D, device=dev, dtype=dt),
             tail=torch.zeros(1, self.samples_per_frame, device=dev),
             next_frame=torch.full((1,), -scale, dtype=torch.long, device=dev),
             fb_count=fb_count.reshape(1).to(dev),
             fb_sum=fb_sum.reshape(1, fbank.NUM_MEL_BINS).to(dev),
             fb_sumsq=fb_sumsq.reshape(1, fbank.NUM_MEL_BINS).to(dev),
             key_valid=torch.zeros(1, L, dtype=torch.bool, device=dev),
-            keys=torch.zeros(1, N, H, L, Dh, device=dev),
-            values=torch.zeros(1, N, H, L, Dh, device=dev),
-            conv=torch.zeros(1, N, D, K - 1, device=dev),
+            keys=torch.zeros(1, N, H, L, Dh, device=dev, dtype=dt),
+            values=torch.zeros(1, N, H, L, Dh, device=dev, dtype=dt),
+            conv=torch.zeros(1, N, D, K - 1, device=dev, dtype=dt),
             ad_valid=torch.zeros(1, ad_L, dtype=torch.bool, device=dev),
-            ad_keys=torch.zeros(1, ad_H, ad_L, ad_Dh, device=dev),
-            ad_values=torch.zeros(1, ad_H, ad_L, ad_Dh, device=dev),
-            ad_conv=torch.zeros(1, n_ad, pad, 2 * Da, device=dev),
+            ad_keys=torch.zeros(1, ad_H, ad_L, ad_Dh, device=dev, dtype=dt),
+            ad_values=torch.zeros(1, ad_H, ad_L, ad_Dh, device=dev, dtype=dt),
+            ad_conv=torch.zeros(1, n_ad, pad, 2 * Da, device=dev, dtype=dt),
         )
 
     def cached_step(
@@ -660,7 +665,7 @@ class Wav2Vec2BertEngine(EngineModule):
         count, total, total_sq = cache.fb_count, cache.fb_sum, cache.fb_sumsq
         if spec.normalize == "stream":
             frames, count, total, total_sq = fbank.cumulative_normalize(frames, fb_real, count, total, total_sq)
-        x = frames.reshape(B, Cs, fbank.NUM_MEL_BINS * fbank.STRIDE)
+        x = frames.reshape(B, Cs, fbank.NUM_MEL_BINS * fbank.STRIDE).to(cache.keys.dtype)  # the weights' dtype
         # 2. encoder: the central frames [f0, f0 + C') and the R' lookahead frames after them (the
         # stacked frames computed above are the last C' of these; ``ahead`` holds the first R')
         x = bb.feature_projection(x).masked_fill(~s_real.unsqueeze(-1), 0.0)

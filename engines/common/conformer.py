@@ -126,7 +126,8 @@ class ConvModule(nn.Module):
 
     def init_cache(self, batch: int, dim: int) -> Tensor:
         """Zeros stand for the offline left padding. (B, D, K-1)."""
-        return torch.zeros(batch, dim, self.kernel_size - 1)
+        w = self.depthwise_conv.weight
+        return torch.zeros(batch, dim, self.kernel_size - 1, device=w.device, dtype=w.dtype)
 
     def streaming_forward(
         self, x: Tensor, cache: Tensor, keep: Tensor | None = None, final: bool = False, central: int | None = None
@@ -292,7 +293,8 @@ class ConformerSelfAttention(nn.Module):
         return out, AttentionCache(kv.key[:, :, c : c + L], kv.value[:, :, c : c + L])
 
     def init_cache(self, batch: int, left_frames: int) -> AttentionCache:
-        empty = torch.zeros(batch, self.num_heads, left_frames, self.head_size, device=self.linear_q.weight.device)
+        w = self.linear_q.weight
+        empty = torch.zeros(batch, self.num_heads, left_frames, self.head_size, device=w.device, dtype=w.dtype)
         return AttentionCache(empty, empty.clone())
 
 

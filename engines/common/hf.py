@@ -266,7 +266,7 @@ def _load_vocab(model_dir: Path) -> dict[str, int] | None:
     return vocab
 
 
-def load_model(model: str | Path, device: str | torch.device = "cpu") -> Any:
+def load_model(model: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
     from engines.api import LoadedModel, get_family
 
     model_dir = resolve_model_dir(model)
@@ -294,10 +294,17 @@ def load_model(model: str | Path, device: str | torch.device = "cpu") -> Any:
     sd, checkpoint = read_state_dict(model_dir)
     sd = fold_weight_norm(sd)
     load_state_dict_strict(module, sd, checkpoint)
-    module = module.to(device=device, dtype=torch.float32).eval()
+    module = module.to(device=device, dtype=dtype).eval()
     id2label = raw.get("id2label")
     if id2label is not None:
         id2label = {int(k): v for k, v in id2label.items()}
     return LoadedModel(
-        module, frontend, model_dir, checkpoint, vocab=_load_vocab(model_dir), id2label=id2label, device=device
+        module,
+        frontend,
+        model_dir,
+        checkpoint,
+        vocab=_load_vocab(model_dir),
+        id2label=id2label,
+        device=device,
+        dtype=dtype,
     )

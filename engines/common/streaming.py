@@ -61,6 +61,7 @@ import torch
 from torch import Tensor
 
 from engines.api import StepOutput, StreamSpec, StreamState
+from engines.device import to_cpu, to_device
 from engines.errors import StreamUsageError
 from engines.frontend_waveform import normalize as normalize_window
 
@@ -161,11 +162,18 @@ def _split_cache(cache: Any, n: int) -> list[Any]:
     return [type(cache)(*[p[i] for p in parts]) for i in range(n)]
 
 
+def _input_dtype(model: Any) -> torch.dtype:
+    """The dtype chunks cross to the device in: the weights' dtype, or float32 for a module that
+    computes features (an fbank) from the raw samples itself (``samples_in_float32``)."""
+    weights: torch.dtype = model.dtype
+    return torch.float32 if getattr(model.module, "samples_in_float32", False) else weights
+
+
 @torch.inference_mode()
 def _cached_round(model, items: list[tuple[int, Tensor, StreamState, int | None]]):
     """One model call for several streams. items: (index, samples (C*hop,), state, end_sample)."""
     module = model.module
-    samples = torch.stack([s for _, s, _, _ in items]).to(model.device)
+    samples = to_device(torch.stack([s for _, s, _, _ in items]), model.device, _input_dtype(model))
     cache = _stack_caches([st.cache for _, _, st, _ in items])
     ends = [e for _, _, _, e in items]
     end = (
@@ -175,7 +183,7 @@ def _cached_round(model, items: list[tuple[int, Tensor, StreamState, int | None]
     )
     spec = items[0][2].spec
     frames, cache = module.cached_step(samples, cache, spec, end)
-    return frames, _split_cache(cache, len(items))
+    return to_cpu(frames), _split_cache(cache, len(items))  # one transfer for the batch
 
 
 def _emit(state: StreamState, frames: Tensor, end_frame: int | None) -> tuple[Tensor, int, StreamState]:
@@ -275,7 +283,7 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
             new = None
             if first_new < a + nf:
                 xs = buf[hop * first_new - wc.buf_start : x_end - wc.buf_start]
-                new = module.window_features(xs[None].to(model.device))
+                new = module.window_features(to_device(xs[None], model.device, model.dtype))
             if new is not None or (have and first_new >= a + nf):
                 parts = []
                 if have:
@@ -284,7 +292,7 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
                     parts.append(new[0])
                 feats = torch.cat(parts) if len(parts) > 1 else parts[0]
         if feats is not None:
-            frames = module.window_from_features(feats[None])[0]  # (nf, D)
+            frames = to_cpu(module.window_from_features(feats[None])[0])  # (nf, D)
             keep_from = max(a, f + n_emit - L)
             wc = WindowCache(wc.buf_start, feats[keep_from - a :], keep_from)
             drop_to = hop * (a + nf)  # the next new frame's samples start here
@@ -292,7 +300,7 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
             xs = buf[hop * a - wc.buf_start : x_end - wc.buf_start]
             if spec.normalize == "window":
                 xs = normalize_window(xs)
-            frames = module.window_forward(xs[None].to(model.device))[0]  # (nf, D)
+            frames = to_cpu(module.window_forward(to_device(xs[None], model.device, _input_dtype(model)))[0])  # (nf, D)
             drop_to = hop * max(0, f + n_emit - L)
         outs.append(frames[f - a : f - a + n_emit])
         drop = max(0, min(drop_to, st.samples_in) - wc.buf_start)
