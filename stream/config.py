@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 
 import tomllib
 
-from engines.online.config import NO_LM, check_language, check_lookahead_ms
+from engines.online.config import NO_LM, check_language, check_lookahead_ms, parse_hub_id
 from stream.errors import ConfigError
 
 __all__ = [
@@ -397,10 +397,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 
 
 def _looks_like_hub_id(model: str) -> bool:
-    """``org/name`` with no other path syntax: resolved from the local HF cache by the loader."""
-    if model.startswith((".", "/", "~")) or model.count("/") != 1 or "\\" in model:
-        return False
-    return not Path(model).exists()
+    """Spelled as a hub id (engines' one rule, the loader's too) and not a local path."""
+    return parse_hub_id(model) is not None and not Path(model).exists()
 
 
 def load_toml(path: Path) -> dict[str, Any]:
