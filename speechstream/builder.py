@@ -101,6 +101,7 @@ def build_recognizer(cfg: TranscribeConfig, model: str, *, max_batch: int | None
         left_context_ms=cfg.left_context_ms,
         lookahead_ms=cfg.lookahead_ms,
         language=cfg.language,
+        compute_device=cfg.compute_device,
         lm_path=cfg.lm,
         unigrams_path=cfg.unigrams,
         lm_alpha=cfg.lm_alpha,

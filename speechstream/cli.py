@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,10 @@ from typer.core import TyperGroup
 try:  # typer >= 0.2x vendors its own click; older releases use the click package
     from typer import _click as click
 except ImportError:  # pragma: no cover - depends on the installed typer
-    import click
+    import click  # type: ignore[no-redef]
 
-from stream.config import TranscribeConfig, check_language, check_lookahead_ms, load_toml
+from engines.online.config import check_language, check_lookahead_ms
+from stream.config import TranscribeConfig, load_toml
 from stream.errors import ConfigError, SpeechStreamError
 
 __all__ = ["app", "main"]
@@ -50,10 +52,11 @@ class _OneLineErrors(TyperGroup):
 
     def main(
         self,
-        args: Any = None,
-        prog_name: Any = None,
-        complete_var: Any = None,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
         try:
@@ -62,6 +65,7 @@ class _OneLineErrors(TyperGroup):
                 prog_name=prog_name or "speechstream",
                 complete_var=complete_var,
                 standalone_mode=False,
+                windows_expand_args=windows_expand_args,
                 **extra,
             )
         except click.exceptions.UsageError as exc:  # bad option value, unknown option, missing argument
@@ -149,6 +153,23 @@ _VAD_AGGRESSIVENESS = typer.Option(
     help="webrtc aggressiveness (3 filters the most non-speech).",
     show_default="3",
 )
+_COMPUTE_DEVICE = typer.Option(
+    _DEFAULTS.compute_device,
+    "--compute-device",
+    metavar="auto|cpu|cuda[:N]",
+    help="Where the model runs: 'auto' is cuda when a GPU is available, else cpu.",
+)
+
+
+def _check_compute_device(value: str) -> None:
+    """``--compute-device`` at parse time: the spelling, and (for cuda) that the GPU exists; ConfigError."""
+    from engines.online.config import check_compute_device, resolve_compute_device
+
+    check_compute_device(value)
+    if value.startswith("cuda"):  # imports torch: only when a GPU is asked for
+        resolve_compute_device(value)
+
+
 _MAX_UTTERANCE_MS = typer.Option(
     _DEFAULTS.max_utterance_ms,
     "--max-utterance-ms",
@@ -243,6 +264,7 @@ def transcribe(
         help="Language code of a multilingual checkpoint (MMS: adapter.LANG.safetensors, nested vocab.json).",
         show_default="the checkpoint's own (its tokenizer's target_lang)",
     ),
+    compute_device: str = _COMPUTE_DEVICE,
     diarize: bool | None = typer.Option(
         None,
         "--diarize/--no-diarize",
@@ -333,6 +355,7 @@ def transcribe(
         "left_context_ms": left_context_ms,
         "lookahead_ms": lookahead_ms,
         "language": language,
+        "compute_device": compute_device,
         "realtime": realtime,
         "progress": progress,
         "console": console,
@@ -343,6 +366,7 @@ def transcribe(
     }
     try:
         cfg = _config_from(ctx, given, config).validate()
+        _check_compute_device(cfg.compute_device)
         if config is not None:
             cfg.refuse_output_at(config, "--config")
     except ConfigError as exc:
@@ -491,6 +515,7 @@ def eval_(
         help="Language code of a multilingual checkpoint (MMS): every utterance, streamed and offline, is recognised in it.",
         show_default="the checkpoint's own",
     ),
+    compute_device: str = _COMPUTE_DEVICE,
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Score only the first N utterances.", show_default="all"
     ),
@@ -519,6 +544,7 @@ def eval_(
     try:
         check_lookahead_ms(lookahead_ms)
         check_language(language)
+        _check_compute_device(compute_device)
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE) from None
@@ -542,6 +568,7 @@ def eval_(
         realtime=realtime,
         pad_silence_ms=pad_silence_ms,
         language=language,
+        compute_device=compute_device,
         block_ms=block_ms,
         vad_pre_speech_pad_ms=vad_pre_speech_pad_ms,
         vad_hangover_ms=vad_hangover_ms,
@@ -616,6 +643,7 @@ def serve(
         help="Default language of a multilingual checkpoint (MMS); a client's 'start' message may pick another per stream.",
         show_default="the checkpoint's own",
     ),
+    compute_device: str = _COMPUTE_DEVICE,
     idle_timeout: float = typer.Option(
         30.0, "--idle-timeout", min=0.0, help="Close a stream that sends no audio for this many seconds (0: never)."
     ),
@@ -634,7 +662,7 @@ def serve(
     max_utterance_ms: int = _MAX_UTTERANCE_MS,
 ) -> None:
     """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
-    vad_options = dict(
+    vad_options: dict[str, Any] = dict(
         vad_pre_speech_pad_ms=vad_pre_speech_pad_ms,
         vad_hangover_ms=vad_hangover_ms,
         vad_min_speech_ms=vad_min_speech_ms,
@@ -646,7 +674,8 @@ def serve(
     try:
         check_lookahead_ms(lookahead_ms)
         check_language(language)
-        TranscribeConfig(vad=vad.value, **vad_options).check_vad()  # type: ignore[arg-type]  # transcribe's checks
+        _check_compute_device(compute_device)
+        TranscribeConfig(vad=vad.value, **vad_options).check_vad()  # transcribe's checks
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE) from None
@@ -668,6 +697,7 @@ def serve(
         max_speakers=max_speakers,
         max_batch=max_batch,
         language=language,
+        compute_device=compute_device,
         idle_timeout_s=idle_timeout or None,
         allow_origins=tuple(allow_origin or ()),
         **vad_options,

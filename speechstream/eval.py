@@ -72,6 +72,7 @@ class EvalConfig:
     pad_silence_ms: int = 2000
     block_ms: int = 20  # as MicSource delivers it (before: 100)
     language: str | None = None  # multilingual checkpoints (MMS): None is the checkpoint as stored
+    compute_device: str = "auto"  # see RecognizerConfig.compute_device
     # VAD and endpointing; None: the defaults of ``speechstream transcribe``
     vad_pre_speech_pad_ms: int | None = None
     vad_hangover_ms: int | None = None
@@ -285,6 +286,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     from engines.api import load_model
     from engines.ctc import log_softmax
     from engines.errors import EngineError
+    from engines.online.config import resolve_compute_device
     from stream.config import default_model_dir
     from stream.recognizer import RecognizerConfig, build_decoder
 
@@ -294,7 +296,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     if model_arg is None:
         raise ConfigError("no model: pass --model (no bundled default model is installed)")
     try:
-        model = load_model(model_arg)
+        model = load_model(model_arg, device=resolve_compute_device(cfg.compute_device))
     except EngineError as exc:
         text = str(exc)  # most name the file already (DIR/config.json: field ...)
         raise ConfigError(text if str(model_arg) in text else f"cannot load model {model_arg}: {text}") from exc
@@ -315,6 +317,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
         max_utterance_ms=cfg.max_utterance_ms,
         rule2_min_trailing_silence_ms=cfg.rule2_min_trailing_silence_ms,
         peek_at_vad_end=cfg.peek_at_vad_end,
+        compute_device=cfg.compute_device,
     )
     cfg.vad_node()  # ConfigError for bad VAD settings, before any audio
     decoder = build_decoder(model, rcfg)  # ConfigError for a bad LM / vocabulary, before any audio

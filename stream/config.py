@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 
 import tomllib
 
-from engines.online.config import NO_LM, check_language, check_lookahead_ms
+from engines.online.config import NO_LM, check_compute_device, check_language, check_lookahead_ms, parse_hub_id
 from stream.errors import ConfigError
 
 __all__ = [
@@ -91,6 +91,7 @@ class TranscribeConfig:
     # multilingual checkpoints (MMS: adapter.<lang>.safetensors files, nested vocab.json): the
     # language code to recognise; None: the checkpoint as stored (its tokenizer's target_lang)
     language: str | None = None
+    compute_device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or cuda:N
 
     # n-gram LM beam search for finals (partials stay greedy); None: greedy finals, or the
     # checkpoint's own language_model/ folder when it has one
@@ -227,6 +228,7 @@ class TranscribeConfig:
         if self.left_context_ms < 0:
             raise ConfigError(f"left_context_ms must be >= 0, not {self.left_context_ms}")
         check_lookahead_ms(self.lookahead_ms)
+        check_compute_device(self.compute_device)
         for name in ("caption_max_chars_per_line", "caption_max_lines", "caption_max_duration_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
@@ -397,10 +399,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 
 
 def _looks_like_hub_id(model: str) -> bool:
-    """``org/name`` with no other path syntax: resolved from the local HF cache by the loader."""
-    if model.startswith((".", "/", "~")) or model.count("/") != 1 or "\\" in model:
-        return False
-    return not Path(model).exists()
+    """Spelled as a hub id (engines' one rule, the loader's too) and not a local path."""
+    return parse_hub_id(model) is not None and not Path(model).exists()
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from engines.online.config import NO_LM, RecognizerConfig
+from engines.online.config import NO_LM, RecognizerConfig, resolve_compute_device
 
 from .errors import BadAudioError, ConfigError, StreamError
 from .events import (
@@ -268,7 +268,7 @@ class Recognizer(Node):
         model = self.model_arg
         if isinstance(model, (str, Path)):
             try:
-                model = load_model(model)
+                model = load_model(model, device=resolve_compute_device(self.config.compute_device))
             except EngineError as exc:
                 text = str(exc)  # most name the file already (DIR/config.json: field ...)
                 raise ConfigError(

@@ -34,6 +34,7 @@ from engines.errors import (
     ModelNotFoundError,
     UnsupportedConfigError,
 )
+from engines.online.config import parse_hub_id
 
 __all__ = [
     "resolve_model_dir",
@@ -73,15 +74,15 @@ def resolve_model_dir(model: str | Path) -> Path:
     if path.is_dir():
         return path
     text = str(model)
-    looks_like_id = re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?(@[\w.\-/]+)?", text) is not None
-    if not looks_like_id or path.exists() or text.startswith((".", "/", "~")):
+    hub_id = parse_hub_id(text)
+    if hub_id is None or path.exists():
         raise ModelNotFoundError(f"model {text!r}: no such directory, and not a hub id")
-    repo_id, _, revision = text.partition("@")
+    repo_id, revision = hub_id
     cache_dir = _hub_cache_dir()
     try:
         from huggingface_hub import snapshot_download
 
-        snap = snapshot_download(repo_id, revision=revision or None, cache_dir=cache_dir, local_files_only=True)
+        snap = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
     except Exception as exc:  # huggingface_hub raises several types for "not cached"
         raise ModelNotFoundError(
             f"model {repo_id!r} is not a directory and is not in the local HF cache {cache_dir} "

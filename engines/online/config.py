@@ -7,6 +7,8 @@ facade. Each value is checked once, when the configuration is built (``ConfigErr
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 from engines.errors import ConfigError
@@ -16,13 +18,29 @@ __all__ = [
     "NO_LM",
     "FRAME_MS",
     "MAX_LOOKAHEAD_MS",
+    "MODE_NAMES",
+    "MIN_CHUNK_MS",
+    "MIN_MAX_UTTERANCE_MS",
     "check_lookahead_ms",
     "check_language",
+    "check_mode",
+    "check_chunk_ms",
+    "check_left_context_ms",
+    "check_lm_weight",
+    "check_beam_width",
+    "check_hotwords",
+    "check_max_utterance_ms",
+    "check_compute_device",
+    "resolve_compute_device",
+    "parse_hub_id",
 ]
 
 NO_LM = "none"  # --lm none: greedy finals, even for a checkpoint with its own language_model/
 FRAME_MS = 20  # the encoders' frame stride (every family's output frame is 20 ms)
 MAX_LOOKAHEAD_MS = 10_000  # window mode: the pipeline's right stride; cached mode recomputes (C + R) / C
+MODE_NAMES = ("offline", "window", "cached")
+MIN_CHUNK_MS = FRAME_MS  # one encoder frame
+MIN_MAX_UTTERANCE_MS = 1000  # the front ends' floor (tests may build shorter segments directly)
 
 
 def check_lookahead_ms(lookahead_ms: int) -> None:
@@ -44,6 +62,104 @@ def check_language(language: str | None) -> None:
     ConfigError otherwise. Whether the model has it is checked when the model loads."""
     if language is not None and (not language.strip() or any(c.isspace() for c in language)):
         raise ConfigError(f"--language must be a language code such as 'eng', not {language!r}")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_mode(mode: str) -> None:
+    """``mode`` (``--mode``): one of MODE_NAMES."""
+    if mode not in MODE_NAMES:
+        raise ConfigError(f"mode must be one of {', '.join(MODE_NAMES)}, not {mode!r}")
+
+
+def check_chunk_ms(chunk_ms: int) -> None:
+    """``chunk_ms`` (``--chunk-ms``): a whole number of ms, at least one 20 ms frame."""
+    if not _is_int(chunk_ms) or chunk_ms < MIN_CHUNK_MS:
+        raise ConfigError(f"chunk_ms must be at least {MIN_CHUNK_MS} (one frame), not {chunk_ms!r}")
+
+
+def check_left_context_ms(left_context_ms: int) -> None:
+    """``left_context_ms`` (``--left-context-ms``): a whole number of ms, >= 0."""
+    if not _is_int(left_context_ms) or left_context_ms < 0:
+        raise ConfigError(f"left_context_ms must be >= 0, not {left_context_ms!r}")
+
+
+def check_lm_weight(name: str, value: float | None) -> None:
+    """``lm_alpha`` / ``lm_beta``: None (the LM's attrs.json) or a finite number."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    ):
+        raise ConfigError(f"{name} must be a finite number, not {value!r}")
+
+
+def check_beam_width(beam_width: int) -> None:
+    """``beam_width`` (``--beam-width``): >= 1."""
+    if not _is_int(beam_width) or beam_width < 1:
+        raise ConfigError(f"beam_width must be >= 1, not {beam_width!r}")
+
+
+def check_hotwords(hotwords: tuple[str, ...]) -> None:
+    """``hotwords`` (``--hotword``, repeatable): non-empty words or phrases."""
+    if any(not isinstance(h, str) or not h.strip() for h in hotwords):
+        raise ConfigError("--hotword must not be empty")
+
+
+def check_max_utterance_ms(max_utterance_ms: int) -> None:
+    """``max_utterance_ms`` (``--max-utterance-ms``) as the CLI, TOML, eval and serve accept it."""
+    if not _is_int(max_utterance_ms) or max_utterance_ms < MIN_MAX_UTTERANCE_MS:
+        raise ConfigError(f"max_utterance_ms must be at least {MIN_MAX_UTTERANCE_MS}, not {max_utterance_ms!r}")
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_compute_device(compute_device: str) -> None:
+    """``compute_device`` (``--compute-device``): ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the spelling;
+    whether that GPU exists is :func:`resolve_compute_device`'s check, which imports torch)."""
+    if not isinstance(compute_device, str) or _DEVICE.fullmatch(compute_device) is None:
+        raise ConfigError(f"--compute-device must be auto, cpu, cuda or cuda:N, not {compute_device!r}")
+
+
+def resolve_compute_device(compute_device: str) -> str:
+    """The torch device for ``compute_device``: ``auto`` is ``cuda`` when a GPU is usable, else ``cpu``;
+    ``cuda`` / ``cuda:N`` without that GPU is a ConfigError. Imports torch (call it after parsing)."""
+    check_compute_device(compute_device)
+    if compute_device == "cpu":
+        return "cpu"
+    import torch
+
+    available = torch.cuda.is_available()
+    if compute_device == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise ConfigError(f"--compute-device {compute_device}: no CUDA GPU is available (use cpu or auto)")
+    index = int(compute_device.partition(":")[2] or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(
+            f"--compute-device {compute_device}: this machine has {count} CUDA GPU(s) (cuda:0..{count - 1})"
+        )
+    return compute_device
+
+
+# huggingface_hub's own rule (``validate_repo_id``): "name" or "namespace/name", letters, digits, "-", "_",
+# "." (not first or last), at most 96 characters each, no "--" or "..", not ending in ".git"; then an
+# optional "@revision" (a branch, tag or commit; may hold "/": "refs/pr/1")
+_HUB_PART = r"(?![-.])[\w\-.]{1,96}(?<![-.])"
+_HUB_ID = re.compile(rf"(?:{_HUB_PART}/)?{_HUB_PART}(?:@[\w\-./]+)?")
+
+
+def parse_hub_id(model: str) -> tuple[str, str | None] | None:
+    """``(repo_id, revision)`` if ``model`` is spelled as a hub id, else None. The one rule for the CLI's
+    parse-time check and the loader (engines.common.hf.resolve_model_dir); a local path wins over it."""
+    if _HUB_ID.fullmatch(model) is None:
+        return None
+    repo_id, _, revision = model.partition("@")
+    if "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
+        return None
+    return repo_id, revision or None
 
 
 @dataclass(frozen=True)
@@ -90,5 +206,19 @@ class RecognizerConfig:
     # does not name its own (``Recognizer.set_language``); None: the checkpoint as stored
     language: str | None = None
 
+    # where the model runs: "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:N"
+    compute_device: str = "auto"
+
     def __post_init__(self) -> None:
-        check_lookahead_ms(self.lookahead_ms)  # ConfigError at construction, not when the graph starts
+        # ConfigError at construction, not when the graph starts (max_utterance_ms: the front ends' floor
+        # is check_max_utterance_ms; built directly, shorter segments are allowed)
+        check_mode(self.mode)
+        check_chunk_ms(self.chunk_ms)
+        check_left_context_ms(self.left_context_ms)
+        check_lookahead_ms(self.lookahead_ms)
+        check_language(self.language)
+        check_lm_weight("lm_alpha", self.lm_alpha)
+        check_lm_weight("lm_beta", self.lm_beta)
+        check_beam_width(self.beam_width)
+        check_hotwords(self.hotwords)
+        check_compute_device(self.compute_device)

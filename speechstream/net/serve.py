@@ -48,6 +48,7 @@ class ServeOptions:
     # multilingual checkpoints: the default language of every stream; a client's "start" message
     # may name another ("language"), switching that stream's adapter weights and vocabulary only
     language: str | None = None
+    compute_device: str = "auto"  # see RecognizerConfig.compute_device
     # VAD and endpointing, as for transcribe (stream.config.TranscribeConfig); None: that VAD's tuned default
     vad_pre_speech_pad_ms: int | None = None
     vad_hangover_ms: int | None = None
@@ -61,12 +62,13 @@ class ServeOptions:
         """The recognition and VAD settings as the CLI's config, checked as transcribe checks them (ConfigError)."""
         cfg = TranscribeConfig(
             model=self.model,
-            vad=self.vad,
-            mode=self.mode,
-            chunk_ms=self.chunk_ms,  # type: ignore[arg-type]
+            vad=self.vad,  # type: ignore[arg-type]  # checked by check_vad below
+            mode=self.mode,  # type: ignore[arg-type]  # checked by RecognizerConfig
+            chunk_ms=self.chunk_ms,
             left_context_ms=self.left_context_ms,
             lookahead_ms=self.lookahead_ms,
             language=self.language,
+            compute_device=self.compute_device,
             vad_pre_speech_pad_ms=self.vad_pre_speech_pad_ms,
             vad_hangover_ms=self.vad_hangover_ms,
             vad_min_speech_ms=self.vad_min_speech_ms,
