@@ -1,0 +1,5 @@
+"""``python -m speechstream.cli``."""
+
+from speechstream.cli import main
+
+main()
