@@ -201,11 +201,8 @@ class Recognizer(Node):
                     text if str(self.model_arg) in text else f"cannot load model {self.model_arg}: {text}"
                 ) from exc
         lang = self.config.language
-        if lang is not None:
-            try:  # an unknown code is a configuration error: one line listing the available ones
-                model = model.for_language(lang)
-            except EngineError as exc:
-                raise ConfigError(str(exc)) from exc
+        if lang is not None:  # an unknown code: UnknownLanguageError, a ConfigError listing the available ones
+            model = model.for_language(lang)
         if self.config.mode not in ("cached", "window", "offline"):
             raise ConfigError(f"recogniser mode must be cached, window or offline, not {self.config.mode!r}")
         try:  # geometry errors are configuration errors, raised at start
