@@ -20,7 +20,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from engines.api import StepOutput, StreamState
 from engines.errors import StreamUsageError
 
 __all__ = ["BatchPolicy", "Request", "BatchQueue", "run_batch"]
@@ -41,7 +40,7 @@ class BatchPolicy:
 class Request(NamedTuple):
     stream_id: Hashable
     chunk: Any  # (S,) float32 samples
-    state: StreamState
+    state: Any  # the engine's StreamState (opaque here)
 
 
 class _Queued(NamedTuple):
@@ -60,7 +59,8 @@ class BatchQueue:
         return len(self.items)
 
     def _eligible(self, policy: BatchPolicy) -> list[int]:
-        seen, idx = set(), []
+        seen: set[Hashable] = set()
+        idx: list[int] = []
         for i, q in enumerate(self.items):
             if q.request.stream_id not in seen:
                 seen.add(q.request.stream_id)
@@ -90,8 +90,9 @@ class BatchQueue:
         return batch, BatchQueue(rest)
 
 
-def run_batch(model, batch: Sequence[Request]) -> list[tuple[Hashable, StepOutput, StreamState]]:
-    """One ``step_batch`` call for the batch; results in batch order."""
+def run_batch(model: Any, batch: Sequence[Request]) -> list[tuple[Hashable, Any, Any]]:
+    """One ``step_batch`` call of ``model`` (a ``LoadedModel``) for the batch: (stream id, StepOutput,
+    new StreamState) in batch order."""
     ids = [r.stream_id for r in batch]
     if len(set(ids)) != len(ids):
         raise StreamUsageError("a stream may appear once per batch")

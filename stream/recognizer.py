@@ -58,7 +58,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from engines.online.config import NO_LM, RecognizerConfig, resolve_compute_device
+from engines.online.config import RecognizerConfig, resolve_compute_device
+from engines.online.decoder import build_decoder, check_model_language
 
 from .errors import BadAudioError, ConfigError, StreamError
 from .events import (
@@ -121,81 +122,6 @@ class _Pending(NamedTuple):
     chunk: AudioChunk
     samples: np.ndarray
     state: _Stream
-
-
-def build_decoder(model: Any, cfg: RecognizerConfig) -> Any:
-    """Tokenizer + decoder (+ LM) for ``model``; ConfigError for a mismatch, a missing or corrupt LM."""
-    from engines.ctc import EndpointConfig, StreamingCTCDecoder
-    from engines.errors import EngineError
-    from engines.tokenizer import CTCTokenizer
-
-    if model.head != "ctc":
-        raise ConfigError(f"the recogniser needs a CTC model; {model.model_dir} has a {model.head!r} head")
-    try:
-        tok = CTCTokenizer.from_dir(model.vocab_dir, target_lang=getattr(model, "language", None))
-        endpoint = EndpointConfig(
-            cfg.rule1_min_trailing_silence_ms, cfg.rule2_min_trailing_silence_ms, cfg.max_utterance_ms
-        )
-    except EngineError as exc:
-        raise ConfigError(str(exc)) from exc
-    n_logits = getattr(model.config, "vocab_size", None)
-    if n_logits is not None:
-        try:
-            tok = tok.for_model(int(n_logits))
-        except EngineError as exc:
-            raise ConfigError(str(exc)) from exc  # names the files
-    final_dec = partial_dec = None
-    from engines.lm import find_model_lm
-
-    lm_path, model_lm = cfg.lm_path, cfg.model_lm
-    if lm_path == NO_LM:  # "none": no LM at all, not even the checkpoint's own
-        lm_path, model_lm = None, False
-    try:
-        own = find_model_lm(model.model_dir) if (model_lm and not lm_path) else None
-    except EngineError as exc:
-        raise ConfigError(str(exc)) from exc
-    if lm_path or own or cfg.beam_without_lm or cfg.partial_beam_width > 0 or cfg.hotwords:
-        from engines.lm import BeamDecoder, LMConfig
-
-        try:
-            lm_kwargs = {
-                "lm_path": lm_path,
-                "unigrams_path": cfg.unigrams_path,
-                **(own or {}),
-            }  # else LMConfig's defaults
-            if cfg.lm_alpha is not None:
-                lm_kwargs["alpha"] = cfg.lm_alpha
-            if cfg.lm_beta is not None:
-                lm_kwargs["beta"] = cfg.lm_beta
-            lmcfg = LMConfig(
-                beam_width=cfg.beam_width,
-                hotwords=cfg.hotwords,
-                hotword_weight=cfg.hotword_weight,
-                **lm_kwargs,
-            )
-            final_dec = BeamDecoder(tok, lmcfg)
-            if cfg.partial_beam_width > 0:
-                partial_dec = BeamDecoder(
-                    tok, dataclasses.replace(lmcfg, beam_width=cfg.partial_beam_width), lm=final_dec.lm
-                )
-        except EngineError as exc:
-            raise ConfigError(str(exc)) from exc
-    return StreamingCTCDecoder(
-        tok,
-        samples_per_frame=model.samples_per_frame,
-        endpoint=endpoint,
-        final_decoder=final_dec,
-        partial_decoder=partial_dec,
-        emit_unchanged_partials=cfg.emit_unchanged_partials,
-    )
-
-
-def _check_language(model: Any, language: str) -> None:
-    """ConfigError, listing the available codes, for a language ``model`` does not have."""
-    if language != getattr(model, "language", None) and language not in model.languages:
-        from engines.errors import UnknownLanguageError
-
-        raise ConfigError(str(UnknownLanguageError(language, model.languages, model.model_dir)))
 
 
 def _quietest_cut(pieces: tuple[np.ndarray, ...], length: int) -> int:
@@ -275,11 +201,8 @@ class Recognizer(Node):
                     text if str(self.model_arg) in text else f"cannot load model {self.model_arg}: {text}"
                 ) from exc
         lang = self.config.language
-        if lang is not None:
-            try:  # an unknown code is a configuration error: one line listing the available ones
-                model = model.for_language(lang)
-            except EngineError as exc:
-                raise ConfigError(str(exc)) from exc
+        if lang is not None:  # an unknown code: UnknownLanguageError, a ConfigError listing the available ones
+            model = model.for_language(lang)
         if self.config.mode not in ("cached", "window", "offline"):
             raise ConfigError(f"recogniser mode must be cached, window or offline, not {self.config.mode!r}")
         try:  # geometry errors are configuration errors, raised at start
@@ -291,7 +214,7 @@ class Recognizer(Node):
         decoder = self.decoder if self.decoder is not None else build_decoder(model, self.config)
         self._decoders[getattr(model, "language", None)] = decoder
         for language in set(self._stream_languages.values()):  # set before start
-            _check_language(model, language)
+            check_model_language(model, language)
         return model, decoder
 
     async def stop(self) -> None:
@@ -317,7 +240,7 @@ class Recognizer(Node):
             self._stream_languages.pop(stream_id, None)
             return
         if self.model is not None:
-            _check_language(self.model, language)
+            check_model_language(self.model, language)
         if stream_id in self._streams or stream_id in self._segments:
             raise ConfigError(f"stream {stream_id!r} is already running; its language is set before its audio")
         self._stream_languages[stream_id] = language
