@@ -27,8 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from engines.api import Frontend, StreamSpec
 from engines.errors import UnsupportedConfigError
+from engines.types import Frontend, StreamSpec
 
 __all__ = ["WaveformFrontend", "RunningStats", "normalize"]
 

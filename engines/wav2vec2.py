@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from engines.api import FamilySpec, register_family
 from engines.common.blocks import SelfAttention
 from engines.common.config import ACTIVATIONS, check_choice, config_from_dict
 from engines.common.conv_adapter import with_conv_adapter
 from engines.common.waveform import WaveformModel
 from engines.errors import UnsupportedConfigError
 from engines.frontend_waveform import WaveformFrontend
+from engines.registry import FamilySpec, register_family
 
 __all__ = ["Wav2Vec2Config", "Wav2Vec2Attention", "Wav2Vec2", "parse_config", "ARCHITECTURES"]
 

@@ -71,7 +71,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engines import frontend_fbank as fbank
-from engines.api import EngineModule, FamilySpec, ForwardOutput, Frontend, StreamSpec, register_family
 from engines.common.config import ACTIVATIONS, check_choice, config_from_dict
 from engines.common.conformer import (
     POSITION_EMBEDDING_TYPES,
@@ -85,6 +84,8 @@ from engines.common.conformer import (
 )
 from engines.common.waveform import TDNNLayer
 from engines.errors import StreamUsageError, UnsupportedConfigError
+from engines.registry import FamilySpec, register_family
+from engines.types import EngineModule, ForwardOutput, Frontend, StreamSpec
 
 __all__ = [
     "Wav2Vec2BertConfig",

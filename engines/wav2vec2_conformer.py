@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from engines.api import EngineModule, FamilySpec, StreamSpec, register_family
 from engines.common.blocks import FeatureEncoder, FeatureProjection, PositionalConvEmbedding, mask_value
 from engines.common.config import config_from_dict
 from engines.common.conformer import (
@@ -50,6 +49,8 @@ from engines.common.conv_adapter import with_conv_adapter
 from engines.common.waveform import TDNNLayer, WaveformModel, x_tail
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.frontend_waveform import WaveformFrontend
+from engines.registry import FamilySpec, register_family
+from engines.types import EngineModule, StreamSpec
 from engines.wav2vec2 import check_waveform_config
 
 __all__ = ["Wav2Vec2ConformerConfig", "Wav2Vec2Conformer", "parse_config", "layer_chunk_masks", "ARCHITECTURES"]

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from engines.api import FamilySpec, register_family
 from engines.common.blocks import SelfAttention
 from engines.common.config import config_from_dict
 from engines.common.conv_adapter import with_conv_adapter
 from engines.common.waveform import WaveformModel
 from engines.frontend_waveform import WaveformFrontend
+from engines.registry import FamilySpec, register_family
 from engines.wav2vec2 import Wav2Vec2Config, check_waveform_config
 
 __all__ = ["WavLMConfig", "WavLMAttention", "WavLM", "parse_config", "ARCHITECTURES"]

@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engines.api import EngineModule, ForwardOutput, StreamSpec
 from engines.errors import StreamUsageError, UnsupportedConfigError
+from engines.types import EngineModule, ForwardOutput, StreamSpec
 
 __all__ = ["ConvAdapterLayer", "ConvAdapter", "ConvAdapted", "with_conv_adapter", "ADAPTER_HEADS"]
 

@@ -22,7 +22,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -45,7 +45,8 @@ __all__ = [
     "fold_weight_norm",
     "load_state_dict_strict",
     "head_from_architectures",
-    "load_model",
+    "ModelParts",
+    "read_model",
 ]
 
 WEIGHT_FILES = (
@@ -267,8 +268,19 @@ def _load_vocab(model_dir: Path) -> dict[str, int] | None:
     return vocab
 
 
-def load_model(model: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
-    from engines.api import LoadedModel, get_family
+class ModelParts(NamedTuple):
+    """What a checkpoint directory holds, built and loaded: ``engines.model.load_model`` wraps it in a LoadedModel."""
+
+    module: Any  # EngineModule, on the device in the dtype, eval mode
+    frontend: Any  # Frontend
+    model_dir: Path
+    checkpoint: str
+    vocab: dict[str, Any] | None
+    id2label: dict[int, str] | None
+
+
+def read_model(model: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ModelParts:
+    from engines.registry import get_family
 
     model_dir = resolve_model_dir(model)
     config_path = model_dir / "config.json"
@@ -299,13 +311,4 @@ def load_model(model: str | Path, device: str | torch.device = "cpu", dtype: tor
     id2label = raw.get("id2label")
     if id2label is not None:
         id2label = {int(k): v for k, v in id2label.items()}
-    return LoadedModel(
-        module,
-        frontend,
-        model_dir,
-        checkpoint,
-        vocab=_load_vocab(model_dir),
-        id2label=id2label,
-        device=device,
-        dtype=dtype,
-    )
+    return ModelParts(module, frontend, model_dir, checkpoint, _load_vocab(model_dir), id2label)

@@ -60,10 +60,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engines.api import StepOutput, StreamSpec, StreamState
 from engines.device import to_cpu, to_device
 from engines.errors import StreamUsageError
 from engines.frontend_waveform import normalize as normalize_window
+from engines.types import StepOutput, StreamSpec, StreamState
 
 __all__ = ["init_state", "step_batch", "flush", "WindowCache", "as_chunk"]
 

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engines.api import EngineModule, ForwardOutput, StreamSpec
 from engines.common.blocks import FeatureEncoder, FeatureProjection, FeedForward, PositionalConvEmbedding, mask_value
 from engines.errors import StreamUsageError
+from engines.types import EngineModule, ForwardOutput, StreamSpec
 
 __all__ = [
     "EncoderLayer",

@@ -276,7 +276,7 @@ class XVectorEmbedder:
 
     @classmethod
     def load(cls, model: str | Path) -> XVectorEmbedder:
-        from engines.api import load_model  # imported late: pulls in the model families
+        from engines.model import load_model  # imported late: pulls in the model families
 
         loaded = load_model(model)
         if loaded.head != "xvector":

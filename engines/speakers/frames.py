@@ -70,7 +70,7 @@ class FrameDiarizer:
 
     @classmethod
     def load(cls, model: str | Path, threshold: float = 0.5) -> FrameDiarizer:
-        from engines.api import load_model
+        from engines.model import load_model
 
         loaded = load_model(model)
         if loaded.head != "frame":

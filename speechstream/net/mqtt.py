@@ -49,21 +49,11 @@ from typing import Any
 
 import aiomqtt
 
+from sinks.mqtt import MqttSink, route, topic, topic_segment
 from stream.errors import GraphError
 from stream.events import (
     SAMPLE_RATE_HZ,
-    AudioChunk,
-    AudioLost,
-    EndOfStream,
-    Endpoint,
     ErrorEvent,
-    Event,
-    FinalTranscript,
-    PartialTranscript,
-    QueueOverflow,
-    SpeakerTurn,
-    SpeechEnded,
-    SpeechStarted,
 )
 from stream.sources.push import PushSource
 
@@ -89,6 +79,11 @@ __all__ = [
     "parse_topic",
     "route",
     "MqttPublisher",
+    "mqtt_sink",
+    "MqttSink",
+    "route",
+    "topic",
+    "topic_segment",
     "MqttIngest",
     "FinalDeduper",
 ]
@@ -148,18 +143,6 @@ class MqttSettings:
         return aiomqtt.Client(**kw)
 
 
-_TOPIC_UNSAFE = str.maketrans({c: "_" for c in "/+#\x00"})
-
-
-def topic_segment(stream_id: str) -> str:
-    """A stream id as one topic level: ``/``, ``+``, ``#`` and NUL become ``_`` (never a wildcard)."""
-    return stream_id.translate(_TOPIC_UNSAFE) or "_"
-
-
-def topic(prefix: str, stream_id: str, kind: str) -> str:
-    return f"{prefix}/{topic_segment(stream_id)}/{kind}"
-
-
 def check_publish_topic(value: str) -> None:
     """Raise ValueError for a topic no broker accepts for PUBLISH (empty, wildcards, NUL, too long)."""
     if not value or "+" in value or "#" in value or "\x00" in value or len(value.encode()) > 65535:
@@ -174,27 +157,6 @@ def parse_topic(prefix: str, value: str) -> tuple[str, str] | None:
     if len(rest) != 2 or not valid_stream_id(rest[0]):
         return None
     return rest[0], rest[1]
-
-
-_ROUTES: dict[type[Event], tuple[str, int]] = {
-    PartialTranscript: ("transcript", 0),
-    FinalTranscript: ("transcript", 1),
-    EndOfStream: ("transcript", 1),
-    SpeakerTurn: ("speaker", 1),
-    SpeechStarted: ("vad", 0),
-    SpeechEnded: ("vad", 0),
-    Endpoint: ("vad", 0),
-    ErrorEvent: ("error", 1),
-    QueueOverflow: ("error", 1),
-    AudioLost: ("error", 1),
-}
-
-
-def route(event: Event) -> tuple[str, int] | None:
-    """(topic kind, QoS) of an event; None for events that are not published (audio)."""
-    if isinstance(event, AudioChunk):
-        return None
-    return _ROUTES.get(type(event))
 
 
 # --------------------------------------------------------------------------- publishing
@@ -614,3 +576,12 @@ class FinalDeduper:
 def decode_event(payload: bytes | bytearray | str) -> dict[str, Any]:
     """One published event payload -> its JSON dict."""
     return json.loads(payload)
+
+
+def mqtt_sink(settings: MqttSettings = MqttSettings(), **kwargs: Any) -> MqttSink:
+    """An :class:`sinks.mqtt.MqttSink` publishing through its own :class:`MqttPublisher` to ``settings``' broker.
+
+    ``kwargs`` go to the sink (``close_timeout_s``, ``stream_id``, ``on_error``)."""
+    publisher = MqttPublisher(settings, name="mqtt-sink")
+    where = f"{settings.host}:{settings.port}/{settings.prefix}"
+    return MqttSink(publisher, prefix=settings.prefix, where=where, **kwargs)

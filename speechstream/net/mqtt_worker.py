@@ -20,9 +20,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sinks.mqtt import MqttSink
 from speechstream.net.languages import start_stream
-from speechstream.net.mqtt import MqttIngest, MqttSettings
+from speechstream.net.mqtt import MqttIngest, MqttSettings, mqtt_sink
 from speechstream.net.protocol import Limits, SampleFormat, SetSpeakers
 from speechstream.net.speakers import set_stream_speakers
 from stream.events import Event
@@ -48,7 +47,7 @@ class MqttWorker:
         cid = settings.client_id
         pub = dataclasses.replace(settings, client_id=f"{cid}-events" if cid else None)
         sub = dataclasses.replace(settings, client_id=f"{cid}-ingest" if cid else None, clean_session=cid is None)
-        self.sink = MqttSink(pub)
+        self.sink = mqtt_sink(pub)
         self.graph = Graph(nodes=nodes, on_event=self._on_event, name="mqtt-worker")
         self.ingest = MqttIngest(
             sub,

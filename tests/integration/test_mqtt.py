@@ -11,8 +11,7 @@ import aiomqtt
 import numpy as np
 import pytest
 
-from sinks.mqtt import MqttSink
-from speechstream.net.mqtt import FinalDeduper, MqttPublisher, MqttSettings, parse_topic, route, topic
+from speechstream.net.mqtt import FinalDeduper, MqttPublisher, MqttSettings, mqtt_sink, parse_topic, route, topic
 from speechstream.net.mqtt_worker import MqttWorker
 from speechstream.net.protocol import encode_audio, with_offset_header
 from stream.events import EndOfStream, FinalTranscript, PartialTranscript, SpeechStarted
@@ -96,7 +95,7 @@ def test_topics_and_routes():
 async def test_sink_outbox_loses_no_final_across_a_broker_restart(broker):
     n = 300
     async with Consumer(broker.port, "speechstream/+/transcript") as consumer:
-        sink = MqttSink(MqttSettings(port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.2))
+        sink = mqtt_sink(MqttSettings(port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.2))
         await sink.start()
         await sink.publisher.wait_connected()
         restarted = False

@@ -11,8 +11,7 @@ import subprocess
 import aiomqtt
 import pytest
 
-from sinks.mqtt import MqttSink
-from speechstream.net.mqtt import MqttPublisher, MqttSettings
+from speechstream.net.mqtt import MqttPublisher, MqttSettings, mqtt_sink
 from stream.events import FinalTranscript
 from tests.integration.mqtt_broker import MOSQUITTO, Broker
 
@@ -25,7 +24,7 @@ pytestmark = [
 async def _roundtrip(settings: MqttSettings, sub_settings: MqttSettings) -> dict:
     async with sub_settings.client() as sub:
         await sub.subscribe("speechstream/+/transcript", qos=1)
-        sink = MqttSink(settings)
+        sink = mqtt_sink(settings)
         await sink.consume(FinalTranscript("sec", 0, segment_id="sec-0", text="hello", end_sample=1600))
         await sink.close()
         assert sink.publisher.stats.published == 1

@@ -123,15 +123,10 @@ def _package_init_edges(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
 
 
-_KNOWN = "the engines types circle and sinks.mqtt's import of the MQTT transport are being moved (issue 18)"
-
-
-@pytest.mark.xfail(strict=True, reason=_KNOWN)
 def test_no_import_from_a_higher_layer():
     assert layer_violations(import_graph()) == []
 
 
-@pytest.mark.xfail(strict=True, reason=_KNOWN)
 def test_no_import_circle():
     assert circles(_package_init_edges(import_graph())) == []
 
