@@ -3,15 +3,105 @@
 The distribution's front door: the facade, the command line, the pipeline builder and the
 servers. It composes the layers below it (``engines`` < ``stream`` < ``sinks``); none of them
 imports it.
+
+``from speechstream import Pipeline`` is the simple start (:mod:`speechstream.pipeline`); the
+names a custom sink or node needs (``Sink``, ``Node``, the event classes, the errors) are here
+too, so a program needs few imports. They load on first use: ``import speechstream`` stays light
+(the CLI imports this package before it parses its options).
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sinks.base import Sink
+    from speechstream.pipeline import Pipeline, PipelineResult
+    from stream.config import default_model_dir
+    from stream.errors import ConfigError, SpeechStreamError, StreamError
+    from stream.events import (
+        AudioChunk,
+        EndOfStream,
+        ErrorEvent,
+        Event,
+        FinalTranscript,
+        PartialTranscript,
+        SpeakerTurn,
+        SpeechEnded,
+        SpeechStarted,
+        Word,
+    )
+    from stream.node import Node
+    from stream.resample import Resample
+    from stream.sources.file import FileSource
+    from stream.vad_node import VadNode
 
 try:
     __version__ = version("speechstream")
 except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+_LAZY = {
+    "Pipeline": "speechstream.pipeline",
+    "PipelineResult": "speechstream.pipeline",
+    "Sink": "sinks.base",
+    "Node": "stream.node",
+    "FileSource": "stream.sources.file",
+    "Resample": "stream.resample",
+    "VadNode": "stream.vad_node",
+    "default_model_dir": "stream.config",
+    "ConfigError": "stream.errors",
+    "SpeechStreamError": "stream.errors",
+    "StreamError": "stream.errors",
+    **{
+        name: "stream.events"
+        for name in (
+            "AudioChunk",
+            "EndOfStream",
+            "ErrorEvent",
+            "Event",
+            "FinalTranscript",
+            "PartialTranscript",
+            "SpeakerTurn",
+            "SpeechEnded",
+            "SpeechStarted",
+            "Word",
+        )
+    },
+}
+
+__all__ = [
+    "__version__",
+    "Pipeline",
+    "PipelineResult",
+    "Sink",
+    "Node",
+    "FileSource",
+    "Resample",
+    "VadNode",
+    "default_model_dir",
+    "ConfigError",
+    "SpeechStreamError",
+    "StreamError",
+    "AudioChunk",
+    "EndOfStream",
+    "ErrorEvent",
+    "Event",
+    "FinalTranscript",
+    "PartialTranscript",
+    "SpeakerTurn",
+    "SpeechEnded",
+    "SpeechStarted",
+    "Word",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'speechstream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
