@@ -306,6 +306,8 @@ class _Tail:
 class _Container(Node):
     """Shared start/stop of nodes that run child nodes on their own edges."""
 
+    _edges: list[Edge]  # set by each container's __init__, one per child
+
     def __init__(self, name: str | None, edge: EdgeSpec):
         super().__init__(name)
         self.edge_spec = edge
@@ -318,6 +320,11 @@ class _Container(Node):
         yield self
         for child in self._children():
             yield from child.iter_nodes()
+
+    @property
+    def edges(self) -> list[Edge]:
+        """The bounded edges in front of this container's children (not nested ones: see ``iter_nodes``)."""
+        return list(self._edges)
 
     async def start(self) -> None:
         started: list[Node] = []
@@ -366,10 +373,6 @@ class Pipeline(_Container):
         self._tail = _Tail(out, record=False)
         for i, node in enumerate(self.nodes):
             node.bind(self._edges[i + 1] if i + 1 < len(self.nodes) else self._tail, ctx)
-
-    @property
-    def edges(self) -> list[Edge]:
-        return list(self._edges)
 
     async def receive(self, item: Item) -> None:
         if isinstance(item, Stop):

@@ -90,6 +90,12 @@ def serve(
     idle_timeout: float = typer.Option(
         30.0, "--idle-timeout", min=0.0, help="Close a stream that sends no audio for this many seconds (0: never)."
     ),
+    drain_timeout: float = typer.Option(
+        30.0,
+        "--drain-timeout",
+        min=0.0,
+        help="On SIGTERM: /readyz fails, new streams are refused, open ones get this many seconds to end.",
+    ),
     allow_origin: list[str] | None = typer.Option(
         None,
         "--allow-origin",
@@ -142,6 +148,7 @@ def serve(
         language=language,
         compute_device=compute_device,
         idle_timeout_s=idle_timeout or None,
+        drain_timeout_s=drain_timeout,
         allow_origins=tuple(allow_origin or ()),
         **vad_options,
     )

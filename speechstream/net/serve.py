@@ -39,6 +39,7 @@ class ServeOptions:
     max_frame_bytes: int = 256 * 1024
     max_realtime_factor: float = 4.0
     idle_timeout_s: float | None = 30.0  # None: an idle stream keeps its slot
+    drain_timeout_s: float = 30.0  # SIGTERM: seconds open streams get to end before the server stops them
     allow_origins: tuple[str, ...] = ()  # browser origins allowed besides the page's own
     web: bool = True
     diarize: bool = False  # online speaker turns (and speaker labels on finals when a model runs)
@@ -129,17 +130,28 @@ async def _serve(opts: ServeOptions) -> None:
     print(f"speechstream: serving {what}", file=sys.stderr)
     print(f"speechstream: page {page}  WebSocket {server.url}", file=sys.stderr)
     stop = asyncio.Event()
+    term = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig, ev in ((signal.SIGINT, stop), (signal.SIGTERM, term)):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, ev.set)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
     try:
-        await stop.wait()
+        waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(term.wait())}
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
     finally:
-        print("speechstream: stopping (finishing open streams)", file=sys.stderr)
-        await server.stop()
+        if term.is_set() and not stop.is_set():
+            # what a load balancer expects: /readyz fails at once, open streams finish, then the process ends
+            print(f"speechstream: draining (up to {opts.drain_timeout_s:g} s for open streams)", file=sys.stderr)
+            left = await server.drain(opts.drain_timeout_s)
+            if left:
+                print(f"speechstream: drain deadline: {left} stream(s) ended by the server", file=sys.stderr)
+        else:
+            print("speechstream: stopping (finishing open streams)", file=sys.stderr)
+            await server.stop()
 
 
 def serve_main(opts: ServeOptions) -> None:

@@ -43,8 +43,10 @@ Safety (defaults in :class:`ServerConfig` and :class:`~speechstream.net.protocol
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import ctypes.util
+import dataclasses
 import json
 import logging
 import secrets
@@ -62,6 +64,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from speechstream.ops import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from speechstream.ops import ServerMetrics
 from stream.events import (
     SAMPLE_RATE_HZ,
     SCHEMA_PATH,
@@ -69,6 +73,7 @@ from stream.events import (
     EndOfStream,
     ErrorEvent,
     Event,
+    FinalTranscript,
     PartialTranscript,
 )
 from stream.graph import Graph
@@ -163,6 +168,12 @@ class _Conn:
     held_until: float = 0.0  # monotonic time it last stopped holding back
     close_code: int = 1000
     close_reason: str = ""
+    # for the latency metrics: (16 kHz samples received so far, monotonic time), oldest first
+    arrivals: collections.deque[tuple[int, float]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=4096)  # bounded: a VAD-only stream has no finals
+    )
+    first_audio_t: float | None = None
+    partial_seen: bool = False
 
 
 class CaptionServer:
@@ -178,6 +189,9 @@ class CaptionServer:
         self.config = config
         self._on_event = on_event
         self.graph = Graph(nodes=nodes, on_event=self._dispatch, name="serve")
+        self.metrics = ServerMetrics(self.graph)
+        self.metrics.active_streams.set_function(lambda: len(self._conns))
+        self.draining = False  # drain(): /readyz says 503 and new streams are refused; open ones finish
         self._conns: dict[str, _Conn] = {}
         self._server: Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -233,6 +247,24 @@ class CaptionServer:
         )
         log.info("serving on %s", self.http_url)
 
+    @property
+    def ready(self) -> bool:
+        """What /readyz answers: the model is loaded (graph running), the server accepts, it is not draining."""
+        return self._server is not None and self.graph.running and not self.draining
+
+    async def drain(self, timeout_s: float = 30.0) -> int:
+        """Graceful drain (SIGTERM): /readyz fails first, new streams are refused (503), open streams run
+        until their clients end them, at most ``timeout_s``; then :meth:`stop` ends the rest (their finals
+        still go out, close 1001). Returns how many streams were still open at the deadline."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        while self._conns and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        left = len(self._conns)
+        await self.stop()
+        return left
+
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, end every stream (their finals go out), close, stop the graph."""
         if self._server is None:
@@ -272,8 +304,13 @@ class CaptionServer:
             return response
         path = urlsplit(request.path).path
         is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        if not is_upgrade and path in ("/healthz", "/readyz", "/metrics"):
+            return self._ops(connection, path)
         if not is_upgrade:
             return self._static(connection, path)
+        if self.draining:
+            self.stats["rejected"] += 1
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining: connect to another worker\n")
         if path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "WebSocket endpoint is /ws\n")
         loopback = self.config.host in ("127.0.0.1", "localhost", "::1")
@@ -292,6 +329,18 @@ class CaptionServer:
             self.stats["rejected"] += 1
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
         return None
+
+    def _ops(self, connection: ServerConnection, path: str) -> Response:
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            if self.ready:
+                return connection.respond(HTTPStatus.OK, "ready\n")
+            why = "draining" if self.draining else "not started"
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{why}\n")
+        body = self.metrics.render()
+        headers = Headers([("Content-Type", METRICS_CONTENT_TYPE), ("Content-Length", str(len(body)))])
+        return Response(HTTPStatus.OK.value, "OK", headers, body)
 
     def _static(self, connection: ServerConnection, path: str) -> Response:
         if not self.config.serve_web:
@@ -323,11 +372,13 @@ class CaptionServer:
         """Called synchronously by the graph's tail for every event: never blocks."""
         if self._on_event is not None:
             self._on_event(event)
+        self.metrics.observe(event)
         if isinstance(event, AudioChunk):
             return
         conn = self._conns.get(event.stream_id)
         if conn is None:
             return
+        self._observe_latency(conn, event)
         if isinstance(event, EndOfStream):
             self._conns.pop(event.stream_id, None)
             self._schedule_trim()
@@ -339,8 +390,23 @@ class CaptionServer:
             # Full of events that must arrive (finals, errors): the client does not read.
             self._slow_consumer(conn, "outbound queue full")
 
+    def _observe_latency(self, conn: _Conn, event: Event) -> None:
+        now = time.monotonic()
+        if isinstance(event, PartialTranscript) and not conn.partial_seen and conn.first_audio_t is not None:
+            conn.partial_seen = True
+            self.metrics.first_partial.observe(now - conn.first_audio_t)
+        elif isinstance(event, FinalTranscript) and event.end_sample is not None:
+            arrived = None
+            while conn.arrivals and conn.arrivals[0][0] < event.end_sample:
+                conn.arrivals.popleft()  # audio before this final's end: not needed again
+            if conn.arrivals:
+                arrived = conn.arrivals[0][1]  # the block that held the final's last sample
+            if arrived is not None:
+                self.metrics.finalization.observe(now - arrived)
+
     def _emit_local(self, conn: _Conn, exc: ProtocolError) -> None:
         """A protocol error of this connection: an ``error`` event on its own outbound edge."""
+        self.metrics.errors.labels(code=exc.code).inc()
         self.stats["protocol_errors"] += 1
         if conn.gone:
             return
@@ -465,6 +531,7 @@ class CaptionServer:
         out = Edge(f"ws:{sid}", EdgeSpec(self.config.outbound_queue, "drop_oldest"))
         conn = _Conn(sid, ws, cfg, source, out)
         self._conns[sid] = conn
+        self.metrics.streams.inc()
         try:  # unknown_language (this stream only, before any audio) or unavailable (stopping, refused)
             await start_stream(self.graph, source, cfg.language)
         except ProtocolError as exc:
@@ -603,6 +670,7 @@ class CaptionServer:
                         wait = 0.0
                         max_gap = int(lim.max_gap_s * conn.cfg.sample_rate_hz)
                         # A jump in the offsets is silence and an audio_lost event before it (PushSource.feed_at).
+                        t_in = time.monotonic()  # arrival: latency metrics count queueing behind the graph too
                         feed = conn.source.feed(x) if offset is None else conn.source.feed_at(x, offset, max_gap)
                         if conn.source.inbox_full:  # the graph is behind: wait, not reading the socket
                             conn.held = True
@@ -612,6 +680,12 @@ class CaptionServer:
                                 conn.held, conn.held_until = False, time.monotonic()
                         else:
                             lost = await feed
+                        conn.arrivals.append(
+                            (conn.source.samples_fed * SAMPLE_RATE_HZ // conn.cfg.sample_rate_hz, t_in)
+                        )
+                        if conn.first_audio_t is None:
+                            conn.first_audio_t = t_in
+                        self.metrics.audio_seconds.inc(x.shape[0] / conn.cfg.sample_rate_hz)
                         if lost is not None:
                             self.stats["lost_samples"] += lost.lost_samples
                             self.stats["lost_spans"] += 1
