@@ -23,7 +23,7 @@ EXAMPLE ?= examples/hello.wav
 PYTEST_ARGS ?= --durations=15
 
 # Debian packages the tests drive (TTS for test audio, ALSA file device, MQTT broker, browser).
-APT_PACKAGES := espeak-ng flite festival festvox-kdlpc16k festvox-kallpc16k festvox-us-slt-hts sox mosquitto libportaudio2 alsa-utils chromium chromium-driver ffmpeg
+APT_PACKAGES := espeak-ng flite festival festvox-kdlpc16k festvox-kallpc16k festvox-us-slt-hts sox mosquitto libportaudio2 alsa-utils chromium chromium-driver ffmpeg haproxy
 
 .PHONY: help demo test lint install apt-deps clean-venv
 
