@@ -90,6 +90,12 @@ def serve(
     idle_timeout: float = typer.Option(
         30.0, "--idle-timeout", min=0.0, help="Close a stream that sends no audio for this many seconds (0: never)."
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Worker processes sharing the port (SO_REUSEPORT), each with its own model and batcher.",
+    ),
     drain_timeout: float = typer.Option(
         30.0,
         "--drain-timeout",
@@ -149,6 +155,7 @@ def serve(
         compute_device=compute_device,
         idle_timeout_s=idle_timeout or None,
         drain_timeout_s=drain_timeout,
+        workers=workers,
         allow_origins=tuple(allow_origin or ()),
         **vad_options,
     )

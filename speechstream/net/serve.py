@@ -8,7 +8,9 @@ model the server still streams VAD events, so the page shows speech activity.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ class ServeOptions:
     max_realtime_factor: float = 4.0
     idle_timeout_s: float | None = 30.0  # None: an idle stream keeps its slot
     drain_timeout_s: float = 30.0  # SIGTERM: seconds open streams get to end before the server stops them
+    workers: int = 1  # worker processes sharing the port (SO_REUSEPORT), each with its own model and batcher
+    reuse_port: bool = False  # set for each worker of a --workers group
     allow_origins: tuple[str, ...] = ()  # browser origins allowed besides the page's own
     web: bool = True
     diarize: bool = False  # online speaker turns (and speaker labels on finals when a model runs)
@@ -114,6 +118,7 @@ async def _serve(opts: ServeOptions) -> None:
             max_connections=opts.max_connections,
             serve_web=opts.web,
             idle_timeout_s=opts.idle_timeout_s,
+            reuse_port=opts.reuse_port,
             allow_origins=opts.allow_origins,
         )
     except ValueError as exc:
@@ -159,4 +164,57 @@ def serve_main(opts: ServeOptions) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if opts.host not in ("127.0.0.1", "localhost", "::1") and opts.token is None:
         print(f"speechstream: warning: listening on {opts.host} without --token", file=sys.stderr)
+    if opts.workers > 1:
+        _run_workers(opts)
+        return
     asyncio.run(_serve(opts))
+
+
+def _worker_main(opts: ServeOptions) -> None:  # the body of one --workers process
+    try:
+        serve_main(opts)
+    except ConfigError as exc:
+        print(f"speechstream: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _run_workers(opts: ServeOptions) -> None:
+    """``--workers N``: N processes, each with its own model and batcher, bound to one port with
+    SO_REUSEPORT; the kernel spreads new connections over them. This process only starts them,
+    forwards SIGTERM (each worker drains) and SIGINT, and exits when they have; a worker that dies
+    is reported and not replaced (its port share closes with it, so new connections go to the others).
+    For placement by load and for health checks, run single workers behind HAProxy (docs/deploy.md)."""
+    import multiprocessing
+    import socket
+
+    port = opts.port
+    if port == 0:  # one free port for all workers
+        with socket.socket() as s:
+            s.bind((opts.host, 0))
+            port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no torch state crosses a fork
+    child = dataclasses.replace(opts, workers=1, port=port, reuse_port=True)
+    procs = [
+        ctx.Process(target=_worker_main, args=(child,), name=f"speechstream-worker-{i}") for i in range(opts.workers)
+    ]
+    for p in procs:
+        p.start()
+    print(f"speechstream: {opts.workers} workers on port {port} (SO_REUSEPORT)", file=sys.stderr)
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = []
+    for p in procs:
+        while p.is_alive():
+            p.join(0.5)
+        if p.exitcode not in (0, 130, -signal.SIGTERM):
+            failed.append(f"{p.name} exited with {p.exitcode}")
+    if failed:
+        raise ConfigError("; ".join(failed))

@@ -117,6 +117,7 @@ _CONTENT_TYPES = {
 class ServerConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 8765  # 0: any free port (see CaptionServer.port)
+    reuse_port: bool = False  # SO_REUSEPORT: several worker processes share the port (serve --workers)
     token: str | None = None
     limits: Limits = Limits()
     max_connections: int = 64
@@ -238,6 +239,7 @@ class CaptionServer:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
+            reuse_port=self.config.reuse_port or None,
             compression=None,  # PCM does not compress; deflate only costs CPU and invites bombs
             max_size=max(lim.max_frame_bytes * 4, lim.max_control_bytes * 4),
             max_queue=16,

@@ -75,6 +75,7 @@ SERVE_OPTIONS = [
     "--language",
     "--compute-device",
     "--idle-timeout",
+    "--workers",
     "--drain-timeout",
     "--allow-origin",
     "--vad-pre-speech-pad-ms",
