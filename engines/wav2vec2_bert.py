@@ -78,10 +78,8 @@ from engines.common.conformer import (
     ConformerSelfAttention,
     ConvModule,
     FeedForward,
-    chunk_attention_mask,
-    chunk_block_ids,
-    combine_masks,
 )
+from engines.common.masks import chunk_attention_mask, chunk_block_ids, combine_masks
 from engines.common.waveform import TDNNLayer
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.registry import FamilySpec, register_family
@@ -221,7 +219,7 @@ class EncoderLayer(nn.Module):
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
         return self.final_layer_norm(x)
 
-    def cached_forward(
+    def forward_cached(
         self,
         x: Tensor,
         positions: Tensor,
@@ -233,9 +231,9 @@ class EncoderLayer(nn.Module):
         """x (B, T, D) one chunk (+ lookahead); key_valid (B, L + T) real cached + new frames; keep (B, T)
         real new frames; ``central``: only the first ``central`` frames enter the caches (default all)."""
         x = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
-        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, central)
+        a, attn = self.self_attn.forward_cached(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, central)
         x = x + a
-        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep, central=central)
+        c, conv = self.conv_module.forward_cached(x, cache.conv, keep, central=central)
         x = x + c
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
         return self.final_layer_norm(x), LayerCache(attn, conv)
@@ -290,7 +288,7 @@ class AdapterLayer(nn.Module):
         """Input frames beyond a stride-aligned chunk that its last output reads (0 for k=3, s=2)."""
         return max(0, self.kernel_size - self.padding - self.stride)
 
-    def cached_forward(
+    def forward_cached(
         self,
         x: Tensor,
         positions: Tensor,
@@ -310,7 +308,7 @@ class AdapterLayer(nn.Module):
         normed = self._normed(x).masked_fill(~in_keep.unsqueeze(-1), 0.0)
         normed = torch.cat([conv_in, normed], dim=1)  # (B, p + T, 2D)
         residual, h = self._convs(normed, (0, self.kernel_size - self.padding - self.stride))
-        a, attn = self.self_attn.cached_forward(h, positions, attn, key_valid, c // self.stride)
+        a, attn = self.self_attn.forward_cached(h, positions, attn, key_valid, c // self.stride)
         return self._tail(residual, a), normed[:, c : c + self.padding], attn
 
 
@@ -683,7 +681,7 @@ class Wav2Vec2BertEngine(EngineModule):
         keys, values, convs, hidden = [], [], [], [x[:, :Cs]]
         for i, layer in enumerate(bb.encoder.layers):
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.conv[:, i])
-            x, lc = layer.cached_forward(x, s_idx, lc, key_valid, s_real, central=Cs)
+            x, lc = layer.forward_cached(x, s_idx, lc, key_valid, s_real, central=Cs)
             keys.append(lc.attn.key)
             values.append(lc.attn.value)
             convs.append(lc.conv)
@@ -704,7 +702,7 @@ class Wav2Vec2BertEngine(EngineModule):
                 Li = L // cfg.adapter_stride ** (i + 1)
                 kv_valid = torch.cat([cache.ad_valid[:, off : off + Li], out_real], dim=1)
                 attn = AttentionCache(cache.ad_keys[:, :, off : off + Li], cache.ad_values[:, :, off : off + Li])
-                x, conv_in, attn = layer.cached_forward(x, idx, cache.ad_conv[:, i], attn, keep, kv_valid, central)
+                x, conv_in, attn = layer.forward_cached(x, idx, cache.ad_conv[:, i], attn, keep, kv_valid, central)
                 central //= layer.stride
                 ad_valid.append(kv_valid[:, central : central + Li])
                 ad_keys.append(attn.key)

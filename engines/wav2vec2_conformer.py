@@ -42,10 +42,9 @@ from engines.common.conformer import (
     ConformerSelfAttention,
     ConvModule,
     FeedForward,
-    chunk_attention_mask,
-    chunk_block_ids,
 )
 from engines.common.conv_adapter import with_conv_adapter
+from engines.common.masks import chunk_attention_mask, chunk_block_ids
 from engines.common.waveform import TDNNLayer, WaveformModel, x_tail
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.frontend_waveform import WaveformFrontend
@@ -151,7 +150,7 @@ class ConformerLayer(nn.Module):
         x = x + self.conv_module(x)
         return self._after_conv(x)
 
-    def cached_forward(
+    def forward_cached(
         self,
         x: Tensor,
         positions: Tensor,
@@ -167,9 +166,9 @@ class ConformerLayer(nn.Module):
         T = x.shape[1]
         c0 = T if central is None else central
         x = self._attention_half(x)
-        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, c0)
+        a, attn = self.self_attn.forward_cached(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, c0)
         x = x + a  # post-attention frames [s, s + T)
-        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep, central=c0)  # conv outputs [s - r, s + T - r)
+        c, conv = self.conv_module.forward_cached(x, cache.conv, keep, central=c0)  # conv outputs [s - r, s + T - r)
         r = cache.pending.shape[1]
         xs = torch.cat([cache.pending, x], dim=1)  # [s - r, s + T)
         y = self._after_conv(xs[:, :T] + c)
@@ -398,7 +397,7 @@ class Wav2Vec2Conformer(WaveformModel):
         for i, layer in enumerate(self.backbone.encoder.layers):
             key_valid = torch.cat([cache.key_valid[:, i], keep], dim=1)
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.pending[:, i], cache.conv[:, i])
-            x, lc = layer.cached_forward(x, idx, lc, key_valid, keep, central=C)
+            x, lc = layer.forward_cached(x, idx, lc, key_valid, keep, central=C)
             new_valid.append(key_valid[:, C : C + L])
             new_k.append(lc.attn.key)
             new_v.append(lc.attn.value)

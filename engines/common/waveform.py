@@ -18,7 +18,7 @@ The transformer chunk of call k covers frames [k*C - delay, (k+1)*C - delay) wit
 ``delay = 1 + right``: 1 frame because a frame's 400 samples reach 80 samples into the next
 frame's hop, ``right = K - 1 - K // 2`` (63 frames for K = 128) for the positional conv. Every
 frame of a chunk attends to the chunk and the L frames before the chunk start: the offline
-equivalent is ``chunk_attention_mask(T, C, L, offset=-delay)``.
+equivalent is ``chunk_attention_mask(chunk_block_ids(T, C, delay), L)`` (engines.common.masks).
 
 With a lookahead of R frames (``lookahead_ms``) the delay is ``1 + right + R``: ``pos_buf``
 holds K - 1 + R projected frames, the transformer runs on the C central frames plus the R after
@@ -50,7 +50,6 @@ __all__ = [
     "WaveformBackbone",
     "WaveformModel",
     "WaveformCache",
-    "chunk_attention_mask",
     "TDNNLayer",
 ]
 
@@ -187,17 +186,6 @@ class TDNNLayer(nn.Module):
         w = self.kernel.weight.view(self.c_out, self.kernel_size, self.c_in).transpose(1, 2)  # (C_out, C_in, k)
         y = F.conv1d(x.transpose(1, 2), w, self.kernel.bias, dilation=self.dilation)
         return F.relu(y.transpose(1, 2))
-
-
-def chunk_attention_mask(T: int, chunk: int, left: int, offset: int = 0, device=None) -> Tensor:
-    """(T, T) bool, True where query i may attend key j: chunks start at frames
-    ``offset + n * chunk``; a frame sees its whole chunk and ``left`` frames before the chunk."""
-    idx = torch.arange(T, device=device)
-    chunk_id = torch.div(idx - offset, chunk, rounding_mode="floor")
-    start = offset + chunk_id * chunk  # (T,) first frame of each query's chunk
-    end = start + chunk
-    j = idx[None, :]
-    return (j >= (start - left)[:, None]) & (j < end[:, None])
 
 
 class WaveformCache(NamedTuple):
