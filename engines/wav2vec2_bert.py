@@ -79,11 +79,11 @@ from engines.common.conformer import (
     ConvModule,
     FeedForward,
 )
+from engines.common.heads import HeadedEngine
 from engines.common.masks import chunk_attention_mask, chunk_block_ids, combine_masks
-from engines.common.waveform import TDNNLayer
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.registry import FamilySpec, register_family
-from engines.types import EngineModule, ForwardOutput, Frontend, StreamSpec
+from engines.types import ForwardOutput, Frontend, StreamSpec
 
 __all__ = [
     "Wav2Vec2BertConfig",
@@ -443,11 +443,11 @@ def _adapter_rate(frames: int, scale: int) -> int:
 
 
 # -------------------------------------------------------------------------------------------------
-# Heads
+# Engine: backbone + head (engines.common.heads), offline and cached streaming
 # -------------------------------------------------------------------------------------------------
 
 
-class Wav2Vec2BertEngine(EngineModule):
+class Wav2Vec2BertEngine(HeadedEngine):
     """Backbone + one head, with transformers' parameter paths."""
 
     family = "wav2vec2-bert"
@@ -476,44 +476,13 @@ class Wav2Vec2BertEngine(EngineModule):
                 raise UnsupportedConfigError(
                     "add_adapter", True, [False], f"Wav2Vec2Bert {head} head (transformers refuses it too)"
                 )
-            if cfg.use_weighted_layer_sum:
-                self.layer_weights = nn.Parameter(
-                    torch.full((cfg.num_hidden_layers + 1,), 1.0 / (cfg.num_hidden_layers + 1))
-                )
-        if head == "ctc":
-            if cfg.vocab_size is None:
-                raise UnsupportedConfigError("vocab_size", None, "an int for a CTC head")
-            self.lm_head = nn.Linear(cfg.output_size, cfg.vocab_size)
-        elif head == "frame":
-            self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
-        elif head == "sequence":
-            self.projector = nn.Linear(cfg.hidden_size, cfg.classifier_proj_size)
-            self.classifier = nn.Linear(cfg.classifier_proj_size, cfg.num_labels)
-        elif head == "xvector":
-            self.projector = nn.Linear(cfg.hidden_size, cfg.tdnn_dim[0])
-            dims = (cfg.tdnn_dim[0],) + tuple(cfg.tdnn_dim)
-            self.tdnn = nn.ModuleList(
-                TDNNLayer(dims[i], dims[i + 1], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
-                for i in range(len(cfg.tdnn_dim))
-            )
-            self.feature_extractor = nn.Linear(cfg.tdnn_dim[-1] * 2, cfg.xvector_output_dim)
-            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
+        self.build_head(cfg, cfg.hidden_size, ctc_input_size=cfg.output_size)
 
     # -- offline ----------------------------------------------------------------------------------
 
     def head_input(self, hidden: list[Tensor]) -> Tensor:
         """What the head consumes: the weighted layer sum if configured, else the backbone output."""
-        if getattr(self, "layer_weights", None) is not None:
-            w = F.softmax(self.layer_weights, dim=-1)
-            return (torch.stack(hidden[:-1], dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
-        return hidden[-1]
-
-    def frames_from_head_input(self, x: Tensor) -> Tensor:
-        if self.head == "ctc":
-            return self.lm_head(x)
-        if self.head == "frame":
-            return self.classifier(x)
-        return x
+        return self.layer_sum(hidden[:-1]) if self.weighted else hidden[-1]
 
     def forward(
         self,
@@ -533,33 +502,7 @@ class Wav2Vec2BertEngine(EngineModule):
             lengths = self.backbone.output_lengths(keep.sum(1))
             frame_mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         utterance, logits = self.pool(x, frame_mask) if self.head in ("xvector", "sequence") else (None, None)
-        return ForwardOutput(self.frames_from_head_input(x), utterance, logits, frame_mask)
-
-    def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
-        if self.head == "sequence":
-            h = self.projector(frames)
-            if frame_mask is None:
-                pooled = h.mean(dim=1)
-            else:
-                m = frame_mask.unsqueeze(-1).to(h.dtype)
-                pooled = (h * m).sum(dim=1) / m.sum(dim=1)
-            return self.classifier(pooled), None
-        if self.head == "xvector":
-            h = self.projector(frames)
-            for layer in self.tdnn:
-                h = layer(h)
-            if frame_mask is None:
-                stats = torch.cat([h.mean(dim=1), h.std(dim=1)], dim=-1)
-            else:
-                lengths = frame_mask.sum(1)
-                for layer in self.tdnn:  # HF's formula ignores the dilation; kept for parity
-                    lengths = lengths - (layer.kernel_size - 1)
-                stats = torch.stack(
-                    [torch.cat([h[i, :n].mean(0), h[i, :n].std(0)]) for i, n in enumerate(lengths.tolist())]
-                )
-            embeddings = self.feature_extractor(stats)
-            return embeddings, self.classifier(embeddings)
-        return None, None
+        return ForwardOutput(self.head_frames(x), utterance, logits, frame_mask)
 
     # -- streaming --------------------------------------------------------------------------------
 
@@ -577,7 +520,7 @@ class Wav2Vec2BertEngine(EngineModule):
         features, mask = fbank.extract(list(samples))  # an odd fbank frame count ends in a masked frame
         p = next(self.parameters())
         hidden = self.backbone(features.to(p.device, p.dtype), mask.bool().to(p.device))
-        return self.frames_from_head_input(self.head_input(hidden))
+        return self.head_frames(self.head_input(hidden))
 
     def delay_frames(self, spec: StreamSpec) -> int:
         # a stacked frame's 560 samples reach 240 samples past its 320-sample hop; + the lookahead
@@ -711,7 +654,7 @@ class Wav2Vec2BertEngine(EngineModule):
                 keep, off = out_real, off + Li
         x = x[:, :central]  # the lookahead's outputs are provisional: dropped
         hidden.append(x)
-        frames_out = self.frames_from_head_input(self.head_input(hidden))
+        frames_out = self.head_frames(self.head_input(hidden))
         new = Wav2Vec2BertCache(
             ahead=ahead,
             tail=samples[:, samples.shape[1] - hop :],

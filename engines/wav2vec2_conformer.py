@@ -45,7 +45,7 @@ from engines.common.conformer import (
 )
 from engines.common.conv_adapter import with_conv_adapter
 from engines.common.masks import chunk_attention_mask, chunk_block_ids
-from engines.common.waveform import TDNNLayer, WaveformModel, x_tail
+from engines.common.waveform import WaveformModel, x_tail
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.frontend_waveform import WaveformFrontend
 from engines.registry import FamilySpec, register_family
@@ -263,27 +263,7 @@ class Wav2Vec2Conformer(WaveformModel):
             r"^objective\.",  # x-vector AM-softmax loss weight (training only)
             r"encoder\.embed_positions\.inv_freq$",  # rotary constant, recomputed from rotary_embedding_base
         )
-        H, num_layers = cfg.hidden_size, cfg.num_hidden_layers + 1
-        if head not in ("ctc", "base") and cfg.use_weighted_layer_sum:
-            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
-        if head == "ctc":
-            if cfg.vocab_size is None:
-                raise UnsupportedConfigError("vocab_size", None, "an int for a CTC head")
-            self.lm_head = nn.Linear(H, cfg.vocab_size)
-        elif head == "frame":
-            self.classifier = nn.Linear(H, cfg.num_labels)
-        elif head == "sequence":
-            self.projector = nn.Linear(H, cfg.classifier_proj_size)
-            self.classifier = nn.Linear(cfg.classifier_proj_size, cfg.num_labels)
-        elif head == "xvector":
-            dims = cfg.tdnn_dim
-            self.projector = nn.Linear(H, dims[0])
-            self.tdnn = nn.ModuleList(
-                TDNNLayer(dims[i - 1] if i > 0 else dims[0], dims[i], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
-                for i in range(len(dims))
-            )
-            self.feature_extractor = nn.Linear(dims[-1] * 2, cfg.xvector_output_dim)
-            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
+        self.build_head(cfg, cfg.hidden_size)
         fe = self.backbone.feature_extractor
         self.samples_per_frame = fe.hop
         self.receptive_field_samples = fe.receptive_field
@@ -318,10 +298,7 @@ class Wav2Vec2Conformer(WaveformModel):
                 )
             )
         last, states = self.backbone.encoder(h, masks)
-        if self.weighted:
-            w = torch.softmax(self.layer_weights, dim=-1)
-            return (torch.stack(states, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
-        return last
+        return self.layer_sum(states) if self.weighted else last
 
     # -- cached mode ------------------------------------------------------------------------------
 
@@ -418,8 +395,7 @@ class Wav2Vec2Conformer(WaveformModel):
                 kept.append(buf[:, buf.shape[1] - n_l :])
                 off += n_l
             hist = torch.cat(kept, dim=1)
-            w = torch.softmax(self.layer_weights, dim=-1)
-            x = (torch.stack(aligned, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
+            x = self.layer_sum(aligned)
         frames = self.head_frames(x)
         new_cache = ConformerCache(
             tail=x_tail(samples, cache.tail, P),

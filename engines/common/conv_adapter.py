@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engines.common.heads import HeadedEngine
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.types import EngineModule, ForwardOutput, StreamSpec
 
@@ -114,7 +115,7 @@ def _cache_type(inner: type) -> type:
     return _CACHE_TYPES[inner]
 
 
-class ConvAdapted(EngineModule):
+class ConvAdapted(HeadedEngine):
     """A waveform family's encoder (``inner``, built with the "base" head) + ConvAdapter + head."""
 
     def __init__(self, inner: Any, cfg: Any, head: str):
@@ -134,11 +135,7 @@ class ConvAdapted(EngineModule):
         self.ignored_checkpoint_keys = inner.ignored_checkpoint_keys
         if head == "base":
             self.checkpoint_prefix = self.prefix + "."
-        if head == "ctc":
-            if cfg.vocab_size is None:
-                raise UnsupportedConfigError("vocab_size", None, "an int for a CTC head")
-            self.lm_head = nn.Linear(out, cfg.vocab_size)
-        elif head == "xvector":
+        if head == "xvector":
             if cfg.use_weighted_layer_sum:
                 raise UnsupportedConfigError(
                     "use_weighted_layer_sum", True, [False], "an x-vector head with add_adapter"
@@ -147,16 +144,7 @@ class ConvAdapted(EngineModule):
                 raise UnsupportedConfigError(
                     "output_hidden_size", out, [cfg.hidden_size], "an x-vector head with add_adapter"
                 )
-            from engines.common.waveform import TDNNLayer
-
-            dims = cfg.tdnn_dim
-            self.projector = nn.Linear(cfg.hidden_size, dims[0])
-            self.tdnn = nn.ModuleList(
-                TDNNLayer(dims[i - 1] if i > 0 else dims[0], dims[i], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
-                for i in range(len(dims))
-            )
-            self.feature_extractor = nn.Linear(dims[-1] * 2, cfg.xvector_output_dim)
-            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
+        self.build_head(cfg, cfg.hidden_size, ctc_input_size=out)
         self.scale = self.adapter.stride
         self.samples_per_frame = inner.samples_per_frame * self.scale
         # the last encoder frame of an output frame's span ends here
@@ -171,9 +159,6 @@ class ConvAdapted(EngineModule):
         return self.backbone.adapter
 
     # -- offline ----------------------------------------------------------------------------------
-    def head_frames(self, x: Tensor) -> Tensor:
-        return self.lm_head(x) if self.head == "ctc" else x
-
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """transformers' ``_get_feat_extract_output_lengths`` for the adapter (it uses kernel 1)."""
         for layer in self.adapter.layers:
@@ -203,14 +188,6 @@ class ConvAdapted(EngineModule):
         frames = self.head_frames(x)
         utt, utt_logits = self.pool(frames, mask)
         return ForwardOutput(frames, utt, utt_logits, mask)
-
-    def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
-        """The x-vector head on adapter-rate frames: the waveform families' own pooling."""
-        if self.head != "xvector":
-            return None, None
-        from engines.common.waveform import WaveformModel
-
-        return WaveformModel.pool(self, frames, frame_mask)  # reads head, projector, tdnn, config only
 
     # -- window mode ------------------------------------------------------------------------------
     def window_forward(self, samples: Tensor) -> Tensor:

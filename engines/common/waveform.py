@@ -1,6 +1,6 @@
 """The waveform transformer shared by wav2vec2 and WavLM: CNN feature encoder, feature
 projection, positional conv embedding, post-LN or pre-LN ("stable layer norm") transformer,
-the HF heads, and cached streaming.
+the encoder's cached streaming (heads: engines.common.heads).
 
 Shape legend: B batch, S samples, T frames, C chunk frames, L left-context frames,
 D hidden size, H heads, hd head dim, N layers, K positional conv kernel, V vocab / labels.
@@ -36,12 +36,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engines.common.blocks import FeatureEncoder, FeatureProjection, FeedForward, PositionalConvEmbedding, mask_value
+from engines.common.heads import HeadedEngine
 from engines.errors import StreamUsageError
-from engines.types import EngineModule, ForwardOutput, StreamSpec
+from engines.types import ForwardOutput, StreamSpec
 
 __all__ = [
     "EncoderLayer",
@@ -50,7 +50,6 @@ __all__ = [
     "WaveformBackbone",
     "WaveformModel",
     "WaveformCache",
-    "TDNNLayer",
 ]
 
 
@@ -174,20 +173,6 @@ class WaveformBackbone(nn.Module):
         self.encoder = Encoder(cfg, make_attention)
 
 
-class TDNNLayer(nn.Module):
-    """x-vector TDNN: a dilated conv stored as a Linear (HF layout) + ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int):
-        super().__init__()
-        self.c_in, self.c_out, self.kernel_size, self.dilation = c_in, c_out, kernel, dilation
-        self.kernel = nn.Linear(c_in * kernel, c_out)
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, C_in) -> (B, T - dilation*(kernel-1), C_out)
-        w = self.kernel.weight.view(self.c_out, self.kernel_size, self.c_in).transpose(1, 2)  # (C_out, C_in, k)
-        y = F.conv1d(x.transpose(1, 2), w, self.kernel.bias, dilation=self.dilation)
-        return F.relu(y.transpose(1, 2))
-
-
 class WaveformCache(NamedTuple):
     """Cached-mode state of one or more streams (leading dim B). Shapes fixed for a spec.
 
@@ -210,7 +195,7 @@ class WaveformCache(NamedTuple):
     next_frame: Tensor
 
 
-class WaveformModel(EngineModule):
+class WaveformModel(HeadedEngine):
     """A family + head. ``prefix`` is the HF base-model attribute ("wav2vec2", "wavlm")."""
 
     prefix = ""
@@ -226,28 +211,7 @@ class WaveformModel(EngineModule):
             r"(^|\.)masked_spec_embed$",  # SpecAugment's learned mask embedding (training only)
             r"^objective\.",  # x-vector AM-softmax loss weight (training only)
         )
-        H = cfg.hidden_size
-        num_layers = cfg.num_hidden_layers + 1
-        if head != "ctc" and head != "base" and cfg.use_weighted_layer_sum:
-            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
-        if head == "ctc":
-            self.lm_head = nn.Linear(H, cfg.vocab_size)
-        elif head == "frame":
-            self.classifier = nn.Linear(H, cfg.num_labels)
-        elif head == "sequence":
-            self.projector = nn.Linear(H, cfg.classifier_proj_size)
-            self.classifier = nn.Linear(cfg.classifier_proj_size, cfg.num_labels)
-        elif head == "xvector":
-            self.projector = nn.Linear(H, cfg.tdnn_dim[0])
-            dims = cfg.tdnn_dim
-            self.tdnn = nn.ModuleList(
-                [
-                    TDNNLayer(dims[i - 1] if i > 0 else dims[0], dims[i], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
-                    for i in range(len(dims))
-                ]
-            )
-            self.feature_extractor = nn.Linear(dims[-1] * 2, cfg.xvector_output_dim)
-            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
+        self.build_head(cfg, cfg.hidden_size)
         fe = backbone.feature_extractor
         self.samples_per_frame = fe.hop
         self.receptive_field_samples = fe.receptive_field
@@ -255,10 +219,6 @@ class WaveformModel(EngineModule):
     @property
     def backbone(self) -> WaveformBackbone:
         return getattr(self, self.prefix)
-
-    @property
-    def weighted(self) -> bool:
-        return hasattr(self, "layer_weights")
 
     # -- offline --------------------------------------------------------------------------
     def frame_mask(self, attention_mask: Tensor, T: int) -> Tensor:
@@ -289,49 +249,7 @@ class WaveformModel(EngineModule):
         if allowed is not None:
             bias = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill(~allowed, mask_value(h.dtype))
         last, states = self.backbone.encoder(h, bias, keep_all=self.weighted)
-        if self.weighted:
-            w = torch.softmax(self.layer_weights, dim=-1)
-            return (torch.stack(states, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
-        return last
-
-    def head_frames(self, x: Tensor) -> Tensor:
-        """Per-frame part of the head: (B, T, D) -> (B, T, V) for ctc/frame, identity otherwise."""
-        if self.head == "ctc":
-            return self.lm_head(x)
-        if self.head == "frame":
-            return self.classifier(x)
-        return x
-
-    def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
-        if self.head == "sequence":
-            x = self.projector(frames)  # (B, T, P)
-            if frame_mask is None:
-                pooled = x.mean(dim=1)
-            else:
-                x = x.masked_fill(~frame_mask[..., None], 0.0)
-                pooled = x.sum(dim=1) / frame_mask.sum(dim=1, keepdim=True)
-            return self.classifier(pooled), None
-        if self.head == "xvector":
-            x = self.projector(frames)
-            for layer in self.tdnn:
-                x = layer(x)  # (B, T', C)
-            if frame_mask is None:
-                mean, std = x.mean(dim=1), x.std(dim=1)
-            else:
-                # HF: valid TDNN frames = valid encoder frames minus each kernel's (k - 1)
-                # (dilation ignored there, and so here, for parity)
-                lengths = frame_mask.sum(dim=1)
-                for k in self.config.tdnn_kernel:
-                    lengths = lengths - k + 1
-                means, stds = [], []
-                for i in range(x.shape[0]):
-                    n = int(lengths[i])  # utterance head, offline only: not the per-chunk path
-                    means.append(x[i, :n].mean(dim=0))
-                    stds.append(x[i, :n].std(dim=0))
-                mean, std = torch.stack(means), torch.stack(stds)
-            emb = self.feature_extractor(torch.cat([mean, std], dim=-1))  # (B, E)
-            return emb, self.classifier(emb)
-        return None, None
+        return self.layer_sum(states) if self.weighted else last
 
     def forward(
         self, inputs: Tensor, attention_mask: Tensor | None = None, attn_mask: Tensor | None = None
@@ -479,8 +397,7 @@ class WaveformModel(EngineModule):
         if bb.encoder.stable:
             x = bb.encoder.layer_norm(x)
         if keep:
-            w = torch.softmax(self.layer_weights, dim=-1)
-            x = (torch.stack(states, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
+            x = self.layer_sum(states)
         frames = self.head_frames(x)  # (B, C, V)
         N = cfg.num_hidden_layers
         new_cache = WaveformCache(
