@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from engines import frontend_fbank as fb
 from engines import wav2vec2_bert as w2vb
-from engines.common import masks
+from engines.common import masks, w2v_bert_adapter
 from examples.train import augment, features
 
 VOCAB = {"<pad>": 0, "<unk>": 1, "|": 2, "'": 3, **{chr(ord("A") + i): 4 + i for i in range(26)}}
@@ -82,7 +82,9 @@ def _combine_masks(*masks, dtype=torch.float32):
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-w2vb.combine_masks = _combine_masks  # training runs on the GPU; inference uses the engine untouched
+# training runs on the GPU; inference uses the engine untouched
+w2vb.combine_masks = _combine_masks
+w2v_bert_adapter.combine_masks = _combine_masks
 
 
 def log(fh, *args) -> None:
