@@ -177,7 +177,8 @@ class FeatureProjection(nn.Module):
         self.projection = nn.Linear(cfg.feature_projection_input_dim, cfg.hidden_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.projection(self.layer_norm(x))
+        result: Tensor = self.projection(self.layer_norm(x))
+        return result
 
 
 class LayerCache(NamedTuple):
@@ -215,7 +216,8 @@ class EncoderLayer(nn.Module):
         x = x + self.self_attn(self.self_attn_layer_norm(x), attn_mask)
         x = x + self.conv_module(x, keep)
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
-        return self.final_layer_norm(x)
+        result: Tensor = self.final_layer_norm(x)
+        return result
 
     def forward_cached(
         self,

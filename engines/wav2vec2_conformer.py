@@ -138,11 +138,13 @@ class ConformerLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(D)
 
     def _attention_half(self, x: Tensor) -> Tensor:
-        return x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
+        result: Tensor = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
+        return result
 
     def _after_conv(self, x: Tensor) -> Tensor:
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
-        return self.final_layer_norm(x)
+        result: Tensor = self.final_layer_norm(x)
+        return result
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         x = self._attention_half(x)
@@ -271,7 +273,8 @@ class Wav2Vec2Conformer(WaveformModel):
     @property
     def lookahead(self) -> int:
         """Frames of future each layer's symmetric depthwise conv reads."""
-        return (self.config.conv_depthwise_kernel_size - 1) // 2
+        result: int = (self.config.conv_depthwise_kernel_size - 1) // 2
+        return result
 
     # -- offline ----------------------------------------------------------------------------------
 

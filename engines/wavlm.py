@@ -70,7 +70,8 @@ class WavLMAttention(SelfAttention):
     def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """q_pos (Tq,), k_pos (Tk,) -> (H, Tq, Tk) ungated bias (layer 0 only)."""
         rel = k_pos[None, :] - q_pos[:, None]  # (Tq, Tk)
-        return self.rel_attn_embed(self._bucket(rel)).permute(2, 0, 1)
+        result: Tensor = self.rel_attn_embed(self._bucket(rel)).permute(2, 0, 1)
+        return result
 
     def _gated(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor) -> Tensor:
         B, T, _ = x.shape

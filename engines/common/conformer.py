@@ -60,7 +60,8 @@ class FeedForward(nn.Module):
         self.act = activation(act)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.output_dense(self.act(self.intermediate_dense(x)))
+        result: Tensor = self.output_dense(self.act(self.intermediate_dense(x)))
+        return result
 
 
 # -------------------------------------------------------------------------------------------------
@@ -113,7 +114,8 @@ class ConvModule(nn.Module):
             h = self.depthwise_layer_norm(h.transpose(1, 2)).transpose(1, 2)
         else:
             h = self.batch_norm(h)
-        return self.pointwise_conv2(self.act(h)).transpose(1, 2)  # (B, T, D)
+        result: Tensor = self.pointwise_conv2(self.act(h)).transpose(1, 2)  # (B, T, D)
+        return result
 
     def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
         h = self._glu_in(x, keep)
@@ -261,7 +263,8 @@ class ConformerSelfAttention(nn.Module):
             bias = attn_mask if bias is None else bias + attn_mask
         out = F.scaled_dot_product_attention(q, kv.key, kv.value, attn_mask=bias, scale=self.scaling)
         B, H, T, Dh = out.shape
-        return self.linear_out(out.transpose(1, 2).reshape(B, T, H * Dh))
+        result: Tensor = self.linear_out(out.transpose(1, 2).reshape(B, T, H * Dh))
+        return result
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """Offline self attention over x (B, T, D) at positions 0..T-1."""

@@ -85,7 +85,8 @@ class ConvAdapter(nn.Module):
         self.layers = nn.ModuleList(ConvAdapterLayer(out, kernel, stride) for _ in range(num_layers))
 
     def project(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T, D')
-        return x if self.proj is None else self.proj_layer_norm(self.proj(x))
+        result: Tensor = x if self.proj is None else self.proj_layer_norm(self.proj(x))
+        return result
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T / s**n, D')
         x = self.project(x).transpose(1, 2)
@@ -152,7 +153,8 @@ class ConvAdapted(HeadedEngine):
 
     @property
     def backbone(self) -> nn.Module:
-        return getattr(self, self.prefix)
+        result: nn.Module = getattr(self, self.prefix)
+        return result
 
     @property
     def adapter(self) -> ConvAdapter:
@@ -278,7 +280,8 @@ class ConvAdapted(HeadedEngine):
 def with_conv_adapter(cls: type, cfg: Any, head: str) -> EngineModule:
     """``cls(cfg, head)``, or, for ``add_adapter=True``, the encoder of ``cls`` under a ConvAdapted."""
     if not getattr(cfg, "add_adapter", False):
-        return cls(cfg, head)
+        result: EngineModule = cls(cfg, head)
+        return result
     if head not in ADAPTER_HEADS:
         raise UnsupportedConfigError(
             "add_adapter", True, [False], f"{cls.__name__} {head} head (transformers refuses it too)"

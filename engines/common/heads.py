@@ -121,11 +121,12 @@ class HeadedEngine(EngineModule):
 
     def head_frames(self, x: Tensor) -> Tensor:
         """Per-frame part of the head: (B, T, D) -> (B, T, V) for ctc/frame, identity otherwise."""
+        result: Tensor = x
         if self.head == "ctc":
-            return self.lm_head(x)
-        if self.head == "frame":
-            return self.classifier(x)
-        return x
+            result = self.lm_head(x)
+        elif self.head == "frame":
+            result = self.classifier(x)
+        return result
 
     def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """Utterance heads: (B, T, D) head-input frames, (B, T) bool real frames ->

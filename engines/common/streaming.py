@@ -63,7 +63,7 @@ from torch import Tensor
 from engines.device import to_cpu, to_device
 from engines.errors import StreamUsageError
 from engines.frontend_waveform import normalize as normalize_window
-from engines.types import StepOutput, StreamSpec, StreamState
+from engines.types import EngineModule, StepOutput, StreamSpec, StreamState
 
 __all__ = ["init_state", "step_batch", "flush", "WindowCache", "as_chunk"]
 
@@ -98,7 +98,8 @@ def as_chunk(chunk: Any) -> Tensor:
         chunk = chunk.to(torch.float32) / 32768.0
     if chunk.dim() != 1 or not chunk.is_floating_point():
         raise StreamUsageError(f"a chunk must be 1-D float audio, got shape {tuple(chunk.shape)} {chunk.dtype}")
-    return chunk.to(torch.float32)
+    result: Tensor = chunk.to(torch.float32)
+    return result
 
 
 def init_state(model, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int, normalize: str) -> StreamState:
@@ -135,13 +136,16 @@ def _empty(model, state: StreamState) -> StepOutput:
     return StepOutput(torch.zeros(0, d), state.frames_out)
 
 
-def _out_dim(model) -> int:
+def _out_dim(model: EngineModule) -> int:
     cfg = model.config
+    dim: int
     if model.head == "ctc":
-        return cfg.vocab_size
-    if model.head == "frame":
-        return cfg.num_labels
-    return getattr(cfg, "output_hidden_size", None) or cfg.hidden_size
+        dim = cfg.vocab_size
+    elif model.head == "frame":
+        dim = cfg.num_labels
+    else:
+        dim = getattr(cfg, "output_hidden_size", None) or cfg.hidden_size
+    return dim
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,4 +352,5 @@ def flush(model, state: StreamState) -> StepOutput:
         outs, _ = _cached_step_batch(model, [state], [True])
     else:
         outs, _ = _window_step_batch(model, [state], [True])
-    return outs[0]
+    result: StepOutput = outs[0]
+    return result

@@ -79,7 +79,8 @@ class AdapterLayer(nn.Module):
 
     def _tail(self, residual: Tensor, attn: Tensor) -> Tensor:
         x = attn + residual
-        return x + self.ffn(self.ffn_layer_norm(x))
+        result: Tensor = x + self.ffn(self.ffn_layer_norm(x))
+        return result
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         residual, h = self._convs(self._normed(x), (self.padding, self.padding))
@@ -153,7 +154,8 @@ class Adapter(nn.Module):
     def project(self, x: Tensor) -> Tensor:
         if self.proj is None or self.proj_layer_norm is None:
             return x
-        return self.proj_layer_norm(self.proj(x))
+        result: Tensor = self.proj_layer_norm(self.proj(x))
+        return result
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """(B,) input lengths -> (B,) output lengths of the last layer."""

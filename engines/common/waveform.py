@@ -69,7 +69,8 @@ class AttnAdapterLayer(nn.Module):
         self.linear_2 = nn.Linear(dim, hidden)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(self.act_fn(self.linear_1(self.norm(x))))
+        result: Tensor = self.linear_2(self.act_fn(self.linear_1(self.norm(x))))
+        return result
 
 
 class EncoderLayer(nn.Module):
@@ -84,7 +85,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
         x = self.layer_norm(x + self.attention(x, mask_bias, rel))
-        return self.final_layer_norm(x + self.feed_forward(x))
+        result: Tensor = self.final_layer_norm(x + self.feed_forward(x))
+        return result
 
     def forward_cached(self, x, k, v, mask_bias, rel):
         a, k, v = self.attention.forward_cached(x, k, v, mask_bias, rel)
@@ -132,7 +134,8 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList([Layer(cfg, make_attention(cfg, i)) for i in range(cfg.num_hidden_layers)])
 
     def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
-        return self.layers[0].attention.relative_bias(q_pos, k_pos)
+        result: Tensor | None = self.layers[0].attention.relative_bias(q_pos, k_pos)
+        return result
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:
         """x (B, T, D) projected features + pos (B, T, D) positional conv output -> layer-0 input."""
@@ -218,7 +221,8 @@ class WaveformModel(HeadedEngine):
 
     @property
     def backbone(self) -> WaveformBackbone:
-        return getattr(self, self.prefix)
+        result: WaveformBackbone = getattr(self, self.prefix)
+        return result
 
     # -- offline --------------------------------------------------------------------------
     def frame_mask(self, attention_mask: Tensor, T: int) -> Tensor:
@@ -231,7 +235,8 @@ class WaveformModel(HeadedEngine):
     def features(self, samples: Tensor) -> Tensor:
         """(B, S) -> (B, T, D) projected CNN features."""
         bb = self.backbone
-        return bb.feature_projection(bb.feature_extractor(samples).transpose(1, 2))
+        result: Tensor = bb.feature_projection(bb.feature_extractor(samples).transpose(1, 2))
+        return result
 
     def encode(self, h: Tensor, frame_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
         """(B, T, D) projected features -> (B, T, D) frames the head consumes per frame
