@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +39,7 @@ class WavLMConfig(Wav2Vec2Config):
     max_bucket_distance: int = 800
 
 
-def parse_config(raw: dict, source: str = "") -> WavLMConfig:
+def parse_config(raw: dict[str, Any], source: str = "") -> WavLMConfig:
     cfg = config_from_dict(WavLMConfig, raw, source)
     check_waveform_config(cfg, raw, source)
     # transformers' WavLM layers have no MMS attention adapters, whatever the config says
@@ -83,10 +84,12 @@ class WavLMAttention(SelfAttention):
         return bias if mask_bias is None else bias + mask_bias
 
     def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor) -> Tensor:
-        return super().forward(x, self._gated(x, mask_bias, rel))
+        return self.attend(x, self._gated(x, mask_bias, rel))
 
-    def forward_cached(self, x, k_cache, v_cache, mask_bias, rel):
-        return super().forward_cached(x, k_cache, v_cache, self._gated(x, mask_bias, rel))
+    def forward_cached(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, mask_bias: Tensor | None, rel: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.attend_cached(x, k_cache, v_cache, self._gated(x, mask_bias, rel))
 
 
 def make_attention(cfg: WavLMConfig, layer_index: int) -> WavLMAttention:

@@ -182,7 +182,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with q/k/v/out projections (HF names), optional KV cache."""
+    """Multi-head self-attention with q/k/v/out projections (HF names), optional KV cache.
+
+    ``attend``/``attend_cached`` take an additive bias; a family's subclass defines ``forward(x,
+    mask_bias, rel)`` and ``forward_cached(x, k, v, mask_bias, rel)`` on top (engines.common.waveform)."""
 
     def __init__(self, hidden: int, heads: int, bias: bool = True):
         super().__init__()
@@ -200,13 +203,13 @@ class SelfAttention(nn.Module):
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x))
 
-    def forward(self, x: Tensor, bias: Tensor | None) -> Tensor:  # (B, T, D) -> (B, T, D)
+    def attend(self, x: Tensor, bias: Tensor | None) -> Tensor:  # (B, T, D) -> (B, T, D)
         q, k, v = self.qkv(x)
         result: Tensor = self.out_proj(attention(q, k, v, bias))
         return result
 
-    def forward_cached(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, bias: Tensor
+    def attend_cached(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, bias: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, C, D); caches (B, H, L, hd) hold the keys/values of the L frames before x;
         bias (B, H|1, C, L + C). Returns (y (B, C, D), keys (B, H, L + C, hd), values)."""
