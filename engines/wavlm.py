@@ -74,7 +74,9 @@ class WavLMAttention(SelfAttention):
         result: Tensor = self.rel_attn_embed(self._bucket(rel)).permute(2, 0, 1)
         return result
 
-    def _gated(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor) -> Tensor:
+    def _gated(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
+        if rel is None:  # relative_bias never returns None for WavLM
+            raise ValueError("WavLM attention needs the relative position bias")
         B, T, _ = x.shape
         xh = x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         proj = self.gru_rel_pos_linear(xh).view(B, self.num_heads, T, 2, 4).sum(-1)  # (B, H, T, 2)
@@ -83,11 +85,11 @@ class WavLMAttention(SelfAttention):
         bias = gate * rel[None]  # (B, H, Tq, Tk)
         return bias if mask_bias is None else bias + mask_bias
 
-    def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
         return self.attend(x, self._gated(x, mask_bias, rel))
 
     def forward_cached(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, mask_bias: Tensor | None, rel: Tensor
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, mask_bias: Tensor | None, rel: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         return self.attend_cached(x, k_cache, v_cache, self._gated(x, mask_bias, rel))
 

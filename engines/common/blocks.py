@@ -108,6 +108,10 @@ class FeatureEncoder(nn.Module):
             x = layer(x)
         return x
 
+    def convs(self) -> list[ConvLayer]:
+        """The conv layers, typed."""
+        return [layer for layer in self.conv_layers if isinstance(layer, ConvLayer)]
+
     @staticmethod
     def num_frames(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
         n = num_samples

@@ -33,7 +33,8 @@ are exact.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +52,19 @@ __all__ = [
     "WaveformModel",
     "WaveformCache",
 ]
+
+
+class WaveformAttention(Protocol):
+    """What a family's attention module provides (see the module docstring)."""
+
+    def __call__(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor: ...
+    def forward_cached(
+        self, x: Tensor, k: Tensor, v: Tensor, mask_bias: Tensor | None, rel: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]: ...
+    def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None: ...
+
+
+MakeAttention = Callable[[Any, int], WaveformAttention]  # (config, layer index) -> attention module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +90,7 @@ class AttnAdapterLayer(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-LN (``do_stable_layer_norm=False``)."""
 
-    def __init__(self, cfg: Any, attn: nn.Module):
+    def __init__(self, cfg: Any, attn: WaveformAttention):
         super().__init__()
         self.attention = attn
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -88,7 +102,9 @@ class EncoderLayer(nn.Module):
         result: Tensor = self.final_layer_norm(x + self.feed_forward(x))
         return result
 
-    def forward_cached(self, x, k, v, mask_bias, rel):
+    def forward_cached(
+        self, x: Tensor, k: Tensor, v: Tensor, mask_bias: Tensor | None, rel: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         a, k, v = self.attention.forward_cached(x, k, v, mask_bias, rel)
         x = self.layer_norm(x + a)
         return self.final_layer_norm(x + self.feed_forward(x)), k, v
@@ -97,7 +113,7 @@ class EncoderLayer(nn.Module):
 class StableEncoderLayer(nn.Module):
     """Pre-LN (``do_stable_layer_norm=True``), with the optional MMS adapter."""
 
-    def __init__(self, cfg: Any, attn: nn.Module):
+    def __init__(self, cfg: Any, attn: WaveformAttention):
         super().__init__()
         self.attention = attn
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -115,7 +131,9 @@ class StableEncoderLayer(nn.Module):
     def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
         return self._rest(x + self.attention(self.layer_norm(x), mask_bias, rel))
 
-    def forward_cached(self, x, k, v, mask_bias, rel):
+    def forward_cached(
+        self, x: Tensor, k: Tensor, v: Tensor, mask_bias: Tensor | None, rel: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         a, k, v = self.attention.forward_cached(self.layer_norm(x), k, v, mask_bias, rel)
         return self._rest(x + a), k, v
 
@@ -123,7 +141,7 @@ class StableEncoderLayer(nn.Module):
 class Encoder(nn.Module):
     """pos_conv_embed + layers (+ layer_norm: before the layers for post-LN, after for pre-LN)."""
 
-    def __init__(self, cfg: Any, make_attention):
+    def __init__(self, cfg: Any, make_attention: MakeAttention):
         super().__init__()
         self.stable = bool(cfg.do_stable_layer_norm)
         self.pos_conv_embed = PositionalConvEmbedding(
@@ -134,8 +152,10 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList([Layer(cfg, make_attention(cfg, i)) for i in range(cfg.num_hidden_layers)])
 
     def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
-        result: Tensor | None = self.layers[0].attention.relative_bias(q_pos, k_pos)
-        return result
+        return self.encoder_layers()[0].attention.relative_bias(q_pos, k_pos)
+
+    def encoder_layers(self) -> list[EncoderLayer | StableEncoderLayer]:
+        return [layer for layer in self.layers if isinstance(layer, (EncoderLayer, StableEncoderLayer))]
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:
         """x (B, T, D) projected features + pos (B, T, D) positional conv output -> layer-0 input."""
@@ -162,7 +182,7 @@ class Encoder(nn.Module):
 class WaveformBackbone(nn.Module):
     """``Wav2Vec2Model`` / ``WavLMModel``: feature_extractor, feature_projection, encoder."""
 
-    def __init__(self, cfg: Any, make_attention):
+    def __init__(self, cfg: Any, make_attention: MakeAttention):
         super().__init__()
         self.feature_extractor = FeatureEncoder(
             cfg.conv_dim,
@@ -203,7 +223,7 @@ class WaveformModel(HeadedEngine):
 
     prefix = ""
 
-    def __init__(self, cfg: Any, head: str, make_attention):
+    def __init__(self, cfg: Any, head: str, make_attention: MakeAttention):
         super().__init__(cfg, head)
         backbone = WaveformBackbone(cfg, make_attention)
         if head == "base":
@@ -315,11 +335,13 @@ class WaveformModel(HeadedEngine):
             next_frame=torch.full((1,), -self.delay_frames(spec), dtype=torch.long, device=p.device),
         )
 
-    def _cnn_cached(self, x: Tensor, cache: WaveformCache, start_sample: Tensor, end_sample: Tensor | None):
+    def _cnn_cached(
+        self, x: Tensor, cache: WaveformCache, start_sample: Tensor, end_sample: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, P + C*hop) samples starting at absolute sample ``start_sample`` (B,) ->
         (features (B, C0', C), gn_sum, gn_count)."""
         fe = self.backbone.feature_extractor
-        layers = fe.conv_layers
+        layers = fe.convs()
         if fe.norm_mode != "group":
             return fe(x), cache.gn_sum, cache.gn_count
         first = layers[0]
@@ -392,7 +414,7 @@ class WaveformModel(HeadedEngine):
         keep = self.weighted
         states = [x[:, :C]] if keep else []
         new_k, new_v = [], []
-        for i, layer in enumerate(bb.encoder.layers):
+        for i, layer in enumerate(bb.encoder.encoder_layers()):
             x, k, v = layer.forward_cached(x, cache.keys[:, i], cache.values[:, i], mask_bias, rel)
             new_k.append(k[:, :, C : C + L])  # (B, H, L, hd): the last L central frames
             new_v.append(v[:, :, C : C + L])
