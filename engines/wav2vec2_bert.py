@@ -62,7 +62,7 @@ No CNN to reuse here; the fbank costs about 0.3 % of real time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -150,7 +150,7 @@ class Wav2Vec2BertConfig:
         return self.adapter_stride**self.num_adapter_layers if self.add_adapter else 1
 
 
-def parse_config(raw: dict, source: str = "") -> Wav2Vec2BertConfig:
+def parse_config(raw: dict[str, Any], source: str = "") -> Wav2Vec2BertConfig:
     raw = dict(raw)
     if "num_labels" not in raw and "id2label" in raw:
         raw["num_labels"] = len(raw["id2label"])
@@ -244,6 +244,10 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
+    def blocks(self) -> list[EncoderLayer]:
+        """The layers, typed."""
+        return [layer for layer in self.layers if isinstance(layer, EncoderLayer)]
+
 
 # -------------------------------------------------------------------------------------------------
 # Backbone
@@ -258,12 +262,12 @@ class Wav2Vec2BertModel(nn.Module):
         self.cfg = cfg
         self.feature_projection = FeatureProjection(cfg)
         self.encoder = Encoder(cfg)
-        self.intermediate_ffn = (
+        self.intermediate_ffn: FeedForward | None = (
             FeedForward(cfg.hidden_size, cfg.intermediate_size, "relu")
             if cfg.use_intermediate_ffn_before_adapter
             else None
         )
-        self.adapter = Adapter(cfg) if cfg.add_adapter else None
+        self.adapter: Adapter | None = Adapter(cfg) if cfg.add_adapter else None
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Frames after the adapter for (B,) stacked-frame lengths (transformers' formula)."""
@@ -300,7 +304,7 @@ class Wav2Vec2BertModel(nn.Module):
             chunk = chunk.unsqueeze(1)  # (B, 1, T, T)
         mask = combine_masks(None if keep is None else keep[:, None, None, :], chunk, dtype=x.dtype)
         hidden = [x]
-        for layer in self.encoder.layers:
+        for layer in self.encoder.blocks():
             x = layer(x, mask, keep)
             hidden.append(x)
         if self.intermediate_ffn is not None:
@@ -329,6 +333,7 @@ class Wav2Vec2BertEngine(HeadedEngine):
     # the fbank runs on the raw streamed samples inside the module: the driver gives them in float32
     # whatever the weights' dtype (log-mel of float16-rounded samples is visibly off; engines.device)
     samples_in_float32 = True
+    backbone: Wav2Vec2BertModel  # set in __init__ (outside the module tree: its children are registered)
     ignored_checkpoint_keys = (r"masked_spec_embed$", r"^objective\.weight$")
 
     def __init__(self, config: Wav2Vec2BertConfig, head: str):
@@ -385,7 +390,7 @@ class Wav2Vec2BertEngine(HeadedEngine):
         """Output frames of an utterance of ``num_samples`` samples (through the adapter's own formula)."""
         n = fbank.stacked_frames_for_samples(num_samples)
         if self.backbone.adapter is not None:
-            for layer in self.backbone.adapter.layers:
+            for layer in self.backbone.adapter.adapter_layers():
                 n = layer.output_length(n) if n > 0 else 0
         return n
 
@@ -401,7 +406,7 @@ class Wav2Vec2BertEngine(HeadedEngine):
         # a stacked frame's 560 samples reach 240 samples past its 320-sample hop; + the lookahead
         return 1 + spec.lookahead_frames
 
-    def use_preprocessor(self, preprocessor: dict | None, source: str) -> None:
+    def use_preprocessor(self, preprocessor: dict[str, Any] | None, source: str) -> None:
         """A checkpoint may carry training-set fbank statistics (``"speechstream_fbank_prior"``): cached
         mode then starts its running normalisation from them (``frontend_fbank.FbankPrior``)."""
         self.fbank_prior = fbank.prior_from_preprocessor(preprocessor, source)
@@ -414,7 +419,7 @@ class Wav2Vec2BertEngine(HeadedEngine):
             )
         scale = cfg.frame_stride
         L = spec.left_frames * scale
-        layer0 = bb.encoder.layers[0]
+        layer0 = bb.encoder.blocks()[0]
         H, Dh, D, K = (
             layer0.self_attn.num_heads,
             layer0.self_attn.head_size,
@@ -426,7 +431,7 @@ class Wav2Vec2BertEngine(HeadedEngine):
         ad_H, ad_Dh, Da, pad = H, 1, cfg.adapter_size, 0
         if bb.adapter is not None:
             n_ad = len(bb.adapter.layers)
-            first = bb.adapter.layers[0]
+            first = bb.adapter.adapter_layers()[0]
             if first.lookahead:
                 raise UnsupportedConfigError(
                     "adapter_kernel_size", first.kernel_size, "kernels up to stride + stride // 2 in cached mode"
@@ -497,7 +502,7 @@ class Wav2Vec2BertEngine(HeadedEngine):
         L = cache.key_valid.shape[1]
         key_valid = torch.cat([cache.key_valid, s_real], dim=1)
         keys, values, convs, hidden = [], [], [], [x[:, :Cs]]
-        for i, layer in enumerate(bb.encoder.layers):
+        for i, layer in enumerate(bb.encoder.blocks()):
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.conv[:, i])
             x, lc = layer.forward_cached(x, s_idx, lc, key_valid, s_real, central=Cs)
             keys.append(lc.attn.key)
@@ -575,7 +580,7 @@ def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
             nn.init.xavier_uniform_(m.pos_bias_v, generator=generator)
 
 
-def build_model(config: dict | Wav2Vec2BertConfig, head: str = "ctc", seed: int = 0) -> Wav2Vec2BertEngine:
+def build_model(config: dict[str, Any] | Wav2Vec2BertConfig, head: str = "ctc", seed: int = 0) -> Wav2Vec2BertEngine:
     """A randomly initialised engine from HF config keys (missing keys take transformers' defaults)."""
     cfg = config if isinstance(config, Wav2Vec2BertConfig) else parse_config(dict(config), "build_model")
     engine = Wav2Vec2BertEngine(cfg, head)
