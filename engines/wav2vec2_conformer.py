@@ -96,7 +96,7 @@ class Wav2Vec2ConformerConfig:
     adapter_stride: int = 2
 
 
-def parse_config(raw: dict, source: str = "") -> Wav2Vec2ConformerConfig:
+def parse_config(raw: dict[str, Any], source: str = "") -> Wav2Vec2ConformerConfig:
     cfg = config_from_dict(Wav2Vec2ConformerConfig, raw, source)
     check_waveform_config(cfg, raw, source)
     if cfg.position_embeddings_type not in POSITION_TYPES:
@@ -187,6 +187,10 @@ class ConformerEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList(ConformerLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
+    def blocks(self) -> list[ConformerLayer]:
+        """The layers, typed."""
+        return [layer for layer in self.layers if isinstance(layer, ConformerLayer)]
+
     def forward(self, x: Tensor, masks: list[Tensor | None]) -> tuple[Tensor, list[Tensor]]:
         """x (B, T, D), one additive mask per layer -> (last hidden after layer_norm, [input, layer outputs])."""
         states = [x]
@@ -270,6 +274,11 @@ class Wav2Vec2Conformer(WaveformModel):
         self.samples_per_frame = fe.hop
         self.receptive_field_samples = fe.receptive_field
 
+    def conformer_backbone(self) -> ConformerBackbone:
+        bb = getattr(self, self.prefix)
+        assert isinstance(bb, ConformerBackbone)
+        return bb
+
     @property
     def lookahead(self) -> int:
         """Frames of future each layer's symmetric depthwise conv reads."""
@@ -300,44 +309,42 @@ class Wav2Vec2Conformer(WaveformModel):
                     ~allowed, mask_value(h.dtype)
                 )
             )
-        last, states = self.backbone.encoder(h, masks)
+        last, states = self.conformer_backbone().encoder(h, masks)
         return self.layer_sum(states) if self.weighted else last
 
     # -- cached mode ------------------------------------------------------------------------------
 
     def delay_frames(self, spec: StreamSpec) -> int:
-        return (
-            self._tail_len() // self.samples_per_frame
-            + self.config.num_hidden_layers * self.lookahead
-            + spec.lookahead_frames
-        )
+        num_layers: int = self.config.num_hidden_layers
+        return self._tail_len() // self.samples_per_frame + num_layers * self.lookahead + spec.lookahead_frames
 
     # extra_lookahead_frames: inherited from WaveformModel (it returns this delay_frames)
 
-    def init_cache(self, spec: StreamSpec) -> ConformerCache:
+    # the conformer's cache has its own fields: WaveformModel's cached_step never sees it
+    def init_cache(self, spec: StreamSpec) -> ConformerCache:  # type: ignore[override]
         cfg = self.config
         p = next(self.parameters())
         N, H = cfg.num_hidden_layers, cfg.num_attention_heads
         Dh, L, D, r, R = cfg.hidden_size // H, spec.left_frames, cfg.hidden_size, self.lookahead, spec.lookahead_frames
         c0 = cfg.conv_dim[0] if cfg.feat_extract_norm == "group" else 0
-        z = dict(dtype=p.dtype, device=p.device)
+        dt, dev = p.dtype, p.device
         return ConformerCache(
-            tail=torch.zeros(1, self._tail_len(), **z),
+            tail=torch.zeros(1, self._tail_len(), dtype=dt, device=dev),
             gn_sum=torch.zeros(1, 2, c0, dtype=torch.float64, device=p.device),
             gn_count=torch.zeros(1, dtype=torch.float64, device=p.device),
             next_frame=torch.full(
                 (1,), -(self._tail_len() // self.samples_per_frame) - R, dtype=torch.long, device=p.device
             ),
             key_valid=torch.zeros(1, N, L, dtype=torch.bool, device=p.device),
-            keys=torch.zeros(1, N, H, L, Dh, **z),
-            values=torch.zeros(1, N, H, L, Dh, **z),
-            pending=torch.zeros(1, N, r, D, **z),
-            conv=torch.zeros(1, N, D, 2 * r, **z),
-            hist=torch.zeros(1, (N * (N + 1) // 2) * r if self.weighted else 0, D, **z),
-            ahead=torch.zeros(1, R, D, **z),
+            keys=torch.zeros(1, N, H, L, Dh, dtype=dt, device=dev),
+            values=torch.zeros(1, N, H, L, Dh, dtype=dt, device=dev),
+            pending=torch.zeros(1, N, r, D, dtype=dt, device=dev),
+            conv=torch.zeros(1, N, D, 2 * r, dtype=dt, device=dev),
+            hist=torch.zeros(1, (N * (N + 1) // 2) * r if self.weighted else 0, D, dtype=dt, device=dev),
+            ahead=torch.zeros(1, R, D, dtype=dt, device=dev),
         )
 
-    def cached_step(
+    def cached_step(  # type: ignore[override]  # ConformerCache, as init_cache
         self, samples: Tensor, cache: ConformerCache, spec: StreamSpec, end_sample: Tensor | None
     ) -> tuple[Tensor, ConformerCache]:
         """(B, C * 320) new samples -> (B, C, D) frames [k*C - delay, (k+1)*C - delay) and the new cache.
@@ -356,7 +363,8 @@ class Wav2Vec2Conformer(WaveformModel):
         x = torch.cat([cache.tail, samples], dim=1)
         start_sample = (f0 + R + P // hop) * hop - P
         cnn, gn_sum, gn_count = self._cnn_cached(x, cache, start_sample, end_sample)  # (B, C0', C)
-        h = self.backbone.feature_projection(cnn.transpose(1, 2))  # (B, C, D) CNN frames [f0 + R, f0 + C + R)
+        bb = self.conformer_backbone()
+        h = bb.feature_projection(cnn.transpose(1, 2))  # (B, C, D) CNN frames [f0 + R, f0 + C + R)
         h = torch.cat([cache.ahead, h], dim=1)  # (B, C + R, D) frames [f0, f0 + C + R)
         ar = torch.arange(C + R, device=h.device)
         end_frame = None
@@ -374,7 +382,7 @@ class Wav2Vec2Conformer(WaveformModel):
         states = [x[:, :C]]
         new_valid, new_k, new_v, new_pending, new_conv = [], [], [], [], []
         L = cache.key_valid.shape[2]
-        for i, layer in enumerate(self.backbone.encoder.layers):
+        for i, layer in enumerate(bb.encoder.blocks()):
             key_valid = torch.cat([cache.key_valid[:, i], keep], dim=1)
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.pending[:, i], cache.conv[:, i])
             x, lc = layer.forward_cached(x, idx, lc, key_valid, keep, central=C)
@@ -386,7 +394,7 @@ class Wav2Vec2Conformer(WaveformModel):
             idx = idx - r  # the next layer's block lags by r frames
             keep = real(idx)
             states.append(x[:, :C])
-        x = self.backbone.encoder.layer_norm(x[:, :C])
+        x = bb.encoder.layer_norm(x[:, :C])
         hist = cache.hist
         if self.weighted:
             # state l covers frames [s - l*r, ...): delay it by (N - l)*r frames to line up with the last

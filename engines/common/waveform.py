@@ -64,6 +64,15 @@ class WaveformAttention(Protocol):
     def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None: ...
 
 
+class GroupNormStats(Protocol):
+    """The running GroupNorm statistics a cached CNN step reads (fields of the families' caches)."""
+
+    @property
+    def gn_sum(self) -> Tensor: ...
+    @property
+    def gn_count(self) -> Tensor: ...
+
+
 MakeAttention = Callable[[Any, int], WaveformAttention]  # (config, layer index) -> attention module
 
 
@@ -336,7 +345,7 @@ class WaveformModel(HeadedEngine):
         )
 
     def _cnn_cached(
-        self, x: Tensor, cache: WaveformCache, start_sample: Tensor, end_sample: Tensor | None
+        self, x: Tensor, cache: GroupNormStats, start_sample: Tensor, end_sample: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, P + C*hop) samples starting at absolute sample ``start_sample`` (B,) ->
         (features (B, C0', C), gn_sum, gn_count)."""
