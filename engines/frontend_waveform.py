@@ -22,7 +22,7 @@ stream runs, so ``spec.normalize`` picks:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -44,7 +44,7 @@ def normalize(x: Tensor) -> Tensor:
 
 
 class RunningStats(NamedTuple):
-    count: Tensor  # () float64 samples seen
+    num_samples: Tensor  # () float64 samples seen
     total: Tensor  # () float64 sum
     total_sq: Tensor  # () float64 sum of squares
 
@@ -56,7 +56,7 @@ class WaveformFrontend(Frontend):
         self.return_attention_mask = bool(return_attention_mask)
 
     @classmethod
-    def from_preprocessor(cls, prep: dict | None, source: str = "") -> WaveformFrontend:
+    def from_preprocessor(cls, prep: dict[str, Any] | None, source: str = "") -> WaveformFrontend:
         if prep is None:
             return cls()
         sr = prep.get("sampling_rate", 16000)
@@ -100,7 +100,7 @@ class WaveformFrontend(Frontend):
         if fstate is None or samples.numel() == 0:
             return samples, fstate
         x64 = samples.to(torch.float64)
-        count = fstate.count + torch.arange(1, x64.numel() + 1, dtype=torch.float64)
+        count = fstate.num_samples + torch.arange(1, x64.numel() + 1, dtype=torch.float64)
         total = fstate.total + torch.cumsum(x64, 0)
         total_sq = fstate.total_sq + torch.cumsum(x64 * x64, 0)
         mean = total / count

@@ -24,9 +24,9 @@ class FamilySpec:
     ``architectures`` maps HF architecture class names to heads."""
 
     model_type: str
-    parse_config: Callable[[dict, str], Any]
+    parse_config: Callable[[dict[str, Any], str], Any]
     build: Callable[[Any, str], EngineModule]
-    make_frontend: Callable[[Any, dict | None], Frontend]
+    make_frontend: Callable[[Any, dict[str, Any] | None], Frontend]
     architectures: dict[str, str]
 
 
@@ -51,8 +51,8 @@ def supported_model_types() -> list[str]:
 def get_family(model_type: str, source: str = "") -> FamilySpec:
     if model_type not in _FAMILIES:
         if model_type not in _BUILTIN_MODULES:
-            raise UnsupportedConfigError("model_type", model_type, supported_model_types(), source)
+            raise UnsupportedConfigError("model_type", model_type, list[object](supported_model_types()), source)
         importlib.import_module(_BUILTIN_MODULES[model_type])  # registers itself
         if model_type not in _FAMILIES:
-            raise UnsupportedConfigError("model_type", model_type, sorted(_FAMILIES), source)
+            raise UnsupportedConfigError("model_type", model_type, list[object](sorted(_FAMILIES)), source)
     return _FAMILIES[model_type]

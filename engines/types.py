@@ -192,7 +192,7 @@ class EngineModule(nn.Module):
         self.config = config
         self.head = head
 
-    def use_preprocessor(self, preprocessor: dict | None, source: str) -> None:
+    def use_preprocessor(self, preprocessor: dict[str, Any] | None, source: str) -> None:
         """Read streaming constants from the checkpoint's ``preprocessor_config.json`` (None when it
         has none). Default: nothing to read."""
 

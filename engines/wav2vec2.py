@@ -18,6 +18,7 @@ HF parameter paths are kept: ``wav2vec2.encoder.layers.0.attention.q_proj.weight
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
@@ -69,7 +70,7 @@ class Wav2Vec2Config:
     adapter_attn_dim: int | None = None
 
 
-def check_waveform_config(cfg, raw: dict, source: str) -> None:
+def check_waveform_config(cfg: Any, raw: dict[str, Any], source: str) -> None:
     """Checks shared by the waveform families."""
     check_choice("feat_extract_norm", cfg.feat_extract_norm, ("group", "layer"), source)
     check_choice("hidden_act", cfg.hidden_act, tuple(ACTIVATIONS), source)
@@ -96,7 +97,7 @@ def check_waveform_config(cfg, raw: dict, source: str) -> None:
         object.__setattr__(cfg, "num_labels", len(raw["id2label"]))
 
 
-def parse_config(raw: dict, source: str = "") -> Wav2Vec2Config:
+def parse_config(raw: dict[str, Any], source: str = "") -> Wav2Vec2Config:
     cfg = config_from_dict(Wav2Vec2Config, raw, source)
     check_waveform_config(cfg, raw, source)
     return cfg
@@ -106,10 +107,12 @@ class Wav2Vec2Attention(SelfAttention):
     """Plain multi-head attention; no relative position term."""
 
     def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
-        return super().forward(x, mask_bias)
+        return self.attend(x, mask_bias)
 
-    def forward_cached(self, x, k_cache, v_cache, mask_bias, rel):
-        return super().forward_cached(x, k_cache, v_cache, mask_bias)
+    def forward_cached(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, mask_bias: Tensor | None, rel: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.attend_cached(x, k_cache, v_cache, mask_bias)
 
     def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> None:
         return None

@@ -9,6 +9,10 @@ C frames per chunk, L left-context frames.
       -> head: lm_head (CTC) | classifier (frames) | projector + TDNN + stats pooling (x-vector)
                | projector + mean pooling + classifier (sequence)
 
+The conformer blocks are engines.common.conformer's; the adapter, offline and cached, and the cached
+state are in engines.common.w2v_bert_adapter; the heads in engines.common.heads; the offline fbank
+frontend in engines.common.fbank_frontend.
+
 Parameter paths are those of transformers' ``Wav2Vec2Bert*`` classes, so an HF checkpoint loads
 with a strict key check (the bare model saves without the ``wav2vec2_bert.`` prefix).
 
@@ -27,10 +31,7 @@ in-place ops on parameters, no ``no_grad`` inside ``forward``):
 * features for training a streaming model: ``engines.frontend_fbank.stream_features(wave,
   prior=engine.fbank_prior)`` gives the (T, 160) causally normalised fbank that cached mode sees (``extract`` gives the HF
   per-utterance-normalised one, which cached mode can only approximate).
-* ``save_pretrained(engine, out_dir, vocab=None)``: writes ``config.json`` (``architectures``
-  ["Wav2Vec2BertForCTC"] etc.), ``model.safetensors`` with exact HF keys (transformers'
-  ``Wav2Vec2BertForCTC.from_pretrained`` loads it with no missing or unexpected keys),
-  ``preprocessor_config.json`` and, if given, ``vocab.json``.
+* saving a trained engine as an HF checkpoint: ``examples.train.hf_export.save_pretrained``.
 
 Streaming, cached mode (``init_state("cached", chunk_ms, left_context_ms, lookahead_ms)``):
 the fbank is computed chunk by chunk (exact: each call keeps the last 320 samples, since a stacked
@@ -60,14 +61,10 @@ No CNN to reuse here; the fbank costs about 0.3 % of real time.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engines import frontend_fbank as fbank
@@ -78,14 +75,14 @@ from engines.common.conformer import (
     ConformerSelfAttention,
     ConvModule,
     FeedForward,
-    chunk_attention_mask,
-    chunk_block_ids,
-    combine_masks,
 )
-from engines.common.waveform import TDNNLayer
+from engines.common.fbank_frontend import FbankFrontend, make_fbank_frontend
+from engines.common.heads import HeadedEngine
+from engines.common.masks import chunk_attention_mask, chunk_block_ids, combine_masks
+from engines.common.w2v_bert_adapter import Adapter, AdapterState, Wav2Vec2BertCache
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.registry import FamilySpec, register_family
-from engines.types import EngineModule, ForwardOutput, Frontend, StreamSpec
+from engines.types import ForwardOutput, StreamSpec
 
 __all__ = [
     "Wav2Vec2BertConfig",
@@ -93,7 +90,6 @@ __all__ = [
     "Wav2Vec2BertEngine",
     "FbankFrontend",
     "build_model",
-    "save_pretrained",
     "parse_config",
     "ARCHITECTURES",
 ]
@@ -154,7 +150,7 @@ class Wav2Vec2BertConfig:
         return self.adapter_stride**self.num_adapter_layers if self.add_adapter else 1
 
 
-def parse_config(raw: dict, source: str = "") -> Wav2Vec2BertConfig:
+def parse_config(raw: dict[str, Any], source: str = "") -> Wav2Vec2BertConfig:
     raw = dict(raw)
     if "num_labels" not in raw and "id2label" in raw:
         raw["num_labels"] = len(raw["id2label"])
@@ -181,7 +177,8 @@ class FeatureProjection(nn.Module):
         self.projection = nn.Linear(cfg.feature_projection_input_dim, cfg.hidden_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.projection(self.layer_norm(x))
+        result: Tensor = self.projection(self.layer_norm(x))
+        return result
 
 
 class LayerCache(NamedTuple):
@@ -219,9 +216,10 @@ class EncoderLayer(nn.Module):
         x = x + self.self_attn(self.self_attn_layer_norm(x), attn_mask)
         x = x + self.conv_module(x, keep)
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
-        return self.final_layer_norm(x)
+        result: Tensor = self.final_layer_norm(x)
+        return result
 
-    def cached_forward(
+    def forward_cached(
         self,
         x: Tensor,
         positions: Tensor,
@@ -233,9 +231,9 @@ class EncoderLayer(nn.Module):
         """x (B, T, D) one chunk (+ lookahead); key_valid (B, L + T) real cached + new frames; keep (B, T)
         real new frames; ``central``: only the first ``central`` frames enter the caches (default all)."""
         x = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
-        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, central)
+        a, attn = self.self_attn.forward_cached(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, central)
         x = x + a
-        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep, central=central)
+        c, conv = self.conv_module.forward_cached(x, cache.conv, keep, central=central)
         x = x + c
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
         return self.final_layer_norm(x), LayerCache(attn, conv)
@@ -246,86 +244,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
-
-class AdapterLayer(nn.Module):
-    """Strided conv + GLU on a residual path and before a position-free self attention, then FFN."""
-
-    def __init__(self, cfg: Wav2Vec2BertConfig):
-        super().__init__()
-        D, eps, k, s = cfg.adapter_size, cfg.layer_norm_eps, cfg.adapter_kernel_size, cfg.adapter_stride
-        self.kernel_size, self.stride, self.padding = k, s, s // 2  # HF pads stride // 2 on both sides
-        self.residual_layer_norm = nn.LayerNorm(D, eps=eps)
-        self.residual_conv = nn.Conv1d(D, 2 * D, k, stride=s, padding=s // 2)
-        self.self_attn_layer_norm = nn.LayerNorm(D, eps=eps)
-        self.self_attn_conv = nn.Conv1d(D, 2 * D, k, stride=s, padding=s // 2)
-        self.self_attn = ConformerSelfAttention(D, cfg.num_attention_heads, None)
-        self.ffn_layer_norm = nn.LayerNorm(D, eps=eps)
-        self.ffn = FeedForward(D, cfg.intermediate_size, cfg.adapter_act)
-
-    def _normed(self, x: Tensor) -> Tensor:
-        """Both conv inputs side by side: (B, T, 2D) = [residual LN(x), attention LN(x)]."""
-        return torch.cat([self.residual_layer_norm(x), self.self_attn_layer_norm(x)], dim=-1)
-
-    def _convs(self, normed: Tensor, pad: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        res_in, attn_in = F.pad(normed.transpose(1, 2), pad).chunk(2, dim=1)  # (B, D, T') each
-
-        def conv(h: Tensor, conv: nn.Conv1d) -> Tensor:
-            return F.glu(F.conv1d(h, conv.weight, conv.bias, stride=self.stride), dim=1).transpose(1, 2)
-
-        return conv(res_in, self.residual_conv), conv(attn_in, self.self_attn_conv)
-
-    def _tail(self, residual: Tensor, attn: Tensor) -> Tensor:
-        x = attn + residual
-        return x + self.ffn(self.ffn_layer_norm(x))
-
-    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
-        residual, h = self._convs(self._normed(x), (self.padding, self.padding))
-        return self._tail(residual, self.self_attn(h, attn_mask))
-
-    def output_length(self, n: int) -> int:
-        return (n + 2 * (self.kernel_size // 2) - self.kernel_size) // self.stride + 1
-
-    @property
-    def lookahead(self) -> int:
-        """Input frames beyond a stride-aligned chunk that its last output reads (0 for k=3, s=2)."""
-        return max(0, self.kernel_size - self.padding - self.stride)
-
-    def cached_forward(
-        self,
-        x: Tensor,
-        positions: Tensor,
-        conv_in: Tensor,
-        attn: AttentionCache,
-        in_keep: Tensor,
-        key_valid: Tensor,
-        central: int | None = None,
-    ) -> tuple[Tensor, Tensor, AttentionCache]:
-        """x (B, T, D): a stride-aligned block of input frames (T a multiple of the stride);
-        conv_in (B, stride // 2, 2D): the LayerNormed inputs right before it (zeros = offline padding);
-        in_keep (B, T) real inputs (others enter the convs as zeros, like the offline padding);
-        key_valid (B, L + T / stride) real cached + new outputs; ``central`` (a multiple of the stride,
-        default T): the input frames that continue the stream, the rest being a lookahead left out of
-        the caches. Returns (B, T / stride, D) and the caches."""
-        c = x.shape[1] if central is None else central
-        normed = self._normed(x).masked_fill(~in_keep.unsqueeze(-1), 0.0)
-        normed = torch.cat([conv_in, normed], dim=1)  # (B, p + T, 2D)
-        residual, h = self._convs(normed, (0, self.kernel_size - self.padding - self.stride))
-        a, attn = self.self_attn.cached_forward(h, positions, attn, key_valid, c // self.stride)
-        return self._tail(residual, a), normed[:, c : c + self.padding], attn
-
-
-class Adapter(nn.Module):
-    def __init__(self, cfg: Wav2Vec2BertConfig):
-        super().__init__()
-        if cfg.adapter_size != cfg.hidden_size:
-            self.proj = nn.Linear(cfg.hidden_size, cfg.adapter_size)
-            self.proj_layer_norm = nn.LayerNorm(cfg.adapter_size, eps=cfg.layer_norm_eps)
-        else:
-            self.proj = self.proj_layer_norm = None
-        self.layers = nn.ModuleList(AdapterLayer(cfg) for _ in range(cfg.num_adapter_layers))
-
-    def project(self, x: Tensor) -> Tensor:
-        return x if self.proj is None else self.proj_layer_norm(self.proj(x))
+    def blocks(self) -> list[EncoderLayer]:
+        """The layers, typed."""
+        return [layer for layer in self.layers if isinstance(layer, EncoderLayer)]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -341,25 +262,16 @@ class Wav2Vec2BertModel(nn.Module):
         self.cfg = cfg
         self.feature_projection = FeatureProjection(cfg)
         self.encoder = Encoder(cfg)
-        self.intermediate_ffn = (
+        self.intermediate_ffn: FeedForward | None = (
             FeedForward(cfg.hidden_size, cfg.intermediate_size, "relu")
             if cfg.use_intermediate_ffn_before_adapter
             else None
         )
-        self.adapter = Adapter(cfg) if cfg.add_adapter else None
+        self.adapter: Adapter | None = Adapter(cfg) if cfg.add_adapter else None
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Frames after the adapter for (B,) stacked-frame lengths (transformers' formula)."""
-        if self.adapter is None:
-            return lengths
-        for layer in self.adapter.layers:
-            lengths = (
-                torch.div(
-                    lengths + 2 * (layer.kernel_size // 2) - layer.kernel_size, layer.stride, rounding_mode="floor"
-                )
-                + 1
-            )
-        return lengths
+        return lengths if self.adapter is None else self.adapter.output_lengths(lengths)
 
     def forward(
         self,
@@ -392,42 +304,13 @@ class Wav2Vec2BertModel(nn.Module):
             chunk = chunk.unsqueeze(1)  # (B, 1, T, T)
         mask = combine_masks(None if keep is None else keep[:, None, None, :], chunk, dtype=x.dtype)
         hidden = [x]
-        for layer in self.encoder.layers:
+        for layer in self.encoder.blocks():
             x = layer(x, mask, keep)
             hidden.append(x)
         if self.intermediate_ffn is not None:
             x = x + 0.5 * self.intermediate_ffn(x)
         if self.adapter is not None:
-            x = self.adapter.project(x)
-            lengths = None if keep is None else keep.sum(1)
-            scale = 1
-            for layer in self.adapter.layers:
-                scale *= layer.stride
-                n = layer.output_length(x.shape[1])
-                sub_keep = None
-                if lengths is not None:
-                    lengths = (
-                        torch.div(
-                            lengths + 2 * (layer.kernel_size // 2) - layer.kernel_size,
-                            layer.stride,
-                            rounding_mode="floor",
-                        )
-                        + 1
-                    )
-                    sub_keep = torch.arange(n, device=x.device)[None, :] < lengths[:, None]
-                sub_chunk = None
-                if chunk_frames and attn_mask is None:
-                    sub_chunk = _chunk_mask(
-                        n,
-                        _adapter_rate(chunk_frames, scale),
-                        None if left_frames is None else _adapter_rate(left_frames, scale),
-                        _adapter_rate(chunk_offset, scale),
-                    )
-                sub_chunk = None if sub_chunk is None else sub_chunk.to(x.device)
-                sub_mask = combine_masks(
-                    None if sub_keep is None else sub_keep[:, None, None, :], sub_chunk, dtype=x.dtype
-                )
-                x = layer(x, sub_mask)
+            x = self.adapter(x, keep, chunk_frames if attn_mask is None else None, left_frames, chunk_offset)
         hidden.append(x)
         return hidden
 
@@ -438,24 +321,19 @@ def _chunk_mask(T: int, chunk_frames: int | None, left_frames: int | None, offse
     return chunk_attention_mask(chunk_block_ids(T, chunk_frames, offset), left_frames)
 
 
-def _adapter_rate(frames: int, scale: int) -> int:
-    if frames % scale:
-        raise StreamUsageError(f"{frames} frames is not a multiple of the adapter stride {scale}")
-    return frames // scale
-
-
 # -------------------------------------------------------------------------------------------------
-# Heads
+# Engine: backbone + head (engines.common.heads), offline and cached streaming
 # -------------------------------------------------------------------------------------------------
 
 
-class Wav2Vec2BertEngine(EngineModule):
+class Wav2Vec2BertEngine(HeadedEngine):
     """Backbone + one head, with transformers' parameter paths."""
 
     family = "wav2vec2-bert"
     # the fbank runs on the raw streamed samples inside the module: the driver gives them in float32
     # whatever the weights' dtype (log-mel of float16-rounded samples is visibly off; engines.device)
     samples_in_float32 = True
+    backbone: Wav2Vec2BertModel  # set in __init__ (outside the module tree: its children are registered)
     ignored_checkpoint_keys = (r"masked_spec_embed$", r"^objective\.weight$")
 
     def __init__(self, config: Wav2Vec2BertConfig, head: str):
@@ -478,44 +356,13 @@ class Wav2Vec2BertEngine(EngineModule):
                 raise UnsupportedConfigError(
                     "add_adapter", True, [False], f"Wav2Vec2Bert {head} head (transformers refuses it too)"
                 )
-            if cfg.use_weighted_layer_sum:
-                self.layer_weights = nn.Parameter(
-                    torch.full((cfg.num_hidden_layers + 1,), 1.0 / (cfg.num_hidden_layers + 1))
-                )
-        if head == "ctc":
-            if cfg.vocab_size is None:
-                raise UnsupportedConfigError("vocab_size", None, "an int for a CTC head")
-            self.lm_head = nn.Linear(cfg.output_size, cfg.vocab_size)
-        elif head == "frame":
-            self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
-        elif head == "sequence":
-            self.projector = nn.Linear(cfg.hidden_size, cfg.classifier_proj_size)
-            self.classifier = nn.Linear(cfg.classifier_proj_size, cfg.num_labels)
-        elif head == "xvector":
-            self.projector = nn.Linear(cfg.hidden_size, cfg.tdnn_dim[0])
-            dims = (cfg.tdnn_dim[0],) + tuple(cfg.tdnn_dim)
-            self.tdnn = nn.ModuleList(
-                TDNNLayer(dims[i], dims[i + 1], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
-                for i in range(len(cfg.tdnn_dim))
-            )
-            self.feature_extractor = nn.Linear(cfg.tdnn_dim[-1] * 2, cfg.xvector_output_dim)
-            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
+        self.build_head(cfg, cfg.hidden_size, ctc_input_size=cfg.output_size)
 
     # -- offline ----------------------------------------------------------------------------------
 
     def head_input(self, hidden: list[Tensor]) -> Tensor:
         """What the head consumes: the weighted layer sum if configured, else the backbone output."""
-        if getattr(self, "layer_weights", None) is not None:
-            w = F.softmax(self.layer_weights, dim=-1)
-            return (torch.stack(hidden[:-1], dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
-        return hidden[-1]
-
-    def frames_from_head_input(self, x: Tensor) -> Tensor:
-        if self.head == "ctc":
-            return self.lm_head(x)
-        if self.head == "frame":
-            return self.classifier(x)
-        return x
+        return self.layer_sum(hidden[:-1]) if self.weighted else hidden[-1]
 
     def forward(
         self,
@@ -535,33 +382,7 @@ class Wav2Vec2BertEngine(EngineModule):
             lengths = self.backbone.output_lengths(keep.sum(1))
             frame_mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         utterance, logits = self.pool(x, frame_mask) if self.head in ("xvector", "sequence") else (None, None)
-        return ForwardOutput(self.frames_from_head_input(x), utterance, logits, frame_mask)
-
-    def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
-        if self.head == "sequence":
-            h = self.projector(frames)
-            if frame_mask is None:
-                pooled = h.mean(dim=1)
-            else:
-                m = frame_mask.unsqueeze(-1).to(h.dtype)
-                pooled = (h * m).sum(dim=1) / m.sum(dim=1)
-            return self.classifier(pooled), None
-        if self.head == "xvector":
-            h = self.projector(frames)
-            for layer in self.tdnn:
-                h = layer(h)
-            if frame_mask is None:
-                stats = torch.cat([h.mean(dim=1), h.std(dim=1)], dim=-1)
-            else:
-                lengths = frame_mask.sum(1)
-                for layer in self.tdnn:  # HF's formula ignores the dilation; kept for parity
-                    lengths = lengths - (layer.kernel_size - 1)
-                stats = torch.stack(
-                    [torch.cat([h[i, :n].mean(0), h[i, :n].std(0)]) for i, n in enumerate(lengths.tolist())]
-                )
-            embeddings = self.feature_extractor(stats)
-            return embeddings, self.classifier(embeddings)
-        return None, None
+        return ForwardOutput(self.head_frames(x), utterance, logits, frame_mask)
 
     # -- streaming --------------------------------------------------------------------------------
 
@@ -569,7 +390,7 @@ class Wav2Vec2BertEngine(EngineModule):
         """Output frames of an utterance of ``num_samples`` samples (through the adapter's own formula)."""
         n = fbank.stacked_frames_for_samples(num_samples)
         if self.backbone.adapter is not None:
-            for layer in self.backbone.adapter.layers:
+            for layer in self.backbone.adapter.adapter_layers():
                 n = layer.output_length(n) if n > 0 else 0
         return n
 
@@ -579,13 +400,13 @@ class Wav2Vec2BertEngine(EngineModule):
         features, mask = fbank.extract(list(samples))  # an odd fbank frame count ends in a masked frame
         p = next(self.parameters())
         hidden = self.backbone(features.to(p.device, p.dtype), mask.bool().to(p.device))
-        return self.frames_from_head_input(self.head_input(hidden))
+        return self.head_frames(self.head_input(hidden))
 
     def delay_frames(self, spec: StreamSpec) -> int:
         # a stacked frame's 560 samples reach 240 samples past its 320-sample hop; + the lookahead
         return 1 + spec.lookahead_frames
 
-    def use_preprocessor(self, preprocessor: dict | None, source: str) -> None:
+    def use_preprocessor(self, preprocessor: dict[str, Any] | None, source: str) -> None:
         """A checkpoint may carry training-set fbank statistics (``"speechstream_fbank_prior"``): cached
         mode then starts its running normalisation from them (``frontend_fbank.FbankPrior``)."""
         self.fbank_prior = fbank.prior_from_preprocessor(preprocessor, source)
@@ -598,7 +419,7 @@ class Wav2Vec2BertEngine(EngineModule):
             )
         scale = cfg.frame_stride
         L = spec.left_frames * scale
-        layer0 = bb.encoder.layers[0]
+        layer0 = bb.encoder.blocks()[0]
         H, Dh, D, K = (
             layer0.self_attn.num_heads,
             layer0.self_attn.head_size,
@@ -610,7 +431,7 @@ class Wav2Vec2BertEngine(EngineModule):
         ad_H, ad_Dh, Da, pad = H, 1, cfg.adapter_size, 0
         if bb.adapter is not None:
             n_ad = len(bb.adapter.layers)
-            first = bb.adapter.layers[0]
+            first = bb.adapter.adapter_layers()[0]
             if first.lookahead:
                 raise UnsupportedConfigError(
                     "adapter_kernel_size", first.kernel_size, "kernels up to stride + stride // 2 in cached mode"
@@ -681,9 +502,9 @@ class Wav2Vec2BertEngine(EngineModule):
         L = cache.key_valid.shape[1]
         key_valid = torch.cat([cache.key_valid, s_real], dim=1)
         keys, values, convs, hidden = [], [], [], [x[:, :Cs]]
-        for i, layer in enumerate(bb.encoder.layers):
+        for i, layer in enumerate(bb.encoder.blocks()):
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.conv[:, i])
-            x, lc = layer.cached_forward(x, s_idx, lc, key_valid, s_real, central=Cs)
+            x, lc = layer.forward_cached(x, s_idx, lc, key_valid, s_real, central=Cs)
             keys.append(lc.attn.key)
             values.append(lc.attn.value)
             convs.append(lc.conv)
@@ -691,29 +512,14 @@ class Wav2Vec2BertEngine(EngineModule):
         if bb.intermediate_ffn is not None:
             x = x + 0.5 * bb.intermediate_ffn(x)
         # 3. adapter, each layer at its own rate (the lookahead goes through it too: R' / stride**i frames)
-        ad_valid, ad_keys, ad_values, ad_conv = [], [], [], []
         central = Cs
+        ad = AdapterState(cache.ad_valid, cache.ad_keys, cache.ad_values, cache.ad_conv)
         if bb.adapter is not None:
-            x = bb.adapter.project(x)
-            keep, idx, off = s_real, s_idx, 0
-            for i, layer in enumerate(bb.adapter.layers):
-                idx = torch.div(idx[:, :: layer.stride], layer.stride, rounding_mode="floor")  # output indices
-                out_real = (
-                    idx >= 0 if end_sample is None else (idx >= 0) & (idx < self._adapter_len(end_sample, i)[:, None])
-                )
-                Li = L // cfg.adapter_stride ** (i + 1)
-                kv_valid = torch.cat([cache.ad_valid[:, off : off + Li], out_real], dim=1)
-                attn = AttentionCache(cache.ad_keys[:, :, off : off + Li], cache.ad_values[:, :, off : off + Li])
-                x, conv_in, attn = layer.cached_forward(x, idx, cache.ad_conv[:, i], attn, keep, kv_valid, central)
-                central //= layer.stride
-                ad_valid.append(kv_valid[:, central : central + Li])
-                ad_keys.append(attn.key)
-                ad_values.append(attn.value)
-                ad_conv.append(conv_in)
-                keep, off = out_real, off + Li
+            num_real = None if end_sample is None else n_fb // fbank.STRIDE
+            x, central, ad = bb.adapter.forward_cached(x, s_idx, s_real, num_real, ad, L, Cs)
         x = x[:, :central]  # the lookahead's outputs are provisional: dropped
         hidden.append(x)
-        frames_out = self.frames_from_head_input(self.head_input(hidden))
+        frames_out = self.head_frames(self.head_input(hidden))
         new = Wav2Vec2BertCache(
             ahead=ahead,
             tail=samples[:, samples.shape[1] - hop :],
@@ -725,81 +531,17 @@ class Wav2Vec2BertEngine(EngineModule):
             keys=torch.stack(keys, dim=1),
             values=torch.stack(values, dim=1),
             conv=torch.stack(convs, dim=1),
-            ad_valid=torch.cat(ad_valid, dim=1) if ad_valid else cache.ad_valid,
-            ad_keys=torch.cat(ad_keys, dim=2) if ad_keys else cache.ad_keys,
-            ad_values=torch.cat(ad_values, dim=2) if ad_values else cache.ad_values,
-            ad_conv=torch.stack(ad_conv, dim=1) if ad_conv else cache.ad_conv,
+            ad_valid=ad.valid,
+            ad_keys=ad.keys,
+            ad_values=ad.values,
+            ad_conv=ad.conv,
         )
         return frames_out, new
 
-    def _adapter_len(self, end_sample: Tensor, upto: int) -> Tensor:
-        """(B,) real outputs of adapter layer ``upto`` for streams of ``end_sample`` samples."""
-        n_fb = torch.where(
-            end_sample >= fbank.FRAME_LENGTH, 1 + (end_sample - fbank.FRAME_LENGTH) // fbank.HOP_LENGTH, 0
-        )
-        n = n_fb // fbank.STRIDE
-        for layer in self.backbone.adapter.layers[: upto + 1]:
-            k, s = layer.kernel_size, layer.stride
-            n = torch.where(n > 0, torch.div(n + 2 * (k // 2) - k, s, rounding_mode="floor") + 1, 0)
-        return n
-
-
-class Wav2Vec2BertCache(NamedTuple):
-    """Cached-mode state of a batch of streams (every field has the batch first; shapes are fixed).
-
-    ahead      (B, R', D)          projected stacked frames of the lookahead (R' = R * frame_stride;
-                                   exact, causally normalised): the next call's first central frames
-    tail       (B, hop)            last samples of the previous chunk (the fbank overhang; zeros at start)
-    next_frame (B,) long           stacked-frame index of the next block's first frame (starts at -frame_stride)
-    fb_count   (B,) f64, fb_sum / fb_sumsq (B, 80) f64   running fbank statistics ("stream" normalisation)
-    key_valid  (B, L) bool         which of the L cached encoder frames are real
-    keys, values (B, N, H, L, Dh)  encoder KV cache, one per layer
-    conv       (B, N, D, K-1)      causal depthwise-conv inputs, one per layer
-    ad_valid   (B, sum L_i) bool; ad_keys, ad_values (B, H, sum L_i, Dh)   adapter KV caches, layer i
-               holding L_i = L / stride**(i+1) frames, concatenated along time
-    ad_conv    (B, n_adapter, stride // 2, 2 Da)   LayerNormed inputs before the block, per adapter layer
-    """
-
-    ahead: Tensor
-    tail: Tensor
-    next_frame: Tensor
-    fb_count: Tensor
-    fb_sum: Tensor
-    fb_sumsq: Tensor
-    key_valid: Tensor
-    keys: Tensor
-    values: Tensor
-    conv: Tensor
-    ad_valid: Tensor
-    ad_keys: Tensor
-    ad_values: Tensor
-    ad_conv: Tensor
-
 
 # -------------------------------------------------------------------------------------------------
-# Frontend, registry, training helpers
+# Registry, training helpers
 # -------------------------------------------------------------------------------------------------
-
-
-class FbankFrontend(Frontend):
-    """Offline: ``SeamlessM4TFeatureExtractor`` features. Streaming: samples pass through unchanged;
-    the module computes the fbank and its running normalisation in its cache."""
-
-    def __call__(self, audio: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        if lengths is None:
-            waves = list(audio)
-        else:
-            waves = [a[: int(n)] for a, n in zip(audio, lengths)]
-        features, mask = fbank.extract(waves)
-        return features, mask
-
-
-def _make_frontend(config: Wav2Vec2BertConfig, preprocessor: dict | None) -> Frontend:
-    if preprocessor is not None:
-        for key, want in (("num_mel_bins", 80), ("stride", 2), ("sampling_rate", 16000)):
-            if key in preprocessor and preprocessor[key] != want:
-                raise UnsupportedConfigError(f"preprocessor {key}", preprocessor[key], [want])
-    return FbankFrontend()
 
 
 def build(config: Wav2Vec2BertConfig, head: str) -> Wav2Vec2BertEngine:
@@ -811,12 +553,10 @@ register_family(
         model_type="wav2vec2-bert",
         parse_config=parse_config,
         build=build,
-        make_frontend=_make_frontend,
+        make_frontend=make_fbank_frontend,
         architectures=ARCHITECTURES,
     )
 )
-
-_HEAD_ARCH = {head: arch for arch, head in ARCHITECTURES.items()}
 
 
 def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
@@ -840,60 +580,9 @@ def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
             nn.init.xavier_uniform_(m.pos_bias_v, generator=generator)
 
 
-def build_model(config: dict | Wav2Vec2BertConfig, head: str = "ctc", seed: int = 0) -> Wav2Vec2BertEngine:
+def build_model(config: dict[str, Any] | Wav2Vec2BertConfig, head: str = "ctc", seed: int = 0) -> Wav2Vec2BertEngine:
     """A randomly initialised engine from HF config keys (missing keys take transformers' defaults)."""
     cfg = config if isinstance(config, Wav2Vec2BertConfig) else parse_config(dict(config), "build_model")
     engine = Wav2Vec2BertEngine(cfg, head)
     _init_weights(engine, torch.Generator().manual_seed(seed))
     return engine
-
-
-def hf_config_dict(cfg: Wav2Vec2BertConfig, head: str) -> dict[str, Any]:
-    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
-    d.pop("num_labels")
-    d.update(model_type="wav2vec2-bert", architectures=[_HEAD_ARCH[head]])
-    if head in ("frame", "sequence", "xvector"):
-        n = cfg.num_labels
-        d["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
-        d["label2id"] = {f"LABEL_{i}": i for i in range(n)}
-    # inference-only checkpoint: no SpecAugment, no dropout, no layerdrop
-    d.update(
-        mask_time_prob=0.0,
-        layerdrop=0.0,
-        hidden_dropout=0.0,
-        activation_dropout=0.0,
-        attention_dropout=0.0,
-        feat_proj_dropout=0.0,
-        final_dropout=0.0,
-        conformer_conv_dropout=0.0,
-    )
-    return d
-
-
-def save_pretrained(engine: Wav2Vec2BertEngine, out_dir: str | Path, vocab: dict[str, int] | None = None) -> Path:
-    """Write an HF-layout checkpoint that transformers and ``engines.api.load_model`` both load
-    (with the engine's streaming normalisation prior, if it has one, in preprocessor_config.json)."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(hf_config_dict(engine.config, engine.head), indent=2))
-    sd = {k: v.detach().contiguous().cpu() for k, v in engine.state_dict().items()}
-    save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
-    preprocessor = {
-        "feature_extractor_type": "SeamlessM4TFeatureExtractor",
-        "processor_class": "Wav2Vec2BertProcessor",
-        "feature_size": 80,
-        "num_mel_bins": 80,
-        "padding_side": "right",
-        "padding_value": 0.0,
-        "return_attention_mask": True,
-        "sampling_rate": 16000,
-        "stride": 2,
-    }
-    if engine.fbank_prior is not None:
-        preprocessor[fbank.PRIOR_KEY] = engine.fbank_prior.to_json()
-    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    if vocab is not None:
-        (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    return out

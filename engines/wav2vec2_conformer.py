@@ -42,11 +42,10 @@ from engines.common.conformer import (
     ConformerSelfAttention,
     ConvModule,
     FeedForward,
-    chunk_attention_mask,
-    chunk_block_ids,
 )
 from engines.common.conv_adapter import with_conv_adapter
-from engines.common.waveform import TDNNLayer, WaveformModel, x_tail
+from engines.common.masks import chunk_attention_mask, chunk_block_ids
+from engines.common.waveform import WaveformModel, x_tail
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.frontend_waveform import WaveformFrontend
 from engines.registry import FamilySpec, register_family
@@ -97,7 +96,7 @@ class Wav2Vec2ConformerConfig:
     adapter_stride: int = 2
 
 
-def parse_config(raw: dict, source: str = "") -> Wav2Vec2ConformerConfig:
+def parse_config(raw: dict[str, Any], source: str = "") -> Wav2Vec2ConformerConfig:
     cfg = config_from_dict(Wav2Vec2ConformerConfig, raw, source)
     check_waveform_config(cfg, raw, source)
     if cfg.position_embeddings_type not in POSITION_TYPES:
@@ -139,11 +138,13 @@ class ConformerLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(D)
 
     def _attention_half(self, x: Tensor) -> Tensor:
-        return x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
+        result: Tensor = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
+        return result
 
     def _after_conv(self, x: Tensor) -> Tensor:
         x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
-        return self.final_layer_norm(x)
+        result: Tensor = self.final_layer_norm(x)
+        return result
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         x = self._attention_half(x)
@@ -151,7 +152,7 @@ class ConformerLayer(nn.Module):
         x = x + self.conv_module(x)
         return self._after_conv(x)
 
-    def cached_forward(
+    def forward_cached(
         self,
         x: Tensor,
         positions: Tensor,
@@ -167,9 +168,9 @@ class ConformerLayer(nn.Module):
         T = x.shape[1]
         c0 = T if central is None else central
         x = self._attention_half(x)
-        a, attn = self.self_attn.cached_forward(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, c0)
+        a, attn = self.self_attn.forward_cached(self.self_attn_layer_norm(x), positions, cache.attn, key_valid, c0)
         x = x + a  # post-attention frames [s, s + T)
-        c, conv = self.conv_module.streaming_forward(x, cache.conv, keep, central=c0)  # conv outputs [s - r, s + T - r)
+        c, conv = self.conv_module.forward_cached(x, cache.conv, keep, central=c0)  # conv outputs [s - r, s + T - r)
         r = cache.pending.shape[1]
         xs = torch.cat([cache.pending, x], dim=1)  # [s - r, s + T)
         y = self._after_conv(xs[:, :T] + c)
@@ -185,6 +186,10 @@ class ConformerEncoder(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList(ConformerLayer(cfg) for _ in range(cfg.num_hidden_layers))
+
+    def blocks(self) -> list[ConformerLayer]:
+        """The layers, typed."""
+        return [layer for layer in self.layers if isinstance(layer, ConformerLayer)]
 
     def forward(self, x: Tensor, masks: list[Tensor | None]) -> tuple[Tensor, list[Tensor]]:
         """x (B, T, D), one additive mask per layer -> (last hidden after layer_norm, [input, layer outputs])."""
@@ -264,35 +269,21 @@ class Wav2Vec2Conformer(WaveformModel):
             r"^objective\.",  # x-vector AM-softmax loss weight (training only)
             r"encoder\.embed_positions\.inv_freq$",  # rotary constant, recomputed from rotary_embedding_base
         )
-        H, num_layers = cfg.hidden_size, cfg.num_hidden_layers + 1
-        if head not in ("ctc", "base") and cfg.use_weighted_layer_sum:
-            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
-        if head == "ctc":
-            if cfg.vocab_size is None:
-                raise UnsupportedConfigError("vocab_size", None, "an int for a CTC head")
-            self.lm_head = nn.Linear(H, cfg.vocab_size)
-        elif head == "frame":
-            self.classifier = nn.Linear(H, cfg.num_labels)
-        elif head == "sequence":
-            self.projector = nn.Linear(H, cfg.classifier_proj_size)
-            self.classifier = nn.Linear(cfg.classifier_proj_size, cfg.num_labels)
-        elif head == "xvector":
-            dims = cfg.tdnn_dim
-            self.projector = nn.Linear(H, dims[0])
-            self.tdnn = nn.ModuleList(
-                TDNNLayer(dims[i - 1] if i > 0 else dims[0], dims[i], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
-                for i in range(len(dims))
-            )
-            self.feature_extractor = nn.Linear(dims[-1] * 2, cfg.xvector_output_dim)
-            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
+        self.build_head(cfg, cfg.hidden_size)
         fe = self.backbone.feature_extractor
         self.samples_per_frame = fe.hop
         self.receptive_field_samples = fe.receptive_field
 
+    def conformer_backbone(self) -> ConformerBackbone:
+        bb = getattr(self, self.prefix)
+        assert isinstance(bb, ConformerBackbone)
+        return bb
+
     @property
     def lookahead(self) -> int:
         """Frames of future each layer's symmetric depthwise conv reads."""
-        return (self.config.conv_depthwise_kernel_size - 1) // 2
+        result: int = (self.config.conv_depthwise_kernel_size - 1) // 2
+        return result
 
     # -- offline ----------------------------------------------------------------------------------
 
@@ -318,47 +309,42 @@ class Wav2Vec2Conformer(WaveformModel):
                     ~allowed, mask_value(h.dtype)
                 )
             )
-        last, states = self.backbone.encoder(h, masks)
-        if self.weighted:
-            w = torch.softmax(self.layer_weights, dim=-1)
-            return (torch.stack(states, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
-        return last
+        last, states = self.conformer_backbone().encoder(h, masks)
+        return self.layer_sum(states) if self.weighted else last
 
     # -- cached mode ------------------------------------------------------------------------------
 
     def delay_frames(self, spec: StreamSpec) -> int:
-        return (
-            self._tail_len() // self.samples_per_frame
-            + self.config.num_hidden_layers * self.lookahead
-            + spec.lookahead_frames
-        )
+        num_layers: int = self.config.num_hidden_layers
+        return self._tail_len() // self.samples_per_frame + num_layers * self.lookahead + spec.lookahead_frames
 
     # extra_lookahead_frames: inherited from WaveformModel (it returns this delay_frames)
 
-    def init_cache(self, spec: StreamSpec) -> ConformerCache:
+    # the conformer's cache has its own fields: WaveformModel's cached_step never sees it
+    def init_cache(self, spec: StreamSpec) -> ConformerCache:  # type: ignore[override]
         cfg = self.config
         p = next(self.parameters())
         N, H = cfg.num_hidden_layers, cfg.num_attention_heads
         Dh, L, D, r, R = cfg.hidden_size // H, spec.left_frames, cfg.hidden_size, self.lookahead, spec.lookahead_frames
         c0 = cfg.conv_dim[0] if cfg.feat_extract_norm == "group" else 0
-        z = dict(dtype=p.dtype, device=p.device)
+        dt, dev = p.dtype, p.device
         return ConformerCache(
-            tail=torch.zeros(1, self._tail_len(), **z),
+            tail=torch.zeros(1, self._tail_len(), dtype=dt, device=dev),
             gn_sum=torch.zeros(1, 2, c0, dtype=torch.float64, device=p.device),
             gn_count=torch.zeros(1, dtype=torch.float64, device=p.device),
             next_frame=torch.full(
                 (1,), -(self._tail_len() // self.samples_per_frame) - R, dtype=torch.long, device=p.device
             ),
             key_valid=torch.zeros(1, N, L, dtype=torch.bool, device=p.device),
-            keys=torch.zeros(1, N, H, L, Dh, **z),
-            values=torch.zeros(1, N, H, L, Dh, **z),
-            pending=torch.zeros(1, N, r, D, **z),
-            conv=torch.zeros(1, N, D, 2 * r, **z),
-            hist=torch.zeros(1, (N * (N + 1) // 2) * r if self.weighted else 0, D, **z),
-            ahead=torch.zeros(1, R, D, **z),
+            keys=torch.zeros(1, N, H, L, Dh, dtype=dt, device=dev),
+            values=torch.zeros(1, N, H, L, Dh, dtype=dt, device=dev),
+            pending=torch.zeros(1, N, r, D, dtype=dt, device=dev),
+            conv=torch.zeros(1, N, D, 2 * r, dtype=dt, device=dev),
+            hist=torch.zeros(1, (N * (N + 1) // 2) * r if self.weighted else 0, D, dtype=dt, device=dev),
+            ahead=torch.zeros(1, R, D, dtype=dt, device=dev),
         )
 
-    def cached_step(
+    def cached_step(  # type: ignore[override]  # ConformerCache, as init_cache
         self, samples: Tensor, cache: ConformerCache, spec: StreamSpec, end_sample: Tensor | None
     ) -> tuple[Tensor, ConformerCache]:
         """(B, C * 320) new samples -> (B, C, D) frames [k*C - delay, (k+1)*C - delay) and the new cache.
@@ -377,7 +363,8 @@ class Wav2Vec2Conformer(WaveformModel):
         x = torch.cat([cache.tail, samples], dim=1)
         start_sample = (f0 + R + P // hop) * hop - P
         cnn, gn_sum, gn_count = self._cnn_cached(x, cache, start_sample, end_sample)  # (B, C0', C)
-        h = self.backbone.feature_projection(cnn.transpose(1, 2))  # (B, C, D) CNN frames [f0 + R, f0 + C + R)
+        bb = self.conformer_backbone()
+        h = bb.feature_projection(cnn.transpose(1, 2))  # (B, C, D) CNN frames [f0 + R, f0 + C + R)
         h = torch.cat([cache.ahead, h], dim=1)  # (B, C + R, D) frames [f0, f0 + C + R)
         ar = torch.arange(C + R, device=h.device)
         end_frame = None
@@ -395,10 +382,10 @@ class Wav2Vec2Conformer(WaveformModel):
         states = [x[:, :C]]
         new_valid, new_k, new_v, new_pending, new_conv = [], [], [], [], []
         L = cache.key_valid.shape[2]
-        for i, layer in enumerate(self.backbone.encoder.layers):
+        for i, layer in enumerate(bb.encoder.blocks()):
             key_valid = torch.cat([cache.key_valid[:, i], keep], dim=1)
             lc = LayerCache(AttentionCache(cache.keys[:, i], cache.values[:, i]), cache.pending[:, i], cache.conv[:, i])
-            x, lc = layer.cached_forward(x, idx, lc, key_valid, keep, central=C)
+            x, lc = layer.forward_cached(x, idx, lc, key_valid, keep, central=C)
             new_valid.append(key_valid[:, C : C + L])
             new_k.append(lc.attn.key)
             new_v.append(lc.attn.value)
@@ -407,7 +394,7 @@ class Wav2Vec2Conformer(WaveformModel):
             idx = idx - r  # the next layer's block lags by r frames
             keep = real(idx)
             states.append(x[:, :C])
-        x = self.backbone.encoder.layer_norm(x[:, :C])
+        x = bb.encoder.layer_norm(x[:, :C])
         hist = cache.hist
         if self.weighted:
             # state l covers frames [s - l*r, ...): delay it by (N - l)*r frames to line up with the last
@@ -419,8 +406,7 @@ class Wav2Vec2Conformer(WaveformModel):
                 kept.append(buf[:, buf.shape[1] - n_l :])
                 off += n_l
             hist = torch.cat(kept, dim=1)
-            w = torch.softmax(self.layer_weights, dim=-1)
-            x = (torch.stack(aligned, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
+            x = self.layer_sum(aligned)
         frames = self.head_frames(x)
         new_cache = ConformerCache(
             tail=x_tail(samples, cache.tail, P),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +39,7 @@ class WavLMConfig(Wav2Vec2Config):
     max_bucket_distance: int = 800
 
 
-def parse_config(raw: dict, source: str = "") -> WavLMConfig:
+def parse_config(raw: dict[str, Any], source: str = "") -> WavLMConfig:
     cfg = config_from_dict(WavLMConfig, raw, source)
     check_waveform_config(cfg, raw, source)
     # transformers' WavLM layers have no MMS attention adapters, whatever the config says
@@ -70,9 +71,12 @@ class WavLMAttention(SelfAttention):
     def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """q_pos (Tq,), k_pos (Tk,) -> (H, Tq, Tk) ungated bias (layer 0 only)."""
         rel = k_pos[None, :] - q_pos[:, None]  # (Tq, Tk)
-        return self.rel_attn_embed(self._bucket(rel)).permute(2, 0, 1)
+        result: Tensor = self.rel_attn_embed(self._bucket(rel)).permute(2, 0, 1)
+        return result
 
-    def _gated(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor) -> Tensor:
+    def _gated(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
+        if rel is None:  # relative_bias never returns None for WavLM
+            raise ValueError("WavLM attention needs the relative position bias")
         B, T, _ = x.shape
         xh = x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         proj = self.gru_rel_pos_linear(xh).view(B, self.num_heads, T, 2, 4).sum(-1)  # (B, H, T, 2)
@@ -81,11 +85,13 @@ class WavLMAttention(SelfAttention):
         bias = gate * rel[None]  # (B, H, Tq, Tk)
         return bias if mask_bias is None else bias + mask_bias
 
-    def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor) -> Tensor:
-        return super().forward(x, self._gated(x, mask_bias, rel))
+    def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
+        return self.attend(x, self._gated(x, mask_bias, rel))
 
-    def forward_cached(self, x, k_cache, v_cache, mask_bias, rel):
-        return super().forward_cached(x, k_cache, v_cache, self._gated(x, mask_bias, rel))
+    def forward_cached(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, mask_bias: Tensor | None, rel: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.attend_cached(x, k_cache, v_cache, self._gated(x, mask_bias, rel))
 
 
 def make_attention(cfg: WavLMConfig, layer_index: int) -> WavLMAttention:

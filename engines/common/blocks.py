@@ -8,6 +8,8 @@ Attribute names follow the HF modules (``conv``, ``layer_norm``, ``projection``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -45,6 +47,7 @@ class ConvLayer(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(c_in, c_out, kernel_size=kernel, stride=stride, bias=bias)
         self.norm = norm
+        self.layer_norm: nn.GroupNorm | nn.LayerNorm
         if norm == "group":
             self.layer_norm = nn.GroupNorm(num_groups=c_out, num_channels=c_out, affine=True)
         elif norm == "layer":
@@ -57,7 +60,8 @@ class ConvLayer(nn.Module):
             x = self.layer_norm(x)
         elif self.norm == "layer":
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
-        return self.activation(x)
+        result: Tensor = self.activation(x)
+        return result
 
     def group_norm_with_stats(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
         """GroupNorm (one group per channel) with given statistics. x (B, C, T), mean/var (B, C)."""
@@ -70,9 +74,18 @@ class FeatureEncoder(nn.Module):
     """The wav2vec2 CNN. No padding anywhere, so output frame t depends only on input samples
     [t * hop, t * hop + receptive_field) -- except through GroupNorm's statistics over time."""
 
-    def __init__(self, conv_dim, conv_kernel, conv_stride, conv_bias: bool, norm_mode: str, act: str):
+    def __init__(
+        self,
+        conv_dim: Sequence[int],
+        conv_kernel: Sequence[int],
+        conv_stride: Sequence[int],
+        conv_bias: bool,
+        norm_mode: str,
+        act: str,
+    ):
         super().__init__()
         layers = []
+        norm: str | None
         for i, (c, k, s) in enumerate(zip(conv_dim, conv_kernel, conv_stride)):
             c_in = conv_dim[i - 1] if i > 0 else 1
             if norm_mode == "layer":
@@ -95,8 +108,12 @@ class FeatureEncoder(nn.Module):
             x = layer(x)
         return x
 
+    def convs(self) -> list[ConvLayer]:
+        """The conv layers, typed."""
+        return [layer for layer in self.conv_layers if isinstance(layer, ConvLayer)]
+
     @staticmethod
-    def num_frames(num_samples: int, kernels, strides) -> int:
+    def num_frames(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
         n = num_samples
         for k, s in zip(kernels, strides):
             n = (n - k) // s + 1
@@ -110,7 +127,8 @@ class FeatureProjection(nn.Module):
         self.projection = nn.Linear(conv_dim_last, hidden)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, C) -> (B, T, D)
-        return self.projection(self.layer_norm(x))
+        result: Tensor = self.projection(self.layer_norm(x))
+        return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,12 +151,14 @@ class PositionalConvEmbedding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T, D), zero padding at both ends
         T = x.shape[1]
         y = self.conv(x.transpose(1, 2))[:, :, :T]  # SamePad: drop the extra frame of an even kernel
-        return self.activation(y).transpose(1, 2)
+        result: Tensor = self.activation(y).transpose(1, 2)
+        return result
 
     def forward_valid(self, x: Tensor) -> Tensor:
         """No padding: (B, T_in, D) -> (B, T_in - K + 1, D); output t sees x[t : t + K]."""
         y = F.conv1d(x.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.conv.groups)
-        return self.activation(y).transpose(1, 2)
+        result: Tensor = self.activation(y).transpose(1, 2)
+        return result
 
 
 class FeedForward(nn.Module):
@@ -149,7 +169,8 @@ class FeedForward(nn.Module):
         self.output_dense = nn.Linear(intermediate, hidden)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.output_dense(self.intermediate_act_fn(self.intermediate_dense(x)))
+        result: Tensor = self.output_dense(self.intermediate_act_fn(self.intermediate_dense(x)))
+        return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +186,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with q/k/v/out projections (HF names), optional KV cache."""
+    """Multi-head self-attention with q/k/v/out projections (HF names), optional KV cache.
+
+    ``attend``/``attend_cached`` take an additive bias; a family's subclass defines ``forward(x,
+    mask_bias, rel)`` and ``forward_cached(x, k, v, mask_bias, rel)`` on top (engines.common.waveform)."""
 
     def __init__(self, hidden: int, heads: int, bias: bool = True):
         super().__init__()
@@ -183,12 +207,13 @@ class SelfAttention(nn.Module):
     def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x))
 
-    def forward(self, x: Tensor, bias: Tensor | None) -> Tensor:  # (B, T, D) -> (B, T, D)
+    def attend(self, x: Tensor, bias: Tensor | None) -> Tensor:  # (B, T, D) -> (B, T, D)
         q, k, v = self.qkv(x)
-        return self.out_proj(attention(q, k, v, bias))
+        result: Tensor = self.out_proj(attention(q, k, v, bias))
+        return result
 
-    def forward_cached(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, bias: Tensor
+    def attend_cached(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, bias: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, C, D); caches (B, H, L, hd) hold the keys/values of the L frames before x;
         bias (B, H|1, C, L + C). Returns (y (B, C, D), keys (B, H, L + C, hd), values)."""

@@ -23,6 +23,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ def _gelu_new(x: Tensor) -> Tensor:
 
 
 # the activation names transformers' ACT2FN accepts that these checkpoints use
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
     "gelu_new": lambda: _Fn(_gelu_new),
     "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
@@ -63,7 +64,8 @@ class _Fn(nn.Module):
         self.fn = fn
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fn(x)
+        y: Tensor = self.fn(x)
+        return y
 
 
 def activation(name: str) -> nn.Module:
@@ -114,7 +116,7 @@ def check_field(name: str, value: Any, annotation: Any, source: str = "") -> Any
     return tuple(value) if isinstance(value, list) else value  # an annotation without a rule
 
 
-def config_from_dict(cls: type[C], raw: dict, source: str = "") -> C:
+def config_from_dict(cls: type[C], raw: dict[str, Any], source: str = "") -> C:
     """Build ``cls`` from the keys of ``raw`` it declares, each checked by ``check_field``; then
     the fields that belong together (module docstring)."""
     if not isinstance(raw, dict):

@@ -20,7 +20,7 @@ Both relative variants are computed as ``q @ table^T`` over the distinct distanc
 gather, instead of materialising a (Tq, Tk, Dh) tensor; the result is the same.
 
 Masks: ``attn_mask`` is additive float (B or 1, 1, Tq, Tk) with ``-inf``-like values on blocked keys.
-`chunk_attention_mask` builds the block mask that cached streaming is equivalent to.
+The masks (`chunk_attention_mask` and friends) live in engines.common.masks.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engines.common.config import activation
+from engines.common.masks import combine_masks
 from engines.errors import UnsupportedConfigError
 
 __all__ = [
@@ -43,10 +44,6 @@ __all__ = [
     "AttentionCache",
     "sinusoid_table",
     "rotary_angles",
-    "chunk_block_ids",
-    "chunk_attention_mask",
-    "padding_attention_mask",
-    "combine_masks",
 ]
 
 POSITION_EMBEDDING_TYPES = (None, "relative", "relative_key", "rotary")
@@ -63,7 +60,8 @@ class FeedForward(nn.Module):
         self.act = activation(act)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.output_dense(self.act(self.intermediate_dense(x)))
+        result: Tensor = self.output_dense(self.act(self.intermediate_dense(x)))
+        return result
 
 
 # -------------------------------------------------------------------------------------------------
@@ -79,7 +77,7 @@ class ConvModule(nn.Module):
     (K-1)/2 padding and a BatchNorm (``batch_norm``, eval statistics, so per frame).
 
     Streaming: the cache holds the last K-1 GLU outputs, (B, D, K-1). A causal conv is exact with
-    no lookahead. A symmetric conv needs ``lookahead = (K-1)/2`` future frames: `streaming_forward`
+    no lookahead. A symmetric conv needs ``lookahead = (K-1)/2`` future frames: `forward_cached`
     returns outputs for all but the last ``lookahead`` input frames of the concatenation, i.e. the
     output lags the input by ``lookahead`` frames (``final=True`` pads the end with zeros, as offline).
     """
@@ -116,7 +114,8 @@ class ConvModule(nn.Module):
             h = self.depthwise_layer_norm(h.transpose(1, 2)).transpose(1, 2)
         else:
             h = self.batch_norm(h)
-        return self.pointwise_conv2(self.act(h)).transpose(1, 2)  # (B, T, D)
+        result: Tensor = self.pointwise_conv2(self.act(h)).transpose(1, 2)  # (B, T, D)
+        return result
 
     def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
         h = self._glu_in(x, keep)
@@ -129,7 +128,7 @@ class ConvModule(nn.Module):
         w = self.depthwise_conv.weight
         return torch.zeros(batch, dim, self.kernel_size - 1, device=w.device, dtype=w.dtype)
 
-    def streaming_forward(
+    def forward_cached(
         self, x: Tensor, cache: Tensor, keep: Tensor | None = None, final: bool = False, central: int | None = None
     ) -> tuple[Tensor, Tensor]:
         """x (B, T, D) new frames, keep (B, T) bool real frames (others enter the conv as zeros,
@@ -264,14 +263,15 @@ class ConformerSelfAttention(nn.Module):
             bias = attn_mask if bias is None else bias + attn_mask
         out = F.scaled_dot_product_attention(q, kv.key, kv.value, attn_mask=bias, scale=self.scaling)
         B, H, T, Dh = out.shape
-        return self.linear_out(out.transpose(1, 2).reshape(B, T, H * Dh))
+        result: Tensor = self.linear_out(out.transpose(1, 2).reshape(B, T, H * Dh))
+        return result
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """Offline self attention over x (B, T, D) at positions 0..T-1."""
         positions = torch.arange(x.shape[1], device=x.device)
         return self.attend(x, positions, self.project_kv(x, positions), attn_mask)
 
-    def cached_forward(
+    def forward_cached(
         self, x: Tensor, positions: Tensor, cache: AttentionCache, key_valid: Tensor, central: int | None = None
     ) -> tuple[Tensor, AttentionCache]:
         """One chunk against a fixed-size KV cache.
@@ -302,48 +302,3 @@ def _gather_last(scores: Tensor, index: Tensor) -> Tensor:
     """scores (B, H, Tq, P), index (Tq, Tk) into P -> (B, H, Tq, Tk)."""
     B, H, Tq, _ = scores.shape
     return torch.gather(scores, 3, index.unsqueeze(0).unsqueeze(0).expand(B, H, Tq, index.shape[1]))
-
-
-# -------------------------------------------------------------------------------------------------
-# Masks
-# -------------------------------------------------------------------------------------------------
-
-
-def chunk_block_ids(num_frames: int, chunk_frames: int, offset: int = 0) -> Tensor:
-    """Block index of each frame (T,) for chunks of ``chunk_frames`` whose boundaries sit at
-    ``k * chunk_frames - offset`` (offset > 0 when a layer runs ``offset`` frames behind the input)."""
-    return torch.div(torch.arange(num_frames) + offset, chunk_frames, rounding_mode="floor")
-
-
-def chunk_attention_mask(block_ids: Tensor, left_frames: int | None, block_starts: Tensor | None = None) -> Tensor:
-    """Bool (T, T), True where query i may attend key j: j's block is not after i's block, and j is
-    at most ``left_frames`` before the first frame of i's block (None: unlimited left context).
-    This is exactly what a KV cache of ``left_frames`` frames sees when blocks are processed in order."""
-    T = block_ids.shape[0]
-    if block_starts is None:
-        first = torch.full((int(block_ids.max()) + 1 if T else 0,), T, dtype=torch.long)
-        first = first.scatter_reduce(0, block_ids, torch.arange(T), reduce="amin")
-        block_starts = first[block_ids]  # (T,) first frame of each frame's block
-    j = torch.arange(T)
-    allowed = block_ids.unsqueeze(0) <= block_ids.unsqueeze(1)
-    if left_frames is not None:
-        allowed = allowed & (j.unsqueeze(0) >= (block_starts - left_frames).unsqueeze(1))
-    return allowed
-
-
-def padding_attention_mask(keep: Tensor) -> Tensor:
-    """(B, T) bool real frames -> bool (B, 1, 1, T) allowed keys."""
-    return keep[:, None, None, :]
-
-
-def combine_masks(*masks: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor | None:
-    """AND of bool masks broadcastable to (B, 1, Tq, Tk) -> additive float mask, or None."""
-    allowed = None
-    for m in masks:
-        if m is None:
-            continue
-        m = m if m.dim() == 4 else m.view(*([1] * (4 - m.dim())), *m.shape)
-        allowed = m if allowed is None else allowed & m.to(allowed.device)
-    if allowed is None:
-        return None
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)

@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engines.common.heads import HeadedEngine
+from engines.common.waveform import WaveformModel
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.types import EngineModule, ForwardOutput, StreamSpec
 
@@ -76,15 +78,22 @@ class ConvAdapter(nn.Module):
 
     def __init__(self, hidden: int, out: int, kernel: int, stride: int, num_layers: int):
         super().__init__()
+        self.proj: nn.Linear | None = None
+        self.proj_layer_norm: nn.LayerNorm | None = None
         if out != hidden:
             self.proj = nn.Linear(hidden, out)
             self.proj_layer_norm = nn.LayerNorm(out)  # eps 1e-5, as transformers
-        else:
-            self.proj = self.proj_layer_norm = None
         self.layers = nn.ModuleList(ConvAdapterLayer(out, kernel, stride) for _ in range(num_layers))
 
+    def adapter_layers(self) -> list[ConvAdapterLayer]:
+        """The layers, typed."""
+        return [layer for layer in self.layers if isinstance(layer, ConvAdapterLayer)]
+
     def project(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T, D')
-        return x if self.proj is None else self.proj_layer_norm(self.proj(x))
+        if self.proj is None or self.proj_layer_norm is None:
+            return x
+        result: Tensor = self.proj_layer_norm(self.proj(x))
+        return result
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T / s**n, D')
         x = self.project(x).transpose(1, 2)
@@ -95,7 +104,7 @@ class ConvAdapter(nn.Module):
     @property
     def stride(self) -> int:  # encoder frames per output frame
         out = 1
-        for layer in self.layers:
+        for layer in self.adapter_layers():
             out *= layer.stride
         return out
 
@@ -108,16 +117,20 @@ def _cache_type(inner: type) -> type:
     layer, and ``ad_next`` (B,) long: the encoder frame the next block starts at. Flat, so the
     streaming driver stacks and splits it like any family cache."""
     if inner not in _CACHE_TYPES:
-        t = namedtuple("Adapted" + inner.__name__, tuple(inner._fields) + ("ad_buf", "ad_next"))
-        t.encoder_type = inner  # the encoder's own cache type, for cached_step to rebuild it
+        # built at run time from the encoder's NamedTuple cache type, which mypy cannot follow
+        fields: tuple[str, ...] = inner._fields  # type: ignore[attr-defined]  # a NamedTuple class
+        t = namedtuple("Adapted" + inner.__name__, fields + ("ad_buf", "ad_next"))  # type: ignore[misc]  # dynamic name
+        t.encoder_type = inner  # type: ignore[attr-defined]  # the encoder's own cache type, for cached_step
         _CACHE_TYPES[inner] = t
     return _CACHE_TYPES[inner]
 
 
-class ConvAdapted(EngineModule):
+class ConvAdapted(HeadedEngine):
     """A waveform family's encoder (``inner``, built with the "base" head) + ConvAdapter + head."""
 
-    def __init__(self, inner: Any, cfg: Any, head: str):
+    inner: WaveformModel  # set in __init__ (outside the module tree: its modules are registered once)
+
+    def __init__(self, inner: WaveformModel, cfg: Any, head: str):
         super().__init__(cfg, head)
         if head not in ADAPTER_HEADS:
             raise UnsupportedConfigError(
@@ -134,11 +147,7 @@ class ConvAdapted(EngineModule):
         self.ignored_checkpoint_keys = inner.ignored_checkpoint_keys
         if head == "base":
             self.checkpoint_prefix = self.prefix + "."
-        if head == "ctc":
-            if cfg.vocab_size is None:
-                raise UnsupportedConfigError("vocab_size", None, "an int for a CTC head")
-            self.lm_head = nn.Linear(out, cfg.vocab_size)
-        elif head == "xvector":
+        if head == "xvector":
             if cfg.use_weighted_layer_sum:
                 raise UnsupportedConfigError(
                     "use_weighted_layer_sum", True, [False], "an x-vector head with add_adapter"
@@ -147,16 +156,7 @@ class ConvAdapted(EngineModule):
                 raise UnsupportedConfigError(
                     "output_hidden_size", out, [cfg.hidden_size], "an x-vector head with add_adapter"
                 )
-            from engines.common.waveform import TDNNLayer
-
-            dims = cfg.tdnn_dim
-            self.projector = nn.Linear(cfg.hidden_size, dims[0])
-            self.tdnn = nn.ModuleList(
-                TDNNLayer(dims[i - 1] if i > 0 else dims[0], dims[i], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
-                for i in range(len(dims))
-            )
-            self.feature_extractor = nn.Linear(dims[-1] * 2, cfg.xvector_output_dim)
-            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
+        self.build_head(cfg, cfg.hidden_size, ctc_input_size=out)
         self.scale = self.adapter.stride
         self.samples_per_frame = inner.samples_per_frame * self.scale
         # the last encoder frame of an output frame's span ends here
@@ -164,19 +164,19 @@ class ConvAdapted(EngineModule):
 
     @property
     def backbone(self) -> nn.Module:
-        return getattr(self, self.prefix)
+        result: nn.Module = getattr(self, self.prefix)
+        return result
 
     @property
     def adapter(self) -> ConvAdapter:
-        return self.backbone.adapter
+        adapter = self.backbone.adapter
+        assert isinstance(adapter, ConvAdapter)
+        return adapter
 
     # -- offline ----------------------------------------------------------------------------------
-    def head_frames(self, x: Tensor) -> Tensor:
-        return self.lm_head(x) if self.head == "ctc" else x
-
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """transformers' ``_get_feat_extract_output_lengths`` for the adapter (it uses kernel 1)."""
-        for layer in self.adapter.layers:
+        for layer in self.adapter.adapter_layers():
             lengths = torch.div(lengths - 1, layer.stride, rounding_mode="floor") + 1
         return lengths
 
@@ -187,7 +187,7 @@ class ConvAdapted(EngineModule):
             if num_samples < inner.receptive_field_samples
             else (num_samples - inner.receptive_field_samples) // inner.samples_per_frame + 1
         )
-        for layer in self.adapter.layers:
+        for layer in self.adapter.adapter_layers():
             n = layer.output_length(n)
         return n
 
@@ -203,14 +203,6 @@ class ConvAdapted(EngineModule):
         frames = self.head_frames(x)
         utt, utt_logits = self.pool(frames, mask)
         return ForwardOutput(frames, utt, utt_logits, mask)
-
-    def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
-        """The x-vector head on adapter-rate frames: the waveform families' own pooling."""
-        if self.head != "xvector":
-            return None, None
-        from engines.common.waveform import WaveformModel
-
-        return WaveformModel.pool(self, frames, frame_mask)  # reads head, projector, tdnn, config only
 
     # -- window mode ------------------------------------------------------------------------------
     def window_forward(self, samples: Tensor) -> Tensor:
@@ -232,13 +224,13 @@ class ConvAdapted(EngineModule):
     def _delays(self, spec: StreamSpec) -> list[int]:
         """D_0 (the encoder's delay, encoder frames) .. D_n (model frames)."""
         d = [self.inner.delay_frames(self.encoder_spec(spec))]
-        for layer in self.adapter.layers:
+        for layer in self.adapter.adapter_layers():
             d.append(-(-(d[-1] + layer.kernel_size - PADDING) // layer.stride) - 1)
         return d
 
     def _buffer_lens(self, spec: StreamSpec) -> list[int]:
         d = self._delays(spec)
-        m = [layer.stride * d[i + 1] + PADDING - d[i] for i, layer in enumerate(self.adapter.layers)]
+        m = [layer.stride * d[i + 1] + PADDING - d[i] for i, layer in enumerate(self.adapter.adapter_layers())]
         if min(m) < 0:
             raise UnsupportedConfigError(
                 "adapter_kernel_size", self.config.adapter_kernel_size, "kernels >= adapter_stride in cached mode"
@@ -259,7 +251,7 @@ class ConvAdapted(EngineModule):
         es = self.encoder_spec(spec)
         enc = self.inner.init_cache(es)
         p = next(self.parameters())
-        out = self.adapter.layers[0].conv.in_channels
+        out = self.adapter.adapter_layers()[0].conv.in_channels
         buf = torch.zeros(1, sum(self._buffer_lens(spec)), out, dtype=p.dtype, device=p.device)
         nxt = torch.full((1,), -self._delays(spec)[0], dtype=torch.long, device=p.device)
         return _cache_type(type(enc))(*enc, buf, nxt)
@@ -281,7 +273,7 @@ class ConvAdapted(EngineModule):
         idx = a[:, None] + torch.arange(x.shape[1], device=x.device)[None, :]
         first = a
         bufs, off = [], 0
-        for layer, m in zip(self.adapter.layers, self._buffer_lens(spec)):
+        for layer, m in zip(self.adapter.adapter_layers(), self._buffer_lens(spec)):
             real = idx >= 0 if n_real is None else (idx >= 0) & (idx < n_real[:, None])
             x = x.masked_fill(~real[..., None], 0.0)  # zeros outside the stream: the conv's padding offline
             buf = torch.cat([cache.ad_buf[:, off : off + m], x], dim=1)  # inputs [first - m, first + C_i)
@@ -301,7 +293,8 @@ class ConvAdapted(EngineModule):
 def with_conv_adapter(cls: type, cfg: Any, head: str) -> EngineModule:
     """``cls(cfg, head)``, or, for ``add_adapter=True``, the encoder of ``cls`` under a ConvAdapted."""
     if not getattr(cfg, "add_adapter", False):
-        return cls(cfg, head)
+        result: EngineModule = cls(cfg, head)
+        return result
     if head not in ADAPTER_HEADS:
         raise UnsupportedConfigError(
             "add_adapter", True, [False], f"{cls.__name__} {head} head (transformers refuses it too)"

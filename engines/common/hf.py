@@ -92,10 +92,11 @@ def resolve_model_dir(model: str | Path) -> Path:
     return Path(snap)
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            result: dict[Any, Any] = json.load(f)
+            return result
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
 
@@ -142,7 +143,8 @@ def read_state_dict(model_dir: Path) -> tuple[dict[str, Tensor], str]:
 def _norm_except(v: Tensor, g: Tensor) -> Tensor:
     # weight = g * v / ||v||, the norm taken over every dim where g is a singleton
     dims = [d for d in range(v.dim()) if g.shape[d] == 1]
-    return v * (g / v.norm(dim=dims, keepdim=True))
+    result: Tensor = v * (g / v.norm(dim=dims, keepdim=True))
+    return result
 
 
 def fold_weight_norm(sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -186,13 +188,13 @@ def load_state_dict_strict(module: torch.nn.Module, sd: dict[str, Tensor], check
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
 
 
-def head_from_architectures(raw: dict, architectures: dict[str, str], source: str) -> str:
+def head_from_architectures(raw: dict[str, Any], architectures: dict[str, str], source: str) -> str:
     archs = raw.get("architectures") or []
     if not archs:
         return "base"
     arch = archs[0]
     if arch not in architectures:
-        raise UnsupportedConfigError("architectures", arch, sorted(architectures), source)
+        raise UnsupportedConfigError("architectures", arch, list[object](sorted(architectures)), source)
     return architectures[arch]
 
 
@@ -212,7 +214,7 @@ _PREPROCESSOR_FIELDS: dict[str, tuple[str, Any]] = {
 }
 
 
-def read_preprocessor(model_dir: Path) -> tuple[dict | None, str]:
+def read_preprocessor(model_dir: Path) -> tuple[dict[str, Any] | None, str]:
     """The feature extractor's fields and the file they came from, with transformers' precedence:
     the dict nested in ``processor_config.json`` under "feature_extractor" (or "audio_processor"),
     as a processor saved by transformers >= 5 has, else ``preprocessor_config.json``; (None, path

@@ -133,7 +133,10 @@ def replace_submodules(root: nn.Module, replacements: dict[str, nn.Module]) -> n
         for name, v in sub.items():
             if name not in mod._modules:
                 raise KeyError(f"no submodule {name!r} in {type(mod).__name__}")
-            c._modules[name] = v if isinstance(v, nn.Module) else rebuild(mod._modules[name], v)
+            child = mod._modules[name]
+            if child is None:
+                raise KeyError(f"submodule {name!r} of {type(mod).__name__} is None")
+            c._modules[name] = v if isinstance(v, nn.Module) else rebuild(child, v)
         return c
 
     return rebuild(root, tree)
@@ -158,6 +161,7 @@ def language_view(module: nn.Module, path: Path, adapter_type: type) -> nn.Modul
     the head may have another vocabulary size: the view's ``config.vocab_size`` says which)."""
     sd = _read_adapter(path)
     names = adapter_module_names(module, adapter_type)
+    lm_head = module.get_submodule("lm_head") if "lm_head" in names else None
     expected = {f"{n}.{k}": v for n in names for k, v in module.get_submodule(n).state_dict().items()}
     missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
     if missing or unexpected:
@@ -168,17 +172,20 @@ def language_view(module: nn.Module, path: Path, adapter_type: type) -> nn.Modul
         for k, v in expected.items()
         if not k.startswith("lm_head.") and tuple(sd[k].shape) != tuple(v.shape)
     ]
-    if vocab_size is not None and (
-        sd["lm_head.weight"].shape[1:] != module.lm_head.weight.shape[1:] or sd["lm_head.bias"].shape != (vocab_size,)
+    if (
+        vocab_size is not None
+        and isinstance(lm_head, nn.Linear)
+        and (sd["lm_head.weight"].shape[1:] != lm_head.weight.shape[1:] or sd["lm_head.bias"].shape != (vocab_size,))
     ):
-        bad.append(f"lm_head: file {tuple(sd['lm_head.weight'].shape)} vs model (V, {module.lm_head.in_features})")
+        bad.append(f"lm_head: file {tuple(sd['lm_head.weight'].shape)} vs model (V, {lm_head.in_features})")
     if bad:
         raise CheckpointError(f"adapter weights {path}: shape mismatch: " + "; ".join(bad[:8]))
     p = next(module.parameters())
     new: dict[str, nn.Module] = {}
     for n in names:
-        if n == "lm_head":
-            m = nn.Linear(module.lm_head.in_features, vocab_size)
+        m: nn.Module
+        if n == "lm_head" and isinstance(lm_head, nn.Linear) and vocab_size is not None:
+            m = nn.Linear(lm_head.in_features, vocab_size)
         else:
             m = copy.deepcopy(module.get_submodule(n))  # same class and shapes, own tensors
         prefix = n + "."
@@ -193,5 +200,6 @@ def language_view(module: nn.Module, path: Path, adapter_type: type) -> nn.Modul
             inner, {k: v for k, v in new.items() if k.split(".")[0] in inner._modules}
         )
     if vocab_size is not None:
-        view.config = dataclasses.replace(module.config, vocab_size=vocab_size)
+        config: Any = module.config  # a family's config dataclass
+        view.config = dataclasses.replace(config, vocab_size=vocab_size)
     return view

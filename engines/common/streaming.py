@@ -54,7 +54,7 @@ no-lookahead cached cost for the layers (front end unchanged); caches grow by R 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -63,9 +63,31 @@ from torch import Tensor
 from engines.device import to_cpu, to_device
 from engines.errors import StreamUsageError
 from engines.frontend_waveform import normalize as normalize_window
-from engines.types import StepOutput, StreamSpec, StreamState
+from engines.types import EngineModule, Frontend, StepOutput, StreamSpec, StreamState
 
 __all__ = ["init_state", "step_batch", "flush", "WindowCache", "as_chunk"]
+
+
+class StreamedModel(Protocol):
+    """What the driver reads of a loaded model (``engines.model.LoadedModel``)."""
+
+    @property
+    def module(self) -> EngineModule: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def dtype(self) -> torch.dtype: ...
+    @property
+    def frontend(self) -> Frontend: ...
+    @property
+    def head(self) -> str: ...
+    @property
+    def config(self) -> Any: ...
+    @property
+    def samples_per_frame(self) -> int: ...
+    @property
+    def receptive_field_samples(self) -> int: ...
+    def num_frames(self, num_samples: int) -> int: ...
 
 
 class WindowCache(NamedTuple):
@@ -98,10 +120,13 @@ def as_chunk(chunk: Any) -> Tensor:
         chunk = chunk.to(torch.float32) / 32768.0
     if chunk.dim() != 1 or not chunk.is_floating_point():
         raise StreamUsageError(f"a chunk must be 1-D float audio, got shape {tuple(chunk.shape)} {chunk.dtype}")
-    return chunk.to(torch.float32)
+    result: Tensor = chunk.to(torch.float32)
+    return result
 
 
-def init_state(model, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int, normalize: str) -> StreamState:
+def init_state(
+    model: StreamedModel, mode: str, chunk_ms: int, left_context_ms: int, lookahead_ms: int, normalize: str
+) -> StreamState:
     if normalize not in ("stream", "window", "none"):
         raise StreamUsageError(f"normalize={normalize!r}; supported: 'stream', 'window', 'none'")
     if normalize == "window" and mode != "window":
@@ -120,7 +145,7 @@ def init_state(model, mode: str, chunk_ms: int, left_context_ms: int, lookahead_
     return StreamState(spec=spec, cache=WindowCache(0, None, 0), frontend=fstate, delay_frames=spec.lookahead_frames)
 
 
-def _receive(model, chunk: Any, state: StreamState) -> StreamState:
+def _receive(model: StreamedModel, chunk: Any, state: StreamState) -> StreamState:
     x = as_chunk(chunk)
     if state.spec.normalize == "stream":
         x, fstate = model.frontend.step(x, state.frontend)
@@ -130,18 +155,21 @@ def _receive(model, chunk: Any, state: StreamState) -> StreamState:
     return state.replace(samples_in=state.samples_in + x.numel(), pending=pending, frontend=fstate)
 
 
-def _empty(model, state: StreamState) -> StepOutput:
+def _empty(model: StreamedModel, state: StreamState) -> StepOutput:
     d = _out_dim(model)
     return StepOutput(torch.zeros(0, d), state.frames_out)
 
 
-def _out_dim(model) -> int:
+def _out_dim(model: StreamedModel) -> int:
     cfg = model.config
+    dim: int
     if model.head == "ctc":
-        return cfg.vocab_size
-    if model.head == "frame":
-        return cfg.num_labels
-    return getattr(cfg, "output_hidden_size", None) or cfg.hidden_size
+        dim = cfg.vocab_size
+    elif model.head == "frame":
+        dim = cfg.num_labels
+    else:
+        dim = getattr(cfg, "output_hidden_size", None) or cfg.hidden_size
+    return dim
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +190,7 @@ def _split_cache(cache: Any, n: int) -> list[Any]:
     return [type(cache)(*[p[i] for p in parts]) for i in range(n)]
 
 
-def _input_dtype(model: Any) -> torch.dtype:
+def _input_dtype(model: StreamedModel) -> torch.dtype:
     """The dtype chunks cross to the device in: the weights' dtype, or float32 for a module that
     computes features (an fbank) from the raw samples itself (``samples_in_float32``)."""
     weights: torch.dtype = model.dtype
@@ -170,7 +198,9 @@ def _input_dtype(model: Any) -> torch.dtype:
 
 
 @torch.inference_mode()
-def _cached_round(model, items: list[tuple[int, Tensor, StreamState, int | None]]):
+def _cached_round(
+    model: StreamedModel, items: list[tuple[int, Tensor, StreamState, int | None]]
+) -> tuple[Tensor, list[Any]]:
     """One model call for several streams. items: (index, samples (C*hop,), state, end_sample)."""
     module = model.module
     samples = to_device(torch.stack([s for _, s, _, _ in items]), model.device, _input_dtype(model))
@@ -197,10 +227,12 @@ def _emit(state: StreamState, frames: Tensor, end_frame: int | None) -> tuple[Te
     return kept, first + lo, new
 
 
-def _cached_step_batch(model, states: list[StreamState], final: list[bool]):
+def _cached_step_batch(
+    model: StreamedModel, states: list[StreamState], final: list[bool]
+) -> tuple[list[StepOutput], list[StreamState]]:
     n = len(states)
     outs: list[list[Tensor]] = [[] for _ in range(n)]
-    starts: list[int | None] = [None] * n
+    starts: dict[int, int] = {}  # stream index -> first emitted frame of this call
     while True:
         due = []
         for i, st in enumerate(states):
@@ -208,13 +240,13 @@ def _cached_step_batch(model, states: list[StreamState], final: list[bool]):
             end_frame = model.num_frames(st.samples_in) if final[i] else None
             if st.pending.numel() >= cs:
                 due.append((i, st.pending[:cs], st, st.samples_in if final[i] else None))
-            elif final[i] and st.steps * st.spec.chunk_frames - st.delay_frames < end_frame:
+            elif end_frame is not None and st.steps * st.spec.chunk_frames - st.delay_frames < end_frame:
                 pad = torch.zeros(cs - st.pending.numel())
                 due.append((i, torch.cat([st.pending, pad]), st, st.samples_in))
         if not due:
             break
         # one forward per group of streams with the same spec
-        groups: dict[StreamSpec, list] = {}
+        groups: dict[StreamSpec, list[tuple[int, Tensor, StreamState, int | None]]] = {}
         for item in due:
             groups.setdefault(item[2].spec, []).append(item)
         for items in groups.values():
@@ -224,8 +256,7 @@ def _cached_step_batch(model, states: list[StreamState], final: list[bool]):
                 end_frame = model.num_frames(end_sample) if end_sample is not None else None
                 kept, start, st = _emit(st, frames[j], end_frame)
                 if kept.shape[0]:
-                    if starts[i] is None:
-                        starts[i] = start
+                    starts.setdefault(i, start)
                     outs[i].append(kept)
                 states[i] = st
     results = []
@@ -243,7 +274,7 @@ def _cached_step_batch(model, states: list[StreamState], final: list[bool]):
 
 
 @torch.inference_mode()
-def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], int, StreamState]:
+def _window_steps(model: StreamedModel, st: StreamState, final: bool) -> tuple[list[Tensor], int, StreamState]:
     spec, module = st.spec, model.module
     hop, rf = model.samples_per_frame, model.receptive_field_samples
     C, L, R = spec.chunk_frames, spec.left_frames, spec.lookahead_frames
@@ -278,16 +309,16 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
         buf = st.pending
         feats = None
         if reuse:
-            have = wc.feats is not None
-            first_new = max((wc.feat_start + wc.feats.shape[0]) if have else a, a)
+            old = wc.feats
+            first_new = max((wc.feat_start + old.shape[0]) if old is not None else a, a)
             new = None
             if first_new < a + nf:
                 xs = buf[hop * first_new - wc.buf_start : x_end - wc.buf_start]
                 new = module.window_features(to_device(xs[None], model.device, model.dtype))
-            if new is not None or (have and first_new >= a + nf):
+            if new is not None or (old is not None and first_new >= a + nf):
                 parts = []
-                if have:
-                    parts.append(wc.feats[max(0, a - wc.feat_start) : max(0, a + nf - wc.feat_start)])
+                if old is not None:
+                    parts.append(old[max(0, a - wc.feat_start) : max(0, a + nf - wc.feat_start)])
                 if new is not None:
                     parts.append(new[0])
                 feats = torch.cat(parts) if len(parts) > 1 else parts[0]
@@ -309,7 +340,9 @@ def _window_steps(model, st: StreamState, final: bool) -> tuple[list[Tensor], in
     return outs, start, st
 
 
-def _window_step_batch(model, states: list[StreamState], final: list[bool]):
+def _window_step_batch(
+    model: StreamedModel, states: list[StreamState], final: list[bool]
+) -> tuple[list[StepOutput], list[StreamState]]:
     results = []
     for i, st in enumerate(states):
         outs, start, st = _window_steps(model, st, final[i])
@@ -323,7 +356,9 @@ def _window_step_batch(model, states: list[StreamState], final: list[bool]):
 # ---------------------------------------------------------------------------------------------
 
 
-def step_batch(model, chunks: Sequence[Any], states: Sequence[StreamState]):
+def step_batch(
+    model: StreamedModel, chunks: Sequence[Any], states: Sequence[StreamState]
+) -> tuple[list[StepOutput], list[StreamState]]:
     if len(chunks) != len(states):
         raise StreamUsageError(f"{len(chunks)} chunks for {len(states)} states")
     states = [_receive(model, c, s) for c, s in zip(chunks, states)]
@@ -333,19 +368,20 @@ def step_batch(model, chunks: Sequence[Any], states: Sequence[StreamState]):
         return _cached_step_batch(model, states, final)
     if modes == {"window"}:
         return _window_step_batch(model, states, final)
-    outs: list = [None] * len(states)
-    new: list = [None] * len(states)
+    outs: dict[int, StepOutput] = {}
+    new: dict[int, StreamState] = {}
     for mode, fn in (("cached", _cached_step_batch), ("window", _window_step_batch)):
         idx = [i for i, s in enumerate(states) if s.spec.mode == mode]
         o, s = fn(model, [states[i] for i in idx], [False] * len(idx))
         for j, i in enumerate(idx):
             outs[i], new[i] = o[j], s[j]
-    return outs, new
+    return [outs[i] for i in range(len(states))], [new[i] for i in range(len(states))]
 
 
-def flush(model, state: StreamState) -> StepOutput:
+def flush(model: StreamedModel, state: StreamState) -> StepOutput:
     if state.spec.mode == "cached":
         outs, _ = _cached_step_batch(model, [state], [True])
     else:
         outs, _ = _window_step_batch(model, [state], [True])
-    return outs[0]
+    result: StepOutput = outs[0]
+    return result

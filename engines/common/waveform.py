@@ -1,6 +1,6 @@
 """The waveform transformer shared by wav2vec2 and WavLM: CNN feature encoder, feature
 projection, positional conv embedding, post-LN or pre-LN ("stable layer norm") transformer,
-the HF heads, and cached streaming.
+the encoder's cached streaming (heads: engines.common.heads).
 
 Shape legend: B batch, S samples, T frames, C chunk frames, L left-context frames,
 D hidden size, H heads, hd head dim, N layers, K positional conv kernel, V vocab / labels.
@@ -18,7 +18,7 @@ The transformer chunk of call k covers frames [k*C - delay, (k+1)*C - delay) wit
 ``delay = 1 + right``: 1 frame because a frame's 400 samples reach 80 samples into the next
 frame's hop, ``right = K - 1 - K // 2`` (63 frames for K = 128) for the positional conv. Every
 frame of a chunk attends to the chunk and the L frames before the chunk start: the offline
-equivalent is ``chunk_attention_mask(T, C, L, offset=-delay)``.
+equivalent is ``chunk_attention_mask(chunk_block_ids(T, C, delay), L)`` (engines.common.masks).
 
 With a lookahead of R frames (``lookahead_ms``) the delay is ``1 + right + R``: ``pos_buf``
 holds K - 1 + R projected frames, the transformer runs on the C central frames plus the R after
@@ -33,15 +33,16 @@ are exact.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engines.common.blocks import FeatureEncoder, FeatureProjection, FeedForward, PositionalConvEmbedding, mask_value
+from engines.common.heads import HeadedEngine
 from engines.errors import StreamUsageError
-from engines.types import EngineModule, ForwardOutput, StreamSpec
+from engines.types import ForwardOutput, StreamSpec
 
 __all__ = [
     "EncoderLayer",
@@ -50,9 +51,29 @@ __all__ = [
     "WaveformBackbone",
     "WaveformModel",
     "WaveformCache",
-    "chunk_attention_mask",
-    "TDNNLayer",
 ]
+
+
+class WaveformAttention(Protocol):
+    """What a family's attention module provides (see the module docstring)."""
+
+    def __call__(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor: ...
+    def forward_cached(
+        self, x: Tensor, k: Tensor, v: Tensor, mask_bias: Tensor | None, rel: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]: ...
+    def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None: ...
+
+
+class GroupNormStats(Protocol):
+    """The running GroupNorm statistics a cached CNN step reads (fields of the families' caches)."""
+
+    @property
+    def gn_sum(self) -> Tensor: ...
+    @property
+    def gn_count(self) -> Tensor: ...
+
+
+MakeAttention = Callable[[Any, int], WaveformAttention]  # (config, layer index) -> attention module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,13 +92,14 @@ class AttnAdapterLayer(nn.Module):
         self.linear_2 = nn.Linear(dim, hidden)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(self.act_fn(self.linear_1(self.norm(x))))
+        result: Tensor = self.linear_2(self.act_fn(self.linear_1(self.norm(x))))
+        return result
 
 
 class EncoderLayer(nn.Module):
     """Post-LN (``do_stable_layer_norm=False``)."""
 
-    def __init__(self, cfg: Any, attn: nn.Module):
+    def __init__(self, cfg: Any, attn: WaveformAttention):
         super().__init__()
         self.attention = attn
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -86,9 +108,12 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
         x = self.layer_norm(x + self.attention(x, mask_bias, rel))
-        return self.final_layer_norm(x + self.feed_forward(x))
+        result: Tensor = self.final_layer_norm(x + self.feed_forward(x))
+        return result
 
-    def forward_cached(self, x, k, v, mask_bias, rel):
+    def forward_cached(
+        self, x: Tensor, k: Tensor, v: Tensor, mask_bias: Tensor | None, rel: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         a, k, v = self.attention.forward_cached(x, k, v, mask_bias, rel)
         x = self.layer_norm(x + a)
         return self.final_layer_norm(x + self.feed_forward(x)), k, v
@@ -97,7 +122,7 @@ class EncoderLayer(nn.Module):
 class StableEncoderLayer(nn.Module):
     """Pre-LN (``do_stable_layer_norm=True``), with the optional MMS adapter."""
 
-    def __init__(self, cfg: Any, attn: nn.Module):
+    def __init__(self, cfg: Any, attn: WaveformAttention):
         super().__init__()
         self.attention = attn
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -115,7 +140,9 @@ class StableEncoderLayer(nn.Module):
     def forward(self, x: Tensor, mask_bias: Tensor | None, rel: Tensor | None) -> Tensor:
         return self._rest(x + self.attention(self.layer_norm(x), mask_bias, rel))
 
-    def forward_cached(self, x, k, v, mask_bias, rel):
+    def forward_cached(
+        self, x: Tensor, k: Tensor, v: Tensor, mask_bias: Tensor | None, rel: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         a, k, v = self.attention.forward_cached(self.layer_norm(x), k, v, mask_bias, rel)
         return self._rest(x + a), k, v
 
@@ -123,7 +150,7 @@ class StableEncoderLayer(nn.Module):
 class Encoder(nn.Module):
     """pos_conv_embed + layers (+ layer_norm: before the layers for post-LN, after for pre-LN)."""
 
-    def __init__(self, cfg: Any, make_attention):
+    def __init__(self, cfg: Any, make_attention: MakeAttention):
         super().__init__()
         self.stable = bool(cfg.do_stable_layer_norm)
         self.pos_conv_embed = PositionalConvEmbedding(
@@ -134,7 +161,10 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList([Layer(cfg, make_attention(cfg, i)) for i in range(cfg.num_hidden_layers)])
 
     def relative_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
-        return self.layers[0].attention.relative_bias(q_pos, k_pos)
+        return self.encoder_layers()[0].attention.relative_bias(q_pos, k_pos)
+
+    def encoder_layers(self) -> list[EncoderLayer | StableEncoderLayer]:
+        return [layer for layer in self.layers if isinstance(layer, (EncoderLayer, StableEncoderLayer))]
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:
         """x (B, T, D) projected features + pos (B, T, D) positional conv output -> layer-0 input."""
@@ -161,7 +191,7 @@ class Encoder(nn.Module):
 class WaveformBackbone(nn.Module):
     """``Wav2Vec2Model`` / ``WavLMModel``: feature_extractor, feature_projection, encoder."""
 
-    def __init__(self, cfg: Any, make_attention):
+    def __init__(self, cfg: Any, make_attention: MakeAttention):
         super().__init__()
         self.feature_extractor = FeatureEncoder(
             cfg.conv_dim,
@@ -173,31 +203,6 @@ class WaveformBackbone(nn.Module):
         )
         self.feature_projection = FeatureProjection(cfg.conv_dim[-1], cfg.hidden_size, cfg.layer_norm_eps)
         self.encoder = Encoder(cfg, make_attention)
-
-
-class TDNNLayer(nn.Module):
-    """x-vector TDNN: a dilated conv stored as a Linear (HF layout) + ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int):
-        super().__init__()
-        self.c_in, self.c_out, self.kernel_size, self.dilation = c_in, c_out, kernel, dilation
-        self.kernel = nn.Linear(c_in * kernel, c_out)
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, C_in) -> (B, T - dilation*(kernel-1), C_out)
-        w = self.kernel.weight.view(self.c_out, self.kernel_size, self.c_in).transpose(1, 2)  # (C_out, C_in, k)
-        y = F.conv1d(x.transpose(1, 2), w, self.kernel.bias, dilation=self.dilation)
-        return F.relu(y.transpose(1, 2))
-
-
-def chunk_attention_mask(T: int, chunk: int, left: int, offset: int = 0, device=None) -> Tensor:
-    """(T, T) bool, True where query i may attend key j: chunks start at frames
-    ``offset + n * chunk``; a frame sees its whole chunk and ``left`` frames before the chunk."""
-    idx = torch.arange(T, device=device)
-    chunk_id = torch.div(idx - offset, chunk, rounding_mode="floor")
-    start = offset + chunk_id * chunk  # (T,) first frame of each query's chunk
-    end = start + chunk
-    j = idx[None, :]
-    return (j >= (start - left)[:, None]) & (j < end[:, None])
 
 
 class WaveformCache(NamedTuple):
@@ -222,12 +227,12 @@ class WaveformCache(NamedTuple):
     next_frame: Tensor
 
 
-class WaveformModel(EngineModule):
+class WaveformModel(HeadedEngine):
     """A family + head. ``prefix`` is the HF base-model attribute ("wav2vec2", "wavlm")."""
 
     prefix = ""
 
-    def __init__(self, cfg: Any, head: str, make_attention):
+    def __init__(self, cfg: Any, head: str, make_attention: MakeAttention):
         super().__init__(cfg, head)
         backbone = WaveformBackbone(cfg, make_attention)
         if head == "base":
@@ -238,39 +243,15 @@ class WaveformModel(EngineModule):
             r"(^|\.)masked_spec_embed$",  # SpecAugment's learned mask embedding (training only)
             r"^objective\.",  # x-vector AM-softmax loss weight (training only)
         )
-        H = cfg.hidden_size
-        num_layers = cfg.num_hidden_layers + 1
-        if head != "ctc" and head != "base" and cfg.use_weighted_layer_sum:
-            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
-        if head == "ctc":
-            self.lm_head = nn.Linear(H, cfg.vocab_size)
-        elif head == "frame":
-            self.classifier = nn.Linear(H, cfg.num_labels)
-        elif head == "sequence":
-            self.projector = nn.Linear(H, cfg.classifier_proj_size)
-            self.classifier = nn.Linear(cfg.classifier_proj_size, cfg.num_labels)
-        elif head == "xvector":
-            self.projector = nn.Linear(H, cfg.tdnn_dim[0])
-            dims = cfg.tdnn_dim
-            self.tdnn = nn.ModuleList(
-                [
-                    TDNNLayer(dims[i - 1] if i > 0 else dims[0], dims[i], cfg.tdnn_kernel[i], cfg.tdnn_dilation[i])
-                    for i in range(len(dims))
-                ]
-            )
-            self.feature_extractor = nn.Linear(dims[-1] * 2, cfg.xvector_output_dim)
-            self.classifier = nn.Linear(cfg.xvector_output_dim, cfg.xvector_output_dim)
+        self.build_head(cfg, cfg.hidden_size)
         fe = backbone.feature_extractor
         self.samples_per_frame = fe.hop
         self.receptive_field_samples = fe.receptive_field
 
     @property
     def backbone(self) -> WaveformBackbone:
-        return getattr(self, self.prefix)
-
-    @property
-    def weighted(self) -> bool:
-        return hasattr(self, "layer_weights")
+        result: WaveformBackbone = getattr(self, self.prefix)
+        return result
 
     # -- offline --------------------------------------------------------------------------
     def frame_mask(self, attention_mask: Tensor, T: int) -> Tensor:
@@ -283,7 +264,8 @@ class WaveformModel(EngineModule):
     def features(self, samples: Tensor) -> Tensor:
         """(B, S) -> (B, T, D) projected CNN features."""
         bb = self.backbone
-        return bb.feature_projection(bb.feature_extractor(samples).transpose(1, 2))
+        result: Tensor = bb.feature_projection(bb.feature_extractor(samples).transpose(1, 2))
+        return result
 
     def encode(self, h: Tensor, frame_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
         """(B, T, D) projected features -> (B, T, D) frames the head consumes per frame
@@ -301,49 +283,7 @@ class WaveformModel(EngineModule):
         if allowed is not None:
             bias = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill(~allowed, mask_value(h.dtype))
         last, states = self.backbone.encoder(h, bias, keep_all=self.weighted)
-        if self.weighted:
-            w = torch.softmax(self.layer_weights, dim=-1)
-            return (torch.stack(states, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
-        return last
-
-    def head_frames(self, x: Tensor) -> Tensor:
-        """Per-frame part of the head: (B, T, D) -> (B, T, V) for ctc/frame, identity otherwise."""
-        if self.head == "ctc":
-            return self.lm_head(x)
-        if self.head == "frame":
-            return self.classifier(x)
-        return x
-
-    def pool(self, frames: Tensor, frame_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
-        if self.head == "sequence":
-            x = self.projector(frames)  # (B, T, P)
-            if frame_mask is None:
-                pooled = x.mean(dim=1)
-            else:
-                x = x.masked_fill(~frame_mask[..., None], 0.0)
-                pooled = x.sum(dim=1) / frame_mask.sum(dim=1, keepdim=True)
-            return self.classifier(pooled), None
-        if self.head == "xvector":
-            x = self.projector(frames)
-            for layer in self.tdnn:
-                x = layer(x)  # (B, T', C)
-            if frame_mask is None:
-                mean, std = x.mean(dim=1), x.std(dim=1)
-            else:
-                # HF: valid TDNN frames = valid encoder frames minus each kernel's (k - 1)
-                # (dilation ignored there, and so here, for parity)
-                lengths = frame_mask.sum(dim=1)
-                for k in self.config.tdnn_kernel:
-                    lengths = lengths - k + 1
-                means, stds = [], []
-                for i in range(x.shape[0]):
-                    n = int(lengths[i])  # utterance head, offline only: not the per-chunk path
-                    means.append(x[i, :n].mean(dim=0))
-                    stds.append(x[i, :n].std(dim=0))
-                mean, std = torch.stack(means), torch.stack(stds)
-            emb = self.feature_extractor(torch.cat([mean, std], dim=-1))  # (B, E)
-            return emb, self.classifier(emb)
-        return None, None
+        return self.layer_sum(states) if self.weighted else last
 
     def forward(
         self, inputs: Tensor, attention_mask: Tensor | None = None, attn_mask: Tensor | None = None
@@ -404,11 +344,13 @@ class WaveformModel(EngineModule):
             next_frame=torch.full((1,), -self.delay_frames(spec), dtype=torch.long, device=p.device),
         )
 
-    def _cnn_cached(self, x: Tensor, cache: WaveformCache, start_sample: Tensor, end_sample: Tensor | None):
+    def _cnn_cached(
+        self, x: Tensor, cache: GroupNormStats, start_sample: Tensor, end_sample: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, P + C*hop) samples starting at absolute sample ``start_sample`` (B,) ->
         (features (B, C0', C), gn_sum, gn_count)."""
         fe = self.backbone.feature_extractor
-        layers = fe.conv_layers
+        layers = fe.convs()
         if fe.norm_mode != "group":
             return fe(x), cache.gn_sum, cache.gn_count
         first = layers[0]
@@ -481,7 +423,7 @@ class WaveformModel(EngineModule):
         keep = self.weighted
         states = [x[:, :C]] if keep else []
         new_k, new_v = [], []
-        for i, layer in enumerate(bb.encoder.layers):
+        for i, layer in enumerate(bb.encoder.encoder_layers()):
             x, k, v = layer.forward_cached(x, cache.keys[:, i], cache.values[:, i], mask_bias, rel)
             new_k.append(k[:, :, C : C + L])  # (B, H, L, hd): the last L central frames
             new_v.append(v[:, :, C : C + L])
@@ -491,8 +433,7 @@ class WaveformModel(EngineModule):
         if bb.encoder.stable:
             x = bb.encoder.layer_norm(x)
         if keep:
-            w = torch.softmax(self.layer_weights, dim=-1)
-            x = (torch.stack(states, dim=1) * w.view(1, -1, 1, 1)).sum(dim=1)
+            x = self.layer_sum(states)
         frames = self.head_frames(x)  # (B, C, V)
         N = cfg.num_hidden_layers
         new_cache = WaveformCache(

@@ -5,7 +5,7 @@
 Writes config.json, model.safetensors (fp32), preprocessor_config.json (SeamlessM4TFeatureExtractor,
 plus the run's streaming normalisation prior ``fbank_prior.json`` if it has one),
 vocab.json, tokenizer_config.json and special_tokens_map.json (Wav2Vec2CTCTokenizer: ``<pad>`` is the
-CTC blank, ``|`` the word delimiter), through ``engines.wav2vec2_bert.save_pretrained``. The
+CTC blank, ``|`` the word delimiter), through ``examples.train.hf_export.save_pretrained``. The
 model card (README.md) in the same directory is written by hand from the eval output.
 """
 
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from engines import frontend_fbank as fb
-from engines import wav2vec2_bert as w2vb
+from examples.train.hf_export import save_pretrained
 from examples.train.train import load_run
 
 TOKENIZER_CONFIG = {
@@ -65,7 +65,7 @@ def export(run: Path, out: Path) -> Path:
     if prior.is_file():  # the streaming normalisation prior the model was trained with
         model.fbank_prior = fb.FbankPrior.from_json(json.loads(prior.read_text()), str(prior))
     model.eval()
-    w2vb.save_pretrained(model, out, vocab=cfg["vocab"])
+    save_pretrained(model, out, vocab=cfg["vocab"])
     (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
     (out / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2))
     return out

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from engines import frontend_fbank as fb
 from engines import wav2vec2_bert as w2vb
-from engines.common import conformer
+from engines.common import masks, w2v_bert_adapter
 from examples.train import augment, features
 
 VOCAB = {"<pad>": 0, "<unk>": 1, "|": 2, "'": 3, **{chr(ord("A") + i): 4 + i for i in range(26)}}
@@ -70,7 +70,7 @@ SR = 16000
 
 
 def _combine_masks(*masks, dtype=torch.float32):
-    """Device-aware copy of ``engines.common.conformer.combine_masks`` (that one allocates on the CPU)."""
+    """Device-aware copy of ``engines.common.masks.combine_masks`` (that one allocates on the CPU)."""
     allowed = None
     for m in masks:
         if m is None:
@@ -82,7 +82,9 @@ def _combine_masks(*masks, dtype=torch.float32):
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-w2vb.combine_masks = _combine_masks  # training runs on the GPU; inference uses the engine untouched
+# training runs on the GPU; inference uses the engine untouched
+w2vb.combine_masks = _combine_masks
+w2v_bert_adapter.combine_masks = _combine_masks
 
 
 def log(fh, *args) -> None:
@@ -279,13 +281,13 @@ CACHED_CHUNK_OFFSET = 1
 def chunk_mask(
     T: int, chunk: int | None, left_chunks: int | None, keep: torch.Tensor, offset: int = CACHED_CHUNK_OFFSET
 ) -> torch.Tensor:
-    """(B, T, T) bool: the engine's chunk mask (``conformer.chunk_attention_mask``) AND real keys, with
+    """(B, T, T) bool: the engine's chunk mask (``masks.chunk_attention_mask``) AND real keys, with
     the blocks where cached streaming puts them (``offset``)."""
     if chunk is None:
         m = torch.ones(T, T, dtype=torch.bool)
     else:
         left = None if left_chunks is None else left_chunks * chunk
-        m = conformer.chunk_attention_mask(conformer.chunk_block_ids(T, chunk, offset), left)
+        m = masks.chunk_attention_mask(masks.chunk_block_ids(T, chunk, offset), left)
     return m.to(keep.device)[None] & keep[:, None, :]
 
 

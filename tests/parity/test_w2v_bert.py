@@ -142,7 +142,8 @@ TRAIN_CONFIG = dict(
 def test_training_entry_points_save_a_checkpoint_transformers_loads(tmp_path, features):
     import transformers
 
-    from engines.wav2vec2_bert import build_model, save_pretrained
+    from engines.wav2vec2_bert import build_model
+    from examples.train.hf_export import save_pretrained
 
     engine = build_model(TRAIN_CONFIG, head="ctc", seed=0)
     x, attention_mask = features

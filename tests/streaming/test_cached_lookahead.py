@@ -331,7 +331,7 @@ def test_w2v_bert_cached_lookahead_equals_augmented_offline(models, variant, chu
             x = _conformer_reference(bb.encoder.layers, h, chunk, left, R, -1 - right, 0, True)[0][-1]
             if bb.intermediate_ffn is not None:
                 x = x + 0.5 * bb.intermediate_ffn(x)
-            return m.frames_from_head_input(x)[0]
+            return m.head_frames(x)[0]
 
         want, without = run(right), run(0)
     torch.testing.assert_close(y, want, atol=ATOL, rtol=0)
@@ -435,7 +435,7 @@ def test_w2v_bert_adapter_cached_lookahead_equals_augmented_offline(models):
             x = bb.adapter.project(states[-1])
             copies = {s: bb.adapter.project(c) for s, c in copies.items()}
             x, _ = _adapter_reference(bb.adapter.layers[0], x, copies, 2 * chunk, 2 * left, 2 * R, first)
-            return m.frames_from_head_input(x)[0]
+            return m.head_frames(x)[0]
 
         want, without = run(right), run(0)
     torch.testing.assert_close(y, want, atol=ATOL, rtol=0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engines.api import load_model
-from engines.common.waveform import chunk_attention_mask
+from engines.common.masks import chunk_attention_mask, chunk_block_ids
 from engines.wav2vec2_conformer import layer_chunk_masks
 from tests import hf_tiny
 from tests.streamkit import step_through, window_plan
@@ -55,7 +55,7 @@ def _encoder_mask(model, T_enc, chunk_enc, left_enc, delay_enc):
         return layer_chunk_masks(
             T_enc, model.config.num_hidden_layers, chunk_enc, left_enc, delay_cnn=1, lookahead=inner.lookahead
         )
-    return chunk_attention_mask(T_enc, chunk_enc, left_enc, offset=-delay_enc)
+    return chunk_attention_mask(chunk_block_ids(T_enc, chunk_enc, delay_enc), left_enc)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engines.api import load_model
-from engines.common.waveform import chunk_attention_mask
+from engines.common.masks import chunk_attention_mask, chunk_block_ids
 from tests import hf_tiny
 from tests.streamkit import step_through, window_plan
 
@@ -41,7 +41,7 @@ def test_cached_equals_offline_under_chunk_mask_per_language(mms, language, chun
     assert state.spec.language == language and T // chunk >= 10
     y, state = step_through(mms, x, state, [1234, 0, 3001])
     view = mms.for_language(language)
-    mask = chunk_attention_mask(T, chunk, left, offset=-state.delay_frames)
+    mask = chunk_attention_mask(chunk_block_ids(T, chunk, state.delay_frames), left)
     with torch.no_grad():
         ref = view.module(x[None], None, attn_mask=mask).frames[0]
         other = mms.for_language([l for l in LANGS if l != language][0]).module(x[None], None, attn_mask=mask).frames[0]

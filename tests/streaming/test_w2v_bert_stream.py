@@ -119,11 +119,11 @@ def test_cached_with_checkpoint_prior(models, tmp_path):
 
 
 def test_checkpoint_prior_survives_save_and_transformers_ignores_it(models, tmp_path):
-    from engines import wav2vec2_bert as w2vb
+    from examples.train.hf_export import save_pretrained
 
     plain = models("pos-relative_key", position_embeddings_type="relative_key")
     model = load_model(_with_prior(plain.model_dir, tmp_path / "prior", frames=123.0))
-    w2vb.save_pretrained(model.module, tmp_path / "saved", vocab=model.vocab)
+    save_pretrained(model.module, tmp_path / "saved", vocab=model.vocab)
     again = load_model(tmp_path / "saved")
     assert again.module.fbank_prior.frames == 123.0
     torch.testing.assert_close(again.module.fbank_prior.mean, model.module.fbank_prior.mean, atol=1e-6, rtol=0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from engines.api import load_model
-from engines.common.waveform import chunk_attention_mask
+from engines.common.masks import chunk_attention_mask, chunk_block_ids
 from tests import hf_tiny
 from tests.streamkit import step_through, window_plan
 
@@ -76,7 +76,7 @@ def test_cached_equals_offline_under_chunk_mask(models, family, variant, head, c
     state = model.init_state("cached", chunk_ms=chunk * 20, left_context_ms=left * 20, normalize="none")
     assert T // chunk >= 10  # at least 10 chunk boundaries
     y, state = step_through(model, x, state, _sizes(x.numel()))
-    mask = chunk_attention_mask(T, chunk, left, offset=-state.delay_frames)
+    mask = chunk_attention_mask(chunk_block_ids(T, chunk, state.delay_frames), left)
     with torch.no_grad():
         ref = model.module(x[None], None, attn_mask=mask).frames[0]
         unmasked = model.module(x[None]).frames[0]
@@ -105,7 +105,7 @@ def test_cached_groupnorm_running_statistics_settle(models):
     T = model.num_frames(x.numel())
     state = model.init_state("cached", chunk_ms=200, left_context_ms=400, normalize="none")
     y, state = step_through(model, x, state, _sizes(x.numel(), hi=8000))
-    mask = chunk_attention_mask(T, 10, 20, offset=-state.delay_frames)
+    mask = chunk_attention_mask(chunk_block_ids(T, 10, state.delay_frames), 20)
     with torch.no_grad():
         ref = model.module(x[None], None, attn_mask=mask).frames[0]
     scale = ref.abs().max().item()
