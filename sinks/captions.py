@@ -146,7 +146,8 @@ def _split_points(
                 continue
             slack = max(capacity - chars - indent(w.speaker), 0)
             cand = (prev[0] + 1, prev[1] + slack * slack)
-            if best[j] is None or cand < best[j]:
+            cur = best[j]
+            if cur is None or cand < cur:
                 best[j], back[j] = cand, i
     cuts = []
     j = n

@@ -37,7 +37,7 @@ class SrtSink(FileSink):
     def handle(self, event: Event) -> bool:
         if not isinstance(event, FinalTranscript):
             return False
-        blocks = []
+        blocks: list[str] = []
         for cue in cues_for_final(event, self.limits, self.speaker_prefix):
             start, end = cue_times_ms(cue, event.sample_rate_hz)
             lines = list(cue.lines)

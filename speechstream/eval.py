@@ -230,7 +230,7 @@ def _load_audio(path: Path) -> np.ndarray:
     try:
         with quiet_decoder(path.suffix.lower() in (".mp3", ".mp2", ".mpga")):  # mpg123 noise off stderr
             x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:  # type: ignore[attr-defined]
+    except (RuntimeError, sf.LibsndfileError) as exc:
         raise ConfigError(f"cannot read audio {path}: {exc}") from exc
     x = x.mean(axis=1)
     if sr != SAMPLE_RATE_HZ:

@@ -144,7 +144,7 @@ class AudioChunk(Event):
 
     type: ClassVar[str] = "audio_chunk"
 
-    samples: np.ndarray = field(repr=False, compare=False)
+    samples: np.ndarray[Any, Any] = field(repr=False, compare=False)
     sample_format: SampleFormat = "f32"
     channels: int = 1
     speech: bool | None = None  # VAD label: True inside a speech segment, None before the VAD

@@ -146,7 +146,7 @@ class Graph:
         if edge is None:
             return 0
         gone = edge.discard(lambda x: isinstance(x, AudioChunk) and x.stream_id == stream_id)
-        return sum(int(x.samples.shape[0]) for x in gone)  # type: ignore[attr-defined]
+        return sum(int(x.samples.shape[0]) for x in gone if isinstance(x, AudioChunk))
 
     def capture_edge(self, stream_id: str) -> Edge:
         """The capture edge of a source (its ``dropped()`` counter, for tests and stats).
@@ -358,7 +358,7 @@ class Graph:
 
     async def _run_source(self, src: Source, edge: Edge) -> None:
         sid = src.stream_id
-        pos = {"sample": 0, "rate": None}
+        pos: dict[str, int | None] = {"sample": 0, "rate": None}
 
         async def emit(chunk: Event) -> None:
             if chunk.stream_id != sid:
@@ -368,7 +368,7 @@ class Graph:
                     raise StreamError(f"source {sid!r} emitted EndOfStream; return from run() instead")
                 await edge.put(chunk)
                 return
-            if chunk.sample < pos["sample"]:  # gaps are allowed (a mic dropped blocks), overlaps are not
+            if chunk.sample < (pos["sample"] or 0):  # gaps are allowed (a mic dropped blocks), overlaps are not
                 raise StreamError(
                     f"source {sid!r}: chunk at sample {chunk.sample} overlaps audio up to {pos['sample']}"
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class ArraySource(Source):
 
     def __init__(
         self,
-        samples: np.ndarray,
+        samples: np.ndarray[Any, Any],
         sample_rate_hz: int,
         *,
         stream_id: str = "array",
