@@ -13,12 +13,23 @@ for how long.
 In a pool (``group`` set), the control topics are an MQTT v5 shared subscription
 (``$share/<group>/<prefix>/+/control``): the broker gives each ``start`` to one worker of
 the group, and only that worker then subscribes to the stream's ``audio`` topic, until the
-stream ends. Audio of a stream this worker did not claim never reaches it.
+stream ends, and to its ``control`` topic (its ``end`` and ``set_speakers`` reach the claimer,
+whichever member the shared subscription hands them to). Audio of a stream this worker did not
+claim never reaches it.
+
+Takeover uses broker features only. Each pool worker keeps a retained status
+``<prefix>/_pool/<group>/workers/<worker>`` (``online``) whose will is ``offline``: the broker
+publishes it when the worker's connection dies (a killed process included). A claimed
+stream has a retained ``<prefix>/<stream>/claim`` (``{"worker", "status_topic"}``, cleared at its
+end). A client watches its stream's claim and that worker's status; on ``offline`` it sends
+``start`` again (the shared subscription gives it to a live worker) and re-sends its audio from
+the end of the last final it received, with the offset header, so no final is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -88,12 +99,14 @@ class MqttIngest:
         group: str | None = None,
         on_claim: Callable[[str, StartConfig], None] | None = None,
         on_release: Callable[[str], None] | None = None,
+        worker_id: str | None = None,
     ):
         self.settings = settings
         self.group = group
         self._control_filter = control_filter(settings.prefix, group)  # checks the group name
         self._on_claim = on_claim
         self._on_release = on_release
+        self.worker_id = worker_id or settings.client_id or f"worker-{id(self):x}"
         self._client: aiomqtt.Client | None = None
         self._start_stream = start_stream
         self._on_error = on_error
@@ -146,9 +159,12 @@ class MqttIngest:
                         if self.group is None:
                             await client.subscribe([(f"{p}/+/audio", 1), (self._control_filter, 1)])
                         else:  # audio only for the streams this worker claimed (again, after a reconnect)
-                            subs = [(self._control_filter, 1)] + [(f"{p}/{sid}/audio", 1) for sid in self.streams]
+                            subs = [(self._control_filter, 1)]
+                            subs += [(f"{p}/{sid}/{k}", 1) for sid in self.streams for k in ("audio", "control")]
                             await client.subscribe(subs)
                         self._client = client
+                        if self.group is not None:
+                            await self._publish_retained(self.status_topic, b"online")
                         self._subscribed.set()
                         if lost_at is not None:
                             await self._interrupted(time.monotonic() - lost_at)
@@ -173,7 +189,22 @@ class MqttIngest:
             return self.settings.client()
         # a pool member speaks MQTT v5 (shared subscriptions); its session is clean: a stream it
         # claimed and lost on a disconnect is ended, and the pool's takeover gives it to a live worker
-        return self.settings.client(protocol=aiomqtt.ProtocolVersion.V5, clean_session=None)
+        will = aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True)
+        return self.settings.client(protocol=aiomqtt.ProtocolVersion.V5, clean_session=None, will=will)
+
+    @property
+    def status_topic(self) -> str:
+        """Retained ``online``; the broker publishes the will ``offline`` the moment this worker's connection dies."""
+        return f"{self.settings.prefix}/_pool/{self.group}/workers/{self.worker_id}"
+
+    async def _publish_retained(self, topic_: str, payload: bytes) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            await client.publish(topic_, payload, qos=1, retain=True)
+        except aiomqtt.MqttError:
+            pass  # the connection went: the will tells the pool
 
     async def _idle_reaper(self) -> None:
         while True:
@@ -207,14 +238,16 @@ class MqttIngest:
             st.source.end()
             if self.group is not None:
                 if self._client is not None:
-                    asyncio.ensure_future(self._unsubscribe(self._client, f"{self.settings.prefix}/{sid}/audio"))
+                    topics = [f"{self.settings.prefix}/{sid}/{k}" for k in ("audio", "control")]
+                    asyncio.ensure_future(self._unsubscribe(self._client, topics))
+                asyncio.ensure_future(self._publish_retained(f"{self.settings.prefix}/{sid}/claim", b""))
                 if self._on_release is not None:
                     self._on_release(sid)
 
     @staticmethod
-    async def _unsubscribe(client: aiomqtt.Client, topic_: str) -> None:
+    async def _unsubscribe(client: aiomqtt.Client, topics: list[str]) -> None:
         try:
-            await client.unsubscribe(topic_)
+            await client.unsubscribe(topics)
         except aiomqtt.MqttError:
             pass  # the connection went; the next session does not subscribe to it
 
@@ -248,7 +281,11 @@ class MqttIngest:
         self.streams[sid] = st
         if self.group is not None:  # this worker claimed the stream: now (and only now) its audio
             if self._client is not None:
-                await self._client.subscribe(f"{self.settings.prefix}/{sid}/audio", 1)
+                p = self.settings.prefix
+                await self._client.subscribe([(f"{p}/{sid}/audio", 1), (f"{p}/{sid}/control", 1)])
+            # the retained claim record: who serves the stream (a client watches it and the worker's status)
+            claim = json.dumps({"worker": self.worker_id, "status_topic": self.status_topic}).encode()
+            await self._publish_retained(f"{self.settings.prefix}/{sid}/claim", claim)
             if self._on_claim is not None:
                 self._on_claim(sid, cfg)
         speakers = start_speakers(cfg)
@@ -271,6 +308,11 @@ class MqttIngest:
             if kind == "control":
                 msg = parse_control(bytes(data), self.limits)
                 st = self.streams.get(sid)
+                if self.group is not None and (st is None) != isinstance(msg, StartConfig):
+                    # the shared subscription hands a stream's later controls to any member, and the
+                    # claimer also gets them on its own subscription: a start of a live stream is a
+                    # repeat (sticky), another control of a stream not live here is another worker's
+                    return
                 if isinstance(msg, StartConfig):
                     if st is not None:
                         raise ProtocolError("bad_control", "'start' was already received; ignored")

@@ -67,6 +67,7 @@ class MqttWorker:
             idle_timeout_s=idle_timeout_s,
             max_streams=max_streams,
             group=group,
+            worker_id=cid,
         )
 
     def _on_event(self, event: Event) -> None:
