@@ -35,10 +35,10 @@ FRAME = RATE // 50
 PREFIX = "speechstream"
 
 
-def spawn_worker(port: int, wid: str) -> subprocess.Popen[str]:
+def spawn_worker(port: int, wid: str, model: str = "none") -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "speechstream.cli", "mqtt-worker", "--port", str(port), "--group", "g1"]
-    cmd += ["--worker-id", wid, "--model", "none", "--idle-timeout-s", "60"]
+    cmd += ["--worker-id", wid, "--model", model, "--idle-timeout-s", "60"]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -58,6 +58,7 @@ async def run_pool(port: int, procs: dict[str, subprocess.Popen[str]], n_streams
     claims: dict[str, list[str]] = {}
     status: dict[str, str] = {}
     eos: dict[str, int] = {}
+    finals: dict[str, list[dict[str, object]]] = {}
     t = np.arange(RATE * 2) / RATE
     pcm = encode_audio((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), "s16")
     sids = [f"s{i:02d}" for i in range(n_streams)]
@@ -79,8 +80,12 @@ async def run_pool(port: int, procs: dict[str, subprocess.Popen[str]], n_streams
                     claims.setdefault(parts[1], []).append(json.loads(body)["worker"])
                 elif "_pool" in parts:
                     status[parts[-1]] = body.decode()
-                elif parts[-1] == "transcript" and json.loads(body).get("type") == "end_of_stream":
-                    eos[parts[1]] = eos.get(parts[1], 0) + 1
+                elif parts[-1] == "transcript":
+                    ev = json.loads(body)
+                    if ev.get("type") == "end_of_stream":
+                        eos[parts[1]] = eos.get(parts[1], 0) + 1
+                    elif ev.get("type") == "final_transcript":
+                        finals.setdefault(parts[1], []).append(ev)
 
         listener = asyncio.create_task(listen())
         for sid in sids:
@@ -119,14 +124,20 @@ async def run_pool(port: int, procs: dict[str, subprocess.Popen[str]], n_streams
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
     return dict(
-        claims=claims, eos=eos, orphans=orphans, victim=victim, will_s=t_will - t_kill, takeover_s=t_taken - t_kill
+        claims=claims,
+        eos=eos,
+        finals=finals,
+        orphans=orphans,
+        victim=victim,
+        will_s=t_will - t_kill,
+        takeover_s=t_taken - t_kill,
     )
 
 
-def run_once(workdir: Path) -> dict[str, object]:
+def run_once(workdir: Path, model: str = "none") -> dict[str, object]:
     broker = Broker(workdir)
     broker.start()
-    procs = {f"w{i}": spawn_worker(broker.port, f"w{i}") for i in range(3)}
+    procs = {f"w{i}": spawn_worker(broker.port, f"w{i}", model) for i in range(3)}
     try:
         for p in procs.values():
             wait_up(p)
@@ -159,3 +170,25 @@ def test_pool_claims_each_stream_once_and_takes_over_a_killed_worker(tmp_path: P
     assert len(set(w for who in claims.values() for w in who)) == 3  # the load was shared
     assert eos == {sid: 1 for sid in claims}, eos  # every stream ended once, by one live worker
     print(f"takeover {r['takeover_s']:.3f} s (will after {r['will_s']:.3f} s)")
+
+
+def test_pool_loses_no_final_when_a_worker_is_killed(tmp_path: Path) -> None:
+    """With a real (tiny, random-init) recogniser: every stream carries the same audio, so a stream
+    taken over after the kill must end with the same finals as a stream that was never interrupted."""
+    from tests.hf_tiny import build_tiny
+
+    model = build_tiny("wav2vec2", "ctc", tmp_path / "model")
+    r = run_once(tmp_path / "broker", str(model))
+    finals, eos, orphans = r["finals"], r["eos"], r["orphans"]
+    assert isinstance(finals, dict) and isinstance(eos, dict) and isinstance(orphans, list) and orphans
+    assert eos == {sid: 1 for sid in r["claims"]}, eos  # type: ignore[union-attr]
+
+    def key(events: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        return [(e["sample"], e["end_sample"], e["text"]) for e in events]
+
+    assert sorted(finals) == sorted(eos), "a stream without a final"
+    kept = [sid for sid in finals if sid not in orphans]
+    reference = key(finals[kept[0]])
+    assert reference and reference[0][2], "the recogniser gave no text: nothing to compare"
+    for sid in finals:
+        assert key(finals[sid]) == reference, (sid, sid in orphans)
