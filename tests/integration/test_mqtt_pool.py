@@ -181,7 +181,7 @@ def test_pool_loses_no_final_when_a_worker_is_killed(tmp_path: Path) -> None:
     r = run_once(tmp_path / "broker", str(model))
     finals, eos, orphans = r["finals"], r["eos"], r["orphans"]
     assert isinstance(finals, dict) and isinstance(eos, dict) and isinstance(orphans, list) and orphans
-    assert eos == {sid: 1 for sid in r["claims"]}, eos  # type: ignore[union-attr]
+    assert eos == {sid: 1 for sid in finals}, eos
 
     def key(events: list[dict[str, object]]) -> list[tuple[object, ...]]:
         return [(e["sample"], e["end_sample"], e["text"]) for e in events]
