@@ -18,7 +18,7 @@ import sys
 
 import aiomqtt
 
-from speechstream.net.mqtt import FinalDeduper, MqttSettings
+from speechstream.mqtt import FinalDeduper, MqttSettings
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from speechstream.net.mqtt import MqttPublisher, MqttSettings, topic
+from speechstream.mqtt import MqttPublisher, MqttSettings, topic
 from speechstream.net.protocol import encode_audio, with_offset_header
 
 RATE = 16_000

@@ -13,8 +13,7 @@ import argparse
 import asyncio
 import signal
 
-from speechstream.net.mqtt import MqttSettings
-from speechstream.net.mqtt_worker import MqttWorker
+from speechstream.mqtt import MqttSettings, MqttWorker
 from speechstream.net.serve import ServeOptions, build_nodes
 
 

@@ -3,7 +3,7 @@
 Finals, speaker turns, errors and end-of-stream go out at QoS 1, partials and VAD events at QoS 0.
 The sink knows only the events and the topic scheme: it hands ``(topic, payload, qos)`` to a
 publisher (anything with ``start``, ``publish`` and ``close``, see :class:`Publisher`).
-``speechstream.net.mqtt.mqtt_sink(settings)`` gives one whose publisher is the aiomqtt client with
+``speechstream.mqtt.mqtt_sink(settings)`` gives one whose publisher is the aiomqtt client with
 its outbox, so finals survive a broker restart; ``consume`` never waits for the network, and
 ``close`` sends what is queued, up to ``close_timeout_s``::
 
@@ -35,7 +35,7 @@ __all__ = ["MqttSink", "Publisher", "route", "topic", "topic_segment"]
 
 
 class Publisher(Protocol):
-    """What the sink publishes through (``speechstream.net.mqtt.MqttPublisher`` in the product)."""
+    """What the sink publishes through (``speechstream.mqtt.MqttPublisher`` in the product)."""
 
     async def start(self) -> None: ...
 

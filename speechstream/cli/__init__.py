@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import transcribe  # noqa: F401  # isort: skip
 from . import eval_cmd  # noqa: F401  # isort: skip
 from . import serve  # noqa: F401  # isort: skip
+from speechstream.mqtt import cli as _mqtt_cli  # noqa: F401  # isort: skip
 from ._app import (
     _VAD_AGGRESSIVENESS,
     _VAD_HANGOVER_MS,

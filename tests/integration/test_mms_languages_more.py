@@ -12,9 +12,8 @@ import os
 import numpy as np
 import pytest
 
+from speechstream.mqtt import MqttPublisher, MqttSettings, MqttWorker, topic
 from speechstream.net.languages import set_stream_language, start_stream
-from speechstream.net.mqtt import MqttPublisher, MqttSettings, topic
-from speechstream.net.mqtt_worker import MqttWorker
 from speechstream.net.protocol import ProtocolError, encode_audio
 from speechstream.net.serve import ServeOptions, build_nodes
 from speechstream.net.tcp import TcpPcmServer

@@ -11,8 +11,16 @@ import aiomqtt
 import numpy as np
 import pytest
 
-from speechstream.net.mqtt import FinalDeduper, MqttPublisher, MqttSettings, mqtt_sink, parse_topic, route, topic
-from speechstream.net.mqtt_worker import MqttWorker
+from speechstream.mqtt import (
+    FinalDeduper,
+    MqttPublisher,
+    MqttSettings,
+    MqttWorker,
+    mqtt_sink,
+    parse_topic,
+    route,
+    topic,
+)
 from speechstream.net.protocol import encode_audio, with_offset_header
 from stream.events import EndOfStream, FinalTranscript, PartialTranscript, SpeechStarted
 from stream.resample import Resample

@@ -14,8 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from speechstream.net.mqtt import MqttPublisher, MqttSettings, topic
-from speechstream.net.mqtt_worker import MqttWorker
+from speechstream.mqtt import MqttPublisher, MqttSettings, MqttWorker, topic
 from speechstream.net.protocol import encode_audio, with_offset_header
 from stream.events import AudioChunk, EndOfStream, Event
 from stream.node import Node

@@ -11,7 +11,7 @@ import subprocess
 import aiomqtt
 import pytest
 
-from speechstream.net.mqtt import MqttPublisher, MqttSettings, mqtt_sink
+from speechstream.mqtt import MqttPublisher, MqttSettings, mqtt_sink
 from stream.events import FinalTranscript
 from tests.integration.mqtt_broker import MOSQUITTO, Broker
 

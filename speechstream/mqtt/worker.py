@@ -6,6 +6,9 @@
     async with worker:
         await worker.serve_forever()
 
+With ``group`` set the worker is one of a pool sharing the broker's streams
+(:mod:`speechstream.mqtt.source`: shared subscription on the control topics).
+
 With ``client_id`` set, the audio subscription is a persistent session
 (``<client_id>-ingest``, ``clean_session=False``), so audio published while the
 worker reconnects is queued by a broker with persistence; events go out through
@@ -21,12 +24,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from speechstream.net.languages import start_stream
-from speechstream.net.mqtt import MqttIngest, MqttSettings, mqtt_sink
 from speechstream.net.protocol import Limits, SampleFormat, SetSpeakers
 from speechstream.net.speakers import set_stream_speakers
 from stream.events import Event
 from stream.graph import Graph
 from stream.node import Node
+
+from .publisher import mqtt_sink
+from .settings import MqttSettings
+from .source import MqttIngest
 
 __all__ = ["MqttWorker"]
 
@@ -42,6 +48,7 @@ class MqttWorker:
         limits: Limits = Limits(),
         idle_timeout_s: float = 30.0,
         max_streams: int = 64,
+        group: str | None = None,
     ):
         self.settings = settings
         cid = settings.client_id
@@ -59,10 +66,26 @@ class MqttWorker:
             limits=limits,
             idle_timeout_s=idle_timeout_s,
             max_streams=max_streams,
+            group=group,
+            worker_id=cid,
         )
 
     def _on_event(self, event: Event) -> None:
         self.sink.handle(event)  # never waits: the publisher's outbox is in memory
+
+    def stats(self) -> dict[str, Any]:
+        """What a metrics endpoint reads: live streams, frames in, losses, protocol errors, publisher counters."""
+        return {
+            "active_streams": len(self.ingest.streams),
+            "streams_started": len(self.ingest.used),
+            **self.ingest.stats,
+            "published": self.sink_publisher_stats(),
+        }
+
+    def sink_publisher_stats(self) -> dict[str, int]:
+        pub = getattr(self.sink, "publisher", None)
+        st = getattr(pub, "stats", None)
+        return dict(vars(st)) if st is not None else {}
 
     def _set_speakers(self, sid: str, msg: SetSpeakers) -> None:
         # the diarizer caps and names this stream's speakers; a non-fatal ProtocolError without one

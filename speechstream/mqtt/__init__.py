@@ -1,0 +1,36 @@
+"""MQTT transport (aiomqtt): audio in per stream, events out as JSON, workers alone or in a pool.
+
+- :mod:`.settings`: :class:`MqttSettings` (broker, auth, TLS, session, reconnect)
+- :mod:`.topics`: the topic scheme and its parsing
+- :mod:`.outbox`, :mod:`.publisher`: :class:`MqttPublisher` (QoS 1 survives broker restarts), :func:`mqtt_sink`
+- :mod:`.source`: :class:`MqttIngest`, audio in (shared control subscription in a pool)
+- :mod:`.worker`: :class:`MqttWorker`, ingest -> graph -> events
+- :mod:`.consumer`: :class:`FinalDeduper`, :func:`decode_event` for programs that read the events
+"""
+
+from sinks.mqtt import MqttSink
+
+from .consumer import FinalDeduper, decode_event
+from .publisher import MqttPublisher, PublisherStats, mqtt_sink
+from .settings import MqttSettings
+from .source import MqttIngest
+from .topics import check_publish_topic, control_filter, parse_topic, route, topic, topic_segment
+from .worker import MqttWorker
+
+__all__ = [
+    "MqttSettings",
+    "topic",
+    "topic_segment",
+    "route",
+    "check_publish_topic",
+    "parse_topic",
+    "control_filter",
+    "MqttPublisher",
+    "PublisherStats",
+    "mqtt_sink",
+    "MqttSink",
+    "MqttIngest",
+    "MqttWorker",
+    "FinalDeduper",
+    "decode_event",
+]
