@@ -1,1 +1,1 @@
-"""Network transports: WebSocket server, TCP source, MQTT source and sink, and their shared wire protocol."""
+"""Network transports: the WebSocket server and the TCP source, and the wire protocol they share with MQTT (speechstream.mqtt)."""
