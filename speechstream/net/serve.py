@@ -21,7 +21,7 @@ from stream.node import Node
 from stream.resample import Resample
 
 from .protocol import Limits
-from .ws_server import CaptionServer, ServerConfig
+from .ws import CaptionServer, ServerConfig
 
 __all__ = ["ServeOptions", "build_nodes", "serve_main"]
 

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechstream.net.ws_server import CaptionServer, ServerConfig
+from speechstream.net.ws import CaptionServer, ServerConfig
 from stream.config import default_model_dir
 from stream.resample import Resample
 from stream.vad_node import VadNode

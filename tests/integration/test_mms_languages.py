@@ -112,7 +112,7 @@ async def _refused(url: str, start: dict) -> tuple[list[dict], int | None]:
 
 async def test_serve_two_languages_at_once_on_one_model(mms, clips):
     from speechstream.net.serve import ServeOptions, build_nodes
-    from speechstream.net.ws_server import CaptionServer, ServerConfig
+    from speechstream.net.ws import CaptionServer, ServerConfig
 
     nodes, _ = build_nodes(ServeOptions(model=str(mms), vad="none", mode="window", chunk_ms=4000, language="aaa"))
     rec = nodes[-1]
@@ -138,7 +138,7 @@ async def test_serve_two_languages_at_once_on_one_model(mms, clips):
 
 async def test_serve_with_an_unknown_default_language_fails_at_start(mms):
     from speechstream.net.serve import ServeOptions, build_nodes
-    from speechstream.net.ws_server import CaptionServer
+    from speechstream.net.ws import CaptionServer
     from stream.errors import ConfigError
 
     nodes, _ = build_nodes(ServeOptions(model=str(mms), vad="none", language="zzz"))
@@ -152,7 +152,7 @@ async def test_serve_unreadable_adapter_fails_its_stream_only(mms, clips, tmp_pa
     import shutil
 
     from speechstream.net.serve import ServeOptions, build_nodes
-    from speechstream.net.ws_server import CaptionServer, ServerConfig
+    from speechstream.net.ws import CaptionServer, ServerConfig
 
     broken = tmp_path / "broken"
     shutil.copytree(mms, broken)

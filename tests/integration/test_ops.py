@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from speechstream.net.protocol import encode_audio
-from speechstream.net.ws_server import CaptionServer, ServerConfig
+from speechstream.net.ws import CaptionServer, ServerConfig
 from stream.resample import Resample
 from tests.integration.netkit import EnergyCaptioner, read_until_closed, send_start, sine, stream_audio
 

@@ -13,7 +13,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from speechstream.net.protocol import Limits, encode_audio
-from speechstream.net.ws_server import CaptionServer, ServerConfig
+from speechstream.net.ws import CaptionServer, ServerConfig
 from stream.resample import Resample
 from tests.integration.netkit import EnergyCaptioner, assert_stream_well_formed, sine, stream_audio
 

@@ -22,7 +22,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from speechstream.net.protocol import Limits, encode_audio
-from speechstream.net.ws_server import CaptionServer, ServerConfig
+from speechstream.net.ws import CaptionServer, ServerConfig
 from stream.events import AudioChunk, Event
 from stream.node import Node
 from stream.resample import Resample

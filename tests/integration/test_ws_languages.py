@@ -8,7 +8,7 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
-from speechstream.net.ws_server import CaptionServer, ServerConfig
+from speechstream.net.ws import CaptionServer, ServerConfig
 from stream.errors import ConfigError
 from stream.resample import Resample
 from tests.integration.netkit import EnergyCaptioner, read_until_closed

@@ -13,7 +13,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from speechstream.net.protocol import Limits, encode_audio
-from speechstream.net.ws_server import CaptionServer, ServerConfig
+from speechstream.net.ws import CaptionServer, ServerConfig
 from stream.events import json_schema
 from stream.resample import Resample
 from tests.integration.netkit import (
@@ -78,7 +78,7 @@ async def test_page_and_static_files_are_served():
             assert status == 200 and headers["Content-Type"].startswith(ctype), name
         status, _, body = await _get(srv.http_url + "events.schema.json")
         assert status == 200 and json.loads(body)["title"] == "speechstream event"
-        for bad in ["__init__.py", "..%2Fnet%2Fws_server.py", "../net/ws_server.py", "nope.js", ".hidden.js"]:
+        for bad in ["__init__.py", "..%2Fnet%2Fserve.py", "../net/serve.py", "nope.js", ".hidden.js"]:
             status, _, _ = await _get(srv.http_url + bad)
             assert status == 404, bad
 
