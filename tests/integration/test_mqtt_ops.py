@@ -217,3 +217,46 @@ def test_sigterm_drain_fails_readyz_first_and_open_stream_finishes(tmp_path: Pat
     finally:
         kill_group(proc)
         broker.stop()
+
+
+def test_a_lone_worker_that_drains_refuses_new_streams(tmp_path: Path) -> None:
+    """In process, without a group: a start during the drain is refused (``unavailable``), the open stream ends."""
+    from speechstream.mqtt import MqttSettings, MqttWorker
+    from speechstream.net.serve import ServeOptions, build_nodes
+
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+
+    async def main() -> tuple[int, list[dict[str, object]], bool]:
+        nodes, _ = build_nodes(ServeOptions(model="none", vad="webrtc"))
+        w = MqttWorker(nodes, MqttSettings(host="127.0.0.1", port=broker.port))
+        errors: list[dict[str, object]] = []
+        async with w, aiomqtt.Client("127.0.0.1", broker.port) as c:
+            await c.subscribe(f"{PREFIX}/s2/error", 1)
+            await c.publish(f"{PREFIX}/s1/control", START, qos=1)
+            await c.publish(f"{PREFIX}/s1/audio", speech_pcm(0.2), qos=1)
+            deadline = time.monotonic() + 10
+            while not w.ingest.streams and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            drain = asyncio.create_task(w.drain(30))
+            await asyncio.sleep(0.1)
+            ready = w.ready
+            await c.publish(f"{PREFIX}/s2/control", START, qos=1)
+
+            async def first_error() -> None:
+                async for m in c.messages:
+                    errors.append(json.loads(bytes(m.payload) if isinstance(m.payload, bytes) else b"{}"))
+                    return
+
+            await asyncio.wait_for(first_error(), 10)
+            assert not drain.done()
+            await c.publish(f"{PREFIX}/s1/control", json.dumps({"type": "end"}), qos=1)
+            left = await asyncio.wait_for(drain, 20)
+        return left, errors, ready
+
+    try:
+        left, errors, ready = asyncio.run(main())
+    finally:
+        broker.stop()
+    assert not ready and left == 0
+    assert [(e["code"], e["fatal"]) for e in errors] == [("unavailable", True)], errors
