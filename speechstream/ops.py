@@ -15,10 +15,16 @@ Metrics (all prefixed ``speechstream_``):
   ``finalization_latency_seconds`` (histogram: from the arrival of the audio a final ends at to the final);
 - ``model_forward_seconds_total`` and ``model_steps_total``, ``model_batch_size_max`` (the recogniser's counters);
 - ``errors_total{code}`` (every error event, by code), ``finals_total``, ``partials_total``.
+
+:class:`StreamLatency` is the per-stream bookkeeping for the two latency histograms, for a transport
+that calls ``audio()`` as it feeds and ``event()`` at the graph's tail (the MQTT worker).
+:mod:`speechstream.ops_http` serves the three paths for a process without an HTTP server of its own.
 """
 
 from __future__ import annotations
 
+import collections
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,7 +35,7 @@ from prometheus_client.registry import Collector
 from stream.events import ErrorEvent, Event, FinalTranscript, PartialTranscript
 from stream.graph import Graph
 
-__all__ = ["ServerMetrics", "CONTENT_TYPE"]
+__all__ = ["ServerMetrics", "StreamLatency", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -99,3 +105,30 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class StreamLatency:
+    """One stream's audio arrivals, for the first-partial and finalisation histograms of ``metrics``."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+        # (16 kHz samples received so far, monotonic arrival time), oldest first; bounded: a VAD-only stream has no finals
+        self.arrivals: collections.deque[tuple[int, float]] = collections.deque(maxlen=4096)
+        self.first_audio_t: float | None = None
+        self.partial_seen = False
+
+    def audio(self, samples_16k: int, t_in: float) -> None:
+        self.arrivals.append((samples_16k, t_in))
+        if self.first_audio_t is None:
+            self.first_audio_t = t_in
+
+    def event(self, event: Event) -> None:
+        now = time.monotonic()
+        if isinstance(event, PartialTranscript) and not self.partial_seen and self.first_audio_t is not None:
+            self.partial_seen = True
+            self.metrics.first_partial.observe(now - self.first_audio_t)
+        elif isinstance(event, FinalTranscript) and event.end_sample is not None:
+            while self.arrivals and self.arrivals[0][0] < event.end_sample:
+                self.arrivals.popleft()  # audio before this final's end: not needed again
+            if self.arrivals:  # the block that held the final's last sample
+                self.metrics.finalization.observe(now - self.arrivals[0][1])

@@ -29,6 +29,18 @@ def worker(
     worker_id: str = typer.Option("", "--worker-id", help="This worker's id (default: host name and pid)."),
     idle_timeout_s: float = typer.Option(30.0, "--idle-timeout-s", help="End a stream after this long without audio."),
     max_streams: int = typer.Option(64, "--max-streams", help="Live streams this worker takes at most."),
+    ops_host: str = typer.Option(
+        "127.0.0.1", "--ops-host", help="Address of the /healthz, /readyz, /metrics listener."
+    ),
+    ops_port: int = typer.Option(
+        0, "--ops-port", min=0, max=65535, help="Port of the /healthz, /readyz, /metrics listener (HTTP); 0: none."
+    ),
+    drain_timeout: float = typer.Option(
+        30.0,
+        "--drain-timeout",
+        min=0.0,
+        help="On SIGTERM: /readyz fails, no new stream is claimed, open ones get this many seconds to end.",
+    ),
 ) -> None:
     """Transcribe every stream published to an MQTT broker (with --group: this worker's share of them)."""
     from speechstream.net.serve import ServeOptions, build_nodes
@@ -41,13 +53,27 @@ def worker(
     nodes, _ = build_nodes(ServeOptions(model=model, vad=vad))
 
     async def run() -> None:
+        from speechstream.ops_http import OpsServer
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         w = MqttWorker(nodes, settings, idle_timeout_s=idle_timeout_s, max_streams=max_streams, group=group or None)
-        async with w:
+        ops = OpsServer(w.metrics.render, w.readiness)
+        if ops_port:  # up before the broker connection: /healthz answers, /readyz says 503 until connected
+            await ops.start(ops_host, ops_port)
+            print(f"mqtt worker {wid} ops on http://{ops_host}:{ops.port}/metrics", flush=True)
+        try:
+            await w.start()
             print(f"mqtt worker {wid} up (group {group or '-'}) at {host}:{port}/{prefix}", flush=True)
             await stop.wait()
+            print(f"mqtt worker {wid} draining (up to {drain_timeout:g} s for open streams)", flush=True)
+            left = await w.drain(drain_timeout)
+            if left:
+                print(f"mqtt worker {wid}: drain deadline: {left} stream(s) ended by the worker", flush=True)
+        finally:
+            await w.stop()
+            await ops.close()
 
     asyncio.run(run())

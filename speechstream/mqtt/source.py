@@ -99,6 +99,7 @@ class MqttIngest:
         group: str | None = None,
         on_claim: Callable[[str, StartConfig], None] | None = None,
         on_release: Callable[[str], None] | None = None,
+        on_audio: Callable[[str, int, float, float], None] | None = None,
         worker_id: str | None = None,
     ):
         self.settings = settings
@@ -106,6 +107,7 @@ class MqttIngest:
         self._control_filter = control_filter(settings.prefix, group)  # checks the group name
         self._on_claim = on_claim
         self._on_release = on_release
+        self._on_audio = on_audio
         self.worker_id = worker_id or settings.client_id or f"worker-{id(self):x}"
         self._client: aiomqtt.Client | None = None
         self._start_stream = start_stream
@@ -124,7 +126,9 @@ class MqttIngest:
             "connects": 0,
             "lost_samples": 0,
             "lost_spans": 0,
+            "claims": 0,
         }
+        self.claiming = True  # False after stop_claiming(): new streams go to the other workers
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closing = False
@@ -134,6 +138,22 @@ class MqttIngest:
 
     async def wait_subscribed(self, timeout_s: float = 10.0) -> None:
         await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        """Subscribed on a live broker connection."""
+        return self._subscribed.is_set()
+
+    async def stop_claiming(self) -> None:
+        """Drain: take no new stream. A pool member leaves the shared control subscription, so the broker
+        hands new ``start`` messages to the other members; its own streams' topics stay subscribed."""
+        self.claiming = False
+        client = self._client
+        if client is not None and self.group is not None:
+            try:
+                await client.unsubscribe(self._control_filter)
+            except aiomqtt.MqttError:
+                pass  # the connection went; the next session does not subscribe to it
 
     async def close(self) -> None:
         self._closing = True
@@ -159,9 +179,10 @@ class MqttIngest:
                         if self.group is None:
                             await client.subscribe([(f"{p}/+/audio", 1), (self._control_filter, 1)])
                         else:  # audio only for the streams this worker claimed (again, after a reconnect)
-                            subs = [(self._control_filter, 1)]
+                            subs = [(self._control_filter, 1)] if self.claiming else []
                             subs += [(f"{p}/{sid}/{k}", 1) for sid in self.streams for k in ("audio", "control")]
-                            await client.subscribe(subs)
+                            if subs:
+                                await client.subscribe(subs)
                         self._client = client
                         if self.group is not None:
                             await self._publish_retained(self.status_topic, b"online")
@@ -260,6 +281,9 @@ class MqttIngest:
         self._on_error(ErrorEvent(sid, sample, code=exc.code, message=exc.message, fatal=exc.fatal))
 
     async def _open(self, sid: str, cfg: StartConfig) -> _Stream | None:
+        if not self.claiming:  # a pool's client sends start again: the broker gives it to a live member
+            self._error(sid, ProtocolError("unavailable", "the worker is draining", fatal=True))
+            return None
         if sid in self.used:
             self._error(sid, ProtocolError("stream_id_in_use", f"stream id {sid!r} was already used", fatal=True))
             return None
@@ -286,6 +310,7 @@ class MqttIngest:
             # the retained claim record: who serves the stream (a client watches it and the worker's status)
             claim = json.dumps({"worker": self.worker_id, "status_topic": self.status_topic}).encode()
             await self._publish_retained(f"{self.settings.prefix}/{sid}/claim", claim)
+            self.stats["claims"] += 1
             if self._on_claim is not None:
                 self._on_claim(sid, cfg)
         speakers = start_speakers(cfg)
@@ -295,6 +320,11 @@ class MqttIngest:
             except ProtocolError as exc:  # no diarizer, or a setting it cannot keep: the stream runs on
                 self._error(sid, exc)
         return st
+
+    def _fed(self, sid: str, st: _Stream, n: int, t_in: float) -> None:
+        if self._on_audio is not None:  # (stream, 16 kHz samples fed so far, seconds in this frame, arrival)
+            rate = st.cfg.sample_rate_hz
+            self._on_audio(sid, st.source.samples_fed * SAMPLE_RATE_HZ // rate, n / rate, t_in)
 
     async def _on_message(self, topic_: str, payload: Any) -> None:
         parsed = parse_topic(self.settings.prefix, topic_)
@@ -336,18 +366,20 @@ class MqttIngest:
                     offset, pcm = split_offset_header(data)
                     x = decode_audio(pcm, st.cfg.sample_format, self.limits)
                     max_gap = int(self.limits.max_gap_s * st.cfg.sample_rate_hz)
-                    st.last_audio = time.monotonic()
+                    st.last_audio = t_in = time.monotonic()
                     self.stats["frames"] += 1
                     lost = await st.source.feed_at(x, offset, max_gap)
+                    self._fed(sid, st, x.shape[0], t_in)
                     if lost is not None:
                         self.stats["lost_samples"] += lost.lost_samples
                         self.stats["lost_spans"] += 1
                         log.warning("mqtt ingest: stream %s: %s", sid, lost.message)
                 else:
                     x = decode_audio(bytes(data), st.cfg.sample_format, self.limits)
-                    st.last_audio = time.monotonic()
+                    st.last_audio = t_in = time.monotonic()
                     self.stats["frames"] += 1
                     await st.source.feed(x)
+                    self._fed(sid, st, x.shape[0], t_in)
         except ProtocolError as exc:
             self._error(sid, exc)
             if exc.fatal:
