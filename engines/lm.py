@@ -272,7 +272,8 @@ class BeamDecoder:
                 raise CheckpointError(f"unigram list not found: {p}")
             return [w for w in p.read_text(encoding="utf-8").split() if w]
         if kind == "arpa":
-            return read_arpa_unigrams(config.lm_path)  # type: ignore[arg-type]
+            assert config.lm_path is not None  # called only for a loaded LM file
+            return read_arpa_unigrams(config.lm_path)
         log.warning("binary LM %s without a unigram list: its vocabulary cannot be checked", config.lm_path)
         return None
 
