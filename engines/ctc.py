@@ -49,9 +49,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from engines.errors import StreamUsageError, UnsupportedConfigError
 from engines.tokenizer import CTCTokenizer, TokenSpan, WordSpan
@@ -87,6 +88,10 @@ class EndpointConfig:
         if not isinstance(self.max_utterance_ms, int) or self.max_utterance_ms <= 0:
             raise UnsupportedConfigError("max_utterance_ms", self.max_utterance_ms, "a positive int (ms)")
 
+    @overload
+    def frames(self, ms: int, samples_per_frame: int) -> int: ...
+    @overload
+    def frames(self, ms: int | None, samples_per_frame: int) -> int | None: ...
     def frames(self, ms: int | None, samples_per_frame: int) -> int | None:
         if ms is None:
             return None
@@ -125,7 +130,7 @@ class SegmentUpdate:
 class SegmentDecoder(Protocol):
     """Re-decodes a segment's log-probs (beam search, LM): ``(T, V) -> (text, words in frames of the slice)``."""
 
-    def decode_segment(self, log_probs: np.ndarray) -> tuple[str, tuple[WordSpan, ...]]: ...
+    def decode_segment(self, log_probs: npt.NDArray[np.floating[Any]]) -> tuple[str, tuple[WordSpan, ...]]: ...
 
 
 @dataclass(frozen=True)
@@ -156,22 +161,23 @@ class DecoderState:
     trailing: int = 0
     revision: int = -1
     last_partial: tuple[str, tuple[TimedWord, ...]] | None = None
-    log_probs: tuple[np.ndarray, ...] = field(default=(), repr=False)
+    log_probs: tuple[npt.NDArray[np.float32], ...] = field(default=(), repr=False)
     pending_cuts: tuple[int, ...] = ()
     replay_from: int = 0
     replay_until: int = 0
     cut_wait: int = 0
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
     """Row-wise log-softmax of (T, V) float logits (float32)."""
     x = np.asarray(logits, dtype=np.float32)
     m = x.max(axis=-1, keepdims=True)
     z = x - m
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    out: npt.NDArray[np.float32] = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return out
 
 
-def greedy_decode(tokenizer: CTCTokenizer, logits: np.ndarray) -> str:
+def greedy_decode(tokenizer: CTCTokenizer, logits: npt.NDArray[np.floating[Any]]) -> str:
     """Offline greedy text of (T, V) logits (the reference the streaming decoder is tested against)."""
     return tokenizer.decode(np.asarray(logits).argmax(axis=-1).tolist())
 
@@ -181,9 +187,9 @@ def _tidy(text: str) -> str:
     return " ".join(text.split())
 
 
-def _to_numpy(frames: object) -> np.ndarray:
+def _to_numpy(frames: object) -> npt.NDArray[np.float32]:
     if hasattr(frames, "detach"):
-        frames = frames.detach().to("cpu").float().numpy()  # type: ignore[attr-defined]
+        frames = frames.detach().to("cpu").float().numpy()
     arr = np.asarray(frames, dtype=np.float32)
     if arr.ndim != 2:
         raise StreamUsageError(f"CTC frames must be (T, V), got shape {arr.shape}")
@@ -321,7 +327,7 @@ class _Run:
         self.trailing = s.trailing
         self.revision = s.revision
         self.last_partial = s.last_partial
-        self.log_probs: list[np.ndarray] = list(s.log_probs)
+        self.log_probs: list[npt.NDArray[np.float32]] = list(s.log_probs)
         self.pending = list(s.pending_cuts)
         self.replay = (s.replay_from, s.replay_until)
         self.cut_wait = s.cut_wait
@@ -329,7 +335,7 @@ class _Run:
 
     # -- frame loop ----------------------------------------------------------------------
 
-    def frames(self, logits: np.ndarray) -> _Run:
+    def frames(self, logits: npt.NDArray[np.float32]) -> _Run:
         d = self.d
         n = logits.shape[0]
         if n == 0:
@@ -377,11 +383,11 @@ class _Run:
                 self.close("silence", self.frame)
                 has_text = self._has_text()
             elif self.frame - self.seg_start >= r3:
-                cut = self._max_length_cut()
-                if cut is None and self.frame - self.seg_start >= r3 + r3 // 2:
-                    cut = self.frame  # one "word" of more than half the maximum: cut (bounded state)
-                if cut is not None:
-                    self.close("max_length", cut)
+                length_cut = self._max_length_cut()
+                if length_cut is None and self.frame - self.seg_start >= r3 + r3 // 2:
+                    length_cut = self.frame  # one "word" of more than half the maximum: cut (bounded state)
+                if length_cut is not None:
+                    self.close("max_length", length_cut)
                     has_text = self._has_text()
         # a requested cut at the frame after this chunk closes now, not one chunk later
         while self.pending and self.pending[0] <= self.frame:
@@ -431,7 +437,7 @@ class _Run:
         k = next((j for j, sp in enumerate(self.spans) if sp.start_frame >= cut), len(self.spans))
         return self.spans[:k], self.conf[:k], self.spans[k:], self.conf[k:]
 
-    def _split_log_probs(self, cut: int) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    def _split_log_probs(self, cut: int) -> tuple[npt.NDArray[np.float32] | None, list[npt.NDArray[np.float32]]]:
         if not self.d.keep_log_probs:
             return None, []
         allp = np.concatenate(self.log_probs, axis=0) if self.log_probs else np.zeros((0, 0), np.float32)

@@ -36,9 +36,10 @@ An odd final frame is dropped by `FbankStream.flush`, matching offline, where it
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -77,11 +78,16 @@ NORM_EPS = 1e-7
 NORM_MODES = ("cumulative", "fixed", "none")
 
 
-def _hz_to_kaldi_mel(freq):
-    return 1127.0 * np.log(1.0 + freq / 700.0)
+@overload
+def _hz_to_kaldi_mel(freq: float) -> float: ...
+@overload
+def _hz_to_kaldi_mel(freq: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def _hz_to_kaldi_mel(freq: float | npt.NDArray[np.float64]) -> float | npt.NDArray[np.float64]:
+    mel: float | npt.NDArray[np.float64] = 1127.0 * np.log(1.0 + freq / 700.0)
+    return mel
 
 
-def mel_filter_bank(num_mel_bins: int = NUM_MEL_BINS, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
+def mel_filter_bank(num_mel_bins: int = NUM_MEL_BINS, sample_rate_hz: int = SAMPLE_RATE_HZ) -> npt.NDArray[np.float64]:
     """Kaldi mel filters as a (FFT_LENGTH // 2 + 1, num_mel_bins) float64 matrix.
 
     Triangles are built in mel space between 20 Hz and Nyquist, without area normalisation.
@@ -94,10 +100,11 @@ def mel_filter_bank(num_mel_bins: int = NUM_MEL_BINS, sample_rate_hz: int = SAMP
     spacing = np.diff(mel_points)
     down = -slopes[:, :-2] / spacing[:-1]
     up = slopes[:, 2:] / spacing[1:]
-    return np.maximum(0.0, np.minimum(down, up))
+    filters: npt.NDArray[np.float64] = np.maximum(0.0, np.minimum(down, up))
+    return filters
 
 
-def povey_window() -> np.ndarray:
+def povey_window() -> npt.NDArray[np.float64]:
     """Symmetric Povey window of FRAME_LENGTH samples (float64)."""
     return np.power(np.hanning(FRAME_LENGTH), 0.85)
 
@@ -163,7 +170,7 @@ class FbankPrior(NamedTuple):
     frames: float
 
     @classmethod
-    def from_json(cls, obj: dict, source: str = "fbank prior") -> FbankPrior:
+    def from_json(cls, obj: dict[str, Any], source: str = "fbank prior") -> FbankPrior:
         try:
             mean = torch.as_tensor(obj["mean"], dtype=torch.float64).reshape(-1)
             std = torch.as_tensor(obj["std"], dtype=torch.float64).reshape(-1)
@@ -182,7 +189,7 @@ class FbankPrior(NamedTuple):
             raise ValueError(f"{source}: 'frames' must be above 1 and below 1e9, got {frames}")
         return cls(mean, std, frames)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "frames": self.frames,
             "mean": [round(float(v), 6) for v in self.mean],
@@ -207,7 +214,9 @@ def initial_sums(prior: FbankPrior | None) -> tuple[Tensor, Tensor, Tensor]:
     return torch.zeros((), dtype=torch.float64), zero, zero.clone()
 
 
-def prior_from_preprocessor(preprocessor: dict | None, source: str = "preprocessor_config.json") -> FbankPrior | None:
+def prior_from_preprocessor(
+    preprocessor: dict[str, Any] | None, source: str = "preprocessor_config.json"
+) -> FbankPrior | None:
     """The streaming normalisation prior a checkpoint carries, or None."""
     if not preprocessor or preprocessor.get(PRIOR_KEY) is None:
         return None
@@ -261,7 +270,8 @@ class FbankState(NamedTuple):
 
     pending: torch.Tensor
     unpaired: torch.Tensor
-    count: torch.Tensor
+    # a field named ``count`` shadows ``tuple.count`` in typeshed's tuple; the field is the public state layout
+    count: torch.Tensor  # type: ignore[assignment]
     total: torch.Tensor
     total_sq: torch.Tensor
 
@@ -309,6 +319,7 @@ class FbankStream:
         if self.norm == "none":
             return frames, state
         if self.norm == "fixed":
+            assert self.mean is not None and self.std is not None  # __init__ refuses "fixed" without them
             return (frames - self.mean) / self.std, state
         if frames.shape[0] == 0:
             return frames, state

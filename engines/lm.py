@@ -33,12 +33,13 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from engines.errors import CheckpointError, UnsupportedConfigError
 from engines.tokenizer import CTCTokenizer, WordSpan
@@ -93,7 +94,7 @@ _KENLM_CHATTER = re.compile(
 
 
 @contextlib.contextmanager
-def _filtered_c_stderr():
+def _filtered_c_stderr() -> Iterator[None]:
     """KenLM's C++ loader prints a binary-file hint, the path and a progress bar on file descriptor 2
     for every ARPA load. Hold fd 2 in a temporary file meanwhile and give back every other line."""
     fd = 2  # KenLM writes to the C-level descriptor, whatever sys.stderr is
@@ -271,7 +272,8 @@ class BeamDecoder:
                 raise CheckpointError(f"unigram list not found: {p}")
             return [w for w in p.read_text(encoding="utf-8").split() if w]
         if kind == "arpa":
-            return read_arpa_unigrams(config.lm_path)  # type: ignore[arg-type]
+            assert config.lm_path is not None  # called only for a loaded LM file
+            return read_arpa_unigrams(config.lm_path)
         log.warning("binary LM %s without a unigram list: its vocabulary cannot be checked", config.lm_path)
         return None
 
@@ -290,7 +292,7 @@ class BeamDecoder:
 
     # ------------------------------------------------------------------ decoding
 
-    def decode_segment(self, log_probs: np.ndarray) -> tuple[str, tuple[WordSpan, ...]]:
+    def decode_segment(self, log_probs: npt.NDArray[np.floating[Any]]) -> tuple[str, tuple[WordSpan, ...]]:
         """(T, V) log-probs (or logits) of one segment -> (text, words with frames of the slice)."""
         lp = np.array(log_probs, dtype=np.float32)
         if lp.shape[0] == 0:
@@ -301,7 +303,7 @@ class BeamDecoder:
             lp[:, self.masked_ids] = _MASKED_LOGP
         c = self.config
         beams = self._decoder.decode_beams(
-            lp,
+            lp,  # type: ignore[arg-type]  # pyctcdecode wants floating[NBitBase], which numpy 2's float32 is not
             beam_width=c.beam_width,
             beam_prune_logp=c.beam_prune_logp,
             token_min_logp=c.token_min_logp,
@@ -320,5 +322,5 @@ class BeamDecoder:
     def _finish(self, text: str) -> str:
         return self.tokenizer.finish_text(text.replace(_PYCTC_UNK, self.tokenizer.unk_token))
 
-    def decode_many(self, segments: Iterable[np.ndarray]) -> list[str]:
+    def decode_many(self, segments: Iterable[npt.NDArray[np.floating[Any]]]) -> list[str]:
         return [self.decode_segment(s)[0] for s in segments]

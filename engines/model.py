@@ -35,7 +35,7 @@ class LoadedModel:
         frontend: Frontend,
         model_dir: Path,
         checkpoint: str,
-        vocab: dict[str, int] | None = None,
+        vocab: dict[str, Any] | None = None,  # {token: id}, or {language: {token: id}} (multilingual)
         id2label: dict[int, str] | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
@@ -55,19 +55,38 @@ class LoadedModel:
     # language here and shares every base weight with the model it came from (``_root``)
     language: str | None = None
     _root: LoadedModel | None = None
+    _languages: tuple[str, ...]  # set on the root by ``languages`` on first use
 
-    family = property(lambda self: self.module.family)
-    head = property(lambda self: self.module.head)
-    config = property(lambda self: self.module.config)
-    samples_per_frame = property(lambda self: self.module.samples_per_frame)
-    receptive_field_samples = property(lambda self: self.module.receptive_field_samples)
-    vocab_dir = property(lambda self: self.model_dir)
+    @property
+    def family(self) -> str:
+        return self.module.family
+
+    @property
+    def head(self) -> str:
+        return self.module.head
+
+    @property
+    def config(self) -> Any:
+        return self.module.config
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.module.samples_per_frame
+
+    @property
+    def receptive_field_samples(self) -> int:
+        return self.module.receptive_field_samples
+
+    @property
+    def vocab_dir(self) -> Path:
+        return self.model_dir
 
     def num_frames(self, num_samples: int) -> int:
         """Frames an utterance of ``num_samples`` samples has offline."""
         own = getattr(self.module, "num_frames", None)  # modules whose frame count is not a plain conv formula
         if own is not None:
-            return own(num_samples)
+            frames: int = own(num_samples)
+            return frames
         if num_samples < self.receptive_field_samples:
             return 0
         return (num_samples - self.receptive_field_samples) // self.samples_per_frame + 1
@@ -110,13 +129,16 @@ class LoadedModel:
             raise UnknownLanguageError(language, root.languages, root.model_dir)
         lock = root.__dict__.setdefault("_views_lock", threading.Lock())
         with lock:
-            views = root.__dict__.setdefault("_views", {})
+            views: dict[str, LoadedModel] = root.__dict__.setdefault("_views", {})
             if language not in views:
                 adapter_type = root._adapter_type()
                 module = root.module
                 file = lg.adapter_files(root.model_dir).get(language) if adapter_type is not None else None
                 if file is not None:
-                    module = lg.language_view(root.module, file, adapter_type)
+                    assert adapter_type is not None  # there is an adapter file only with adapter layers
+                    view_module = lg.language_view(root.module, file, adapter_type)
+                    assert isinstance(view_module, EngineModule)  # a shallow copy of root.module
+                    module = view_module
                 vocab = root.vocab
                 if isinstance(vocab, dict) and vocab and all(isinstance(v, dict) for v in vocab.values()):
                     vocab = vocab.get(language)

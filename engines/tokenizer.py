@@ -184,9 +184,9 @@ class CTCTokenizer:
     def from_vocab(cls, vocab: dict[str, int] | dict[int, str], **kwargs: Any) -> CTCTokenizer:
         """Build from ``{token: id}`` or ``{id: token}``. Special tokens missing from it are appended, as HF does."""
         if vocab and isinstance(next(iter(vocab)), str):
-            id_to_token = {int(i): t for t, i in vocab.items()}  # type: ignore[union-attr]
+            id_to_token = {int(i): t for t, i in vocab.items()}
         else:
-            id_to_token = {int(i): t for i, t in vocab.items()}  # type: ignore[union-attr]
+            id_to_token = {int(i): t for i, t in vocab.items()}
         known = set(id_to_token.values())
         nxt = max(id_to_token, default=-1) + 1
         base_size = kwargs.pop("base_size", None)

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "ClusterConfig",
@@ -77,13 +79,13 @@ class ClusterConfig:
             raise ValueError(f"max_weight must be >= 1, got {self.max_weight}")
 
 
-def _frozen(x: np.ndarray) -> np.ndarray:
+def _frozen(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     x = np.array(x, dtype=np.float64, copy=True)
     x.flags.writeable = False
     return x
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def _unit(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     n = float(np.linalg.norm(x))
     if not np.isfinite(n) or n == 0.0:
@@ -91,7 +93,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / n
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]) -> float:
     """Cosine similarity of two (D,) vectors."""
     return float(np.dot(_unit(a), _unit(b)))
 
@@ -99,20 +101,20 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 @dataclass(frozen=True, slots=True)
 class Speaker:
     label: str
-    vsum: np.ndarray = field(repr=False)  # (D,) weighted sum of unit embeddings
+    vsum: npt.NDArray[np.float64] = field(repr=False)  # (D,) weighted sum of unit embeddings
     weight: float
     last_seen: int  # step counter of the last embedding it took
     enrolled: bool = False
 
     @property
-    def centroid(self) -> np.ndarray:  # (D,) unit vector
+    def centroid(self) -> npt.NDArray[np.float64]:  # (D,) unit vector
         return self.vsum / np.linalg.norm(self.vsum)
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
     item_id: Hashable
-    embedding: np.ndarray = field(repr=False)  # (D,) unit
+    embedding: npt.NDArray[np.float64] = field(repr=False)  # (D,) unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,7 @@ class ClusterState:
             thr = min(thr, config.enrolled_threshold)
         return similarity >= thr
 
-    def best(self, embedding: np.ndarray) -> tuple[str | None, float]:
+    def best(self, embedding: npt.NDArray[np.floating[Any]]) -> tuple[str | None, float]:
         """The nearest speaker's label and cosine similarity, without changing anything."""
         if not self.speakers:
             return None, -1.0
@@ -159,7 +161,9 @@ class Assignment:
     forgotten: tuple[str, ...] = ()  # speakers dropped from memory to make room
 
 
-def init_state(config: ClusterConfig, enrolled: Mapping[str, np.ndarray] | None = None) -> ClusterState:
+def init_state(
+    config: ClusterConfig, enrolled: Mapping[str, npt.NDArray[np.floating[Any]]] | None = None
+) -> ClusterState:
     """A fresh state, optionally seeded with named (enrolled) speakers."""
     speakers = []
     for name, vec in (enrolled or {}).items():
@@ -173,19 +177,21 @@ def init_state(config: ClusterConfig, enrolled: Mapping[str, np.ndarray] | None 
     return ClusterState(speakers=tuple(speakers))
 
 
-def _update(s: Speaker, e: np.ndarray, w: float, step: int, cap: float) -> Speaker:
+def _update(s: Speaker, e: npt.NDArray[np.float64], w: float, step: int, cap: float) -> Speaker:
     keep = 1.0 if s.weight + w <= cap else max(cap - w, 0.0) / s.weight
     return replace(s, vsum=_frozen(s.vsum * keep + e * w), weight=s.weight * keep + w, last_seen=step)
 
 
-def _similarities(state: ClusterState, e: np.ndarray) -> np.ndarray:
+def _similarities(state: ClusterState, e: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     if not state.speakers:
         return np.zeros(0)
     cents = np.stack([s.centroid for s in state.speakers])  # (N, D)
     return cents @ e  # (N,)
 
 
-def _new_speaker(state: ClusterState, vsum: np.ndarray, weight: float, config: ClusterConfig):
+def _new_speaker(
+    state: ClusterState, vsum: npt.NDArray[np.float64], weight: float, config: ClusterConfig
+) -> tuple[ClusterState, str, tuple[str, ...]]:
     """Append an anonymous speaker, forgetting the stalest anonymous one if memory is full."""
     speakers = list(state.speakers)
     forgotten: list[str] = []
@@ -203,7 +209,7 @@ def _new_speaker(state: ClusterState, vsum: np.ndarray, weight: float, config: C
 
 def assign(
     state: ClusterState,
-    embedding: np.ndarray,
+    embedding: npt.NDArray[np.floating[Any]],
     config: ClusterConfig,
     *,
     item_id: Hashable = None,

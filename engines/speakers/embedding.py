@@ -26,13 +26,17 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
 from engines.errors import CheckpointError, KeyMismatchError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from engines.model import LoadedModel
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -53,19 +57,24 @@ DEFAULT_EMBEDDER = "voice-encoder"
 class SpeakerEmbedder(Protocol):
     """What the diarizer needs from an embedding model."""
 
-    dim: int  # D
-    min_samples: int  # shortest audio it embeds meaningfully
+    @property
+    def dim(self) -> int:  # D
+        ...
 
-    def embed(self, audio_16k: np.ndarray) -> np.ndarray:
+    @property
+    def min_samples(self) -> int:  # shortest audio it embeds meaningfully
+        ...
+
+    def embed(self, audio_16k: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         """(S,) float audio at 16 kHz -> (D,) unit-norm float32 embedding."""
         ...
 
-    def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
+    def embed_batch(self, windows: list[npt.NDArray[np.floating[Any]]]) -> npt.NDArray[np.float32]:
         """N windows of (S_i,) audio -> (N, D); equal to stacking ``embed`` of each."""
         ...
 
 
-def _as_audio(audio: np.ndarray, min_samples: int) -> np.ndarray:
+def _as_audio(audio: npt.NDArray[np.floating[Any]], min_samples: int) -> npt.NDArray[np.float32]:
     a = np.array(audio, dtype=np.float32)  # a writable copy: stream frames are read-only
     if a.ndim != 1:
         raise ValueError(f"speaker audio must be 1-D mono at 16 kHz, got shape {a.shape}")
@@ -79,9 +88,10 @@ def _as_audio(audio: np.ndarray, min_samples: int) -> np.ndarray:
     return a
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def _unit_rows(x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
     n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+    rows: npt.NDArray[np.float32] = (x / np.maximum(n, 1e-12)).astype(np.float32)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,28 +105,34 @@ PARTIAL_FRAMES = 160  # 1.6 s: the window length the encoder was trained on
 TARGET_DBFS = -30.0  # resemblyzer's volume normalisation target
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: float | npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     # Slaney's auditory-toolbox mel scale (librosa's default, htk=False): linear below 1 kHz.
-    f = np.asarray(f, dtype=np.float64)
+    f = np.asarray(f, dtype=np.float64)  # 0-d for a float
     f_sp = 200.0 / 3
     mels = f / f_sp
     min_log_hz = 1000.0
     min_log_mel = min_log_hz / f_sp
     logstep = math.log(6.4) / 27.0
-    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, mels)
+    out: npt.NDArray[np.float64] = np.where(
+        f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, mels
+    )
+    return out
 
 
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+def _mel_to_hz(m: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     m = np.asarray(m, dtype=np.float64)
     f_sp = 200.0 / 3
     min_log_hz = 1000.0
     min_log_mel = min_log_hz / f_sp
     logstep = math.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+    out: npt.NDArray[np.float64] = np.where(
+        m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m
+    )
+    return out
 
 
 @lru_cache(maxsize=1)
-def _mel_basis() -> np.ndarray:
+def _mel_basis() -> npt.NDArray[np.float32]:
     """(M, N_FFT//2+1) Slaney-normalised triangular filters, as librosa.filters.mel(sr=16k, n_fft=400, n_mels=40)."""
     fft_freqs = np.linspace(0, SAMPLE_RATE_HZ / 2, N_FFT // 2 + 1)
     mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE_HZ / 2), N_MELS + 2))
@@ -126,19 +142,21 @@ def _mel_basis() -> np.ndarray:
     upper = ramps[2:] / fdiff[1:, None]
     weights = np.maximum(0, np.minimum(lower, upper))
     weights *= (2.0 / (mel_f[2 : N_MELS + 2] - mel_f[:N_MELS]))[:, None]
-    basis = weights.astype(np.float32)
+    basis: npt.NDArray[np.float32] = weights.astype(np.float32)
     basis.flags.writeable = False
     return basis
 
 
 @lru_cache(maxsize=1)
-def _window() -> np.ndarray:
-    w = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
+def _window() -> npt.NDArray[np.float32]:
+    w: npt.NDArray[np.float32] = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(
+        np.float32
+    )  # periodic Hann
     w.flags.writeable = False
     return w
 
 
-def mel_spectrogram(audio: np.ndarray) -> np.ndarray:
+def mel_spectrogram(audio: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
     """(S,) -> (F, M) power mel spectrogram, F = 1 + S // HOP (centred frames, zero padded).
 
     Equals ``librosa.feature.melspectrogram(y, sr=16000, n_fft=400, hop_length=160, n_mels=40).T``
@@ -151,7 +169,7 @@ def mel_spectrogram(audio: np.ndarray) -> np.ndarray:
     return (spec.astype(np.float32) @ _mel_basis().T).astype(np.float32)  # (F, M)
 
 
-def _normalise_volume(a: np.ndarray) -> np.ndarray:
+def _normalise_volume(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     # The encoder eats linear power mels, so loudness moves the embedding: bring every window to
     # resemblyzer's -30 dBFS (it only raises quiet audio; we also lower loud audio, so a voice
     # gets one embedding whatever the level of the talker).
@@ -176,8 +194,9 @@ class VoiceEncoder(nn.Module):
         else:
             packed = nn.utils.rnn.pack_padded_sequence(mels, lengths.cpu(), batch_first=True, enforce_sorted=False)
             _, (hidden, _) = self.lstm(packed)
-        raw = torch.relu(self.linear(hidden[-1]))  # (B, D)
-        return raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-12)
+        raw: torch.Tensor = torch.relu(self.linear(hidden[-1]))  # (B, D)
+        unit: torch.Tensor = raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-12)
+        return unit
 
 
 def voice_encoder_weights_path() -> Path:
@@ -227,7 +246,7 @@ class VoiceEncoderEmbedder:
             p.requires_grad_(False)
         return cls(model)
 
-    def _mels(self, audio: np.ndarray) -> list[np.ndarray]:
+    def _mels(self, audio: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
         """One window -> its partials' mels, each (F_i, M)."""
         mel = mel_spectrogram(_normalise_volume(audio))
         n = mel.shape[0]
@@ -238,13 +257,14 @@ class VoiceEncoderEmbedder:
             starts.append(n - PARTIAL_FRAMES)  # cover the tail with a last full-length partial
         return [mel[s : s + PARTIAL_FRAMES] for s in starts]
 
-    def embed(self, audio_16k: np.ndarray) -> np.ndarray:
-        return self.embed_batch([audio_16k])[0]
+    def embed(self, audio_16k: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+        row: npt.NDArray[np.float32] = self.embed_batch([audio_16k])[0]
+        return row
 
-    def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
+    def embed_batch(self, windows: list[npt.NDArray[np.floating[Any]]]) -> npt.NDArray[np.float32]:
         if not windows:
             return np.zeros((0, self.dim), np.float32)
-        parts: list[np.ndarray] = []
+        parts: list[npt.NDArray[np.float32]] = []
         owner: list[int] = []
         for i, w in enumerate(windows):
             for m in self._mels(_as_audio(w, self.min_samples)):
@@ -270,7 +290,7 @@ class VoiceEncoderEmbedder:
 class XVectorEmbedder:
     """An HF ``*ForXVector`` checkpoint (local HF-layout dir or cached hub id)."""
 
-    model: object  # engines.api.LoadedModel with head "xvector"
+    model: LoadedModel  # with head "xvector"
     dim: int
     min_samples: int = 8_000  # 0.5 s: the TDNN stack's receptive field plus a few frames
 
@@ -285,19 +305,23 @@ class XVectorEmbedder:
             )
         with torch.inference_mode():
             probe = loaded.forward(torch.zeros(1, 16_000)).utterance  # (1, E)
+        assert probe is not None  # an xvector head has an utterance output
         return cls(loaded, int(probe.shape[-1]))
 
-    def embed(self, audio_16k: np.ndarray) -> np.ndarray:
-        return self.embed_batch([audio_16k])[0]
+    def embed(self, audio_16k: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+        row: npt.NDArray[np.float32] = self.embed_batch([audio_16k])[0]
+        return row
 
-    def embed_batch(self, windows: list[np.ndarray]) -> np.ndarray:
+    def embed_batch(self, windows: list[npt.NDArray[np.floating[Any]]]) -> npt.NDArray[np.float32]:
         if not windows:
             return np.zeros((0, self.dim), np.float32)
         rows = []
         with torch.inference_mode():
             for w in windows:  # one by one: no padding effects on the statistics pooling
                 a = torch.from_numpy(_as_audio(w, self.min_samples))[None]  # (1, S)
-                rows.append(self.model.forward(a).utterance[0].double().numpy())
+                utt = self.model.forward(a).utterance
+                assert utt is not None  # an xvector head has an utterance output
+                rows.append(utt[0].double().numpy())
         return _unit_rows(np.stack(rows))
 
 

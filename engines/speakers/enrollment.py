@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from engines.errors import ConfigError
 from engines.speakers.embedding import SAMPLE_RATE_HZ, SpeakerEmbedder
@@ -41,7 +42,7 @@ def parse_speaker_arg(text: str) -> tuple[str, Path]:
     return name, Path(path.strip())
 
 
-def load_clip(path: str | Path, name: str = "") -> np.ndarray:
+def load_clip(path: str | Path, name: str = "") -> npt.NDArray[np.float32]:
     """Read a clip as float32 mono at 16 kHz."""
     import soundfile as sf
     import soxr
@@ -60,7 +61,7 @@ def load_clip(path: str | Path, name: str = "") -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def speech_only(audio: np.ndarray) -> np.ndarray:
+def speech_only(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Drop 10 ms frames that are silent (absolute floor) or far below the clip's loudest frame."""
     n = len(audio) // _FRAME
     if n == 0:
@@ -68,7 +69,8 @@ def speech_only(audio: np.ndarray) -> np.ndarray:
     frames = audio[: n * _FRAME].reshape(n, _FRAME)
     db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
     keep = (db > _SILENT_DBFS) & (db > db.max() + _REL_DB)
-    return frames[keep].reshape(-1)
+    voiced: npt.NDArray[np.float32] = frames[keep].reshape(-1)
+    return voiced
 
 
 def enroll(
@@ -76,9 +78,9 @@ def enroll(
     clips: Mapping[str, str | Path],
     *,
     min_speech_s: float = MIN_SPEECH_S,
-) -> dict[str, np.ndarray]:
+) -> dict[str, npt.NDArray[np.float32]]:
     """Embed every ``{name: clip}``; errors name the clip.  Returns ``{name: (D,) unit vector}``."""
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, npt.NDArray[np.float32]] = {}
     for name, path in clips.items():
         if not name:
             raise EnrollmentError(f"enrollment clip {str(path)!r} needs a speaker name (NAME=clip.wav)")

@@ -23,19 +23,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from engines.errors import CheckpointError
 from engines.speakers.online import TurnUpdate
 
+if TYPE_CHECKING:
+    from engines.model import LoadedModel
+    from engines.types import StreamState
+
 __all__ = ["FrameDiarizer", "FrameState", "runs_to_segments"]
 
 
-def runs_to_segments(active: np.ndarray, labels: tuple[str, ...], samples_per_frame: int, start_frame: int = 0):
+def runs_to_segments(
+    active: npt.NDArray[np.bool_], labels: tuple[str, ...], samples_per_frame: int, start_frame: int = 0
+) -> list[tuple[int, int, str]]:
     """(T, K) bool -> [(start_sample, end_sample, label)] of every maximal active run."""
-    out = []
+    out: list[tuple[int, int, str]] = []
     T, K = active.shape
     for k in range(K):
         a = np.concatenate([[False], active[:, k], [False]])
@@ -56,14 +64,14 @@ class _Run:
 
 @dataclass(frozen=True)
 class FrameState:
-    engine: object  # engines.api.StreamState
+    engine: StreamState
     runs: tuple[_Run | None, ...]  # open run per slot
     next_turn: int = 0
 
 
 @dataclass(frozen=True)
 class FrameDiarizer:
-    model: object  # engines.api.LoadedModel with head "frame"
+    model: LoadedModel  # with head "frame"
     labels: tuple[str, ...]
     threshold: float = 0.5
     update_ms: int = 250
@@ -77,7 +85,8 @@ class FrameDiarizer:
             raise CheckpointError(
                 f"{model} has a {loaded.head!r} head; frame-level diarization needs a *ForAudioFrameClassification checkpoint"
             )
-        id2label = dict(loaded.id2label or {})
+        # read_model gives int keys; a str key is looked up as well
+        id2label: dict[int | str, str] = {k: v for k, v in (loaded.id2label or {}).items()}
         n = len(id2label) or int(getattr(loaded.config, "num_labels", 0))
         if n < 1:
             raise CheckpointError(f"{model}: a frame-classification checkpoint without labels")
@@ -90,13 +99,14 @@ class FrameDiarizer:
     def samples_per_frame(self) -> int:
         return int(self.model.samples_per_frame)
 
-    def activity(self, audio: np.ndarray) -> np.ndarray:
+    def activity(self, audio: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         """(S,) -> (T, K) speaker-slot probabilities."""
         with torch.inference_mode():
             logits = self.model.forward(torch.from_numpy(np.array(audio, dtype=np.float32))[None]).frames[0]  # (T, K)
-        return torch.sigmoid(logits).numpy()
+        probs: npt.NDArray[np.float32] = torch.sigmoid(logits).numpy()
+        return probs
 
-    def segments(self, audio: np.ndarray) -> list[tuple[int, int, str]]:
+    def segments(self, audio: npt.NDArray[np.floating[Any]]) -> list[tuple[int, int, str]]:
         return runs_to_segments(self.activity(audio) >= self.threshold, self.labels, self.samples_per_frame)
 
     # -- streaming ---------------------------------------------------------------------------
@@ -126,7 +136,7 @@ class FrameDiarizer:
                     r = _Run(nxt, f0, f1, 0, f1)
                     nxt += 1
                     out.append(TurnUpdate(r.turn_id, r.start, r.end, self.labels[k], 0))
-                elif on:
+                elif on and r is not None:
                     r = replace(r, end=f1)
                     if r.end - r.emitted_end >= upd:
                         r = replace(r, revision=r.revision + 1, emitted_end=r.end)
@@ -143,7 +153,7 @@ class FrameDiarizer:
             runs = [None] * len(runs)
         return out, replace(st, runs=tuple(runs), next_turn=nxt)
 
-    def step(self, chunk: np.ndarray, st: FrameState) -> tuple[list[TurnUpdate], FrameState]:
+    def step(self, chunk: npt.NDArray[np.floating[Any]], st: FrameState) -> tuple[list[TurnUpdate], FrameState]:
         with torch.inference_mode():
             o, engine = self.model.step(
                 torch.from_numpy(np.array(chunk, dtype=np.float32)), st.engine

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import webrtcvad
 
 from engines.speakers.clustering import ClusterConfig, ClusterState, assign, merge_close
@@ -108,7 +109,7 @@ class _Turn:
     turn_id: int
     start: int
     end: int
-    vsum: np.ndarray = field(repr=False)  # (D,) sum of the unit window embeddings of its hops
+    vsum: npt.NDArray[np.float64] = field(repr=False)  # (D,) sum of the unit window embeddings of its hops
     label: str | None = None
     own_speaker: bool = False  # this turn created its speaker (already committed in part)
     committed: float = 0.0  # seconds of this turn already added to its speaker's centroid
@@ -116,7 +117,7 @@ class _Turn:
     emitted_label: str | None = None
     emitted_end: int = 0
     cand_start: int | None = None  # start of a suspected change
-    cand_vsum: np.ndarray | None = field(default=None, repr=False)
+    cand_vsum: npt.NDArray[np.float64] | None = field(default=None, repr=False)  # set with cand_start
     cand_count: int = 0
 
 
@@ -132,11 +133,17 @@ class _Closed:
 FRAME = 160  # 10 ms voiced-frame detector
 
 
+class _VoicedFrames(Protocol):
+    """What ``DiarizerState.activity`` is used for (``webrtcvad.Vad``, which has no type stubs)."""
+
+    def is_speech(self, buf: bytes, sample_rate: int) -> bool: ...
+
+
 @dataclass(frozen=True)
 class DiarizerState:
     cluster: ClusterState
-    buf: np.ndarray = field(repr=False)  # read-only audio from buf_start
-    activity: object = field(repr=False)  # webrtcvad.Vad: per-stream handle, use each state once
+    buf: npt.NDArray[np.float32] = field(repr=False)  # read-only audio from buf_start
+    activity: _VoicedFrames = field(repr=False)  # webrtcvad.Vad: per-stream handle, use each state once
     buf_start: int = 0
     audio_end: int = 0  # samples received so far
     frames_end: int = 0  # audio classified voiced / unvoiced up to here (10 ms frames)
@@ -149,16 +156,18 @@ class DiarizerState:
     next_turn: int = 0
 
 
-def _ro(a: np.ndarray) -> np.ndarray:
+def _ro(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     a.flags.writeable = False
     return a
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def _unit(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-def init_state(config: DiarizerConfig, enrolled: Mapping[str, np.ndarray] | None = None) -> DiarizerState:
+def init_state(
+    config: DiarizerConfig, enrolled: Mapping[str, npt.NDArray[np.floating[Any]]] | None = None
+) -> DiarizerState:
     return DiarizerState(
         cluster=init_clusters(config.cluster, enrolled),
         buf=_ro(np.zeros(0, np.float32)),
@@ -167,7 +176,9 @@ def init_state(config: DiarizerConfig, enrolled: Mapping[str, np.ndarray] | None
     )
 
 
-def feed_audio(state: DiarizerState, samples: np.ndarray, start: int, config: DiarizerConfig) -> DiarizerState:
+def feed_audio(
+    state: DiarizerState, samples: npt.NDArray[np.floating[Any]], start: int, config: DiarizerConfig
+) -> DiarizerState:
     """Append 16 kHz mono samples that begin at stream sample ``start``."""
     samples = np.asarray(samples, dtype=np.float32)
     if start > state.audio_end:  # a gap in the stream: fill with silence so times stay exact
@@ -195,7 +206,7 @@ def _open_sub(state: DiarizerState, sample: int) -> DiarizerState:
     return replace(state, seg_start=sample, next_hop=sample, turn=None)
 
 
-def _audio(state: DiarizerState, a: int, b: int) -> np.ndarray:
+def _audio(state: DiarizerState, a: int, b: int) -> npt.NDArray[np.float32]:
     return state.buf[max(a - state.buf_start, 0) : max(b - state.buf_start, 0)]
 
 
@@ -297,18 +308,21 @@ def _hop(
     if t.cand_start is None:
         t = replace(t, end=h_end, cand_start=h, cand_vsum=xw, cand_count=1)
     else:
+        assert t.cand_vsum is not None  # set together with cand_start
         t = replace(t, end=h_end, cand_vsum=t.cand_vsum + xw, cand_count=t.cand_count + 1)
+    cand_start, cand_vsum = t.cand_start, t.cand_vsum
+    assert cand_start is not None and cand_vsum is not None  # both branches set them
     if t.cand_count < config.change_hops:
         return _after_hop(state, t, config, out)
-    cand_label, cand_sim = state.cluster.best(t.cand_vsum)
+    cand_label, cand_sim = state.cluster.best(cand_vsum)
     if cand_label is not None and cand_label == t.label and cand_sim >= config.cluster.threshold:
         # The windows drifted from the turn's early mean but still sound like its speaker
         # (e.g. the short clipped windows at a segment start): no change, fold them in.
-        t = replace(t, vsum=t.vsum + t.cand_vsum, cand_start=None, cand_vsum=None, cand_count=0)
+        t = replace(t, vsum=t.vsum + cand_vsum, cand_start=None, cand_vsum=None, cand_count=0)
         return _after_hop(state, t, config, out)
     # A speaker change inside the segment: the old turn ends where the deviation began.
-    new = _Turn(state.next_turn, t.cand_start, h_end, t.cand_vsum)
-    old = replace(t, end=t.cand_start, cand_start=None, cand_vsum=None, cand_count=0)
+    new = _Turn(state.next_turn, cand_start, h_end, cand_vsum)
+    old = replace(t, end=cand_start, cand_start=None, cand_vsum=None, cand_count=0)
     state = _close_turn(replace(state, turn=old), config, out)
     return _after_hop(replace(state, next_turn=state.next_turn + 1), new, config, out)
 
