@@ -4,7 +4,9 @@ The distribution's front door: the facade, the command line, the pipeline builde
 servers. It composes the layers below it (``engines`` < ``stream`` < ``sinks``); none of them
 imports it.
 
-``from speechstream import Pipeline`` is the simple start (:mod:`speechstream.pipeline`); the
+``from speechstream import Pipeline`` is the simple start (:mod:`speechstream.pipeline`);
+``speechstream.Recognizer`` (:class:`engines.online.recognizer.OnlineRecognizer`) turns audio into
+transcripts without asyncio, for callers with their own audio loop; the
 names a custom sink or node needs (``Sink``, ``Node``, the event classes, the errors) are here
 too, so a program needs few imports. They load on first use: ``import speechstream`` stays light
 (the CLI imports this package before it parses its options).
@@ -17,6 +19,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engines.online.config import RecognizerConfig
+    from engines.online.recognizer import OnlineRecognizer as Recognizer
+    from engines.online.recognizer import OnlineStream
     from sinks.base import Sink
     from speechstream.pipeline import Pipeline, PipelineResult
     from stream.config import default_model_dir
@@ -43,7 +48,10 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
     __version__ = "0+unknown"
 
-_LAZY = {
+_LAZY: dict[str, str | tuple[str, str]] = {
+    "Recognizer": ("engines.online.recognizer", "OnlineRecognizer"),
+    "OnlineStream": ("engines.online.recognizer", "OnlineStream"),
+    "RecognizerConfig": ("engines.online.config", "RecognizerConfig"),
     "Pipeline": "speechstream.pipeline",
     "PipelineResult": "speechstream.pipeline",
     "Sink": "sinks.base",
@@ -76,6 +84,9 @@ __all__ = [
     "__version__",
     "Pipeline",
     "PipelineResult",
+    "Recognizer",
+    "OnlineStream",
+    "RecognizerConfig",
     "Sink",
     "Node",
     "FileSource",
@@ -99,9 +110,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    target = _LAZY.get(name)
+    if target is None:
         raise AttributeError(f"module 'speechstream' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value

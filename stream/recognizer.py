@@ -5,8 +5,10 @@
     rec = Recognizer("path/to/model", RecognizerConfig(chunk_ms=640))
     graph = Graph(sources=[...], nodes=[Resample(), VadNode.webrtc(), rec, FanOut([...])])
 
-Per stream, each :class:`~stream.events.AudioChunk` (16 kHz mono) goes through the engine's
-streaming ``step`` (frontend -> cached encoder -> CTC logits) and the streaming CTC decoder
+The recognition itself is :class:`engines.online.recognizer.OnlineRecognizer` (synchronous, no
+asyncio; the facade's ``speechstream.Recognizer``): this node keeps each stream's state, batches and
+turns its updates into events. Per stream, each :class:`~stream.events.AudioChunk` (16 kHz mono)
+goes through the engine's streaming ``step`` (frontend -> cached encoder -> CTC logits) and the streaming CTC decoder
 (:mod:`engines.ctc`) in one call on the node's :class:`~stream.executor.Executor`, so the loop
 never waits on the model.  The decoder's updates become events:
 
@@ -51,15 +53,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from engines.online.config import RecognizerConfig, resolve_compute_device
+from engines.errors import EngineError
+from engines.online.config import RecognizerConfig
 from engines.online.decoder import build_decoder, check_model_language
+from engines.online.recognizer import OnlineRecognizer, OnlineState, RecognizerStats
 
 from .errors import BadAudioError, ConfigError, StreamError
 from .events import (
@@ -81,22 +83,6 @@ __all__ = ["RecognizerConfig", "Recognizer", "RecognizerStats", "build_decoder"]
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RecognizerStats:
-    """Counters for benchmarks (not per-stream state): compute seconds and audio seconds seen."""
-
-    compute_s: float = 0.0
-    audio_samples: int = 0
-    steps: int = 0
-    batches: int = 0  # step_batch forwards of more than one stream
-    largest_batch: int = 1
-    peeks: int = 0  # VAD ends closed at once on the engine's buffered frames
-
-    @property
-    def rtf(self) -> float:
-        return self.compute_s / max(self.audio_samples / SAMPLE_RATE_HZ, 1e-9)
-
-
 @dataclass(frozen=True)
 class _Segment:
     """Offline mode: audio of the open segment (immutable pieces), and the next segment index."""
@@ -107,13 +93,7 @@ class _Segment:
     next_index: int = 0
 
 
-@dataclass(frozen=True)
-class _Stream:
-    engine: Any  # engines.api.StreamState
-    decoder: Any  # engines.ctc.DecoderState
-    next_sample: int  # stream time of the next sample the engine expects
-    origin: int  # stream time of the engine's sample 0
-    language: str | None = None  # selects the engine's adapter view and the decoder (vocabulary)
+_Stream = OnlineState  # one stream's state (engine, decoder, stream time), kept by the node
 
 
 class _Pending(NamedTuple):
@@ -170,8 +150,8 @@ class Recognizer(Node):
         # multilingual checkpoints: a stream's language (set_language) and one decoder per language
         # (its vocabulary); the engine keeps one adapter view per language, the base weights shared
         self._stream_languages: dict[str, str] = {}
-        self._decoders: dict[str | None, Any] = {}
-        self.stats = RecognizerStats()
+        self.engine: Any = None  # the engines.online.OnlineRecognizer, built at start
+        self.stats = RecognizerStats()  # shared with the engine-side recogniser (its counters)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -188,34 +168,12 @@ class Recognizer(Node):
             raise
 
     def _load(self) -> tuple[Any, Any]:
-        from engines.api import load_model
-        from engines.errors import EngineError
-
-        model = self.model_arg
-        if isinstance(model, (str, Path)):
-            try:
-                model = load_model(model, device=resolve_compute_device(self.config.compute_device))
-            except EngineError as exc:
-                text = str(exc)  # most name the file already (DIR/config.json: field ...)
-                raise ConfigError(
-                    text if str(self.model_arg) in text else f"cannot load model {self.model_arg}: {text}"
-                ) from exc
-        lang = self.config.language
-        if lang is not None:  # an unknown code: UnknownLanguageError, a ConfigError listing the available ones
-            model = model.for_language(lang)
-        if self.config.mode not in ("cached", "window", "offline"):
-            raise ConfigError(f"recogniser mode must be cached, window or offline, not {self.config.mode!r}")
-        try:  # geometry errors are configuration errors, raised at start
-            if self.config.mode != "offline":
-                c = self.config
-                model.init_state(c.mode, c.chunk_ms, c.left_context_ms, c.lookahead_ms)
-        except EngineError as exc:
-            raise ConfigError(f"streaming geometry: {exc}") from exc
-        decoder = self.decoder if self.decoder is not None else build_decoder(model, self.config)
-        self._decoders[getattr(model, "language", None)] = decoder
+        # ConfigError on a model that cannot load, a bad mode or geometry, a decoder that does not fit
+        rec = OnlineRecognizer.from_pretrained(self.model_arg, self.config, decoder=self.decoder, stats=self.stats)
+        self.engine = rec
         for language in set(self._stream_languages.values()):  # set before start
-            check_model_language(model, language)
-        return model, decoder
+            check_model_language(rec.model, language)
+        return rec.model, rec.decoder_for(OnlineState(None, None, 0, 0, rec.language))
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -250,74 +208,29 @@ class Recognizer(Node):
 
     def _prepare_language(self, language: str | None) -> Any:
         """(executor) The decoder of ``language``, building its engine view (adapter file) first."""
-        if language not in self._decoders:
-            view = self.model.for_language(language)
-            self._decoders[language] = build_decoder(view, self.config)
-        return self._decoders[language]
+        return self.engine.prepare_language(language)
 
     def _prepare_language_or_fail(self, language: str | None) -> Any:
         """As _prepare_language; a language whose files cannot be read fails this stream only."""
-        from engines.errors import EngineError
-
         try:
             return self._prepare_language(language)
         except (EngineError, ConfigError) as exc:
             raise StreamError(f"language {language!r}: {exc}", code="language_unavailable") from exc
 
     def _decoder_of(self, st: _Stream) -> Any:
-        return self._decoders.get(st.language, self.decoder)
+        return self.engine.decoder_for(st)
 
     # ------------------------------------------------------------------ sync work (executor)
 
     def _new_stream(self, first_sample: int, language: str | None = None) -> _Stream:
-        c = self.config
-        decoder = self._decoders.get(language, self.decoder)
-        return _Stream(
-            engine=self.model.init_state(c.mode, c.chunk_ms, c.left_context_ms, c.lookahead_ms, language=language),
-            decoder=decoder.init_state(),
-            next_sample=first_sample,
-            origin=first_sample,
-            language=language,
-        )
+        return self.engine.init_state(first_sample, language)
 
     def _step(self, samples: np.ndarray, st: _Stream, end: bool) -> tuple[tuple[Any, ...], _Stream]:
-        import torch
-
-        t0 = time.perf_counter()
-        x = torch.from_numpy(np.array(samples, dtype=np.float32))  # a copy: chunks are read-only
-        out, engine = self.model.step(x, st.engine)
-        decoder = self._decoder_of(st)
-        updates, dec = decoder.step(out.frames, out.start_frame, st.decoder)
-        if end:
-            last = self.model.flush(engine)
-            more, dec = decoder.step(last.frames, last.start_frame, dec)
-            fin, dec = decoder.flush(dec)
-            updates = updates + more + fin
-        self.stats.compute_s += time.perf_counter() - t0
-        self.stats.audio_samples += int(samples.shape[0])
-        self.stats.steps += 1
-        return updates, dataclasses.replace(
-            st, engine=engine, decoder=dec, next_sample=st.next_sample + samples.shape[0]
-        )
+        return self.engine.step(samples, st, end=end)
 
     def _step_many(self, batch: tuple[_Pending, ...]) -> list[tuple[tuple[Any, ...], _Stream]]:
-        """One ``step_batch`` forward for chunks of distinct streams, then each stream's decoder."""
-        import torch
-
-        t0 = time.perf_counter()
-        xs = [torch.from_numpy(np.array(x, dtype=np.float32)) for _, x, _ in batch]
-        outs, engines = self.model.step_batch(xs, [st.engine for _, _, st in batch])
-        results = []
-        for (_, x, st), out, engine in zip(batch, outs, engines):
-            updates, dec = self._decoder_of(st).step(out.frames, out.start_frame, st.decoder)
-            st = dataclasses.replace(st, engine=engine, decoder=dec, next_sample=st.next_sample + x.shape[0])
-            results.append((updates, st))
-        self.stats.compute_s += time.perf_counter() - t0
-        self.stats.audio_samples += sum(int(x.shape[0]) for _, x, _ in batch)
-        self.stats.steps += len(batch)
-        self.stats.batches += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        return results
+        """One batched forward for chunks of distinct streams (OnlineRecognizer.step_many)."""
+        return self.engine.step_many([(x, st) for _, x, st in batch])
 
     # ------------------------------------------------------------------ batching
 
@@ -365,25 +278,13 @@ class Recognizer(Node):
         self, seg: _Segment, reason: str, language: str | None = None
     ) -> tuple[tuple[Any, ...], _Segment]:
         """Forward the buffered segment, greedy/LM decode it with the endpoint rules; finals only."""
-        import torch
-
-        t0 = time.perf_counter()
-        decoder = self._prepare_language_or_fail(language)
         x = np.concatenate(seg.pieces) if seg.pieces else np.zeros(0, np.float32)
-        logits = self.model.forward(torch.from_numpy(x), language=language).frames[0] if x.shape[0] else None
-        st = dataclasses.replace(decoder.init_state(), next_index=seg.next_index)
-        ups: tuple[Any, ...] = ()
-        if logits is not None and logits.shape[0]:
-            ups, st = decoder.step(logits, 0, st)
-        fin, st = decoder.flush(st)
-        finals = tuple(u for u in ups + fin if u.is_final)
-        if finals:  # the segment's own end reason on its last final
-            finals = finals[:-1] + (dataclasses.replace(finals[-1], reason=reason, endpoint_sample=int(x.shape[0])),)
-        finals = tuple(dataclasses.replace(u, revision=0) for u in finals)
-        self.stats.compute_s += time.perf_counter() - t0
-        self.stats.audio_samples += int(x.shape[0])
-        self.stats.steps += 1
-        return finals, _Segment(next_index=st.next_index)
+        try:
+            self.engine.prepare_language(language)
+        except (EngineError, ConfigError) as exc:
+            raise StreamError(f"language {language!r}: {exc}", code="language_unavailable") from exc
+        finals, next_index = self.engine.decode_segment(x, reason=reason, language=language, next_index=seg.next_index)
+        return finals, _Segment(next_index=next_index)
 
     async def _offline_close(self, sid: str, reason: str, upto: int | None = None) -> None:
         seg = self._segments.get(sid)
@@ -445,20 +346,9 @@ class Recognizer(Node):
         await self.push(event)
 
     def _vad_end(self, st: _Stream, sample: int) -> tuple[tuple[Any, ...], _Stream]:
-        """Close the segment at a VAD speech end. When the engine still buffers audio before the
-        cut (its chunk is not complete), peek at those frames (``flush`` on the immutable engine
-        state, which goes on unchanged) so the final comes now, not when the chunk is complete."""
-        t0 = time.perf_counter()
-        at = sample - st.origin
-        lookahead = None
-        decoder = self._decoder_of(st)
-        if self.config.peek_at_vad_end and decoder.sample_to_frame(at) > st.decoder.frame:
-            peek = self.model.flush(st.engine)
-            lookahead = (peek.frames, peek.start_frame)
-            self.stats.peeks += 1
-        updates, dec = decoder.request_endpoint(st.decoder, at, lookahead=lookahead)
-        self.stats.compute_s += time.perf_counter() - t0
-        return updates, dataclasses.replace(st, decoder=dec)
+        """Close the segment at a VAD speech end (OnlineRecognizer.endpoint_at: peeks at the frames the
+        engine still buffers, so the final comes now, not when the chunk is complete)."""
+        return self.engine.endpoint_at(st, sample)
 
     async def _audio(self, chunk: AudioChunk) -> None:
         sid = chunk.stream_id
@@ -470,7 +360,7 @@ class Recognizer(Node):
         st = self._streams.get(sid)
         if st is None:
             language = self._language_of(sid)
-            if language not in self._decoders:  # a language's first stream: its adapter file loads off the loop
+            if not self.engine.has_language(language):  # a language's first stream: its adapter file loads off the loop
                 await self._executor.run(self._prepare_language_or_fail, language)
             st = self._new_stream(chunk.sample, language)
         gap = chunk.sample - st.next_sample
@@ -511,8 +401,7 @@ class Recognizer(Node):
         st = self._streams.get(stream_id)
         if st is None:
             return
-        updates, dec = self._decoder_of(st).flush(st.decoder)
-        self._streams[stream_id] = dataclasses.replace(st, decoder=dec)
+        updates, self._streams[stream_id] = self.engine.close_segment(st)
         await self._emit(stream_id, st.origin, updates)
 
     async def end_of_stream(self, eos: EndOfStream) -> None:
@@ -525,7 +414,7 @@ class Recognizer(Node):
             await self._drain()
         st = self._streams.get(sid)
         if st is not None and not self.cancelled(sid):  # a cancelled stream's finals go nowhere
-            updates, st = await self._executor.run(self._step, np.zeros(0, np.float32), st, True)
+            updates, st = await self._executor.run(self.engine.finish, st)
             self._streams[sid] = st
             await self._emit(sid, st.origin, updates, eos_sample=eos.sample)
         await self.push(eos)
