@@ -279,10 +279,7 @@ class Recognizer(Node):
     ) -> tuple[tuple[Any, ...], _Segment]:
         """Forward the buffered segment, greedy/LM decode it with the endpoint rules; finals only."""
         x = np.concatenate(seg.pieces) if seg.pieces else np.zeros(0, np.float32)
-        try:
-            self.engine.prepare_language(language)
-        except (EngineError, ConfigError) as exc:
-            raise StreamError(f"language {language!r}: {exc}", code="language_unavailable") from exc
+        self._prepare_language_or_fail(language)
         finals, next_index = self.engine.decode_segment(x, reason=reason, language=language, next_index=seg.next_index)
         return finals, _Segment(next_index=next_index)
 

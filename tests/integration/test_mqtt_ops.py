@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from speechstream.net.protocol import encode_audio
 from tests.integration.mqtt_broker import MOSQUITTO, Broker, free_port
+from tests.integration.test_mqtt_pool import wait_up
 
 pytestmark = [
     pytest.mark.timeout(150),
@@ -53,18 +54,6 @@ def spawn(broker_port: int, ops_port: int, model: Path) -> subprocess.Popen[str]
     return subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
-
-
-def wait_up(proc: subprocess.Popen[str], timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "up (group" in line:
-            return
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"worker exited {proc.returncode}")
-    raise AssertionError("worker did not come up")
 
 
 def kill_group(proc: subprocess.Popen[str]) -> None:
@@ -153,7 +142,7 @@ def test_worker_metrics_and_readiness_follow_the_broker(tmp_path: Path, model: P
     ops = free_port()
     proc = spawn(broker.port, ops, model)
     try:
-        wait_up(proc)
+        wait_up(proc, timeout_s=90)
         assert get(ops, "/healthz")[0] == 200
         wait_status(ops, "/readyz", 200, 10)  # the publisher's connection may come up just after the ingest's
         events = asyncio.run(stream(broker.port, "s1", 2.0))
@@ -192,7 +181,7 @@ def test_sigterm_drain_fails_readyz_first_and_open_stream_finishes(tmp_path: Pat
     proc = spawn(broker.port, ops, model)
     seen: dict[str, object] = {}
     try:
-        wait_up(proc)
+        wait_up(proc, timeout_s=90)
         wait_status(ops, "/readyz", 200, 10)
 
         async def sigterm_mid_stream() -> None:
