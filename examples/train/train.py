@@ -186,6 +186,78 @@ def plan_epoch(
     return batches
 
 
+def parse_shares(spec: str) -> dict[str, float]:
+    """``"so762=0.35,real:fsdd=0.05"`` -> ``{"so762": 0.35, "real:fsdd": 0.05}``; a key is a pack source or a
+    voice prefix (``real:fsdd`` matches every FSDD speaker); the shares sum to less than 1."""
+    shares: dict[str, float] = {}
+    for part in (x.strip() for x in spec.split(",") if x.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--shares: {part!r} is not KEY=SHARE")
+        share = float(value)
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"--shares: {key}'s share {share} is not between 0 and 1")
+        shares[key.strip()] = share
+    if sum(shares.values()) >= 1.0:
+        raise ValueError(f"--shares: the shares sum to {sum(shares.values()):.2f}, which leaves nothing for the rest")
+    return shares
+
+
+def share_group(utt: dict, shares: dict[str, float]) -> str | None:
+    """The ``shares`` key an utterance belongs to: its source, else the longest matching voice prefix."""
+    if utt["source"] in shares:
+        return str(utt["source"])
+    best = None
+    for key in shares:
+        if utt["voice"].startswith(key) and (best is None or len(key) > len(best)):
+            best = key
+    return best
+
+
+def weighted_epoch(utts: list[dict], idx: list[int], shares: dict[str, float], rng: random.Random) -> list[int]:
+    """One epoch's utterances when some groups have a fixed share of its audio.
+
+    The epoch holds as much audio as ``idx``; each group in ``shares`` gets that share of it (its utterances
+    shuffled and cycled, so a small group repeats and a large one is subsampled), and the utterances in no group
+    fill the rest in their own proportions (scaled the same way). Without ``shares``: ``idx`` itself."""
+    if not shares:
+        return idx[:]
+    groups: dict[str | None, list[int]] = {}
+    for u in idx:
+        groups.setdefault(share_group(utts[u], shares), []).append(u)
+    total = sum(utts[u]["n"] for u in idx)
+    missing = [k for k in shares if k not in groups]
+    if missing:
+        raise ValueError(f"--shares: no training utterance matches {', '.join(missing)}")
+    rest = groups.get(None, [])
+    rest_s = sum(utts[u]["n"] for u in rest)
+    if not rest and sum(shares.values()) < 1.0:
+        raise ValueError("--shares: every utterance is in a group, so the shares must cover the whole epoch")
+    out: list[int] = []
+
+    def draw(members: list[int], target: float) -> None:
+        got, order = 0, []
+        while got < target:
+            if not order:
+                order = members[:]
+                rng.shuffle(order)
+            u = order.pop()
+            out.append(u)
+            got += utts[u]["n"]
+
+    for key, share in shares.items():
+        draw(groups[key], share * total)
+    if rest:
+        # the ungrouped utterances keep their proportions among themselves: the same factor for all
+        factor = (1.0 - sum(shares.values())) * total / rest_s
+        by_source: dict[str, list[int]] = {}
+        for u in rest:
+            by_source.setdefault(utts[u]["source"], []).append(u)
+        for members in by_source.values():
+            draw(members, factor * sum(utts[u]["n"] for u in members))
+    return out
+
+
 # Sources the dev set is drawn from. The pack's index lists sources in build order, so these come first, and a
 # source added later (festival, session 6) goes to training whole and leaves the dev split of earlier stages as it was.
 DEV_SOURCES = ("real", "espeak", "flite", "piper")
@@ -492,6 +564,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-shards-per-source", type=int, default=None)
     ap.add_argument("--skip-sources", default="", help="comma-separated pack sources to leave out (e.g. festival)")
     ap.add_argument("--dev-utts", type=int, default=300)
+    ap.add_argument(
+        "--shares",
+        default="",
+        help="fixed shares of each epoch's audio for some sources or voice prefixes, e.g. so762=0.35,real:fsdd=0.05; "
+        "the others fill the rest in their own proportions",
+    )
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument(
         "--vtlp", type=float, default=0.0, help="probability of a vocal-tract-length warp (0.9-1.1) per utterance"
@@ -539,6 +617,7 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.time()
     skip = tuple(x for x in args.skip_sources.split(",") if x)
+    shares = parse_shares(args.shares)
     audio, utts = load_pack(args.pack, args.max_shards_per_source, args.workers, skip)
     hours = audio.numel() / SR / 3600
     log(fh, f"loaded {len(utts)} utterances, {hours:.2f} h in {time.time() - t0:.1f} s; device {device}")
@@ -594,7 +673,13 @@ def main(argv: list[str] | None = None) -> None:
     while not done:
         sortagrad = epoch < args.sortagrad_epochs
         batches = plan_epoch(
-            utts, train_idx, rng, args.batch_seconds, args.max_seconds, 0.0 if sortagrad else args.p_concat, sortagrad
+            utts,
+            weighted_epoch(utts, train_idx, shares, rng),
+            rng,
+            args.batch_seconds,
+            args.max_seconds,
+            0.0 if sortagrad else args.p_concat,
+            sortagrad,
         )
         if not batches:
             raise SystemExit("no training batches: the pack is empty")

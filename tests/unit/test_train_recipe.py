@@ -342,3 +342,39 @@ def test_text_stage_refuses_an_empty_fortune_pool(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="fortunes-min"):
         build_data.stage_texts(tmp_path / "work", seed=0)
     assert not (tmp_path / "work" / "texts.json").exists()
+
+
+def test_shares_fix_each_groups_part_of_the_epoch_audio_and_keep_the_rest_in_proportion():
+    import random
+
+    import pytest
+
+    from examples.train.train import parse_shares, weighted_epoch
+
+    utts = (
+        [{"source": "so762", "voice": "so762:a", "n": 100} for _ in range(60)]  # 6000: 60 % of the audio
+        + [{"source": "real", "voice": "real:fsdd/x", "n": 10} for _ in range(10)]  # 100: 1 %
+        + [{"source": "real", "voice": "real:kathleen", "n": 50} for _ in range(40)]  # 2000: 20 %
+        + [{"source": "espeak", "voice": "espeak:v", "n": 50} for _ in range(38)]  # 1900: 19 %
+    )
+    idx = list(range(len(utts)))
+    assert weighted_epoch(utts, idx, {}, random.Random(0)) == idx  # no shares: the epoch as it was
+    shares = parse_shares("so762=0.3, real:fsdd=0.05")
+    assert shares == {"so762": 0.3, "real:fsdd": 0.05}
+    epoch = weighted_epoch(utts, idx, shares, random.Random(0))
+
+    def seconds(pred):
+        return sum(utts[u]["n"] for u in epoch if pred(utts[u]))
+
+    total = sum(u["n"] for u in utts)
+    assert seconds(lambda u: u["source"] == "so762") == pytest.approx(0.3 * total, abs=100)
+    assert seconds(lambda u: u["voice"].startswith("real:fsdd")) == pytest.approx(0.05 * total, abs=10)  # repeated
+    kathleen = seconds(lambda u: u["voice"] == "real:kathleen")
+    espeak = seconds(lambda u: u["source"] == "espeak")
+    assert kathleen / espeak == pytest.approx(2000 / 1900, rel=0.05)  # the rest keeps its proportions
+    assert kathleen + espeak == pytest.approx(0.65 * total, rel=0.02)
+    for bad in ("so762", "so762=1.5", "a=0.6,b=0.5", "=0.2"):
+        with pytest.raises(ValueError):
+            parse_shares(bad)
+    with pytest.raises(ValueError, match="no training utterance"):
+        weighted_epoch(utts, idx, {"piper": 0.2}, random.Random(0))
