@@ -18,7 +18,7 @@ import sys
 
 import aiomqtt
 
-from speechstream.mqtt import FinalDeduper, MqttSettings
+from speechstream import FinalDeduper, MqttSettings
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import signal
 
-from speechstream.mqtt import MqttSettings, MqttWorker
+from speechstream import MqttSettings, MqttWorker
 from speechstream.net.serve import ServeOptions, build_nodes
 
 

@@ -8,7 +8,9 @@ imports it.
 ``speechstream.Recognizer`` (:class:`engines.online.recognizer.OnlineRecognizer`) turns audio into
 transcripts without asyncio, for callers with their own audio loop; the
 names a custom sink or node needs (``Sink``, ``Node``, the event classes, the errors) are here
-too, so a program needs few imports. They load on first use: ``import speechstream`` stays light
+too, and so are the sources (``FileSource``, ``MicSource``) and the MQTT transport's pieces
+(``MqttSettings``, ``MqttWorker``, ``MqttPublisher``, ``FinalDeduper``, ``mqtt_topic``, and the
+audio frame helpers ``encode_audio``/``with_offset_header``), so a program needs few imports. They load on first use: ``import speechstream`` stays light
 (the CLI imports this package before it parses its options).
 """
 
@@ -23,6 +25,12 @@ if TYPE_CHECKING:
     from engines.online.recognizer import OnlineRecognizer as Recognizer
     from engines.online.recognizer import OnlineStream
     from sinks.base import Sink
+    from speechstream.mqtt.consumer import FinalDeduper
+    from speechstream.mqtt.publisher import MqttPublisher
+    from speechstream.mqtt.settings import MqttSettings
+    from speechstream.mqtt.topics import topic as mqtt_topic
+    from speechstream.mqtt.worker import MqttWorker
+    from speechstream.net.protocol import encode_audio, with_offset_header
     from speechstream.pipeline import Pipeline, PipelineResult
     from stream.config import default_model_dir
     from stream.errors import ConfigError, SpeechStreamError, StreamError
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
     from stream.node import Node
     from stream.resample import Resample
     from stream.sources.file import FileSource
+    from stream.sources.mic import MicSource
     from stream.vad_node import VadNode
 
 try:
@@ -57,6 +66,14 @@ _LAZY: dict[str, str | tuple[str, str]] = {
     "Sink": "sinks.base",
     "Node": "stream.node",
     "FileSource": "stream.sources.file",
+    "MicSource": "stream.sources.mic",
+    "MqttSettings": "speechstream.mqtt.settings",
+    "MqttWorker": "speechstream.mqtt.worker",
+    "MqttPublisher": "speechstream.mqtt.publisher",
+    "FinalDeduper": "speechstream.mqtt.consumer",
+    "mqtt_topic": ("speechstream.mqtt.topics", "topic"),
+    "encode_audio": "speechstream.net.protocol",
+    "with_offset_header": "speechstream.net.protocol",
     "Resample": "stream.resample",
     "VadNode": "stream.vad_node",
     "default_model_dir": "stream.config",
@@ -90,6 +107,14 @@ __all__ = [
     "Sink",
     "Node",
     "FileSource",
+    "MicSource",
+    "MqttSettings",
+    "MqttWorker",
+    "MqttPublisher",
+    "FinalDeduper",
+    "mqtt_topic",
+    "encode_audio",
+    "with_offset_header",
     "Resample",
     "VadNode",
     "default_model_dir",

@@ -41,6 +41,10 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
 
 from engines.speakers import online
 from engines.speakers.online import DiarizerConfig, DiarizerState, TurnUpdate
@@ -60,6 +64,10 @@ from .events import (
 )
 from .executor import Executor
 from .node import Node
+
+if TYPE_CHECKING:  # (both import torch: loaded in start(), not at import)
+    from engines.speakers.embedding import SpeakerEmbedder
+    from engines.speakers.frames import FrameDiarizer, FrameState
 
 __all__ = ["Diarizer", "StreamSpeakers", "SpeakerLabeler", "label_words", "diarization_nodes"]
 
@@ -106,13 +114,13 @@ class Diarizer(Node):
         super().__init__(name)
         self.frame_model = frame_model
         self.frame_chunk_ms = frame_chunk_ms
-        self.frames = None  # FrameDiarizer when frame_model is given
-        self._frame_states: dict[str, object] = {}
+        self.frames: FrameDiarizer | None = None  # when frame_model is given
+        self._frame_states: dict[str, FrameState] = {}
         self.config = config or DiarizerConfig()
         self._embedder_arg = embedder
-        self.embedder = None
+        self.embedder: SpeakerEmbedder | None = None
         self.speaker_clips = dict(speakers or {})
-        self.enrolled: dict[str, object] = {}
+        self.enrolled: dict[str, npt.NDArray[np.float32]] = {}
         self._states: dict[str, DiarizerState] = {}
         self._speakers: dict[str, StreamSpeakers] = {}  # per-stream settings (set_speakers)
         self._executor = executor
@@ -137,11 +145,13 @@ class Diarizer(Node):
                 raise ConfigError(str(exc)) from exc
             return
         try:
+            embedder: SpeakerEmbedder
             if arg is None or isinstance(arg, (str, Path)):
-                self.embedder = await self._executor.run(load_embedder, arg)
+                embedder = await self._executor.run(load_embedder, arg)
             else:
-                self.embedder = arg
-            self.enrolled = await self._executor.run(enroll, self.embedder, self.speaker_clips)
+                embedder = cast("SpeakerEmbedder", arg)  # an already loaded embedder, used as given
+            self.embedder = embedder
+            self.enrolled = await self._executor.run(enroll, embedder, self.speaker_clips)
             online.init_state(self.config, self.enrolled)  # validates limits against enrolled names
         except (EnrollmentError, EngineError) as exc:
             raise ConfigError(str(exc)) from exc
@@ -231,10 +241,19 @@ class Diarizer(Node):
             )
 
     def _feed(
-        self, st: DiarizerState, samples, start: int, config: DiarizerConfig
+        self,
+        st: DiarizerState,
+        samples: npt.NDArray[np.floating[Any]],
+        start: int,
+        embedder: SpeakerEmbedder,
+        config: DiarizerConfig,
     ) -> tuple[list[TurnUpdate], DiarizerState]:
         st = online.feed_audio(st, samples, start, config)
-        return online.decide(st, self.embedder, config)
+        return online.decide(st, embedder, config)
+
+    def _loaded_embedder(self) -> SpeakerEmbedder:
+        assert self.embedder is not None, "Diarizer.start() loads the embedder"
+        return self.embedder
 
     async def process(self, event: Event) -> None:
         sid = event.stream_id
@@ -248,7 +267,9 @@ class Diarizer(Node):
             return
         config = self._config(sid)
         if isinstance(event, AudioChunk):
-            updates, st = await self._executor.run(self._feed, self._state(sid), event.samples, event.sample, config)
+            updates, st = await self._executor.run(
+                self._feed, self._state(sid), event.samples, event.sample, self._loaded_embedder(), config
+            )
             self._states[sid] = st
             await self._push_turns(sid, updates)
         elif not config.use_vad_events:
@@ -257,7 +278,7 @@ class Diarizer(Node):
             self._states[sid] = online.speech_start(self._state(sid), event.sample)
         elif isinstance(event, SpeechEnded):
             updates, st = await self._executor.run(
-                online.speech_end, self._state(sid), event.sample, self.embedder, config
+                online.speech_end, self._state(sid), event.sample, self._loaded_embedder(), config
             )
             self._states[sid] = st
             await self._push_turns(sid, updates)
@@ -265,10 +286,10 @@ class Diarizer(Node):
 
     async def flush(self, stream_id: str) -> None:
         # (frame mode closes its runs at end of stream only: its engine state cannot resume after a flush)
-        st = self._states.get(stream_id)
-        if st is None or self._executor is None:
+        old = self._states.get(stream_id)
+        if old is None or self._executor is None:
             return
-        updates, st = await self._executor.run(online.flush, st, self.embedder, self._config(stream_id))
+        updates, st = await self._executor.run(online.flush, old, self._loaded_embedder(), self._config(stream_id))
         self._states[stream_id] = st
         await self._push_turns(stream_id, updates)
 
@@ -309,11 +330,14 @@ def label_words(words: tuple[Word, ...], turns: list[SpeakerTurn]) -> tuple[tupl
             )
         out.append(dataclasses.replace(w, speaker=best.speaker))
         time_by[best.speaker] = time_by.get(best.speaker, 0) + max(w.end_sample - w.start_sample, 1)
-    seg = max(time_by, key=time_by.get) if time_by else None
+    seg = max(time_by, key=lambda s: time_by[s]) if time_by else None
     return tuple(out), seg
 
 
-def _label_segment(ev, turns: list[SpeakerTurn]):
+_T = TypeVar("_T", FinalTranscript, PartialTranscript)
+
+
+def _label_segment(ev: _T, turns: list[SpeakerTurn]) -> _T:
     words, seg = label_words(ev.words, turns)
     if seg is None and turns and not ev.words:  # no word timings: the turn overlapping the span most
         best = max(turns, key=lambda t: _overlap(ev.sample, ev.end_sample, t.sample, t.end_sample))
@@ -344,12 +368,12 @@ class SpeakerLabeler(Node):
     def forget(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
 
-    def _relevant(self, st: _Labels, ev) -> list[SpeakerTurn]:
+    def _relevant(self, st: _Labels, ev: FinalTranscript | PartialTranscript) -> list[SpeakerTurn]:
         lo, hi = ev.sample - 10 * SAMPLE_RATE_HZ, ev.end_sample + 10 * SAMPLE_RATE_HZ
         return [t for t in st.turns.values() if t.end_sample >= lo and t.sample <= hi]
 
     async def _release(self, st: _Labels, force: bool = False) -> None:
-        keep = []
+        keep: list[FinalTranscript] = []
         for f in st.held:
             if force or st.covered >= f.end_sample or st.now >= f.end_sample + self.max_hold:
                 await self.push(_label_segment(f, self._relevant(st, f)))

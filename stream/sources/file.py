@@ -28,7 +28,10 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
+import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 
 from ..errors import SourceError, SourceNotFoundError, UnreadableAudioError
@@ -44,7 +47,7 @@ READ_FORMATS = "wav, flac, ogg (Vorbis, Opus), mp3, aiff, au, caf and the other 
 # the like ("Note: ...", "Warning: ..."), one line each.
 _DECODER_NOISE = re.compile(rb"^\[[^\]]*mpg123[^\]]*\]|^(Note|Warning|error): .*mpg123", re.IGNORECASE)
 _FD2_LOCK = threading.Lock()
-_held: list = []  # one temporary file for the process, reused (a new one per read costs more than the read)
+_held: list[IO[bytes]] = []  # one temporary file for the process, reused (a new one per read costs more than the read)
 
 
 @contextlib.contextmanager
@@ -127,7 +130,7 @@ class FileSource(Source):
     @property
     def sample_rate_hz(self) -> int:
         if self._file is None:
-            return probe(self.path).samplerate
+            return int(probe(self.path).samplerate)
         return int(self._file.samplerate)
 
     async def start(self) -> None:
@@ -182,9 +185,11 @@ class FileSource(Source):
             if bar is not None:
                 bar.close()
 
-    def _read(self, f: sf.SoundFile, block: int):
+    def _read(self, f: sf.SoundFile, block: int) -> npt.NDArray[np.float32]:
+        """Up to ``block`` frames as float32 ``(frames, channels)``."""
         with quiet_decoder(self._quiet):
-            return f.read(block, "float32", True)
+            data: npt.NDArray[np.float32] = f.read(block, "float32", True)
+        return data
 
     async def stop(self) -> None:
         if self._file is not None:

@@ -27,15 +27,19 @@ import logging
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ConfigError, DeviceNotFoundError, SourceError
-from ..events import AudioChunk, ErrorEvent, QueueOverflow
+from ..events import AudioChunk, ErrorEvent, QueueOverflow, SampleFormat
 from ..queues import EdgeSpec
 from .base import Emit, Source
 
 __all__ = ["InputDevice", "list_devices", "format_devices", "resolve_device", "MicSource"]
 
 log = logging.getLogger("stream.sources.mic")
+
+# One captured block, (frames, channels), in the stream's dtype.
+_Block = npt.NDArray[np.int16] | npt.NDArray[np.float32]
 
 
 def _sounddevice() -> Any:
@@ -47,7 +51,7 @@ def _sounddevice() -> Any:
 
 
 class InputDevice(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as it always has
     name: str
     max_input_channels: int
     default_samplerate_hz: int
@@ -161,7 +165,7 @@ class MicSource(Source):
         self.device_info: InputDevice | None = None
         self._rate: int | None = None
         self._stream: Any = None
-        self._queue: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        self._queue: collections.deque[tuple[int, _Block]] = collections.deque()
         self._max_blocks = 1
         self._captured = 0  # frames captured so far (including dropped blocks)
         self._wake: asyncio.Event | None = None
@@ -209,7 +213,7 @@ class MicSource(Source):
             raise ConfigError(f"cannot open input device {dev.index} {dev.name!r}: {exc}") from exc
 
     # PortAudio thread: copy and hand over, nothing else.
-    def _callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+    def _callback(self, indata: _Block, frames: int, time: Any, status: Any) -> None:
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(self._enqueue, indata.copy(), bool(status.input_overflow))
@@ -217,7 +221,7 @@ class MicSource(Source):
             pass
 
     # Event loop thread.
-    def _enqueue(self, block: np.ndarray, overflow: bool) -> None:
+    def _enqueue(self, block: _Block, overflow: bool) -> None:
         if overflow:
             self.input_overflows += 1
         if self.max_duration_ms is not None and self._captured >= self._limit_frames():
@@ -242,7 +246,7 @@ class MicSource(Source):
     async def run(self, emit: Emit) -> None:
         assert self._wake is not None and self._rate is not None
         limit = self._limit_frames() if self.max_duration_ms is not None else None
-        fmt = "s16" if self.dtype == "int16" else "f32"
+        fmt: SampleFormat = "s16" if self.dtype == "int16" else "f32"
         reported = (0, 0)
         while True:
             if (self.dropped_blocks, self.input_overflows) != reported:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ProtocolError, StreamError
 from ..events import AudioChunk, AudioLost, Event
@@ -52,7 +53,7 @@ class PushSource(Source):
     ):
         super().__init__(stream_id, capture_edge=capture_edge)
         self._rate = int(sample_rate_hz)
-        self._inbox: asyncio.Queue[np.ndarray | Event | None] = asyncio.Queue(inbox_blocks)
+        self._inbox: asyncio.Queue[npt.NDArray[np.float32] | Event | None] = asyncio.Queue(inbox_blocks)
         self._ended = False
         self._error: StreamError | None = None
         self.samples_fed = 0  # at the client's rate
@@ -73,7 +74,7 @@ class PushSource(Source):
     def ended(self) -> bool:
         return self._ended
 
-    async def feed(self, samples: np.ndarray) -> None:
+    async def feed(self, samples: npt.NDArray[np.float32]) -> None:
         """Queue one block of mono float32 samples (waits while the inbox is full)."""
         if self._ended:
             return
@@ -82,7 +83,7 @@ class PushSource(Source):
         self.samples_fed += int(samples.shape[0])
         await self._inbox.put(samples)
 
-    async def feed_at(self, samples: np.ndarray, offset: int, max_gap: int) -> AudioLost | None:
+    async def feed_at(self, samples: npt.NDArray[np.float32], offset: int, max_gap: int) -> AudioLost | None:
         """Feed a block whose first sample is at sender offset ``offset``: a repeated block (or head)
         is dropped; a jump ahead (up to ``max_gap`` samples, else ``ProtocolError("gap")``) is filled
         with silence and reported first as an ``AudioLost`` with its span. Returns that report."""
@@ -129,7 +130,7 @@ class PushSource(Source):
         n = 0
         while not self._inbox.empty():
             block = self._inbox.get_nowait()
-            if block is not _END:
+            if isinstance(block, np.ndarray):  # (not the end marker, nor a queued report)
                 n += int(block.shape[0])
         self._ended = False  # end() below queues the end marker into the now empty inbox
         self.end()
@@ -163,7 +164,9 @@ class PushSource(Source):
             raise self._error
 
 
-def align_to_offset(x: np.ndarray, offset: int, expected: int, max_gap: int) -> tuple[np.ndarray, int, int]:
+def align_to_offset(
+    x: npt.NDArray[np.float32], offset: int, expected: int, max_gap: int
+) -> tuple[npt.NDArray[np.float32], int, int]:
     """Place a block that starts at ``offset`` into a stream that expects ``expected`` next.
 
     Returns (samples to feed, new expected offset, samples of silence inserted): a repeated

@@ -62,8 +62,6 @@ def test_readme_block_imports(line, source):
 def test_example_imports(path):
     # command-line scripts need argparse and friends: the standard library is not counted here
     n = count_imports(path.read_text(), stdlib=path.name.startswith("api_"))
-    if path.name.startswith("mqtt_") and n > MAX_IMPORTS:
-        pytest.xfail("the MQTT examples move with the transport (another branch)")
     assert n <= MAX_IMPORTS, f"{path.name} has {n} imports"
 
 
