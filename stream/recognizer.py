@@ -129,9 +129,6 @@ class Recognizer(RecognizerNode):
     def _has_stream(self, stream_id: str) -> bool:
         return stream_id in self._streams
 
-    def _decoder_of(self, st: _Stream) -> StreamingCTCDecoder:
-        return self.online.decoder_for(st)
-
     # ------------------------------------------------------------------ sync work (executor)
 
     def _new_stream(self, first_sample: int, language: str | None = None) -> _Stream:
