@@ -90,8 +90,10 @@ def build_vad(cfg: TranscribeConfig) -> Node:
 
 
 def build_recognizer(cfg: TranscribeConfig, model: str, *, max_batch: int | None = None) -> Node:
-    """The recogniser node for ``cfg``; ``max_batch`` overrides the cross-stream batch limit (serve)."""
+    """The recogniser node for ``cfg`` (an OfflineRecognizer in offline mode, else a streaming
+    Recognizer); ``max_batch`` overrides the cross-stream batch limit (serve)."""
     try:
+        from stream.offline_recognizer import OfflineRecognizer
         from stream.recognizer import Recognizer, RecognizerConfig
     except ImportError as exc:
         raise ConfigError(f"cannot load model {model!r}: the recognizer is not available ({exc})") from exc
@@ -112,7 +114,10 @@ def build_recognizer(cfg: TranscribeConfig, model: str, *, max_batch: int | None
     )
     if max_batch is not None:
         config = dataclasses.replace(config, max_batch=max_batch)
-    return Recognizer(model, config)  # loads the model in Graph.start (ConfigError if it cannot)
+    # the model loads in Graph.start (ConfigError if it cannot)
+    if config.mode == "offline":
+        return OfflineRecognizer(model, config)
+    return Recognizer(model, config)
 
 
 def build_diarization(cfg: TranscribeConfig) -> tuple[Node, Node]:

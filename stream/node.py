@@ -183,6 +183,8 @@ class Node:
                     await self._guarded(sid, sample, rate, self.flush, sid)
             self.push_control(item)
             return
+        if isinstance(item, ControlFrame):
+            raise GraphStateError(f"node {self.name!r} got an unknown control frame {item!r}")
         sid = item.stream_id
         if isinstance(item, EndOfStream):
             if sid not in self._failed:
@@ -426,6 +428,8 @@ class FanOut(_Container):
             await asyncio.gather(*(t.wait(("flush", item.token)) for t in self._tails))
             self.push_control(item)
             return
+        if isinstance(item, ControlFrame):
+            raise GraphStateError(f"fan-out {self.name!r} got an unknown control frame {item!r}")
         for edge in self._edges:
             await edge.put(item)
         if isinstance(item, EndOfStream):

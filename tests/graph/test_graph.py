@@ -361,6 +361,22 @@ async def test_misuse_is_reported():
         Graph([ArraySource(audio(0.1), 16000, stream_id="a"), ArraySource(audio(0.1), 16000, stream_id="a")], [])
 
 
+async def test_an_unknown_control_frame_is_a_clear_error():
+    from dataclasses import dataclass
+
+    from stream.node import RunContext
+    from stream.queues import ControlFrame
+
+    @dataclass(frozen=True, slots=True)
+    class Odd(ControlFrame):
+        pass
+
+    for node in (Node("n"), FanOut([Collect()], name="f")):
+        node.bind(Edge("out", EdgeSpec()), RunContext(spawn=lambda aw, name: asyncio.ensure_future(aw)))
+        with pytest.raises(GraphStateError, match="unknown control frame"):
+            await node.receive(Odd())
+
+
 async def test_executor_runs_off_loop_with_bounded_concurrency():
     import threading
     import time

@@ -207,6 +207,29 @@ async def test_offline_mode_recognises_whole_segments(model, model_dir: Path) ->
     assert finals[1].words[0].start_sample >= cut
 
 
+def test_offline_mode_is_its_own_node_and_the_old_spelling_builds_it(model, tmp_path: Path) -> None:
+    from speechstream.builder import build_recognizer
+    from stream.config import TranscribeConfig
+    from stream.offline_recognizer import OfflineRecognizer
+
+    offline = RecognizerConfig(mode="offline")
+    rec = Recognizer(model, offline, name="r")  # compatibility: the offline node, same arguments
+    assert type(rec) is OfflineRecognizer and rec.config is offline and rec.name == "r"
+    assert type(Recognizer(model, config=offline)) is OfflineRecognizer
+    assert type(Recognizer(model, CFG)) is Recognizer and type(Recognizer(model)) is Recognizer
+    with pytest.raises(ConfigError, match="mode='offline'"):
+        OfflineRecognizer(model, CFG)
+
+    class Streaming(Recognizer):
+        pass
+
+    with pytest.raises(ConfigError, match="mode='offline' is OfflineRecognizer's"):
+        Streaming(model, offline)
+    wav = tmp_path / "x.wav"
+    assert type(build_recognizer(TranscribeConfig(input_path=wav, mode="offline"), "m")) is OfflineRecognizer
+    assert type(build_recognizer(TranscribeConfig(input_path=wav, mode="cached"), "m")) is Recognizer
+
+
 async def test_bad_audio_is_an_error_event_for_that_stream_only(model) -> None:
     good = audio(5, 1.0)
     collect = Collect(keep_audio=False)

@@ -70,6 +70,41 @@ async def test_batched_streams_give_the_unbatched_events(model) -> None:
         assert [type(e) for e in batched.of(sid)] == [type(e) for e in one.of(sid)]
 
 
+async def test_a_batch_holds_at_most_max_batch_streams(model) -> None:
+    streams = {"a": audio(0, 1.7), "b": audio(1, 2.3), "c": audio(2, 1.1)}
+    _, one = await run(model, streams, replace(CFG, max_batch=1))
+    rec2, two = await run(model, streams, replace(CFG, max_batch=2, max_wait_ms=1000))
+    assert rec2.stats.batches > 0 and rec2.stats.largest_batch == 2
+    for sid in streams:
+        assert transcript(two.of(sid)) == transcript(one.of(sid))
+
+
+async def test_a_lone_chunk_waits_at_most_max_wait_ms(model) -> None:
+    """One stream, batch limit never reached: each chunk runs when the wait timer fires."""
+    import asyncio
+
+    rec, collect = Recognizer(model, replace(CFG, max_batch=8, max_wait_ms=30)), Collect(keep_audio=True)
+    graph = Graph(sources=[], nodes=[rec, collect], bug_policy="raise")
+    await graph.start()
+    try:
+        from stream.events import AudioChunk
+
+        loop = asyncio.get_running_loop()
+        await rec.receive(AudioChunk("s", 0, samples=audio(0, 0.32)))
+        t0 = loop.time()
+        assert rec._timer is not None and not collect.events  # waiting for other streams
+        await asyncio.wait_for(rec._timer, 10)
+        assert 0.02 <= loop.time() - t0 < 5
+        for _ in range(500):  # the collector's task takes the events off its edge (bounded: 5 s)
+            if any(isinstance(e, AudioChunk) for e in collect.events):
+                break
+            await asyncio.sleep(0.01)
+        assert isinstance(collect.events[-1], AudioChunk)  # stepped (its partial, if any, first), passed on
+        assert rec.stats.steps == 1 and rec.stats.batches == 0
+    finally:
+        await graph.stop()
+
+
 class OneBadStream:
     """A model whose forward raises on chunks of the stream whose audio is the constant 0.5."""
 
