@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engines.online.config import check_max_speakers
 from engines.speakers import online
 from engines.speakers.online import DiarizerConfig, DiarizerState, TurnUpdate
 
@@ -403,11 +404,8 @@ def diarization_nodes(
     """The pair to put before and after the recogniser (``--diarize``, ``--speaker NAME=clip``,
     ``--max-speakers N``)."""
     config = config or DiarizerConfig()
+    check_max_speakers(max_speakers, enrolled=len(speakers or ()))
     if max_speakers is not None:
-        if max_speakers < 1:
-            raise ConfigError(f"--max-speakers must be >= 1, got {max_speakers}")
-        if speakers and len(speakers) > max_speakers:
-            raise ConfigError(f"{len(speakers)} enrolled speakers exceed --max-speakers {max_speakers}")
         config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, max_speakers=max_speakers))
     return (
         Diarizer(config, embedder=embedder, speakers=speakers, frame_model=frame_model),
