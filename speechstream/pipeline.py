@@ -39,7 +39,7 @@ _PATH_FIELDS = ("srt", "vtt", "rttm", "input_path")
 
 def _transcribe_config(**options: Any) -> TranscribeConfig:
     """The one place that constructs a TranscribeConfig (keyword arguments only)."""
-    known = set(TranscribeConfig.field_names())  # the flat settings (chunk_ms=, vad=, lm=, ...)
+    known = {*TranscribeConfig.field_names(), "recognizer"}  # flat settings (chunk_ms=, vad=, lm=, ...) or recognizer=
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

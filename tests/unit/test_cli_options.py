@@ -227,3 +227,17 @@ def test_parse_time_refusal_loads_nothing_heavy(command, tmp_path):
     assert out.split()[-4:] == ["EXIT", "2", "TORCH", "False"], (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "vad_threshold is silero's" in lines[0], err
+
+
+def test_pipeline_keywords_build_the_nested_configs():
+    from speechstream import Pipeline
+
+    pipe = Pipeline.from_file(EXAMPLE, model="none", chunk_ms=320, vad="silero", vad_min_silence_ms=300)
+    cfg = pipe._config
+    assert cfg is not None and cfg.recognizer.chunk_ms == 320
+    assert cfg.vad == VadSettings(name="silero", min_silence_ms=300)
+    base = RecognizerConfig(left_context_ms=1280)
+    cfg = Pipeline.from_file(EXAMPLE, model="none", recognizer=base, chunk_ms=320)._config
+    assert cfg is not None and cfg.recognizer == RecognizerConfig(left_context_ms=1280, chunk_ms=320)
+    with pytest.raises(ConfigError, match="vad_threshold is silero's"):
+        Pipeline.from_file(EXAMPLE, model="none", vad_threshold=0.5)
