@@ -87,7 +87,7 @@ def latency(manifest: Path, utts: int) -> None:
     print("| setting | final latency P50 / P95 | first partial P50 | streaming WER | finals | RTF |")
     print("|---|---|---|---|---:|---:|")
     for name, kw in settings:
-        r = evaluate(EvalConfig(manifest=manifest, limit=utts, **kw), log=lambda m: None)
+        r = evaluate(EvalConfig.from_flat(manifest=manifest, limit=utts, **kw), log=lambda m: None)
         fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
         fps = [u.first_partial_latency_s for u in r.utterances if u.first_partial_latency_s is not None]
         n = sum(len(u.endpoint_reasons) for u in r.utterances)
@@ -110,11 +110,11 @@ async def _run_pipeline(x: np.ndarray, kw: dict, rule2_ms: int | None = None) ->
     from stream.resample import Resample
     from stream.sources.array import ArraySource
 
-    cfg = EvalConfig(manifest=Path("."), **kw)
+    cfg = EvalConfig.from_flat(manifest=Path("."), **kw)
     rcfg = RecognizerConfig(
-        peek_at_vad_end=cfg.peek_at_vad_end,
-        max_utterance_ms=cfg.max_utterance_ms,
-        rule2_min_trailing_silence_ms=rule2_ms or cfg.rule2_min_trailing_silence_ms,
+        peek_at_vad_end=cfg.recognizer.peek_at_vad_end,
+        max_utterance_ms=cfg.recognizer.max_utterance_ms,
+        rule2_min_trailing_silence_ms=rule2_ms or cfg.recognizer.rule2_min_trailing_silence_ms,
     )
     collect = Collect(keep_audio=False)
     graph = Graph(

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from engines.device import resolve_device, resolve_dtype, to_cpu, to_device
 from engines.errors import StreamUsageError
+from engines.online.config import DEFAULT_CHUNK_MS, DEFAULT_LEFT_CONTEXT_MS
 from engines.types import SAMPLE_RATE_HZ, EngineModule, ForwardOutput, Frontend, StepOutput, StreamState
 
 __all__ = ["LoadedModel", "load_model"]
@@ -189,8 +190,8 @@ class LoadedModel:
     def init_state(
         self,
         mode: str = "cached",
-        chunk_ms: int = 640,
-        left_context_ms: int = 5120,
+        chunk_ms: int = DEFAULT_CHUNK_MS,
+        left_context_ms: int = DEFAULT_LEFT_CONTEXT_MS,
         lookahead_ms: int = 0,
         normalize: str = "stream",
         language: str | None = None,
@@ -256,8 +257,8 @@ class LoadedModel:
         self,
         audio: Tensor,
         mode: str = "cached",
-        chunk_ms: int = 640,
-        left_context_ms: int = 5120,
+        chunk_ms: int = DEFAULT_CHUNK_MS,
+        left_context_ms: int = DEFAULT_LEFT_CONTEXT_MS,
         lookahead_ms: int = 0,
         normalize: str = "stream",
         feed_ms: int | None = None,

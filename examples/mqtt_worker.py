@@ -18,7 +18,7 @@ from speechstream.net.serve import ServeOptions, build_nodes
 
 
 async def main(args: argparse.Namespace) -> None:
-    nodes, model = build_nodes(ServeOptions(model=args.model, vad=args.vad, language=args.language))
+    nodes, model = build_nodes(ServeOptions.from_flat(model=args.model, vad=args.vad, language=args.language))
     settings = MqttSettings(
         host=args.host,
         port=args.port,

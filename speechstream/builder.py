@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from sinks import CaptionLimits, ConsoleSink, RttmSink, Sink, SrtSink, VttSink, open_jsonl
 from sinks.node import SinkNode
-from stream.config import TranscribeConfig
+from stream.config import RecognizerConfig, TranscribeConfig, VadSettings
 from stream.errors import ConfigError
 from stream.events import ErrorEvent, Event
 from stream.graph import Graph
@@ -73,45 +73,34 @@ def build_source(cfg: TranscribeConfig) -> Source:
     return FileSource(cfg.input_path, stream_id=sid, realtime=cfg.realtime, progress=cfg.progress and on_terminal)
 
 
-def build_vad(cfg: TranscribeConfig) -> Node:
+def build_vad(settings: VadSettings | TranscribeConfig) -> Node:
+    """The VAD node of ``settings`` (a TranscribeConfig: its ``vad``); fields left None keep that VAD's
+    tuned defaults."""
     import dataclasses as dc
 
     from stream.vad import DEFAULT_VAD_CONFIGS
     from stream.vad_node import VadNode
 
-    if cfg.vad == "none":
+    vad = settings.vad if isinstance(settings, TranscribeConfig) else settings
+    if vad.name == "none":
         return VadNode.create("none")
     kw: dict[str, object] = {}
-    if cfg.vad_threshold is not None:
-        kw["threshold"] = cfg.vad_threshold
-    if cfg.vad_aggressiveness is not None:
-        kw["aggressiveness"] = cfg.vad_aggressiveness
-    return VadNode.create(cfg.vad, dc.replace(DEFAULT_VAD_CONFIGS[cfg.vad], **cfg.vad_timing()), **kw)
+    if vad.threshold is not None:
+        kw["threshold"] = vad.threshold
+    if vad.aggressiveness is not None:
+        kw["aggressiveness"] = vad.aggressiveness
+    return VadNode.create(vad.name, dc.replace(DEFAULT_VAD_CONFIGS[vad.name], **vad.timing()), **kw)
 
 
-def build_recognizer(cfg: TranscribeConfig, model: str, *, max_batch: int | None = None) -> Node:
-    """The recogniser node for ``cfg`` (an OfflineRecognizer in offline mode, else a streaming
-    Recognizer); ``max_batch`` overrides the cross-stream batch limit (serve)."""
+def build_recognizer(cfg: RecognizerConfig | TranscribeConfig, model: str, *, max_batch: int | None = None) -> Node:
+    """The recogniser node for ``cfg`` (a TranscribeConfig: its ``recognizer``): an OfflineRecognizer in
+    offline mode, else a streaming Recognizer; ``max_batch`` overrides the cross-stream batch limit."""
     try:
         from stream.offline_recognizer import OfflineRecognizer
-        from stream.recognizer import Recognizer, RecognizerConfig
+        from stream.recognizer import Recognizer
     except ImportError as exc:
         raise ConfigError(f"cannot load model {model!r}: the recognizer is not available ({exc})") from exc
-    config = RecognizerConfig(
-        mode=cfg.mode,
-        chunk_ms=cfg.chunk_ms,
-        left_context_ms=cfg.left_context_ms,
-        lookahead_ms=cfg.lookahead_ms,
-        language=cfg.language,
-        compute_device=cfg.compute_device,
-        lm_path=cfg.lm,
-        unigrams_path=cfg.unigrams,
-        lm_alpha=cfg.lm_alpha,
-        lm_beta=cfg.lm_beta,
-        beam_width=cfg.beam_width,
-        hotwords=cfg.hotwords,
-        max_utterance_ms=cfg.max_utterance_ms,
-    )
+    config = cfg.recognizer if isinstance(cfg, TranscribeConfig) else cfg
     if max_batch is not None:
         config = dataclasses.replace(config, max_batch=max_batch)
     # the model loads in Graph.start (ConfigError if it cannot)

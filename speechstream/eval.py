@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from engines.online.config import RecognizerConfig, check_max_utterance_ms
+from stream.config import VAD_KEYS, VadSettings, nest_settings
 from stream.errors import ConfigError
 from stream.events import SAMPLE_RATE_HZ, AudioChunk, Event, FinalTranscript, PartialTranscript
 from stream.sources.base import Emit, Source
@@ -52,53 +54,55 @@ from stream.sources.base import Emit, Source
 __all__ = ["EvalConfig", "EvalReport", "evaluate", "format_report", "read_manifest", "normalize_text", "speech_extent"]
 
 
+# EvalConfig's flat names (keywords of from_flat, ``python -m speechstream.eval`` options) of RecognizerConfig fields
+EVAL_RECOGNIZER_KEYS: dict[str, str] = {
+    k: k
+    for k in (
+        "mode",
+        "chunk_ms",
+        "left_context_ms",
+        "lookahead_ms",
+        "lm_path",
+        "unigrams_path",
+        "lm_alpha",
+        "lm_beta",
+        "beam_width",
+        "language",
+        "compute_device",
+        "max_utterance_ms",
+        "rule2_min_trailing_silence_ms",
+        "peek_at_vad_end",
+    )
+}
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     manifest: Path
     model: str | None = None  # None: the bundled default model
-    mode: str = "cached"
-    chunk_ms: int = 640
-    left_context_ms: int = 5120
-    lookahead_ms: int = 0
-    vad: str = "webrtc"
-    lm_path: str | None = None
-    unigrams_path: str | None = None
-    lm_alpha: float | None = None  # None: the LM's attrs.json, else 0.5
-    lm_beta: float | None = None  # None: the LM's attrs.json, else 1.0
-    beam_width: int = 32
+    # the recogniser's one configuration (language: every utterance, streamed and offline;
+    # peek_at_vad_end False: the final waits for the chunk)
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    vad: VadSettings = field(default_factory=VadSettings)  # None fields: the defaults of ``speechstream transcribe``
     limit: int | None = None
     concurrency: int = 4
     realtime: bool = True
     pad_silence_ms: int = 2000
     block_ms: int = 20  # as MicSource delivers it (before: 100)
-    language: str | None = None  # multilingual checkpoints (MMS): None is the checkpoint as stored
-    compute_device: str = "auto"  # see RecognizerConfig.compute_device
-    # VAD and endpointing; None: the defaults of ``speechstream transcribe``
-    vad_pre_speech_pad_ms: int | None = None
-    vad_hangover_ms: int | None = None
-    vad_min_speech_ms: int | None = None
-    vad_min_silence_ms: int | None = None
-    vad_threshold: float | None = None
-    vad_aggressiveness: int | None = None
-    max_utterance_ms: int = 20_000
-    rule2_min_trailing_silence_ms: int | None = 500  # as RecognizerConfig
-    peek_at_vad_end: bool = True  # see RecognizerConfig.peek_at_vad_end (False: the final waits for the chunk)
+
+    def __post_init__(self) -> None:
+        check_max_utterance_ms(self.recognizer.max_utterance_ms)  # the front ends' floor
+
+    @classmethod
+    def from_flat(cls, manifest: Path, **values: Any) -> EvalConfig:
+        """Keyword construction with flat names (``chunk_ms=320, lm_path="lm.arpa", vad="silero"``)."""
+        rec, vad, rest = nest_settings(values, EVAL_RECOGNIZER_KEYS)
+        return cls(manifest, recognizer=rec, vad=vad, **rest)
 
     def vad_node(self) -> Any:
         from speechstream.builder import build_vad
-        from stream.config import TranscribeConfig
 
-        names = (
-            "vad_pre_speech_pad_ms",
-            "vad_hangover_ms",
-            "vad_min_speech_ms",
-            "vad_min_silence_ms",
-            "vad_threshold",
-            "vad_aggressiveness",
-            "max_utterance_ms",
-        )
-        cfg = TranscribeConfig(vad=self.vad, **{n: getattr(self, n) for n in names})  # type: ignore[arg-type]
-        return build_vad(cfg.check_vad())  # the checks transcribe and serve use: ConfigError for bad values
+        return build_vad(self.vad)
 
 
 @dataclass
@@ -288,7 +292,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     from engines.errors import EngineError
     from engines.online.config import resolve_compute_device
     from stream.config import default_model_dir
-    from stream.recognizer import RecognizerConfig, build_decoder
+    from stream.recognizer import build_decoder
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     items = read_manifest(cfg.manifest, cfg.limit)
@@ -296,30 +300,17 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     if model_arg is None:
         raise ConfigError("no model: pass --model (no bundled default model is installed)")
     try:
-        model = load_model(model_arg, device=resolve_compute_device(cfg.compute_device))
+        model = load_model(model_arg, device=resolve_compute_device(cfg.recognizer.compute_device))
     except EngineError as exc:
         text = str(exc)  # most name the file already (DIR/config.json: field ...)
         raise ConfigError(text if str(model_arg) in text else f"cannot load model {model_arg}: {text}") from exc
     try:  # the language's view (adapter weights, vocabulary), for the offline and the streamed pass
-        model = model.for_language(cfg.language)
+        model = model.for_language(cfg.recognizer.language)
     except EngineError as exc:  # an unknown code: one line listing the available ones
         raise ConfigError(str(exc)) from exc
-    rcfg = RecognizerConfig(
-        mode=cfg.mode,
-        chunk_ms=cfg.chunk_ms,
-        left_context_ms=cfg.left_context_ms,
-        lookahead_ms=cfg.lookahead_ms,
-        lm_path=cfg.lm_path,
-        unigrams_path=cfg.unigrams_path,
-        lm_alpha=cfg.lm_alpha,
-        lm_beta=cfg.lm_beta,
-        beam_width=cfg.beam_width,
-        max_utterance_ms=cfg.max_utterance_ms,
-        rule2_min_trailing_silence_ms=cfg.rule2_min_trailing_silence_ms,
-        peek_at_vad_end=cfg.peek_at_vad_end,
-        compute_device=cfg.compute_device,
-    )
-    cfg.vad_node()  # ConfigError for bad VAD settings, before any audio
+    # the model is already the language's view (for the offline pass too): the recogniser runs on it as is
+    rcfg = dataclasses.replace(cfg.recognizer, language=None)
+    cfg.vad_node()  # ConfigError for a VAD that cannot be built, before any audio
     decoder = build_decoder(model, rcfg)  # ConfigError for a bad LM / vocabulary, before any audio
     tok = decoder.tokenizer
     audios = [_load_audio(a) for a, _ in items]
@@ -382,22 +373,24 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def format_report(r: EvalReport) -> str:
-    c = r.config
+    c, rc = r.config, r.config.recognizer
     lines = [
         f"| {c.manifest.name}: {len(r.utterances)} utterances, {r.audio_s:.1f} s | value |",
         "|---|---|",
     ]
     w, ce = r.streaming
-    lm = f"beam {c.beam_width} + LM finals" if r.lm_path else "greedy finals"
-    lang = f", language {c.language}" if c.language else ""
+    lm = f"beam {rc.beam_width} + LM finals" if r.lm_path else "greedy finals"
+    lang = f", language {rc.language}" if rc.language else ""
     lines.append(
-        f"| streaming WER / CER ({c.mode}, chunk {c.chunk_ms} ms, {lm}, VAD {c.vad}{lang}) | {100 * w:.2f}% / {100 * ce:.2f}% |"
+        f"| streaming WER / CER ({rc.mode}, chunk {rc.chunk_ms} ms, {lm}, VAD {c.vad.name}{lang}) | {100 * w:.2f}% / {100 * ce:.2f}% |"
     )
     w, ce = r.offline_greedy
     lines.append(f"| offline WER / CER (same model, greedy) | {100 * w:.2f}% / {100 * ce:.2f}% |")
     if r.offline_lm is not None:
         w, ce = r.offline_lm
-        lines.append(f"| offline WER / CER (same model, beam {c.beam_width} + LM) | {100 * w:.2f}% / {100 * ce:.2f}% |")
+        lines.append(
+            f"| offline WER / CER (same model, beam {rc.beam_width} + LM) | {100 * w:.2f}% / {100 * ce:.2f}% |"
+        )
     fps = [u.first_partial_latency_s for u in r.utterances if u.first_partial_latency_s is not None]
     fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
     if fps:
@@ -425,22 +418,33 @@ def format_report(r: EvalReport) -> str:
     return "\n".join(lines)
 
 
+def _flat_options() -> list[tuple[str, Any, str]]:
+    """``python -m speechstream.eval``'s options: (flat name, default, annotation) of EvalConfig's own
+    fields and of its nested configs' flat names."""
+    d = EvalConfig(Path("."))
+    out = [(f.name, getattr(d, f.name), str(f.type)) for f in dataclasses.fields(EvalConfig)]
+    out = [o for o in out if o[0] not in ("manifest", "recognizer", "vad")]
+    rec = {f.name: f for f in dataclasses.fields(RecognizerConfig)}
+    out += [(k, getattr(d.recognizer, v), str(rec[v].type)) for k, v in EVAL_RECOGNIZER_KEYS.items()]
+    vad = {f.name: f for f in dataclasses.fields(VadSettings)}
+    return out + [(k, getattr(d.vad, v), str(vad[v].type)) for k, v in VAD_KEYS.items()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m speechstream.eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("manifest", type=Path)
-    d = EvalConfig(Path("."))
-    for f in dataclasses.fields(EvalConfig):
-        if f.name in ("manifest", "realtime", "peek_at_vad_end"):
+    for name, default, annotation in _flat_options():
+        if name in ("realtime", "peek_at_vad_end"):
             continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-        ap.add_argument("--" + f.name.replace("_", "-"), type=kind, default=getattr(d, f.name))
+        kind = {"int": int, "float": float}.get(annotation.split(" ")[0], str)
+        ap.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
     ap.add_argument("--no-realtime", action="store_true")
     args = ap.parse_args(argv)
     values = {k: v for k, v in vars(args).items() if k != "no_realtime"}
     try:
-        report = evaluate(EvalConfig(realtime=not args.no_realtime, **values))
+        report = evaluate(EvalConfig.from_flat(realtime=not args.no_realtime, **values))
     except ConfigError as exc:
         print(f"speechstream: error: {exc}", file=sys.stderr)
         return 2

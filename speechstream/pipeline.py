@@ -16,7 +16,6 @@ Options left out keep the defaults of :class:`~stream.config.TranscribeConfig` (
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ _PATH_FIELDS = ("srt", "vtt", "rttm", "input_path")
 
 def _transcribe_config(**options: Any) -> TranscribeConfig:
     """The one place that constructs a TranscribeConfig (keyword arguments only)."""
-    known = {f.name for f in dataclasses.fields(TranscribeConfig)}
+    known = {*TranscribeConfig.field_names(), "recognizer"}  # flat settings (chunk_ms=, vad=, lm=, ...) or recognizer=
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -49,7 +48,7 @@ def _transcribe_config(**options: Any) -> TranscribeConfig:
             options[name] = Path(options[name])
     if options.get("jsonl") is not None:
         options["jsonl"] = str(options["jsonl"])
-    return TranscribeConfig(**options)
+    return TranscribeConfig.from_flat(**options)
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """One typed configuration object for ``speechstream transcribe``.
 
-CLI options map one to one onto :class:`TranscribeConfig` fields (``--chunk-ms`` ->
-``chunk_ms``). A TOML file (``--config FILE``) can set any field, in a ``[transcribe]`` table
-or at the top level; options given on the command line win over the file::
+The recogniser's settings are the one :class:`~engines.online.config.RecognizerConfig`
+(``TranscribeConfig.recognizer``), the VAD's the one :class:`VadSettings` (``TranscribeConfig.vad``);
+eval and serve nest the same two. CLI options and TOML keys are flat and map onto them
+(``--chunk-ms`` -> ``recognizer.chunk_ms``, ``--vad-threshold`` -> ``vad.threshold``, ``--lm`` ->
+``recognizer.lm_path``; :func:`split_settings`). A TOML file (``--config FILE``) can set any
+setting, in a ``[transcribe]`` table or at the top level; options given on the command line win::
 
     # speechstream.toml
     [transcribe]
@@ -19,19 +22,34 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import tomllib
 
-from engines.online.config import NO_LM, check_compute_device, check_language, check_lookahead_ms, parse_hub_id
+from engines.online.config import (
+    NO_LM,
+    RecognizerConfig,
+    check_lookahead_ms,
+    check_max_speakers,
+    check_max_utterance_ms,
+    parse_hub_id,
+)
 from stream.errors import ConfigError
 
 __all__ = [
     "TranscribeConfig",
+    "VadSettings",
+    "RecognizerConfig",
+    "VAD_KEYS",
+    "TRANSCRIBE_RECOGNIZER_KEYS",
+    "MAX_VAD_TIMING_MS",
+    "split_settings",
+    "nest_settings",
     "check_lookahead_ms",
+    "check_max_speakers",
     "VadName",
     "ModeName",
     "VAD_NAMES",
@@ -61,6 +79,115 @@ def default_model_dir() -> Path | None:
     return None
 
 
+MAX_VAD_TIMING_MS = 10_000
+
+# flat setting (CLI option / TOML key) -> VadSettings field
+VAD_KEYS: dict[str, str] = {
+    "vad": "name",
+    "vad_pre_speech_pad_ms": "pre_speech_pad_ms",
+    "vad_hangover_ms": "hangover_ms",
+    "vad_min_speech_ms": "min_speech_ms",
+    "vad_min_silence_ms": "min_silence_ms",
+    "vad_threshold": "threshold",
+    "vad_aggressiveness": "aggressiveness",
+}
+_TIMING = ("pre_speech_pad_ms", "hangover_ms", "min_speech_ms", "min_silence_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    """The voice activity detector and its timing, in ms (transcribe, eval and serve nest it).
+
+    None: that VAD's tuned default (``stream.vad.DEFAULT_VAD_CONFIGS``, ``DEFAULT_SILERO_THRESHOLD``,
+    ``DEFAULT_WEBRTC_AGGRESSIVENESS``). Checked when built (:meth:`validate`, ConfigError).
+    """
+
+    name: VadName = "webrtc"
+    pre_speech_pad_ms: int | None = None  # audio kept before the detected onset
+    hangover_ms: int | None = None  # audio kept after the last speech frame
+    min_speech_ms: int | None = None  # shorter bursts are not speech
+    min_silence_ms: int | None = None  # a pause this long ends a segment (a final)
+    threshold: float | None = None  # silero speech probability threshold (0-1)
+    aggressiveness: int | None = None  # webrtc 0-3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> VadSettings:
+        """The one VAD check (messages name the flat settings, as the user typed them); returns self."""
+        if self.name not in VAD_NAMES:
+            raise ConfigError(f"vad must be one of {', '.join(VAD_NAMES)}, not {self.name!r}")
+        for name in _TIMING:
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_VAD_TIMING_MS):
+                raise ConfigError(f"vad_{name} must be between 0 and {MAX_VAD_TIMING_MS} ms, not {v}")
+        t, a = self.threshold, self.aggressiveness
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < 1.0):
+            raise ConfigError(f"vad_threshold must be between 0 and 1 (exclusive), not {t}")
+        if t is not None and self.name != "silero":
+            raise ConfigError(f"vad_threshold is silero's; it does nothing with vad = {self.name!r}")
+        if a is not None and (isinstance(a, bool) or a not in (0, 1, 2, 3)):
+            raise ConfigError(f"vad_aggressiveness must be 0, 1, 2 or 3, not {a}")
+        if a is not None and self.name != "webrtc":
+            raise ConfigError(f"vad_aggressiveness is webrtc's; it does nothing with vad = {self.name!r}")
+        return self
+
+    def timing(self) -> dict[str, int]:
+        """The ``stream.vad.VadConfig`` fields given (others keep the VAD's tuned default)."""
+        return {n: getattr(self, n) for n in _TIMING if getattr(self, n) is not None}
+
+
+def split_settings(
+    values: Mapping[str, Any], recognizer_keys: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Flat settings (CLI options, TOML keys, keywords) -> (RecognizerConfig fields, VadSettings
+    fields, the rest). ``recognizer_keys``: each front end's flat name -> RecognizerConfig field."""
+    rec: dict[str, Any] = {}
+    vad: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for key, value in values.items():
+        if (key == "recognizer" and isinstance(value, RecognizerConfig)) or (
+            key == "vad" and isinstance(value, VadSettings)
+        ):
+            rest[key] = value  # a nested config given whole: the base for the flat values
+        elif key in recognizer_keys:
+            rec[recognizer_keys[key]] = value
+        elif key in VAD_KEYS:
+            vad[VAD_KEYS[key]] = value
+        else:
+            rest[key] = value
+    return rec, vad, rest
+
+
+def nest_settings(
+    values: Mapping[str, Any], recognizer_keys: Mapping[str, str]
+) -> tuple[RecognizerConfig, VadSettings, dict[str, Any]]:
+    """:func:`split_settings`, built: flat values replace those of a ``recognizer=`` / ``vad=`` given
+    among ``values`` (else the defaults). ConfigError for a bad value."""
+    rec, vad, rest = split_settings(values, recognizer_keys)
+    base_rec = rest.pop("recognizer", None) or RecognizerConfig()
+    base_vad = rest.pop("vad", None) or VadSettings()
+    return dataclasses.replace(base_rec, **rec), dataclasses.replace(base_vad, **vad), rest
+
+
+# TranscribeConfig's flat names (its CLI options and TOML keys) of RecognizerConfig fields
+TRANSCRIBE_RECOGNIZER_KEYS: dict[str, str] = {
+    "mode": "mode",
+    "chunk_ms": "chunk_ms",
+    "left_context_ms": "left_context_ms",
+    "lookahead_ms": "lookahead_ms",
+    "language": "language",
+    "compute_device": "compute_device",
+    "lm": "lm_path",
+    "unigrams": "unigrams_path",
+    "lm_alpha": "lm_alpha",
+    "lm_beta": "lm_beta",
+    "beam_width": "beam_width",
+    "hotwords": "hotwords",
+    "max_utterance_ms": "max_utterance_ms",
+}
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """``a`` and ``b`` name one file: the same resolved path, or (both existing) the same inode."""
     try:
@@ -73,7 +200,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class TranscribeConfig:
-    """Everything ``speechstream transcribe`` needs. Units are in the field names."""
+    """Everything ``speechstream transcribe`` needs. Units are in the field names.
+
+    ``recognizer`` and ``vad`` are the nested configurations (checked when built); :meth:`from_flat` and
+    :meth:`from_mapping` take the flat names (``chunk_ms``, ``vad``, ``vad_threshold``, ``lm``, ...)."""
 
     # input: exactly one of a file or the microphone
     input_path: Path | None = None
@@ -81,36 +211,11 @@ class TranscribeConfig:
     device: str | None = None  # capture device name (substring) or index; None: system default
     stream_id: str | None = None  # None: the file's stem, or "mic"
 
-    # recognition
+    # recognition: the recogniser's one configuration (CLI/TOML names: TRANSCRIBE_RECOGNIZER_KEYS)
     model: str | None = None  # local HF-layout dir or hub id (local cache); None: bundled default; "none": VAD only
-    mode: ModeName = "cached"
-    # 640 ms chunks with 5.12 s of left context: the engines' reference streaming geometry.
-    chunk_ms: int = 640
-    left_context_ms: int = 5120
-    lookahead_ms: int = 0
-    # multilingual checkpoints (MMS: adapter.<lang>.safetensors files, nested vocab.json): the
-    # language code to recognise; None: the checkpoint as stored (its tokenizer's target_lang)
-    language: str | None = None
-    compute_device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or cuda:N
-
-    # n-gram LM beam search for finals (partials stay greedy); None: greedy finals, or the
-    # checkpoint's own language_model/ folder when it has one
-    lm: str | None = None  # ARPA or KenLM binary; "none": not even the model's own language_model/
-    unigrams: str | None = None  # word list, for a binary LM (an ARPA file carries its own)
-    lm_alpha: float | None = None  # LM weight; None: the LM's attrs.json, else 0.5
-    lm_beta: float | None = None  # word insertion bonus; None: the LM's attrs.json, else 1.0
-    beam_width: int = 32
-    hotwords: tuple[str, ...] = ()  # words or phrases to boost in finals (--hotword, repeatable)
-
-    # voice activity detection; None: that VAD's tuned default (stream.vad.DEFAULT_VAD_CONFIGS)
-    vad: VadName = "webrtc"
-    vad_pre_speech_pad_ms: int | None = None  # audio kept before the detected onset
-    vad_hangover_ms: int | None = None  # audio kept after the last speech frame
-    vad_min_speech_ms: int | None = None  # shorter bursts are not speech
-    vad_min_silence_ms: int | None = None  # a pause this long ends a segment (a final)
-    vad_threshold: float | None = None  # silero speech probability threshold (0-1)
-    vad_aggressiveness: int | None = None  # webrtc 0-3
-    max_utterance_ms: int = 20_000  # longest segment: cut at its best pause between words
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    # voice activity detection (CLI/TOML names: VAD_KEYS)
+    vad: VadSettings = field(default_factory=VadSettings)
 
     # speaker diarization (online): None = on when an RTTM output or an enrolled speaker is asked for
     diarize: bool | None = None
@@ -136,11 +241,6 @@ class TranscribeConfig:
     caption_max_duration_ms: int = 7000
 
     # -- derived ------------------------------------------------------------------------------
-
-    def vad_timing(self) -> dict[str, int]:
-        """The VadConfig fields given (others keep the VAD's tuned default)."""
-        names = ("pre_speech_pad_ms", "hangover_ms", "min_speech_ms", "min_silence_ms")
-        return {n: getattr(self, "vad_" + n) for n in names if getattr(self, "vad_" + n) is not None}
 
     @property
     def resolved_stream_id(self) -> str:
@@ -187,26 +287,6 @@ class TranscribeConfig:
 
     # -- validation ---------------------------------------------------------------------------
 
-    def check_vad(self) -> TranscribeConfig:
-        """The VAD and endpointing checks (transcribe, eval and serve share them); raises ConfigError."""
-        if self.vad not in VAD_NAMES:
-            raise ConfigError(f"vad must be one of {', '.join(VAD_NAMES)}, not {self.vad!r}")
-        for name in ("vad_pre_speech_pad_ms", "vad_hangover_ms", "vad_min_speech_ms", "vad_min_silence_ms"):
-            v = getattr(self, name)
-            if v is not None and not 0 <= v <= 10_000:
-                raise ConfigError(f"{name} must be between 0 and 10000 ms, not {v}")
-        if self.vad_threshold is not None and not 0.0 < self.vad_threshold < 1.0:
-            raise ConfigError(f"vad_threshold must be between 0 and 1 (exclusive), not {self.vad_threshold}")
-        if self.vad_threshold is not None and self.vad != "silero":
-            raise ConfigError(f"vad_threshold is silero's; it does nothing with vad = {self.vad!r}")
-        if self.vad_aggressiveness is not None and self.vad_aggressiveness not in (0, 1, 2, 3):
-            raise ConfigError(f"vad_aggressiveness must be 0, 1, 2 or 3, not {self.vad_aggressiveness}")
-        if self.vad_aggressiveness is not None and self.vad != "webrtc":
-            raise ConfigError(f"vad_aggressiveness is webrtc's; it does nothing with vad = {self.vad!r}")
-        if self.max_utterance_ms < 1000:
-            raise ConfigError(f"max_utterance_ms must be at least 1000, not {self.max_utterance_ms}")
-        return self
-
     def validate(self) -> TranscribeConfig:
         """Cheap checks that need no heavy import; raises ConfigError. Returns self."""
         if self.mic and self.input_path is not None:
@@ -220,32 +300,17 @@ class TranscribeConfig:
                 raise ConfigError(f"input file not found: {self.input_path}")
             if self.input_path.is_dir():
                 raise ConfigError(f"input is a directory, not an audio file: {self.input_path}")
-        self.check_vad()
-        if self.mode not in MODE_NAMES:
-            raise ConfigError(f"mode must be one of {', '.join(MODE_NAMES)}, not {self.mode!r}")
-        if self.chunk_ms < 20:
-            raise ConfigError(f"chunk_ms must be at least 20 (one frame), not {self.chunk_ms}")
-        if self.left_context_ms < 0:
-            raise ConfigError(f"left_context_ms must be >= 0, not {self.left_context_ms}")
-        check_lookahead_ms(self.lookahead_ms)
-        check_compute_device(self.compute_device)
+        # the recogniser's and the VAD's own values were checked when they were built
+        rc = self.recognizer
+        check_max_utterance_ms(rc.max_utterance_ms)  # the front ends' floor
         for name in ("caption_max_chars_per_line", "caption_max_lines", "caption_max_duration_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
-        for name in ("lm", "unigrams"):
-            path = getattr(self, name)
+        for name, path in (("lm", rc.lm_path), ("unigrams", rc.unigrams_path)):
             if path is not None and not (name == "lm" and path == NO_LM) and not Path(path).is_file():
-                raise ConfigError(f"--{name.replace('_', '-')} file not found: {path}")
-        if self.unigrams is not None and self.lm in (None, NO_LM):
+                raise ConfigError(f"--{name} file not found: {path}")
+        if rc.unigrams_path is not None and rc.lm_path in (None, NO_LM):
             raise ConfigError("--unigrams needs --lm")
-        for name in ("lm_alpha", "lm_beta"):
-            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
-                raise ConfigError(f"{name} must be a finite number, not {getattr(self, name)}")
-        check_language(self.language)
-        if self.beam_width < 1:
-            raise ConfigError(f"beam_width must be >= 1, not {self.beam_width}")
-        if any(not h.strip() for h in self.hotwords):
-            raise ConfigError("--hotword must not be empty")
         if (
             self.model
             and self.model != NO_MODEL
@@ -261,10 +326,7 @@ class TranscribeConfig:
         for name, clip in clips.items():
             if not clip.is_file():
                 raise ConfigError(f"--speaker {name}={clip}: enrollment clip not found")
-        if self.max_speakers is not None and self.max_speakers < 1:
-            raise ConfigError(f"max_speakers must be >= 1, not {self.max_speakers}")
-        if self.max_speakers is not None and len(clips) > self.max_speakers:
-            raise ConfigError(f"{len(clips)} --speaker enrollments exceed --max-speakers {self.max_speakers}")
+        check_max_speakers(self.max_speakers, enrolled=len(clips))
         sm = self.speaker_model
         if sm and sm != "voice-encoder" and not _looks_like_hub_id(sm) and not Path(sm).exists():
             raise ConfigError(f"--speaker-model path does not exist: {sm}")
@@ -303,8 +365,7 @@ class TranscribeConfig:
             reads["the input FILE"] = self.input_path
         for name, clip in clips.items():
             reads[f"--speaker {name}="] = clip
-        for name in ("lm", "unigrams"):
-            value = getattr(self, name)
+        for name, value in (("lm", self.recognizer.lm_path), ("unigrams", self.recognizer.unigrams_path)):
             if value is not None and value != NO_LM:
                 reads[f"--{name}"] = Path(value)
         seen: list[tuple[str, Path]] = []
@@ -327,22 +388,32 @@ class TranscribeConfig:
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        """The flat settings (CLI options, TOML keys): own fields, then the nested configs' flat names."""
+        own = tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("recognizer", "vad"))
+        return own + tuple(TRANSCRIBE_RECOGNIZER_KEYS) + tuple(VAD_KEYS)
+
+    @classmethod
+    def from_flat(cls, **values: Any) -> TranscribeConfig:
+        """Keyword construction with flat names (``chunk_ms=320, vad="silero", lm="lm.arpa"``); a
+        ``recognizer=`` / ``vad=`` config given whole is the base the flat values replace fields of."""
+        rec, vad, rest = nest_settings(values, TRANSCRIBE_RECOGNIZER_KEYS)
+        return cls(recognizer=rec, vad=vad, **rest)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], *, source: str = "config") -> TranscribeConfig:
-        """Build from plain values (TOML, CLI); unknown keys and wrong types raise ConfigError."""
+        """Build from plain flat values (TOML, CLI); unknown keys and wrong types raise ConfigError."""
         names = set(cls.field_names())
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s): {', '.join(unknown)}")
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            kwargs[key] = _coerce(key, value, source)
-        return cls(**kwargs)
+        return cls.from_flat(**{key: _coerce(key, value, source) for key, value in values.items()})
 
     def merged(self, **overrides: Any) -> TranscribeConfig:
-        return dataclasses.replace(self, **overrides)
+        """A copy with flat or own settings replaced (``merged(chunk_ms=320, srt=Path("a.srt"))``)."""
+        rec, vad, rest = split_settings(overrides, TRANSCRIBE_RECOGNIZER_KEYS)
+        recognizer = dataclasses.replace(rest.pop("recognizer", self.recognizer), **rec)
+        vad_settings = dataclasses.replace(rest.pop("vad", self.vad), **vad)
+        return dataclasses.replace(self, recognizer=recognizer, vad=vad_settings, **rest)
 
 
 _PATH_FIELDS = {"input_path", "srt", "vtt", "rttm"}

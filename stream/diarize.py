@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from engines.online.config import check_max_speakers
 from engines.speakers import online
 from engines.speakers.online import DiarizerConfig, DiarizerState, TurnUpdate
 
@@ -427,11 +428,8 @@ def diarization_nodes(
     """The pair to put before and after the recogniser (``--diarize``, ``--speaker NAME=clip``,
     ``--max-speakers N``)."""
     config = config or DiarizerConfig()
+    check_max_speakers(max_speakers, enrolled=len(speakers or ()))
     if max_speakers is not None:
-        if max_speakers < 1:
-            raise ConfigError(f"--max-speakers must be >= 1, got {max_speakers}")
-        if speakers and len(speakers) > max_speakers:
-            raise ConfigError(f"{len(speakers)} enrolled speakers exceed --max-speakers {max_speakers}")
         config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster, max_speakers=max_speakers))
     return (
         Diarizer(config, embedder=embedder, speakers=speakers, frame_model=frame_model),

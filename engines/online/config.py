@@ -21,6 +21,9 @@ __all__ = [
     "MODE_NAMES",
     "MIN_CHUNK_MS",
     "MIN_MAX_UTTERANCE_MS",
+    "DEFAULT_CHUNK_MS",
+    "DEFAULT_LEFT_CONTEXT_MS",
+    "check_max_speakers",
     "check_lookahead_ms",
     "check_language",
     "check_mode",
@@ -41,6 +44,10 @@ MAX_LOOKAHEAD_MS = 10_000  # window mode: the pipeline's right stride; cached mo
 MODE_NAMES = ("offline", "window", "cached")
 MIN_CHUNK_MS = FRAME_MS  # one encoder frame
 MIN_MAX_UTTERANCE_MS = 1000  # the front ends' floor (tests may build shorter segments directly)
+# 640 ms chunks with 5.12 s of left context: the engines' reference streaming geometry (written once,
+# here: RecognizerConfig's defaults and LoadedModel.init_state / stream use them)
+DEFAULT_CHUNK_MS = 640
+DEFAULT_LEFT_CONTEXT_MS = 5120
 
 
 def check_lookahead_ms(lookahead_ms: int) -> None:
@@ -112,6 +119,17 @@ def check_max_utterance_ms(max_utterance_ms: int) -> None:
         raise ConfigError(f"max_utterance_ms must be at least {MIN_MAX_UTTERANCE_MS}, not {max_utterance_ms!r}")
 
 
+def check_max_speakers(max_speakers: int | None, enrolled: int = 0) -> None:
+    """``max_speakers`` (``--max-speakers``, TOML, serve, the diarizer, the clustering): None (no limit)
+    or a whole number >= 1, and at least the ``enrolled`` speakers; ConfigError otherwise."""
+    if max_speakers is None:
+        return
+    if not _is_int(max_speakers) or max_speakers < 1:
+        raise ConfigError(f"--max-speakers must be >= 1, not {max_speakers!r}")
+    if enrolled > max_speakers:
+        raise ConfigError(f"{enrolled} enrolled speakers exceed --max-speakers {max_speakers}")
+
+
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -169,9 +187,8 @@ class RecognizerConfig:
     # "cached" / "window": engine streaming modes (partials per chunk); "offline": each VAD segment
     # (or max_utterance_ms of audio) is recognised whole when it ends (finals only, no partials)
     mode: str = "cached"
-    # 640 ms chunks with 5.12 s of left context: the engines' reference streaming geometry.
-    chunk_ms: int = 640
-    left_context_ms: int = 5120
+    chunk_ms: int = DEFAULT_CHUNK_MS
+    left_context_ms: int = DEFAULT_LEFT_CONTEXT_MS
     lookahead_ms: int = 0
     # CTC endpoint rules; None disables rules 1/2. Rule 1 is sherpa-onnx's 2.4 s; rule 2 (trailing
     # blanks after speech) is 0.5 s, not sherpa's 1.2 s: it ends a segment at a pause the VAD calls

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engines.online.config import check_max_speakers
+
 __all__ = [
     "ClusterConfig",
     "Speaker",
@@ -69,8 +71,7 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [-1, 1], got {self.threshold}")
-        if self.max_speakers is not None and self.max_speakers < 1:
-            raise ValueError(f"max_speakers must be >= 1 or None, got {self.max_speakers}")
+        check_max_speakers(self.max_speakers)  # a ConfigError (a ValueError)
         if self.memory < 1:
             raise ValueError(f"memory must be >= 1, got {self.memory}")
         if self.confirm < 1:
@@ -172,8 +173,7 @@ def init_state(
         speakers.append(Speaker(name, _frozen(_unit(vec) * config.enrolled_weight), config.enrolled_weight, 0, True))
     if len({s.label for s in speakers}) != len(speakers):
         raise ValueError("enrolled speaker names must be distinct")
-    if config.max_speakers is not None and len(speakers) > config.max_speakers:
-        raise ValueError(f"{len(speakers)} enrolled speakers exceed max_speakers={config.max_speakers}")
+    check_max_speakers(config.max_speakers, enrolled=len(speakers))
     return ClusterState(speakers=tuple(speakers))
 
 

@@ -19,7 +19,6 @@ Ctrl-C (or SIGTERM) ends the input gracefully: pending finals are written, files
 
 from __future__ import annotations
 
-import enum
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -101,78 +100,7 @@ app = typer.Typer(
 )
 
 
-class Vad(str, enum.Enum):
-    webrtc = "webrtc"
-    silero = "silero"
-    none = "none"
-
-
-class Mode(str, enum.Enum):
-    offline = "offline"
-    window = "window"
-    cached = "cached"
-
-
-_DEFAULTS = TranscribeConfig()
-
-
-# The VAD and endpointing options of transcribe, eval and serve: declared once, shared by the three.
-_VAD_PRE_SPEECH_PAD_MS = typer.Option(
-    None,
-    "--vad-pre-speech-pad-ms",
-    min=0,
-    max=10000,
-    help="Audio kept before a detected speech onset, ms.",
-    show_default="100",
-)
-_VAD_HANGOVER_MS = typer.Option(
-    None, "--vad-hangover-ms", min=0, max=10000, help="Audio kept after the last speech frame, ms.", show_default="100"
-)
-_VAD_MIN_SPEECH_MS = typer.Option(
-    None, "--vad-min-speech-ms", min=0, max=10000, help="Shorter bursts are not speech, ms.", show_default="60"
-)
-_VAD_MIN_SILENCE_MS = typer.Option(
-    None,
-    "--vad-min-silence-ms",
-    min=0,
-    max=10000,
-    help="A pause this long ends a segment (a final), ms.",
-    show_default="webrtc 150, silero 200",
-)
-_VAD_THRESHOLD = typer.Option(
-    None, "--vad-threshold", min=0.0, max=1.0, help="silero speech probability threshold.", show_default="0.7"
-)
-_VAD_AGGRESSIVENESS = typer.Option(
-    None,
-    "--vad-aggressiveness",
-    min=0,
-    max=3,
-    help="webrtc aggressiveness (3 filters the most non-speech).",
-    show_default="3",
-)
-_COMPUTE_DEVICE = typer.Option(
-    _DEFAULTS.compute_device,
-    "--compute-device",
-    metavar="auto|cpu|cuda[:N]",
-    help="Where the model runs: 'auto' is cuda when a GPU is available, else cpu.",
-)
-
-
-def _check_compute_device(value: str) -> None:
-    """``--compute-device`` at parse time: the spelling, and (for cuda) that the GPU exists; ConfigError."""
-    from engines.online.config import check_compute_device, resolve_compute_device
-
-    check_compute_device(value)
-    if value.startswith("cuda"):  # imports torch: only when a GPU is asked for
-        resolve_compute_device(value)
-
-
-_MAX_UTTERANCE_MS = typer.Option(
-    _DEFAULTS.max_utterance_ms,
-    "--max-utterance-ms",
-    min=1000,
-    help="Longest segment; cut at its longest pause between words.",
-)
+_DEFAULTS = TranscribeConfig()  # transcribe's own defaults (the shared options: speechstream.cli.options)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,72 +7,36 @@ from pathlib import Path
 
 import typer
 
-from engines.online.config import check_language, check_lookahead_ms
 from stream.errors import ConfigError
 
-from ._app import (
-    _COMPUTE_DEVICE,
-    _MAX_UTTERANCE_MS,
-    _VAD_AGGRESSIVENESS,
-    _VAD_HANGOVER_MS,
-    _VAD_MIN_SILENCE_MS,
-    _VAD_MIN_SPEECH_MS,
-    _VAD_PRE_SPEECH_PAD_MS,
-    _VAD_THRESHOLD,
-    EXIT_USAGE,
-    Mode,
-    Vad,
-    _check_compute_device,
-    _error_line,
-    app,
-    click,
-)
+from . import options as o
+from ._app import EXIT_USAGE, _error_line, app, click
 
 
 @app.command("eval")
 def eval_(
+    ctx: typer.Context,
     manifest: Path = typer.Argument(
         ..., help="TSV manifest: 'audio' and 'text' columns (header), paths relative to it."
     ),
-    model: str | None = typer.Option(
-        None, "--model", help="Model directory or cached hub id.", show_default="bundled default model"
+    model: str | None = o.model_option("Model directory or cached hub id.", show_default="bundled default model"),
+    lm: str | None = o.lm_option(
+        "n-gram LM (ARPA or KenLM binary) for beam-search finals; 'none' turns off the model's own LM."
     ),
-    lm: str | None = typer.Option(
-        None,
-        "--lm",
-        metavar="PATH",
-        help="n-gram LM (ARPA or KenLM binary) for beam-search finals; 'none' turns off the model's own LM.",
-        show_default="the model's language_model/ if it has one, else greedy finals",
-    ),
-    unigrams: str | None = typer.Option(
-        None, "--unigrams", metavar="PATH", help="Word list for a binary LM.", show_default="read from the ARPA file"
-    ),
-    lm_alpha: float | None = typer.Option(
-        None, "--lm-alpha", help="LM weight.", show_default="the LM's attrs.json, else 0.5"
-    ),
-    lm_beta: float | None = typer.Option(
-        None, "--lm-beta", help="Word insertion bonus.", show_default="the LM's attrs.json, else 1.0"
-    ),
-    beam_width: int = typer.Option(32, "--beam-width", min=1, help="Beam width of LM finals."),
-    vad: Vad = typer.Option(
-        Vad.webrtc, "--vad", case_sensitive=False, help="Voice activity detector in front of the recogniser."
-    ),
-    mode: Mode = typer.Option(
-        Mode.cached, "--mode", case_sensitive=False, help="Streaming mode: 'cached' or 'window'."
-    ),
-    chunk_ms: int = typer.Option(640, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
-    left_context_ms: int = typer.Option(5120, "--left-context-ms", min=0, help="Encoder left context, ms."),
-    lookahead_ms: int = typer.Option(
-        0, "--lookahead-ms", min=0, help="Lookahead, ms (a multiple of 20, at most 10000)."
-    ),
-    language: str | None = typer.Option(
-        None,
-        "--language",
-        metavar="LANG",
-        help="Language code of a multilingual checkpoint (MMS): every utterance, streamed and offline, is recognised in it.",
+    unigrams: str | None = o.unigrams_option("Word list for a binary LM."),
+    lm_alpha: float | None = o.lm_alpha_option("LM weight."),
+    lm_beta: float | None = o.LM_BETA,
+    beam_width: int = o.BEAM_WIDTH,
+    vad: o.Vad = o.vad_option("Voice activity detector in front of the recogniser."),
+    mode: o.Mode = o.mode_option("Streaming mode: 'cached' or 'window'."),
+    chunk_ms: int = o.CHUNK_MS,
+    left_context_ms: int = o.left_context_option("Encoder left context, ms."),
+    lookahead_ms: int = o.lookahead_option(f"Lookahead, ms ({o.LOOKAHEAD_RANGE})."),
+    language: str | None = o.language_option(
+        "Language code of a multilingual checkpoint (MMS): every utterance, streamed and offline, is recognised in it.",
         show_default="the checkpoint's own",
     ),
-    compute_device: str = _COMPUTE_DEVICE,
+    compute_device: str = o.COMPUTE_DEVICE,
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Score only the first N utterances.", show_default="all"
     ),
@@ -86,55 +50,28 @@ def eval_(
     block_ms: int = typer.Option(
         20, "--block-ms", min=1, help="Audio block the paced source delivers, ms (the microphone's is 20)."
     ),
-    vad_pre_speech_pad_ms: int | None = _VAD_PRE_SPEECH_PAD_MS,
-    vad_hangover_ms: int | None = _VAD_HANGOVER_MS,
-    vad_min_speech_ms: int | None = _VAD_MIN_SPEECH_MS,
-    vad_min_silence_ms: int | None = _VAD_MIN_SILENCE_MS,
-    vad_threshold: float | None = _VAD_THRESHOLD,
-    vad_aggressiveness: int | None = _VAD_AGGRESSIVENESS,
-    max_utterance_ms: int = _MAX_UTTERANCE_MS,
+    vad_pre_speech_pad_ms: int | None = o.VAD_PRE_SPEECH_PAD_MS,
+    vad_hangover_ms: int | None = o.VAD_HANGOVER_MS,
+    vad_min_speech_ms: int | None = o.VAD_MIN_SPEECH_MS,
+    vad_min_silence_ms: int | None = o.VAD_MIN_SILENCE_MS,
+    vad_threshold: float | None = o.VAD_THRESHOLD,
+    vad_aggressiveness: int | None = o.VAD_AGGRESSIVENESS,
+    max_utterance_ms: int = o.MAX_UTTERANCE_MS,
 ) -> None:
     """Score streaming recognition on a MANIFEST: WER, CER, latencies, RTF, and offline WER."""
-    if mode is Mode.offline:
+    if mode is o.Mode.offline:
         _error_line("eval streams: --mode must be 'cached' or 'window'")
         raise typer.Exit(EXIT_USAGE)
+    from speechstream.eval import EvalConfig  # light: numpy only
+
     try:
-        check_lookahead_ms(lookahead_ms)
-        check_language(language)
-        _check_compute_device(compute_device)
+        recognizer, vad_settings, rest = o.build_settings(ctx.params)
+        cfg = EvalConfig(recognizer=recognizer, vad=vad_settings, **rest)
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE) from None
-    from speechstream.eval import EvalConfig, evaluate, format_report  # heavy imports after parsing
+    from speechstream.eval import evaluate, format_report  # heavy imports after parsing
 
-    cfg = EvalConfig(
-        manifest=manifest,
-        model=model,
-        mode=mode.value,
-        chunk_ms=chunk_ms,
-        left_context_ms=left_context_ms,
-        lookahead_ms=lookahead_ms,
-        vad=vad.value,
-        lm_path=lm,
-        unigrams_path=unigrams,
-        lm_alpha=lm_alpha,
-        lm_beta=lm_beta,
-        beam_width=beam_width,
-        limit=limit,
-        concurrency=concurrency,
-        realtime=realtime,
-        pad_silence_ms=pad_silence_ms,
-        language=language,
-        compute_device=compute_device,
-        block_ms=block_ms,
-        vad_pre_speech_pad_ms=vad_pre_speech_pad_ms,
-        vad_hangover_ms=vad_hangover_ms,
-        vad_min_speech_ms=vad_min_speech_ms,
-        vad_min_silence_ms=vad_min_silence_ms,
-        vad_threshold=vad_threshold,
-        vad_aggressiveness=vad_aggressiveness,
-        max_utterance_ms=max_utterance_ms,
-    )
     try:
         report = evaluate(cfg)
     except ConfigError as exc:

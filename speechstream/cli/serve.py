@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
-from engines.online.config import check_language, check_lookahead_ms
-from stream.config import TranscribeConfig
 from stream.errors import ConfigError, SpeechStreamError
 
-from ._app import (
-    _COMPUTE_DEVICE,
-    _MAX_UTTERANCE_MS,
-    _VAD_AGGRESSIVENESS,
-    _VAD_HANGOVER_MS,
-    _VAD_MIN_SILENCE_MS,
-    _VAD_MIN_SPEECH_MS,
-    _VAD_PRE_SPEECH_PAD_MS,
-    _VAD_THRESHOLD,
-    EXIT_INTERRUPTED,
-    EXIT_RUNTIME,
-    EXIT_USAGE,
-    Mode,
-    Vad,
-    _check_compute_device,
-    _error_line,
-    app,
-)
+from . import options as o
+from ._app import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, _error_line, app
 
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to listen on (loopback by default; use a token when exposing it)."
     ),
@@ -45,23 +26,13 @@ def serve(
         help="Require this token (?token= or 'Authorization: Bearer').",
         show_default="none",
     ),
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        help="Model directory, cached hub id, or 'none' (VAD only).",
-        show_default="bundled default model",
+    model: str | None = o.model_option(
+        "Model directory, cached hub id, or 'none' (VAD only).", show_default="bundled default model"
     ),
-    vad: Vad = typer.Option(Vad.webrtc, "--vad", case_sensitive=False, help="Voice activity detector."),
-    mode: Mode = typer.Option(
-        Mode.cached, "--mode", case_sensitive=False, help="Streaming mode: 'cached' or 'window'."
-    ),
-    chunk_ms: int = typer.Option(640, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
-    lookahead_ms: int = typer.Option(
-        0,
-        "--lookahead-ms",
-        min=0,
-        help="Lookahead (added latency), ms: a multiple of 20, at most 10000. Cached mode: each chunk also attends to this much audio after it (recomputed next chunk).",
-    ),
+    vad: o.Vad = o.vad_option("Voice activity detector."),
+    mode: o.Mode = o.mode_option("Streaming mode: 'cached' or 'window'."),
+    chunk_ms: int = o.CHUNK_MS,
+    lookahead_ms: int = o.LOOKAHEAD_MS,
     max_connections: int = typer.Option(64, "--max-connections", min=1, help="Concurrent streams."),
     max_frame_bytes: int = typer.Option(
         256 * 1024, "--max-frame-bytes", min=64, help="Largest binary audio frame accepted."
@@ -70,23 +41,18 @@ def serve(
     diarize: bool = typer.Option(
         False, "--diarize/--no-diarize", help="Online speaker turns; speaker labels on finals."
     ),
-    max_speakers: int | None = typer.Option(
-        None, "--max-speakers", min=1, help="Most speakers per stream (with --diarize).", show_default="no limit"
-    ),
+    max_speakers: int | None = o.max_speakers_option("Most speakers per stream (with --diarize)."),
     max_batch: int = typer.Option(
-        8,
+        o.RECOGNIZER.max_batch,
         "--max-batch",
         min=1,
         help="Chunks of different streams that are ready together run as one batch, at most this many; 1 turns batching off.",
     ),
-    language: str | None = typer.Option(
-        None,
-        "--language",
-        metavar="LANG",
-        help="Default language of a multilingual checkpoint (MMS); a client's 'start' message may pick another per stream.",
+    language: str | None = o.language_option(
+        "Default language of a multilingual checkpoint (MMS); a client's 'start' message may pick another per stream.",
         show_default="the checkpoint's own",
     ),
-    compute_device: str = _COMPUTE_DEVICE,
+    compute_device: str = o.COMPUTE_DEVICE,
     idle_timeout: float = typer.Option(
         30.0, "--idle-timeout", min=0.0, help="Close a stream that sends no audio for this many seconds (0: never)."
     ),
@@ -108,57 +74,28 @@ def serve(
         help="Browser origin (scheme://host[:port]) allowed to use the WebSocket besides the page's own; repeatable; '*' allows any.",
         show_default="same origin only",
     ),
-    vad_pre_speech_pad_ms: int | None = _VAD_PRE_SPEECH_PAD_MS,
-    vad_hangover_ms: int | None = _VAD_HANGOVER_MS,
-    vad_min_speech_ms: int | None = _VAD_MIN_SPEECH_MS,
-    vad_min_silence_ms: int | None = _VAD_MIN_SILENCE_MS,
-    vad_threshold: float | None = _VAD_THRESHOLD,
-    vad_aggressiveness: int | None = _VAD_AGGRESSIVENESS,
-    max_utterance_ms: int = _MAX_UTTERANCE_MS,
+    vad_pre_speech_pad_ms: int | None = o.VAD_PRE_SPEECH_PAD_MS,
+    vad_hangover_ms: int | None = o.VAD_HANGOVER_MS,
+    vad_min_speech_ms: int | None = o.VAD_MIN_SPEECH_MS,
+    vad_min_silence_ms: int | None = o.VAD_MIN_SILENCE_MS,
+    vad_threshold: float | None = o.VAD_THRESHOLD,
+    vad_aggressiveness: int | None = o.VAD_AGGRESSIVENESS,
+    max_utterance_ms: int = o.MAX_UTTERANCE_MS,
 ) -> None:
     """Serve live captions: a WebSocket endpoint (one stream per connection) and a browser page."""
-    vad_options: dict[str, Any] = dict(
-        vad_pre_speech_pad_ms=vad_pre_speech_pad_ms,
-        vad_hangover_ms=vad_hangover_ms,
-        vad_min_speech_ms=vad_min_speech_ms,
-        vad_min_silence_ms=vad_min_silence_ms,
-        vad_threshold=vad_threshold,
-        vad_aggressiveness=vad_aggressiveness,
-        max_utterance_ms=max_utterance_ms,
-    )
     try:
-        check_lookahead_ms(lookahead_ms)
-        check_language(language)
-        _check_compute_device(compute_device)
-        TranscribeConfig(vad=vad.value, **vad_options).check_vad()  # transcribe's checks
+        recognizer, vad_settings, rest = o.build_settings(ctx.params)  # every value checked, nothing heavy loaded
+        from speechstream.net.serve import ServeOptions, serve_main  # heavy imports after parsing
+
+        rest.update(
+            idle_timeout_s=rest.pop("idle_timeout") or None,
+            drain_timeout_s=rest.pop("drain_timeout"),
+            allow_origins=tuple(rest.pop("allow_origin") or ()),
+        )
+        opts = ServeOptions(recognizer=recognizer, vad=vad_settings, **rest)
     except ConfigError as exc:
         _error_line(str(exc))
         raise typer.Exit(EXIT_USAGE) from None
-    from speechstream.net.serve import ServeOptions, serve_main  # heavy imports after parsing
-
-    opts = ServeOptions(
-        host=host,
-        port=port,
-        token=token,
-        model=model,
-        vad=vad.value,
-        mode=mode.value,
-        chunk_ms=chunk_ms,
-        lookahead_ms=lookahead_ms,
-        max_connections=max_connections,
-        max_frame_bytes=max_frame_bytes,
-        web=web,
-        diarize=diarize,
-        max_speakers=max_speakers,
-        max_batch=max_batch,
-        language=language,
-        compute_device=compute_device,
-        idle_timeout_s=idle_timeout or None,
-        drain_timeout_s=drain_timeout,
-        workers=workers,
-        allow_origins=tuple(allow_origin or ()),
-        **vad_options,
-    )
     try:
         serve_main(opts)
     except ConfigError as exc:

@@ -10,23 +10,13 @@ import typer
 from stream.config import TranscribeConfig, load_toml
 from stream.errors import ConfigError, SpeechStreamError
 
+from . import options as o
 from ._app import (
-    _COMPUTE_DEVICE,
     _DEFAULTS,
-    _MAX_UTTERANCE_MS,
-    _VAD_AGGRESSIVENESS,
-    _VAD_HANGOVER_MS,
-    _VAD_MIN_SILENCE_MS,
-    _VAD_MIN_SPEECH_MS,
-    _VAD_PRE_SPEECH_PAD_MS,
-    _VAD_THRESHOLD,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUNTIME,
     EXIT_USAGE,
-    Mode,
-    Vad,
-    _check_compute_device,
     _error_line,
     app,
     click,
@@ -50,76 +40,37 @@ def transcribe(
         help="Capture device: name (or part of it) or index; see 'speechstream devices'.",
         show_default="system default",
     ),
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        help="Model: a local Hugging Face-layout directory, a hub id already in the local HF cache, or 'none' (VAD only).",
+    model: str | None = o.model_option(
+        "Model: a local Hugging Face-layout directory, a hub id already in the local HF cache, or 'none' (VAD only).",
         show_default="bundled default model (VAD only if none is installed)",
     ),
-    lm: str | None = typer.Option(
-        None,
-        "--lm",
-        metavar="PATH",
-        help="n-gram LM (ARPA or KenLM binary) for beam-search finals (partials stay greedy); 'none' turns off the model's own LM.",
-        show_default="the model's language_model/ if it has one, else greedy finals",
+    lm: str | None = o.lm_option(
+        "n-gram LM (ARPA or KenLM binary) for beam-search finals (partials stay greedy); 'none' turns off the model's own LM."
     ),
-    unigrams: str | None = typer.Option(
-        None,
-        "--unigrams",
-        metavar="PATH",
-        help="Word list for a binary LM (one word per line).",
-        show_default="read from the ARPA file",
+    unigrams: str | None = o.unigrams_option("Word list for a binary LM (one word per line)."),
+    lm_alpha: float | None = o.lm_alpha_option("LM weight (tune with examples/lm/tune.py)."),
+    lm_beta: float | None = o.LM_BETA,
+    beam_width: int = o.BEAM_WIDTH,
+    hotword: list[str] | None = o.HOTWORD,
+    vad: o.Vad = o.vad_option("Voice activity detector; 'none' treats the whole input as one segment."),
+    vad_pre_speech_pad_ms: int | None = o.VAD_PRE_SPEECH_PAD_MS,
+    vad_hangover_ms: int | None = o.VAD_HANGOVER_MS,
+    vad_min_speech_ms: int | None = o.VAD_MIN_SPEECH_MS,
+    vad_min_silence_ms: int | None = o.VAD_MIN_SILENCE_MS,
+    vad_threshold: float | None = o.VAD_THRESHOLD,
+    vad_aggressiveness: int | None = o.VAD_AGGRESSIVENESS,
+    max_utterance_ms: int = o.MAX_UTTERANCE_MS,
+    mode: o.Mode = o.mode_option(
+        "Recognition: 'offline' per segment, 'window' re-runs a sliding window, 'cached' streams with KV caches."
     ),
-    lm_alpha: float | None = typer.Option(
-        None,
-        "--lm-alpha",
-        help="LM weight (tune with examples/lm/tune.py).",
-        show_default="the LM's attrs.json, else 0.5",
-    ),
-    lm_beta: float | None = typer.Option(
-        None, "--lm-beta", help="Word insertion bonus.", show_default="the LM's attrs.json, else 1.0"
-    ),
-    beam_width: int = typer.Option(_DEFAULTS.beam_width, "--beam-width", min=1, help="Beam width of LM finals."),
-    hotword: list[str] | None = typer.Option(
-        None, "--hotword", metavar="WORD", help="Boost a word or phrase in finals (repeatable).", show_default="none"
-    ),
-    vad: Vad = typer.Option(
-        Vad(_DEFAULTS.vad),
-        "--vad",
-        help="Voice activity detector; 'none' treats the whole input as one segment.",
-        case_sensitive=False,
-    ),
-    vad_pre_speech_pad_ms: int | None = _VAD_PRE_SPEECH_PAD_MS,
-    vad_hangover_ms: int | None = _VAD_HANGOVER_MS,
-    vad_min_speech_ms: int | None = _VAD_MIN_SPEECH_MS,
-    vad_min_silence_ms: int | None = _VAD_MIN_SILENCE_MS,
-    vad_threshold: float | None = _VAD_THRESHOLD,
-    vad_aggressiveness: int | None = _VAD_AGGRESSIVENESS,
-    max_utterance_ms: int = _MAX_UTTERANCE_MS,
-    mode: Mode = typer.Option(
-        Mode(_DEFAULTS.mode),
-        "--mode",
-        help="Recognition: 'offline' per segment, 'window' re-runs a sliding window, 'cached' streams with KV caches.",
-        case_sensitive=False,
-    ),
-    chunk_ms: int = typer.Option(_DEFAULTS.chunk_ms, "--chunk-ms", min=20, help="Streaming chunk length, ms."),
-    left_context_ms: int = typer.Option(
-        _DEFAULTS.left_context_ms, "--left-context-ms", min=0, help="Left context the encoder keeps, ms."
-    ),
-    lookahead_ms: int = typer.Option(
-        _DEFAULTS.lookahead_ms,
-        "--lookahead-ms",
-        min=0,
-        help="Lookahead (added latency), ms: a multiple of 20, at most 10000. Cached mode: each chunk also attends to this much audio after it (recomputed next chunk).",
-    ),
-    language: str | None = typer.Option(
-        None,
-        "--language",
-        metavar="LANG",
-        help="Language code of a multilingual checkpoint (MMS: adapter.LANG.safetensors, nested vocab.json).",
+    chunk_ms: int = o.CHUNK_MS,
+    left_context_ms: int = o.left_context_option("Left context the encoder keeps, ms."),
+    lookahead_ms: int = o.LOOKAHEAD_MS,
+    language: str | None = o.language_option(
+        "Language code of a multilingual checkpoint (MMS: adapter.LANG.safetensors, nested vocab.json).",
         show_default="the checkpoint's own (its tokenizer's target_lang)",
     ),
-    compute_device: str = _COMPUTE_DEVICE,
+    compute_device: str = o.COMPUTE_DEVICE,
     diarize: bool | None = typer.Option(
         None,
         "--diarize/--no-diarize",
@@ -133,9 +84,7 @@ def transcribe(
         help="Enroll a known voice from a reference clip (repeatable); others are S1, S2, ...",
         show_default="none",
     ),
-    max_speakers: int | None = typer.Option(
-        None, "--max-speakers", min=1, help="At most this many speakers (diarization).", show_default="no limit"
-    ),
+    max_speakers: int | None = o.max_speakers_option("At most this many speakers (diarization)."),
     speaker_model: str | None = typer.Option(
         None,
         "--speaker-model",
@@ -182,46 +131,9 @@ def transcribe(
     ),
 ) -> None:
     """Transcribe an audio FILE, or the microphone with --mic."""
-    given = {
-        "input_path": file,
-        "mic": mic,
-        "device": device,
-        "model": model,
-        "lm": lm,
-        "unigrams": unigrams,
-        "lm_alpha": lm_alpha,
-        "lm_beta": lm_beta,
-        "beam_width": beam_width,
-        "hotwords": tuple(hotword or ()),
-        "vad": vad.value,
-        "vad_pre_speech_pad_ms": vad_pre_speech_pad_ms,
-        "vad_hangover_ms": vad_hangover_ms,
-        "vad_min_speech_ms": vad_min_speech_ms,
-        "vad_min_silence_ms": vad_min_silence_ms,
-        "vad_threshold": vad_threshold,
-        "vad_aggressiveness": vad_aggressiveness,
-        "max_utterance_ms": max_utterance_ms,
-        "mode": mode.value,
-        "diarize": diarize,
-        "speakers": tuple(speaker or ()),
-        "max_speakers": max_speakers,
-        "speaker_model": speaker_model,
-        "chunk_ms": chunk_ms,
-        "left_context_ms": left_context_ms,
-        "lookahead_ms": lookahead_ms,
-        "language": language,
-        "compute_device": compute_device,
-        "realtime": realtime,
-        "progress": progress,
-        "console": console,
-        "jsonl": jsonl,
-        "srt": srt,
-        "vtt": vtt,
-        "rttm": rttm,
-    }
     try:
-        cfg = _config_from(ctx, given, config).validate()
-        _check_compute_device(cfg.compute_device)
+        cfg = _config_from(ctx, config).validate()
+        o.check_compute_device_now(cfg.recognizer.compute_device)
         if config is not None:
             cfg.refuse_output_at(config, "--config")
     except ConfigError as exc:
@@ -230,14 +142,22 @@ def transcribe(
     raise typer.Exit(_run(cfg))
 
 
-_PARAM_OF_FIELD = {"input_path": "file", "speakers": "speaker", "hotwords": "hotword"}
+# parameter -> its flat setting (TranscribeConfig.field_names()), where the names differ
+_SETTING_OF_PARAM = {"file": "input_path", "speaker": "speakers", "hotword": "hotwords"}
 
 
-def _config_from(ctx: typer.Context, given: dict[str, Any], config_path: Path | None) -> TranscribeConfig:
-    """TOML values first, then every option the user actually typed."""
+def _config_from(ctx: typer.Context, config_path: Path | None) -> TranscribeConfig:
+    """TOML values first, then every option the user actually typed; built (and checked) once."""
     values: dict[str, Any] = dict(load_toml(config_path)) if config_path is not None else {}
-    for key, value in given.items():
-        source = ctx.get_parameter_source(_PARAM_OF_FIELD.get(key, key))
+    for param, value in ctx.params.items():
+        if param == "config":
+            continue
+        key = _SETTING_OF_PARAM.get(param, param)
+        if param in ("speaker", "hotword"):
+            value = tuple(value or ())
+        elif isinstance(value, o.Vad | o.Mode):
+            value = value.value
+        source = ctx.get_parameter_source(param)
         typed = source is not None and source.name != "DEFAULT"
         if key not in values or typed:
             values[key] = value

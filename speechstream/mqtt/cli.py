@@ -44,13 +44,14 @@ def worker(
 ) -> None:
     """Transcribe every stream published to an MQTT broker (with --group: this worker's share of them)."""
     from speechstream.net.serve import ServeOptions, build_nodes
+    from stream.config import VadSettings
 
     from .settings import MqttSettings
     from .worker import MqttWorker
 
     wid = worker_id or f"{os.uname().nodename}-{os.getpid()}"
     settings = MqttSettings(host=host, port=port, prefix=prefix, client_id=wid)
-    nodes, _ = build_nodes(ServeOptions(model=model, vad=vad))
+    nodes, _ = build_nodes(ServeOptions(model=model, vad=VadSettings(name=vad)))  # type: ignore[arg-type]  # checked there
 
     async def run() -> None:
         from speechstream.ops_http import OpsServer

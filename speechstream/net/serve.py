@@ -13,9 +13,11 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from stream.config import NO_MODEL, TranscribeConfig
+from engines.online.config import RecognizerConfig, check_max_speakers, check_max_utterance_ms
+from stream.config import NO_MODEL, TranscribeConfig, VadSettings, nest_settings
 from stream.errors import ConfigError
 from stream.node import Node
 from stream.resample import Resample
@@ -23,7 +25,23 @@ from stream.resample import Resample
 from .protocol import Limits
 from .ws import CaptionServer, ServerConfig
 
-__all__ = ["ServeOptions", "build_nodes", "serve_main"]
+__all__ = ["ServeOptions", "SERVE_RECOGNIZER_KEYS", "build_nodes", "serve_main"]
+
+
+# ServeOptions' flat names (keywords of from_flat) of RecognizerConfig fields
+SERVE_RECOGNIZER_KEYS: dict[str, str] = {
+    k: k
+    for k in (
+        "mode",
+        "chunk_ms",
+        "left_context_ms",
+        "lookahead_ms",
+        "language",
+        "compute_device",
+        "max_utterance_ms",
+        "max_batch",
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +50,11 @@ class ServeOptions:
     port: int = 8765
     token: str | None = None
     model: str | None = None  # None: bundled default model if installed; "none": VAD only
-    vad: str = "webrtc"
-    mode: str = "cached"
-    chunk_ms: int = 640
-    left_context_ms: int = 5120
-    lookahead_ms: int = 0  # cached and window modes: each chunk also sees this much audio after it
+    # the recogniser's one configuration: geometry, endpointing, cross-stream batching (max_batch: chunks
+    # of different streams that are ready together share one forward; 1: every stream steps alone) and
+    # the default language (a client's "start" message may name another for its stream)
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    vad: VadSettings = field(default_factory=VadSettings)  # as for transcribe; None fields: that VAD's tuned default
     max_connections: int = 64
     max_frame_bytes: int = 256 * 1024
     max_realtime_factor: float = 4.0
@@ -48,41 +66,20 @@ class ServeOptions:
     web: bool = True
     diarize: bool = False  # online speaker turns (and speaker labels on finals when a model runs)
     max_speakers: int | None = None
-    # cross-stream batching: chunks of different streams that are ready together share one forward
-    max_batch: int = 8  # 1: every stream steps alone
-    # multilingual checkpoints: the default language of every stream; a client's "start" message
-    # may name another ("language"), switching that stream's adapter weights and vocabulary only
-    language: str | None = None
-    compute_device: str = "auto"  # see RecognizerConfig.compute_device
-    # VAD and endpointing, as for transcribe (stream.config.TranscribeConfig); None: that VAD's tuned default
-    vad_pre_speech_pad_ms: int | None = None
-    vad_hangover_ms: int | None = None
-    vad_min_speech_ms: int | None = None
-    vad_min_silence_ms: int | None = None
-    vad_threshold: float | None = None  # silero only
-    vad_aggressiveness: int | None = None  # webrtc only
-    max_utterance_ms: int = 20_000
+
+    def __post_init__(self) -> None:
+        check_max_speakers(self.max_speakers)
+        check_max_utterance_ms(self.recognizer.max_utterance_ms)  # the front ends' floor
+
+    @classmethod
+    def from_flat(cls, **values: Any) -> ServeOptions:
+        """Keyword construction with flat names (``vad="none", mode="window", chunk_ms=4000, max_batch=1``)."""
+        rec, vad, rest = nest_settings(values, SERVE_RECOGNIZER_KEYS)
+        return cls(recognizer=rec, vad=vad, **rest)
 
     def transcribe_config(self) -> TranscribeConfig:
-        """The recognition and VAD settings as the CLI's config, checked as transcribe checks them (ConfigError)."""
-        cfg = TranscribeConfig(
-            model=self.model,
-            vad=self.vad,  # type: ignore[arg-type]  # checked by check_vad below
-            mode=self.mode,  # type: ignore[arg-type]  # checked by RecognizerConfig
-            chunk_ms=self.chunk_ms,
-            left_context_ms=self.left_context_ms,
-            lookahead_ms=self.lookahead_ms,
-            language=self.language,
-            compute_device=self.compute_device,
-            vad_pre_speech_pad_ms=self.vad_pre_speech_pad_ms,
-            vad_hangover_ms=self.vad_hangover_ms,
-            vad_min_speech_ms=self.vad_min_speech_ms,
-            vad_min_silence_ms=self.vad_min_silence_ms,
-            vad_threshold=self.vad_threshold,
-            vad_aggressiveness=self.vad_aggressiveness,
-            max_utterance_ms=self.max_utterance_ms,
-        )
-        return cfg.check_vad()
+        """The recognition and VAD settings as the CLI's config (the same nested objects)."""
+        return TranscribeConfig(model=self.model, recognizer=self.recognizer, vad=self.vad)
 
 
 def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
@@ -92,7 +89,7 @@ def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
 
     cfg = opts.transcribe_config()
     model = cfg.resolved_model()
-    nodes: list[Node] = [Resample(), build_vad(cfg)]
+    nodes: list[Node] = [Resample(), build_vad(opts.vad)]
     labeler = None
     if opts.diarize:
         from stream.diarize import diarization_nodes
@@ -100,7 +97,7 @@ def build_nodes(opts: ServeOptions) -> tuple[list[Node], str | None]:
         diarizer, labeler = diarization_nodes(max_speakers=opts.max_speakers)
         nodes.append(diarizer)  # turns go out before the audio that decided them
     if model and model != NO_MODEL:
-        nodes.append(build_recognizer(cfg, model, max_batch=opts.max_batch))
+        nodes.append(build_recognizer(opts.recognizer, model))
         if labeler is not None:
             nodes.append(labeler)  # speaker labels on words and finals
     return nodes, model

@@ -114,7 +114,9 @@ async def test_serve_two_languages_at_once_on_one_model(mms, clips):
     from speechstream.net.serve import ServeOptions, build_nodes
     from speechstream.net.ws import CaptionServer, ServerConfig
 
-    nodes, _ = build_nodes(ServeOptions(model=str(mms), vad="none", mode="window", chunk_ms=4000, language="aaa"))
+    nodes, _ = build_nodes(
+        ServeOptions.from_flat(model=str(mms), vad="none", mode="window", chunk_ms=4000, language="aaa")
+    )
     rec = nodes[-1]
     async with CaptionServer(nodes, ServerConfig(port=0)) as srv:
         model = rec.model
@@ -141,7 +143,7 @@ async def test_serve_with_an_unknown_default_language_fails_at_start(mms):
     from speechstream.net.ws import CaptionServer
     from stream.errors import ConfigError
 
-    nodes, _ = build_nodes(ServeOptions(model=str(mms), vad="none", language="zzz"))
+    nodes, _ = build_nodes(ServeOptions.from_flat(model=str(mms), vad="none", language="zzz"))
     server = CaptionServer(nodes)
     with pytest.raises(ConfigError, match=r"unknown language 'zzz' .*available: aaa, bbb"):
         await server.graph.start()
@@ -157,7 +159,7 @@ async def test_serve_unreadable_adapter_fails_its_stream_only(mms, clips, tmp_pa
     broken = tmp_path / "broken"
     shutil.copytree(mms, broken)
     (broken / "adapter.bbb.safetensors").write_bytes(b"not a safetensors file")
-    nodes, _ = build_nodes(ServeOptions(model=str(broken), vad="none", mode="window", chunk_ms=4000))
+    nodes, _ = build_nodes(ServeOptions.from_flat(model=str(broken), vad="none", mode="window", chunk_ms=4000))
     async with CaptionServer(nodes, ServerConfig(port=0)) as srv:
         bad, good = await asyncio.gather(
             stream_audio(srv.url, clips[0][0], 16000, chunk_ms=100, start_extra={"language": "bbb"}),

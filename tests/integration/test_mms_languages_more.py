@@ -31,7 +31,9 @@ pytestmark = pytest.mark.timeout(120)
 
 def _nodes(mms):
     # one window over each 1.6 s clip: the stream's logits are transformers' forward (see the WS test)
-    return build_nodes(ServeOptions(model=str(mms), vad="none", mode="window", chunk_ms=4000, language="aaa"))[0]
+    return build_nodes(
+        ServeOptions.from_flat(model=str(mms), vad="none", mode="window", chunk_ms=4000, language="aaa")
+    )[0]
 
 
 # ----------------------------------------------------------------------------- the shared helper
@@ -249,7 +251,7 @@ def test_eval_language_streams_and_scores_in_that_language(mms, clips, tmp_path)
     # no padding, no VAD, one window: the streamed and the offline pass are transformers' forward
     common = dict(model=str(mms), mode="window", chunk_ms=4000, vad="none", realtime=False, pad_silence_ms=0)
     for lang in ("bbb", "aaa"):
-        (u,) = evaluate(EvalConfig(manifest, language=lang, **common), log=lambda m: None).utterances
+        (u,) = evaluate(EvalConfig.from_flat(manifest, language=lang, **common), log=lambda m: None).utterances
         assert (u.stream_hyp, u.offline_greedy) == (want[lang], want[lang]), lang
     args = [
         "eval",

@@ -212,12 +212,13 @@ def test_a_lone_worker_that_drains_refuses_new_streams(tmp_path: Path) -> None:
     """In process, without a group: a start during the drain is refused (``unavailable``), the open stream ends."""
     from speechstream.mqtt import MqttSettings, MqttWorker
     from speechstream.net.serve import ServeOptions, build_nodes
+    from stream.config import VadSettings
 
     broker = Broker(tmp_path / "broker")
     broker.start()
 
     async def main() -> tuple[int, list[dict[str, object]], bool]:
-        nodes, _ = build_nodes(ServeOptions(model="none", vad="webrtc"))
+        nodes, _ = build_nodes(ServeOptions(model="none", vad=VadSettings(name="webrtc")))
         w = MqttWorker(nodes, MqttSettings(host="127.0.0.1", port=broker.port))
         errors: list[dict[str, object]] = []
         async with w, aiomqtt.Client("127.0.0.1", broker.port) as c:

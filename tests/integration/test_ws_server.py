@@ -368,7 +368,7 @@ def test_serve_max_batch_reaches_the_recognizer(tmp_path):
 
     model = hf_tiny.build_tiny("wav2vec2", "ctc", tmp_path / "tiny")
     for n in (1, 3):
-        nodes, _ = build_nodes(ServeOptions(model=str(model), max_batch=n))
+        nodes, _ = build_nodes(ServeOptions.from_flat(model=str(model), max_batch=n))
         (rec,) = [x for x in nodes if isinstance(x, Recognizer)]
         assert rec.config.max_batch == n
     nodes, _ = build_nodes(ServeOptions(model=str(model)))

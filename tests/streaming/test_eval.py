@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from engines.online.config import RecognizerConfig
 from examples.lm.lm_build import build_arpa, write_arpa
 from speechstream.eval import EvalConfig, evaluate, format_report, normalize_text, read_manifest, speech_extent
 from stream.errors import ConfigError
@@ -64,9 +65,7 @@ def test_eval_streams_the_manifest_and_scores_it(manifest: Path, model_dir: Path
     cfg = EvalConfig(
         manifest,
         model=str(model_dir),
-        chunk_ms=320,
-        left_context_ms=1280,
-        lm_path=str(arpa),
+        recognizer=RecognizerConfig(chunk_ms=320, left_context_ms=1280, lm_path=str(arpa)),
         concurrency=2,
         realtime=True,
         pad_silence_ms=300,

@@ -226,8 +226,14 @@ def test_offline_mode_is_its_own_node_and_the_old_spelling_builds_it(model, tmp_
     with pytest.raises(ConfigError, match="mode='offline' is OfflineRecognizer's"):
         Streaming(model, offline)
     wav = tmp_path / "x.wav"
-    assert type(build_recognizer(TranscribeConfig(input_path=wav, mode="offline"), "m")) is OfflineRecognizer
-    assert type(build_recognizer(TranscribeConfig(input_path=wav, mode="cached"), "m")) is Recognizer
+    assert (
+        type(build_recognizer(TranscribeConfig(input_path=wav, recognizer=RecognizerConfig(mode="offline")), "m"))
+        is OfflineRecognizer
+    )
+    assert (
+        type(build_recognizer(TranscribeConfig(input_path=wav, recognizer=RecognizerConfig(mode="cached")), "m"))
+        is Recognizer
+    )
 
 
 async def test_bad_audio_is_an_error_event_for_that_stream_only(model) -> None:

@@ -15,7 +15,7 @@ import webvtt
 from typer.testing import CliRunner
 
 from speechstream.cli import app
-from stream.config import TranscribeConfig, default_model_dir, load_toml
+from stream.config import TranscribeConfig, VadSettings, default_model_dir, load_toml
 from stream.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,11 +194,11 @@ def test_serve_lookahead_and_language_reach_the_recognizer(monkeypatch, tmp_path
     result = run("serve", "--model", str(tmp_path), "--mode", "cached", "--lookahead-ms", "320", "--language", "fra")
     assert result.exit_code == 0, result.output
     (opts,) = seen
-    assert (opts.lookahead_ms, opts.language, opts.mode) == (320, "fra", "cached")
+    assert (opts.recognizer.lookahead_ms, opts.recognizer.language, opts.recognizer.mode) == (320, "fra", "cached")
     (rec,) = [n for n in build_nodes(opts)[0] if isinstance(n, Recognizer)]
     assert (rec.config.lookahead_ms, rec.config.language) == (320, "fra")
     run("serve", "--model", str(tmp_path))
-    assert (seen[-1].lookahead_ms, seen[-1].language) == (0, None)
+    assert (seen[-1].recognizer.lookahead_ms, seen[-1].recognizer.language) == (0, None)
 
 
 def test_serve_vad_options_reach_the_vad_and_the_recognizer(monkeypatch, tmp_path):
@@ -429,7 +429,7 @@ def test_recognizer_run_with_tiny_model_writes_captions(tmp_path):
 
 def test_config_from_mapping_types():
     cfg = TranscribeConfig.from_mapping({"input_path": "a.wav", "chunk_ms": 320, "device": 3})
-    assert cfg.input_path == Path("a.wav") and cfg.chunk_ms == 320 and cfg.device == "3"
+    assert cfg.input_path == Path("a.wav") and cfg.recognizer.chunk_ms == 320 and cfg.device == "3"
     assert cfg.resolved_stream_id == "a"
     with pytest.raises(ConfigError, match="chunk_ms"):
         TranscribeConfig.from_mapping({"chunk_ms": "fast"})
@@ -577,7 +577,7 @@ def test_vad_timing_options_reach_the_vad_from_toml_and_cli(tmp_path):
     assert seg.config == VadConfig(0, 40, DEFAULT_VAD_CONFIGS["silero"].min_speech_ms, 300)
     assert seg.clf.threshold == 0.6
     assert build_recognizer(cfg, "m").config.max_utterance_ms == 9000
-    webrtc = build_vad(TranscribeConfig(input_path=EXAMPLE, vad_aggressiveness=1)).segmenter
+    webrtc = build_vad(TranscribeConfig(input_path=EXAMPLE, vad=VadSettings(aggressiveness=1))).segmenter
     assert webrtc.config == DEFAULT_VAD_CONFIGS["webrtc"] and webrtc.clf.aggressiveness == 1
     # on the command line: a 2 s minimum silence merges the example's 4 segments into fewer
     out = tmp_path / "e.jsonl"
@@ -617,14 +617,14 @@ def test_bad_vad_options(args, needle):
 def test_vad_option_defaults_shown_in_help_are_the_vads_own():
     """The CLI shows the VAD defaults without importing the VAD (``--help`` stays light); they must
     be the values stream.vad really uses."""
-    from speechstream import cli
+    from speechstream.cli import options as cli
     from stream.vad import DEFAULT_SILERO_THRESHOLD, DEFAULT_VAD_CONFIGS, DEFAULT_WEBRTC_AGGRESSIVENESS
 
     web, sil = DEFAULT_VAD_CONFIGS["webrtc"], DEFAULT_VAD_CONFIGS["silero"]
     assert web.pre_speech_pad_ms == sil.pre_speech_pad_ms and web.hangover_ms == sil.hangover_ms
-    assert cli._VAD_PRE_SPEECH_PAD_MS.show_default == str(web.pre_speech_pad_ms)
-    assert cli._VAD_HANGOVER_MS.show_default == str(web.hangover_ms)
-    assert cli._VAD_MIN_SPEECH_MS.show_default == str(web.min_speech_ms) == str(sil.min_speech_ms)
-    assert cli._VAD_MIN_SILENCE_MS.show_default == f"webrtc {web.min_silence_ms}, silero {sil.min_silence_ms}"
-    assert cli._VAD_THRESHOLD.show_default == str(DEFAULT_SILERO_THRESHOLD)
-    assert cli._VAD_AGGRESSIVENESS.show_default == str(DEFAULT_WEBRTC_AGGRESSIVENESS)
+    assert cli.VAD_PRE_SPEECH_PAD_MS.show_default == str(web.pre_speech_pad_ms)
+    assert cli.VAD_HANGOVER_MS.show_default == str(web.hangover_ms)
+    assert cli.VAD_MIN_SPEECH_MS.show_default == str(web.min_speech_ms) == str(sil.min_speech_ms)
+    assert cli.VAD_MIN_SILENCE_MS.show_default == f"webrtc {web.min_silence_ms}, silero {sil.min_silence_ms}"
+    assert cli.VAD_THRESHOLD.show_default == str(DEFAULT_SILERO_THRESHOLD)
+    assert cli.VAD_AGGRESSIVENESS.show_default == str(DEFAULT_WEBRTC_AGGRESSIVENESS)

@@ -69,9 +69,9 @@ def test_config_objects_validate_on_their_own():
     with pytest.raises(ConfigError, match="multiple of the 20 ms"):
         RecognizerConfig(lookahead_ms=70)
     with pytest.raises(ConfigError, match="at most"):
-        TranscribeConfig(mic=True, lookahead_ms=MAX_LOOKAHEAD_MS + 20).validate()
+        TranscribeConfig.from_flat(mic=True, lookahead_ms=MAX_LOOKAHEAD_MS + 20).validate()
     assert RecognizerConfig(lookahead_ms=320).lookahead_ms == 320
-    TranscribeConfig(mic=True, lookahead_ms=MAX_LOOKAHEAD_MS).validate()
+    TranscribeConfig(mic=True, recognizer=RecognizerConfig(lookahead_ms=MAX_LOOKAHEAD_MS)).validate()
 
 
 def test_cached_lookahead_runs_through_the_cli(tmp_path):

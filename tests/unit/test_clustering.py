@@ -117,7 +117,7 @@ def test_bad_inputs_raise():
     cfg = ClusterConfig()
     with pytest.raises(ValueError, match="zero"):
         assign(init_state(cfg), np.zeros(D), cfg)
-    with pytest.raises(ValueError, match="max_speakers"):
+    with pytest.raises(ValueError, match="max.speakers"):
         init_state(ClusterConfig(max_speakers=1), {"a": np.ones(D), "b": -np.ones(D)})
     with pytest.raises(ValueError, match="threshold"):
         ClusterConfig(threshold=2.0)
