@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Whisper on the recording, zeroed and control ({len(jobs)} jobs, {n_run} run now, the rest from --words): "
         f"{t_whisper:.0f} s with the labels, on the shared box."
     )
-    print("command: nice -n 10 .venv/bin/python bench/bench_vad_labels.py " + " ".join(sys.argv[1:]))
+    print(("command: nice -n 10 .venv/bin/python bench/bench_vad_labels.py " + " ".join(sys.argv[1:])).rstrip())
 
 
 if __name__ == "__main__":
