@@ -81,14 +81,14 @@ def frame_db(x: np.ndarray) -> np.ndarray:
     return 10 * np.log10(np.mean(x[: n * FRAME].reshape(n, FRAME).astype(np.float64) ** 2, axis=1) + 1e-12)
 
 
-def label_utterance(x: np.ndarray) -> np.ndarray:
-    """Speech per 10 ms frame: energy above the floor with a margin, pauses >= PAUSE_MS kept, blips dropped."""
+def label_utterance(x: np.ndarray, pause_ms: int = PAUSE_MS) -> np.ndarray:
+    """Speech per 10 ms frame: energy above the floor with a margin, pauses >= ``pause_ms`` kept, blips dropped."""
     e = frame_db(x)
     thr = max(np.percentile(e, 5) + 15.0, e.max() - 40.0)
     sp = e > thr
     runs = _runs(sp)
     for v, a, b in runs:  # fill short silences inside speech
-        if not v and a > 0 and b < len(sp) and (b - a) * 10 < PAUSE_MS:
+        if not v and a > 0 and b < len(sp) and (b - a) * 10 < pause_ms:
             sp[a:b] = True
     for v, a, b in _runs(sp):
         if v and (b - a) * 10 < 50:
@@ -103,6 +103,17 @@ def _runs(v: np.ndarray) -> list[tuple[bool, int, int]]:
             out.append((bool(v[start]), start, i))
             start = i
     return out
+
+
+def heldout_items(n: int) -> list[tuple[str, str]]:
+    """(folder, audio) of the held-out test set: the first ``n // 2`` LJ Speech ``ljspeech_test`` rows
+    (i % 3 != 0) and the first ``n // 2`` philipp rows."""
+    lj = [r for i, r in enumerate(rows("ljspeech_subset")) if i % 3]
+    ph = rows("dctts_philipp_ljprompts")
+    half = n // 2
+    return [("ljspeech_subset", r["audio"]) for r in lj[:half]] + [
+        ("dctts_philipp_ljprompts", r["audio"]) for r in ph[:half]
+    ]
 
 
 def room_tone(n_clips: int = 120) -> np.ndarray:
@@ -283,12 +294,8 @@ def main() -> None:
     tune_items = [
         ("rhasspy_kathleen", r["audio"]) for r in kath[:: max(1, len(kath) // args.tune_utts)][: args.tune_utts]
     ]
-    lj = [r for i, r in enumerate(rows("ljspeech_subset")) if i % 3]
-    ph = rows("dctts_philipp_ljprompts")
     half = args.test_utts // 2
-    test_items = [("ljspeech_subset", r["audio"]) for r in lj[:half]] + [
-        ("dctts_philipp_ljprompts", r["audio"]) for r in ph[:half]
-    ]
+    test_items = heldout_items(args.test_utts)
     tone = room_tone()
     tune = build_set("tune (kathleen)", tune_items, 1)
     test = build_set("test (LJ + philipp)", test_items, 2)
