@@ -46,6 +46,11 @@ def test_a_pass_above_a_failure_does_not_count():
     assert bw.bracket({}) == (0, None)
 
 
+def test_a_ramp_without_failure_gives_a_lower_bound():
+    assert bw.lower_bound([{"n": 4, "ok": True}, {"n": 6, "ok": True}])
+    assert not bw.lower_bound([{"n": 4, "ok": True}, {"n": 6, "ok": False}])
+
+
 def test_ramp_rejects_bad_bounds():
     with pytest.raises(ValueError):
         bw.next_level({}, 0, 24)
