@@ -225,6 +225,7 @@ async def client(url: str, pcm: bytes, delay_s: float, segments: list[tuple[int,
         "overflow": sum(1 for _, e in events if e["type"] == "queue_overflow"),
         "errors": [e for _, e in events if e["type"] == "error"],
         "eos_delay": (eos - t_end) if eos is not None else float("inf"),
+        "send_lag": t_end - (t0 + n / SR),  # > 0: the server's back-pressure held the paced sender back
     }
 
 
