@@ -290,6 +290,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     from engines.api import load_model
     from engines.ctc import log_softmax
     from engines.errors import EngineError
+    from engines.lm import BeamDecoder
     from engines.online.config import resolve_compute_device
     from stream.config import default_model_dir
     from stream.recognizer import build_decoder
@@ -315,8 +316,9 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     tok = decoder.tokenizer
     audios = [_load_audio(a) for a, _ in items]
     report = EvalReport(cfg)
-    if decoder.final_decoder is not None:
-        report.lm_path = decoder.final_decoder.config.lm_path
+    final_decoder = decoder.final_decoder  # build_decoder's re-decoder is a BeamDecoder (LM or plain beam)
+    if final_decoder is not None:
+        report.lm_path = final_decoder.config.lm_path if isinstance(final_decoder, BeamDecoder) else None
         say(f"eval: LM finals with {report.lm_path or 'no LM (plain beam)'}")
     report.audio_s = sum(len(x) for x in audios) / SAMPLE_RATE_HZ
 
@@ -327,8 +329,8 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
         for x in audios:
             logits = model.forward(torch.from_numpy(x)).frames[0].float().numpy()
             offline_greedy.append(tok.decode(logits.argmax(-1).tolist()))
-            if decoder.final_decoder is not None:
-                offline_lm.append(decoder.final_decoder.decode_segment(log_softmax(logits))[0])
+            if final_decoder is not None:
+                offline_lm.append(final_decoder.decode_segment(log_softmax(logits))[0])
 
     # streaming, ``concurrency`` streams at a time
     say(f"eval: streaming pass ({'real time' if cfg.realtime else 'as fast as possible'}, {cfg.concurrency} at once)")
@@ -338,10 +340,10 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     order = list(range(len(items)))
     for b in range(0, len(order), max(1, cfg.concurrency)):
         batch = [(i, audios[i]) for i in order[b : b + cfg.concurrency]]
-        timed, t0, c = asyncio.run(_stream_batch(batch, model, decoder, cfg, rcfg))
+        timed, starts, c = asyncio.run(_stream_batch(batch, model, decoder, cfg, rcfg))
         compute += c
         for i, _ in batch:
-            results[i] = (timed[f"u{i}"], t0[f"u{i}"])
+            results[i] = (timed[f"u{i}"], starts[f"u{i}"])
     report.wall_s = time.perf_counter() - t_start
     report.compute_s = compute
     for i, ((audio, ref), x) in enumerate(zip(items, audios)):

@@ -73,6 +73,7 @@ def test_eval_streams_the_manifest_and_scores_it(manifest: Path, model_dir: Path
     )
     report = evaluate(cfg, log=lambda msg: None)
     assert len(report.utterances) == 2
+    assert report.lm_path == str(arpa)  # the LM the finals used
     for u in report.utterances:
         assert u.stream_hyp  # random weights: garbage, but some text
         assert u.offline_greedy and u.offline_lm is not None
