@@ -38,18 +38,23 @@ import dataclasses
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from engines.online.config import RecognizerConfig, check_max_utterance_ms
 from stream.config import VAD_KEYS, VadSettings, nest_settings
 from stream.errors import ConfigError
-from stream.events import SAMPLE_RATE_HZ, AudioChunk, Event, FinalTranscript, PartialTranscript
+from stream.events import SAMPLE_RATE_HZ, AudioChunk, Endpoint, Event, FinalTranscript, PartialTranscript
 from stream.sources.base import Emit, Source
+
+if TYPE_CHECKING:
+    from engines.ctc import StreamingCTCDecoder
+    from engines.model import LoadedModel
 
 __all__ = ["EvalConfig", "EvalReport", "evaluate", "format_report", "read_manifest", "normalize_text", "speech_extent"]
 
@@ -188,7 +193,7 @@ def read_manifest(path: Path, limit: int | None = None) -> list[tuple[Path, str]
     return items
 
 
-def speech_extent(x: np.ndarray, frame: int = 320, range_db: float = 30.0) -> tuple[int, int]:
+def speech_extent(x: npt.NDArray[np.floating[Any]], frame: int = 320, range_db: float = 30.0) -> tuple[int, int]:
     """(first, end) sample of the 20 ms frames within ``range_db`` of the loudest frame."""
     n = len(x) // frame
     if n == 0:
@@ -201,7 +206,7 @@ def speech_extent(x: np.ndarray, frame: int = 320, range_db: float = 30.0) -> tu
 class PacedSource(Source):
     """In-memory audio delivered like a microphone: block ``[a, b)`` is emitted at ``t0 + b / rate``."""
 
-    def __init__(self, samples: np.ndarray, stream_id: str, block: int, realtime: bool):
+    def __init__(self, samples: npt.NDArray[np.float32], stream_id: str, block: int, realtime: bool):
         super().__init__(stream_id)
         self.samples = samples
         self.block = block
@@ -226,7 +231,7 @@ class PacedSource(Source):
             await emit(AudioChunk(self.stream_id, pos, samples=blk))
 
 
-def _load_audio(path: Path) -> np.ndarray:
+def _load_audio(path: Path) -> npt.NDArray[np.float32]:
     import soundfile as sf
 
     from stream.sources.file import quiet_decoder
@@ -245,8 +250,14 @@ def _load_audio(path: Path) -> np.ndarray:
 
 
 async def _stream_batch(
-    batch: list[tuple[int, np.ndarray]], model: Any, decoder: Any, cfg: EvalConfig, rcfg: Any
-) -> tuple[dict, dict, float]:
+    batch: list[tuple[int, npt.NDArray[np.float32]]],
+    model: LoadedModel,
+    decoder: StreamingCTCDecoder,
+    cfg: EvalConfig,
+    rcfg: RecognizerConfig,
+) -> tuple[dict[str, list[tuple[float, Event]]], dict[str, float], float]:
+    """Stream ``batch`` through one graph: per stream, its events with their wall times and the wall
+    time its source started; and the recogniser's compute seconds."""
     from stream.graph import Graph
     from stream.recognizer import Recognizer
     from stream.resample import Resample
@@ -267,7 +278,11 @@ async def _stream_batch(
         sources=list(sources.values()), nodes=[Resample(), cfg.vad_node(), rec], on_event=on_event, name="eval"
     )
     await graph.run()
-    t0 = {sid: src.t0 for sid, src in sources.items()}
+    t0: dict[str, float] = {}
+    for sid, src in sources.items():
+        if src.t0 is None:  # the graph runs every source; a source that never ran is a bug
+            raise RuntimeError(f"eval: source {sid!r} never started")
+        t0[sid] = src.t0
     return timed, t0, rec.stats.compute_s
 
 
@@ -284,7 +299,7 @@ def _latencies(
     return fp, fl
 
 
-def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
+def evaluate(cfg: EvalConfig, log: Callable[[str], object] | None = None) -> EvalReport:
     import torch
 
     from engines.api import load_model
@@ -324,7 +339,8 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
 
     # offline: the whole utterance at once, same model
     say(f"eval: {len(items)} utterances, {report.audio_s:.1f} s of audio; offline pass")
-    offline_greedy, offline_lm = [], []
+    offline_greedy: list[str] = []
+    offline_lm: list[str] = []
     with torch.inference_mode():
         for x in audios:
             logits = model.forward(torch.from_numpy(x)).frames[0].float().numpy()
@@ -335,7 +351,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
     # streaming, ``concurrency`` streams at a time
     say(f"eval: streaming pass ({'real time' if cfg.realtime else 'as fast as possible'}, {cfg.concurrency} at once)")
     t_start = time.perf_counter()
-    results: dict[int, tuple[list, float]] = {}
+    results: dict[int, tuple[list[tuple[float, Event]], float]] = {}
     compute = 0.0
     order = list(range(len(items)))
     for b in range(0, len(order), max(1, cfg.concurrency)):
@@ -350,7 +366,7 @@ def evaluate(cfg: EvalConfig, log: Any = None) -> EvalReport:
         events, t0 = results[i]
         finals = [e for _, e in events if isinstance(e, FinalTranscript)]
         fp, fl = _latencies(events, t0, speech_extent(x)) if cfg.realtime else (None, None)
-        reasons = tuple(e.reason for _, e in events if getattr(e, "type", "") == "endpoint")
+        reasons = tuple(e.reason for _, e in events if isinstance(e, Endpoint))
         report.utterances.append(
             UttResult(
                 audio=str(audio),
