@@ -8,6 +8,9 @@ read by philipp, with the held-out fortune sentences and every LJ Speech subset 
 removed. This script checks again that no evaluation sentence is in the LM text, so a WER
 measured on the held-out sets is not helped by an LM that saw the test sentences.
 
+``--so762`` (issue 22) adds the transcripts of speechocean762's training speakers (``build_data``'s
+``real_train_utts``: its held-out speakers and every held-out sentence already out, checked again here).
+
 Writes ``OUT/lm.arpa`` (interpolated modified Kneser-Ney, examples.lm.lm_build), ``OUT/unigrams.txt``
 and ``OUT/lm_text.txt``. With KenLM's tools on PATH (``examples/lm/build_kenlm_tools.sh``),
 ``build_binary OUT/lm.arpa OUT/lm.bin`` makes a binary that loads faster.
@@ -33,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--texts", type=Path, default=Path("data/work/texts.json"))
     ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("data/lm"))
+    ap.add_argument(
+        "--so762", action="store_true", help="add the speechocean762 training speakers' transcripts to the LM text"
+    )
     args = ap.parse_args(argv)
     if not args.texts.is_file():
         print(
@@ -41,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     texts = json.loads(args.texts.read_text())
     train, held = texts["train"], set(texts["eval"]) | set(texts.get("lj_excluded", []))
+    if args.so762:
+        from examples.train.build_data import HELDOUT_REAL, SO762, heldout_real_rows, real_train_utts
+
+        held |= {t for name, (folder, _) in HELDOUT_REAL.items() if folder == SO762 for _, t in heldout_real_rows(name)}
+        extra = [t for _, _, t in real_train_utts(folders=[SO762])]
+        print(f"speechocean762: {len(extra)} training-speaker transcripts added")
+        train = train + extra
     leaked = [s for s in train if s in held]
     if leaked:
         print(f"error: {len(leaked)} evaluation sentences in the training pool, e.g. {leaked[0]!r}", file=sys.stderr)
