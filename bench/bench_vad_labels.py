@@ -53,7 +53,7 @@ from bench.bench_vad_real import (  # noqa: E402
     label_utterance,
     load,
 )
-from examples.train.teacher import teacher_python  # noqa: E402
+from examples.train.teacher import model_dir, teacher_python  # noqa: E402
 
 FRAME_S = FRAME / RATE
 Word = tuple[float, float, str]  # start s, end s, text
@@ -222,7 +222,7 @@ def find_teacher(given: Path | None) -> tuple[Path, Path]:
         if common and Path(common).parent / "data" / "teacher" not in roots:
             roots.append(Path(common).parent / "data" / "teacher")
     for root in roots:
-        py, model = teacher_python(root), root / "whisper-base"
+        py, model = teacher_python(root), model_dir(root)
         if py.exists() and (model / "model.bin").exists():
             return py, model
     raise SystemExit(

@@ -59,14 +59,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ws_load import CLIP, FRAME, REPO, SEGMENTS, SR, Server, client, pct, resolve_model  # noqa: E402
+from bench_ws_load import CLIP, FRAME, REPO, SR, Server, client, clip_pcm, md_table, pct, resolve_model, sentences  # noqa: E402
 
 HAPROXY_CFG = REPO / "docs" / "haproxy.cfg"
 GOAL_RATIO = 1.6  # 0.8 * N for N = 2 workers
@@ -406,15 +405,16 @@ def report(configs: dict[str, list[dict]], overhead: list[dict], args: argparse.
         f"final P95 <= {args.max_final_p95_s} s, EOS delay <= {args.max_eos_delay_s} s, "
         f"sender held back <= {args.max_send_lag_s} s"
     )
-    print("\n| configuration | largest sustained N | levels tried (N: ok/fail) | final P50 / P95 at that N (s) |")
-    print("|---|---|---|---|")
+    summary = []
     for name, rows in configs.items():
         n = best(rows)
         at = next((r for r in rows if r["n"] == n), None)
         tried = ", ".join(f"{r['n']}: {'ok' if r['ok'] else 'fail'}" for r in rows)
         lat = f"{_f(at['fl50'])} / {_f(at['fl95'])}" if at else "n/a"
         shown = f">= {n} (no level failed)" if lower_bound(rows) else str(n)
-        print(f"| {name} | {shown} | {tried} | {lat} |")
+        summary.append([name, shown, tried, lat])
+    header = "configuration | largest sustained N | levels tried (N: ok/fail) | final P50 / P95 at that N (s)"
+    print("\n" + md_table(header, summary))
     for path in ("direct", "haproxy"):
         one, two = configs.get(f"{path}-1"), configs.get(f"{path}-2")
         if one is not None and two is not None:
@@ -424,17 +424,24 @@ def report(configs: dict[str, list[dict]], overhead: list[dict], args: argparse.
             if not n1 or lower_bound(one) or lower_bound(two):
                 verdict = f"goal >= {GOAL_RATIO} undetermined: a figure is 0 or only a lower bound"
             print(f"\n{path}: workers2 / workers1 = {n2} / {n1} = {_f(ratio)} ({verdict})")
-    print(
-        "\n| level | N | ok | first partial P50 / P95 (s) | final P50 / P95 (s) | EOS max (s) | sender lag max (s) | drops | split | why not |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for rows in configs.values():
-        for r in rows:
-            print(
-                f"| {r['config']} | {r['n']} | {'yes' if r['ok'] else 'no'} | {_f(r['fp50'])} / {_f(r['fp95'])} | "
-                f"{_f(r['fl50'])} / {_f(r['fl95'])} | {_f(r['eos_max'])} | {_f(r['send_lag_max'])} | "
-                f"{r['overflow']} + {r['m_dropped']:.0f} | {'+'.join(map(str, r['split']))} | {r['why']} |"
-            )
+    header = "level | N | ok | first partial P50 / P95 (s) | final P50 / P95 (s) | EOS max (s) | sender lag max (s) | drops | split | why not"
+    levels = [
+        [
+            r["config"],
+            r["n"],
+            "yes" if r["ok"] else "no",
+            f"{_f(r['fp50'])} / {_f(r['fp95'])}",
+            f"{_f(r['fl50'])} / {_f(r['fl95'])}",
+            _f(r["eos_max"]),
+            _f(r["send_lag_max"]),
+            f"{r['overflow']} + {r['m_dropped']:.0f}",
+            "+".join(map(str, r["split"])),
+            r["why"],
+        ]
+        for rows in configs.values()
+        for r in rows
+    ]
+    print("\n" + md_table(header, levels))
     if overhead:
         n = overhead[0]["n"]
         by = {p: [r for r in overhead if r["config"] == p] for p in ("direct-1", "haproxy-1")}
@@ -442,15 +449,14 @@ def report(configs: dict[str, list[dict]], overhead: list[dict], args: argparse.
         fin = {p: [x for r in rs for x in r["final"]] for p, rs in by.items()}
         rounds = len(by["direct-1"])
         print(f"\nbalancer overhead at N={n} streams + 1 ping probe, {rounds} alternating rounds per path:")
-        print("\n| measure | direct P50 / P95 (ms) | through HAProxy P50 / P95 (ms) | added P50 / P95 (ms) | samples |")
-        print("|---|---|---|---|---|")
+        measures = []
         for label, xs in (("WebSocket ping -> pong", ping), ("finalisation latency", fin)):
             d, h = xs["direct-1"], xs["haproxy-1"]
             d50, d95, h50, h95 = pct(d, 0.5), pct(d, 0.95), pct(h, 0.5), pct(h, 0.95)
-            print(
-                f"| {label} | {_f(d50, 1e3, 1)} / {_f(d95, 1e3, 1)} | {_f(h50, 1e3, 1)} / {_f(h95, 1e3, 1)} | "
-                f"{_f(h50 - d50, 1e3, 1)} / {_f(h95 - d95, 1e3, 1)} | {len(d)} / {len(h)} |"
-            )
+            ms = [(d50, d95), (h50, h95), (h50 - d50, h95 - d95)]
+            measures.append([label, *(f"{_f(a, 1e3, 1)} / {_f(b, 1e3, 1)}" for a, b in ms), f"{len(d)} / {len(h)}"])
+        header = "measure | direct P50 / P95 (ms) | through HAProxy P50 / P95 (ms) | added P50 / P95 (ms) | samples"
+        print("\n" + md_table(header, measures))
         print("(the finalisation latency is dominated by model compute and varies run to run by far more than 5 ms)")
         added = pct(ping["haproxy-1"], 0.95) - pct(ping["direct-1"], 0.95)
         verdict = "n/a" if not math.isfinite(added) else ("meets" if added * 1e3 < GOAL_OVERHEAD_P95_MS else "misses")
@@ -467,15 +473,8 @@ def load_audio(duration_s: float) -> tuple[bytes, list[tuple[int, int]]]:
     total = sf.info(str(CLIP)).duration
     if not 0 < duration_s <= total:
         raise SystemExit(f"--duration-s must be in (0, {total:.1f}] (the length of {CLIP.name}), got {duration_s}")
-    x, sr = sf.read(CLIP, dtype="float32", frames=int(duration_s * SR))
-    assert sr == SR
-    x = np.concatenate([x, np.zeros(int(1.5 * SR), np.float32)])  # trailing silence: endpointing closes the last one
-    pcm = (np.clip(x, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
-    segments = []
-    for line in SEGMENTS.read_text().splitlines()[1:]:
-        s, e = (int(v) for v in line.split("\t")[:2])
-        if e <= int(duration_s * SR):
-            segments.append((s, e))
+    _, pcm = clip_pcm(duration_s)
+    segments = sentences(int(duration_s * SR))
     if not segments:
         raise SystemExit(f"--duration-s {duration_s} holds no whole sentence of {CLIP.name} (the first ends at 3.6 s)")
     return pcm, segments

@@ -38,12 +38,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import websockets
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ws_load import CLIP, FRAME, REPO, SEGMENTS, SR, Server, client, pct, resolve_model  # noqa: E402
+from bench_ws_load import CLIP, FRAME, REPO, SR, Server, client, clip_pcm, pct, resolve_model, sentences  # noqa: E402
 
 IDLE_TIMEOUT_S = 5.0
 
@@ -303,11 +302,8 @@ def main() -> None:
     if not (1 <= args.clients <= 16 and 0 <= args.drops <= 2000 and 0 <= args.fuzzers <= 32 and 0 <= args.idle <= 64):
         ap.error("bounded soak: clients 1-16, drops 0-2000, fuzzers 0-32, idle 0-64")
 
-    x, sr = sf.read(CLIP, dtype="float32")
-    assert sr == SR
-    x = np.concatenate([x, np.zeros(int(1.5 * SR), np.float32)])
-    pcm = (np.clip(x, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
-    segments = [tuple(int(v) for v in line.split("\t")[:2]) for line in SEGMENTS.read_text().splitlines()[1:]]
+    _, pcm = clip_pcm()
+    segments = sentences()
 
     load = os.getloadavg()[0]
     checkout = REPO

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -229,11 +230,41 @@ async def client(url: str, pcm: bytes, delay_s: float, segments: list[tuple[int,
     }
 
 
+def clip_pcm(seconds: float | None = None) -> tuple[np.ndarray, bytes]:
+    """The first ``seconds`` of the clip (all of it: None) and 1.5 s of silence, as float32 samples and PCM16 bytes."""
+    x, sr = sf.read(CLIP, dtype="float32", frames=-1 if seconds is None else int(seconds * SR))
+    assert sr == SR
+    x = np.concatenate([x, np.zeros(int(1.5 * SR), np.float32)])  # trailing silence: endpointing closes the last one
+    return x, (np.clip(x, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+
+
+def sentences(end: int | None = None) -> list[tuple[int, int]]:
+    """The clip's reference sentences (start, end sample; ``hello.segments.tsv``) that end by sample ``end``."""
+    out = []
+    for line in SEGMENTS.read_text().splitlines()[1:]:
+        s, e = (int(v) for v in line.split("\t")[:2])
+        if end is None or e <= end:
+            out.append((s, e))
+    return out
+
+
 def pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
     s = sorted(xs)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def md_table(header: str, rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table: ``header`` (its cells apart by `` | ``, as printed), `|---|` per column, a line per row
+    (each cell ``str()``-ed as it is)."""
+    cells = header.split(" | ")
+    body = [list(r) for r in rows]
+    bad = [r for r in body if len(r) != len(cells)]
+    if bad:
+        raise ValueError(f"a row has {len(bad[0])} cells, the header {len(cells)}: {bad[0]}")
+    lines = [f"| {header} |", "|" + "---|" * len(cells)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in body])
 
 
 async def level(url: str, n: int, pcm: bytes, segments, seed: int) -> dict:
@@ -266,15 +297,8 @@ def main() -> None:
     ap.add_argument("--serve-args", default="", help="extra arguments for 'speechstream serve' (e.g. '--chunk-ms 320')")
     args = ap.parse_args()
 
-    x, sr = sf.read(CLIP, dtype="float32", frames=int(args.seconds * SR))
-    assert sr == SR
-    x = np.concatenate([x, np.zeros(int(1.5 * SR), np.float32)])  # trailing silence: endpointing closes the last one
-    pcm = (np.clip(x, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
-    segments = []
-    for line in SEGMENTS.read_text().splitlines()[1:]:
-        s, e = (int(v) for v in line.split("\t")[:2])
-        if e <= len(x):
-            segments.append((s, e))
+    x, pcm = clip_pcm(args.seconds)
+    segments = sentences(len(x))  # (a sentence may end in the trailing silence)
 
     rows = []
     load_before = os.getloadavg()[0]
@@ -307,15 +331,20 @@ def main() -> None:
         f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after "
         f"(other processes share the CPUs); server: speechstream serve {args.serve_args}".rstrip()
     )
-    print(
-        "\n| clients | real time | first partial P50 / P95 (s) | finalisation P50 / P95 (s) | EOS delay max (s) | drops | missing finals |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['n']} | {'yes' if r['realtime'] else 'no'} | {r['fp50']:.2f} / {r['fp95']:.2f} | "
-            f"{r['fl50']:.2f} / {r['fl95']:.2f} | {r['eos_max']:.2f} | {r['overflow']} | {r['missing']} |"
-        )
+    table = [
+        [
+            r["n"],
+            "yes" if r["realtime"] else "no",
+            f"{r['fp50']:.2f} / {r['fp95']:.2f}",
+            f"{r['fl50']:.2f} / {r['fl95']:.2f}",
+            f"{r['eos_max']:.2f}",
+            r["overflow"],
+            r["missing"],
+        ]
+        for r in rows
+    ]
+    header = "clients | real time | first partial P50 / P95 (s) | finalisation P50 / P95 (s) | EOS delay max (s) | drops | missing finals"
+    print("\n" + md_table(header, table))
     ok = [r["n"] for r in rows if r["realtime"]]
     print(f"\nlargest N staying real time: {max(ok) if ok else 0}")
     print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))

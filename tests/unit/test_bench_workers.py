@@ -1,4 +1,4 @@
-"""bench/bench_workers.py's pure helpers: the bounded ramp, the sustained criterion, the /metrics deltas."""
+"""bench/bench_workers.py: the bounded ramp, the sustained criterion, the /metrics deltas, the report's tables."""
 
 from __future__ import annotations
 
@@ -105,3 +105,39 @@ def test_parse_metrics_and_deltas():
         bw.metric_deltas(before, {1.0: after[1.0]})
     with pytest.raises(ValueError):
         bw.parse_metrics("# nothing\n")
+
+
+def _level(config: str, n: int, ok: bool, **over) -> dict:
+    row = dict(config=config, n=n, ok=ok, fp50=0.25, fp95=0.5, fl50=1.0, fl95=1.5, eos_max=0.75, send_lag_max=0.0)
+    row.update(overflow=0, m_dropped=0.0, split=[n], why="" if ok else "final P95 2.50 s > 2.0 s", ping=[], final=[])
+    return {**row, **over}
+
+
+def test_report_prints_its_tables(capsys):
+    configs = {"direct-1": [_level("direct-1", 4, True), _level("direct-1", 6, False, fl95=float("nan"))]}
+    overhead = [
+        _level("direct-1", 4, True, ping=[0.001, 0.002], final=[1.0]),
+        _level("haproxy-1", 4, True, ping=[0.002, 0.004], final=[1.25]),
+    ]
+    args = bw.parse_args(["--quick"])
+    bw.report(configs, overhead, args, "a model", (0.0, 0.0, 0.0))
+    lines = capsys.readouterr().out.splitlines()
+    i = lines.index(
+        "| configuration | largest sustained N | levels tried (N: ok/fail) | final P50 / P95 at that N (s) |"
+    )
+    assert lines[i + 1 : i + 3] == ["|---|---|---|---|", "| direct-1 | 4 | 4: ok, 6: fail | 1.00 / 1.50 |"]
+    assert lines[i - 1] == lines[i + 3] == ""
+    i = lines.index("|---|---|---|---|---|---|---|---|---|---|")
+    assert lines[i + 1 : i + 4] == [
+        "| direct-1 | 4 | yes | 0.25 / 0.50 | 1.00 / 1.50 | 0.75 | 0.00 | 0 + 0 | 4 |  |",
+        "| direct-1 | 6 | no | 0.25 / 0.50 | 1.00 / n/a | 0.75 | 0.00 | 0 + 0 | 6 | final P95 2.50 s > 2.0 s |",
+        "",
+    ]
+    i = lines.index(
+        "| measure | direct P50 / P95 (ms) | through HAProxy P50 / P95 (ms) | added P50 / P95 (ms) | samples |"
+    )
+    assert lines[i + 1 : i + 4] == [
+        "|---|---|---|---|---|",
+        "| WebSocket ping -> pong | 1.0 / 2.0 | 2.0 / 4.0 | 1.0 / 2.0 | 2 / 2 |",  # P50 of two: the lower
+        "| finalisation latency | 1000.0 / 1000.0 | 1250.0 / 1250.0 | 250.0 / 250.0 | 1 / 1 |",
+    ]
