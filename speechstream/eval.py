@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.online.config import RecognizerConfig, check_max_utterance_ms
+from speechstream import defaults
 from stream.config import VAD_KEYS, VadSettings, nest_settings
 from stream.errors import ConfigError
 from stream.events import SAMPLE_RATE_HZ, AudioChunk, Endpoint, Event, FinalTranscript, PartialTranscript
@@ -90,10 +91,10 @@ class EvalConfig:
     recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
     vad: VadSettings = field(default_factory=VadSettings)  # None fields: the defaults of ``speechstream transcribe``
     limit: int | None = None
-    concurrency: int = 4
-    realtime: bool = True
-    pad_silence_ms: int = 2000
-    block_ms: int = 20  # as MicSource delivers it (before: 100)
+    concurrency: int = defaults.EVAL_CONCURRENCY
+    realtime: bool = defaults.EVAL_REALTIME
+    pad_silence_ms: int = defaults.EVAL_PAD_SILENCE_MS
+    block_ms: int = defaults.EVAL_BLOCK_MS  # as MicSource delivers it (before: 100)
 
     def __post_init__(self) -> None:
         check_max_utterance_ms(self.recognizer.max_utterance_ms)  # the front ends' floor

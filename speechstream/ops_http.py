@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable
 from http import HTTPStatus
 
+from speechstream import defaults
+
 from .ops import CONTENT_TYPE
 
 __all__ = ["OpsServer"]
@@ -37,7 +39,7 @@ class OpsServer:
         self._readiness = readiness
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(self, host: str = defaults.OPS_HOST, port: int = 0) -> None:
         self._server = await asyncio.start_server(self._handle, host, port)
 
     @property

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from speechstream import defaults as d
 from stream.errors import ConfigError
 
 from . import options as o
@@ -40,15 +41,17 @@ def eval_(
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Score only the first N utterances.", show_default="all"
     ),
-    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Utterances streamed at once (separate streams)."),
+    concurrency: int = typer.Option(
+        d.EVAL_CONCURRENCY, "--concurrency", min=1, help="Utterances streamed at once (separate streams)."
+    ),
     realtime: bool = typer.Option(
-        True, "--realtime/--no-realtime", help="Pace audio like a microphone (needed for latencies)."
+        d.EVAL_REALTIME, "--realtime/--no-realtime", help="Pace audio like a microphone (needed for latencies)."
     ),
     pad_silence_ms: int = typer.Option(
-        2000, "--pad-silence-ms", min=0, help="Silence after each utterance, so endpointing closes it."
+        d.EVAL_PAD_SILENCE_MS, "--pad-silence-ms", min=0, help="Silence after each utterance, so endpointing closes it."
     ),
     block_ms: int = typer.Option(
-        20, "--block-ms", min=1, help="Audio block the paced source delivers, ms (the microphone's is 20)."
+        d.EVAL_BLOCK_MS, "--block-ms", min=1, help="Audio block the paced source delivers, ms (the microphone's is 20)."
     ),
     vad_pre_speech_pad_ms: int | None = o.VAD_PRE_SPEECH_PAD_MS,
     vad_hangover_ms: int | None = o.VAD_HANGOVER_MS,

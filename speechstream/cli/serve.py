@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from speechstream import defaults as d
 from stream.errors import ConfigError, SpeechStreamError
 
 from . import options as o
@@ -14,10 +15,10 @@ from ._app import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, _error_line, app
 def serve(
     ctx: typer.Context,
     host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to listen on (loopback by default; use a token when exposing it)."
+        d.SERVE_HOST, "--host", help="Address to listen on (loopback by default; use a token when exposing it)."
     ),
     port: int = typer.Option(
-        8765, "--port", min=0, max=65535, help="TCP port for the page (HTTP) and the WebSocket (/ws)."
+        d.SERVE_PORT, "--port", min=0, max=65535, help="TCP port for the page (HTTP) and the WebSocket (/ws)."
     ),
     token: str | None = typer.Option(
         None,
@@ -33,13 +34,15 @@ def serve(
     mode: o.Mode = o.mode_option("Streaming mode: 'cached' or 'window'."),
     chunk_ms: int = o.CHUNK_MS,
     lookahead_ms: int = o.LOOKAHEAD_MS,
-    max_connections: int = typer.Option(64, "--max-connections", min=1, help="Concurrent streams."),
-    max_frame_bytes: int = typer.Option(
-        256 * 1024, "--max-frame-bytes", min=64, help="Largest binary audio frame accepted."
+    max_connections: int = typer.Option(
+        d.SERVE_MAX_CONNECTIONS, "--max-connections", min=1, help="Concurrent streams."
     ),
-    web: bool = typer.Option(True, "--web/--no-web", help="Serve the live-caption page on the same port."),
+    max_frame_bytes: int = typer.Option(
+        d.MAX_FRAME_BYTES, "--max-frame-bytes", min=64, help="Largest binary audio frame accepted."
+    ),
+    web: bool = typer.Option(d.SERVE_WEB, "--web/--no-web", help="Serve the live-caption page on the same port."),
     diarize: bool = typer.Option(
-        False, "--diarize/--no-diarize", help="Online speaker turns; speaker labels on finals."
+        d.SERVE_DIARIZE, "--diarize/--no-diarize", help="Online speaker turns; speaker labels on finals."
     ),
     max_speakers: int | None = o.max_speakers_option("Most speakers per stream (with --diarize)."),
     max_batch: int = typer.Option(
@@ -54,16 +57,19 @@ def serve(
     ),
     compute_device: str = o.COMPUTE_DEVICE,
     idle_timeout: float = typer.Option(
-        30.0, "--idle-timeout", min=0.0, help="Close a stream that sends no audio for this many seconds (0: never)."
+        d.SERVE_IDLE_TIMEOUT_S,
+        "--idle-timeout",
+        min=0.0,
+        help="Close a stream that sends no audio for this many seconds (0: never).",
     ),
     workers: int = typer.Option(
-        1,
+        d.SERVE_WORKERS,
         "--workers",
         min=1,
         help="Worker processes sharing the port (SO_REUSEPORT), each with its own model and batcher.",
     ),
     drain_timeout: float = typer.Option(
-        30.0,
+        d.SERVE_DRAIN_TIMEOUT_S,
         "--drain-timeout",
         min=0.0,
         help="On SIGTERM: /readyz fails, new streams are refused, open ones get this many seconds to end.",

@@ -11,7 +11,9 @@ import signal
 
 import typer
 
+from speechstream import defaults as d
 from speechstream.cli._app import app
+from speechstream.cli.options import VAD
 
 __all__ = ["worker"]
 
@@ -19,24 +21,26 @@ __all__ = ["worker"]
 @app.command("mqtt-worker")
 def worker(
     model: str = typer.Option("none", "--model", help="Model directory or hub id, or 'none' (VAD events only)."),
-    vad: str = typer.Option("webrtc", "--vad", help="VAD: webrtc or silero."),
-    host: str = typer.Option("127.0.0.1", "--host", help="MQTT broker address."),
-    port: int = typer.Option(1883, "--port", help="MQTT broker port."),
-    prefix: str = typer.Option("speechstream", "--prefix", help="Topic prefix."),
+    vad: str = typer.Option(VAD.name, "--vad", help="VAD: webrtc or silero."),
+    host: str = typer.Option(d.MQTT_HOST, "--host", help="MQTT broker address."),
+    port: int = typer.Option(d.MQTT_PORT, "--port", help="MQTT broker port."),
+    prefix: str = typer.Option(d.MQTT_PREFIX, "--prefix", help="Topic prefix."),
     group: str = typer.Option(
         "", "--group", help="Pool name: workers with the same group share the streams (MQTT v5 shared subscription)."
     ),
     worker_id: str = typer.Option("", "--worker-id", help="This worker's id (default: host name and pid)."),
-    idle_timeout_s: float = typer.Option(30.0, "--idle-timeout-s", help="End a stream after this long without audio."),
-    max_streams: int = typer.Option(64, "--max-streams", help="Live streams this worker takes at most."),
-    ops_host: str = typer.Option(
-        "127.0.0.1", "--ops-host", help="Address of the /healthz, /readyz, /metrics listener."
+    idle_timeout_s: float = typer.Option(
+        d.MQTT_IDLE_TIMEOUT_S, "--idle-timeout-s", help="End a stream after this long without audio."
     ),
+    max_streams: int = typer.Option(
+        d.MQTT_MAX_STREAMS, "--max-streams", help="Live streams this worker takes at most."
+    ),
+    ops_host: str = typer.Option(d.OPS_HOST, "--ops-host", help="Address of the /healthz, /readyz, /metrics listener."),
     ops_port: int = typer.Option(
         0, "--ops-port", min=0, max=65535, help="Port of the /healthz, /readyz, /metrics listener (HTTP); 0: none."
     ),
     drain_timeout: float = typer.Option(
-        30.0,
+        d.MQTT_DRAIN_TIMEOUT_S,
         "--drain-timeout",
         min=0.0,
         help="On SIGTERM: /readyz fails, no new stream is claimed, open ones get this many seconds to end.",

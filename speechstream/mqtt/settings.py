@@ -8,14 +8,16 @@ from typing import Any
 
 import aiomqtt
 
+from speechstream import defaults
+
 __all__ = ["MqttSettings"]
 
 
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    prefix: str = "speechstream"
+    host: str = defaults.MQTT_HOST
+    port: int = defaults.MQTT_PORT
+    prefix: str = defaults.MQTT_PREFIX
     username: str | None = None
     password: str | None = None
     tls: bool = False

@@ -29,6 +29,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from speechstream import defaults
 from speechstream.net.languages import start_stream
 from speechstream.net.protocol import Limits, SampleFormat, SetSpeakers
 from speechstream.net.speakers import set_stream_speakers
@@ -54,8 +55,8 @@ class MqttWorker:
         default_rate_hz: int = 16_000,
         default_format: SampleFormat = "s16",
         limits: Limits = Limits(),
-        idle_timeout_s: float = 30.0,
-        max_streams: int = 64,
+        idle_timeout_s: float = defaults.MQTT_IDLE_TIMEOUT_S,
+        max_streams: int = defaults.MQTT_MAX_STREAMS,
         group: str | None = None,
     ):
         self.settings = settings
@@ -151,7 +152,7 @@ class MqttWorker:
         await self.ingest.start()
         await self.ingest.wait_subscribed(self.settings.timeout_s)
 
-    async def drain(self, timeout_s: float = 30.0) -> int:
+    async def drain(self, timeout_s: float = defaults.MQTT_DRAIN_TIMEOUT_S) -> int:
         """Graceful drain (SIGTERM): /readyz fails first, no new stream is claimed (a pool member leaves the
         shared subscription), open streams run until they end, at most ``timeout_s``; then :meth:`stop`
         ends the rest (their finals still go out). Returns how many streams were open at the deadline."""

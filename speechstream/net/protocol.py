@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from speechstream import defaults
 from stream.errors import ProtocolError
 from stream.sources.push import align_to_offset
 
@@ -94,7 +95,7 @@ _F32_MAX_ABS = 16.0
 class Limits:
     """Server-side bounds for one connection.  Defaults are safe for a laptop."""
 
-    max_frame_bytes: int = 256 * 1024  # one binary frame; 1.4 s of f32 at 48 kHz
+    max_frame_bytes: int = defaults.MAX_FRAME_BYTES  # one binary frame; 1.4 s of f32 at 48 kHz
     max_control_bytes: int = 4096  # one JSON control message
     min_sample_rate_hz: int = 8_000
     max_sample_rate_hz: int = 192_000
@@ -102,7 +103,7 @@ class Limits:
     # so a client may catch up after a network hiccup but cannot flood the
     # recogniser.  Over the rate the server reads more slowly (back-pressure: TCP
     # flow control holds the client back); nothing is dropped.
-    max_realtime_factor: float = 4.0
+    max_realtime_factor: float = defaults.MAX_REALTIME_FACTOR
     burst_audio_s: float = 10.0
     # Message rate limit (any frame, binary or text), against floods of tiny frames;
     # also back-pressure, so control messages are delayed at worst, never lost.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engines.online.config import RecognizerConfig, check_max_speakers, check_max_utterance_ms
+from speechstream import defaults
 from stream.config import NO_MODEL, TranscribeConfig, VadSettings, nest_settings
 from stream.errors import ConfigError
 from stream.node import Node
@@ -46,8 +47,8 @@ SERVE_RECOGNIZER_KEYS: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8765
+    host: str = defaults.SERVE_HOST
+    port: int = defaults.SERVE_PORT
     token: str | None = None
     model: str | None = None  # None: bundled default model if installed; "none": VAD only
     # the recogniser's one configuration: geometry, endpointing, cross-stream batching (max_batch: chunks
@@ -55,16 +56,20 @@ class ServeOptions:
     # the default language (a client's "start" message may name another for its stream)
     recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
     vad: VadSettings = field(default_factory=VadSettings)  # as for transcribe; None fields: that VAD's tuned default
-    max_connections: int = 64
-    max_frame_bytes: int = 256 * 1024
-    max_realtime_factor: float = 4.0
-    idle_timeout_s: float | None = 30.0  # None: an idle stream keeps its slot
-    drain_timeout_s: float = 30.0  # SIGTERM: seconds open streams get to end before the server stops them
-    workers: int = 1  # worker processes sharing the port (SO_REUSEPORT), each with its own model and batcher
+    max_connections: int = defaults.SERVE_MAX_CONNECTIONS
+    max_frame_bytes: int = defaults.MAX_FRAME_BYTES
+    max_realtime_factor: float = defaults.MAX_REALTIME_FACTOR
+    idle_timeout_s: float | None = defaults.SERVE_IDLE_TIMEOUT_S  # None: an idle stream keeps its slot
+    drain_timeout_s: float = (
+        defaults.SERVE_DRAIN_TIMEOUT_S
+    )  # SIGTERM: seconds open streams get to end before the server stops them
+    workers: int = (
+        defaults.SERVE_WORKERS
+    )  # worker processes sharing the port (SO_REUSEPORT), each with its own model and batcher
     reuse_port: bool = False  # set for each worker of a --workers group
     allow_origins: tuple[str, ...] = ()  # browser origins allowed besides the page's own
-    web: bool = True
-    diarize: bool = False  # online speaker turns (and speaker labels on finals when a model runs)
+    web: bool = defaults.SERVE_WEB
+    diarize: bool = defaults.SERVE_DIARIZE  # online speaker turns (and speaker labels on finals when a model runs)
     max_speakers: int | None = None
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,128 @@ def test_the_640_ms_default_is_the_engines_one():
     for method in (LoadedModel.init_state, LoadedModel.stream):
         assert inspect.signature(method).parameters["chunk_ms"].default == DEFAULT_CHUNK_MS
     assert TranscribeConfig().recognizer.chunk_ms == DEFAULT_CHUNK_MS
+
+
+# ----------------------------------------------------------------------------- command-only defaults
+# Options that are no recogniser or VAD setting: each default is written once (speechstream.defaults) and the
+# typer option and the configuration it fills both read it; these tests keep the two from drifting apart.
+
+
+def _field_defaults(cls: type) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def _keyword_defaults(fn) -> dict[str, object]:
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def _own_options(command: str) -> dict[str, object]:
+    """The command's options (no argument) that are neither a RecognizerConfig nor a VadSettings setting."""
+    shared = set(options.CLI_RECOGNIZER_KEYS) | set(VAD_KEYS)
+    return {
+        n: p
+        for n, p in _click_options(command).items()
+        if n not in shared and n != "help" and getattr(p, "param_type_name", "") == "option"
+    }
+
+
+def _config_defaults() -> dict[str, dict[str, object]]:
+    """command -> {CLI parameter: the default of the configuration value it fills}."""
+    from speechstream.eval import EvalConfig
+    from speechstream.mqtt.settings import MqttSettings
+    from speechstream.mqtt.worker import MqttWorker
+    from speechstream.net.serve import ServeOptions
+    from speechstream.ops_http import OpsServer
+
+    ev = _field_defaults(EvalConfig)
+    sv = _field_defaults(ServeOptions)
+    renamed = {"idle_timeout": "idle_timeout_s", "drain_timeout": "drain_timeout_s", "allow_origin": "allow_origins"}
+    mqtt, worker = _field_defaults(MqttSettings), _keyword_defaults(MqttWorker.__init__)
+    return {
+        "eval": {p: ev[p] for p in _own_options("eval")},  # every one is an EvalConfig field of its name
+        "serve": {p: sv[renamed.get(p, p)] for p in _own_options("serve")},
+        "mqtt-worker": {
+            "host": mqtt["host"],
+            "port": mqtt["port"],
+            "prefix": mqtt["prefix"],
+            "idle_timeout_s": worker["idle_timeout_s"],
+            "max_streams": worker["max_streams"],
+            "drain_timeout": _keyword_defaults(MqttWorker.drain)["timeout_s"],
+            "ops_host": _keyword_defaults(OpsServer.start)["host"],
+            "vad": VadSettings().name,
+        },
+    }
+
+
+# mqtt-worker options that fill no configuration value (their defaults are the command's alone)
+MQTT_WORKER_OWN = {"model", "group", "worker_id", "ops_port"}
+
+
+def test_command_only_defaults_are_the_configurations_own():
+    wanted = _config_defaults()
+    assert set(_click_options("mqtt-worker")) - {"help"} == set(wanted["mqtt-worker"]) | MQTT_WORKER_OWN
+    checked = 0
+    for command, want in wanted.items():
+        opts = _click_options(command)
+        for param, config_default in want.items():
+            default = opts[param].default  # type: ignore[attr-defined]
+            if param == "allow_origin":  # None on the command line: no extra origin, ServeOptions' ()
+                default = tuple(default or ())
+            assert default == config_default and type(default) is type(config_default), (command, param, default)
+            checked += 1
+    assert checked >= 25, checked
+    for command, param, value in [
+        ("eval", "concurrency", 4),
+        ("eval", "block_ms", 20),
+        ("eval", "pad_silence_ms", 2000),
+        ("eval", "realtime", True),
+        ("serve", "host", "127.0.0.1"),
+        ("serve", "port", 8765),
+        ("serve", "max_frame_bytes", 256 * 1024),
+        ("mqtt-worker", "port", 1883),
+    ]:  # the values themselves did not change
+        assert wanted[command][param] == value, (command, param)
+
+
+def test_the_server_configs_share_serves_defaults():
+    from speechstream.net.protocol import Limits
+    from speechstream.net.serve import ServeOptions
+    from speechstream.net.ws import ServerConfig
+
+    serve, server, limits = ServeOptions(), ServerConfig(), Limits()
+    assert (server.host, server.port, server.max_connections) == (serve.host, serve.port, serve.max_connections)
+    assert (server.idle_timeout_s, server.serve_web, server.allow_origins) == (
+        serve.idle_timeout_s,
+        serve.web,
+        serve.allow_origins,
+    )
+    assert (limits.max_frame_bytes, limits.max_realtime_factor) == (serve.max_frame_bytes, serve.max_realtime_factor)
+
+
+@pytest.mark.parametrize("command", ["eval", "serve", "mqtt-worker"])
+def test_help_shows_the_configurations_defaults(command):
+    group = typer.main.get_command(app)
+    cmd = group.commands[command]  # type: ignore[attr-defined]
+    ctx = typer.Context(cmd, info_name=command)
+    opts = _click_options(command)
+    shown = 0
+    for param, value in _config_defaults()[command].items():
+        if value is None or isinstance(value, bool | tuple) or isinstance(opts[param].show_default, str):  # type: ignore[attr-defined]
+            continue  # flags, "none" defaults and worded defaults show a word, not the value
+        record = opts[param].get_help_record(ctx)  # type: ignore[attr-defined]
+        assert record is not None and re.search(rf"\[default: {re.escape(str(value))}[;\]]", record[1]), (
+            command,
+            param,
+            record,
+        )
+        shown += 1
+    assert shown >= 3, shown
 
 
 # ----------------------------------------------------------------------------- nested configs

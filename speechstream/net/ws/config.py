@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from speechstream import defaults
+
 from ..protocol import Limits
 
 __all__ = ["ServerConfig"]
@@ -11,15 +13,17 @@ __all__ = ["ServerConfig"]
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = "127.0.0.1"  # loopback unless told otherwise
-    port: int = 8765  # 0: any free port (see CaptionServer.port)
+    host: str = defaults.SERVE_HOST  # loopback unless told otherwise
+    port: int = defaults.SERVE_PORT  # 0: any free port (see CaptionServer.port)
     reuse_port: bool = False  # SO_REUSEPORT: several worker processes share the port (serve --workers)
     token: str | None = None
     limits: Limits = Limits()
-    max_connections: int = 64
+    max_connections: int = defaults.SERVE_MAX_CONNECTIONS
     outbound_queue: int = 256  # events waiting for one client; partials drop first
     start_timeout_s: float = 10.0  # the client must send "start" within this
-    idle_timeout_s: float | None = 30.0  # after "start", a stream without audio this long is closed
+    idle_timeout_s: float | None = (
+        defaults.SERVE_IDLE_TIMEOUT_S
+    )  # after "start", a stream without audio this long is closed
     eos_timeout_s: float = 30.0  # after "end", wait at most this for the stream's last events
     close_timeout_s: float = 2.0
     ping_interval_s: float | None = 5.0
@@ -27,7 +31,7 @@ class ServerConfig:
     ping_timeout_s: float = 10.0
     # Origins (``scheme://host[:port]``) allowed besides the page's own; "*" allows any.
     allow_origins: tuple[str, ...] = ()
-    serve_web: bool = True
+    serve_web: bool = defaults.SERVE_WEB
     # After streams end, hand freed heap back to the OS (glibc malloc_trim) this many
     # seconds later, at most once per that interval; None: never.
     trim_memory_s: float | None = 1.0
