@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--texts", type=Path, default=Path("data/work/texts.json"))
     ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("data/lm"))
+    ap.add_argument("--decimals", type=int, default=6, help="digits after the point of the ARPA's log10 values")
     ap.add_argument(
         "--so762", action="store_true", help="add the speechocean762 training speakers' transcripts to the LM text"
     )
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lm_text.txt").write_text("\n".join(train) + "\n")
     probs, backoffs = build_arpa([s.split() for s in train], order=args.order)
-    write_arpa(probs, backoffs, args.out / "lm.arpa")
+    write_arpa(probs, backoffs, args.out / "lm.arpa", decimals=args.decimals)
     words = sorted(g[0] for g in probs[1] if g[0] not in (BOS, EOS, UNK))
     (args.out / "unigrams.txt").write_text("\n".join(words) + "\n")
     sizes = ", ".join(f"{len(probs[n])} {n}-grams" for n in range(1, args.order + 1))

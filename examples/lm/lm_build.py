@@ -128,7 +128,8 @@ def _log10(p: float) -> float:
     return -99.0 if p <= 0 else math.log10(p)
 
 
-def write_arpa(probs: list[dict], backoffs: list[dict], path: str | Path) -> Path:
+def write_arpa(probs: list[dict], backoffs: list[dict], path: str | Path, decimals: int = 6) -> Path:
+    """ARPA text; ``decimals`` digits after the point for the log10 values (4 keeps the bundled LM in budget)."""
     path = Path(path)
     order = len(probs) - 1
     with open(path, "w", encoding="utf-8") as f:
@@ -138,11 +139,11 @@ def write_arpa(probs: list[dict], backoffs: list[dict], path: str | Path) -> Pat
         for n in range(1, order + 1):
             f.write(f"\n\\{n}-grams:\n")
             for g in sorted(probs[n]):
-                line = f"{_log10(probs[n][g]):.6f}\t{' '.join(g)}"
+                line = f"{_log10(probs[n][g]):.{decimals}f}\t{' '.join(g)}"
                 if n < order:
                     bo = backoffs[n].get(g)
                     if bo is not None:
-                        line += f"\t{_log10(bo):.6f}"
+                        line += f"\t{_log10(bo):.{decimals}f}"
                     elif g[-1] != EOS:
                         line += "\t0"
                 f.write(line + "\n")

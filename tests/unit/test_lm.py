@@ -77,6 +77,19 @@ def test_kneser_ney_arpa_normalises_through_kenlm(arpa: Path) -> None:
     assert m.score("I SAW TEN CATS") > m.score("I SAW TAN CATS")
 
 
+def test_arpa_with_four_decimals_scores_like_six(arpa: Path, tmp_path: Path) -> None:
+    """write_arpa(decimals=4), as the bundled LM is written to fit the budget: smaller, same scores to 1e-4 per n-gram."""
+    probs, backoffs = build_arpa([s.split() for s in TEXT], order=3)
+    short = write_arpa(probs, backoffs, tmp_path / "lm4.arpa", decimals=4)
+    assert short.stat().st_size < arpa.stat().st_size
+    values = [line.split("\t")[0] for line in short.read_text().splitlines() if "\t" in line]
+    assert values and all(len(v.split(".")[-1]) == 4 for v in values)
+    full, four = kenlm.Model(str(arpa)), kenlm.Model(str(short))
+    for sentence in ("I SAW TEN CATS", "THE DOG SAT IN THE RAIN", "WE HAVE TEN DOGS", "ZEBRA"):
+        n = len(sentence.split()) + 1
+        assert four.score(sentence) == pytest.approx(full.score(sentence), abs=2e-4 * n)
+
+
 def test_lm_changes_the_beam_result_where_it_should(arpa: Path) -> None:
     lp = frames(AMBIGUOUS)
     greedy = TOK.decode(lp.argmax(-1).tolist())
