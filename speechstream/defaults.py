@@ -11,6 +11,7 @@ The recogniser's and the VAD's defaults live with their configurations (``engine
 from __future__ import annotations
 
 __all__ = [
+    "MODEL_START_TIMEOUT_S",
     "LOOPBACK",
     "EVAL_CONCURRENCY",
     "EVAL_REALTIME",
@@ -63,3 +64,7 @@ MQTT_IDLE_TIMEOUT_S = 30.0  # a stream without audio this long ends
 MQTT_MAX_STREAMS = 64
 MQTT_DRAIN_TIMEOUT_S = 30.0
 OPS_HOST = LOOPBACK  # the /healthz, /readyz, /metrics listener
+
+# graph.start() loads the model inside the recogniser node: a user's 1 GB checkpoint, or the bundled one on a
+# busy machine, takes far longer than Graph.start's 10 s default (the bundled model failed to start at load 4)
+MODEL_START_TIMEOUT_S = 300.0

@@ -24,6 +24,7 @@ from typing import Any
 
 from sinks.base import Sink
 from sinks.node import SinkNode
+from speechstream.defaults import MODEL_START_TIMEOUT_S
 from stream.config import TranscribeConfig
 from stream.errors import ConfigError
 from stream.events import ErrorEvent, Event, FinalTranscript
@@ -133,7 +134,7 @@ class Pipeline:
         graph, sources, sinks = self._graph(on_event, result)
         self._running = sources
         try:
-            await graph.start()
+            await graph.start(timeout_s=MODEL_START_TIMEOUT_S)  # it loads the model
         except BaseException:
             for s in sinks:  # nothing was written: existing output files keep their contents
                 s.release()

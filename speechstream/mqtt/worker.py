@@ -147,7 +147,7 @@ class MqttWorker:
         set_stream_speakers(self.graph.nodes(), sid, msg)
 
     async def start(self) -> None:
-        await self.graph.start()
+        await self.graph.start(timeout_s=defaults.MODEL_START_TIMEOUT_S)  # it loads the model
         await self.sink.start()
         await self.ingest.start()
         await self.ingest.wait_subscribed(self.settings.timeout_s)

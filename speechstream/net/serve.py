@@ -126,7 +126,8 @@ async def _serve(opts: ServeOptions) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     server = CaptionServer(nodes, cfg)
-    await server.graph.start(timeout_s=300.0)  # loads the model (slow on a busy machine): ConfigError for a bad one
+    # loads the model (slow on a busy machine): ConfigError for a bad one
+    await server.graph.start(timeout_s=defaults.MODEL_START_TIMEOUT_S)
     try:
         await server.start()
     except OSError as exc:

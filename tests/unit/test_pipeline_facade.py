@@ -45,3 +45,26 @@ def test_add_sink_beside_configured_output(tmp_path):
     assert result.ok and "no model: VAD only" in result.notes
     assert sink.kinds["SpeechEnded"] >= 1
     assert "speech_ended" in (tmp_path / "o.jsonl").read_text()
+
+
+def test_a_node_slower_to_start_than_graphs_default_still_runs(monkeypatch):
+    """The recogniser loads its model in start(): the pipeline waits MODEL_START_TIMEOUT_S, not Graph's 10 s."""
+    import asyncio
+
+    from speechstream import defaults, pipeline
+    from stream.errors import GraphTimeoutError
+
+    class SlowStart(ss.Resample):
+        async def start(self) -> None:
+            await asyncio.sleep(0.3)
+            await super().start()
+
+    def run(start_timeout_s: float) -> ss.PipelineResult:
+        monkeypatch.setattr(pipeline, "MODEL_START_TIMEOUT_S", start_timeout_s)
+        src = ss.FileSource(HELLO, stream_id="a", progress=False)
+        return ss.Pipeline(sources=[src], nodes=[SlowStart(), ss.VadNode.create("webrtc")], sinks=[Count()]).run()
+
+    assert defaults.MODEL_START_TIMEOUT_S >= 300
+    with pytest.raises(GraphTimeoutError, match="graph start"):
+        run(0.1)  # the timeout is the pipeline's constant: too short, the start fails
+    assert run(5.0).ok
