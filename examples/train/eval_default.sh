@@ -30,8 +30,8 @@ $PY -m examples.train.evaluate --model "$MODEL" --chunk-ms 320 "${LIMIT_ARGS[@]}
 $PY -m examples.train.evaluate --model "$MODEL" --chunk-ms 640 "${LIMIT_ARGS[@]}" --json "$OUT/sets_640.json" | tee "$OUT/sets_640.md"
 # the LM: the alpha/beta grid on the LJ Speech dev third (the bundled language_model/attrs.json holds the
 # winner), then the streaming pipeline on the test part without and with the bundled LM
-[ -f data/lm/lm.arpa ] || $PY -m examples.lm.build_lm --order 3 --out data/lm
-$PY -m examples.lm.tune data/eval/ljspeech_dev.tsv --model "$MODEL" --lm data/lm/lm.arpa | tee "$OUT/lm_tune.md"
+[ -f data/lm_so762/lm.arpa ] || $PY -m examples.lm.build_lm --order 3 --so762 --decimals 4 --out data/lm_so762
+$PY -m examples.lm.tune data/eval/ljspeech_dev.tsv --model "$MODEL" --lm data/lm_so762/lm.arpa | tee "$OUT/lm_tune.md"
 SS="$(dirname "$PY")/speechstream"
 "$SS" eval data/eval/ljspeech_test.tsv --model "$MODEL" --lm none | tee "$OUT/lj_test_greedy.md"
 "$SS" eval data/eval/ljspeech_test.tsv --model "$MODEL" | tee "$OUT/lj_test_lm.md"

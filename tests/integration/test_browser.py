@@ -40,10 +40,9 @@ REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "examples" / "hello.wav"
 CLIP_SECONDS = 4.0  # "The quick brown fox jumps over the lazy dog." (0.6 s to 3.6 s)
 REFERENCE = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"
-# The bundled demo model reads this clip offline (greedy) as "THE QUICK BROWN FAX JUMP SOVER THE LASIN DOG"
-# (5 of the 9 words), and the file pipeline with its LM as "... FAX JUMPSOVER THE LASINDOG" (4); through the
-# page's capture and resampling it gave 6 ("... FACT JUMPS OVER THE LASIDOG"), as the models shipped before
-# gave 5-6. Noise or a broken path gives ~0.
+# The bundled demo model (Session 13) reads this clip through the file pipeline greedily as "THE QUICK BROWN
+# FAX JUMP SOVER THE LASI DOG" (5 of the 9 words) and with its LM as "... FOX JUMPSOVER THE LASIDOG" (5); the
+# model before gave 4-6 through the page's capture and resampling. Noise or a broken path gives ~0.
 MIN_WORD_HITS = 4
 
 pytestmark = [
