@@ -60,12 +60,10 @@ class ServeOptions:
     max_frame_bytes: int = defaults.MAX_FRAME_BYTES
     max_realtime_factor: float = defaults.MAX_REALTIME_FACTOR
     idle_timeout_s: float | None = defaults.SERVE_IDLE_TIMEOUT_S  # None: an idle stream keeps its slot
-    drain_timeout_s: float = (
-        defaults.SERVE_DRAIN_TIMEOUT_S
-    )  # SIGTERM: seconds open streams get to end before the server stops them
-    workers: int = (
-        defaults.SERVE_WORKERS
-    )  # worker processes sharing the port (SO_REUSEPORT), each with its own model and batcher
+    # SIGTERM: seconds open streams get to end before the server stops them
+    drain_timeout_s: float = defaults.SERVE_DRAIN_TIMEOUT_S
+    # worker processes sharing the port (SO_REUSEPORT), each with its own model and batcher
+    workers: int = defaults.SERVE_WORKERS
     reuse_port: bool = False  # set for each worker of a --workers group
     allow_origins: tuple[str, ...] = ()  # browser origins allowed besides the page's own
     web: bool = defaults.SERVE_WEB

@@ -21,9 +21,8 @@ class ServerConfig:
     max_connections: int = defaults.SERVE_MAX_CONNECTIONS
     outbound_queue: int = 256  # events waiting for one client; partials drop first
     start_timeout_s: float = 10.0  # the client must send "start" within this
-    idle_timeout_s: float | None = (
-        defaults.SERVE_IDLE_TIMEOUT_S
-    )  # after "start", a stream without audio this long is closed
+    # after "start", a stream without audio this long is closed
+    idle_timeout_s: float | None = defaults.SERVE_IDLE_TIMEOUT_S
     eos_timeout_s: float = 30.0  # after "end", wait at most this for the stream's last events
     close_timeout_s: float = 2.0
     ping_interval_s: float | None = 5.0
