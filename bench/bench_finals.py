@@ -12,7 +12,8 @@ same process, one after the other, on the same utterances:
   min speech 90 / min silence 400 ms, CTC rule 2 at 1.2 s, the final waits for the engine's chunk)
   and ``eval``'s old 100 ms source blocks: today's figure;
 - ``old, 20 ms blocks``: the same with the microphone's 20 ms blocks (eval's new default);
-- ``new``: the new defaults (webrtc 3, 100 / 100 / 60 / 150 ms, rule 2 at 0.5 s, peek at the VAD end), 20 ms blocks;
+- ``before backdating``: webrtc 3, 100 / 100 / 60 / 150 ms, rule 2 at 0.5 s, peek at the VAD end, 20 ms blocks;
+- ``new``: the new defaults (the same with min silence 180 ms counted from the energy fall, backdate 90 ms), 20 ms blocks;
 - ``new, 100 ms blocks``; ``new, silero``.
 
 Part ``segments``: the first ``--files`` held-out LJ Speech files read back to back (each file whole,
@@ -26,17 +27,22 @@ and how many boundaries fell inside a file (pauses inside LJ's multi-clause sent
     .venv/bin/python bench/bench_finals.py --part latency --utts 12
     .venv/bin/python bench/bench_finals.py --part segments --files 40 [--join-pause-s 0.3]
     .venv/bin/python bench/bench_finals.py --part profile --utts 12   # the recogniser's work at a VAD end
+    .venv/bin/python bench/bench_finals.py --part breakdown --utts 12 --variants before,default,frames10  # finals_breakdown.py
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
+import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +81,11 @@ def latency(manifest: Path, utts: int) -> None:
     settings = [
         ("old (today: webrtc 2, 200/200/90/400 ms, final waits for the chunk), 100 ms blocks", dict(OLD, block_ms=100)),
         ("old, 20 ms blocks", dict(OLD, block_ms=20)),
-        ("new defaults (webrtc 3, 100/100/60/150 ms, peek at VAD end), 20 ms blocks", {}),
+        (
+            "before backdating (webrtc 3, 100/100/60/150 ms, peek at VAD end), 20 ms blocks",
+            dict(vad_min_silence_ms=150),
+        ),
+        ("new defaults (webrtc 3, 100/100/60/180 ms, backdate 90 ms, peek at VAD end), 20 ms blocks", {}),
         ("new defaults, 100 ms blocks", dict(block_ms=100)),
         ("new defaults, silero (0.7, 100/100/60/200 ms), 20 ms blocks", dict(vad="silero")),
     ]
@@ -87,7 +97,8 @@ def latency(manifest: Path, utts: int) -> None:
     print("| setting | final latency P50 / P95 | first partial P50 | streaming WER | finals | RTF |")
     print("|---|---|---|---|---:|---:|")
     for name, kw in settings:
-        r = evaluate(EvalConfig.from_flat(manifest=manifest, limit=utts, **kw), log=lambda m: None)
+        with _no_backdate(name.startswith(("old", "before"))):
+            r = evaluate(EvalConfig.from_flat(manifest=manifest, limit=utts, **kw), log=lambda m: None)
         fls = [u.final_latency_s for u in r.utterances if u.final_latency_s is not None]
         fps = [u.first_partial_latency_s for u in r.utterances if u.first_partial_latency_s is not None]
         n = sum(len(u.endpoint_reasons) for u in r.utterances)
@@ -101,7 +112,9 @@ def latency(manifest: Path, utts: int) -> None:
     print("pessimistic; compare the rows (same run, same utterances).")
 
 
-async def _run_pipeline(x: np.ndarray, kw: dict, rule2_ms: int | None = None) -> list:
+async def _run_pipeline(
+    x: np.ndarray, kw: dict, rule2_ms: int | None = None, vad_factory: Callable[[], Any] | None = None
+) -> list:
     from stream.config import default_model_dir
     from stream.events import Endpoint, FinalTranscript
     from stream.graph import Graph
@@ -119,7 +132,7 @@ async def _run_pipeline(x: np.ndarray, kw: dict, rule2_ms: int | None = None) ->
     collect = Collect(keep_audio=False)
     graph = Graph(
         [ArraySource(x, 16000, stream_id="lj", block=1600)],
-        [Resample(), cfg.vad_node(), Recognizer(str(default_model_dir()), rcfg), collect],
+        [Resample(), (vad_factory or cfg.vad_node)(), Recognizer(str(default_model_dir()), rcfg), collect],
         bug_policy="raise",
     )
     await graph.run(timeout_s=900)
@@ -133,7 +146,13 @@ async def _run_pipeline(x: np.ndarray, kw: dict, rule2_ms: int | None = None) ->
 
 
 def segments(
-    manifest: Path, files: int, join_pause_s: float, noise_snr_db: float | None, rule2_ms: int, only: str | None
+    manifest: Path,
+    files: int,
+    join_pause_s: float,
+    noise_snr_db: float | None,
+    rule2_ms: int,
+    only: str | None,
+    variants: tuple[tuple[str, dict[str, Any], Callable[[], Any] | None], ...] = (),
 ) -> None:
     rows = manifest.read_text().splitlines()[1 : files + 1]
     pause = np.zeros(int(join_pause_s * 16000), np.float32)
@@ -167,15 +186,17 @@ def segments(
     print("|---|---:|---|---|---:|---:|---:|")
     if rule2_ms:
         print(f"CTC rule 2 (trailing silence after speech) at {rule2_ms} ms in every row")
-    for name, kw in (
-        ("old (webrtc 2, 200/200/90/400 ms)", OLD),
-        ("new defaults (webrtc 3, 100/100/60/150 ms)", {}),
-        ("new defaults, silero", dict(vad="silero")),
-    ):
-        if only and only not in name:
-            continue
+    rows_: list[tuple[str, dict[str, Any], Callable[[], Any] | None]] = [
+        ("old (webrtc 2, 200/200/90/400 ms)", OLD, None),
+        ("before backdating (webrtc 3, 100/100/60/150 ms)", dict(vad_min_silence_ms=150), None),
+        ("new defaults (webrtc 3, 100/100/60/180 ms, backdate 90 ms)", {}, None),
+        ("new defaults, silero", dict(vad="silero"), None),
+    ]
+    rows_ = [r for r in rows_ if not only or only in r[0]]  # --only picks among these; --variants add rows
+    for name, kw, factory in rows_ + [v for v in variants if v[2] is not None]:
         t0 = time.perf_counter()
-        finals = asyncio.run(_run_pipeline(x, kw, rule2_ms))
+        with _no_backdate(name.startswith(("old", "before"))):
+            finals = asyncio.run(_run_pipeline(x, kw, rule2_ms, factory))
         wall = time.perf_counter() - t0
         lens = [(f.end_sample - f.sample) / 16000 for f, _ in finals]
         cuts = [ep.sample for _, ep in finals[:-1]]
@@ -245,24 +266,92 @@ def profile(manifest: Path, utts: int) -> None:
     print("(the LM row also holds eval's offline pass, one decode per utterance)")
 
 
+def _vad(frame_ms: int = 30, **timing: int) -> Callable[[], Any]:
+    """A factory of webrtc VAD nodes at the defaults but ``frame_ms`` and the VadConfig fields given."""
+
+    def make() -> Any:
+        from stream.vad import DEFAULT_VAD_CONFIGS, make_segmenter
+        from stream.vad_node import VadNode
+
+        return VadNode(
+            make_segmenter("webrtc", dataclasses.replace(DEFAULT_VAD_CONFIGS["webrtc"], **timing), frame_ms=frame_ms)
+        )
+
+    return make
+
+
+VARIANTS: dict[str, tuple[str, dict[str, Any], Callable[[], Any] | None]] = {
+    "default": ("new defaults (backdate 90 ms, min silence 180)", {}, None),
+    "before": ("before: min silence 150, no backdating", {}, _vad(backdate_max_ms=0, min_silence_ms=150)),
+    "frames10": ("webrtc 10 ms frames (150, no backdating)", {}, _vad(10, backdate_max_ms=0, min_silence_ms=150)),
+    "backdate": ("backdate 90 ms / 30 dB, min silence 150", {}, _vad(min_silence_ms=150)),
+    "f10backdate30": (
+        "10 ms frames, backdate 30 ms, min silence 150",
+        {},
+        _vad(10, backdate_max_ms=30, min_silence_ms=150),
+    ),
+    "f10backdate170": ("10 ms frames, backdate 90 ms, min silence 170", {}, _vad(10, min_silence_ms=170)),
+    "f10backdate180": ("10 ms frames, backdate 90 ms, min silence 180", {}, _vad(10)),
+    "backdate200": ("backdate 90 ms / 30 dB, min silence 200", {}, _vad(min_silence_ms=200)),
+}
+
+
+@contextlib.contextmanager
+def _no_backdate(on: bool) -> Iterator[None]:
+    """The webrtc default without backdating (the old rows: it did not exist)."""
+    from stream.vad import DEFAULT_VAD_CONFIGS
+
+    saved = DEFAULT_VAD_CONFIGS["webrtc"]
+    if on:
+        DEFAULT_VAD_CONFIGS["webrtc"] = dataclasses.replace(saved, backdate_max_ms=0)
+    try:
+        yield
+    finally:
+        DEFAULT_VAD_CONFIGS["webrtc"] = saved
+
+
+def _variants(names: str) -> list[tuple[str, dict[str, Any], Callable[[], Any] | None]]:
+    unknown = [n for n in names.split(",") if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    return [VARIANTS[n] for n in names.split(",")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=("latency", "segments", "profile"), required=True)
+    ap.add_argument("--part", choices=("latency", "segments", "profile", "breakdown"), required=True)
     ap.add_argument("--utts", type=int, default=12)
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--join-pause-s", type=float, default=0.0, help="silence added after each file (segments)")
     ap.add_argument("--noise-snr-db", type=float, default=None, help="real room tone under the audio (segments)")
     ap.add_argument("--rule2-ms", type=int, default=None, help="CTC rule 2 trailing silence in every row (segments)")
+    ap.add_argument(
+        "--variants",
+        default="default",
+        help="breakdown (segments: extra rows): comma-separated, of " + ", ".join(VARIANTS),
+    )
     ap.add_argument("--only", default=None, help="run only the settings whose name holds this (segments)")
     args = ap.parse_args()
     manifest = lj_test_manifest(Path(os.environ.get("TMPDIR", "/tmp")) / "speechstream_lj_test.tsv")
     t0 = time.perf_counter()
     if args.part == "latency":
         latency(manifest, args.utts)
+    elif args.part == "breakdown":
+        from finals_breakdown import breakdown
+
+        breakdown(manifest, args.utts, _variants(args.variants))
     elif args.part == "profile":
         profile(manifest, args.utts)
     else:
-        segments(manifest, args.files, args.join_pause_s, args.noise_snr_db, args.rule2_ms, args.only)
+        segments(
+            manifest,
+            args.files,
+            args.join_pause_s,
+            args.noise_snr_db,
+            args.rule2_ms,
+            args.only,
+            _variants(args.variants),
+        )
     print(f"run: {time.perf_counter() - t0:.0f} s")
     print("command: .venv/bin/python bench/bench_finals.py " + " ".join(sys.argv[1:]))
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import itertools
 import sys
 import time
@@ -62,7 +63,7 @@ CORPORA = next(
     (p for p in (ROOT.parent / "shared" / "corpora", ROOT.parent.parent / "shared" / "corpora") if p.is_dir()),
     ROOT.parent / "shared" / "corpora",
 )
-OLD_DEFAULTS = VadConfig(200, 200, 90, 400)  # VadConfig() before this retune (webrtc and silero alike)
+OLD_DEFAULTS = VadConfig(200, 200, 90, 400, 0)  # VadConfig() before this retune (webrtc and silero alike)
 
 
 def rows(folder: str) -> list[dict[str, str]]:
@@ -279,6 +280,56 @@ def decision_delays(s: Set, kind: str, cfg: VadConfig, **kw: Any) -> tuple[list[
     return delays, len(delays), len(ends)
 
 
+# webrtc variants of the finalisation-latency work (bench_finals.py --part breakdown): (name, frame ms, VadConfig fields)
+LATENCY_VARIANTS: tuple[tuple[str, int, dict[str, int]], ...] = (
+    ("before: 30 ms frames, min silence 150, no backdating", 30, {"backdate_max_ms": 0, "min_silence_ms": 150}),
+    ("10 ms frames (min silence 150, no backdating)", 10, {"backdate_max_ms": 0, "min_silence_ms": 150}),
+    ("10 ms frames, backdate 30 ms (min silence 150)", 10, {"backdate_max_ms": 30, "min_silence_ms": 150}),
+    ("10 ms frames, backdate 90 ms, min silence 170", 10, {"backdate_max_ms": 90, "min_silence_ms": 170}),
+    ("10 ms frames, backdate 90 ms, min silence 180", 10, {"backdate_max_ms": 90, "min_silence_ms": 180}),
+    ("new defaults: 30 ms frames, backdate 90 ms, min silence 180", 30, {}),
+)
+
+
+def live_segment(x: np.ndarray, cfg: VadConfig, frame_ms: int) -> np.ndarray:
+    """Frame labels (10 ms) of the real webrtc segmenter run on the audio itself (backdating reads
+    the audio's energy, which the replayed labels of :func:`segment` do not carry)."""
+    from stream.vad import make_segmenter
+
+    seg = make_segmenter("webrtc", cfg, frame_ms=frame_ms)
+    out, st = seg.step(x, seg.init_state())
+    more, _ = seg.flush(st)
+    pred = np.zeros(len(x) // FRAME, bool)
+    for o in out + more:
+        if isinstance(o, End):
+            pred[o.start_sample // FRAME : -(-o.sample // FRAME)] = True
+    return pred
+
+
+def latency_variants(test: Set, sets: list[Set]) -> None:
+    print(
+        "webrtc variants for finalisation latency (the real segmenter on the audio; aggressiveness 3, 100/100/60 ms):"
+    )
+    print(
+        "| variant | clean P / R / F1 | +noise 20 dB P / R / F1 | +noise 10 dB P / R / F1 | delay P50 / P90 | found |"
+    )
+    print("|---|---|---|---|---|---|")
+    base = DEFAULT_VAD_CONFIGS["webrtc"]
+    for name, frame_ms, fields in LATENCY_VARIANTS:
+        cfg = dataclasses.replace(base, **fields)
+        row = []
+        for s in sets:
+            p, r, f = prf(live_segment(s.audio, cfg, frame_ms), s)
+            row.append(f"{p:.3f} / {r:.3f} / {f:.3f}")
+        d, n, total = decision_delays(test, "webrtc", cfg, frame_ms=frame_ms)
+        print(
+            f"| {name} | "
+            + " | ".join(row)
+            + f" | {np.percentile(d, 50):.0f} / {np.percentile(d, 90):.0f} ms | {n} of {total} |"
+        )
+    print()
+
+
 def _ms(c: VadConfig) -> tuple[int, int, int, int]:
     return (c.pre_speech_pad_ms, c.hangover_ms, c.min_speech_ms, c.min_silence_ms)
 
@@ -288,6 +339,7 @@ def main() -> None:
     ap.add_argument("--tune-utts", type=int, default=60)
     ap.add_argument("--test-utts", type=int, default=40)
     ap.add_argument("--no-search", action="store_true", help="score the shipped defaults only")
+    ap.add_argument("--latency-variants", action="store_true", help="also score the webrtc latency variants")
     args = ap.parse_args()
     t0 = time.perf_counter()
     kath = rows("rhasspy_kathleen")
@@ -353,7 +405,10 @@ def main() -> None:
             row = []
             for s, o in zip(sets, outs):
                 F, lab = o[variant]
-                p, r, f = prf(segment(F, lab, len(s.audio), cfg), s)
+                # backdating reads the audio's energy: the real segmenter on the audio, not replayed labels
+                live = kind == "webrtc" and cfg.backdate_max_ms
+                pred = live_segment(s.audio, cfg, 30) if live else segment(F, lab, len(s.audio), cfg)
+                p, r, f = prf(pred, s)
                 row.append(f"{p:.3f} / {r:.3f} / {f:.3f}")
             print(f"| {label} | " + " | ".join(row) + " |")
     print()
@@ -373,6 +428,8 @@ def main() -> None:
             f"| {kind} {tag} {_ms(cfg)} {kw or ''} | {np.percentile(d, 50):.0f} / {np.percentile(d, 90):.0f} ms | {n} of {total} |"
         )
     print()
+    if args.latency_variants:
+        latency_variants(test, sets)
     print("settings = (pre-speech pad, hangover, min speech, min silence) ms; webrtc 30 ms frames.")
     print("The whole run: %.0f s on the shared box." % (time.perf_counter() - t0))
     print("command: .venv/bin/python bench/bench_vad_real.py " + " ".join(sys.argv[1:]))

@@ -24,7 +24,9 @@ Timing rules (``F`` = frame length; all times are exact integer sample offsets):
   previous segment's end, nor before 0);
 - speech ends after ``min_silence_ms`` of consecutive non-speech frames; the
   segment ends ``hangover_ms`` after the last speech frame (at most where the
-  silence was confirmed);
+  silence was confirmed); with ``backdate_max_ms`` > 0 the silence run counts from the first
+  frame more than ``backdate_db`` under the segment's loudest frame when the classifier flags
+  silence later (at most ``backdate_max_ms`` earlier than its first non-speech frame);
 - at end of stream an open segment ends at ``min(last speech + hangover, end)``,
   or at the end if its last frame was speech; an unconfirmed run is dropped.
 
@@ -82,9 +84,14 @@ class VadConfig:
     pre_speech_pad_ms: int = 100  # keep the onset consonant that the classifier misses
     hangover_ms: int = 100  # keep the word tail that decays under the threshold
     min_speech_ms: int = 60  # 2 webrtc frames: ignore clicks
-    # shorter pauses stay inside one segment; webrtc's own decision already runs ~90 ms into a
-    # pause, so 150 ms here ends a segment at pauses of about 250 ms and more
-    min_silence_ms: int = 150
+    # a pause this long, counted from where the energy fell (backdating), ends a segment: 150 ms
+    # pauses inside a sentence stay inside it (bench/bench_finals.py --part breakdown)
+    min_silence_ms: int = 180
+    # 0: off. Else the min-silence run counts from where the frame energy fell (the first frame more
+    # than ``backdate_db`` under the segment's loudest frame) when the classifier flags silence
+    # later, by at most this much (webrtc keeps calling speech for ~60-90 ms after a word)
+    backdate_max_ms: int = 90
+    backdate_db: int = 30
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -101,7 +108,8 @@ DEFAULT_WEBRTC_AGGRESSIVENESS = 3
 DEFAULT_SILERO_THRESHOLD = 0.7
 DEFAULT_VAD_CONFIGS: dict[str, VadConfig] = {
     "webrtc": VadConfig(),
-    "silero": VadConfig(min_silence_ms=200),  # silero's own hysteresis does not eat into pauses
+    # silero's own hysteresis does not eat into pauses; backdating not measured for it
+    "silero": VadConfig(min_silence_ms=200, backdate_max_ms=0),
 }
 
 
@@ -350,6 +358,8 @@ class SegmenterState:
     seg_start: int
     last_speech_end: int
     total: int  # samples received
+    peak_db: float = -200.0  # backdating: the open segment's loudest frame (dB re full scale)
+    low_since: int | None = None  # backdating: start of the current run of frames under peak - backdate_db
 
 
 class Segmenter:
@@ -363,6 +373,7 @@ class Segmenter:
         self.hang = config.samples(config.hangover_ms)
         self.min_speech = config.samples(config.min_speech_ms)
         self.min_silence = config.samples(config.min_silence_ms)
+        self.backdate = config.samples(config.backdate_max_ms)
 
     @property
     def lookahead_samples(self) -> int:
@@ -391,21 +402,31 @@ class Segmenter:
         k = pending.shape[0] // self.F
         frames = pending[: k * self.F].reshape(k, self.F)
         labels, clf = self.clf.classify(frames, state.clf) if k else (np.zeros(0, bool), state.clf)
+        if self.backdate and k:
+            db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
+        else:
+            db = np.zeros(k)
         st = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
         st["clf"] = clf
         st["pending"] = pending[k * self.F :].copy()
         st["held"] = np.concatenate([state.held, x]) if state.held.size else x
         st["total"] = state.total + x.shape[0]
         out: list[Output] = []
-        for label in labels:
-            self._frame(st, bool(label), out)
+        for label, level in zip(labels, db):
+            self._frame(st, bool(label), out, float(level))
         self._release_safe(st, out)
         return out, SegmenterState(**st)
 
-    def _frame(self, st: dict[str, Any], speech: bool, out: list[Output]) -> None:
+    def _frame(self, st: dict[str, Any], speech: bool, out: list[Output], db: float = 0.0) -> None:
         f0 = st["pos"]
         f1 = f0 + self.F
         st["pos"] = f1
+        if self.backdate:
+            if not st["in_speech"] or db > st["peak_db"] - self.config.backdate_db:
+                st["low_since"] = None  # out of a segment, each frame is the peak of its own
+                st["peak_db"] = db if not st["in_speech"] else max(st["peak_db"], db)
+            elif st["low_since"] is None:
+                st["low_since"] = f0
         if not st["in_speech"]:
             if not speech:
                 st["run_start"] = None
@@ -424,6 +445,8 @@ class Segmenter:
                 return
             if st["run_start"] is None:
                 st["run_start"] = f0
+                if st["low_since"] is not None:  # backdating: count from where the energy fell
+                    st["run_start"] = max(st["low_since"], f0 - self.backdate)
             if f1 - st["run_start"] >= max(self.min_silence, 1):
                 end = min(st["last_speech_end"] + self.hang, f1)
                 self._release(st, end, True, out)
@@ -469,5 +492,5 @@ def make_segmenter(
         thr = DEFAULT_SILERO_THRESHOLD if threshold is None else threshold
         return Segmenter(SileroClassifier(thr), config or DEFAULT_VAD_CONFIGS["silero"])
     if kind == "none":
-        return Segmenter(AlwaysSpeech(), VadConfig(0, 0, 0, 0))
+        return Segmenter(AlwaysSpeech(), VadConfig(0, 0, 0, 0, 0))
     raise ConfigError(f"unknown VAD {kind!r}; choose webrtc, silero or none")

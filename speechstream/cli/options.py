@@ -211,8 +211,8 @@ VAD_MIN_SILENCE_MS = typer.Option(
     "--vad-min-silence-ms",
     min=0,
     max=MAX_VAD_TIMING_MS,
-    help="A pause this long ends a segment (a final), ms.",
-    show_default="webrtc 150, silero 200",
+    help="A pause this long ends a segment (a final), ms (webrtc: counted from where the energy fell).",
+    show_default="webrtc 180, silero 200",
 )
 VAD_THRESHOLD = typer.Option(
     VAD.threshold, "--vad-threshold", min=0.0, max=1.0, help="silero speech probability threshold.", show_default="0.7"

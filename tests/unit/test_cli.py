@@ -232,7 +232,7 @@ def test_serve_vad_options_reach_the_vad_and_the_recognizer(monkeypatch, tmp_pat
     assert result.exit_code == 0, result.output
     nodes = build_nodes(seen[-1])[0]
     (vad,) = [n for n in nodes if isinstance(n, VadNode)]
-    assert vad.segmenter.config == VadConfig(0, 40, 80, 300)
+    assert vad.segmenter.config == VadConfig(0, 40, 80, 300, backdate_max_ms=0)  # silero: no backdating
     assert vad.segmenter.clf.threshold == 0.6
     (rec,) = [n for n in nodes if isinstance(n, Recognizer)]
     assert rec.config.max_utterance_ms == 9000
@@ -574,7 +574,7 @@ def test_vad_timing_options_reach_the_vad_from_toml_and_cli(tmp_path):
         {**load_toml(toml), "vad_pre_speech_pad_ms": 0, "input_path": str(EXAMPLE), "max_utterance_ms": 9000}
     ).validate()
     seg = build_vad(cfg).segmenter
-    assert seg.config == VadConfig(0, 40, DEFAULT_VAD_CONFIGS["silero"].min_speech_ms, 300)
+    assert seg.config == VadConfig(0, 40, DEFAULT_VAD_CONFIGS["silero"].min_speech_ms, 300, backdate_max_ms=0)
     assert seg.clf.threshold == 0.6
     assert build_recognizer(cfg, "m").config.max_utterance_ms == 9000
     webrtc = build_vad(TranscribeConfig(input_path=EXAMPLE, vad=VadSettings(aggressiveness=1))).segmenter

@@ -248,3 +248,41 @@ async def test_vad_node_in_graph(speech):
         assert pos == n and not inside
         if sid == "a":
             assert len(segs) == len(regions)
+
+
+def _loud_then_quiet(labels, loud_frames, F=160):
+    """Audio whose first ``loud_frames`` frames are loud (-10 dB), the rest quiet (-70 dB)."""
+    x = np.full(len(labels) * F, 10 ** (-70 / 20), np.float32)
+    x[: loud_frames * F] = 10 ** (-10 / 20)
+    return x
+
+
+def test_backdating_counts_the_silence_from_where_the_energy_fell():
+    """The classifier says speech 8 frames past the energy fall (its own hangover): backdating
+    counts the min silence from the fall, by at most ``backdate_max_ms``; off, from its first silence."""
+    F = 160
+    labels = [0] * 10 + [1] * 30 + [0] * 60  # speech frames 10-39; the energy falls at frame 32
+    x = _loud_then_quiet(labels, 32)
+    x[: 10 * F] = 0.0
+    base = VadConfig(pre_speech_pad_ms=0, hangover_ms=300, min_speech_ms=30, min_silence_ms=150)
+    ends = {}
+    for max_ms in (0, 50, 90):
+        cfg = VadConfig(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "backdate_max_ms": max_ms})
+        out = run_segmenter(Segmenter(Scripted(labels), cfg), x)
+        check_timeline(out, x.shape[0])
+        (end,) = [o for o in out if isinstance(o, End)]
+        ends[max_ms] = end.sample
+    assert ends[0] == (40 + 15) * F  # confirmed 150 ms after the classifier's first silent frame
+    assert ends[50] == (40 - 5 + 15) * F  # moved back 50 ms, not as far as the fall
+    assert ends[90] == (32 + 15) * F  # from the fall (8 frames back, within 90 ms)
+
+
+def test_backdating_leaves_a_loud_tail_alone():
+    """Energy still loud where the classifier stops calling speech: nothing to backdate."""
+    F = 160
+    labels = [0] * 10 + [1] * 30 + [0] * 60
+    x = _loud_then_quiet(labels, 40)
+    x[: 10 * F] = 0.0
+    cfg = VadConfig(pre_speech_pad_ms=0, hangover_ms=300, min_speech_ms=30, min_silence_ms=150, backdate_max_ms=90)
+    (end,) = [o for o in run_segmenter(Segmenter(Scripted(labels), cfg), x) if isinstance(o, End)]
+    assert end.sample == (40 + 15) * F
