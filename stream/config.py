@@ -88,10 +88,11 @@ VAD_KEYS: dict[str, str] = {
     "vad_hangover_ms": "hangover_ms",
     "vad_min_speech_ms": "min_speech_ms",
     "vad_min_silence_ms": "min_silence_ms",
+    "vad_backdate_max_ms": "backdate_max_ms",
     "vad_threshold": "threshold",
     "vad_aggressiveness": "aggressiveness",
 }
-_TIMING = ("pre_speech_pad_ms", "hangover_ms", "min_speech_ms", "min_silence_ms")
+_TIMING = ("pre_speech_pad_ms", "hangover_ms", "min_speech_ms", "min_silence_ms", "backdate_max_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,8 @@ class VadSettings:
     hangover_ms: int | None = None  # audio kept after the last speech frame
     min_speech_ms: int | None = None  # shorter bursts are not speech
     min_silence_ms: int | None = None  # a pause this long ends a segment (a final)
+    # the pause counts from where the energy fell, at most this much before the classifier's first silent frame (0: off)
+    backdate_max_ms: int | None = None
     threshold: float | None = None  # silero speech probability threshold (0-1)
     aggressiveness: int | None = None  # webrtc 0-3
 
@@ -430,6 +433,7 @@ _INT_FIELDS = {
     "vad_hangover_ms",
     "vad_min_speech_ms",
     "vad_min_silence_ms",
+    "vad_backdate_max_ms",
     "vad_aggressiveness",
     "max_utterance_ms",
 }

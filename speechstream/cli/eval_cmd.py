@@ -57,6 +57,7 @@ def eval_(
     vad_hangover_ms: int | None = o.VAD_HANGOVER_MS,
     vad_min_speech_ms: int | None = o.VAD_MIN_SPEECH_MS,
     vad_min_silence_ms: int | None = o.VAD_MIN_SILENCE_MS,
+    vad_backdate_max_ms: int | None = o.VAD_BACKDATE_MAX_MS,
     vad_threshold: float | None = o.VAD_THRESHOLD,
     vad_aggressiveness: int | None = o.VAD_AGGRESSIVENESS,
     max_utterance_ms: int = o.MAX_UTTERANCE_MS,

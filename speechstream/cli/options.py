@@ -214,6 +214,14 @@ VAD_MIN_SILENCE_MS = typer.Option(
     help="A pause this long ends a segment (a final), ms (webrtc: counted from where the energy fell).",
     show_default="webrtc 180, silero 200",
 )
+VAD_BACKDATE_MAX_MS = typer.Option(
+    VAD.backdate_max_ms,
+    "--vad-backdate-max-ms",
+    min=0,
+    max=MAX_VAD_TIMING_MS,
+    help="Count the pause from where the energy fell, at most this long before the VAD's first silent frame, ms; 0: off.",
+    show_default="webrtc 90, silero 0",
+)
 VAD_THRESHOLD = typer.Option(
     VAD.threshold, "--vad-threshold", min=0.0, max=1.0, help="silero speech probability threshold.", show_default="0.7"
 )

@@ -364,3 +364,33 @@ def test_pipeline_keywords_build_the_nested_configs():
     assert cfg is not None and cfg.recognizer == RecognizerConfig(left_context_ms=1280, chunk_ms=320)
     with pytest.raises(ConfigError, match="vad_threshold is silero's"):
         Pipeline.from_file(EXAMPLE, model="none", vad_threshold=0.5)
+
+
+@pytest.mark.parametrize("value, expected", [(None, 90), (0, 0), (40, 40)])
+def test_vad_backdate_reaches_the_segmenter(value, expected):
+    """--vad-backdate-max-ms / TOML vad_backdate_max_ms: None keeps webrtc's tuned 90 ms, 0 turns it off."""
+    from speechstream.builder import build_vad
+    from stream.config import TranscribeConfig, VadSettings
+
+    cfg = TranscribeConfig.from_flat(**({} if value is None else {"vad_backdate_max_ms": value}))
+    node = build_vad(cfg)
+    assert node.segmenter.config.backdate_max_ms == expected
+    assert build_vad(VadSettings(name="silero")).segmenter.config.backdate_max_ms == 0
+
+
+def test_vad_backdate_out_of_range_is_refused():
+    from stream.config import VadSettings
+    from stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vad_backdate_max_ms"):
+        VadSettings(backdate_max_ms=-1)
+
+
+def test_vad_backdate_from_toml(tmp_path):
+    from speechstream.builder import build_vad
+    from stream.config import TranscribeConfig, load_toml
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("vad_backdate_max_ms = 30\n")
+    cfg = TranscribeConfig.from_mapping(load_toml(toml))
+    assert build_vad(cfg).segmenter.config.backdate_max_ms == 30
