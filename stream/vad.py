@@ -417,7 +417,7 @@ class Segmenter:
         self._release_safe(st, out)
         return out, SegmenterState(**st)
 
-    def _frame(self, st: dict[str, Any], speech: bool, out: list[Output], db: float = 0.0) -> None:
+    def _frame(self, st: dict[str, Any], speech: bool, out: list[Output], db: float) -> None:
         f0 = st["pos"]
         f1 = f0 + self.F
         st["pos"] = f1

@@ -182,45 +182,25 @@ HOTWORD = typer.Option(
 # show_default: the VADs' tuned values (stream.vad, not imported here: --help stays light; a test
 # checks that they agree)
 
-VAD_PRE_SPEECH_PAD_MS = typer.Option(
-    VAD.pre_speech_pad_ms,
-    "--vad-pre-speech-pad-ms",
-    min=0,
-    max=MAX_VAD_TIMING_MS,
-    help="Audio kept before a detected speech onset, ms.",
-    show_default="100",
+
+def _vad_timing_option(field: str, help: str, show_default: str) -> Any:
+    """A VAD timing in ms (a VadSettings field; None: the VAD's tuned default), range-checked at parse time."""
+    flag = "--vad-" + field.replace("_", "-")
+    return typer.Option(getattr(VAD, field), flag, min=0, max=MAX_VAD_TIMING_MS, help=help, show_default=show_default)
+
+
+VAD_PRE_SPEECH_PAD_MS = _vad_timing_option("pre_speech_pad_ms", "Audio kept before a detected speech onset, ms.", "100")
+VAD_HANGOVER_MS = _vad_timing_option("hangover_ms", "Audio kept after the last speech frame, ms.", "100")
+VAD_MIN_SPEECH_MS = _vad_timing_option("min_speech_ms", "Shorter bursts are not speech, ms.", "60")
+VAD_MIN_SILENCE_MS = _vad_timing_option(
+    "min_silence_ms",
+    "A pause this long ends a segment (a final), ms (webrtc: counted from where the energy fell).",
+    "webrtc 180, silero 200",
 )
-VAD_HANGOVER_MS = typer.Option(
-    VAD.hangover_ms,
-    "--vad-hangover-ms",
-    min=0,
-    max=MAX_VAD_TIMING_MS,
-    help="Audio kept after the last speech frame, ms.",
-    show_default="100",
-)
-VAD_MIN_SPEECH_MS = typer.Option(
-    VAD.min_speech_ms,
-    "--vad-min-speech-ms",
-    min=0,
-    max=MAX_VAD_TIMING_MS,
-    help="Shorter bursts are not speech, ms.",
-    show_default="60",
-)
-VAD_MIN_SILENCE_MS = typer.Option(
-    VAD.min_silence_ms,
-    "--vad-min-silence-ms",
-    min=0,
-    max=MAX_VAD_TIMING_MS,
-    help="A pause this long ends a segment (a final), ms (webrtc: counted from where the energy fell).",
-    show_default="webrtc 180, silero 200",
-)
-VAD_BACKDATE_MAX_MS = typer.Option(
-    VAD.backdate_max_ms,
-    "--vad-backdate-max-ms",
-    min=0,
-    max=MAX_VAD_TIMING_MS,
-    help="Count the pause from where the energy fell, at most this long before the VAD's first silent frame, ms; 0: off.",
-    show_default="webrtc 90, silero 0",
+VAD_BACKDATE_MAX_MS = _vad_timing_option(
+    "backdate_max_ms",
+    "Count the pause from where the energy fell, at most this long before the VAD's first silent frame, ms; 0: off.",
+    "webrtc 90, silero 0",
 )
 VAD_THRESHOLD = typer.Option(
     VAD.threshold, "--vad-threshold", min=0.0, max=1.0, help="silero speech probability threshold.", show_default="0.7"

@@ -629,5 +629,6 @@ def test_vad_option_defaults_shown_in_help_are_the_vads_own():
     assert cli.VAD_HANGOVER_MS.show_default == str(web.hangover_ms)
     assert cli.VAD_MIN_SPEECH_MS.show_default == str(web.min_speech_ms) == str(sil.min_speech_ms)
     assert cli.VAD_MIN_SILENCE_MS.show_default == f"webrtc {web.min_silence_ms}, silero {sil.min_silence_ms}"
+    assert cli.VAD_BACKDATE_MAX_MS.show_default == f"webrtc {web.backdate_max_ms}, silero {sil.backdate_max_ms}"
     assert cli.VAD_THRESHOLD.show_default == str(DEFAULT_SILERO_THRESHOLD)
     assert cli.VAD_AGGRESSIVENESS.show_default == str(DEFAULT_WEBRTC_AGGRESSIVENESS)
