@@ -13,7 +13,10 @@ same process, one after the other, on the same utterances:
   and ``eval``'s old 100 ms source blocks: today's figure;
 - ``old, 20 ms blocks``: the same with the microphone's 20 ms blocks (eval's new default);
 - ``before backdating``: webrtc 3, 100 / 100 / 60 / 150 ms, rule 2 at 0.5 s, peek at the VAD end, 20 ms blocks;
-- ``new``: the new defaults (the same with min silence 180 ms counted from the energy fall, backdate 90 ms), 20 ms blocks;
+- ``new``: the new defaults (the same with min silence 180 ms counted from the energy fall, backdate 90 ms,
+  the hangover counted from there too, and the VAD end's work started at the VAD's pause hint: decoding
+  ahead), 20 ms blocks;
+- ``new, no decoding ahead`` (the VAD end's work done at the ``SpeechEnded``);
 - ``new, 100 ms blocks``; ``new, silero``.
 
 Part ``segments``: the first ``--files`` held-out LJ Speech files read back to back (each file whole,
@@ -63,6 +66,7 @@ OLD = dict(
     vad_min_silence_ms=400,
     vad_aggressiveness=2,
     peek_at_vad_end=False,
+    decode_ahead=False,
     rule2_min_trailing_silence_ms=1200,
 )
 
@@ -83,9 +87,10 @@ def latency(manifest: Path, utts: int) -> None:
         ("old, 20 ms blocks", dict(OLD, block_ms=20)),
         (
             "before backdating (webrtc 3, 100/100/60/150 ms, peek at VAD end), 20 ms blocks",
-            dict(vad_min_silence_ms=150),
+            dict(vad_min_silence_ms=150, decode_ahead=False),
         ),
-        ("new defaults (webrtc 3, 100/100/60/180 ms, backdate 90 ms, peek at VAD end), 20 ms blocks", {}),
+        ("new defaults (webrtc 3, 100/100/60/180 ms, backdate 90 ms, peek, decoding ahead), 20 ms blocks", {}),
+        ("new defaults without decoding ahead, 20 ms blocks", dict(decode_ahead=False)),
         ("new defaults, 100 ms blocks", dict(block_ms=100)),
         ("new defaults, silero (0.7, 100/100/60/200 ms), 20 ms blocks", dict(vad="silero")),
     ]
@@ -281,8 +286,13 @@ def _vad(frame_ms: int = 30, **timing: int) -> Callable[[], Any]:
 
 
 VARIANTS: dict[str, tuple[str, dict[str, Any], Callable[[], Any] | None]] = {
-    "default": ("new defaults (backdate 90 ms, min silence 180)", {}, None),
-    "before": ("before: min silence 150, no backdating", {}, _vad(backdate_max_ms=0, min_silence_ms=150)),
+    "default": ("defaults (backdate 90 ms, min silence 180, decoding ahead)", {}, None),
+    "noahead": ("the same without decoding ahead", {"decode_ahead": False}, None),
+    "before": (
+        "before: min silence 150, no backdating",
+        {"decode_ahead": False},
+        _vad(backdate_max_ms=0, min_silence_ms=150),
+    ),
     "frames10": ("webrtc 10 ms frames (150, no backdating)", {}, _vad(10, backdate_max_ms=0, min_silence_ms=150)),
     "backdate": ("backdate 90 ms / 30 dB, min silence 150", {}, _vad(min_silence_ms=150)),
     "f10backdate30": (

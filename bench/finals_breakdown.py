@@ -12,8 +12,9 @@ parts that add up to eval's figure exactly:
   (source block pacing, resampler, the VAD's executor);
 - (d) recogniser: that -> the wall time of the final event, split into (d1) waiting in the
   recogniser's input edge, (d2) its batch lock and the drain of the chunks queued before the end,
-  (d3) the VAD-end step (peek forward + LM decode + final) and (d4) the rest (emit; a cut the peek
-  could not reach waits for the next chunk here).
+  (d3) the VAD-end step (peek forward + LM decode + final), or with decoding ahead (the default) the
+  wait for that step, started at the VAD's pause hint, to finish, and (d4) the rest (emit; a cut the
+  peek could not reach waits for the next chunk here).
 
 (a) and (b) come from the same segmenter run again offline on the same padded audio (it is
 deterministic); (c) and (d) from wall-clock stamps taken in the running graph (``time.monotonic``,
@@ -45,7 +46,7 @@ NAMES = {
     "d": "(d) -> final event (recogniser)",
     "d1": "(d1) of which: waiting in the recogniser's input edge",
     "d2": "(d2) of which: batch lock + drain of the chunks queued before the end",
-    "d3": "(d3) of which: VAD-end step (peek + LM decode + final)",
+    "d3": "(d3) of which: VAD-end step (peek + LM decode + final), or the wait for the one started ahead",
     "d4": "(d4) of which: after the step (emit; a cut waiting for the next chunk)",
     "total": "total (eval's finalisation latency)",
 }
@@ -82,9 +83,9 @@ def _stamps() -> Iterator[dict[str, Any]]:
     from stream.recognizer import Recognizer
     from stream.vad_node import VadNode
 
-    rec: dict[str, Any] = {"batches": [], "vad_end": {}, "proc": {}, "step": []}
+    rec: dict[str, Any] = {"batches": [], "vad_end": {}, "proc": {}, "step": [], "taken": {}}
     orig_batch, orig_emit = ev._stream_batch, VadNode._emit
-    orig_proc, orig_vad_end = Recognizer.process, Recognizer._vad_end
+    orig_proc, orig_vad_end, orig_taken = Recognizer.process, Recognizer._vad_end, Recognizer._taken_ahead
 
     async def stream_batch(batch, *a, **kw):  # type: ignore[no-untyped-def]
         out = await orig_batch(batch, *a, **kw)
@@ -108,13 +109,21 @@ def _stamps() -> Iterator[dict[str, Any]]:
         rec["step"].append((sample, t, time.monotonic()))
         return out
 
+    def taken(self, sid, state, sample):  # type: ignore[no-untyped-def]
+        out = orig_taken(self, sid, state, sample)
+        if out is not None:  # the VAD-end work started at the pause hint is used
+            rec["taken"][(sid, sample)] = time.monotonic()
+        return out
+
     ev._stream_batch, VadNode._emit = stream_batch, emit  # type: ignore[assignment]
     Recognizer.process, Recognizer._vad_end = process, vad_end  # type: ignore[method-assign]
+    Recognizer._taken_ahead = taken  # type: ignore[method-assign]
     try:
         yield rec
     finally:
         ev._stream_batch, VadNode._emit = orig_batch, orig_emit  # type: ignore[assignment]
         Recognizer.process, Recognizer._vad_end = orig_proc, orig_vad_end  # type: ignore[method-assign]
+        Recognizer._taken_ahead = orig_taken  # type: ignore[method-assign]
 
 
 def measure(cfg: EvalConfig, vad_factory: Callable[[], Any] | None = None) -> dict[str, list[float]]:
@@ -135,6 +144,7 @@ def measure(cfg: EvalConfig, vad_factory: Callable[[], Any] | None = None) -> di
         t0s.update(starts)
     parts: dict[str, list[float]] = {k: [] for k in (*PARTS, "total")}
     reasons: dict[str, int] = {}
+    ahead = 0
     pad = np.zeros(cfg.pad_silence_ms * RATE // 1000, np.float32)
     for i, (audio, _) in enumerate(items):
         sid, x = f"u{i}", _load_audio(audio)
@@ -155,7 +165,13 @@ def measure(cfg: EvalConfig, vad_factory: Callable[[], Any] | None = None) -> di
         tr = {e: (r, c) for r, c, e in trace_segmenter(seg, np.concatenate([x, pad]), cfg.block_ms * 16)}
         run, confirm = tr[sample]
         t_in = rec["proc"][(sid, sample)]
-        s0, s1 = min((a, b) for s, a, b in rec["step"] if s == sample and a >= t_in)
+        t_take = rec["taken"].get((sid, sample))
+        if t_take is not None:  # decoded ahead: the step ran (or still runs) from before t_in
+            ahead += 1
+            done = max(b for s, a, b in rec["step"] if s == sample and a <= t_take)
+            s0, s1 = t_take, max(done, t_take)
+        else:
+            s0, s1 = min((a, b) for s, a, b in rec["step"] if s == sample and a >= t_in)
         for k, v in (
             ("a", (run - end) / RATE),
             ("b", (confirm - run) / RATE),
@@ -168,6 +184,7 @@ def measure(cfg: EvalConfig, vad_factory: Callable[[], Any] | None = None) -> di
         ):
             parts[k].append(v)
     parts["reasons"] = [float(reasons.get(k, 0)) for k in ("vad", "silence", "max_length", "eos")]
+    parts["ahead"] = [float(ahead), float(len(parts["d"]))]
     return parts
 
 
@@ -203,6 +220,11 @@ def breakdown(manifest: Path, utts: int, variants: list[tuple[str, dict[str, Any
     print(
         "| endpoint of the scored final: vad / silence / max_length / eos | "
         + " | ".join(" / ".join(f"{c:.0f}" for c in p["reasons"]) for _, p in results)
+        + " |"
+    )
+    print(
+        "| VAD ends whose step was started at the pause hint (decoded ahead) / all | "
+        + " | ".join(f"{p['ahead'][0]:.0f} / {p['ahead'][1]:.0f}" for _, p in results)
         + " |"
     )
     print()

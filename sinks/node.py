@@ -4,7 +4,8 @@
     FanOut([SinkNode(SrtSink("talk.srt")), SinkNode(JsonlSink("talk.jsonl"))])
 
 Every event, end of stream included, goes to ``sink.consume`` and then on downstream, so the
-node also works inside a plain chain. ``stop`` closes the sink. A sink's write failure has
+node also works inside a plain chain; internal hints between nodes (``Event.internal``) are
+only passed on. ``stop`` closes the sink. A sink's write failure has
 already disabled only that sink (see :mod:`sinks.base`); it never becomes a graph failure.
 """
 
@@ -23,7 +24,8 @@ class SinkNode(Node):
         self.sink = sink
 
     async def process(self, event: Event) -> None:
-        await self.sink.consume(event)
+        if not event.internal:
+            await self.sink.consume(event)
         await self.push(event)
 
     async def end_of_stream(self, eos: EndOfStream) -> None:

@@ -78,6 +78,7 @@ EVAL_RECOGNIZER_KEYS: dict[str, str] = {
         "max_utterance_ms",
         "rule2_min_trailing_silence_ms",
         "peek_at_vad_end",
+        "decode_ahead",
     )
 }
 
@@ -455,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m speechstream.eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("manifest", type=Path)
     for name, default, annotation in _flat_options():
-        if name in ("realtime", "peek_at_vad_end"):
+        if name in ("realtime", "peek_at_vad_end", "decode_ahead"):
             continue
         kind = {"int": int, "float": float}.get(annotation.split(" ")[0], str)
         ap.add_argument("--" + name.replace("_", "-"), type=kind, default=default)

@@ -105,7 +105,7 @@ class VadSettings:
 
     name: VadName = "webrtc"
     pre_speech_pad_ms: int | None = None  # audio kept before the detected onset
-    hangover_ms: int | None = None  # audio kept after the last speech frame
+    hangover_ms: int | None = None  # audio kept after the start of the pause that ends a segment
     min_speech_ms: int | None = None  # shorter bursts are not speech
     min_silence_ms: int | None = None  # a pause this long ends a segment (a final)
     # the pause counts from where the energy fell, at most this much before the classifier's first silent frame (0: off)

@@ -23,6 +23,11 @@ Event kinds (the ``type`` tag in JSON)::
                         it); the stream carries silence there, so stream time stays exact
     end_of_stream       the source is exhausted; every pending final precedes it
 
+One internal event stays inside the graph (not in ``EVENT_TYPES``, never serialised: sinks skip
+events whose class has ``internal = True``): :class:`SpeechPausing`, the VAD's hint that a
+pause began and its segment's audio is all out, which the recogniser uses to decode the segment
+while the rest of the silence arrives, and consumes.
+
 Segment semantics: ``segment_id`` is stable for the life of a segment.  A
 partial's ``revision`` increases by one per partial; the final carries the
 next revision and closes the segment.
@@ -51,6 +56,7 @@ __all__ = [
     "AudioChunk",
     "SpeechStarted",
     "SpeechEnded",
+    "SpeechPausing",
     "Endpoint",
     "PartialTranscript",
     "FinalTranscript",
@@ -107,6 +113,7 @@ class Event:
     """Base of all events: which stream, and when (integer samples)."""
 
     type: ClassVar[str] = "event"
+    internal: ClassVar[bool] = False  # True: a hint between nodes; sinks skip it
 
     stream_id: str
     sample: int
@@ -180,6 +187,19 @@ class SpeechEnded(Event):
     """Speech ended at ``sample``; it started at ``start_sample``."""
 
     type: ClassVar[str] = "speech_ended"
+
+    start_sample: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPausing(Event):
+    """Internal (see the module docstring): a pause began in the segment that started at
+    ``start_sample``, and its audio up to ``sample`` has all been passed on. If the pause
+    lasts, ``SpeechEnded(sample)`` follows with no audio of this stream in between; if speech
+    resumes, more ``speech=True`` audio comes instead."""
+
+    type: ClassVar[str] = "speech_pausing"
+    internal: ClassVar[bool] = True
 
     start_sample: int = 0
 

@@ -41,7 +41,8 @@ Shape of a running graph::
 - Streams come and go: ``await graph.start_source(src)`` adds one to a running
   graph (servers); a source is stopped and forgotten as soon as its stream's
   EOS reaches the tail, so a graph can run for days. ``on_event`` sees every
-  event that reaches the tail.
+  event that reaches the tail but internal hints (``Event.internal``: a graph
+  without a recogniser passes the VAD's ``SpeechPausing`` on).
 
 Lifecycle and timeouts: ``start(timeout_s)`` opens sources and nodes (config
 errors raise here); ``stop(timeout_s)`` is graceful (sources asked to stop, every
@@ -81,7 +82,7 @@ class _GraphTail(_Tail):
         self.on_event = on_event
 
     async def put(self, item: Item) -> None:
-        if isinstance(item, Event) and self.on_event is not None:
+        if isinstance(item, Event) and self.on_event is not None and not item.internal:
             self.on_event(item)
         await super().put(item)
         if isinstance(item, EndOfStream):

@@ -438,15 +438,17 @@ class FanOut(_Container):
 
 
 class Collect(Node):
-    """Keeps every event that reaches it (``events``) and passes it on. For tests and examples."""
+    """Keeps every event that reaches it (``events``; internal hints only with ``keep_internal``)
+    and passes it on. For tests and examples."""
 
-    def __init__(self, name: str = "collect", *, keep_audio: bool = True):
+    def __init__(self, name: str = "collect", *, keep_audio: bool = True, keep_internal: bool = False):
         super().__init__(name)
         self.events: list[Event] = []
         self.keep_audio = keep_audio
+        self.keep_internal = keep_internal
 
     async def process(self, event: Event) -> None:
-        if self.keep_audio or not isinstance(event, AudioChunk):
+        if (self.keep_audio or not isinstance(event, AudioChunk)) and (self.keep_internal or not event.internal):
             self.events.append(event)
         await self.push(event)
 

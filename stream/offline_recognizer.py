@@ -14,7 +14,8 @@ node's executor). A segment longer than ``max_utterance_ms`` is cut in the quiet
 buffer's last quarter; the rest starts the next segment. Events as
 :class:`~stream.recognizer.Recognizer`'s (segment ids ``"<stream_id>-<n>"``), without partials;
 each final has revision 0. A chunk whose ``sample`` jumps ahead is preceded by zeros;
-overlapping samples are skipped. Every event is passed on.
+overlapping samples are skipped. Every event is passed on but the VAD's internal
+``SpeechPausing``, at which the segment's decode starts ahead (:mod:`stream.recognizer_base`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from engines.online.config import RecognizerConfig
 from engines.online.recognizer import Samples
 
 from .errors import ConfigError
-from .events import SAMPLE_RATE_HZ, AudioChunk, EndOfStream, Event, SpeechEnded
+from .events import SAMPLE_RATE_HZ, AudioChunk, EndOfStream, Event, SpeechEnded, SpeechPausing
 from .executor import Executor
 from .recognizer_base import RecognizerNode
 
@@ -112,7 +113,9 @@ class OfflineRecognizer(RecognizerNode):
             x = np.concatenate(seg.pieces)
             rest = (x[keep:],)
             seg = dataclasses.replace(seg, pieces=(x[:keep],), length=keep)
-        finals, new = await self.executor.run(self._decode_segment, seg, reason, self._language_of(sid))
+        ahead = self._taken_ahead(sid, seg, upto) if reason == "vad" and upto is not None and not rest else None
+        work = ahead or self.executor.run(self._decode_segment, seg, reason, self._language_of(sid))
+        finals, new = await work
         if rest:  # what follows the cut starts the next segment
             new = dataclasses.replace(new, pieces=rest, start=seg.start + seg.length, length=int(rest[0].shape[0]))
         self._segments[sid] = new
@@ -142,7 +145,14 @@ class OfflineRecognizer(RecognizerNode):
 
     async def process(self, event: Event) -> None:
         if isinstance(event, AudioChunk):
+            self._ahead.pop(event.stream_id, None)  # the segment changes: work decoded ahead is stale
             await self._audio(event)
+            return
+        if isinstance(event, SpeechPausing):  # decode ahead (RecognizerNode); the hint goes no further
+            seg = self._segments.get(event.stream_id)
+            if seg is not None and seg.length and seg.start + seg.length == event.sample and self.config.decode_ahead:
+                lang = self._language_of(event.stream_id)
+                self._decode_ahead(event.stream_id, seg, event.sample, self._decode_segment, seg, "vad", lang)
             return
         if isinstance(event, SpeechEnded) and self.config.vad_endpoints:
             await self._close(event.stream_id, "vad", upto=event.sample)

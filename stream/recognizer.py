@@ -20,7 +20,8 @@ never waits on the model.  The decoder's updates become events:
 Segments close on the CTC endpoint rules (``RecognizerConfig.endpoint``), on a
 :class:`SpeechEnded` from an upstream VAD node (cut at its ``sample``; the frames the engine still
 buffers are peeked at so the final comes at once, and a cut that falls inside a word waits for
-the word's end, see :meth:`engines.ctc.StreamingCTCDecoder.request_endpoint`), on a ``Flush``
+the word's end, see :meth:`engines.ctc.StreamingCTCDecoder.request_endpoint`; that work starts
+at the VAD's ``SpeechPausing`` hint, while the pause's silence arrives, see :mod:`stream.recognizer_base`), on a ``Flush``
 control frame (decoder only: the engine keeps its audio), and at end of stream (engine flushed,
 then the decoder; every final precedes the stream's ``EndOfStream``).
 
@@ -47,7 +48,8 @@ vocabulary. Streams of different languages may share a batch; the engine runs on
 Stream time: a chunk whose ``sample`` jumps ahead (a drop-oldest edge dropped audio) is
 preceded by zeros so word times stay exact; overlapping samples are skipped.
 
-Every event is passed on (audio included, for speaker nodes downstream).
+Every event is passed on (audio included, for speaker nodes downstream) but the VAD's internal
+``SpeechPausing`` hint.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from engines.online.decoder import build_decoder
 from engines.online.recognizer import OnlineRecognizer, OnlineState, RecognizerStats, Samples
 
 from .errors import ConfigError
-from .events import AudioChunk, EndOfStream, Event, SpeechEnded
+from .events import AudioChunk, EndOfStream, Event, SpeechEnded, SpeechPausing
 from .executor import Executor
 from .offline_recognizer import OfflineRecognizer
 from .recognizer_base import RecognizerNode
@@ -185,6 +187,7 @@ class Recognizer(RecognizerNode):
             result = await self.executor.run(self._step, request.chunk, request.state, False)
         updates, st = result
         self._streams[chunk.stream_id] = st
+        self._ahead.pop(chunk.stream_id, None)  # speech went on: work decoded ahead is stale
         await self._emit(chunk.stream_id, st.origin, updates)
         await self.push(chunk)
 
@@ -205,11 +208,18 @@ class Recognizer(RecognizerNode):
                 await self._audio(event)
                 return
             await self._drain()  # every other event goes after the audio before it
-            if isinstance(event, SpeechEnded) and self.config.vad_endpoints and event.stream_id in self._streams:
-                st = self._streams[event.stream_id]
-                updates, st = await self.executor.run(self._vad_end, st, event.sample)
-                self._streams[event.stream_id] = st
-                await self._emit(event.stream_id, st.origin, updates)
+            sid = event.stream_id
+            if isinstance(event, SpeechPausing):  # decode ahead (RecognizerNode); the hint goes no further
+                st = self._streams.get(sid)
+                if st is not None and self.config.vad_endpoints and self.config.decode_ahead:
+                    self._decode_ahead(sid, st, event.sample, self._vad_end, st, event.sample)
+                return
+            if isinstance(event, SpeechEnded) and self.config.vad_endpoints and sid in self._streams:
+                st = self._streams[sid]
+                ahead = self._taken_ahead(sid, st, event.sample)
+                updates, st = await (ahead if ahead is not None else self.executor.run(self._vad_end, st, event.sample))
+                self._streams[sid] = st
+                await self._emit(sid, st.origin, updates)
         await self.push(event)
 
     async def _audio(self, chunk: AudioChunk) -> None:
@@ -252,6 +262,7 @@ class Recognizer(RecognizerNode):
         sid = eos.stream_id
         async with self._batch_lock:
             await self._drain()
+        self._ahead.pop(sid, None)
         last = self._streams.get(sid)
         if last is not None and not self.cancelled(sid):  # a cancelled stream's finals go nowhere
             updates, st = await self.executor.run(self.online.finish, last)

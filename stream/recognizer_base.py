@@ -6,10 +6,19 @@
 node's :class:`~stream.executor.Executor` at start, keeps each stream's language, checks incoming
 audio (16 kHz mono, finite; int16 scaled) and turns the engine's segment updates into
 :class:`PartialTranscript` / :class:`FinalTranscript` / :class:`Endpoint` events.
+
+Decoding ahead: at the VAD's internal :class:`~stream.events.SpeechPausing` a node starts its
+VAD-end work (the final's decode) on the executor with the stream's state as it is then, which
+is the state it will have at the ``SpeechEnded`` if the pause lasts (no audio of the stream comes
+in between). At the ``SpeechEnded`` the result is used if the state and the end sample are the
+very same (the work is a pure function of them, so the final is the one a fresh call would give),
+else it is dropped and the work done then. The hint is consumed, not passed on.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,6 +61,8 @@ class RecognizerNode(Node):
         self._stream_languages: dict[str, str] = {}
         self.engine: OnlineRecognizer | None = None  # built at start
         self.stats = RecognizerStats()  # shared with the engine-side recogniser (its counters)
+        # decoding ahead: per stream, (the state it started from, the end sample, its task)
+        self._ahead: dict[str, tuple[object, int, asyncio.Future[Any]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,12 +87,33 @@ class RecognizerNode(Node):
         return rec.model, rec.decoder_for(OnlineState(None, None, 0, 0, rec.language))
 
     async def stop(self) -> None:
+        for _, _, task in self._ahead.values():
+            task.cancel()
+        self._ahead.clear()
         if self._own_executor and self._executor is not None:
             await self._executor.aclose()
             self._executor = None
 
     def forget(self, stream_id: str) -> None:
         self._stream_languages.pop(stream_id, None)
+        self._ahead.pop(stream_id, None)
+
+    # ------------------------------------------------------------------ decoding ahead
+
+    def _decode_ahead(self, stream_id: str, state: object, sample: int, fn: Callable[..., Any], *args: Any) -> None:
+        """Start ``fn(*args)`` (the VAD-end work for ``state`` ending at ``sample``) on the executor."""
+        task = asyncio.ensure_future(self.executor.run(fn, *args))
+        task.add_done_callback(_retrieve)  # an unused one's error is not "never retrieved"
+        self._ahead[stream_id] = (state, sample, task)
+        self.stats.ahead += 1
+
+    def _taken_ahead(self, stream_id: str, state: object, sample: int) -> asyncio.Future[Any] | None:
+        """The work started ahead for exactly this state and end sample, if any (each is taken once)."""
+        ahead = self._ahead.pop(stream_id, None)
+        if ahead is None or ahead[0] is not state or ahead[1] != sample:
+            return None
+        self.stats.ahead_used += 1
+        return ahead[2]
 
     @property
     def executor(self) -> Executor:
@@ -172,3 +204,8 @@ class RecognizerNode(Node):
                 if eos_sample is not None and u.reason == "eos":
                     at = max(at, eos_sample)
                 await self.push(Endpoint(sid, at, segment_id=seg, reason=u.reason))
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

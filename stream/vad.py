@@ -23,12 +23,20 @@ Timing rules (``F`` = frame length; all times are exact integer sample offsets):
   begins ``pre_speech_pad_ms`` before the first of those frames (not before the
   previous segment's end, nor before 0);
 - speech ends after ``min_silence_ms`` of consecutive non-speech frames; the
-  segment ends ``hangover_ms`` after the last speech frame (at most where the
-  silence was confirmed); with ``backdate_max_ms`` > 0 the silence run counts from the first
+  segment ends ``hangover_ms`` after the start of that silence run (at most where the
+  silence was confirmed); with ``backdate_max_ms`` > 0 the silence run starts at the first
   frame more than ``backdate_db`` under the segment's loudest frame when the classifier flags
-  silence later (at most ``backdate_max_ms`` earlier than its first non-speech frame);
-- at end of stream an open segment ends at ``min(last speech + hangover, end)``,
+  silence later (at most ``backdate_max_ms`` earlier than its first non-speech frame; never
+  before audio already released as speech); else at the first non-speech frame;
+- at end of stream an open segment ends at ``min(silence run start + hangover, end)``,
   or at the end if its last frame was speech; an unconfirmed run is dropped.
+
+With ``pause_hints=True`` the segmenter also says, once per silence run, when the segment's
+audio up to its would-be end has all been released (``Pause(sample=that end)``): if the run
+goes on to ``min_silence_ms``, the ``End`` comes at exactly that sample and no audio comes in
+between, so a recogniser can decode the segment while the rest of the silence arrives
+(``hangover_ms < min_silence_ms`` is needed; the default is 100 < 180 ms). If speech resumes
+instead, no ``End`` follows and the segment goes on.
 
 Decisions look ahead at most ``max(pre_speech_pad + min_speech, min_silence)``
 ms, so the segmenter holds back at most that much audio (bounded memory); that
@@ -61,6 +69,7 @@ __all__ = [
     "Audio",
     "Start",
     "End",
+    "Pause",
     "Output",
     "SegmenterState",
     "Segmenter",
@@ -82,7 +91,7 @@ class VadConfig:
     """
 
     pre_speech_pad_ms: int = 100  # keep the onset consonant that the classifier misses
-    hangover_ms: int = 100  # keep the word tail that decays under the threshold
+    hangover_ms: int = 100  # kept after the start of the ending pause: the word tail under the threshold
     min_speech_ms: int = 60  # 2 webrtc frames: ignore clicks
     # a pause this long, counted from where the energy fell (backdating), ends a segment: 150 ms
     # pauses inside a sentence stay inside it (bench/bench_finals.py --part breakdown)
@@ -341,7 +350,15 @@ class End(NamedTuple):
     start_sample: int
 
 
-Output = Audio | Start | End
+class Pause(NamedTuple):
+    """A silence run has begun and the segment's audio up to ``sample`` is out: if the run is
+    confirmed, ``End(sample, start_sample)`` follows with no audio between (``pause_hints``)."""
+
+    sample: int
+    start_sample: int
+
+
+Output = Audio | Start | End | Pause
 
 _EMPTY = np.zeros(0, np.float32)
 
@@ -356,18 +373,20 @@ class SegmenterState:
     in_speech: bool
     run_start: int | None  # SILENCE: start of the current speech run; SPEECH: start of the current silence run
     seg_start: int
-    last_speech_end: int
     total: int  # samples received
     peak_db: float = -200.0  # backdating: the open segment's loudest frame (dB re full scale)
     low_since: int | None = None  # backdating: start of the current run of frames under peak - backdate_db
+    run_end: int = 0  # SPEECH, in a silence run: where the segment ends if the run is confirmed (before f1)
+    hinted: bool = False  # a Pause was emitted for the current silence run
 
 
 class Segmenter:
     """Frame classifier + timing rules -> labelled audio and segment marks (pure)."""
 
-    def __init__(self, classifier: FrameClassifier, config: VadConfig = VadConfig()):
+    def __init__(self, classifier: FrameClassifier, config: VadConfig = VadConfig(), *, pause_hints: bool = False):
         self.clf = classifier
         self.config = config
+        self.pause_hints = pause_hints
         self.F = classifier.frame_samples
         self.pad = config.samples(config.pre_speech_pad_ms)
         self.hang = config.samples(config.hangover_ms)
@@ -381,7 +400,11 @@ class Segmenter:
         return max(self.pad + self.min_speech, self.min_silence) + 2 * self.F
 
     def init_state(self) -> SegmenterState:
-        return SegmenterState(self.clf.init_state(), _EMPTY, 0, _EMPTY, 0, False, None, 0, 0, 0)
+        return SegmenterState(self.clf.init_state(), _EMPTY, 0, _EMPTY, 0, False, None, 0, 0)
+
+    def with_pause_hints(self) -> Segmenter:
+        """The same segmenter (classifier, config) that also emits :class:`Pause` outputs."""
+        return Segmenter(self.clf, self.config, pause_hints=True)
 
     # -- helpers on the held buffer -------------------------------------------------
 
@@ -437,26 +460,35 @@ class Segmenter:
                 start = max(st["run_start"] - self.pad, st["released"])
                 self._release(st, start, False, out)
                 out.append(Start(start))
-                st.update(in_speech=True, seg_start=start, last_speech_end=f1, run_start=None)
+                st.update(in_speech=True, seg_start=start, run_start=None)
         else:
             if speech:
-                st["last_speech_end"] = f1
-                st["run_start"] = None
+                st.update(run_start=None, hinted=False)
                 return
             if st["run_start"] is None:
-                st["run_start"] = f0
+                start = f0
                 if st["low_since"] is not None:  # backdating: count from where the energy fell
-                    st["run_start"] = max(st["low_since"], f0 - self.backdate)
+                    start = max(st["low_since"], f0 - self.backdate)
+                # the hangover counts from the run's start; audio already out as speech stays in the segment
+                st.update(run_start=start, run_end=max(start + self.hang, st["released"]))
             if f1 - st["run_start"] >= max(self.min_silence, 1):
-                end = min(st["last_speech_end"] + self.hang, f1)
+                end = min(st["run_end"], f1)
                 self._release(st, end, True, out)
                 out.append(End(end, st["seg_start"]))
-                st.update(in_speech=False, run_start=None)
+                st.update(in_speech=False, run_start=None, hinted=False)
 
     def _release_safe(self, st: dict[str, Any], out: list[Output]) -> None:
         if st["in_speech"]:
-            safe = st["pos"] if st["run_start"] is None else min(st["pos"], st["last_speech_end"] + self.hang)
+            safe = st["pos"] if st["run_start"] is None else min(st["pos"], st["run_end"])
             self._release(st, safe, True, out)
+            if (
+                self.pause_hints
+                and st["run_start"] is not None
+                and not st["hinted"]
+                and st["released"] >= st["run_end"]
+            ):
+                out.append(Pause(st["run_end"], st["seg_start"]))  # the End, if the run is confirmed
+                st["hinted"] = True
         else:
             base = st["pos"] if st["run_start"] is None else st["run_start"]
             self._release(st, base - self.pad, False, out)
@@ -467,10 +499,10 @@ class Segmenter:
         out: list[Output] = []
         total = st["total"]
         if st["in_speech"]:
-            end = total if st["run_start"] is None else min(st["last_speech_end"] + self.hang, total)
+            end = total if st["run_start"] is None else min(st["run_end"], total)
             self._release(st, end, True, out)
             out.append(End(end, st["seg_start"]))
-            st.update(in_speech=False, run_start=None)
+            st.update(in_speech=False, run_start=None, hinted=False)
         self._release(st, total, False, out)
         st.update(pending=_EMPTY, pos=total, run_start=None)
         return out, SegmenterState(**st)

@@ -8,6 +8,12 @@ start_sample=start)`` right after its last one. A recogniser can therefore
 segment by reading its input in order: open a segment at ``SpeechStarted``, feed
 ``speech=True`` audio, close it at ``SpeechEnded`` (or at ``EndOfStream``).
 
+With ``hints=True`` (the default) the node also sends the internal
+:class:`~stream.events.SpeechPausing` when a pause has begun and the segment's audio up to its
+would-be end is all out (``Segmenter.with_pause_hints``): the recogniser decodes the segment
+then, while the rest of the silence arrives, so the final is ready when ``SpeechEnded`` comes.
+Sinks never see it (the recogniser consumes it; sink nodes skip internal events).
+
 The segmenter holds back at most ``Segmenter.lookahead_samples`` of audio per
 stream (its decision latency). Classification runs in an
 :class:`~stream.executor.Executor` (one worker by default), so a slow VAD (silero)
@@ -20,18 +26,21 @@ from __future__ import annotations
 from typing import Literal
 
 from .errors import BadAudioError
-from .events import SAMPLE_RATE_HZ, AudioChunk, EndOfStream, Event, SpeechEnded, SpeechStarted
+from .events import SAMPLE_RATE_HZ, AudioChunk, EndOfStream, Event, SpeechEnded, SpeechPausing, SpeechStarted
 from .executor import Executor
 from .node import Node
-from .vad import Audio, End, Output, Segmenter, SegmenterState, Start, VadConfig, make_segmenter
+from .vad import Audio, End, Output, Pause, Segmenter, SegmenterState, Start, VadConfig, make_segmenter
 
 __all__ = ["VadNode"]
 
 
 class VadNode(Node):
-    def __init__(self, segmenter: Segmenter, *, name: str = "vad", executor: Executor | None = None):
+    def __init__(
+        self, segmenter: Segmenter, *, name: str = "vad", executor: Executor | None = None, hints: bool = True
+    ):
         super().__init__(name)
-        self.segmenter = segmenter
+        self.hints = hints
+        self.segmenter = segmenter.with_pause_hints() if hints and not segmenter.pause_hints else segmenter
         self._states: dict[str, SegmenterState] = {}
         self._executor = executor
         self._own_executor = executor is None
@@ -93,3 +102,5 @@ class VadNode(Node):
                 await self.push(SpeechStarted(sid, o.sample))
             elif isinstance(o, End):
                 await self.push(SpeechEnded(sid, o.sample, start_sample=o.start_sample))
+            elif isinstance(o, Pause) and self.hints:
+                await self.push(SpeechPausing(sid, o.sample, start_sample=o.start_sample))

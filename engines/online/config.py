@@ -200,6 +200,10 @@ class RecognizerConfig:
     # at a VAD end, decode the frames the engine still buffers (a peek: its state is immutable) so
     # the final does not wait for the chunk to fill; those frames are not decoded twice
     peek_at_vad_end: bool = True
+    # start that VAD-end work at the VAD's pause hint (stream.events.SpeechPausing), while the rest of
+    # the min silence arrives, so the final is ready at the end; the same final either way (a pause
+    # that does not end the segment costs one decode for nothing)
+    decode_ahead: bool = True
     emit_unchanged_partials: bool = False
     # n-gram LM beam search for finals (engines.lm); partials stay greedy unless partial_beam_width > 0.
     # lm_path "none" (NO_LM): no LM, not even the checkpoint's own language_model/ folder.

@@ -56,6 +56,8 @@ class RecognizerStats:
     batches: int = 0  # step_batch forwards of more than one stream
     largest_batch: int = 1
     peeks: int = 0  # VAD ends closed at once on the engine's buffered frames
+    ahead: int = 0  # VAD ends decoded ahead, during the pause (the node's SpeechPausing)
+    ahead_used: int = 0  # of which the pause became the segment's end (the others: speech resumed)
 
     @property
     def rtf(self) -> float:

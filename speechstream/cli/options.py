@@ -190,7 +190,9 @@ def _vad_timing_option(field: str, help: str, show_default: str) -> Any:
 
 
 VAD_PRE_SPEECH_PAD_MS = _vad_timing_option("pre_speech_pad_ms", "Audio kept before a detected speech onset, ms.", "100")
-VAD_HANGOVER_MS = _vad_timing_option("hangover_ms", "Audio kept after the last speech frame, ms.", "100")
+VAD_HANGOVER_MS = _vad_timing_option(
+    "hangover_ms", "Audio kept after the start of the pause that ends a segment, ms.", "100"
+)
 VAD_MIN_SPEECH_MS = _vad_timing_option("min_speech_ms", "Shorter bursts are not speech, ms.", "60")
 VAD_MIN_SILENCE_MS = _vad_timing_option(
     "min_silence_ms",

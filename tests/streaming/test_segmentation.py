@@ -116,21 +116,32 @@ def build(
     return np.concatenate(audio), np.array(track), ends
 
 
-async def transcribe(x: np.ndarray, track: np.ndarray, **rcfg) -> list[tuple[int, FinalTranscript]]:
-    """(index in the event order, final) for each final with text; audio events kept for timing."""
+async def transcribe(
+    x: np.ndarray,
+    track: np.ndarray,
+    model: TrackModel | None = None,
+    into: list | None = None,
+    block: int = 1600,
+    **rcfg,
+) -> list:
+    """Every event out of the graph, audio kept for timing (and internal hints, which must not
+    come out); ``into`` gets the recogniser node."""
     cfg = RecognizerConfig(chunk_ms=640, **rcfg)
     dec = StreamingCTCDecoder(
         TOK,
         SPF,
         EndpointConfig(cfg.rule1_min_trailing_silence_ms, cfg.rule2_min_trailing_silence_ms, cfg.max_utterance_ms),
     )
-    collect = Collect(keep_audio=True)
+    collect = Collect(keep_audio=True, keep_internal=True)
+    rec = Recognizer(model or TrackModel(track), cfg, decoder=dec)
     graph = Graph(
-        [ArraySource(x, 16000, stream_id="s", block=1600)],
-        [Resample(), VadNode.create("webrtc"), Recognizer(TrackModel(track), cfg, decoder=dec), collect],
+        [ArraySource(x, 16000, stream_id="s", block=block)],
+        [Resample(), VadNode.create("webrtc"), rec, collect],
         bug_policy="raise",
     )
     await graph.run(timeout_s=120)
+    if into is not None:
+        into.append(rec)
     return collect.events
 
 
@@ -181,6 +192,65 @@ async def test_the_final_comes_soon_after_the_end_of_speech_not_when_the_chunk_f
         i = events.index(final)
         heard = max(e.end_sample for e in events[:i] if isinstance(e, AudioChunk))
         assert heard - end <= 0.4 * 16000, (heard - end) / 16000
+
+
+async def test_decoding_ahead_at_the_pause_hint_gives_the_same_finals_and_is_used_at_each_vad_end() -> None:
+    """The VAD's internal SpeechPausing (a pause began, the segment's audio is all out) starts the
+    VAD end's work; at the SpeechEnded it is used (same state, same end sample), so the events are
+    the very ones computed at the end. The 150 ms pause gets a hint too (20 ms blocks, as a
+    microphone sends them), but speech resumes: that work is dropped. The hint never leaves the
+    recogniser."""
+    from stream.events import Endpoint, SpeechPausing
+
+    pieces = [("THE WEATHER WILL BE COLD", 0.15), ("AND WINDY TOMORROW", 0.30), ("OUR TRAIN LEAVES AT SEVEN", 1.0)]
+    x, track, _ = build(pieces)
+    out: dict[bool, tuple[list, Recognizer]] = {}
+    for ahead in (True, False):
+        recs: list = []
+        events = await transcribe(x, track, into=recs, block=320, decode_ahead=ahead)
+        out[ahead] = ([e for e in events if not isinstance(e, AudioChunk)], recs[0])
+    (with_ahead, rec), (without, rec0) = out[True], out[False]
+    assert with_ahead == without  # finals (text, words, times), endpoints, VAD events: all equal
+    assert [f.text for f in finals_of(with_ahead)] == [
+        "THE WEATHER WILL BE COLD AND WINDY TOMORROW",
+        "OUR TRAIN LEAVES AT SEVEN",
+    ]
+    vad_ends = [e for e in with_ahead if isinstance(e, Endpoint) and e.reason == "vad"]
+    assert rec.stats.ahead_used == len(vad_ends) == 2
+    assert rec.stats.ahead > rec.stats.ahead_used  # the 150 ms pause's hint: speech went on
+    assert rec0.stats.ahead == 0
+    assert not any(isinstance(e, SpeechPausing) for e in with_ahead)
+
+
+async def test_offline_decoding_ahead_gives_the_same_finals() -> None:
+    """Offline mode: the whole segment is decoded at the pause hint; the same finals as at the end."""
+    rng = np.random.default_rng(1)
+    tone = (0.3 * np.sin(2 * np.pi * 180 * np.arange(16000) / 16000)).astype(np.float32)
+    x = np.concatenate(
+        [np.zeros(8000, np.float32), tone + 0.01 * rng.standard_normal(16000).astype(np.float32)]
+        + [np.zeros(12000, np.float32), tone, np.zeros(24000, np.float32)]
+    )
+    out = {}
+    for ahead in (True, False):
+        collect = Collect(keep_audio=False, keep_internal=True)
+        rec = Recognizer(
+            LoudModel(np.zeros(0, int)),
+            RecognizerConfig(mode="offline", decode_ahead=ahead),
+            decoder=StreamingCTCDecoder(TOK, SPF),
+        )
+        graph = Graph(
+            [ArraySource(x, 16000, stream_id="s", block=1600)],
+            [Resample(), VadNode.create("webrtc"), rec, collect],
+            bug_policy="raise",
+        )
+        await graph.run(timeout_s=60)
+        out[ahead] = (collect.events, rec.stats)
+    from stream.events import Endpoint
+
+    assert out[True][0] == out[False][0]
+    vad_ends = [e for e in out[True][0] if isinstance(e, Endpoint) and e.reason == "vad"]
+    assert len(vad_ends) >= 2 and len(finals_of(out[True][0])) >= 2
+    assert out[True][1].ahead_used == len(vad_ends) and out[False][1].ahead == 0
 
 
 async def test_max_length_cuts_a_run_on_reading_at_a_pause_between_words() -> None:

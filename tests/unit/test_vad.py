@@ -12,6 +12,7 @@ from stream.sources.array import ArraySource
 from stream.vad import (
     Audio,
     End,
+    Pause,
     Segmenter,
     SileroClassifier,
     Start,
@@ -76,6 +77,8 @@ def check_timeline(out, n):
         elif isinstance(o, Start):
             assert not inside and o.sample == pos
             inside = True
+        elif isinstance(o, Pause):  # a hint inside a segment, at the audio released so far
+            assert inside and o.sample == pos
         else:
             assert inside and o.sample == pos
             inside = False
@@ -286,3 +289,81 @@ def test_backdating_leaves_a_loud_tail_alone():
     cfg = VadConfig(pre_speech_pad_ms=0, hangover_ms=300, min_speech_ms=30, min_silence_ms=150, backdate_max_ms=90)
     (end,) = [o for o in run_segmenter(Segmenter(Scripted(labels), cfg), x) if isinstance(o, End)]
     assert end.sample == (40 + 15) * F
+
+
+def test_the_hangover_counts_from_where_the_silence_run_starts():
+    """Backdated run (the energy fell 8 frames before the classifier's first silence): the segment
+    ends ``hangover_ms`` after the fall, not after the classifier's last speech frame."""
+    F = 160
+    labels = [0] * 10 + [1] * 30 + [0] * 60  # speech frames 10-39; the energy falls at frame 32
+    x = _loud_then_quiet(labels, 32)
+    x[: 10 * F] = 0.0
+    cfg = VadConfig(pre_speech_pad_ms=0, hangover_ms=50, min_speech_ms=30, min_silence_ms=150, backdate_max_ms=90)
+    out = run_segmenter(Segmenter(Scripted(labels), cfg), x)
+    check_timeline(out, x.shape[0])
+    (end,) = [o for o in out if isinstance(o, End)]
+    assert end.sample == (32 + 5) * F
+    off = VadConfig(pre_speech_pad_ms=0, hangover_ms=50, min_speech_ms=30, min_silence_ms=150, backdate_max_ms=0)
+    (end,) = [o for o in run_segmenter(Segmenter(Scripted(labels), off), x) if isinstance(o, End)]
+    assert end.sample == (40 + 5) * F  # no backdating: from the classifier's first silent frame
+
+
+@pytest.mark.parametrize("sizes", [(1000,), (160,), (320, 1, 479)])
+def test_pause_hints_come_once_per_silence_run_and_an_end_follows_at_their_sample_with_no_audio_between(sizes):
+    """(A hint is checked at the end of each step: one step that holds the whole run has none.)"""
+    F = 160
+    # speech 20-59, a 12-frame pause (under min silence: speech resumes), speech 72-99, then silence
+    labels = [0] * 20 + [1] * 40 + [0] * 12 + [1] * 28 + [0] * 40
+    x = np.zeros(len(labels) * F, np.float32)
+    cfg = VadConfig(pre_speech_pad_ms=0, hangover_ms=80, min_speech_ms=30, min_silence_ms=200, backdate_max_ms=0)
+    out = run_segmenter(Segmenter(Scripted(labels), cfg, pause_hints=True), x, sizes)
+    check_timeline(out, x.shape[0])
+    marks = [o for o in out if not isinstance(o, Audio)]
+    assert marks == [Start(20 * F), Pause(68 * F, 20 * F), Pause(108 * F, 20 * F), End(108 * F, 20 * F)]
+    i = out.index(Pause(108 * F, 20 * F))
+    assert out[i + 1] == End(108 * F, 20 * F)  # no audio between the hint and its end
+    plain = run_segmenter(Segmenter(Scripted(labels), cfg), x, sizes)
+    assert [o for o in plain if not isinstance(o, Audio)] == [Start(20 * F), End(108 * F, 20 * F)]
+    assert Segmenter(Scripted(labels), cfg).with_pause_hints().pause_hints
+
+
+def test_no_pause_hint_when_the_hangover_reaches_the_min_silence():
+    """hangover >= min silence: the end is where the silence is confirmed, unknown before; no hint."""
+    labels = [0] * 20 + [1] * 40 + [0] * 40
+    x = np.zeros(len(labels) * 160, np.float32)
+    cfg = VadConfig(pre_speech_pad_ms=0, hangover_ms=200, min_speech_ms=30, min_silence_ms=200, backdate_max_ms=0)
+    out = run_segmenter(Segmenter(Scripted(labels), cfg, pause_hints=True), x)
+    assert not [o for o in out if isinstance(o, Pause)] and [o for o in out if isinstance(o, End)]
+
+
+@needs_espeak
+async def test_the_vad_nodes_pause_hints_are_internal_sinks_never_write_them(speech, tmp_path):
+    """VadNode sends SpeechPausing before (most) SpeechEnded at the same sample; a JSONL sink skips
+    it, a Collect keeps it only when asked (keep_internal)."""
+    import json
+
+    from sinks.jsonl import JsonlSink
+    from sinks.node import SinkNode
+    from stream.events import SpeechPausing
+
+    x, _ = speech
+    seen, plain = Collect(keep_internal=True), Collect()
+    path = tmp_path / "out.jsonl"
+    graph = Graph(
+        [ArraySource(x, 16000, stream_id="a", block=320)],
+        [Resample(), VadNode.create("webrtc"), seen, plain, SinkNode(JsonlSink(path))],
+        bug_policy="raise",
+    )
+    await graph.run()
+    hints = [e for e in seen.events if isinstance(e, SpeechPausing)]
+    ends = [e for e in seen.events if isinstance(e, SpeechEnded)]
+    assert hints and {e.sample for e in ends} <= {e.sample for e in hints}
+    assert not any(isinstance(e, SpeechPausing) for e in plain.events)
+    types = {json.loads(line)["type"] for line in path.read_text().splitlines()}
+    assert "speech_ended" in types and "speech_pausing" not in types
+    off = Collect(keep_internal=True)
+    graph = Graph(
+        [ArraySource(x, 16000, stream_id="a", block=320)], [Resample(), VadNode(make_segmenter(), hints=False), off]
+    )
+    await graph.run()
+    assert not any(isinstance(e, SpeechPausing) for e in off.events)
