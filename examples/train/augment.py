@@ -61,7 +61,7 @@ REAL_SOURCES = ("so762",)
 
 def is_real(utt: dict) -> bool:
     """Whether a pack utterance (``train.load_pack``'s dict) is a recorded person's; the others are synthetic."""
-    return utt["source"] in REAL_SOURCES or str(utt["voice"]).startswith(REAL_VOICE_PREFIX)
+    return utt.get("source") in REAL_SOURCES or str(utt.get("voice", "")).startswith(REAL_VOICE_PREFIX)
 
 
 def parse_real_speed(spec: str) -> tuple[float, float, float] | None:

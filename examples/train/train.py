@@ -301,7 +301,7 @@ def make_batch(
                 / 32768.0
             )
             parts.append(clip)
-            real.append(augment.is_real(utts[u]))
+            real.append(real_speed is not None and augment.is_real(utts[u]))
             words.append(utts[u]["text"])
         if aug is not None and real_speed is not None and any(real):
             factor = rng.uniform(*aug.speed_range) if rng.random() < aug.p_speed else None
