@@ -54,6 +54,33 @@ LIGHT = AugmentConfig(
 )
 
 
+# Recorded people in the pack: voices named real:* (the real corpora; speechocean762's too) and the so762 source.
+REAL_VOICE_PREFIX = "real:"
+REAL_SOURCES = ("so762",)
+
+
+def is_real(utt: dict) -> bool:
+    """Whether a pack utterance (``train.load_pack``'s dict) is a recorded person's; the others are synthetic."""
+    return utt.get("source") in REAL_SOURCES or str(utt.get("voice", "")).startswith(REAL_VOICE_PREFIX)
+
+
+def parse_real_speed(spec: str) -> tuple[float, float, float] | None:
+    """``"0.9:0.8:1.25"`` -> (p, lo, hi): each real utterance sped by a factor uniform in [lo, hi] with
+    probability p (``train.py --real-speed``); ``""`` -> None (off)."""
+    if not spec.strip():
+        return None
+    parts = spec.split(":")
+    try:
+        p, lo, hi = (float(x) for x in parts)
+    except ValueError:
+        raise ValueError(f"--real-speed: {spec!r} is not P:LO:HI (three numbers, e.g. 0.9:0.8:1.25)") from None
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"--real-speed: probability {p} is not between 0 and 1")
+    if not 0.0 < lo <= hi or not math.isfinite(hi):
+        raise ValueError(f"--real-speed: factors {lo}..{hi} are not 0 < LO <= HI")
+    return p, lo, hi
+
+
 def speed(wave: Tensor, factor: float) -> Tensor:
     """(N,) -> (N / factor,) by linear-interpolation resampling (pitch and tempo change together, like sox speed)."""
     n = max(2, int(round(wave.shape[0] / factor)))

@@ -283,22 +283,39 @@ def make_batch(
     aug: augment.AugmentConfig | None,
     device: torch.device,
     max_s: float,
+    real_speed: tuple[float, float, float] | None = None,
 ):
+    """Padded (B, N) waves, (B,) lengths and texts. With ``aug``, a sample's audio is sped as a whole
+    (``aug.p_speed``); with ``real_speed`` (p, lo, hi) too, a sample holding a real utterance instead speeds
+    each real clip on its own (probability p, factor uniform in [lo, hi]) and its synthetic clips by the
+    sample's ``aug`` draw, so synthetic voices keep the ``aug`` settings."""
     waves, texts = [], []
     for group in batch:
-        parts, words = [], []
+        parts, words, real = [], [], []
         for j, u in enumerate(group):
             if j:
                 parts.append(torch.zeros(int(rng.uniform(0.05, 0.6) * SR), device=device))
+                real.append(None)
             clip = (
                 audio[utts[u]["start"] : utts[u]["start"] + utts[u]["n"]].to(device, non_blocking=True).float()
                 / 32768.0
             )
             parts.append(clip)
+            real.append(real_speed is not None and augment.is_real(utts[u]))
             words.append(utts[u]["text"])
-        wave = torch.cat(parts)
-        if aug is not None and rng.random() < aug.p_speed:
-            wave = augment.speed(wave, rng.uniform(*aug.speed_range))
+        if aug is not None and real_speed is not None and any(real):
+            factor = rng.uniform(*aug.speed_range) if rng.random() < aug.p_speed else None
+            p, lo, hi = real_speed
+            for i, is_real in enumerate(real):
+                if is_real and rng.random() < p:
+                    parts[i] = augment.speed(parts[i], rng.uniform(lo, hi))
+                elif is_real is False and factor is not None:
+                    parts[i] = augment.speed(parts[i], factor)
+            wave = torch.cat(parts)
+        else:
+            wave = torch.cat(parts)
+            if aug is not None and rng.random() < aug.p_speed:
+                wave = augment.speed(wave, rng.uniform(*aug.speed_range))
         if aug is not None:  # random leading/trailing silence so utterance edges vary
             wave = torch.cat(
                 [
@@ -575,6 +592,13 @@ def main(argv: list[str] | None = None) -> None:
         "--vtlp", type=float, default=0.0, help="probability of a vocal-tract-length warp (0.9-1.1) per utterance"
     )
     ap.add_argument("--aug", default="full", choices=["full", "light"], help="augmentation strength (augment.LIGHT)")
+    ap.add_argument(
+        "--real-speed",
+        default="",
+        metavar="P:LO:HI",
+        help="speed perturbation of the real speakers only (voices real:*, so762 included): each real utterance "
+        "sped with probability P by a factor uniform in [LO, HI], e.g. 0.9:0.8:1.25 (default: off, --aug's speed)",
+    )
     ap.add_argument("--save-every-s", type=float, default=60.0)
     ap.add_argument(
         "--dev-every-s",
@@ -618,6 +642,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     skip = tuple(x for x in args.skip_sources.split(",") if x)
     shares = parse_shares(args.shares)
+    real_speed = augment.parse_real_speed(args.real_speed)
+    if real_speed is not None and args.no_augment:
+        raise SystemExit("--real-speed is an augmentation: it cannot go with --no-augment")
     audio, utts = load_pack(args.pack, args.max_shards_per_source, args.workers, skip)
     hours = audio.numel() / SR / 3600
     log(fh, f"loaded {len(utts)} utterances, {hours:.2f} h in {time.time() - t0:.1f} s; device {device}")
@@ -697,7 +724,7 @@ def main(argv: list[str] | None = None) -> None:
                 g["lr"] = lr
             plain = progress < args.curriculum
             batch_aug = None if plain else aug
-            wave, n, texts = make_batch(audio, utts, batch, rng, batch_aug, device, args.max_seconds)
+            wave, n, texts = make_batch(audio, utts, batch, rng, batch_aug, device, args.max_seconds, real_speed)
             n_total = sum(sum(utts[u]["n"] for u in g) for g in batch)  # before speed/silence padding
             frames10 = features.frame_counts(n)
             if batch_aug is not None:

@@ -378,3 +378,49 @@ def test_shares_fix_each_groups_part_of_the_epoch_audio_and_keep_the_rest_in_pro
             parse_shares(bad)
     with pytest.raises(ValueError, match="no training utterance"):
         weighted_epoch(utts, idx, {"piper": 0.2}, random.Random(0))
+
+
+def test_real_speed_parses_and_perturbs_only_the_real_utterances():
+    import dataclasses
+    import random
+
+    from examples.train.train import make_batch
+
+    assert augment.parse_real_speed("") is None
+    assert augment.parse_real_speed("0.9:0.8:1.25") == (0.9, 0.8, 1.25)
+    for bad in ("0.9", "0.9:0.8", "a:0.8:1.2", "1.5:0.8:1.2", "0.5:1.2:0.8", "0.5:0:1.2", "0.5:0.8:inf"):
+        with pytest.raises(ValueError, match="--real-speed"):
+            augment.parse_real_speed(bad)
+    n = 32000  # 2 s each
+    utts = [
+        {"start": 0, "n": n, "text": "A", "voice": "real:fsdd/x", "source": "real"},
+        {"start": 0, "n": n, "text": "B", "voice": "real:speechocean762/so762-0001", "source": "so762"},
+        {"start": 0, "n": n, "text": "C", "voice": "espeak:en-us", "source": "espeak"},
+        {"start": 0, "n": n, "text": "D", "voice": "flite:slt", "source": "flite"},
+    ]
+    assert [augment.is_real(u) for u in utts] == [True, True, False, False]
+    audio = torch.full((n,), 1000, dtype=torch.int16)
+    SR = augment.SR
+    edges = 0.6 * SR  # make_batch's random leading + trailing silence, at most
+    cpu = torch.device("cpu")
+
+    def lengths(aug, real_speed, batch):
+        _, lens, _ = make_batch(audio, utts, batch, random.Random(0), aug, cpu, 60.0, real_speed)
+        return [int(x) for x in lens]
+
+    # synthetic speed fixed at 2x (half the length), real speed at 0.5x (twice the length), each always
+    aug = dataclasses.replace(augment.LIGHT, p_speed=1.0, speed_range=(2.0, 2.0))
+    for got, u in zip(lengths(aug, (1.0, 0.5, 0.5), [[0], [1], [2], [3]]), utts):
+        want = 2 * n if augment.is_real(u) else n // 2
+        assert want <= got <= want + edges, (u["voice"], got)
+    # without --real-speed every sample keeps --aug's speed (the behaviour before the option)
+    for got in lengths(aug, None, [[0], [1], [2], [3]]):
+        assert n // 2 <= got <= n // 2 + edges
+    # a joined sample: the real clip on its own draw, the synthetic one on the sample's --aug draw
+    (got,) = lengths(aug, (1.0, 0.5, 0.5), [[0, 2]])
+    assert 2 * n + n // 2 <= got <= 2 * n + n // 2 + edges + 0.6 * SR
+    # probability 0: real clips unchanged, synthetic ones still sped by --aug
+    (got,) = lengths(aug, (0.0, 0.5, 0.5), [[1, 3]])
+    assert n + n // 2 <= got <= n + n // 2 + edges + 0.6 * SR
+    # no augmentation (the plain curriculum batches): --real-speed does nothing either
+    assert lengths(None, (1.0, 0.5, 0.5), [[0], [2]]) == [n, n]
