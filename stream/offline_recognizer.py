@@ -150,7 +150,14 @@ class OfflineRecognizer(RecognizerNode):
             return
         if isinstance(event, SpeechPausing):  # decode ahead (RecognizerNode); the hint goes no further
             seg = self._segments.get(event.stream_id)
-            if seg is not None and seg.length and seg.start + seg.length == event.sample and self.config.decode_ahead:
+            cfg = self.config
+            if (
+                seg is not None
+                and seg.length
+                and seg.start + seg.length == event.sample
+                and cfg.vad_endpoints
+                and cfg.decode_ahead
+            ):
                 lang = self._language_of(event.stream_id)
                 self._decode_ahead(event.stream_id, seg, event.sample, self._decode_segment, seg, "vad", lang)
             return
