@@ -271,22 +271,25 @@ def profile(manifest: Path, utts: int) -> None:
     print("(the LM row also holds eval's offline pass, one decode per utterance)")
 
 
-def _vad(frame_ms: int = 30, **timing: int) -> Callable[[], Any]:
-    """A factory of webrtc VAD nodes at the defaults but ``frame_ms`` and the VadConfig fields given."""
+def _vad(frame_ms: int = 30, energy_ms: int | None = None, **timing: int) -> Callable[[], Any]:
+    """A factory of webrtc VAD nodes at the defaults but ``frame_ms``, the backdating's energy sub-frame
+    (``energy_ms``; the frame: whole frames, as before 10 ms sub-frames) and the VadConfig fields given."""
 
     def make() -> Any:
-        from stream.vad import DEFAULT_VAD_CONFIGS, make_segmenter
+        from stream.vad import DEFAULT_VAD_CONFIGS, Segmenter, make_segmenter
         from stream.vad_node import VadNode
 
-        return VadNode(
-            make_segmenter("webrtc", dataclasses.replace(DEFAULT_VAD_CONFIGS["webrtc"], **timing), frame_ms=frame_ms)
-        )
+        seg = make_segmenter("webrtc", dataclasses.replace(DEFAULT_VAD_CONFIGS["webrtc"], **timing), frame_ms=frame_ms)
+        if energy_ms is not None:
+            seg = Segmenter(seg.clf, seg.config, energy_ms=energy_ms)
+        return VadNode(seg)
 
     return make
 
 
 VARIANTS: dict[str, tuple[str, dict[str, Any], Callable[[], Any] | None]] = {
-    "default": ("defaults (backdate 90 ms, min silence 180, decoding ahead)", {}, None),
+    "default": ("defaults (backdate 90 ms on 10 ms energy, min silence 180, decoding ahead)", {}, None),
+    "energy30": ("the same with 30 ms energy frames (before 10 ms sub-frames)", {}, _vad(energy_ms=30)),
     "noahead": ("the same without decoding ahead", {"decode_ahead": False}, None),
     "before": (
         "before: min silence 150, no backdating",

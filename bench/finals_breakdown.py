@@ -58,7 +58,7 @@ def trace_segmenter(seg: Segmenter, x: np.ndarray, block: int) -> list[tuple[int
     orig = seg._frame
     run: list[int | None] = [None]
 
-    def frame(st: dict[str, Any], speech: bool, out: list[Any], db: float = 0.0) -> None:
+    def frame(st: dict[str, Any], speech: bool, out: list[Any], db: Any = 0.0) -> None:
         f0 = st["pos"]
         run[0] = None if speech else (f0 if run[0] is None else run[0])
         n = len(out)
@@ -67,13 +67,23 @@ def trace_segmenter(seg: Segmenter, x: np.ndarray, block: int) -> list[tuple[int
             if isinstance(o, End):
                 trace.append((run[0] if run[0] is not None else f0, st["pos"], o.sample))
 
-    seg._frame = frame  # type: ignore[method-assign]
+    orig_tail = seg._quiet_tail
+
+    def quiet_tail(st: dict[str, Any], out: list[Any]) -> None:  # an End between frames: confirmed at its sample
+        confirm = None if st["run_start"] is None else st["run_start"] + max(seg.min_silence, 1)
+        n = len(out)
+        orig_tail(st, out)
+        for o in out[n:]:
+            if isinstance(o, End) and confirm is not None:
+                trace.append((run[0] if run[0] is not None else st["pos"], confirm, o.sample))
+
+    seg._frame, seg._quiet_tail = frame, quiet_tail  # type: ignore[method-assign]
     try:
         st = seg.init_state()
         for p in range(0, len(x), block):
             _, st = seg.step(x[p : p + block], st)
     finally:
-        del seg._frame
+        del seg._frame, seg._quiet_tail
     return trace
 
 

@@ -25,9 +25,11 @@ Timing rules (``F`` = frame length; all times are exact integer sample offsets):
 - speech ends after ``min_silence_ms`` of consecutive non-speech frames; the
   segment ends ``hangover_ms`` after the start of that silence run (at most where the
   silence was confirmed); with ``backdate_max_ms`` > 0 the silence run starts at the first
-  frame more than ``backdate_db`` under the segment's loudest frame when the classifier flags
-  silence later (at most ``backdate_max_ms`` earlier than its first non-speech frame; never
-  before audio already released as speech); else at the first non-speech frame;
+  10 ms energy sub-frame more than ``backdate_db`` under the segment's loudest one when the
+  classifier flags silence later (at most ``backdate_max_ms`` earlier than its first non-speech
+  frame; never before audio already released as speech); else at the first non-speech frame.
+  A backdated run is also confirmed between frames, at its exact sample, when the energy of the
+  audio not yet classified stays that low up to there (and a hint comes at its sample the same way);
 - at end of stream an open segment ends at ``min(silence run start + hangover, end)``,
   or at the end if its last frame was speech; an unconfirmed run is dropped.
 
@@ -80,6 +82,7 @@ __all__ = [
 ]
 
 RATE = 16_000
+ENERGY_SUBFRAME_MS = 10  # backdating's energy resolution
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,16 +386,28 @@ class SegmenterState:
 class Segmenter:
     """Frame classifier + timing rules -> labelled audio and segment marks (pure)."""
 
-    def __init__(self, classifier: FrameClassifier, config: VadConfig = VadConfig(), *, pause_hints: bool = False):
+    def __init__(
+        self,
+        classifier: FrameClassifier,
+        config: VadConfig = VadConfig(),
+        *,
+        pause_hints: bool = False,
+        energy_ms: int = ENERGY_SUBFRAME_MS,
+    ):
         self.clf = classifier
         self.config = config
         self.pause_hints = pause_hints
+        self.energy_ms = energy_ms
         self.F = classifier.frame_samples
         self.pad = config.samples(config.pre_speech_pad_ms)
         self.hang = config.samples(config.hangover_ms)
         self.min_speech = config.samples(config.min_speech_ms)
         self.min_silence = config.samples(config.min_silence_ms)
         self.backdate = config.samples(config.backdate_max_ms)
+        # backdating's energy sub-frame where the frame divides into them (webrtc's 30 ms into 10 ms), else the
+        # frame; one frame long, nothing is confirmed between frames (as before sub-frames, for comparisons)
+        e = config.samples(energy_ms)
+        self.E = e if e > 0 and self.F % e == 0 else self.F
 
     @property
     def lookahead_samples(self) -> int:
@@ -404,7 +419,7 @@ class Segmenter:
 
     def with_pause_hints(self) -> Segmenter:
         """The same segmenter (classifier, config) that also emits :class:`Pause` outputs."""
-        return Segmenter(self.clf, self.config, pause_hints=True)
+        return Segmenter(self.clf, self.config, pause_hints=True, energy_ms=self.energy_ms)
 
     # -- helpers on the held buffer -------------------------------------------------
 
@@ -425,31 +440,57 @@ class Segmenter:
         k = pending.shape[0] // self.F
         frames = pending[: k * self.F].reshape(k, self.F)
         labels, clf = self.clf.classify(frames, state.clf) if k else (np.zeros(0, bool), state.clf)
-        if self.backdate and k:
-            db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
-        else:
-            db = np.zeros(k)
+        db = self._levels(frames.reshape(-1)).reshape(k, self.F // self.E) if self.backdate else np.zeros((k, 1))
         st = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
         st["clf"] = clf
         st["pending"] = pending[k * self.F :].copy()
         st["held"] = np.concatenate([state.held, x]) if state.held.size else x
         st["total"] = state.total + x.shape[0]
         out: list[Output] = []
-        for label, level in zip(labels, db):
-            self._frame(st, bool(label), out, float(level))
+        for label, levels in zip(labels, db):
+            self._frame(st, bool(label), out, levels)
+        if self.backdate:
+            self._quiet_tail(st, out)
         self._release_safe(st, out)
         return out, SegmenterState(**st)
 
-    def _frame(self, st: dict[str, Any], speech: bool, out: list[Output], db: float) -> None:
+    def _levels(self, x: np.ndarray) -> np.ndarray:
+        """dB (re full scale) of each whole energy sub-frame of ``x``."""
+        n = x.shape[0] // self.E
+        sub = x[: n * self.E].astype(np.float64).reshape(n, self.E)
+        return 10 * np.log10(np.mean(sub**2, axis=1) + 1e-20)
+
+    def _quiet_tail(self, st: dict[str, Any], out: list[Output]) -> None:
+        """Between frames: in a silence run whose energy has stayed low, the not yet classified audio
+        (``pending``) can bring the hint and the end forward to their exact sample, if its energy
+        sub-frames up to there are all low too (speech resuming would raise them)."""
+        if not st["in_speech"] or st["run_start"] is None or st["low_since"] is None:
+            return
+        pos, floor = st["pos"], st["peak_db"] - self.config.backdate_db
+        quiet = np.cumprod(self._levels(st["pending"]) <= floor, dtype=bool)  # low sub-frames from pos on
+        quiet_to = pos + int(quiet.sum()) * self.E
+        confirm = st["run_start"] + max(self.min_silence, 1)
+        if confirm <= quiet_to:
+            end = min(st["run_end"], confirm)
+            self._release(st, end, True, out)
+            out.append(End(end, st["seg_start"]))
+            st.update(in_speech=False, run_start=None, hinted=False)
+        elif self.pause_hints and st["released"] < st["run_end"] <= quiet_to:
+            self._release(st, st["run_end"], True, out)  # _release_safe then hints
+
+    def _frame(self, st: dict[str, Any], speech: bool, out: list[Output], levels: np.ndarray) -> None:
         f0 = st["pos"]
         f1 = f0 + self.F
         st["pos"] = f1
         if self.backdate:
-            if not st["in_speech"] or db > st["peak_db"] - self.config.backdate_db:
-                st["low_since"] = None  # out of a segment, each frame is the peak of its own
-                st["peak_db"] = db if not st["in_speech"] else max(st["peak_db"], db)
-            elif st["low_since"] is None:
-                st["low_since"] = f0
+            if not st["in_speech"]:  # out of a segment, each frame is the peak of its own
+                st.update(low_since=None, peak_db=float(levels.max()))
+            else:
+                for i, db in enumerate(levels.tolist()):
+                    if db > st["peak_db"] - self.config.backdate_db:
+                        st.update(low_since=None, peak_db=max(st["peak_db"], db))
+                    elif st["low_since"] is None:
+                        st["low_since"] = f0 + i * self.E
         if not st["in_speech"]:
             if not speech:
                 st["run_start"] = None

@@ -308,6 +308,57 @@ def test_the_hangover_counts_from_where_the_silence_run_starts():
     assert end.sample == (40 + 5) * F  # no backdating: from the classifier's first silent frame
 
 
+class Scripted30(Scripted):
+    """Fixed labels, one per 30 ms frame (webrtc's frame, three 10 ms energy sub-frames)."""
+
+    frame_samples = 480
+
+
+def _steps_until(seg, x, mark_type, step=160):
+    """Feed ``x`` in ``step``-sample blocks: (samples fed when the first ``mark_type`` came, all outputs)."""
+    st, out, fed = seg.init_state(), [], None
+    for pos in range(0, x.shape[0], step):
+        o, st = seg.step(x[pos : pos + step], st)
+        out += o
+        if fed is None and any(isinstance(m, mark_type) for m in o):
+            fed = pos + step
+    o, st = seg.flush(st)
+    return fed, out + o
+
+
+def test_backdating_and_the_end_fall_on_10_ms_energy_sub_frames_of_a_30_ms_frame():
+    """The energy falls 10 ms into frame 20 (30 ms frames, the last speech label): the run counts from
+    there, and the hint and the end come as soon as quiet audio up to their samples has arrived, before
+    the frame that holds that sample is classified."""
+    S = 160
+    labels = [0] * 5 + [1] * 16 + [0] * 29  # frames 5-20 speech
+    x = np.full(len(labels) * 3 * S, 10 ** (-70 / 20), np.float32)
+    x[5 * 3 * S : (20 * 3 + 1) * S] = 10 ** (-10 / 20)  # loud up to sub-frame 61 (10 ms into frame 20)
+    cfg = VadConfig(pre_speech_pad_ms=0, hangover_ms=100, min_speech_ms=30, min_silence_ms=180, backdate_max_ms=90)
+    fall = 61 * S
+    fed, out = _steps_until(Segmenter(Scripted30(labels), cfg), x, End)
+    check_timeline(out, x.shape[0])
+    assert [m for m in marks(out)] == [Start(15 * S), End(fall + 100 * 16, 15 * S)]
+    assert fed == fall + 180 * 16  # sample 12640 is inside frame 26 (12480-12960), not yet classified
+    fed_hint, out = _steps_until(Segmenter(Scripted30(labels), cfg, pause_hints=True), x, Pause)
+    assert fed_hint == fall + 100 * 16 and Pause(fall + 100 * 16, 15 * S) in out  # inside frame 23
+
+
+def test_speech_resuming_in_the_unclassified_tail_stops_the_early_end():
+    """Loud audio where the min silence would be confirmed: the quiet-tail rule does not end the
+    segment; the classifier's frames decide (here: speech again, one segment)."""
+    S = 160
+    labels = [0] * 5 + [1] * 18 + [0] * 3 + [1] * 10 + [0] * 20  # a 90 ms classifier pause, frames 23-25
+    x = np.full(len(labels) * 3 * S, 10 ** (-70 / 20), np.float32)
+    x[5 * 3 * S : 61 * S] = 10 ** (-10 / 20)
+    x[(61 + 17) * S : 36 * 3 * S] = 10 ** (-10 / 20)  # speech again 170 ms after the fall (frame 26)
+    cfg = VadConfig(pre_speech_pad_ms=0, hangover_ms=100, min_speech_ms=30, min_silence_ms=180, backdate_max_ms=90)
+    out = run_segmenter(Segmenter(Scripted30(labels), cfg), x, (160,))
+    check_timeline(out, x.shape[0])
+    ends = [m for m in marks(out) if isinstance(m, End)]
+    assert len(ends) == 1 and ends[0].sample > 36 * 3 * S  # one segment, ended after the second burst
+
+
 @pytest.mark.parametrize("sizes", [(1000,), (160,), (320, 1, 479)])
 def test_pause_hints_come_once_per_silence_run_and_an_end_follows_at_their_sample_with_no_audio_between(sizes):
     """(A hint is checked at the end of each step: one step that holds the whole run has none.)"""
