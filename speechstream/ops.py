@@ -14,6 +14,8 @@ Metrics (all prefixed ``speechstream_``):
 - ``first_partial_latency_seconds`` (histogram: from a stream's first audio to its first partial) and
   ``finalization_latency_seconds`` (histogram: from the arrival of the audio a final ends at to the final);
 - ``model_forward_seconds_total`` and ``model_steps_total``, ``model_batch_size_max`` (the recogniser's counters);
+  ``decode_ahead_total`` (VAD ends decoded at the pause hint) and ``decode_ahead_used_total`` (of which the
+  pause became the segment's end: the rest were decodes for nothing, when speech resumed);
 - ``errors_total{code}`` (every error event, by code), ``finals_total``, ``partials_total``.
 
 :class:`StreamLatency` is the per-stream bookkeeping for the two latency histograms, for a transport
@@ -54,6 +56,12 @@ class _GraphCollector(Collector):
         fwd = CounterMetricFamily("speechstream_model_forward_seconds", "Seconds spent in model forwards")
         steps = CounterMetricFamily("speechstream_model_steps", "Model steps (one per chunk or batch)")
         batch = GaugeMetricFamily("speechstream_model_batch_size_max", "Largest cross-stream batch so far")
+        ahead = CounterMetricFamily(
+            "speechstream_decode_ahead", "VAD ends decoded ahead, at the VAD's pause hint (speech may resume)"
+        )
+        ahead_used = CounterMetricFamily(
+            "speechstream_decode_ahead_used", "Decodes started ahead whose pause did end the segment"
+        )
         for node in self.graph.nodes():
             edges = getattr(node, "edges", None)  # containers (Pipeline, FanOut) own the edges of their children
             if isinstance(edges, list):
@@ -66,7 +74,9 @@ class _GraphCollector(Collector):
                 fwd.add_metric([], stats.compute_s)
                 steps.add_metric([], stats.steps)
                 batch.add_metric([], stats.largest_batch)
-        yield from (depth, dropped, rtf, fwd, steps, batch)
+                ahead.add_metric([], getattr(stats, "ahead", 0))
+                ahead_used.add_metric([], getattr(stats, "ahead_used", 0))
+        yield from (depth, dropped, rtf, fwd, steps, batch, ahead, ahead_used)
 
 
 class ServerMetrics:

@@ -157,6 +157,7 @@ def test_worker_metrics_and_readiness_follow_the_broker(tmp_path: Path, model: P
         assert m["speechstream_mqtt_frames_total"] == 100
         assert m["speechstream_finalization_latency_seconds_count"] >= 1
         assert m["speechstream_model_steps_total"] > 0 and m["speechstream_model_forward_seconds_total"] > 0
+        assert 0 <= m["speechstream_decode_ahead_used_total"] <= m["speechstream_decode_ahead_total"]
         assert m["speechstream_active_streams"] == 0
         assert m["speechstream_mqtt_connected"] == 1 and m["speechstream_draining"] == 0
         assert any(k.startswith("speechstream_queue_depth{edge=") for k in m), sorted(m)
