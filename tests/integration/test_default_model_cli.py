@@ -1,9 +1,9 @@
 """The README's main job: ``speechstream transcribe examples/hello.wav`` with no ``--model`` runs the
 bundled default model and its LM, and the captions read like the reference transcript.
 
-The thresholds sit a few points above what the shipped model (Session 13, stage g) scores here: with the LM,
-CER 6.7 % and WER 27.8 % (it still joins a few words: "JUMPSOVER", "RETINTODISCAS"); greedy, 11.8 % and 50.0 %
-(the model before: 9.7 % and 41.7 % with the LM).
+The thresholds sit a few points above what the shipped model (Session 15, stage h) scores here: with the LM,
+CER 7.7 % and WER 25.0 % (it still joins a few words: "LASINDOG", "RETINTEDISCAS"); greedy, 11.8 % and 47.2 %
+(stage g: 6.7 % and 27.8 % with the LM; stage f: 9.7 % and 41.7 %).
 So a broken frontend, tokenizer, LM or a model swapped for noise fails, while a retrained model that is
 at least as good passes."""
 

@@ -47,10 +47,20 @@ def test_transformers_logits_equal_engine():
     fe = transformers.SeamlessM4TFeatureExtractor.from_pretrained(str(MODEL_DIR))
     x = _audio()
     inputs = fe(x.numpy(), sampling_rate=16000, return_tensors="pt")
+    model = load_model(MODEL_DIR)
     with torch.no_grad():
         ref = hf(**inputs).logits
-    ours = load_model(MODEL_DIR).forward(x[None]).frames
-    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+        encoder_only = model.module(inputs["input_features"], None).frames
+    feats, _ = model.frontend(x[None], None)
+    ours = model.forward(x[None]).frames
+    # The encoder on transformers' own features: the same arithmetic (measured: bit-equal).
+    torch.testing.assert_close(encoder_only, ref, atol=1e-5, rtol=1e-5)
+    # The fbank in float32 against the extractor's float64 numpy: ~1e-5 apart (tests/parity/test_fbank.py),
+    # which the trained network amplifies; measured end to end 9e-5 (stage g) and 2.9e-4 (stage h) on logits
+    # up to 21 in size.
+    torch.testing.assert_close(feats, inputs["input_features"], atol=5e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, ref, atol=1e-3, rtol=1e-4)
+    assert torch.equal(ours.argmax(-1), ref.argmax(-1))
 
 
 def test_tokenizer_files_match_vocab():
