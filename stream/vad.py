@@ -99,8 +99,8 @@ class VadConfig:
     # a pause this long, counted from where the energy fell (backdating), ends a segment: 150 ms
     # pauses inside a sentence stay inside it (bench/bench_finals.py --part breakdown)
     min_silence_ms: int = 180
-    # 0: off. Else the min-silence run counts from where the frame energy fell (the first frame more
-    # than ``backdate_db`` under the segment's loudest frame) when the classifier flags silence
+    # 0: off. Else the min-silence run counts from where the energy fell (the first 10 ms sub-frame
+    # more than ``backdate_db`` under the segment's loudest one) when the classifier flags silence
     # later, by at most this much (webrtc keeps calling speech for ~60-90 ms after a word)
     backdate_max_ms: int = 90
     backdate_db: int = 30
